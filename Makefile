@@ -1,0 +1,64 @@
+# One-command set-up: `make test` and `make demo` install everything they need on a fresh machine.
+# The virtual environment lives outside the clone (torch from PyPI is a multi-GB CUDA build), so
+# a second clone or a second run reuses it; uv's cache keeps the wheels.
+SHELL := /bin/bash
+VENV ?= $(HOME)/.cache/aiaas/venv
+PY := $(VENV)/bin/python
+STAMP := .run/setup.stamp
+export PYTHONPATH := $(CURDIR)
+export UV_LINK_MODE := copy
+PYTEST_ARGS ?=
+
+.PHONY: setup jars infra-up infra-down infra-status test test-unit test-integration test-faults lint bench demo lock clean
+
+setup: $(STAMP) jars
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v uv >/dev/null || python3 -m pip install --quiet uv
+	@test -x $(PY) || uv venv --quiet --python 3.11 $(VENV)
+	VIRTUAL_ENV=$(VENV) uv pip sync --quiet requirements.lock
+	VIRTUAL_ENV=$(VENV) uv pip install --quiet --no-deps -e .
+	@mkdir -p .run && touch $(STAMP)
+
+jars:
+	@infra/kafka/fetch.sh
+
+lock:
+	uv pip compile pyproject.toml --extra cpu --extra dev --python-version 3.11 \
+	  --python-platform x86_64-unknown-linux-gnu -o requirements.lock
+
+infra-up: jars
+	@infra/up.sh
+
+infra-down:
+	@infra/down.sh
+
+infra-status:
+	@infra/status.sh
+
+test: setup infra-up
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: setup infra-up
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test-faults: setup infra-up
+	$(PY) -m pytest tests/faults $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+bench: setup infra-up
+	$(PY) -m benchmarks.transport
+	@for b in inference training bridge; do \
+	  if [ -f benchmarks/$$b.py ]; then $(PY) -m benchmarks.$$b || exit 1; fi; done
+
+demo: setup infra-up
+	$(PY) -m aiaas_cli.main demo
+
+clean:
+	rm -rf .run demo-output

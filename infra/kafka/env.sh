@@ -1,0 +1,36 @@
+# Shared settings for the local infrastructure scripts (sourced, not run).
+# Every value can be overridden from the environment.
+INFRA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+REPO_DIR="$(cd "$INFRA_DIR/.." && pwd)"
+: "${AIAAS_STATE_DIR:=$REPO_DIR/.run}"
+: "${AIAAS_KAFKA_HOST:=127.0.0.1}"
+: "${AIAAS_KAFKA_PORT:=19092}"
+: "${AIAAS_KAFKA_CONTROLLER_PORT:=19093}"
+: "${AIAAS_KAFKA_SASL_PORT:=19094}"
+: "${AIAAS_KAFKA_HEAP:=-Xms256m -Xmx1g}"
+: "${AIAAS_REDIS_PORT:=16379}"
+KAFKA_LIBS="$INFRA_DIR/kafka/libs"
+KAFKA_DATA="$AIAAS_STATE_DIR/kafka"
+KAFKA_PID="$AIAAS_STATE_DIR/kafka.pid"
+KAFKA_LOG="$AIAAS_STATE_DIR/kafka.log"
+REDIS_DATA="$AIAAS_STATE_DIR/redis"
+REDIS_PID="$AIAAS_STATE_DIR/redis.pid"
+REDIS_LOG="$AIAAS_STATE_DIR/redis.log"
+mkdir -p "$AIAAS_STATE_DIR"
+
+# True when the process in pid file $1 is alive.
+pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+# True when something accepts TCP connections on 127.0.0.1:$1.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# Stop the process recorded in pid file $1 (and only that one), waiting up to $2 seconds.
+stop_pid() {
+  local file=$1 wait_s=${2:-30}
+  if ! pid_alive "$file"; then rm -f "$file"; return 0; fi
+  local pid; pid=$(cat "$file")
+  kill -TERM "$pid"
+  for _ in $(seq $((wait_s * 10))); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+  rm -f "$file"
+}

@@ -1,0 +1,52 @@
+"""Operational records: dead letters, audit entries, job status."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from schemas.envelope import Envelope
+
+
+class DeadLetter(Envelope):
+    """A record that could not be processed, with why; the original bytes are kept base64."""
+
+    KIND: ClassVar[str] = "dead_letter"
+
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    reason: str
+    code: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    key_b64: str | None = None
+    value_b64: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    ts: float = 0.0
+
+
+class AuditRecord(Envelope):
+    KIND: ClassVar[str] = "audit"
+
+    tenant: str
+    actor: str
+    action: str
+    target: str
+    ts: float
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobStatus(Envelope):
+    """Latest state of a training job on the compacted ``jobs`` topic."""
+
+    KIND: ClassVar[str] = "job_status"
+
+    job_id: str
+    state: Literal["submitted", "running", "exporting", "succeeded", "failed"]
+    version: int = 0
+    metrics: dict[str, float] = Field(default_factory=dict)
+    model_name: str | None = None
+    model_version: int | None = None
+    error: str | None = None
+    ts: float = 0.0

@@ -1,0 +1,71 @@
+"""Training messages: data batches, gradients, parameter snapshots, metrics, job specs.
+
+Tensors never travel inside the JSON: a message that carries tensors is a JSON header plus
+safetensors bytes (see ``streams.codecs.pack``); these models are the JSON headers.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from schemas.envelope import Envelope
+
+
+class DataBatch(Envelope):
+    """Header of a data record on ``train.<job>.data``; tensors ``x`` and ``y`` ride as safetensors."""
+
+    KIND: ClassVar[str] = "data_batch"
+
+    job_id: str
+    batch_index: int = Field(ge=0)
+    rows: int = Field(ge=1)
+    split: Literal["train", "test"] = "train"
+    strategy: str = "random"
+
+
+class GradientMessage(Envelope):
+    """Header of a gradient (or parameter delta) record on ``train.<job>.grads``."""
+
+    KIND: ClassVar[str] = "gradient"
+
+    job_id: str
+    worker_id: str
+    step: int = Field(ge=0)
+    base_version: int = Field(ge=0)
+    samples: int = Field(ge=0)
+    loss: float | None = None
+    compression: Literal["none", "fp16", "topk"] = "none"
+    payload: Literal["gradient", "delta", "params"] = "gradient"
+
+
+class ParameterSnapshot(Envelope):
+    """Header of a parameter version on ``train.<job>.params`` (compacted; key ``latest``)."""
+
+    KIND: ClassVar[str] = "parameters"
+
+    job_id: str
+    version: int = Field(ge=0)
+    consumed_offsets: dict[str, int] = Field(default_factory=dict)
+    has_optimizer_state: bool = False
+    final: bool = False
+
+
+class MetricsMessage(Envelope):
+    """Per-step progress on ``train.<job>.metrics``."""
+
+    KIND: ClassVar[str] = "metrics"
+
+    job_id: str
+    version: int = Field(ge=0)
+    epoch: float = 0.0
+    loss: float | None = None
+    test_loss: float | None = None
+    test_accuracy: float | None = None
+    samples_per_s: float | None = None
+    grad_bytes: int | None = None
+    live_workers: int | None = None
+    dropped_stale: int = 0
+    rejected: int = 0
+    ts: float = 0.0

@@ -1,0 +1,1 @@
+"""Shared plumbing: settings, topic catalog, codecs, producer/consumer wrappers, chunking, DLQ."""

@@ -1,0 +1,127 @@
+"""Ensure topics exist (idempotently) and wait for the broker to be ready."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Self
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from schemas.errors import Unavailable
+from streams.settings import Settings
+from streams.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+
+_TOPIC_EXISTS = 36
+_NO_ERROR = 0
+
+
+class Admin:
+    """Thin async admin client; created lazily in ``start()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._client: AIOKafkaAdminClient | None = None
+
+    async def start(self) -> None:
+        self._client = AIOKafkaAdminClient(**self.settings.common_kwargs())
+        await self._client.start()
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @property
+    def client(self) -> AIOKafkaAdminClient:
+        if self._client is None:
+            raise RuntimeError("Admin used before start()")
+        return self._client
+
+    async def list_topics(self) -> set[str]:
+        return set(await self.client.list_topics())
+
+    async def ensure_topics(self, specs: Iterable[TopicSpec]) -> list[str]:
+        """Create the topics that are missing; returns the names created. Safe to call twice."""
+        wanted = {s.name: s for s in specs}
+        missing = [s for n, s in wanted.items() if n not in await self.list_topics()]
+        if not missing:
+            return []
+        new = [
+            NewTopic(
+                name=s.name,
+                num_partitions=s.partitions,
+                replication_factor=self.settings.replication_factor,
+                topic_configs=s.config,
+            )
+            for s in missing
+        ]
+        resp = await self.client.create_topics(new)
+        created = []
+        for name, code, *rest in resp.topic_errors:
+            if code == _NO_ERROR:
+                created.append(name)
+            elif code != _TOPIC_EXISTS:
+                raise Unavailable("topic creation failed", topic=name, kafka_error=code, message=str(rest))
+        await self._wait_visible([s.name for s in missing])
+        return created
+
+    async def delete_topics(self, names: Iterable[str]) -> None:
+        existing = await self.list_topics()
+        names = [n for n in names if n in existing]
+        if names:
+            await self.client.delete_topics(names)
+
+    async def partitions(self, topic: str) -> int:
+        meta = await self.client.describe_topics([topic])
+        return len(meta[0]["partitions"]) if meta else 0
+
+    async def _wait_visible(self, names: list[str], timeout_s: float = 30.0) -> None:
+        """Wait until metadata shows every partition of the new topics with a leader."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            meta = await self.client.describe_topics(names)
+            if all(t["error_code"] == _NO_ERROR and t["partitions"] and
+                   all(p["leader"] >= 0 for p in t["partitions"]) for t in meta):
+                return
+            await asyncio.sleep(0.05)
+        raise Unavailable("topics not visible in time", topics=names)
+
+
+async def wait_for_broker(settings: Settings, timeout_s: float = 60.0) -> None:
+    """Block until the broker answers metadata requests (used by fixtures and agents at start)."""
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        admin = Admin(settings.model_copy(update={"request_timeout_ms": 5000}))
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except (KafkaConnectionError, KafkaError, OSError) as exc:
+            last = exc
+            await asyncio.sleep(0.2)
+        finally:
+            await admin.stop()
+    raise Unavailable("kafka broker not reachable", bootstrap=settings.bootstrap_servers, last=str(last))
+
+
+async def ensure(settings: Settings, specs: Iterable[TopicSpec]) -> list[str]:
+    """One-shot helper: connect, ensure topics, disconnect."""
+    async with Admin(settings) as admin:
+        return await admin.ensure_topics(specs)

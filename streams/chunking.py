@@ -1,0 +1,133 @@
+"""Split payloads larger than one record into chunks and put them back together, checked by sha256.
+
+Chunks of one payload go to one partition, in order, each with headers ``chunk-id``,
+``chunk-index``, ``chunk-count``, ``chunk-sha256`` (of the whole payload). The reassembler keeps
+a bounded number of partial payloads and reports truncated or corrupt ones as errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+
+from schemas.errors import AiaasError, ErrorCode
+from streams import headers as h
+
+
+class ChunkError(AiaasError):
+    code = ErrorCode.CHUNK_ERROR
+
+
+@dataclass(slots=True)
+class Chunk:
+    data: bytes
+    headers: h.Headers
+
+
+def split(payload: bytes, chunk_bytes: int) -> list[Chunk]:
+    """Cut ``payload`` into chunks of at most ``chunk_bytes`` (one chunk if it fits)."""
+    if chunk_bytes <= 0:
+        raise ValueError("chunk_bytes must be positive")
+    digest = hashlib.sha256(payload).hexdigest()
+    cid = uuid.uuid4().hex
+    count = max(1, -(-len(payload) // chunk_bytes))
+    return [
+        Chunk(
+            payload[i * chunk_bytes : (i + 1) * chunk_bytes],
+            h.encode({h.CHUNK_ID: cid, h.CHUNK_INDEX: i, h.CHUNK_COUNT: count, h.CHUNK_SHA256: digest}),
+        )
+        for i in range(count)
+    ]
+
+
+def chunk_info(values: dict[str, str]) -> tuple[str, int, int, str] | None:
+    """(id, index, count, sha256) of a chunk record, None for a plain record."""
+    cid = values.get(h.CHUNK_ID)
+    if cid is None:
+        return None
+    try:
+        index, count = int(values[h.CHUNK_INDEX]), int(values[h.CHUNK_COUNT])
+        digest = values[h.CHUNK_SHA256]
+    except (KeyError, ValueError) as exc:
+        raise ChunkError("malformed chunk headers", chunk_id=cid) from exc
+    if not (0 <= index < count) or count > 100_000:
+        raise ChunkError("chunk index out of range", chunk_id=cid, index=index, count=count)
+    return cid, index, count, digest
+
+
+@dataclass
+class _Partial:
+    count: int
+    digest: str
+    first_offset: int
+    parts: list[bytes] = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+
+
+class Reassembler:
+    """Collect chunks per (partition, chunk id); yields the payload when the last chunk arrives."""
+
+    def __init__(self, max_pending: int = 64, max_bytes: int = 1 << 30, timeout_s: float = 60.0) -> None:
+        self.max_pending = max_pending
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self._pending: dict[tuple[Hashable, str], _Partial] = {}
+
+    def pending_first_offset(self, partition: Hashable) -> int | None:
+        """Lowest offset of an unfinished payload on ``partition`` (commits must not pass it)."""
+        offs = [p.first_offset for (part, _), p in self._pending.items() if part == partition]
+        return min(offs) if offs else None
+
+    def expire(self, now: float | None = None) -> list[tuple[Hashable, int, ChunkError]]:
+        """Give up on payloads whose chunks stopped coming: (partition, first offset, error)."""
+        now = time.monotonic() if now is None else now
+        out: list[tuple[Hashable, int, ChunkError]] = []
+        for key, part in list(self._pending.items()):
+            if now - part.started > self.timeout_s:
+                del self._pending[key]
+                err = ChunkError(
+                    "truncated chunked payload: missing chunks",
+                    chunk_id=key[1], received=len(part.parts), expected=part.count,
+                )
+                out.append((key[0], part.first_offset, err))
+        return out
+
+    def drop_partition(self, partition: Hashable) -> None:
+        for key in [k for k in self._pending if k[0] == partition]:
+            del self._pending[key]
+
+    def add(self, partition: Hashable, offset: int, values: dict[str, str], data: bytes) -> tuple[bytes, int] | None:
+        """Add one chunk; returns (payload, first offset) when complete, else None."""
+        info = chunk_info(values)
+        if info is None:
+            return data, offset
+        cid, index, count, digest = info
+        key = (partition, cid)
+        part = self._pending.get(key)
+        if index == 0 and part is not None:  # re-delivery after a rebalance: start over
+            del self._pending[key]
+            part = None
+        if part is None:
+            if index != 0:
+                raise ChunkError("chunk arrived without its first chunk", chunk_id=cid, index=index)
+            if len(self._pending) >= self.max_pending:
+                oldest = min(self._pending, key=lambda k: self._pending[k].started)
+                del self._pending[oldest]
+            part = self._pending[key] = _Partial(count, digest, offset)
+        elif index != len(part.parts) or count != part.count:
+            del self._pending[key]
+            raise ChunkError("chunk out of order or count changed", chunk_id=cid, index=index)
+        part.parts.append(data)
+        if sum(len(p) for p in part.parts) > self.max_bytes:
+            del self._pending[key]
+            raise ChunkError("reassembled payload over the limit", chunk_id=cid, limit=self.max_bytes)
+        if len(part.parts) < part.count:
+            return None
+        del self._pending[key]
+        payload = b"".join(part.parts)
+        if hashlib.sha256(payload).hexdigest() != part.digest:
+            raise ChunkError("sha256 mismatch after reassembly", chunk_id=cid)
+        return payload, part.first_offset

@@ -1,0 +1,25 @@
+"""The record type handed to our consumers: decoded headers, reassembled chunks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka.structs import TopicPartition
+
+
+@dataclass(slots=True)
+class Record:
+    topic: str
+    partition: int
+    offset: int  # offset of the last record of this payload (the one to commit past)
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+    timestamp_ms: int = 0
+    first_offset: int = -1  # offset of the first chunk (== offset for a plain record)
+    message: Any = field(default=None)  # the decoded body, filled by a decoder
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)

@@ -1,0 +1,43 @@
+"""Process entry helpers: uvloop event loop, logging, graceful stop on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import uvloop
+
+T = TypeVar("T")
+
+
+def setup_logging(level: str | None = None) -> None:
+    logging.basicConfig(
+        level=(level or os.environ.get("AIAAS_LOG_LEVEL", "INFO")).upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` on uvloop (never ``get_event_loop()``: uvloop 0.22+ raises without a loop)."""
+    return uvloop.run(main)
+
+
+async def until_signalled(work: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None:
+    """Run ``work`` until it ends or SIGINT/SIGTERM arrives, then call ``stop`` once."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(work())
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await stop()

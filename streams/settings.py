@@ -1,0 +1,107 @@
+"""Settings for every process, from the environment (prefix ``AIAAS_``) or a ``.env`` file.
+
+The settings turn themselves into aiokafka keyword arguments so that size limits, security and
+tuning agree in one place (see DESIGN.md §9: limits that disagree stall silently).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class Settings(BaseSettings):
+    """Process-wide configuration; every field can be set as ``AIAAS_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="AIAAS_", env_file=".env", extra="ignore")
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    client_id: str = "aiaas"
+    topic_prefix: str = "aiaas."
+    replication_factor: int = Field(default=1, ge=1)
+
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    redis_url: str = "redis://127.0.0.1:16379/0"
+
+    max_message_bytes: int = Field(default=8 * MIB, ge=64 * 1024)
+    chunk_bytes: int = Field(default=4 * MIB, ge=1024)
+    linger_ms: int = Field(default=5, ge=0)
+    max_batch_size: int = Field(default=256 * 1024, ge=16 * 1024)
+    compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "lz4"
+    request_timeout_ms: int = 30_000
+    session_timeout_ms: int = 30_000
+    heartbeat_interval_ms: int = 3_000
+    max_poll_interval_ms: int = 300_000
+    fetch_max_wait_ms: int = 50
+
+    def common_kwargs(self) -> dict[str, Any]:
+        """Connection and security options shared by producers, consumers and the admin client."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": self.request_timeout_ms,
+        }
+        if self.sasl_mechanism:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context
+
+            kw["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+        return kw
+
+    def producer_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        kw = self.common_kwargs()
+        kw.update(
+            acks="all",
+            enable_idempotence=True,
+            compression_type=None if self.compression == "none" else self.compression,
+            linger_ms=self.linger_ms,
+            max_batch_size=self.max_batch_size,
+            max_request_size=self.max_message_bytes,
+        )
+        kw.update(overrides)
+        return kw
+
+    def consumer_kwargs(self, group_id: str | None, **overrides: Any) -> dict[str, Any]:
+        kw = self.common_kwargs()
+        kw.update(
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=self.max_message_bytes,
+            fetch_max_bytes=max(52_428_800, self.max_message_bytes),
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
+            session_timeout_ms=self.session_timeout_ms,
+            heartbeat_interval_ms=self.heartbeat_interval_ms,
+            max_poll_interval_ms=self.max_poll_interval_ms,
+            isolation_level="read_committed",
+        )
+        kw.update(overrides)
+        return kw
+
+    def topic(self, name: str) -> str:
+        """Full topic name with the configured prefix."""
+        return f"{self.topic_prefix}{name}"
+
+
+def get_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with explicit overrides (tests use a fresh prefix)."""
+    return Settings(**overrides)

@@ -1,0 +1,86 @@
+"""The topic catalog: every topic aiaas uses, its partition count and its configs.
+
+Names follow DESIGN.md §3 and carry the configured prefix. Functions return TopicSpec so the
+admin module can ensure them idempotently and tests can make their own with a fresh prefix.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, Field
+
+from streams.settings import Settings
+
+_NAME_OK = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+COMPACT = {"cleanup.policy": "compact"}
+
+
+class TopicSpec(BaseModel):
+    name: str
+    partitions: int = Field(default=1, ge=1)
+    config: dict[str, str] = Field(default_factory=dict)
+
+
+def check_part(part: str) -> str:
+    """Reject job/model/client names that would make an invalid or ambiguous topic name."""
+    if not _NAME_OK.match(part):
+        raise ValueError(f"invalid name for a topic part: {part!r} (use A-Z a-z 0-9 . _ -)")
+    return part
+
+
+class Topics:
+    """Topic names and specs for one deployment (one prefix)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+
+    def _spec(self, name: str, partitions: int = 1, **config: str) -> TopicSpec:
+        cfg = {"max.message.bytes": str(self.s.max_message_bytes), **config}
+        return TopicSpec(name=self.s.topic(name), partitions=partitions, config=cfg)
+
+    # control plane
+    def jobs(self) -> TopicSpec:
+        return self._spec("jobs", 1, **COMPACT)
+
+    def models(self) -> TopicSpec:
+        return self._spec("models", 1, **COMPACT)
+
+    def artifacts(self) -> TopicSpec:
+        return self._spec("artifacts", 1, **COMPACT)
+
+    def audit(self) -> TopicSpec:
+        return self._spec("audit", 1)
+
+    # training
+    def train_data(self, job: str, partitions: int = 2) -> TopicSpec:
+        return self._spec(f"train.{check_part(job)}.data", partitions)
+
+    def train_grads(self, job: str, partitions: int = 1) -> TopicSpec:
+        return self._spec(f"train.{check_part(job)}.grads", partitions)
+
+    def train_params(self, job: str) -> TopicSpec:
+        return self._spec(f"train.{check_part(job)}.params", 1, **COMPACT)
+
+    def train_metrics(self, job: str) -> TopicSpec:
+        return self._spec(f"train.{check_part(job)}.metrics", 1)
+
+    # serving
+    def infer_requests(self, model: str, partitions: int = 8) -> TopicSpec:
+        return self._spec(f"infer.{check_part(model)}.requests", partitions)
+
+    def infer_results(self, model: str, partitions: int = 8) -> TopicSpec:
+        return self._spec(f"infer.{check_part(model)}.results", partitions)
+
+    def infer_dlq(self, model: str) -> TopicSpec:
+        return self._spec(f"infer.{check_part(model)}.dlq", 1)
+
+    def replies(self, client: str) -> TopicSpec:
+        return self._spec(f"replies.{check_part(client)}", 1)
+
+    def dlq(self, name: str) -> TopicSpec:
+        """A generic dead-letter topic ``<name>.dlq`` for any consumer."""
+        return self._spec(f"{check_part(name)}.dlq", 1)
+
+    def control_plane(self) -> list[TopicSpec]:
+        return [self.jobs(), self.models(), self.artifacts(), self.audit()]
