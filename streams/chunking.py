@@ -99,7 +99,9 @@ class Reassembler:
         for key in [k for k in self._pending if k[0] == partition]:
             del self._pending[key]
 
-    def add(self, partition: Hashable, offset: int, values: dict[str, str], data: bytes) -> tuple[bytes, int] | None:
+    def add(
+        self, partition: Hashable, offset: int, values: dict[str, str], data: bytes
+    ) -> tuple[bytes, int] | None:
         """Add one chunk; returns (payload, first offset) when complete, else None."""
         info = chunk_info(values)
         if info is None:

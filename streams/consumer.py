@@ -146,7 +146,7 @@ class Consumer:
                 except AiaasError as exc:
                     for r in records:
                         await self.reject(r, exc)
-                except Exception as exc:  # noqa: BLE001 - a bad batch must not kill the loop
+                except Exception as exc:  # a bad batch must not kill the loop
                     log.exception("handler failed; dead-lettering %d records", len(records))
                     err = AiaasError("handler failed", code=ErrorCode.INTERNAL, detail=repr(exc))
                     for r in records:

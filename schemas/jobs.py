@@ -1,0 +1,152 @@
+"""JobSpec: everything a training job needs, validated up front so bad specs fail with the field named.
+
+The spec travels on the compacted ``jobs`` topic (key: job id) and is what ``aiaas train --spec``
+reads from YAML. Trainers and the aggregator build the same model and optimizer from it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+
+from schemas.envelope import Envelope
+
+JOB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MLPSpec(_Spec):
+    """A declarative multi-layer perceptron: input -> hidden layers -> output."""
+
+    kind: Literal["mlp"] = "mlp"
+    input_dim: int = Field(ge=1)
+    hidden: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128])
+    output_dim: int = Field(ge=1)
+    activation: Literal["relu", "tanh", "gelu", "sigmoid"] = "relu"
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+
+
+class ModuleSpec(_Spec):
+    """Any ``torch.nn.Module`` by import path (``package.module:Class``) with keyword arguments."""
+
+    kind: Literal["module"] = "module"
+    import_path: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    kwargs: dict[str, int | float | str | bool | list[int]] = Field(default_factory=dict)
+    input_dim: int = Field(ge=1)
+    output_dim: int = Field(ge=1)
+
+
+def _model_kind(value: Any) -> str:
+    """``kind`` defaults to ``mlp`` so short YAML specs stay short."""
+    kind = value.get("kind", "mlp") if isinstance(value, dict) else getattr(value, "kind", "mlp")
+    return str(kind)
+
+
+ModelSpec = Annotated[
+    Annotated[MLPSpec, Tag("mlp")] | Annotated[ModuleSpec, Tag("module")], Discriminator(_model_kind)
+]
+
+
+class OptimizerSpec(_Spec):
+    name: Literal["sgd", "momentum", "adam"] = "adam"
+    lr: float = Field(default=1e-3, gt=0.0, le=10.0)
+    momentum: float = Field(default=0.9, ge=0.0, lt=1.0)
+    weight_decay: float = Field(default=0.0, ge=0.0)
+
+
+class ScheduleSpec(_Spec):
+    kind: Literal["constant", "step", "cosine"] = "constant"
+    step_size: int = Field(default=100, ge=1)
+    gamma: float = Field(default=0.5, gt=0.0, le=1.0)
+    warmup_steps: int = Field(default=0, ge=0)
+
+
+class SyncSpec(_Spec):
+    """How trainers and the aggregator agree on parameters (DESIGN.md §4)."""
+
+    mode: Literal["sync", "async", "ring", "hybrid"] = "sync"
+    staleness: int = Field(default=4, ge=0, description="async: max version lag of a gradient")
+    local_steps: int = Field(default=8, ge=1, description="hybrid/ring: local steps per exchange")
+    straggler_deadline_ms: int = Field(default=2000, ge=10, description="sync: wait at most this")
+
+
+class CompressionSpec(_Spec):
+    kind: Literal["none", "fp16", "topk"] = "none"
+    ratio: float = Field(default=0.01, gt=0.0, le=1.0, description="topk: fraction of entries kept")
+    error_feedback: bool = True
+
+
+class TargetSpec(_Spec):
+    metric: Literal["test_accuracy", "test_loss"] = "test_accuracy"
+    value: float
+
+    @property
+    def maximize(self) -> bool:
+        return self.metric == "test_accuracy"
+
+
+class DataSpec(_Spec):
+    """Where ``aiaas data push`` takes the data from and how it spreads it over partitions."""
+
+    source: Literal["digits", "diabetes", "csv", "npy"] = "digits"
+    path: str | None = None
+    target_column: str | None = None
+    strategy: Literal["random", "sequential", "label", "hash"] = "random"
+    partitions: int = Field(default=2, ge=1, le=1024)
+    test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    batch_rows: int = Field(default=64, ge=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _path_needed(self) -> DataSpec:
+        if self.source in ("csv", "npy") and not self.path:
+            raise ValueError(f"data.path is required for source {self.source!r}")
+        return self
+
+
+class ExportSpec(_Spec):
+    model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    register_model: bool = True
+    stage: Literal["staging", "production"] = "production"
+
+
+class JobSpec(Envelope):
+    """A training job. Exactly one of ``epochs`` or ``steps`` bounds it; ``target`` may stop it early."""
+
+    KIND: ClassVar[str] = "job_spec"
+
+    job_id: str = Field(pattern=JOB_ID)
+    model: ModelSpec
+    loss: Literal["mse", "cross_entropy", "bce"] = "cross_entropy"
+    optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
+    schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
+    batch_size: int = Field(default=64, ge=1, le=65536)
+    epochs: float | None = Field(default=None, gt=0.0)
+    steps: int | None = Field(default=None, ge=1)
+    sync: SyncSpec = Field(default_factory=SyncSpec)
+    compression: CompressionSpec = Field(default_factory=CompressionSpec)
+    checkpoint_interval: int = Field(default=50, ge=1, description="steps between checkpoints")
+    eval_interval: int = Field(default=10, ge=1, description="steps between test evaluations")
+    target: TargetSpec | None = None
+    trainers: int = Field(default=2, ge=1, le=1024, description="expected trainers (data partitions)")
+    data: DataSpec = Field(default_factory=DataSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> JobSpec:
+        if (self.epochs is None) == (self.steps is None):
+            raise ValueError("set exactly one of 'epochs' or 'steps'")
+        if self.loss == "cross_entropy" and self.model.output_dim < 2:
+            raise ValueError("loss 'cross_entropy' needs model.output_dim >= 2 (one logit per class)")
+        if self.data.partitions < self.trainers:
+            raise ValueError("data.partitions must be >= trainers (each trainer owns partitions)")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return self.export.model_name or self.job_id
