@@ -56,6 +56,10 @@ class Topics:
     def train_data(self, job: str, partitions: int = 2) -> TopicSpec:
         return self._spec(f"train.{check_part(job)}.data", partitions)
 
+    def train_test(self, job: str) -> TopicSpec:
+        """The held-out test split: kept apart from the training partitions, read by the evaluator."""
+        return self._spec(f"train.{check_part(job)}.test", 1)
+
     def train_grads(self, job: str, partitions: int = 1) -> TopicSpec:
         return self._spec(f"train.{check_part(job)}.grads", partitions)
 
