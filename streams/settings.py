@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -44,6 +44,19 @@ class Settings(BaseSettings):
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
     fetch_max_wait_ms: int = 50
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        """Refuse half-configured security: it would fail deep inside the client, or worse,
+        connect unauthenticated without a word."""
+        sasl = self.security_protocol.startswith("SASL_")
+        if sasl and self.sasl_mechanism is None:
+            raise ValueError(f"security_protocol {self.security_protocol} needs sasl_mechanism")
+        if self.sasl_mechanism is not None and not sasl:
+            raise ValueError("sasl_mechanism needs security_protocol SASL_PLAINTEXT or SASL_SSL")
+        if self.sasl_mechanism is not None and (not self.sasl_username or self.sasl_password is None):
+            raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password")
+        return self
 
     def common_kwargs(self) -> dict[str, Any]:
         """Connection and security options shared by producers, consumers and the admin client."""

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Start a single-node KRaft Kafka broker on 127.0.0.1 if it is not already running.
 # Idempotent: a second call with the broker up does nothing. AIAAS_KAFKA_SASL=1 adds a
-# SASL_PLAINTEXT/SCRAM-SHA-256 listener on AIAAS_KAFKA_SASL_PORT (user from AIAAS_KAFKA_SASL_USER).
+# SASL_PLAINTEXT/SCRAM-SHA-256 listener on AIAAS_KAFKA_SASL_PORT; its user (AIAAS_KAFKA_SASL_USER /
+# AIAAS_KAFKA_SASL_PASSWORD) is written into the metadata log when the storage is formatted, so it
+# must be set on the first start of a state dir. infra/kafka/sasl-broker.sh runs such a broker
+# beside the shared one (own ports and state dir).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 if pid_alive "$KAFKA_PID" && port_open "$AIAAS_KAFKA_PORT"; then
@@ -22,8 +25,8 @@ fi
 sed -e "s|@HOST@|$AIAAS_KAFKA_HOST|g" -e "s|@PORT@|$AIAAS_KAFKA_PORT|g" \
     -e "s|@CONTROLLER_PORT@|$AIAAS_KAFKA_CONTROLLER_PORT|g" -e "s|@DATA@|$KAFKA_DATA|g" \
     -e "s|@SASL_LISTENER@|$sasl_listener|g" -e "s|@SASL_ADVERTISED@|$sasl_adv|g" \
-    "$INFRA_DIR/kafka/server.properties.in" > "$CONFIG"
-printf '%s\n' "$sasl_cfg" >> "$CONFIG"
+    -e "/@SASL_CONFIG@/d" "$INFRA_DIR/kafka/server.properties.in" > "$CONFIG"
+if [ -n "$sasl_cfg" ]; then printf '%s\n' "$sasl_cfg" >> "$CONFIG"; fi
 CP="$KAFKA_LIBS/*"
 LOG4J="$INFRA_DIR/kafka/log4j.properties"
 if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
@@ -32,8 +35,9 @@ if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
   if [ "${AIAAS_KAFKA_SASL:-0}" = "1" ]; then
     scram=(--add-scram "SCRAM-SHA-256=[name=${AIAAS_KAFKA_SASL_USER:-aiaas},password=${AIAAS_KAFKA_SASL_PASSWORD:-aiaas-secret}]")
   fi
+  cluster_id=${AIAAS_KAFKA_CLUSTER_ID:-$(java -cp "$CP" kafka.tools.StorageTool random-uuid)}
   java -Dlog4j.configuration="file:$LOG4J" -cp "$CP" kafka.tools.StorageTool format \
-    -t "$(java -cp "$CP" kafka.tools.StorageTool random-uuid)" -c "$CONFIG" "${scram[@]}" >/dev/null
+    -t "$cluster_id" -c "$CONFIG" "${scram[@]}" >/dev/null
 fi
 # shellcheck disable=SC2086
 nohup java $AIAAS_KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
@@ -41,7 +45,8 @@ nohup java $AIAAS_KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \
   -cp "$CP" kafka.Kafka "$CONFIG" >"$KAFKA_LOG" 2>&1 &
 echo $! > "$KAFKA_PID"
 for _ in $(seq 600); do
-  if grep -q "Kafka Server started" "$KAFKA_LOG" 2>/dev/null && port_open "$AIAAS_KAFKA_PORT"; then
+  if grep -q "Kafka Server started" "$KAFKA_LOG" 2>/dev/null && port_open "$AIAAS_KAFKA_PORT" &&
+     { [ "${AIAAS_KAFKA_SASL:-0}" != "1" ] || port_open "$AIAAS_KAFKA_SASL_PORT"; }; then
     echo "kafka up on $AIAAS_KAFKA_HOST:$AIAAS_KAFKA_PORT (pid $(cat "$KAFKA_PID"))"; exit 0
   fi
   if ! pid_alive "$KAFKA_PID"; then echo "kafka exited; see $KAFKA_LOG" >&2; tail -20 "$KAFKA_LOG" >&2; exit 1; fi

@@ -1,0 +1,145 @@
+"""Secured Kafka: a second broker with a SASL_PLAINTEXT/SCRAM-SHA-256 listener (the shared broker is
+left alone). An authenticated client produces and consumes; unauthenticated and wrong-password
+clients are refused; faust's credentials from ``streams.faust_app`` authenticate too."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
+from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+from streams import faust_app
+from streams.admin import Admin, wait_for_broker
+from streams.consumer import Consumer
+from streams.producer import Producer
+from streams.settings import Settings
+from streams.topics import TopicSpec
+
+ROOT = Path(__file__).resolve().parents[2]
+USER, PASSWORD = "alice", "s3cret-scram"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _stop_pid(pid: int, timeout_s: float = 30.0) -> None:
+    """SIGTERM the broker we started (by its pid only), SIGKILL if it does not exit in time."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)  # polling the exit condition, not synchronising on time
+    os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def sasl_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A SASL-enabled broker on free ports in its own state dir; stopped by pid at the end."""
+    state = tmp_path_factory.mktemp("sasl-broker")
+    port = _free_port()
+    env = {
+        **os.environ,
+        "AIAAS_SASL_STATE_DIR": str(state),
+        "AIAAS_SASL_PLAINTEXT_PORT": str(_free_port()),
+        "AIAAS_SASL_CONTROLLER_PORT": str(_free_port()),
+        "AIAAS_SASL_PORT": str(port),
+        "AIAAS_KAFKA_SASL_USER": USER,
+        "AIAAS_KAFKA_SASL_PASSWORD": PASSWORD,
+    }
+    script = ROOT / "infra" / "kafka" / "sasl-broker.sh"
+    try:
+        subprocess.run([str(script), "start"], env=env, check=True, capture_output=True, timeout=180)
+        yield port
+    finally:
+        pid_file = state / "kafka.pid"
+        if pid_file.exists():
+            _stop_pid(int(pid_file.read_text()))
+
+
+def _settings(port: int, prefix: str, **security: object) -> Settings:
+    return Settings(
+        bootstrap_servers=f"127.0.0.1:{port}", topic_prefix=prefix, client_id=f"sasl-{prefix}",
+        request_timeout_ms=5000, **security,
+    )
+
+
+def _scram(port: int, prefix: str, password: str = PASSWORD) -> Settings:
+    return _settings(port, prefix, security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-256",
+                     sasl_username=USER, sasl_password=password)
+
+
+async def test_authenticated_client_produces_and_consumes(sasl_port: int, prefix: str) -> None:
+    s = _scram(sasl_port, prefix)
+    await wait_for_broker(s, timeout_s=60)
+    topic = s.topic("secured")
+    async with Admin(s) as admin:
+        await admin.ensure_topics([TopicSpec(name=topic, partitions=2)])
+    async with Producer(s) as prod:
+        for i in range(5):
+            await prod.send_and_wait(topic, f"m{i}".encode(), key=str(i))
+    got: list[bytes] = []
+    async with Consumer(s, [topic], "secured-group") as cons:
+        async with asyncio.timeout(30):
+            while len(got) < 5:
+                recs = await cons.getmany(timeout_ms=200)
+                got += [r.value for r in recs if r.value is not None]
+                await cons.commit(recs)
+    assert sorted(got) == [f"m{i}".encode() for i in range(5)]
+
+
+async def test_unauthenticated_client_is_refused(sasl_port: int, prefix: str) -> None:
+    s = _settings(sasl_port, prefix)  # PLAINTEXT against the SASL listener
+    prod = Producer(s)
+    with pytest.raises(KafkaConnectionError):
+        await prod.start()
+    await prod.raw.stop()
+
+
+async def test_wrong_password_is_refused(
+    sasl_port: int, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    await wait_for_broker(_scram(sasl_port, prefix), timeout_s=60)
+    prod = Producer(_scram(sasl_port, prefix, password="not-the-password"))
+    with caplog.at_level(logging.ERROR, logger="aiokafka"), pytest.raises(KafkaConnectionError):
+        await prod.start()
+    await prod.raw.stop()
+    assert "SaslAuthenticationFailed" in caplog.text
+
+
+async def test_faust_credentials_authenticate(sasl_port: int, prefix: str) -> None:
+    """What faust's aiokafka driver builds from our credentials reaches the SASL listener."""
+    s = _scram(sasl_port, prefix)
+    cfg = faust_app.app_config(s)
+    auth = credentials_to_aiokafka_auth(cfg["broker_credentials"])
+    assert auth["security_protocol"] == "SASL_PLAINTEXT" and auth["sasl_mechanism"] == "SCRAM-SHA-256"
+    topic = s.topic("faust")
+    async with Admin(s) as admin:
+        await admin.ensure_topics([TopicSpec(name=topic)])
+    servers = [u.removeprefix("kafka://") for u in cfg["broker"]]
+    prod = AIOKafkaProducer(bootstrap_servers=servers, **auth)
+    await prod.start()
+    try:
+        meta = await prod.send_and_wait(topic, b"from-faust-credentials")
+        assert meta.offset == 0
+    finally:
+        await prod.stop()
