@@ -25,7 +25,8 @@ MAGIC = b"AIT1"  # aiaas tensor record, version 1
 
 def encode_tensors(tensors: Mapping[str, np.ndarray]) -> bytes:
     """safetensors bytes of named numpy arrays (made contiguous as needed)."""
-    return st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+    # not np.ascontiguousarray: it turns 0-d arrays into 1-d ones
+    return st_save({k: v if v.flags.c_contiguous else v.copy(order="C") for k, v in tensors.items()})
 
 
 def decode_tensors(data: bytes) -> dict[str, np.ndarray]:

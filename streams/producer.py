@@ -87,7 +87,10 @@ class Producer:
         hdrs = _headers(headers)
         kb = _key(key)
         if len(value) <= self.settings.chunk_bytes:
-            return await self.raw.send(topic, value, key=kb, headers=hdrs, partition=partition)
+            fut: asyncio.Future[RecordMetadata] = await self.raw.send(
+                topic, value, key=kb, headers=hdrs, partition=partition
+            )
+            return fut
         return await self._send_chunked(topic, value, kb, hdrs, partition)
 
     async def send_and_wait(self, topic: str, value: bytes, **kw: Any) -> RecordMetadata:

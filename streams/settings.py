@@ -58,6 +58,16 @@ class Settings(BaseSettings):
             raise ValueError(f"sasl_mechanism {self.sasl_mechanism} needs sasl_username and sasl_password")
         return self
 
+    @model_validator(mode="after")
+    def _chunks_fit(self) -> Settings:
+        """A chunk plus its headers must fit in one record; derive it unless set explicitly."""
+        limit = self.max_message_bytes - 64 * 1024
+        if self.chunk_bytes > limit:
+            if "chunk_bytes" in self.model_fields_set:
+                raise ValueError(f"chunk_bytes must be <= max_message_bytes - 64 KiB ({limit})")
+            self.chunk_bytes = self.max_message_bytes // 2
+        return self
+
     def common_kwargs(self) -> dict[str, Any]:
         """Connection and security options shared by producers, consumers and the admin client."""
         kw: dict[str, Any] = {

@@ -9,7 +9,6 @@ import pytest
 import uvloop
 
 
-
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
     """Every async test runs on uvloop, like every agent does."""
     return {"uvloop": uvloop.new_event_loop}

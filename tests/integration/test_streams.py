@@ -18,7 +18,7 @@ from streams.dlq import DeadLetters
 from streams.producer import Producer
 from streams.record import Record
 from streams.settings import Settings
-from streams.topics import TopicSpec, Topics
+from streams.topics import Topics, TopicSpec
 
 
 async def drain(consumer: Consumer, want: int, timeout_s: float = 30.0, **kw: object) -> list[Record]:

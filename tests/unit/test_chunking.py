@@ -1,0 +1,76 @@
+"""Chunking: split/reassemble round trips, sha256 checks, truncation and disorder."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams import chunking
+from streams import headers as h
+
+
+def feed(r: chunking.Reassembler, chunks: list[chunking.Chunk], partition: int = 0) -> list[bytes]:
+    out = []
+    for offset, c in enumerate(chunks):
+        done = r.add(partition, offset, h.decode(c.headers), c.data)
+        if done is not None:
+            out.append(done[0])
+    return out
+
+
+@given(payload=st.binary(max_size=5000), size=st.integers(1, 700))
+@settings(max_examples=100, deadline=None)
+def test_round_trip(payload: bytes, size: int) -> None:
+    chunks = chunking.split(payload, size)
+    assert all(len(c.data) <= size for c in chunks)
+    assert feed(chunking.Reassembler(), chunks) == [payload]
+
+
+def test_interleaved_payloads_on_one_partition() -> None:
+    a, b = chunking.split(b"a" * 100, 30), chunking.split(b"b" * 70, 30)
+    mixed = [a[0], b[0], a[1], b[1], a[2], b[2], a[3]]
+    assert sorted(feed(chunking.Reassembler(), mixed)) == [b"a" * 100, b"b" * 70]
+
+
+def test_corrupt_chunk_fails_sha256() -> None:
+    chunks = chunking.split(b"x" * 100, 40)
+    chunks[1] = chunking.Chunk(b"y" * 40, chunks[1].headers)
+    with pytest.raises(chunking.ChunkError, match="sha256"):
+        feed(chunking.Reassembler(), chunks)
+
+
+def test_missing_first_chunk_and_disorder() -> None:
+    chunks = chunking.split(b"x" * 100, 40)
+    with pytest.raises(chunking.ChunkError, match="first chunk"):
+        feed(chunking.Reassembler(), chunks[1:])
+    with pytest.raises(chunking.ChunkError, match="out of order"):
+        feed(chunking.Reassembler(), [chunks[0], chunks[2]])
+
+
+def test_truncated_payload_expires_and_unblocks_commits() -> None:
+    r = chunking.Reassembler(timeout_s=10)
+    chunks = chunking.split(b"x" * 100, 40)
+    assert feed(r, chunks[:2]) == []
+    assert r.pending_first_offset(0) == 0
+    assert r.expire(now=0.0) == []
+    (partition, first, err), = r.expire(now=1e12)
+    assert (partition, first) == (0, 0) and "truncated" in err.reason
+    assert r.pending_first_offset(0) is None
+
+
+def test_redelivered_first_chunk_restarts() -> None:
+    r = chunking.Reassembler()
+    chunks = chunking.split(b"z" * 90, 40)
+    feed(r, chunks[:2])
+    assert feed(r, chunks) == [b"z" * 90]
+
+
+@pytest.mark.parametrize("bad", [
+    {h.CHUNK_ID: "c", h.CHUNK_INDEX: "x", h.CHUNK_COUNT: "2", h.CHUNK_SHA256: "0"},
+    {h.CHUNK_ID: "c", h.CHUNK_INDEX: "3", h.CHUNK_COUNT: "2", h.CHUNK_SHA256: "0"},
+    {h.CHUNK_ID: "c", h.CHUNK_INDEX: "0"},
+])
+def test_malformed_chunk_headers(bad: dict[str, str]) -> None:
+    with pytest.raises(chunking.ChunkError):
+        chunking.Reassembler().add(0, 0, bad, b"data")
