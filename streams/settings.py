@@ -34,6 +34,9 @@ class Settings(BaseSettings):
 
     redis_url: str = "redis://127.0.0.1:16379/0"
 
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)  # None: no exposition server
+    otel_exporter: Literal["none", "console", "otlp"] = "none"  # needs opentelemetry-sdk installed
+
     max_message_bytes: int = Field(default=8 * MIB, ge=64 * 1024)
     chunk_bytes: int = Field(default=4 * MIB, ge=1024)
     linger_ms: int = Field(default=5, ge=0)
