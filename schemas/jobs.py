@@ -100,6 +100,7 @@ class DataSpec(_Spec):
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     batch_rows: int = Field(default=64, ge=1)
     seed: int = 0
+    task: Literal["auto", "classification", "regression"] = "auto"
 
     @model_validator(mode="after")
     def _path_needed(self) -> DataSpec:
