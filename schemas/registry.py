@@ -34,9 +34,14 @@ class ModelVersion(Envelope):
     size_bytes: int = Field(ge=1)
     inputs: list[TensorSignature]
     outputs: list[TensorSignature]
-    stage: Literal["staging", "production", "archived"] = "staging"
+    # production: the version served by default (at most one per name); canary: served to
+    # ``canary_weight`` of the requests beside production; archived: demoted by promote/rollback.
+    stage: Literal["staging", "production", "canary", "archived"] = "staging"
     uri: str | None = None  # file:// or s3:// when the bytes are not on the artifacts topic
     chunks: int = Field(default=0, ge=0)
+    artifact_offset: int | None = Field(default=None, ge=0)  # first chunk on ``artifacts`` (partition 0)
+    canary_weight: float = Field(default=0.0, ge=0.0, le=1.0)
+    promoted_at: float | None = None  # when it last became production (rollback goes by this)
     lineage: Lineage = Field(default_factory=Lineage)
     created_at: float = 0.0
     tenant: str | None = None

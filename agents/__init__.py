@@ -1,0 +1,1 @@
+"""Agents: one process per role (trainer, aggregator, inference, bridge); they meet only on topics."""

@@ -1,0 +1,1 @@
+"""The inference agent: consumer-group workers that batch OIP requests through onnxruntime."""

@@ -1,0 +1,381 @@
+"""Request-reply inference over Kafka: ``InferenceClient.infer`` and the pipelined ``infer_many``.
+
+One client instance serves many concurrent callers (the HTTP bridge keeps one per process): it owns
+one reply topic ``replies.<client-id>``, one producer and one reply reader; each request's future is
+kept under its request id until the reply with that ``correlation-id`` arrives. Replies for ids no
+longer waited for (duplicates after a worker restart, or late replies after a timeout) are dropped
+and counted in ``duplicates``. ``max_in_flight`` bounds outstanding requests (backpressure).
+
+    async with InferenceClient(settings) as client:
+        result = await client.infer("digits", {"input": x}, timeout=5, binary=True)
+        result.outputs["logits"]                    # numpy arrays
+        async for i, r in client.infer_many("digits", ({"input": row} for row in xs)):
+            ...                                     # r: InferResult or InferenceError
+
+Wire protocol (for producers in any language)
+---------------------------------------------
+Request record, topic ``<prefix>infer.<model>.requests`` (prefix default ``aiaas.``):
+
+- key: the request id (UTF-8); it also spreads requests over the partitions.
+- headers (UTF-8 strings): ``correlation-id`` = request id; ``reply-to`` = the full topic name for
+  the reply (without it the request is a *stream record* and its result goes to
+  ``<prefix>infer.<model>.results`` with the same key); optional ``deadline`` (epoch milliseconds,
+  expired requests get a 504 error instead of compute); optional ``model-version`` (pin a version);
+  ``content-type``: ``application/json`` (default) or ``application/octet-stream`` for the binary
+  form, which also needs ``inference-header-content-length`` (see ``streams.tensorcodec``);
+  optional ``traceparent`` and ``tenant`` are passed through.
+- value: an Open Inference Protocol v2 request body, e.g.
+  ``{"id": "r1", "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
+  "data": [0.0, ...]}]}`` (``"kind": "inference_request"`` may be added; nested ``data`` is allowed).
+
+Reply record on the ``reply-to`` topic: key = request id, headers ``correlation-id``,
+``status-code`` (``200`` or the HTTP status of the error), ``model-version`` and ``content-type``
+(the request's encoding); value = an OIP response ``{"kind": "inference_response", "model_name",
+"model_version", "id", "outputs": [...]}`` or an error ``{"kind": "error_reply", "error", "code",
+"status_code", "retriable", ...}``. Delivery is at-least-once: drop replies whose id you have seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Self
+
+import numpy as np
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from schemas.errors import AiaasError, ErrorCode, NotFound, Unavailable
+from schemas.inference import ErrorReply, InferenceRequest, InferenceResponse, RequestOutput, Tensor
+from streams import headers as h
+from streams import tensorcodec as tc
+from streams.admin import ensure
+from streams.settings import Settings
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+STATUS = "status-code"
+Inputs = Mapping[str, np.ndarray] | Sequence[Tensor]
+
+
+class InferenceError(AiaasError):
+    """An error reply from a worker (or no reply in time), with the code and HTTP status it carried."""
+
+    @classmethod
+    def from_reply(cls, reply: ErrorReply) -> InferenceError:
+        try:
+            code = ErrorCode(reply.code)
+        except ValueError:
+            code = ErrorCode.INTERNAL
+        return cls(reply.error, code=code, request_id=reply.id, model=reply.model_name,
+                   **(reply.details or {}))
+
+
+@dataclass(slots=True)
+class Reply:
+    """A raw reply record: what the bridge forwards without decoding the tensors."""
+
+    request_id: str
+    value: bytes
+    headers: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        status = self.headers.get(STATUS)
+        if status is not None:
+            return status == "200"
+        head, _ = tc.split_value(self.value, self.headers)
+        return tc.peek_kind(head) != ErrorReply.KIND
+
+    def error(self) -> InferenceError:
+        head, _ = tc.split_value(self.value, self.headers)
+        return InferenceError.from_reply(ErrorReply.from_record(head))
+
+    def result(self) -> InferResult:
+        """Decode an OK reply (raises its InferenceError otherwise)."""
+        if not self.ok:
+            raise self.error()
+        resp, arrays = tc.decode(self.value, self.headers, InferenceResponse, "outputs")
+        return InferResult(resp.id or self.request_id, resp.model_name, resp.model_version,
+                           arrays, resp.parameters or {}, resp)
+
+
+@dataclass(slots=True)
+class InferResult:
+    id: str
+    model_name: str
+    model_version: str | None
+    outputs: dict[str, np.ndarray]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    response: InferenceResponse | None = None
+
+    def to_response(self) -> InferenceResponse:
+        """The OIP JSON response (data inline), e.g. for an HTTP reply."""
+        tensors = [tc.from_numpy(n, a) for n, a in self.outputs.items()]
+        return InferenceResponse(model_name=self.model_name, model_version=self.model_version,
+                                 id=self.id, parameters=self.parameters or None, outputs=tensors)
+
+
+def encode_request(
+    inputs: Inputs, *, request_id: str, binary: bool, parameters: dict[str, Any] | None = None,
+    outputs: Sequence[str] | None = None,
+) -> tc.Encoded:
+    """The record value + content headers of an OIP request for ``inputs``."""
+    if isinstance(inputs, Mapping):
+        arrays = [np.asarray(a) for a in inputs.values()]
+        tensors = [tc.from_numpy(n, a, binary=binary) for n, a in zip(inputs, arrays, strict=True)]
+    else:
+        tensors, arrays = list(inputs), []
+        if binary:
+            arrays = [tc.to_numpy(t) for t in tensors]
+            tensors = [tc.from_numpy(t.name, a, binary=True) for t, a in zip(tensors, arrays, strict=True)]
+    req = InferenceRequest.model_construct(
+        id=request_id, parameters=parameters, inputs=tensors,
+        outputs=[RequestOutput(name=o) for o in outputs] if outputs else None, v=1,
+    )
+    return tc.encode(req, tensors, arrays, binary=binary)
+
+
+async def topic_exists(client: AIOKafkaClient, topic: str) -> bool:
+    """True when the broker knows ``topic`` (asks the broker only when the cache does not know)."""
+    if client.cluster.partitions_for_topic(topic) is not None:
+        return True
+    cluster = await client.fetch_all_metadata()
+    return topic in cluster.topics()
+
+
+class InferenceClient:
+    """Send inference requests and await their replies; safe to share across tasks."""
+
+    def __init__(self, settings: Settings, *, client_id: str | None = None, max_in_flight: int = 4096,
+                 timeout_s: float = 30.0) -> None:
+        self.settings = settings
+        self.topics = Topics(settings)
+        self.client_id = client_id or f"{settings.client_id}-{uuid.uuid4().hex[:8]}"
+        self.reply_topic = self.topics.replies(self.client_id).name
+        self.timeout_s = timeout_s
+        self.duplicates = 0
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._known: set[str] = set()
+        self._producer: AIOKafkaProducer | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await ensure(self.settings, [self.topics.replies(self.client_id)])
+        self._producer = AIOKafkaProducer(**self.settings.producer_kwargs(linger_ms=1))
+        await self._producer.start()
+        kw = self.settings.consumer_kwargs(None, auto_offset_reset="latest", fetch_max_wait_ms=5)
+        self._consumer = AIOKafkaConsumer(**kw)
+        await self._consumer.start()
+        tp = TopicPartition(self.reply_topic, 0)
+        self._consumer.assign([tp])
+        await self._consumer.seek_to_end(tp)
+        await self._consumer.position(tp)  # resolve now: replies to our first request are after it
+        self._reader = asyncio.create_task(self._read_replies(), name=f"replies-{self.client_id}")
+
+    async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+            self._reader = None
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(Unavailable("client stopped before the reply came"))
+        self._pending.clear()
+        for part in (self._consumer, self._producer):
+            if part is not None:
+                await part.stop()
+        self._consumer = self._producer = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._pending)
+
+    # ------------------------------------------------------------------ API
+
+    async def infer(
+        self, model: str, inputs: Inputs, *, timeout: float | None = None,  # noqa: ASYNC109 - also the deadline
+        version: int | str | None = None,
+        binary: bool = False, headers: Mapping[str, str] | None = None, request_id: str | None = None,
+        parameters: dict[str, Any] | None = None, outputs: Sequence[str] | None = None,
+    ) -> InferResult:
+        """One request; returns the decoded outputs or raises InferenceError (with status_code)."""
+        rid = request_id or uuid.uuid4().hex
+        enc = encode_request(inputs, request_id=rid, binary=binary, parameters=parameters, outputs=outputs)
+        extra = {**(headers or {}), h.MODEL_VERSION: str(version) if version is not None else None}
+        reply = await self.request(model, enc.value, {**enc.headers, **_present(extra)},
+                                   request_id=rid, timeout=timeout)
+        return reply.result()
+
+    async def request(
+        self, model: str, value: bytes, headers: Mapping[str, str], *, request_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - also sent as the deadline header
+    ) -> Reply:
+        """Send an already encoded request and await its raw reply (the bridge's pass-through)."""
+        fut = await self.submit(model, value, headers, request_id=request_id, timeout=timeout)
+        return await fut
+
+    async def submit(
+        self, model: str, value: bytes, headers: Mapping[str, str], *, request_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - also sent as the deadline header
+    ) -> asyncio.Future[Reply]:
+        """Send a request; returns once it is queued, with a future for its reply (or error)."""
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("InferenceClient used before start()")
+        topic = self.topics.infer_requests(model).name
+        await self._check_model(producer, model, topic)
+        rid = request_id or uuid.uuid4().hex
+        if rid in self._pending:
+            raise AiaasError("request id already in flight", code=ErrorCode.CONFLICT, request_id=rid)
+        timeout_s = self.timeout_s if timeout is None else timeout
+        await self._slots.acquire()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Reply] = loop.create_future()
+        self._pending[rid] = fut
+        timer = loop.call_later(timeout_s, self._expire, rid, timeout_s)
+
+        def settled(_: asyncio.Future[Reply]) -> None:
+            timer.cancel()
+            self._slots.release()
+
+        fut.add_done_callback(settled)
+        hdrs = {**headers, h.CORRELATION_ID: rid, h.REPLY_TO: self.reply_topic,
+                h.DEADLINE: headers.get(h.DEADLINE) or str(h.deadline_ms(timeout_s))}
+        try:
+            sent = await producer.send(topic, value, key=rid.encode(),
+                                       headers=[(k, v.encode()) for k, v in hdrs.items()])
+        except BaseException:
+            self._fail(rid, Unavailable("request could not be sent", model=model))
+            raise
+        sent.add_done_callback(lambda s: self._on_sent(rid, s))
+        return fut
+
+    async def infer_many(
+        self, model: str, inputs: Iterable[Inputs] | AsyncIterable[Inputs], *, window: int = 256,
+        timeout: float | None = None,  # noqa: ASYNC109 - per request, also the deadline header
+        version: int | str | None = None, binary: bool = False, headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[tuple[int, InferResult | InferenceError]]:
+        """Keep up to ``window`` requests in flight; yield ``(index, result or error)`` as replies come."""
+        done: asyncio.Queue[tuple[int, InferResult | InferenceError]] = asyncio.Queue()
+        room = asyncio.Semaphore(window)
+        extra = _present({**(headers or {}), h.MODEL_VERSION: str(version) if version is not None else None})
+
+        def finish(i: int, fut: asyncio.Future[Reply]) -> None:
+            room.release()
+            exc = fut.exception()
+            if exc is not None:
+                err = exc if isinstance(exc, InferenceError) else InferenceError(str(exc), code=_code(exc))
+                done.put_nowait((i, err))
+                return
+            try:
+                done.put_nowait((i, fut.result().result()))
+            except AiaasError as exc2:
+                done.put_nowait((i, exc2 if isinstance(exc2, InferenceError)
+                                 else InferenceError(exc2.reason, code=exc2.code, **exc2.details)))
+
+        async def feed() -> int:
+            n = 0
+            async for item in _aiter(inputs):
+                await room.acquire()
+                rid = uuid.uuid4().hex
+                enc = encode_request(item, request_id=rid, binary=binary)
+                fut = await self.submit(model, enc.value, {**enc.headers, **extra}, request_id=rid,
+                                        timeout=timeout)
+                fut.add_done_callback(functools.partial(finish, n))
+                n += 1
+            return n
+
+        feeder = asyncio.create_task(feed())
+        yielded = 0
+        try:
+            while True:
+                if feeder.done():
+                    if yielded >= feeder.result():  # re-raises a feeding failure
+                        return
+                    item = await done.get()
+                else:
+                    get = asyncio.ensure_future(done.get())
+                    await asyncio.wait({get, feeder}, return_when=asyncio.FIRST_COMPLETED)
+                    if not get.done():
+                        get.cancel()
+                        continue
+                    item = get.result()
+                yielded += 1
+                yield item
+        finally:
+            feeder.cancel()
+
+    # ------------------------------------------------------------------ internals
+
+    async def _check_model(self, producer: AIOKafkaProducer, model: str, topic: str) -> None:
+        if topic in self._known:
+            return
+        if not await topic_exists(producer.client, topic):
+            raise NotFound("unknown model: no request topic", model=model, topic=topic)
+        self._known.add(topic)
+
+    def _on_sent(self, rid: str, sent: asyncio.Future[Any]) -> None:
+        if not sent.cancelled() and sent.exception() is not None:
+            self._fail(rid, Unavailable("request not delivered", detail=str(sent.exception())))
+
+    def _expire(self, rid: str, timeout_s: float) -> None:
+        self._fail(rid, InferenceError("no reply in time", code=ErrorCode.TIMEOUT, request_id=rid,
+                                       timeout_s=timeout_s))
+
+    def _fail(self, rid: str, exc: BaseException) -> None:
+        fut = self._pending.pop(rid, None)
+        if fut is not None and not fut.done():
+            fut.set_exception(exc)
+
+    async def _read_replies(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for records in batches.values():
+                for rec in records:
+                    values = h.decode(rec.headers)
+                    rid = values.get(h.CORRELATION_ID) or (rec.key or b"").decode("utf-8", "replace")
+                    fut = self._pending.pop(rid, None)
+                    if fut is None or fut.done():
+                        self.duplicates += 1
+                        continue
+                    fut.set_result(Reply(rid, rec.value or b"", values))
+
+
+def _present(values: Mapping[str, str | None]) -> dict[str, str]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _code(exc: BaseException) -> ErrorCode:
+    return exc.code if isinstance(exc, AiaasError) else ErrorCode.INTERNAL
+
+
+async def _aiter(items: Iterable[Inputs] | AsyncIterable[Inputs]) -> AsyncIterator[Inputs]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+

@@ -1,0 +1,212 @@
+"""Open Inference Protocol v2 tensors <-> numpy, in JSON form and in binary form.
+
+JSON (the default, ``content-type: application/json``) is the OIP v2 body with ``data`` in each
+tensor. The binary form follows the OIP/Triton binary-data extension: the record value is the same
+JSON body with ``"parameters": {"binary_data_size": N}`` instead of ``data`` for each tensor,
+followed directly by the raw tensor bytes (little-endian, row-major, in the order of the tensors in
+the JSON). The JSON part's length travels in the ``inference-header-content-length`` header and the
+content type is ``application/octet-stream`` — the same names the HTTP extension uses, so the bridge
+can pass bodies through. BYTES elements are each a 4-byte little-endian length then the bytes.
+
+Decoding thousands of floats from JSON costs more than a small model; the binary form costs a
+``frombuffer``. Every decode error raises ``InvalidMessage`` (HTTP 400) with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import numpy as np
+
+from schemas.envelope import Envelope
+from schemas.errors import InvalidMessage
+from schemas.inference import DATATYPES_BY_NUMPY, NUMPY_DTYPES, Datatype, Tensor
+
+JSON = "application/json"
+BINARY = "application/octet-stream"
+HEADER_LENGTH = "inference-header-content-length"
+BINARY_SIZE = "binary_data_size"
+
+E = TypeVar("E", bound=Envelope)
+_U32 = struct.Struct("<I")
+_FIXED: dict[Datatype, np.dtype[Any]] = {
+    dt: np.dtype(name).newbyteorder("<") for dt, name in NUMPY_DTYPES.items() if dt is not Datatype.BYTES
+}
+
+
+@dataclass(slots=True)
+class Encoded:
+    """A record value with the headers that say how to read it."""
+
+    value: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def numpy_dtype(datatype: Datatype) -> np.dtype[Any]:
+    """Little-endian numpy dtype of an OIP datatype (object for BYTES)."""
+    return _FIXED.get(datatype, np.dtype(object))
+
+
+def datatype_of(arr: np.ndarray) -> Datatype:
+    """OIP datatype of a numpy array (str/bytes/object arrays are BYTES)."""
+    if arr.dtype.kind in "OSU":
+        return Datatype.BYTES
+    found = DATATYPES_BY_NUMPY.get(arr.dtype.name)
+    if found is None:
+        raise InvalidMessage("numpy dtype has no OIP datatype", dtype=str(arr.dtype))
+    return found
+
+
+# --------------------------------------------------------------------------- JSON tensors
+
+
+def to_numpy(t: Tensor) -> np.ndarray:
+    """A validated JSON tensor as a numpy array of its shape and datatype."""
+    if t.data is None:
+        raise InvalidMessage("tensor has no JSON data (binary tensor without its bytes)", tensor=t.name)
+    if t.datatype is Datatype.BYTES:
+        arr = np.empty(len(t.data), dtype=object)
+        arr[:] = [x.encode() if isinstance(x, str) else x for x in t.data]
+        return arr.reshape(t.shape)
+    try:
+        return np.asarray(t.data, dtype=numpy_dtype(t.datatype)).reshape(t.shape)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidMessage("tensor data does not fit its datatype", tensor=t.name, detail=str(exc)) from exc
+
+
+def from_numpy(name: str, arr: np.ndarray, *, binary: bool = False) -> Tensor:
+    """A Tensor for ``arr``: with JSON ``data``, or only ``binary_data_size`` when ``binary``."""
+    dt = datatype_of(arr)
+    shape = [int(d) for d in arr.shape]
+    if binary:
+        size = len(_raw_bytes(arr, dt)) if dt is Datatype.BYTES else arr.size * _FIXED[dt].itemsize
+        return Tensor.model_construct(name=name, shape=shape, datatype=dt,
+                                      parameters={BINARY_SIZE: size}, data=None)
+    return Tensor.model_construct(name=name, shape=shape, datatype=dt, parameters=None,
+                                  data=_json_data(arr, dt))
+
+
+def _json_data(arr: np.ndarray, dt: Datatype) -> list[Any]:
+    flat = arr.reshape(-1)
+    if dt is Datatype.BYTES:
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in flat]
+    if dt in (Datatype.FP16, Datatype.FP32, Datatype.FP64) and not np.isfinite(flat).all():
+        raise InvalidMessage("NaN or infinity cannot be sent as JSON; use the binary encoding")
+    return flat.tolist()
+
+
+# --------------------------------------------------------------------------- raw bytes
+
+
+def _raw_bytes(arr: np.ndarray, dt: Datatype) -> bytes:
+    if dt is Datatype.BYTES:
+        parts: list[bytes] = []
+        for x in arr.reshape(-1):
+            b = x if isinstance(x, bytes) else str(x).encode()
+            parts += [_U32.pack(len(b)), b]
+        return b"".join(parts)
+    return np.ascontiguousarray(arr, dtype=_FIXED[dt]).tobytes()
+
+
+def _from_raw(t: Tensor, raw: memoryview) -> np.ndarray:
+    count = math.prod(t.shape)
+    if t.datatype is Datatype.BYTES:
+        return _bytes_from_raw(t, raw, count)
+    dtype = _FIXED[t.datatype]
+    if len(raw) != count * dtype.itemsize:
+        raise InvalidMessage(
+            "binary tensor size does not match its shape and datatype",
+            tensor=t.name, shape=t.shape, datatype=t.datatype.value, size=len(raw),
+        )
+    arr = np.frombuffer(raw, dtype=dtype).reshape(t.shape)
+    if t.datatype is Datatype.BOOL and arr.size and arr.view(np.uint8).max() > 1:
+        raise InvalidMessage("BOOL tensor bytes must be 0 or 1", tensor=t.name)
+    return arr
+
+
+def _bytes_from_raw(t: Tensor, raw: memoryview, count: int) -> np.ndarray:
+    out = np.empty(count, dtype=object)
+    pos = 0
+    for i in range(count):
+        if pos + 4 > len(raw):
+            raise InvalidMessage("BYTES tensor is truncated", tensor=t.name, element=i)
+        (n,) = _U32.unpack_from(raw, pos)
+        if pos + 4 + n > len(raw):
+            raise InvalidMessage("BYTES tensor is truncated", tensor=t.name, element=i)
+        out[i] = bytes(raw[pos + 4 : pos + 4 + n])
+        pos += 4 + n
+    if pos != len(raw):
+        raise InvalidMessage("BYTES tensor has trailing bytes", tensor=t.name)
+    return out.reshape(t.shape)
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def encode(message: Envelope, tensors: Sequence[Tensor], arrays: Sequence[np.ndarray], *,
+           binary: bool) -> Encoded:
+    """Encode a request or response whose tensor list is ``tensors`` (built by ``from_numpy``).
+
+    In binary form the raw bytes of ``arrays`` (same order as ``tensors``) follow the JSON part.
+    """
+    head = message.to_record()
+    if not binary:
+        return Encoded(head, {"content-type": JSON})
+    raws = [_raw_bytes(a, t.datatype) for t, a in zip(tensors, arrays, strict=True)]
+    return Encoded(b"".join([head, *raws]), {"content-type": BINARY, HEADER_LENGTH: str(len(head))})
+
+
+def is_binary(headers: Mapping[str, str]) -> bool:
+    return headers.get("content-type", JSON).split(";")[0].strip() == BINARY
+
+
+def split_value(value: bytes | None, headers: Mapping[str, str]) -> tuple[bytes, memoryview]:
+    """The JSON part and the binary tail of a record value (the tail is empty for JSON)."""
+    if value is None:
+        raise InvalidMessage("record has no value")
+    if not is_binary(headers):
+        return value, memoryview(b"")
+    raw_len = headers.get(HEADER_LENGTH)
+    try:
+        n = int(raw_len) if raw_len is not None else -1
+    except ValueError:
+        n = -1
+    if not 0 < n <= len(value):
+        raise InvalidMessage(f"binary record needs a valid {HEADER_LENGTH} header", got=raw_len)
+    return value[:n], memoryview(value)[n:]
+
+
+def decode(value: bytes | None, headers: Mapping[str, str], cls: type[E],
+           tensors_of: str) -> tuple[E, dict[str, np.ndarray]]:
+    """Decode a record into its message and its named arrays (``tensors_of``: the tensor list field)."""
+    head, tail = split_value(value, headers)
+    msg = cls.from_record(head)
+    tensors: list[Tensor] = getattr(msg, tensors_of)
+    arrays: dict[str, np.ndarray] = {}
+    pos = 0
+    for t in tensors:
+        size = (t.parameters or {}).get(BINARY_SIZE)
+        if t.data is not None:
+            arrays[t.name] = to_numpy(t)
+            continue
+        if not isinstance(size, int) or size < 0 or pos + size > len(tail):
+            raise InvalidMessage("binary tensor data missing or truncated", tensor=t.name, size=size)
+        arrays[t.name] = _from_raw(t, tail[pos : pos + size])
+        pos += size
+    if pos != len(tail):
+        raise InvalidMessage("binary record has trailing bytes", extra=len(tail) - pos)
+    return msg, arrays
+
+
+def peek_kind(head: bytes) -> str | None:
+    """The ``kind`` of a JSON message without validating it (replies: response or error)."""
+    try:
+        obj = json.loads(head)
+    except ValueError:
+        return None
+    return obj.get("kind") if isinstance(obj, dict) else None

@@ -1,0 +1,120 @@
+"""Tensor codec: JSON and binary OIP encodings round-trip every datatype; junk is refused with a reason."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from schemas.errors import InvalidMessage
+from schemas.inference import Datatype, InferenceRequest, InferenceResponse, Tensor
+from streams import tensorcodec as tc
+from streams.client import encode_request
+
+ARRAYS = {
+    "f32": np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
+    "f16": np.array([[0.5, -2.0]], dtype=np.float16),
+    "f64": np.array([1e-300, 3.5]),
+    "i64": np.array([[-(2**62), 5, 2**62]], dtype=np.int64),
+    "i8": np.array([-128, 127], dtype=np.int8),
+    "u16": np.array([0, 65535], dtype=np.uint16),
+    "b": np.array([[True, False], [False, True]]),
+    "s": np.array([b"hello", "wörld".encode()], dtype=object),
+}
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_request_round_trip_every_datatype(binary: bool) -> None:
+    enc = encode_request(ARRAYS, request_id="r1", binary=binary)
+    assert tc.is_binary(enc.headers) is binary
+    req, arrays = tc.decode(enc.value, enc.headers, InferenceRequest, "inputs")
+    assert req.id == "r1" and list(arrays) == list(ARRAYS)
+    for name, want in ARRAYS.items():
+        got = arrays[name]
+        assert got.shape == want.shape, name
+        if want.dtype == object:
+            assert list(got.reshape(-1)) == list(want.reshape(-1))
+        else:
+            assert got.dtype == want.dtype, name
+            np.testing.assert_array_equal(got, want)
+
+
+def test_binary_is_json_head_plus_little_endian_bytes() -> None:
+    x = np.array([[1.0, 2.0]], dtype=np.float32)
+    enc = encode_request({"x": x}, request_id="r", binary=True)
+    n = int(enc.headers[tc.HEADER_LENGTH])
+    head = json.loads(enc.value[:n])
+    assert head["inputs"][0] == {"name": "x", "shape": [1, 2], "datatype": "FP32",
+                                 "parameters": {"binary_data_size": 8}}
+    assert enc.value[n:] == x.astype("<f4").tobytes()
+    big_endian = x.astype(">f4")
+    _, arrays = tc.decode(encode_request({"x": big_endian}, request_id="r", binary=True).value,
+                          enc.headers, InferenceRequest, "inputs")
+    np.testing.assert_array_equal(arrays["x"], x)
+
+
+def test_nested_json_data_and_response_decoding() -> None:
+    body = {"kind": "inference_response", "model_name": "m", "model_version": "2",
+            "outputs": [{"name": "y", "shape": [2, 2], "datatype": "INT32", "data": [[1, 2], [3, 4]]}]}
+    resp, arrays = tc.decode(json.dumps(body).encode(), {}, InferenceResponse, "outputs")
+    assert resp.model_version == "2"
+    np.testing.assert_array_equal(arrays["y"], np.array([[1, 2], [3, 4]], dtype=np.int32))
+
+
+def test_from_numpy_json_data_is_flat_row_major() -> None:
+    t = tc.from_numpy("x", np.array([[1, 2], [3, 4]], dtype=np.int64))
+    assert t.datatype is Datatype.INT64 and t.data == [1, 2, 3, 4] and t.shape == [2, 2]
+    assert tc.to_numpy(Tensor.model_validate(t.model_dump())).tolist() == [[1, 2], [3, 4]]
+
+
+@pytest.mark.parametrize(
+    ("value", "headers", "reason"),
+    [
+        (b"\x00\xffjunk", {}, "not JSON"),
+        (b'{"inputs": []}', {}, "does not match"),
+        (b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0]}]}', {}, "match"),
+        (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", '
+         b'"parameters": {"binary_data_size": 4}}]}', {}, "missing"),
+        (b"{}", {"content-type": tc.BINARY}, "inference-header-content-length"),
+        (b"{}", {"content-type": tc.BINARY, tc.HEADER_LENGTH: "99"}, "inference-header-content-length"),
+    ],
+)
+def test_junk_is_refused_with_a_reason(value: bytes, headers: dict[str, str], reason: str) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        tc.decode(value, headers, InferenceRequest, "inputs")
+    assert reason in info.value.reason + json.dumps(info.value.details)
+    assert info.value.status_code == 400
+
+
+def _binary(head: dict[str, object], tail: bytes) -> tuple[bytes, dict[str, str]]:
+    raw = json.dumps(head).encode()
+    return raw + tail, {"content-type": tc.BINARY, tc.HEADER_LENGTH: str(len(raw))}
+
+
+@pytest.mark.parametrize(
+    ("size", "tail", "reason"),
+    [
+        (8, b"\x00" * 4, "truncated"),
+        (4, b"\x00" * 4, "does not match its shape"),
+        (8, b"\x00" * 12, "trailing"),
+    ],
+)
+def test_binary_sizes_are_checked(size: int, tail: bytes, reason: str) -> None:
+    tensor = {"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": size}}
+    head = {"inputs": [tensor]}
+    value, headers = _binary(head, tail)
+    with pytest.raises(InvalidMessage, match=reason):
+        tc.decode(value, headers, InferenceRequest, "inputs")
+
+
+def test_bool_bytes_must_be_0_or_1_and_nan_needs_binary() -> None:
+    tensor = {"name": "m", "shape": [2], "datatype": "BOOL", "parameters": {"binary_data_size": 2}}
+    head = {"inputs": [tensor]}
+    value, headers = _binary(head, b"\x01\x07")
+    with pytest.raises(InvalidMessage, match="BOOL"):
+        tc.decode(value, headers, InferenceRequest, "inputs")
+    with pytest.raises(InvalidMessage, match="NaN"):
+        tc.from_numpy("x", np.array([np.nan], dtype=np.float32))
+    assert tc.from_numpy("x", np.array([np.nan], dtype=np.float32), binary=True).parameters == {
+        "binary_data_size": 4}
