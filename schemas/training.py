@@ -6,7 +6,7 @@ safetensors bytes (see ``streams.codecs.pack``); these models are the JSON heade
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -38,6 +38,7 @@ class GradientMessage(Envelope):
     loss: float | None = None
     compression: Literal["none", "fp16", "topk"] = "none"
     payload: Literal["gradient", "delta", "params"] = "gradient"
+    timings: dict[str, float] = Field(default_factory=dict, description="sender's ms per phase")
 
 
 class ParameterSnapshot(Envelope):
@@ -50,6 +51,10 @@ class ParameterSnapshot(Envelope):
     consumed_offsets: dict[str, int] = Field(default_factory=dict)
     has_optimizer_state: bool = False
     final: bool = False
+    samples: int = Field(default=0, ge=0, description="training samples applied up to this version")
+    server_state: dict[str, Any] = Field(
+        default_factory=dict, description="checkpoints: optimizer groups, scheduler, counters (JSON)"
+    )
 
 
 class MetricsMessage(Envelope):
@@ -69,3 +74,4 @@ class MetricsMessage(Envelope):
     dropped_stale: int = 0
     rejected: int = 0
     ts: float = 0.0
+    timings: dict[str, float] = Field(default_factory=dict, description="ms per phase of a sync round")

@@ -66,6 +66,10 @@ class Topics:
     def train_params(self, job: str) -> TopicSpec:
         return self._spec(f"train.{check_part(job)}.params", 1, **COMPACT)
 
+    def train_ring(self, job: str, partitions: int = 2) -> TopicSpec:
+        """ring mode's inboxes: partition i is read by the trainer owning data partition i."""
+        return self._spec(f"train.{check_part(job)}.ring", partitions)
+
     def train_metrics(self, job: str) -> TopicSpec:
         return self._spec(f"train.{check_part(job)}.metrics", 1)
 
