@@ -18,7 +18,7 @@ from aiokafka.structs import RecordMetadata
 from pydantic import BaseModel, Field
 
 from schemas.errors import AiaasError, ErrorCode
-from schemas.jobs import JobSpec
+from schemas.jobs import DataSpec, JobSpec
 from schemas.training import DataBatch
 from streams import codecs
 from streams.admin import Admin
@@ -52,11 +52,11 @@ class PushReport(BaseModel):
     seconds: float = 0.0
 
 
-def job_topics(settings: Settings, spec: JobSpec) -> list[TopicSpec]:
-    """Every topic a training job uses (data with ``spec.data.partitions`` partitions)."""
-    t, job = Topics(settings), spec.job_id
-    return [t.train_data(job, spec.data.partitions), t.train_test(job), t.train_grads(job),
-            t.train_params(job), t.train_metrics(job)]
+def job_topics(settings: Settings, job_id: str, partitions: int) -> list[TopicSpec]:
+    """Every topic a training job uses (data with ``partitions`` partitions)."""
+    t = Topics(settings)
+    return [t.train_data(job_id, partitions), t.train_test(job_id), t.train_grads(job_id),
+            t.train_params(job_id), t.train_metrics(job_id)]
 
 
 async def _check_empty(settings: Settings, spec: TopicSpec, admin: Admin) -> None:
@@ -99,9 +99,8 @@ async def _send_split(
     return size, futures
 
 
-def _layout(ds: Dataset, spec: JobSpec) -> tuple[np.ndarray, list[tuple[int, np.ndarray, np.ndarray]]]:
+def _layout(ds: Dataset, d: DataSpec) -> tuple[np.ndarray, list[tuple[int, np.ndarray, np.ndarray]]]:
     """Partition of each train row and the train batches, partition by partition."""
-    d = spec.data
     parts = assign(d.strategy, ds.x_train, ds.y_train, d.partitions, d.seed)
     batches = []
     for p in range(d.partitions):
@@ -112,31 +111,43 @@ def _layout(ds: Dataset, spec: JobSpec) -> tuple[np.ndarray, list[tuple[int, np.
 
 async def push(settings: Settings, spec: JobSpec, dataset: Dataset | None = None) -> PushReport:
     """Ensure the job's topics and write its train batches and test split; returns what was written."""
+    return await push_data(settings, spec.job_id, spec.data, dataset)
+
+
+async def push_data(
+    settings: Settings, job_id: str, data: DataSpec, dataset: Dataset | None = None
+) -> PushReport:
+    """``push`` for callers without a full JobSpec (the CLI's ``--job/--source`` form)."""
     started = time.perf_counter()
-    ds = dataset if dataset is not None else await asyncio.to_thread(load_dataset, spec.data)
-    topics = job_topics(settings, spec)
+    ds = dataset if dataset is not None else await asyncio.to_thread(load_dataset, data)
+    topics = job_topics(settings, job_id, data.partitions)
     data_topic, test_topic = topics[0], topics[1]
     async with Admin(settings) as admin:
         await admin.ensure_topics(topics)
         await _check_empty(settings, data_topic, admin)
-    parts, train = _layout(ds, spec)
+    parts, train = _layout(ds, data)
     test = [(0, xb, yb) for xb, yb in _batches(ds.x_test, ds.y_test, TEST_BATCH_ROWS)]
-    base = DataBatch(job_id=spec.job_id, batch_index=0, rows=1, strategy=spec.data.strategy)
+    base = DataBatch(job_id=job_id, batch_index=0, rows=1, strategy=data.strategy)
     async with Producer(settings) as prod:
         n1, f1 = await _send_split(prod, data_topic.name, train, base, ds.task)
         n2, f2 = await _send_split(prod, test_topic.name, test, base.model_copy(update={"split": "test"}),
                                    ds.task)
         await asyncio.gather(*f1, *f2)
-    counts = np.bincount(parts, minlength=spec.data.partitions)
-    per_batches = np.bincount([b[0] for b in train], minlength=spec.data.partitions)
-    classes = {p: len(np.unique(ds.y_train[parts == p])) for p in range(spec.data.partitions)} \
-        if ds.task == "classification" else {}
     return PushReport(
-        job_id=spec.job_id, data_topic=data_topic.name, test_topic=test_topic.name,
-        strategy=spec.data.strategy, partitions=spec.data.partitions, task=ds.task,
-        n_features=ds.n_features, n_classes=ds.n_classes, train_rows=ds.train_rows, test_rows=ds.test_rows,
-        rows_per_partition={p: int(c) for p, c in enumerate(counts)},
-        batches_per_partition={p: int(c) for p, c in enumerate(per_batches)},
-        classes_per_partition=classes, test_batches=len(test), bytes_written=n1 + n2,
-        seconds=time.perf_counter() - started,
+        job_id=job_id, data_topic=data_topic.name, test_topic=test_topic.name, strategy=data.strategy,
+        partitions=data.partitions, task=ds.task, n_features=ds.n_features, n_classes=ds.n_classes,
+        train_rows=ds.train_rows, test_rows=ds.test_rows, test_batches=len(test), bytes_written=n1 + n2,
+        seconds=time.perf_counter() - started, **_counts(ds, parts, train, data.partitions),
     )
+
+
+def _counts(
+    ds: Dataset, parts: np.ndarray, train: list[tuple[int, np.ndarray, np.ndarray]], n: int
+) -> dict[str, dict[int, int]]:
+    rows = np.bincount(parts, minlength=n)
+    batches = np.bincount(np.asarray([b[0] for b in train], np.int64), minlength=n)
+    classes = {p: len(np.unique(ds.y_train[parts == p])) for p in range(n)} \
+        if ds.task == "classification" else {}
+    return {"rows_per_partition": {p: int(c) for p, c in enumerate(rows)},
+            "batches_per_partition": {p: int(c) for p, c in enumerate(batches)},
+            "classes_per_partition": classes}
