@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from typer.testing import CliRunner
 
+from aiaas_cli.main import app
 from schemas.errors import AiaasError
 from schemas.jobs import JobSpec
 from schemas.training import DataBatch
@@ -100,3 +104,23 @@ async def test_push_regression_and_refuse_a_second_push(settings: Settings) -> N
     with pytest.raises(AiaasError) as err:
         await push(settings, spec)
     assert err.value.code == "conflict"
+
+
+def test_cli_push_from_spec_with_override(infra: None, prefix: str, tmp_path: Path) -> None:
+    """`aiaas data push --spec job.yaml --partitions 3` writes 3 partitions and prints the summary."""
+    spec = tmp_path / "job.yaml"
+    spec.write_text(yaml.safe_dump({
+        "job_id": "cli", "model": {"input_dim": 64, "output_dim": 10}, "epochs": 1,
+        "data": {"source": "digits", "strategy": "label", "partitions": 2},
+    }))
+    env = {"AIAAS_TOPIC_PREFIX": prefix, "COLUMNS": "200"}
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "push", "--spec", str(spec), "--partitions", "3"], env=env)
+    assert result.exit_code == 0, result.output
+    assert "10/10" in result.output and f"{prefix}train.cli.data" in result.output
+    for line in ("0 │  479", "1 │  479", "2 │  479"):
+        assert line in result.output
+    again = runner.invoke(app, ["data", "push", "--spec", str(spec), "--partitions", "3"], env=env)
+    assert again.exit_code == 1 and "already holds records" in again.output
+    bad = runner.invoke(app, ["data", "push", "--job", "x", "--strategy", "zigzag"], env=env)
+    assert bad.exit_code == 2 and "data.strategy" in bad.output
