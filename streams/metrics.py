@@ -83,15 +83,8 @@ INFER_QUEUE_DEPTH = Gauge(
 INFER_MODEL_VERSION = Gauge(
     "aiaas_inference_model_version", "Model version being served.", ["model"], registry=REGISTRY)
 
-# bridge
-BRIDGE_REQUESTS = Counter(
-    "aiaas_bridge_requests", "HTTP requests, by route template, method and status.",
-    ["route", "method", "status"], registry=REGISTRY)
-BRIDGE_LATENCY = Histogram(
-    "aiaas_bridge_request_seconds", "HTTP request latency.", ["route", "method"],
-    buckets=_LATENCY_BUCKETS, registry=REGISTRY)
-BRIDGE_CALLBACKS = Counter(
-    "aiaas_bridge_callbacks", "Webhook deliveries, by outcome.", ["outcome"], registry=REGISTRY)
+# bridge: agents/bridge/metrics.py keeps its HTTP metrics on a registry per app (several apps can
+# share one test process); its /metrics can append render() for the process-wide ones here.
 
 # autoscaling
 AUTOSCALER_REPLICAS = Gauge(

@@ -17,7 +17,6 @@ def test_catalogue_names_are_exported_from_our_registry() -> None:
     m.AGG_MEMBERS.labels(job="j-metrics").set(2)
     m.INFER_BATCH_SIZE.labels(model="m-metrics").observe(8)
     m.INFER_QUEUE_DEPTH.labels(model="m-metrics").set(3)
-    m.BRIDGE_REQUESTS.labels(route="/v2/models/{m}/infer", method="POST", status="200").inc()
     assert m.sample("aiaas_trainer_samples_total", {"job": "j-metrics", "worker": "w1"}) == 32
     assert m.sample("aiaas_trainer_gradient_bytes_total",
                     {"job": "j-metrics", "worker": "w1", "compression": "fp16"}) == 1000

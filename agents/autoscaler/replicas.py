@@ -1,0 +1,126 @@
+"""Local worker processes: start one more, stop the newest, reap the ones that died.
+
+A stopped worker gets SIGTERM and time to finish its batch and commit (our workers stop
+gracefully on it); only after ``stop_timeout_s`` is it killed. Whatever it had not committed is
+delivered again to the group, so a scale-down loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``AIAAS_*`` variables that rebuild ``settings`` in a child process."""
+    env: dict[str, str] = {}
+    for name in type(settings).model_fields:
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        elif isinstance(value, list | dict):
+            value = json.dumps(value)
+        env[f"AIAAS_{name.upper()}"] = str(value)
+    return env
+
+
+class LocalReplicas:
+    """Worker subprocesses of one command line (``{model}`` and ``{index}`` are filled in)."""
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        log_dir: Path | None = None,
+        stop_timeout_s: float = 30.0,
+    ) -> None:
+        self.command = list(command)
+        self.env = {**os.environ, **(env or {})}
+        self.log_dir = log_dir
+        self.stop_timeout_s = stop_timeout_s
+        self._procs: list[asyncio.subprocess.Process] = []
+        self._started = 0
+
+    @property
+    def count(self) -> int:
+        """Workers alive now (dead ones are forgotten, so the controller replaces them)."""
+        alive = [p for p in self._procs if p.returncode is None]
+        for p in self._procs:
+            if p.returncode is not None:
+                log.warning("worker pid %d exited with %s", p.pid, p.returncode)
+        self._procs = alive
+        return len(alive)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs if p.returncode is None]
+
+    async def scale_to(self, n: int, **fill: str) -> None:
+        while self.count < n:
+            await self.start_one(**fill)
+        while self.count > n:
+            await self.stop_one()
+
+    async def start_one(self, **fill: str) -> int:
+        index = self._started
+        self._started += 1
+        argv = [part.format(index=index, **fill) for part in self.command]
+        fd = self._log_fd(index)
+        out = asyncio.subprocess.DEVNULL if fd is None else fd
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                start_new_session=True,  # a ^C to the autoscaler is not sent to workers twice
+            )
+        finally:
+            if fd is not None:
+                os.close(fd)
+        self._procs.append(proc)
+        log.info("started worker %d (pid %d): %s", index, proc.pid, " ".join(argv))
+        return proc.pid
+
+    def _log_fd(self, index: int) -> int | None:
+        if self.log_dir is None:
+            return None
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        return os.open(self.log_dir / f"worker-{index}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+
+    async def stop_one(self) -> None:
+        """Stop the newest worker (LIFO keeps the longest-lived, warmest ones)."""
+        if self.count == 0:
+            return
+        proc = self._procs.pop()
+        await self._stop(proc)
+
+    async def stop_all(self) -> None:
+        procs, self._procs = self._procs, []
+        await asyncio.gather(*(self._stop(p) for p in procs))
+
+    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), self.stop_timeout_s)
+            except TimeoutError:
+                log.warning("worker pid %d did not stop in %.0f s; killing it", proc.pid,
+                            self.stop_timeout_s)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        log.info("worker pid %d stopped (rc %s)", proc.pid, proc.returncode)
