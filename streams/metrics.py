@@ -132,7 +132,7 @@ def start_from_settings(settings: Settings) -> MetricsServer | None:
     """Start the server on ``AIAAS_METRICS_PORT`` when set (what every agent calls at start)."""
     if settings.metrics_port is None:
         return None
-    return start_metrics_server(settings.metrics_port)
+    return start_metrics_server(settings.metrics_port, settings.metrics_addr)
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float | None:

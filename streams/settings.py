@@ -35,6 +35,7 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:16379/0"
 
     metrics_port: int | None = Field(default=None, ge=0, le=65535)  # None: no exposition server
+    metrics_addr: str = "127.0.0.1"  # loopback unless exposing on purpose (a pod: 0.0.0.0)
     otel_exporter: Literal["none", "console", "otlp"] = "none"  # needs opentelemetry-sdk installed
 
     max_message_bytes: int = Field(default=8 * MIB, ge=64 * 1024)
