@@ -74,8 +74,9 @@ class InferenceError(AiaasError):
             code = ErrorCode(reply.code)
         except ValueError:
             code = ErrorCode.INTERNAL
-        return cls(reply.error, code=code, request_id=reply.id, model=reply.model_name,
-                   **(reply.details or {}))
+        details = {"request_id": reply.id, "model": reply.model_name, **(reply.details or {})}
+        return cls(reply.error, code=code,
+                   **{k: v for k, v in details.items() if k not in ("reason", "code")})
 
 
 @dataclass(slots=True)

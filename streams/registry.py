@@ -171,15 +171,23 @@ class Registry:
 
     async def watch(self, name: str | None = None) -> AsyncIterator[ModelVersion]:
         """Yield every version record (of ``name``) applied from now on: the hot-reload feed."""
-        queue: asyncio.Queue[ModelVersion] = asyncio.Queue()
-        self._watchers.add(queue)
+        queue = self.subscribe()
         try:
             while True:
                 mv = await queue.get()
                 if name is None or mv.name == name:
                     yield mv
         finally:
-            self._watchers.discard(queue)
+            self.unsubscribe(queue)
+
+    def subscribe(self) -> asyncio.Queue[ModelVersion]:
+        """A queue that gets every version record applied after this call (no await: no gap)."""
+        queue: asyncio.Queue[ModelVersion] = asyncio.Queue()
+        self._watchers.add(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[ModelVersion]) -> None:
+        self._watchers.discard(queue)
 
     async def load_bytes(self, mv: ModelVersion) -> bytes:
         """The ONNX bytes of ``mv``; raises IntegrityError when they do not match its sha256."""

@@ -1,0 +1,128 @@
+"""Micro-batching: check requests against the model signature, group compatible ones, run, split.
+
+Requests are compatible when they go to the same loaded version and their inputs agree on names,
+dtypes and every dimension but the first (the batch axis). A group is concatenated along axis 0,
+run in one onnxruntime call and its outputs are split back by each request's row count. A model
+without a dynamic batch axis, or whose outputs do not keep the batch axis, runs one request per
+call; a failing batch is retried one request at a time so one bad request cannot fail the rest.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agents.inference.sessions import Loaded
+from schemas.errors import AiaasError, ErrorCode
+from schemas.registry import TensorSignature
+from streams import tensorcodec as tc
+from streams.record import Record
+
+
+class BadInput(AiaasError):
+    """A request that does not fit the model's signature (HTTP 400)."""
+
+    code = ErrorCode.BAD_REQUEST
+
+
+@dataclass(slots=True)
+class Work:
+    """One decoded, validated request waiting for compute."""
+
+    record: Record
+    request_id: str
+    reply_to: str | None
+    binary: bool
+    inputs: dict[str, np.ndarray]
+    model: Loaded
+    rows: int | None  # rows on the batch axis; None when it cannot be batched
+    outputs: list[str] | None = None  # requested outputs (None: all)
+    response_id: str | None = None
+
+    def group_key(self) -> tuple[Any, ...]:
+        if self.rows is None:
+            return ("solo", id(self))
+        sig = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(self.inputs.items()))
+        return (self.model.version, id(self.model), sig)
+
+
+def check_inputs(signature: Sequence[TensorSignature], arrays: dict[str, np.ndarray]) -> int | None:
+    """Validate names, dtypes and shapes; return the shared batch size, or None if not batchable."""
+    want = {s.name for s in signature}
+    missing, unknown = sorted(want - arrays.keys()), sorted(arrays.keys() - want)
+    if missing:
+        raise BadInput("missing input", missing=missing, expected=sorted(want))
+    if unknown:
+        raise BadInput("unknown input name", unknown=unknown, expected=sorted(want))
+    batch_ok = True
+    rows: set[int] = set()
+    for s in signature:
+        arr = arrays[s.name]
+        got = tc.datatype_of(arr)
+        if got is not s.datatype:
+            raise BadInput("wrong datatype", input=s.name, expected=s.datatype.value, got=got.value)
+        if len(arr.shape) != len(s.shape) or any(
+            d is not None and d != g for d, g in zip(s.shape, arr.shape, strict=True)
+        ):
+            raise BadInput("wrong shape", input=s.name, expected=s.shape, got=list(arr.shape))
+        if not s.shape or s.shape[0] is not None:
+            batch_ok = False
+        else:
+            rows.add(arr.shape[0])
+    if not batch_ok or len(rows) != 1:
+        return None
+    n = rows.pop()
+    return n if n > 0 else None
+
+
+def group(works: Sequence[Work], max_batch: int) -> list[list[Work]]:
+    """Compatible requests together, at most ``max_batch`` per group, in arrival order."""
+    by_key: dict[tuple[Any, ...], list[list[Work]]] = defaultdict(list)
+    order: list[list[Work]] = []
+    for w in works:
+        runs = by_key[w.group_key()]
+        if not runs or len(runs[-1]) >= max_batch:
+            runs.append([])
+            order.append(runs[-1])
+        runs[-1].append(w)
+    return order
+
+
+Result = dict[str, np.ndarray] | AiaasError
+
+
+def run_group(works: Sequence[Work]) -> list[Result]:
+    """Blocking: one onnxruntime call for the group (or one per request when it cannot batch)."""
+    if len(works) == 1:
+        return [run_one(works[0])]
+    model = works[0].model
+    feeds = {name: np.concatenate([w.inputs[name] for w in works]) for name in works[0].inputs}
+    try:
+        outs = model.run(feeds)
+    except Exception:  # onnxruntime errors: find the request that causes it
+        return [run_one(w) for w in works]
+    total = sum(w.rows or 0 for w in works)
+    if any(o.ndim == 0 or o.shape[0] != total for o in outs.values()):
+        return [run_one(w) for w in works]  # outputs without the batch axis cannot be split
+    results: list[Result] = []
+    start = 0
+    for w in works:
+        end = start + (w.rows or 0)
+        results.append(_select({n: o[start:end] for n, o in outs.items()}, w.outputs))
+        start = end
+    return results
+
+
+def run_one(w: Work) -> Result:
+    try:
+        return _select(w.model.run(w.inputs), w.outputs)
+    except Exception as exc:  # onnxruntime raises its own types (e.g. an index out of range)
+        return BadInput("the model failed on this input", detail=str(exc)[:300])
+
+
+def _select(outs: dict[str, np.ndarray], wanted: list[str] | None) -> dict[str, np.ndarray]:
+    return outs if wanted is None else {n: outs[n] for n in wanted}

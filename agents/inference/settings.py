@@ -1,0 +1,39 @@
+"""Inference worker settings: ``AIAAS_INFER_<FIELD>`` or the worker's command-line flags."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.settings import MIB
+
+
+class WorkerSettings(BaseSettings):
+    """One worker serves one model: a pinned version, or whatever a stage holds (hot reload)."""
+
+    model_config = SettingsConfigDict(env_prefix="AIAAS_INFER_", extra="ignore")
+
+    model: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    version: int | None = Field(default=None, ge=1)  # pin one version (no hot reload)
+    stage: Literal["production", "latest"] = "latest"  # latest: production if any, else newest
+    max_batch: int = Field(default=128, ge=1)  # requests per onnxruntime call
+    max_wait_ms: float = Field(default=2.0, ge=0)  # extra wait to fill a batch when traffic is light
+    intra_op_threads: int = Field(default=1, ge=0)  # 0: onnxruntime decides (all cores)
+    inter_op_threads: int = Field(default=1, ge=0)
+    providers: list[str] | None = None  # default: CUDA when available, then CPU
+    weight: float | None = Field(default=None, ge=0)  # assignor capacity; default 4 with a GPU, else 1
+    partitions: int = Field(default=8, ge=1)  # of the request/results topics when this worker creates them
+    max_request_bytes: int = Field(default=4 * MIB, ge=1024)
+    max_request_elements: int = Field(default=16_000_000, ge=1)
+    max_versions: int = Field(default=4, ge=2)  # sessions kept loaded (default, canary, pins)
+    batching: bool = True  # off: one request per onnxruntime call (the benchmark's baseline)
+    group_id: str | None = None  # default: <prefix>infer.<model>
+    metrics_port: int | None = None
+
+    @model_validator(mode="after")
+    def _pin_or_stage(self) -> WorkerSettings:
+        if self.version is not None and self.stage == "production":
+            raise ValueError("give --version or --stage production, not both")
+        return self

@@ -1,0 +1,295 @@
+"""The inference worker: one consumer-group member serving one model from ``infer.<model>.requests``.
+
+Loop: poll up to ``max_batch`` requests (waiting at most ``max_wait_ms`` for more), decode and check
+them in the event loop, run compatible ones as one onnxruntime call in a worker thread (so Kafka
+heartbeats and fetches keep flowing), produce each reply to its ``reply-to`` topic (or to
+``infer.<model>.results`` when there is none), and commit the offsets only after every reply of the
+poll is acknowledged. While one batch computes, the next is fetched and decoded. Bad input gets an
+error reply and a dead letter; expired deadlines get a 504 reply without compute; nothing crashes
+the loop except a failure to produce, which stops the worker so its partitions are re-served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any, Self
+
+from aiokafka import ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
+from aiokafka.structs import RecordMetadata, TopicPartition
+
+from agents.inference import batcher, replies
+from agents.inference.batcher import BadInput, Work
+from agents.inference.sessions import Sessions
+from agents.inference.settings import WorkerSettings
+from schemas.errors import AiaasError, DeadlineExceeded, NotFound, TooLarge
+from schemas.inference import InferenceRequest
+from streams import headers as h
+from streams import tensorcodec as tc
+from streams.admin import ensure
+from streams.assignors import WeightedAssignor, default_weight
+from streams.client import topic_exists
+from streams.consumer import Consumer
+from streams.dlq import DeadLetters
+from streams.producer import Producer
+from streams.record import Record
+from streams.registry import Registry
+from streams.settings import Settings
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+Sent = asyncio.Future[RecordMetadata]
+
+
+class _Handoff(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions move to another member, finish and commit what is in flight."""
+
+    def __init__(self, worker: InferenceWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.worker.drain()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        log.info("assigned %d partitions: %s", len(assigned), sorted(tp.partition for tp in assigned))
+        self.worker.stats["partitions"] = len(assigned)
+        self.worker.rebalanced.set()
+
+
+class InferenceWorker:
+    def __init__(self, settings: Settings, cfg: WorkerSettings) -> None:
+        self.settings = settings
+        self.cfg = cfg
+        self.topics = Topics(settings)
+        self.requests_topic = self.topics.infer_requests(cfg.model, cfg.partitions)
+        self.results_topic = self.topics.infer_results(cfg.model, cfg.partitions).name
+        self.stats: Counter[str] = Counter()
+        self.registry = Registry(settings)
+        self.sessions = Sessions(self.registry, cfg)
+        self._producer = Producer(settings, linger_ms=1)
+        self._consumer: Consumer | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{cfg.model}")
+        self._inflight: asyncio.Task[None] | None = None
+        self._commits: asyncio.Queue[tuple[list[Record], list[Sent]]] = asyncio.Queue()
+        self._committer: asyncio.Task[None] | None = None
+        self._reply_topics: set[str] = set()
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.rebalanced = asyncio.Event()  # set on every assignment (tests and autoscalers watch it)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        t, model = self.topics, self.cfg.model
+        await ensure(self.settings, [self.requests_topic, t.infer_results(model, self.cfg.partitions),
+                                     t.infer_dlq(model)])
+        await self.registry.start()
+        await self._producer.start()
+        await self.sessions.start()
+        weight = self.cfg.weight if self.cfg.weight is not None else default_weight()
+        group = self.cfg.group_id or self.settings.topic(f"infer.{self.cfg.model}")
+        self._consumer = Consumer(
+            self.settings, [], group, dead_letters=DeadLetters(self._producer, t.infer_dlq(model).name),
+            partition_assignment_strategy=(WeightedAssignor(weight), RoundRobinPartitionAssignor),
+        )
+        await self._consumer.start()
+        self._consumer.raw.subscribe([self.requests_topic.name], listener=_Handoff(self))
+        self._committer = asyncio.create_task(self._commit_forever(), name="committer")
+        log.info("worker for %s up: group %s, weight %s, max_batch %d, max_wait %.1f ms",
+                 self.cfg.model, group, weight, self.cfg.max_batch, self.cfg.max_wait_ms)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(Exception):
+            await self.drain()
+        if self._committer is not None:
+            self._committer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._committer
+        if self._consumer is not None:
+            await self._consumer.stop()
+        await self.sessions.stop()
+        await self._producer.stop()
+        await self.registry.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def request_stop(self) -> None:
+        """Make ``run()`` return after the current poll."""
+        self._stopping.set()
+
+    async def drain(self) -> None:
+        """Finish the batch in flight, wait for its replies and commit (used on rebalance and stop)."""
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)
+        if self._committer is not None and not self._committer.done():
+            await self._commits.join()
+        if self._consumer is not None and self._consumer._consumer is not None:
+            await self._consumer.commit()
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Serve until ``stop()`` (or a failure to produce replies, which is raised)."""
+        consumer = self._consumer
+        if consumer is None:
+            raise RuntimeError("InferenceWorker.run before start()")
+        self.ready.set()
+        while not self._stopping.is_set():
+            records = await self._poll(consumer)
+            if not records:
+                continue
+            sent: list[Sent] = []
+            works = [w for r in records if (w := await self._prepare(r, sent)) is not None]
+            if self._inflight is not None:
+                await asyncio.shield(self._inflight)  # a cancelled run() must not cut a batch short
+            self._inflight = asyncio.create_task(self._compute(works, records, sent))
+            if self._committer is not None and self._committer.done():
+                self._committer.result()
+
+    async def _poll(self, consumer: Consumer) -> list[Record]:
+        limit = self.cfg.max_batch
+        records = await consumer.getmany(timeout_ms=100, max_records=limit)
+        if not records or not self.cfg.batching:
+            return records
+        deadline = time.monotonic() + self.cfg.max_wait_ms / 1000
+        while len(records) < limit and (left := deadline - time.monotonic()) > 0:
+            wait_ms = max(1, int(left * 1000))
+            more = await consumer.getmany(timeout_ms=wait_ms, max_records=limit - len(records))
+            if not more:
+                break
+            records += more
+        return records
+
+    async def _prepare(self, rec: Record, sent: list[Sent]) -> Work | None:
+        """Decode and check one request; on failure the error reply (and dead letter) is sent here."""
+        hd = rec.headers
+        rid = hd.get(h.CORRELATION_ID) or (rec.key or b"").decode("utf-8", "replace") or \
+            f"{rec.topic}:{rec.partition}:{rec.offset}"
+        self.stats["requests"] += 1
+        try:
+            return await self._decode(rec, rid)
+        except AiaasError as exc:
+            await self._fail(rec, rid, exc, sent)
+            return None
+
+    async def _decode(self, rec: Record, rid: str) -> Work:
+        hd = rec.headers
+        size = len(rec.value or b"")
+        if size > self.cfg.max_request_bytes:
+            raise TooLarge("request over the size limit", size=size, limit=self.cfg.max_request_bytes)
+        if h.expired(hd):
+            raise DeadlineExceeded("deadline passed before compute", deadline=hd.get(h.DEADLINE))
+        req, arrays = tc.decode(rec.value, hd, InferenceRequest, "inputs")
+        elements = sum(a.size for a in arrays.values())
+        if elements > self.cfg.max_request_elements:
+            raise TooLarge("request has too many elements", elements=elements,
+                           limit=self.cfg.max_request_elements)
+        model = await self._model_for(rid, hd.get(h.MODEL_VERSION))
+        rows = batcher.check_inputs(model.mv.inputs, arrays) if self.cfg.batching else None
+        wanted = [o.name for o in req.outputs] if req.outputs else None
+        unknown = sorted(set(wanted or ()) - set(model.output_names))
+        if unknown:
+            raise BadInput("unknown output name", unknown=unknown, expected=model.output_names)
+        binary = tc.is_binary(hd) or (req.parameters or {}).get("binary_data_output") is True
+        return Work(rec, rid, hd.get(h.REPLY_TO), binary, arrays, model, rows, wanted, req.id)
+
+    async def _model_for(self, rid: str, pin: str | None) -> Any:
+        if pin is None or pin == "":
+            return self.sessions.route(rid)
+        try:
+            version = int(pin)
+        except ValueError:
+            raise BadInput("model-version header is not a version number", got=pin) from None
+        return await self.sessions.pinned(version)
+
+    async def _compute(self, works: list[Work], records: list[Record], sent: list[Sent]) -> None:
+        loop = asyncio.get_running_loop()
+        for batch in batcher.group(works, self.cfg.max_batch if self.cfg.batching else 1):
+            live = [w for w in batch if not h.expired(w.record.headers)]
+            for w in batch:
+                if w not in live:
+                    await self._fail(w.record, w.request_id, DeadlineExceeded(
+                        "deadline passed while queued", deadline=w.record.headers.get(h.DEADLINE)), sent)
+            if not live:
+                continue
+            results = await loop.run_in_executor(self._pool, batcher.run_group, live)
+            self.stats["batches"] += 1
+            for w, res in zip(live, results, strict=True):
+                if isinstance(res, AiaasError):
+                    await self._fail(w.record, w.request_id, res, sent)
+                else:
+                    await self._reply(w, res, sent)
+        self._commits.put_nowait((records, sent))
+
+    # ------------------------------------------------------------------ replies
+
+    async def _reply(self, w: Work, outputs: dict[str, Any], sent: list[Sent]) -> None:
+        value, headers = replies.response(
+            self.cfg.model, w.model.version, w.request_id, w.response_id, outputs,
+            binary=w.binary, request_headers=w.record.headers,
+        )
+        await self._send(w.record, w.request_id, w.reply_to, value, headers, sent)
+        self.stats["replies"] += 1
+        self.stats[f"version_{w.model.version}"] += 1
+
+    async def _fail(self, rec: Record, rid: str, exc: AiaasError, sent: list[Sent]) -> None:
+        self.stats[f"error_{exc.code.value}"] += 1
+        if not isinstance(exc, DeadlineExceeded) and self._consumer is not None:
+            await self._consumer.dead_letters.send(rec, exc)  # type: ignore[union-attr]
+        value, headers = replies.error(self.cfg.model, rid, exc, request_headers=rec.headers)
+        await self._send(rec, rid, rec.headers.get(h.REPLY_TO), value, headers, sent)
+
+    async def _send(self, rec: Record, rid: str, reply_to: str | None, value: bytes,
+                    headers: list[tuple[str, bytes]], sent: list[Sent]) -> None:
+        if reply_to is None:  # a stream record: the result goes to the results topic, keyed alike
+            topic = self.results_topic
+            sent.append(await self._producer.raw.send(topic, value, key=rec.key, headers=headers))
+            return
+        if reply_to not in self._reply_topics:
+            if not await topic_exists(self._producer.raw.client, reply_to):
+                self.stats["no_reply_topic"] += 1
+                if self._consumer is not None and self._consumer.dead_letters is not None:
+                    await self._consumer.dead_letters.send(
+                        rec, NotFound("reply-to topic does not exist", reply_to=reply_to))
+                return
+            self._reply_topics.add(reply_to)
+        sent.append(await self._producer.raw.send(reply_to, value, key=rid.encode(), headers=headers))
+
+    async def _commit_forever(self) -> None:
+        """Commit each poll's offsets once all its replies are acknowledged, in poll order."""
+        assert self._consumer is not None
+        while True:
+            records, sent = await self._commits.get()
+            try:
+                if sent:
+                    await asyncio.gather(*sent)  # a failed produce raises: the worker stops, no commit
+                self._consumer.mark_done(records)
+                if self._commits.empty():
+                    await self._consumer.commit()
+            finally:
+                self._commits.task_done()
+
+
+async def serve(settings: Settings, cfg: WorkerSettings) -> None:
+    """Run one worker until SIGINT/SIGTERM (the body of ``aiaas worker inference``)."""
+    from streams.runtime import until_signalled
+
+    worker = InferenceWorker(settings, cfg)
+    await worker.start()
+    await until_signalled(worker.run, worker.stop)
+
