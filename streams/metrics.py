@@ -83,8 +83,14 @@ INFER_QUEUE_DEPTH = Gauge(
 INFER_MODEL_VERSION = Gauge(
     "aiaas_inference_model_version", "Model version being served.", ["model"], registry=REGISTRY)
 
-# bridge: agents/bridge/metrics.py keeps its HTTP metrics on a registry per app (several apps can
-# share one test process); its /metrics can append render() for the process-wide ones here.
+# bridge: every HTTP route (the middleware); agents/bridge/metrics.py keeps the per-model inference
+# metrics on a registry per app (several apps can share one test process).
+BRIDGE_REQUESTS = Counter(
+    "aiaas_bridge_http_requests", "HTTP requests, by route template, method and status.",
+    ["route", "method", "status"], registry=REGISTRY)
+BRIDGE_LATENCY = Histogram(
+    "aiaas_bridge_http_request_seconds", "HTTP request latency by route template.", ["route", "method"],
+    buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 
 # autoscaling
 AUTOSCALER_REPLICAS = Gauge(

@@ -17,6 +17,7 @@ def test_catalogue_names_are_exported_from_our_registry() -> None:
     m.AGG_MEMBERS.labels(job="j-metrics").set(2)
     m.INFER_BATCH_SIZE.labels(model="m-metrics").observe(8)
     m.INFER_QUEUE_DEPTH.labels(model="m-metrics").set(3)
+    m.BRIDGE_REQUESTS.labels(route="/v2/models/{model}/infer", method="POST", status="200").inc()
     assert m.sample("aiaas_trainer_samples_total", {"job": "j-metrics", "worker": "w1"}) == 32
     assert m.sample("aiaas_trainer_gradient_bytes_total",
                     {"job": "j-metrics", "worker": "w1", "compression": "fp16"}) == 1000
@@ -27,6 +28,8 @@ def test_catalogue_names_are_exported_from_our_registry() -> None:
     text, ctype = m.render()
     assert ctype.startswith("text/plain")
     assert b'aiaas_inference_queue_depth{model="m-metrics"} 3.0' in text
+    assert b'aiaas_bridge_http_requests_total{method="POST",route="/v2/models/{model}/infer",status="200"}' \
+        in text
     assert b"process_cpu_seconds_total" in text  # process collector on our registry
 
 
