@@ -1,0 +1,96 @@
+"""Training benchmark: time to 0.95 test accuracy on digits, our four Kafka modes vs torch.
+
+Contenders train the same workload (``benchmarks.training_baselines.workload_spec``) in one run:
+``single_process`` (one torch process: the compute limit), ``ddp_gloo`` (DistributedDataParallel,
+gloo, 2 processes: the peer) and our modes ``sync``, ``async``, ``ring``, ``hybrid`` over Kafka, one
+call each to ``benchmarks.training_modes.run_mode(mode, quick)``. A mode that is missing or fails
+is reported with null figures and its reason, never with made-up numbers.
+
+    python -m benchmarks.training [--quick] [--only sync,ddp_gloo,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from benchmarks.common import emit, machine
+from benchmarks.training_baselines import FIELDS, TARGET, WORKLOAD, ddp_gloo, empty_result, single_process
+
+MODES = ("sync", "async", "ring", "hybrid")
+Contender = Callable[[bool], dict[str, Any]]
+BASELINES: dict[str, Contender] = {"single_process": single_process, "ddp_gloo": ddp_gloo}
+log = logging.getLogger("benchmarks.training")
+
+
+def _guarded(name: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """Run one contender; a crash becomes a 'failed' entry with the reason, not a dead benchmark."""
+    started = time.perf_counter()
+    log.info("running %s", name)
+    try:
+        result = fn(*args)
+    except Exception as exc:
+        log.error("%s failed: %s", name, traceback.format_exc())
+        result = empty_result("failed", repr(exc))
+    for field in FIELDS:
+        result.setdefault(field, None)
+    result["wall_seconds"] = round(time.perf_counter() - started, 3)
+    log.info("%s: %s", name, {k: result.get(k) for k in (*FIELDS, "status")})
+    return result
+
+
+def run_modes(quick: bool, wanted: set[str]) -> dict[str, dict[str, Any]]:
+    """Our four modes over Kafka (T2's ``run_mode``), or 'missing' entries until it exists."""
+    try:
+        from benchmarks.training_modes import run_mode
+    except ImportError as exc:
+        reason = f"benchmarks.training_modes.run_mode not available: {exc}"
+        return {m: {**empty_result("missing", reason), "wall_seconds": 0.0} for m in MODES}
+    return {m: _guarded(m, run_mode, m, quick) if m in wanted else empty_result("skipped", "not in --only")
+            for m in MODES}
+
+
+def ratio(ours: dict[str, Any], ddp: dict[str, Any]) -> float | None:
+    a, b = ours.get("seconds_to_target"), ddp.get("seconds_to_target")
+    return a / b if a is not None and b else None
+
+
+def best_mode(modes: dict[str, dict[str, Any]]) -> str | None:
+    reached = {m: r["seconds_to_target"] for m, r in modes.items() if r.get("seconds_to_target") is not None}
+    return min(reached, key=lambda m: reached[m]) if reached else None
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="one repeat, fewer epochs (under 5 minutes)")
+    ap.add_argument("--only", default="", help="comma list of contenders to run (default: all)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    wanted = set(filter(None, args.only.split(","))) or {*MODES, *BASELINES}
+    started = time.perf_counter()
+    baselines = {name: _guarded(name, fn, args.quick) if name in wanted
+                 else empty_result("skipped", "not in --only") for name, fn in BASELINES.items()}
+    modes = run_modes(args.quick, wanted)
+    best = best_mode(modes)
+    result = {
+        "workload": WORKLOAD,
+        "target_accuracy": TARGET,
+        "modes": modes,
+        **baselines,
+        "time_ratio_sync_vs_ddp": ratio(modes["sync"], baselines["ddp_gloo"]),
+        "time_ratio_best_vs_ddp": ratio(modes[best], baselines["ddp_gloo"]) if best else None,
+        "best_mode": best,
+        "quick": args.quick,
+        "seconds": round(time.perf_counter() - started, 3),
+        "machine": machine(),
+    }
+    emit(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
