@@ -1,9 +1,129 @@
-"""CLI commands of the serving area (filled in by that area; see main.py for how they are assembled)."""
+"""Serving commands: ``aiaas models push|list|promote|rollback|canary``, ``aiaas infer`` and
+``aiaas worker inference`` (one inference worker process; flags in agents/inference/cli.py)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
 import typer
+
+from agents.inference.cli import inference as inference_worker
+
+T = TypeVar("T")
+models = typer.Typer(no_args_is_help=True, help="Model registry: versions, stages, canaries.")
+
+
+def _run(body: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``body(registry)`` on uvloop with the environment's settings; errors become exit code 1."""
+    from schemas.errors import AiaasError
+    from streams.registry import Registry
+    from streams.runtime import run
+    from streams.settings import Settings
+
+    async def main() -> T:
+        async with Registry(Settings()) as reg:
+            return await body(reg)
+
+    try:
+        return run(main())
+    except AiaasError as exc:
+        typer.secho(f"error: {exc.reason} {json.dumps(exc.details)}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _show(mv: Any) -> None:
+    typer.echo(json.dumps(mv.model_dump(mode="json", exclude_none=True), indent=2))
+
+
+@models.command("push")
+def push(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ONNX file")],
+    name: Annotated[str, typer.Option(help="model name")],
+    stage: Annotated[str, typer.Option(help="staging | production")] = "staging",
+    job_id: Annotated[str | None, typer.Option(help="lineage: training job id")] = None,
+) -> None:
+    """Register an ONNX file as the next version of NAME (sha256 and signature recorded)."""
+    from schemas.registry import Lineage
+
+    data = file.read_bytes()
+    _show(_run(lambda reg: reg.publish(name, data, stage=stage, lineage=Lineage(job_id=job_id))))
+
+
+@models.command("list")
+def list_(name: Annotated[str | None, typer.Argument(help="only this model")] = None) -> None:
+    """Show every version (of NAME) with its stage."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("model", "version", "stage", "canary", "size", "sha256", "inputs", "job")
+    for mv in _run(lambda reg: reg.list(name)):
+        sig = ", ".join(f"{t.name}:{t.datatype.value}{t.shape}" for t in mv.inputs)
+        canary = f"{mv.canary_weight:.0%}" if mv.stage == "canary" else ""
+        table.add_row(mv.name, str(mv.version), mv.stage, canary, f"{mv.size_bytes:,}", mv.sha256[:12],
+                      sig, mv.lineage.job_id or "")
+    Console().print(table)
+
+
+@models.command("promote")
+def promote(name: str, version: int) -> None:
+    """Make VERSION the production version of NAME (workers following production hot-reload)."""
+    _show(_run(lambda reg: reg.promote(name, version)))
+
+
+@models.command("rollback")
+def rollback(name: str) -> None:
+    """Undo the last promotion of NAME."""
+    _show(_run(lambda reg: reg.rollback(name)))
+
+
+@models.command("canary")
+def canary(name: str, version: int,
+           weight: Annotated[float, typer.Option(help="share of requests, 0..1 (0 ends it)")]) -> None:
+    """Serve VERSION to WEIGHT of NAME's requests beside production."""
+    _show(_run(lambda reg: reg.set_canary(name, version, weight)))
+
+
+def infer(
+    model: Annotated[str, typer.Argument(help="model name")],
+    data: Annotated[str, typer.Option(help="OIP request JSON, or @file with it")],
+    binary: Annotated[bool, typer.Option(help="binary tensor encoding on Kafka")] = False,
+    version: Annotated[int | None, typer.Option(help="pin a version")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds")] = 30.0,
+) -> None:
+    """Send one inference request over Kafka and print the OIP response."""
+    from schemas.errors import AiaasError
+    from schemas.inference import InferenceRequest
+    from streams.client import InferenceClient
+    from streams.runtime import run
+    from streams.settings import Settings
+
+    raw = Path(data[1:]).read_text() if data.startswith("@") else data
+    try:
+        req = InferenceRequest.from_record(raw.encode())
+    except AiaasError as exc:
+        typer.secho(f"error: {exc.reason} {json.dumps(exc.details)}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+
+    async def main() -> str:
+        async with InferenceClient(Settings()) as client:
+            result = await client.infer(model, req.inputs, timeout=timeout, version=version, binary=binary,
+                                        parameters=req.parameters,
+                                        outputs=[o.name for o in req.outputs] if req.outputs else None)
+            return result.to_response().model_dump_json(exclude_none=True, indent=2)
+
+    try:
+        typer.echo(run(main()))
+    except AiaasError as exc:
+        typer.secho(f"error {exc.status_code}: {exc.reason} {json.dumps(exc.details, default=str)}",
+                    fg="red", err=True)
+        raise typer.Exit(1) from exc
 
 
 def register(app: typer.Typer, worker: typer.Typer) -> None:
     """Add this area's commands to the top-level `app` and its agents to `aiaas worker`."""
+    app.add_typer(models, name="models")
+    app.command("infer")(infer)
+    worker.command("inference")(inference_worker)

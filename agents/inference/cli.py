@@ -6,9 +6,10 @@
         [--group-id G] [--log-level INFO]
 
 Kafka connection settings come from ``AIAAS_*`` (e.g. ``AIAAS_BOOTSTRAP_SERVERS``,
-``AIAAS_TOPIC_PREFIX``); every flag can also be set as ``AIAAS_INFER_<FLAG>``. SIGTERM/SIGINT stop
-the worker gracefully (the batch in flight is answered and committed); SIGKILL loses nothing
-either: uncommitted requests are re-served by the rest of the group.
+``AIAAS_TOPIC_PREFIX``; ``AIAAS_METRICS_PORT`` serves Prometheus metrics); every flag can also be
+set as ``AIAAS_INFER_<FLAG>``. SIGTERM/SIGINT stop the worker gracefully (the batch in flight is
+answered and committed); SIGKILL loses nothing either: uncommitted requests are re-served by the
+rest of the group.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def inference(
     providers: Annotated[str | None, Opt(help="comma-separated onnxruntime execution providers")] = None,
     partitions: Annotated[int | None, Opt(help="partitions of the request topic if created here")] = None,
     batching: Annotated[bool, Opt("--batching/--no-batching", help="micro-batching")] = True,
-    group_id: Annotated[str | None, Opt(help="consumer group (default <prefix>infer.<model>)")] = None,
+    group_id: Annotated[str | None, Opt(help="consumer group (default <prefix>inference.<model>)")] = None,
     log_level: Annotated[str, Opt(help="logging level")] = "INFO",
 ) -> None:
     """Serve one model from its request topic (joins the model's consumer group)."""

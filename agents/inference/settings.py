@@ -29,8 +29,7 @@ class WorkerSettings(BaseSettings):
     max_request_elements: int = Field(default=16_000_000, ge=1)
     max_versions: int = Field(default=4, ge=2)  # sessions kept loaded (default, canary, pins)
     batching: bool = True  # off: one request per onnxruntime call (the benchmark's baseline)
-    group_id: str | None = None  # default: <prefix>infer.<model>
-    metrics_port: int | None = None
+    group_id: str | None = None  # default: <prefix>inference.<model> (what the autoscaler watches)
 
     @model_validator(mode="after")
     def _pin_or_stage(self) -> WorkerSettings:

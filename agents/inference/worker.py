@@ -31,6 +31,7 @@ from agents.inference.settings import WorkerSettings
 from schemas.errors import AiaasError, DeadlineExceeded, NotFound, TooLarge
 from schemas.inference import InferenceRequest
 from streams import headers as h
+from streams import metrics as m
 from streams import tensorcodec as tc
 from streams.admin import ensure
 from streams.assignors import WeightedAssignor, default_weight
@@ -62,6 +63,11 @@ class _Handoff(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker.rebalanced.set()
 
 
+def group_id(settings: Settings, model: str) -> str:
+    """The consumer group of a model's workers (the autoscaler watches its lag)."""
+    return settings.topic(f"inference.{model}")
+
+
 class InferenceWorker:
     def __init__(self, settings: Settings, cfg: WorkerSettings) -> None:
         self.settings = settings
@@ -82,6 +88,13 @@ class InferenceWorker:
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.rebalanced = asyncio.Event()  # set on every assignment (tests and autoscalers watch it)
+        self._m_ok = m.INFER_REQUESTS.labels(model=cfg.model, outcome="ok")
+        self._m_batch = m.INFER_BATCH_SIZE.labels(model=cfg.model)
+        self._m_queue = m.INFER_LATENCY.labels(model=cfg.model, stage="queue")
+        self._m_compute = m.INFER_LATENCY.labels(model=cfg.model, stage="compute")
+        self._m_total = m.INFER_LATENCY.labels(model=cfg.model, stage="total")
+        self._m_depth = m.INFER_QUEUE_DEPTH.labels(model=cfg.model)
+        self._m_version = m.INFER_MODEL_VERSION.labels(model=cfg.model)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -93,7 +106,7 @@ class InferenceWorker:
         await self._producer.start()
         await self.sessions.start()
         weight = self.cfg.weight if self.cfg.weight is not None else default_weight()
-        group = self.cfg.group_id or self.settings.topic(f"infer.{self.cfg.model}")
+        group = self.cfg.group_id or group_id(self.settings, model)
         self._consumer = Consumer(
             self.settings, [], group, dead_letters=DeadLetters(self._producer, t.infer_dlq(model).name),
             partition_assignment_strategy=(WeightedAssignor(weight), RoundRobinPartitionAssignor),
@@ -154,6 +167,7 @@ class InferenceWorker:
             if not records:
                 continue
             sent: list[Sent] = []
+            self._m_depth.inc(len(records))
             works = [w for r in records if (w := await self._prepare(r, sent)) is not None]
             if self._inflight is not None:
                 await asyncio.shield(self._inflight)  # a cancelled run() must not cut a batch short
@@ -181,6 +195,8 @@ class InferenceWorker:
         rid = hd.get(h.CORRELATION_ID) or (rec.key or b"").decode("utf-8", "replace") or \
             f"{rec.topic}:{rec.partition}:{rec.offset}"
         self.stats["requests"] += 1
+        if rec.timestamp_ms > 0:
+            self._m_queue.observe(max(0.0, time.time() - rec.timestamp_ms / 1000))
         try:
             return await self._decode(rec, rid)
         except AiaasError as exc:
@@ -227,7 +243,10 @@ class InferenceWorker:
                         "deadline passed while queued", deadline=w.record.headers.get(h.DEADLINE)), sent)
             if not live:
                 continue
+            started = time.perf_counter()
             results = await loop.run_in_executor(self._pool, batcher.run_group, live)
+            self._m_compute.observe(time.perf_counter() - started)
+            self._m_batch.observe(len(live))
             self.stats["batches"] += 1
             for w, res in zip(live, results, strict=True):
                 if isinstance(res, AiaasError):
@@ -235,6 +254,9 @@ class InferenceWorker:
                 else:
                     await self._reply(w, res, sent)
         self._commits.put_nowait((records, sent))
+        self._m_depth.dec(len(records))
+        if self.sessions.default is not None:
+            self._m_version.set(self.sessions.default.version)
 
     # ------------------------------------------------------------------ replies
 
@@ -246,9 +268,13 @@ class InferenceWorker:
         await self._send(w.record, w.request_id, w.reply_to, value, headers, sent)
         self.stats["replies"] += 1
         self.stats[f"version_{w.model.version}"] += 1
+        self._m_ok.inc()
+        if w.record.timestamp_ms > 0:
+            self._m_total.observe(max(0.0, time.time() - w.record.timestamp_ms / 1000))
 
     async def _fail(self, rec: Record, rid: str, exc: AiaasError, sent: list[Sent]) -> None:
         self.stats[f"error_{exc.code.value}"] += 1
+        m.INFER_REQUESTS.labels(model=self.cfg.model, outcome=exc.code.value).inc()
         if not isinstance(exc, DeadlineExceeded) and self._consumer is not None:
             await self._consumer.dead_letters.send(rec, exc)  # type: ignore[union-attr]
         value, headers = replies.error(self.cfg.model, rid, exc, request_headers=rec.headers)
@@ -289,7 +315,12 @@ async def serve(settings: Settings, cfg: WorkerSettings) -> None:
     """Run one worker until SIGINT/SIGTERM (the body of ``aiaas worker inference``)."""
     from streams.runtime import until_signalled
 
+    metrics = m.start_from_settings(settings)
     worker = InferenceWorker(settings, cfg)
-    await worker.start()
-    await until_signalled(worker.run, worker.stop)
+    try:
+        await worker.start()
+        await until_signalled(worker.run, worker.stop)
+    finally:
+        if metrics is not None:
+            metrics.stop()
 
