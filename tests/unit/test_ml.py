@@ -10,7 +10,7 @@ from schemas.errors import AiaasError, InvalidMessage
 from schemas.jobs import JobSpec
 from streams.ml.evaluate import evaluate
 from streams.ml.export import export_onnx, validate_onnx
-from streams.ml.models import build_model, loss_fn, set_threads
+from streams.ml.models import build_model, loss_fn, pick_device, set_threads
 from streams.ml.optim import build_optimizer, build_scheduler, lr_factor
 from streams.ml.params import (
     check_finite_and_shapes,
@@ -159,3 +159,40 @@ def test_export_and_validate_onnx() -> None:
     assert onnx_bytes[:2] and len(onnx_bytes) > 64 * 256 * 4
     x = np.random.default_rng(0).normal(size=(37, 64)).astype(np.float32)  # batch != export example
     assert validate_onnx(onnx_bytes, m, x) < 1e-4
+
+
+def test_export_folds_standardisation() -> None:
+    """With the training stats folded in, ONNX on raw features == torch on standardised ones."""
+    spec = _spec()
+    m = build_model(spec)
+    rng = np.random.default_rng(2)
+    raw = rng.normal(5.0, 3.0, size=(20, 8)).astype(np.float32)
+    mean, std = raw.mean(axis=0), raw.std(axis=0)
+    onnx_bytes = export_onnx(m, 8, stats=(mean, std))
+    assert validate_onnx(onnx_bytes, m, raw, stats=(mean, std)) < 1e-4
+    from streams.ml.export import session
+    got = session(onnx_bytes).run(["output"], {"input": raw})[0]
+    with torch.no_grad():
+        want = m.eval()(torch.from_numpy((raw - mean) / std)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_pick_device_follows_cuda() -> None:
+    assert pick_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_round_trip() -> None:
+    """On a GPU: grads and params cross numpy <-> CUDA, evaluation and export work from CUDA."""
+    spec = _spec()
+    dev = pick_device()
+    m = build_model(spec).to(dev)
+    x, y = _batch()
+    loss_fn(spec)(m(x.to(dev)), y.to(dev)).backward()
+    grads = grads_to_numpy(m)
+    set_grads(m, grads)
+    assert all(p.grad is not None and p.grad.device.type == "cuda" for p in m.parameters())
+    load_numpy(m, state_to_numpy(m))
+    assert next(m.parameters()).device.type == "cuda"
+    assert 0.0 <= evaluate(m, x.numpy(), y.numpy(), spec)["test_accuracy"] <= 1.0
+    assert validate_onnx(export_onnx(m, 8), m, x.numpy()) < 1e-4
