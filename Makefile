@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)
 export UV_LINK_MODE := copy
 PYTEST_ARGS ?=
 
-.PHONY: setup jars infra-up infra-down infra-status test test-unit test-integration test-faults lint bench demo lock clean
+.PHONY: setup jars browser infra-up infra-down infra-status test test-unit test-integration test-faults lint bench demo lock clean
 
 setup: $(STAMP) jars
 
@@ -27,6 +27,10 @@ lock:
 	uv pip compile pyproject.toml --extra cpu --extra dev --python-version 3.11 \
 	  --python-platform x86_64-unknown-linux-gnu -o requirements.lock
 
+# Headless chromium (Debian package) for the status-page test; idempotent.
+browser:
+	@infra/chromium.sh
+
 infra-up: jars
 	@infra/up.sh
 
@@ -36,13 +40,13 @@ infra-down:
 infra-status:
 	@infra/status.sh
 
-test: setup infra-up
+test: setup infra-up browser
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
-test-integration: setup infra-up
+test-integration: setup infra-up browser
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
 test-faults: setup infra-up
