@@ -196,3 +196,14 @@ def test_cuda_round_trip() -> None:
     assert next(m.parameters()).device.type == "cuda"
     assert 0.0 <= evaluate(m, x.numpy(), y.numpy(), spec)["test_accuracy"] <= 1.0
     assert validate_onnx(export_onnx(m, 8), m, x.numpy()) < 1e-4
+
+
+def test_reference_fit_reaches_the_digits_target_and_counts_steps() -> None:
+    from streams.datasets import load_dataset
+    from streams.ml.reference import fit_reference, total_steps
+
+    spec = _spec(model={"input_dim": 64, "hidden": [256, 256], "output_dim": 10}, steps=None, epochs=3)
+    ds = load_dataset(spec.data)
+    assert total_steps(spec, ds.train_rows) == 3 * 23  # 1437 rows / 64 -> 23 batches per epoch
+    _, metrics = fit_reference(spec, ds)
+    assert metrics["test_accuracy"] >= 0.95
