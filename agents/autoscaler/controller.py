@@ -55,6 +55,8 @@ class Autoscaler:
         self._history: deque[tuple[float, int]] = deque()
         self._last_busy = -math.inf
         self._stop = asyncio.Event()
+        self.stepped = asyncio.Event()  # set after every step (status pages, tests wait on it)
+        self.replica_log: deque[int] = deque(maxlen=10_000)  # replicas after each step
 
     async def start(self) -> None:
         await self.probe.start()
@@ -88,10 +90,17 @@ class Autoscaler:
             log.info("%s: %d -> %d replicas (%s)", self.model, current, decision.replicas, decision.reason)
             await self.replicas.scale_to(decision.replicas, model=self.model)
         self.last, self.last_observation = decision, obs
+        self.replica_log.append(self.replicas.count)
+        self.stepped.set()
         m.AUTOSCALER_REPLICAS.labels(model=self.model).set(self.replicas.count)
         m.AUTOSCALER_LAG.labels(model=self.model).set(obs.lag)
         m.AUTOSCALER_ARRIVAL_RATE.labels(model=self.model).set(obs.arrival_rate)
         return decision
+
+    async def next_step(self) -> None:
+        """Wait for the next step of ``run()`` to finish."""
+        self.stepped.clear()
+        await self.stepped.wait()
 
     async def run(self) -> None:
         """Step every ``interval_s`` until ``stop()``; a failed look is logged, not fatal."""

@@ -10,19 +10,25 @@ the scaler and the group (rebalances, commits), not onnxruntime start-up on 2 co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
 
 from agents.autoscaler.controller import Autoscaler, default_group, local_autoscaler
 from agents.autoscaler.policy import Policy
+from agents.inference import examples
 from streams import headers as h
 from streams.admin import Admin
+from streams.client import InferenceClient
 from streams.consumer import Consumer
 from streams.producer import Producer
 from streams.record import Record
+from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -57,32 +63,30 @@ async def _send(prod: Producer, topic: str, reply_to: str, ids: list[str]) -> No
     await asyncio.gather(*futs)
 
 
-class Harness:
-    """Steps the scaler and reads replies in one loop; ``until`` waits on a condition."""
+@contextlib.asynccontextmanager
+async def running(scaler: Autoscaler) -> AsyncIterator[Autoscaler]:
+    """The scaler's own loop in a task (paced by its interval); stopped with its workers."""
+    await scaler.start()
+    task = asyncio.create_task(scaler.run())
+    try:
+        yield scaler
+    finally:
+        await scaler.stop()
+        await task
 
-    def __init__(self, scaler: Autoscaler, replies: Consumer) -> None:
-        self.scaler, self.replies = scaler, replies
-        self.got: dict[str, int] = {}
-        self.seen: list[int] = []
-        self.members = 0
 
-    async def tick(self) -> None:
-        await self.scaler.step()
-        self.seen.append(self.scaler.replicas.count)
-        self.members = max(self.members, await self.scaler.probe.members())
-        end = time.monotonic() + self.scaler.interval_s
-        while (left := end - time.monotonic()) > 0:  # read replies for one interval: paces the loop
-            for r in await self.replies.getmany(timeout_ms=max(1, int(left * 1000))):
-                key = (r.key or b"").decode()
-                self.got[key] = self.got.get(key, 0) + 1
+async def until(scaler: Autoscaler, cond: Callable[[], bool], timeout_s: float) -> None:
+    """Wait, step by step, until ``cond`` holds (a condition, not a sleep)."""
+    async with asyncio.timeout(timeout_s):
+        while not cond():
+            await scaler.next_step()
 
-    async def until(self, cond: Callable[[], bool], timeout_s: float) -> None:
-        async with asyncio.timeout(timeout_s):
-            while not cond():
-                await self.tick()
 
-    def replicas(self) -> int:
-        return self.scaler.replicas.count
+async def collect(replies: Consumer, got: dict[str, int]) -> None:
+    while True:
+        for r in await replies.getmany(timeout_ms=200):
+            key = (r.key or b"").decode()
+            got[key] = got.get(key, 0) + 1
 
 
 async def test_burst_scales_out_idle_scales_to_zero_nothing_lost(
@@ -100,31 +104,67 @@ async def test_burst_scales_out_idle_scales_to_zero_nothing_lost(
     burst = [f"b{i}" for i in range(800)]
     trickle: list[str] = []
     late = [f"l{i}" for i in range(5)]
-    await scaler.start()
-    async with Producer(settings) as prod, Consumer(settings, [replies.name], None) as rcons:
-        t = Harness(scaler, rcons)
+    got: dict[str, int] = {}
+    members = 0
+
+    def count() -> int:
+        return scaler.replicas.count
+
+    async with Producer(settings) as prod, Consumer(settings, [replies.name], None) as rcons, \
+            running(scaler):
+        reader = asyncio.create_task(collect(rcons, got))
         try:
-            await t.tick()
-            assert t.replicas() == 0  # idle at start: nothing runs
+            await scaler.next_step()
+            assert count() == 0  # idle at start: nothing runs
             await _send(prod, req.name, replies.name, burst)
-            await t.until(lambda: t.replicas() >= 2, 20)
-            await t.until(lambda: set(burst) <= t.got.keys(), 60)
-            while t.replicas() > 1:  # keep requests coming while workers are stopped
+            await until(scaler, lambda: count() >= 2, 20)
+            async with asyncio.timeout(60):
+                while not set(burst) <= got.keys():
+                    members = max(members, await scaler.probe.members())
+                    await scaler.next_step()
+            while count() > 1:  # keep requests coming while workers are stopped
                 chunk = [f"t{len(trickle) + i}" for i in range(3)]
                 trickle += chunk
                 await _send(prod, req.name, replies.name, chunk)
-                await t.tick()
-            await t.until(lambda: t.replicas() == 0, 60)
+                await scaler.next_step()
+            await until(scaler, lambda: count() == 0, 60)
             await _send(prod, req.name, replies.name, late)  # first lag after idling wakes one
-            await t.until(lambda: t.replicas() >= 1, 20)
-            await t.until(lambda: set(burst + trickle + late) <= t.got.keys(), 60)
+            await until(scaler, lambda: count() >= 1, 20)
+            await until(scaler, lambda: set(burst + trickle + late) <= got.keys(), 60)
         finally:
-            await scaler.stop()
-    print("replicas seen:", t.seen, "members:", t.members, "trickle:", len(trickle))
-    assert max(t.seen) >= 2 and t.members >= 2, (t.seen, t.members)
-    assert max(t.seen) <= PARTITIONS  # never more workers than partitions (max was 8)
-    assert set(t.got) == set(burst + trickle + late)  # every request answered (duplicates allowed)
+            reader.cancel()
+    seen = list(scaler.replica_log)
+    print("replicas seen:", seen, "members:", members, "trickle:", len(trickle))
+    assert max(seen) >= 2 and members >= 2, (seen, members)
+    assert max(seen) <= PARTITIONS  # never more workers than partitions (max was 8)
+    assert len(trickle) >= 3  # some requests arrived during the scale-down
+    assert set(got) == set(burst + trickle + late)  # every request answered (duplicates allowed)
     assert scaler.replicas.count == 0
+
+
+async def test_real_inference_worker_wakes_from_zero_and_goes_back(
+    settings: Settings, admin: Admin, tmp_path: Path
+) -> None:
+    """The default worker command (``aiaas worker inference``) serves a request that arrived while
+    nothing ran; after the idle period the worker is stopped again."""
+    model = f"scaled{uuid.uuid4().hex[:6]}"
+    await admin.ensure_topics([Topics(settings).infer_requests(model, 2)])
+    data = examples.mlp([4, 8, 2])
+    async with Registry(settings) as reg:
+        await reg.publish(model, data, stage="production")
+    policy = Policy(min_replicas=0, max_replicas=2, lag_threshold=50, cooldown_s=1.0, idle_s=2.0)
+    scaler = local_autoscaler(settings, model, policy, log_dir=tmp_path, interval_s=0.3,
+                              stop_timeout_s=20, extra_env={"PYTHONPATH": str(ROOT)})
+    x = np.arange(8, dtype=np.float32).reshape(2, 4) / 8
+    async with InferenceClient(settings) as client, running(scaler):
+        await scaler.next_step()
+        assert scaler.replicas.count == 0
+        result = await client.infer(model, {"input": x}, timeout=90)  # its lag wakes a worker
+        await until(scaler, lambda: scaler.replicas.count == 0, 60)
+    want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    np.testing.assert_allclose(result.outputs["logits"], want, rtol=1e-5, atol=1e-5)
+    seen = list(scaler.replica_log)
+    assert max(seen) == 1 and seen[-1] == 0, seen  # one request wakes exactly one worker
 
 
 if __name__ == "__main__":

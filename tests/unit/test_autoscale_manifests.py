@@ -76,3 +76,10 @@ def test_configmap_and_secret_make_valid_settings(docs: dict[str, dict[str, Any]
     assert s.security_protocol == "SASL_PLAINTEXT" and s.sasl_mechanism == "SCRAM-SHA-256"
     auth = docs["TriggerAuthentication/aiaas-kafka-scram"]["spec"]["secretTargetRef"]
     assert {a["parameter"] for a in auth} == {"sasl", "username", "password"}
+
+
+def test_the_watched_group_is_the_inference_workers_group() -> None:
+    from agents.inference.worker import group_id
+
+    s = Settings(topic_prefix="x.")
+    assert default_group(s, MODEL) == group_id(s, MODEL)
