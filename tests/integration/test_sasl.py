@@ -5,26 +5,33 @@ clients are refused; faust's credentials from ``streams.faust_app`` authenticate
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import os
 import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
+from agents.inference import examples
+from agents.inference.testing import running_worker
 from streams import faust_app
 from streams.admin import Admin, wait_for_broker
+from streams.client import InferenceClient
 from streams.consumer import Consumer
 from streams.producer import Producer
+from streams.registry import Registry
 from streams.settings import Settings
-from streams.topics import TopicSpec
+from streams.topics import Topics, TopicSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "alice", "s3cret-scram"
@@ -65,6 +72,8 @@ def sasl_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
         "AIAAS_SASL_PORT": str(port),
         "AIAAS_KAFKA_SASL_USER": USER,
         "AIAAS_KAFKA_SASL_PASSWORD": PASSWORD,
+        # a fresh cluster id from here saves start.sh one JVM start (StorageTool random-uuid)
+        "AIAAS_KAFKA_CLUSTER_ID": base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode(),
     }
     script = ROOT / "infra" / "kafka" / "sasl-broker.sh"
     try:
@@ -143,3 +152,17 @@ async def test_faust_credentials_authenticate(sasl_port: int, prefix: str) -> No
         assert meta.offset == 0
     finally:
         await prod.stop()
+
+
+async def test_registry_worker_and_client_over_scram(sasl_port: int, prefix: str) -> None:
+    """The agents take security from Settings: a model served and called end to end over SCRAM."""
+    s = _scram(sasl_port, prefix)
+    model = "secure"
+    async with Admin(s) as admin:
+        await admin.ensure_topics([Topics(s).infer_requests(model, 1)])
+    async with Registry(s) as reg:
+        await reg.publish(model, examples.mlp([4, 2]), stage="production")
+    x = np.ones((1, 4), dtype=np.float32)
+    async with running_worker(s, model=model), InferenceClient(s) as client:
+        result = await client.infer(model, {"input": x}, timeout=60)
+    assert result.model_version == "1" and result.outputs["logits"].shape == (1, 2)
