@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,14 @@ def autoscale(
     from streams.runtime import run, setup_logging, until_signalled
     from streams.settings import get_settings
 
+    try:
+        policy = Policy(min_replicas=min_replicas, max_replicas=max_replicas, lag_threshold=lag_threshold,
+                        activation_lag=activation_lag, rate_per_replica=rate_per_replica,
+                        cooldown_s=cooldown, idle_s=idle)
+    except ValidationError as exc:
+        raise typer.BadParameter("; ".join(e["msg"] for e in exc.errors())) from exc
     setup_logging()
     settings = get_settings()
-    policy = Policy(min_replicas=min_replicas, max_replicas=max_replicas, lag_threshold=lag_threshold,
-                    activation_lag=activation_lag, rate_per_replica=rate_per_replica,
-                    cooldown_s=cooldown, idle_s=idle)
     command = shlex.split(worker_cmd) if worker_cmd else list(DEFAULT_WORKER)
     # Workers must not inherit our metrics port (they would all fight for it).
     scaler = local_autoscaler(settings.model_copy(update={"metrics_port": None}), model, policy,
