@@ -1,0 +1,14 @@
+"""``python -m agents.aggregator --job J [--spec job.yaml] [--threads N]``."""
+
+from __future__ import annotations
+
+import argparse
+
+from .main import main
+
+parser = argparse.ArgumentParser(prog="python -m agents.aggregator", description=__doc__)
+parser.add_argument("--job", required=True)
+parser.add_argument("--spec", default=None)
+parser.add_argument("--threads", type=int, default=None)
+args = parser.parse_args()
+main(args.job, args.spec, args.threads)

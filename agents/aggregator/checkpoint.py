@@ -1,0 +1,121 @@
+"""Checkpoints: parameters + optimizer state + consumed gradient offsets, in one Kafka transaction.
+
+The checkpoint record (key ``checkpoint`` on the compacted params topic) and the offsets of the
+gradients it reflects (``send_offsets_to_transaction`` for the aggregator's group) commit together
+or not at all, so a restarted aggregator resumes exactly where its last checkpoint stood. Starting
+the transactional producer fences a previous instance and aborts its open transaction.
+Resuming reads the params topic backwards from its end (read_committed) for the newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+from schemas.errors import InvalidMessage
+from schemas.training import CHECKPOINT_KEY, PARAMS_KEY, ParameterSnapshot
+from streams import codecs
+from streams import headers as h
+from streams.chunking import ChunkError, Reassembler
+from streams.jobs import aggregator_group
+from streams.producer import Producer
+from streams.settings import Settings
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+WINDOW = 64
+
+
+def transactional_id(settings: Settings, job_id: str) -> str:
+    return f"{settings.topic_prefix}train.{job_id}.aggregator"
+
+
+class Checkpointer:
+    """Writes checkpoints transactionally (one writer per job: the transactional id fences others)."""
+
+    def __init__(self, settings: Settings, job_id: str) -> None:
+        self.settings = settings
+        self.topic = Topics(settings).train_params(job_id).name
+        self.group = aggregator_group(settings, job_id)
+        self.producer = Producer(settings, transactional_id=transactional_id(settings, job_id),
+                                 linger_ms=0, compression_type=None)
+        self.written = 0
+
+    async def start(self) -> None:
+        await self.producer.start()
+
+    async def stop(self) -> None:
+        await self.producer.stop()
+
+    async def write(self, value: bytes, offsets: dict[TopicPartition, int]) -> None:
+        """One transaction: the packed checkpoint record and the consumed offsets."""
+        raw = self.producer.raw
+        async with raw.transaction():
+            await self.producer.send(self.topic, value, key=CHECKPOINT_KEY)
+            if offsets:
+                await raw.send_offsets_to_transaction(
+                    {tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()}, self.group)
+        self.written += 1
+
+
+@dataclass(slots=True)
+class Found:
+    checkpoint: tuple[ParameterSnapshot, dict[str, np.ndarray]] | None
+    latest: ParameterSnapshot | None  # header of the newest published version
+
+
+async def find_latest(settings: Settings, job_id: str) -> Found:
+    """The newest committed checkpoint and the newest published version header of ``job_id``."""
+    tp = TopicPartition(Topics(settings).train_params(job_id).name, 0)
+    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None))
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        span, found = WINDOW, Found(None, None)
+        while True:
+            start = max(0, end - span)
+            found = await _scan(consumer, tp, start, end)
+            if found.checkpoint is not None or start == 0:
+                return found
+            span *= 4
+    finally:
+        await consumer.stop()
+
+
+async def _scan(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int) -> Found:
+    consumer.seek(tp, start)
+    chunks = Reassembler(timeout_s=3600)
+    ckpt: tuple[ParameterSnapshot, dict[str, np.ndarray]] | None = None
+    latest_value: bytes | None = None
+    idle = 0
+    while await consumer.position(tp) < end and idle < 10:  # end is the LSO (read_committed)
+        batch = await consumer.getmany(tp, timeout_ms=500)
+        idle = 0 if batch else idle + 1
+        for rec in batch.get(tp, []):
+            try:
+                done = chunks.add(tp, rec.offset, h.decode(rec.headers), rec.value or b"")
+            except ChunkError as exc:
+                log.warning("skipping a broken chunked record @%d: %s", rec.offset, exc.reason)
+                continue
+            if done is None:
+                continue
+            key = (rec.key or b"").split(b"#chunk")[0]
+            if key == CHECKPOINT_KEY.encode():
+                try:
+                    ckpt = codecs.unpack(done[0], ParameterSnapshot)
+                except InvalidMessage as exc:
+                    log.warning("skipping an undecodable checkpoint @%d: %s", rec.offset, exc.reason)
+            elif key == PARAMS_KEY.encode():
+                latest_value = done[0]
+    latest = None
+    if latest_value is not None:
+        try:
+            latest = codecs.split_header(latest_value, ParameterSnapshot)[0]
+        except InvalidMessage:
+            latest = None
+    return Found(ckpt, latest)

@@ -1,0 +1,78 @@
+"""What the aggregator reads once at start: the held-out test split and the size of the train data."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from schemas.errors import InvalidMessage, Unavailable
+from schemas.jobs import JobSpec
+from schemas.training import DataBatch
+from streams import codecs
+from streams.settings import Settings
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+async def _read_all(
+    settings: Settings, topic: str, partitions: int, wait_s: float
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic``'s partitions, waiting up to ``wait_s`` for it to be non-empty."""
+    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None))
+    await consumer.start()
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    try:
+        async with asyncio.timeout(wait_s):
+            while True:
+                ends = await consumer.end_offsets(tps)
+                if sum(ends.values()) > 0:
+                    break
+                await asyncio.sleep(0.2)  # polling for data that is not pushed yet
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        out: list[ConsumerRecord[bytes, bytes]] = []
+        for tp in tps:
+            while await consumer.position(tp) < ends[tp]:
+                out += (await consumer.getmany(tp, timeout_ms=500)).get(tp, [])
+        return out
+    except TimeoutError as exc:
+        raise Unavailable("topic holds no data (was the data pushed?)", topic=topic) from exc
+    finally:
+        await consumer.stop()
+
+
+async def load_test_split(
+    settings: Settings, spec: JobSpec, wait_s: float = 120.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """The job's test rows (x, y), in offset order."""
+    topic = Topics(settings).train_test(spec.job_id).name
+    xs, ys = [], []
+    for rec in await _read_all(settings, topic, 1, wait_s):
+        try:
+            header, tensors = codecs.unpack(rec.value, DataBatch)
+        except InvalidMessage as exc:
+            log.warning("skipping an undecodable test record @%d: %s", rec.offset, exc.reason)
+            continue
+        if header.job_id == spec.job_id and "x" in tensors and "y" in tensors:
+            xs.append(tensors["x"].astype(np.float32))
+            ys.append(tensors["y"])
+    if not xs:
+        raise Unavailable("the test split is empty", topic=topic)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+async def train_rows(settings: Settings, spec: JobSpec, wait_s: float = 120.0) -> int:
+    """Rows in the data topic (from the batch headers only: tensors are not decoded)."""
+    topic = Topics(settings).train_data(spec.job_id, spec.data.partitions).name
+    rows = 0
+    for rec in await _read_all(settings, topic, spec.data.partitions, wait_s):
+        try:
+            rows += codecs.split_header(rec.value, DataBatch)[0].rows
+        except InvalidMessage:
+            continue
+    return rows

@@ -1,0 +1,111 @@
+"""Contributions (decoded gradients, deltas or parameters) and the rounds that gather them.
+
+A round collects at most one contribution per worker for one parameter version; it is ready when
+every expected worker has contributed, or when its straggler deadline has passed and it holds at
+least one. Contributions for a later version (a fast worker, or a replay after a restart) wait in
+``Ahead`` until the version comes round.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Contribution:
+    worker: str
+    base_version: int
+    tensors: dict[str, np.ndarray]
+    samples: int
+    offset: int  # where it sits in its topic (checkpoints must not pass an unapplied one)
+    partition: int = 0
+    loss: float | None = None
+    step: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    received_at: float = 0.0  # monotonic
+    transit_ms: float = 0.0  # sender's send -> our receive (wall clocks of one machine)
+    nbytes: int = 0
+
+
+def weighted_mean(items: Iterable[Contribution]) -> dict[str, np.ndarray]:
+    """Sample-weighted mean of the contributions' tensors (plain mean when no samples are given)."""
+    items = list(items)
+    weights = np.array([max(c.samples, 0) for c in items], np.float64)
+    weights = weights / weights.sum() if weights.sum() > 0 else np.full(len(items), 1.0 / len(items))
+    out: dict[str, np.ndarray] = {}
+    for name in items[0].tensors:
+        acc = np.zeros_like(items[0].tensors[name], dtype=np.float32)
+        for w, c in zip(weights, items, strict=True):
+            acc += np.float32(w) * c.tensors[name]
+        out[name] = acc
+    return out
+
+
+class Round:
+    """The contributions for parameter version ``version``."""
+
+    def __init__(self, version: int, opened_at: float) -> None:
+        self.version = version
+        self.opened_at = opened_at
+        self.first_at: float | None = None
+        self.by_worker: dict[str, Contribution] = {}
+
+    def add(self, c: Contribution) -> bool:
+        """Keep the first contribution of each worker; False for a duplicate."""
+        if c.worker in self.by_worker:
+            return False
+        self.by_worker[c.worker] = c
+        if self.first_at is None:
+            self.first_at = c.received_at
+        return True
+
+    @property
+    def workers(self) -> set[str]:
+        return set(self.by_worker)
+
+    def missing(self, expected: set[str]) -> set[str]:
+        return expected - self.workers
+
+    def ready(self, expected: set[str], now: float, deadline_s: float, min_workers: int = 1) -> bool:
+        """All expected workers are in (and at least ``min_workers``), or the deadline passed."""
+        if not self.by_worker:
+            return False
+        if len(self.by_worker) >= min_workers and not self.missing(expected):
+            return True
+        assert self.first_at is not None
+        return now - self.first_at >= deadline_s
+
+    def deadline_at(self, deadline_s: float) -> float | None:
+        return None if self.first_at is None else self.first_at + deadline_s
+
+    def min_offset(self) -> int | None:
+        return min((c.offset for c in self.by_worker.values()), default=None)
+
+
+class Ahead:
+    """Contributions for versions not reached yet (bounded: the oldest are dropped first)."""
+
+    def __init__(self, limit: int = 256) -> None:
+        self.limit = limit
+        self.items: list[Contribution] = []
+
+    def add(self, c: Contribution) -> int:
+        """Keep ``c``; returns how many old ones had to be dropped to stay under the limit."""
+        self.items.append(c)
+        dropped = max(0, len(self.items) - self.limit)
+        if dropped:
+            self.items.sort(key=lambda x: x.base_version)
+            self.items = self.items[dropped:]
+        return dropped
+
+    def take(self, version: int) -> list[Contribution]:
+        """Remove and return the contributions for ``version`` (older ones are discarded)."""
+        now = [c for c in self.items if c.base_version == version]
+        self.items = [c for c in self.items if c.base_version > version]
+        return now
+
+    def min_offset(self) -> int | None:
+        return min((c.offset for c in self.items), default=None)

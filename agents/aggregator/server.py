@@ -1,0 +1,338 @@
+"""The parameter server of one job: gradients in, parameter versions out, until budget or target.
+
+``Aggregator.start`` resumes from the newest checkpoint when there is one (the version continues),
+else starts at version 0, and (re)publishes the current parameters. ``run`` polls the input topic
+(grads, or the ring topic), feeds the mode, publishes every new version, evaluates, checkpoints
+every ``checkpoint_interval`` versions in a transaction, and finishes with export and registration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from schemas.jobs import JobSpec
+from schemas.records import JobStatus
+from schemas.training import PARAMS_KEY, SENT_AT, MetricsMessage, ParameterSnapshot
+from streams import codecs
+from streams.admin import Admin, ensure
+from streams.jobs import aggregator_group, trainer_group, write_status
+from streams.ml.evaluate import evaluate
+from streams.ml.models import set_threads
+from streams.producer import Producer
+from streams.settings import Settings
+from streams.topics import Topics
+
+from .checkpoint import Checkpointer, find_latest
+from .inputs import load_test_split, train_rows
+from .intake import Intake
+from .members import Membership
+from .modes import AsyncMode, Mode, RingMode, RoundMode
+from .progress import Progress
+from .settings import AggregatorSettings
+from .state import ServerState
+
+log = logging.getLogger(__name__)
+FIRST_ROUND_GRACE_S = 5.0  # the first round also waits for trainers still loading their data
+RESUME_WAIT_S = 3.0  # after a restart the trainers are (mostly) there already
+
+
+class Aggregator:
+    def __init__(self, settings: Settings, spec: JobSpec, cfg: AggregatorSettings | None = None) -> None:
+        self.settings, self.spec, self.cfg = settings, spec, cfg or AggregatorSettings()
+        topics = Topics(settings)
+        self.params_topic_spec = topics.train_params(spec.job_id)
+        self.params_topic = self.params_topic_spec.name
+        self.metrics_topic = topics.train_metrics(spec.job_id).name
+        ring = spec.sync.mode == "ring"
+        self.input_topic = (topics.train_ring(spec.job_id, spec.data.partitions) if ring
+                            else topics.train_grads(spec.job_id))
+        self.state = ServerState(spec)
+        self.members = Membership(self.cfg.forget_after_s)
+        self.intake = Intake(spec, self.state.grad_shapes, self.state.state_shapes)
+        self.producer = Producer(settings, linger_ms=0, compression_type=None)
+        self.checkpointer = Checkpointer(settings, spec.job_id)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.mode: Mode | None = None
+        self.progress: Progress | None = None
+        self.resumed_from: int | None = None
+        self.finished_before = False
+        self.offsets: dict[int, int] = {}  # next offset to read per input partition
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ckpt: asyncio.Task[None] | None = None
+        self._x_test = self._y_test = None
+        self._evaluated_version = -1
+        self.stop_reason: str | None = None
+        self._group_changed = asyncio.Event()
+        self.gang = spec.trainers
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        set_threads(self.cfg.threads)
+        topics = Topics(self.settings)
+        job = self.spec.job_id
+        await ensure(self.settings, [
+            topics.train_data(job, self.spec.data.partitions), topics.train_test(job),
+            topics.train_grads(job), self.params_topic_spec, topics.train_metrics(job), self.input_topic,
+            topics.jobs()])
+        await self.producer.start()
+        await self.checkpointer.start()  # fences an earlier aggregator of this job
+        self._x_test, self._y_test = await load_test_split(self.settings, self.spec, self.cfg.data_wait_s)
+        self.progress = Progress(self.spec, await train_rows(self.settings, self.spec, self.cfg.data_wait_s))
+        await self._resume()
+        await self._open_input()
+        self._tasks.append(asyncio.create_task(self._watch_group(), name="group-watch"))
+        await self._rendezvous(self.cfg.start_wait_s if self.resumed_from is None else RESUME_WAIT_S)
+        self.mode = self._make_mode()
+        await self._publish(await asyncio.to_thread(self._pack_params, False))
+        self.progress.start()
+        log.info("aggregator for job %s (%s mode) at version %d%s", self.spec.job_id, self.spec.sync.mode,
+                 self.state.version, f" (resumed from checkpoint {self.resumed_from})"
+                 if self.resumed_from is not None else "")
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._ckpt is not None:
+            with contextlib.suppress(Exception):
+                await self._ckpt
+        if self.consumer is not None:
+            await self.consumer.stop()
+        await self.checkpointer.stop()
+        await self.producer.stop()
+
+    async def _resume(self) -> None:
+        found = await find_latest(self.settings, self.spec.job_id)
+        if found.checkpoint is None:
+            return
+        header, tensors = found.checkpoint
+        await asyncio.to_thread(self.state.restore, tensors, header.server_state)
+        self.offsets = {int(p): o for p, o in header.consumed_offsets.items()}
+        self.resumed_from = header.version
+        self.finished_before = bool(found.latest is not None and found.latest.final and header.final)
+        assert self.progress is not None
+        self.progress.samples = self.state.samples
+
+    def _make_mode(self) -> Mode:
+        s = self.spec.sync.mode
+        if s == "async":
+            return AsyncMode(self.spec, self.state, self.members)
+        if s == "ring":
+            return RingMode(self.spec, self.state, self.members)
+        deadline = self.spec.sync.straggler_deadline_ms / 1000
+        return RoundMode(self.spec, self.state, self.members, first_deadline_s=deadline + FIRST_ROUND_GRACE_S,
+                         first_min_workers=self.gang)
+
+    async def _open_input(self) -> None:
+        group = aggregator_group(self.settings, self.spec.job_id)
+        self.consumer = AIOKafkaConsumer(**self.settings.consumer_kwargs(group, fetch_max_wait_ms=20))
+        await self.consumer.start()
+        tps = [TopicPartition(self.input_topic.name, p) for p in range(self.input_topic.partitions)]
+        self.consumer.assign(tps)
+        for tp in tps:
+            self.consumer.seek(tp, self.offsets.get(tp.partition, 0))
+
+    async def _rendezvous(self, wait_s: float) -> None:
+        """Wait (up to ``wait_s``) for the spec's number of trainers to join their group."""
+        try:
+            async with asyncio.timeout(wait_s):
+                while len(self.members.group or ()) < self.spec.trainers:
+                    await self._group_changed.wait()
+                    self._group_changed.clear()
+        except TimeoutError:
+            log.warning("job %s: %d of %d trainers joined within %.0fs; starting anyway", self.spec.job_id,
+                        len(self.members.group or ()), self.spec.trainers, wait_s)
+        self.gang = max(1, len(self.members.group or ()))
+
+    async def _watch_group(self) -> None:
+        """Keep the membership in step with the trainers' consumer group."""
+        gid = trainer_group(self.settings, self.spec.job_id)
+        async with Admin(self.settings) as admin:
+            while True:
+                asked = time.monotonic()
+                try:
+                    (resp,) = await admin.client.describe_consumer_groups([gid])
+                    group = resp.groups[0]
+                    self.members.set_group({m[1] for m in group[5]}, asked)
+                    self._group_changed.set()
+                except Exception as exc:  # the view is advisory: keep going without it
+                    log.debug("describing group %s failed: %r", gid, exc)
+                await asyncio.sleep(self.cfg.group_poll_s)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> JobStatus:
+        assert self.consumer is not None and self.mode is not None and self.progress is not None
+        await self._status("running")
+        if self.finished_before:
+            self.stop_reason = "finished before restart"
+        while self.stop_reason is None:
+            batch = await self.consumer.getmany(timeout_ms=self._poll_ms(),
+                                                max_records=self.cfg.max_poll_records)
+            for tp, records in batch.items():
+                for rec in records:
+                    self.offsets[tp.partition] = rec.offset + 1
+                    c = self.intake.decode(rec)
+                    if c is not None:
+                        self.members.seen(c.worker)
+                        self.progress.received(c)
+                        self.mode.offer(c)
+            await self._advance()
+        return await self._finish()
+
+    def _poll_ms(self) -> int:
+        assert self.mode is not None
+        due = self.mode.next_deadline()
+        if due is None:
+            return 100
+        return int(min(100.0, max(1.0, (due - time.monotonic()) * 1000)))
+
+    async def _advance(self) -> None:
+        """Apply every update that is due, publishing each new version."""
+        assert self.mode is not None and self.progress is not None
+        while self.stop_reason is None:
+            work = self.mode.take(time.monotonic())
+            if work is None:
+                return
+            before = self.state.version
+            t0 = time.perf_counter()
+            samples, value = await asyncio.to_thread(self._apply, work)
+            apply_ms = (time.perf_counter() - t0) * 1000
+            if self.state.version == before:  # everything was stale
+                continue
+            await self._publish(value)
+            self.mode.advanced(time.monotonic())
+            waits = self.mode.waits_ms
+            self.progress.applied(samples, apply_ms, waits[-1] if waits else None)
+            await self._after_version(before)
+
+    def _apply(self, work: object) -> tuple[int, bytes]:
+        samples = work()  # type: ignore[operator]
+        self.state.samples += samples
+        return samples, self._pack_params(False)
+
+    def _pack_params(self, final: bool) -> bytes:
+        header = ParameterSnapshot(job_id=self.spec.job_id, version=self.state.version,
+                                   samples=self.state.samples, final=final)
+        return codecs.pack(header, self.state.params())
+
+    async def _publish(self, value: bytes) -> None:
+        await self.producer.send(self.params_topic, value, key=PARAMS_KEY,
+                                 headers={SENT_AT: repr(time.time())})
+
+    async def _after_version(self, before: int) -> None:
+        assert self.progress is not None and self.mode is not None
+        v, spec = self.state.version, self.spec
+        if v // spec.checkpoint_interval > before // spec.checkpoint_interval:
+            self._checkpoint_soon()
+        self.stop_reason = self.progress.out_of_budget(v)
+        steps, steps_before = self.progress.steps(v), self.progress.steps(before)
+        due = steps // spec.eval_interval > steps_before // spec.eval_interval or self.stop_reason is not None
+        if due and await self._evaluate() and spec.target is not None:
+            self.stop_reason = self.stop_reason or "target"
+
+    async def _evaluate(self) -> bool:
+        assert self.progress is not None and self.mode is not None
+        metrics = await asyncio.to_thread(evaluate, self.state.model, self._x_test, self._y_test, self.spec)
+        self._evaluated_version = self.state.version
+        met = self.progress.evaluated(metrics)
+        p = self.progress
+        msg = MetricsMessage(
+            job_id=self.spec.job_id, version=self.state.version, epoch=p.epoch, loss=p.loss.mean("loss"),
+            test_loss=metrics.get("test_loss"), test_accuracy=metrics.get("test_accuracy"),
+            samples_per_s=p.samples / p.elapsed() if p.elapsed() > 0 else None,
+            grad_bytes=int(p.grad_bytes / p.messages) if p.messages else None,
+            live_workers=len(self.members.live()), dropped_stale=self.mode.dropped,
+            rejected=self.intake.rejected, ts=time.time(), timings=p.phases.all(),
+        )
+        await self.producer.send_message(self.metrics_topic, msg, key=self.spec.job_id)
+        return met
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _checkpoint_soon(self, final: bool = False) -> None:
+        """Snapshot now, write in the background (one at a time; a busy writer skips this one)."""
+        if self._ckpt is not None and not self._ckpt.done():
+            return
+        self._ckpt = asyncio.create_task(self._write_checkpoint(final))
+
+    def _consumed(self) -> dict[int, int]:
+        assert self.mode is not None
+        held = self.mode.unapplied_offset()
+        return {p: min(o, held.get(p, o)) for p, o in self.offsets.items()}
+
+    async def _write_checkpoint(self, final: bool) -> None:
+        offsets = self._consumed()
+        tensors, meta = await asyncio.to_thread(self.state.checkpoint)
+        header = ParameterSnapshot(job_id=self.spec.job_id, version=self.state.version,
+                                   consumed_offsets={str(p): o for p, o in offsets.items()},
+                                   has_optimizer_state=True, final=final, samples=self.state.samples,
+                                   server_state=meta)
+        value = await asyncio.to_thread(codecs.pack, header, tensors)
+        tps = {TopicPartition(self.input_topic.name, p): o for p, o in offsets.items()}
+        try:
+            await self.checkpointer.write(value, tps)
+            log.info("checkpoint at version %d (offsets %s)", header.version, offsets)
+        except Exception:
+            log.exception("checkpoint at version %d failed; training goes on", header.version)
+
+    # ------------------------------------------------------------------ the end
+
+    async def _finish(self) -> JobStatus:
+        assert self.progress is not None and self.mode is not None
+        log.info("job %s stops at version %d: %s", self.spec.job_id, self.state.version, self.stop_reason)
+        if self._evaluated_version != self.state.version:
+            await self._evaluate()
+        await self._publish(await asyncio.to_thread(self._pack_params, True))
+        if self._ckpt is not None:
+            await self._ckpt
+        self._checkpoint_soon(final=True)
+        assert self._ckpt is not None
+        await self._ckpt
+        metrics = self._metrics()
+        await self._status("exporting", metrics)
+        try:
+            from .finish import export_and_register  # onnx/onnxruntime: imported when needed (slow)
+
+            assert self._x_test is not None
+            diff, mv = await export_and_register(
+                self.settings, self.spec, self.state, self._x_test[: self.cfg.validate_rows],
+                {f"{self.input_topic.name}:{p}": o for p, o in self.offsets.items()}, metrics)
+        except Exception as exc:
+            log.exception("job %s: export/registration failed", self.spec.job_id)
+            return await self._status("failed", metrics, error=repr(exc))
+        metrics["onnx_max_abs_diff"] = diff
+        return await self._status("succeeded", metrics, model_version=mv.version if mv else None)
+
+    def _metrics(self) -> dict[str, float]:
+        assert self.progress is not None and self.mode is not None
+        out = self.progress.summary()
+        out |= {"version": float(self.state.version), "dropped_stale": float(self.mode.dropped),
+                "rejected": float(self.intake.rejected), "live_workers": float(len(self.members.live()))}
+        if self.resumed_from is not None:
+            out["resumed_from_version"] = float(self.resumed_from)
+        return out
+
+    async def fail(self, error: str) -> None:
+        """Report the job failed (best effort: the producer may be what failed)."""
+        with contextlib.suppress(Exception):
+            if self.producer._producer is None:
+                await self.producer.start()
+            await self._status("failed", error=error)
+
+    async def _status(self, state: str, metrics: dict[str, float] | None = None, *,
+                      error: str | None = None, model_version: int | None = None) -> JobStatus:
+        status = JobStatus(job_id=self.spec.job_id, state=state,  # type: ignore[arg-type]
+                           version=self.state.version, metrics=metrics or {},
+                           model_name=self.spec.model_name, model_version=model_version,
+                           error=error, ts=time.time())
+        await write_status(self.producer, self.settings, status)
+        return status

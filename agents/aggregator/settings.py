@@ -1,0 +1,21 @@
+"""Aggregator process settings (``AIAAS_AGGREGATOR_*``); the job itself is described by its JobSpec."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AggregatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIAAS_AGGREGATOR_", env_file=".env", extra="ignore")
+
+    threads: int = Field(default=1, ge=1, description="torch intra-op threads (cores are shared)")
+    start_wait_s: float = Field(
+        default=30.0, gt=0, description="first round: wait this long for the spec's number of trainers"
+    )
+    forget_after_s: float = Field(default=30.0, gt=0, description="drop a worker silent this long")
+    group_poll_s: float = Field(default=1.0, gt=0, description="how often to read the trainers' group")
+    data_wait_s: float = Field(default=120.0, gt=0, description="wait this long for pushed data")
+    spec_timeout_s: float = Field(default=60.0, gt=0)
+    max_poll_records: int = Field(default=256, ge=1)
+    validate_rows: int = Field(default=256, ge=1, description="test rows used to compare ONNX and torch")

@@ -1,0 +1,97 @@
+"""The trainer's faust App: joins the job's consumer group over ``train.<job>.data`` and files batches.
+
+faust owns membership and partition assignment (a trainer that starts or dies triggers a rebalance
+and the partitions move); the agent consumes in batches (``take_events``), never per event. The data
+topic is a dataset, so the topic is declared with ``acks=False``: nothing is committed and a
+partition handed over is read from its beginning by its new owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import faust
+import numpy as np
+
+from schemas.errors import InvalidMessage
+from schemas.jobs import JobSpec
+from schemas.training import DataBatch
+from streams import codecs
+from streams.faust_app import app_config
+from streams.jobs import trainer_group
+from streams.settings import Settings
+from streams.topics import Topics
+
+from .data import LocalData
+from .settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+TAKE = 256  # events per batch handed to the agent
+WITHIN_S = 0.05
+
+
+def decode_batch(value: bytes | None, spec: JobSpec) -> tuple[np.ndarray, np.ndarray]:
+    """x (float32 [rows, input_dim]) and y of one data record; InvalidMessage when they do not fit."""
+    header, tensors = codecs.unpack(value, DataBatch)
+    if header.job_id != spec.job_id or header.split != "train":
+        raise InvalidMessage("data batch of another job or split", job_id=header.job_id, split=header.split)
+    x, y = tensors.get("x"), tensors.get("y")
+    if x is None or y is None:
+        raise InvalidMessage("data batch needs tensors x and y", found=sorted(tensors))
+    if x.ndim != 2 or x.shape[1] != spec.model.input_dim or len(y) != len(x):
+        raise InvalidMessage("data batch does not fit the model", x_shape=list(x.shape),
+                             y_shape=list(y.shape), input_dim=spec.model.input_dim)
+    if not np.all(np.isfinite(x)):
+        raise InvalidMessage("data batch holds NaN or Inf")
+    return x.astype(np.float32, copy=False), y
+
+
+def build_app(
+    settings: Settings, ts: TrainerSettings, spec: JobSpec, data: LocalData,
+    on_change: Callable[[], None],
+) -> faust.App:
+    """A faust App whose agent fills ``data``; ``on_change`` runs after every batch or assignment."""
+    client = settings.model_copy(update={
+        "client_id": ts.worker_id, "session_timeout_ms": ts.session_timeout_ms,
+        "heartbeat_interval_ms": ts.heartbeat_interval_ms,
+    })
+    app = faust.App(
+        trainer_group(settings, spec.job_id),
+        **app_config(client, store="memory://", topic_disable_leader=True, stream_wait_empty=False,
+                     consumer_auto_offset_reset="earliest"),
+    )
+    data_topic = Topics(settings).train_data(spec.job_id, spec.data.partitions).name
+    topic = app.topic(data_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
+                      value_serializer="raw", acks=False, internal=False)
+    stats = {"batches": 0, "rejected": 0}
+
+    async def ingest(stream: Any) -> None:
+        async for events in stream.take_events(TAKE, within=WITHIN_S):
+            for event in events:
+                msg = event.message
+                try:
+                    x, y = decode_batch(event.value, spec)
+                except InvalidMessage as exc:
+                    stats["rejected"] += 1
+                    log.warning("skipping data record %s[%d]@%d: %s", msg.topic, msg.partition,
+                                msg.offset, exc.reason)
+                    continue
+                data.add(msg.partition, msg.offset, x, y)
+                stats["batches"] += 1
+            on_change()
+            await asyncio.sleep(0)
+
+    app.agent(topic, name=f"{spec.job_id}.ingest")(ingest)
+
+    async def assigned(sender: Any, assigned: set[Any], **kwargs: Any) -> None:
+        mine = sorted(tp.partition for tp in assigned if tp.topic == data_topic)
+        log.info("trainer %s owns data partitions %s", ts.worker_id, mine)
+        data.assign(mine)
+        on_change()
+
+    app.on_partitions_assigned.connect(assigned)
+    app.ingest_stats = stats  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,85 @@
+"""The torch side of a trainer: gradients of one minibatch, or k local optimizer steps.
+
+Everything here blocks (torch), so the trainer calls it through ``asyncio.to_thread``; one worker
+object is only ever used by one thread at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+
+from schemas.jobs import JobSpec
+from streams.ml.models import build_model, loss_fn, pick_device
+from streams.ml.optim import build_optimizer
+from streams.ml.params import grads_to_numpy, load_numpy, state_to_numpy
+
+Batch = tuple[np.ndarray, np.ndarray]
+
+
+class LocalModel:
+    """The job's model on this trainer (CUDA when present), with a local optimizer for local steps."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.device = pick_device()
+        self.model = build_model(spec).to(self.device)
+        self.model.train()
+        self.loss = loss_fn(spec)
+        self._optimizer: torch.optim.Optimizer | None = None
+        self.steps = 0
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        """Created on first use: only hybrid and ring step locally."""
+        if self._optimizer is None:
+            self._optimizer = build_optimizer(self.spec, self.model.parameters())
+        return self._optimizer
+
+    def load(self, state: Mapping[str, np.ndarray]) -> None:
+        """Replace the weights (validated: names, shapes, finite)."""
+        load_numpy(self.model, state)
+
+    def state(self) -> dict[str, np.ndarray]:
+        return state_to_numpy(self.model)
+
+    def _tensors(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = batch
+        return (torch.as_tensor(x, device=self.device),
+                torch.as_tensor(y, device=self.device))
+
+    def _backward(self, batch: Batch) -> float:
+        x, y = self._tensors(batch)
+        self.model.zero_grad(set_to_none=True)
+        loss = self.loss(self.model(x), y)
+        loss.backward()  # type: ignore[no-untyped-call]
+        return float(loss.detach())
+
+    def gradient(self, batch: Batch) -> tuple[dict[str, np.ndarray], float]:
+        """Gradients of the loss on one minibatch at the current weights, and the loss."""
+        loss = self._backward(batch)
+        self.steps += 1
+        return grads_to_numpy(self.model), loss
+
+    def local_steps(self, batches: list[Batch]) -> float:
+        """One optimizer step per batch (local SGD); returns the mean loss."""
+        total = 0.0
+        for batch in batches:
+            total += self._backward(batch)
+            self.optimizer.step()
+            self.steps += 1
+        return total / max(1, len(batches))
+
+    def delta_from(self, base: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Current weights minus ``base`` (what hybrid mode sends)."""
+        now = self.state()
+        return {k: (now[k] - base[k]).astype(np.float32) for k in now}
+
+    def average_with(self, other: Mapping[str, np.ndarray], weight: float = 0.5) -> None:
+        """Gossip step: weights <- (1 - weight) * own + weight * other (validated first)."""
+        mine = self.state()
+        mixed = {k: ((1.0 - weight) * mine[k] + weight * np.asarray(other[k], np.float32)).astype(np.float32)
+                 for k in mine}
+        load_numpy(self.model, mixed)

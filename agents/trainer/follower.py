@@ -1,0 +1,112 @@
+"""Follow ``train.<job>.params``: always know the newest parameter version, wake whoever waits for one.
+
+Only records keyed ``latest`` matter here (checkpoints, keyed ``checkpoint``, are the aggregator's).
+The reader runs read_uncommitted so an open checkpoint transaction never holds back a new version;
+of a batch of records only the newest is decoded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from schemas.errors import InvalidMessage
+from schemas.training import PARAMS_KEY, SENT_AT, ParameterSnapshot
+from streams import codecs
+from streams.settings import Settings
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+LATEST = PARAMS_KEY.encode()
+BACKLOG = 64  # how far back from the end a newcomer looks for the newest version
+
+
+@dataclass(slots=True)
+class Snapshot:
+    offset: int
+    header: ParameterSnapshot
+    tensors: dict[str, np.ndarray]
+    sent_at: float  # the aggregator's send time (epoch s)
+    received_at: float
+
+    @property
+    def version(self) -> int:
+        return self.header.version
+
+
+class ParamFollower:
+    """Background reader of the parameter topic with ``wait_newer``."""
+
+    def __init__(self, settings: Settings, job_id: str) -> None:
+        self.settings = settings
+        self.tp = TopicPartition(Topics(settings).train_params(job_id).name, 0)
+        self.latest: Snapshot | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Condition()
+
+    async def start(self) -> None:
+        kw = self.settings.consumer_kwargs(None, isolation_level="read_uncommitted", fetch_max_wait_ms=20)
+        self._consumer = AIOKafkaConsumer(**kw)
+        await self._consumer.start()
+        self._consumer.assign([self.tp])
+        end = (await self._consumer.end_offsets([self.tp]))[self.tp]
+        self._consumer.seek(self.tp, max(0, end - BACKLOG))
+        self._task = asyncio.create_task(self._read(), name="param-follower")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def _read(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(self.tp, timeout_ms=500)
+            newest = None
+            for rec in batch.get(self.tp, []):
+                if rec.key == LATEST and rec.value is not None:
+                    newest = rec
+            if newest is None:
+                continue
+            try:
+                header, tensors = codecs.unpack(newest.value, ParameterSnapshot)
+            except InvalidMessage as exc:
+                log.warning("skipping undecodable parameter record @%d: %s", newest.offset, exc.reason)
+                continue
+            sent = _sent_at(newest.headers, newest.timestamp / 1000)
+            snap = Snapshot(newest.offset, header, tensors, sent, time.time())
+            async with self._changed:
+                self.latest = snap
+                self._changed.notify_all()
+
+    async def wait_newer(self, than_offset: int, timeout_s: float | None = None) -> Snapshot | None:
+        """The newest snapshot once one past ``than_offset`` exists; None after ``timeout_s``."""
+        async with self._changed:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._changed.wait_for(
+                        lambda: self.latest is not None and self.latest.offset > than_offset)
+            except TimeoutError:
+                return None
+            return self.latest
+
+
+def _sent_at(headers: object, default: float) -> float:
+    for key, value in headers or ():  # type: ignore[attr-defined]
+        if key == SENT_AT:
+            try:
+                return float(value)
+            except ValueError:
+                return default
+    return default

@@ -1,0 +1,107 @@
+"""Ring mode's mailbox: parameters from the neighbour land on the inbox partitions this trainer owns.
+
+Trainer owning data partitions S sends its parameters to ring partition ``(max(S) + 1) % P`` and
+reads ring partitions S (the same numbers as its data partitions, so a rebalance moves the inbox
+with the data). A reader newly given a partition starts at its end: old rounds are of no use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from schemas.errors import InvalidMessage
+from schemas.training import GradientMessage
+from streams import codecs
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def ring_target(owned: Iterable[int], partitions: int) -> int | None:
+    """Where to send: the partition after the highest owned one; None when it is ours (alone)."""
+    mine = set(owned)
+    if not mine:
+        return None
+    target = (max(mine) + 1) % partitions
+    return None if target in mine else target
+
+
+class RingInbox:
+    """Keeps the newest unread parameter message from another trainer."""
+
+    def __init__(self, settings: Settings, topic: str, worker_id: str) -> None:
+        self.settings = settings
+        self.topic = topic
+        self.worker_id = worker_id
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._newest: tuple[GradientMessage, dict[str, np.ndarray]] | None = None
+        self._arrived = asyncio.Event()
+        self._owned: set[int] = set()
+
+    async def start(self) -> None:
+        kw = self.settings.consumer_kwargs(None, isolation_level="read_uncommitted", fetch_max_wait_ms=20)
+        self._consumer = AIOKafkaConsumer(**kw)
+        await self._consumer.start()
+        self._task = asyncio.create_task(self._read(), name="ring-inbox")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def own(self, partitions: Iterable[int]) -> None:
+        """Follow these inbox partitions from their end (a re-assignment resets positions anyway)."""
+        assert self._consumer is not None
+        wanted = set(partitions)
+        if wanted == self._owned:
+            return
+        tps = [TopicPartition(self.topic, p) for p in sorted(wanted)]
+        self._consumer.assign(tps)
+        if tps:
+            await self._consumer.seek_to_end(*tps)
+        self._owned = wanted
+
+    async def _read(self) -> None:
+        assert self._consumer is not None
+        while True:
+            if not self._owned:
+                await asyncio.sleep(0.05)
+                continue
+            batch = await self._consumer.getmany(timeout_ms=200)
+            for records in batch.values():
+                for rec in records:
+                    self._take(rec.key, rec.value)
+
+    def _take(self, key: bytes | None, value: bytes | None) -> None:
+        if key is not None and key.decode(errors="replace") == self.worker_id:
+            return
+        try:
+            header, tensors = codecs.unpack(value, GradientMessage)
+        except InvalidMessage as exc:
+            log.warning("skipping undecodable ring message: %s", exc.reason)
+            return
+        if header.worker_id == self.worker_id:
+            return
+        self._newest = (header, tensors)
+        self._arrived.set()
+
+    async def receive(self, timeout_s: float) -> tuple[GradientMessage, dict[str, np.ndarray]] | None:
+        """The newest unread message, waiting up to ``timeout_s`` (0: only look)."""
+        if self._newest is None and timeout_s > 0:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._arrived.wait()
+        got, self._newest = self._newest, None
+        self._arrived.clear()
+        return got

@@ -1,0 +1,160 @@
+"""One trainer process: the faust App (data, membership), a parameter follower, a gradient producer.
+
+``Trainer.run`` trains until the aggregator publishes the job's final parameters; the sync-mode loops
+live in ``loops.py``. Blocking torch work runs in a worker thread so faust's heartbeats keep flowing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import zlib
+from types import TracebackType
+from typing import Self
+
+import numpy as np
+from aiokafka.structs import RecordMetadata
+
+from schemas.jobs import JobSpec
+from schemas.training import SENT_AT, GradientMessage
+from streams import codecs
+from streams.admin import ensure
+from streams.ml.compression import Compressor
+from streams.ml.models import set_threads
+from streams.producer import Producer
+from streams.settings import Settings
+from streams.topics import Topics
+
+from .app import build_app
+from .compute import Batch, LocalModel
+from .data import LocalData
+from .follower import ParamFollower, Snapshot
+from .ring import RingInbox
+from .settings import TrainerSettings
+
+log = logging.getLogger(__name__)
+
+
+def fast_producer(settings: Settings) -> Producer:
+    """No linger, no compression: a gradient is latency-bound and float noise does not compress."""
+    return Producer(settings, linger_ms=0, compression_type=None)
+
+
+class Trainer:
+    """A trainer for one job; ``async with Trainer(...) as t: await t.run()``."""
+
+    def __init__(self, settings: Settings, spec: JobSpec, ts: TrainerSettings | None = None) -> None:
+        self.settings, self.spec = settings, spec
+        self.ts = ts or TrainerSettings()
+        self.worker_id = self.ts.worker_id
+        topics = Topics(settings)
+        self.grads_topic = topics.train_grads(spec.job_id)
+        self.ring_topic = topics.train_ring(spec.job_id, spec.data.partitions)
+        self.params_topic = topics.train_params(spec.job_id)
+        self.data = LocalData(spec.batch_size, seed=spec.seed + zlib.crc32(self.worker_id.encode()))
+        self.model = LocalModel(spec)
+        self.compressor = Compressor(spec.compression)
+        self.follower = ParamFollower(settings, spec.job_id)
+        self.producer = fast_producer(settings)
+        self.ring = RingInbox(settings, self.ring_topic.name, self.worker_id) \
+            if spec.sync.mode == "ring" else None
+        self._changed = asyncio.Event()
+        self.app = build_app(settings, self.ts, spec, self.data, self._changed.set)
+        self.timings: dict[str, float] = {}
+        self.sent = 0
+        self.send_errors = 0
+        self.loaded_offset = -1
+
+    async def start(self) -> None:
+        set_threads(self.ts.threads)
+        specs = [self.grads_topic, self.params_topic] + ([self.ring_topic] if self.ring else [])
+        await ensure(self.settings, specs)
+        await self.producer.start()
+        await self.follower.start()
+        if self.ring is not None:
+            await self.ring.start()
+        await self.app.start()
+        log.info("trainer %s started for job %s (%s mode, device %s)", self.worker_id,
+                 self.spec.job_id, self.spec.sync.mode, self.model.device)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.app.stop()
+        if self.ring is not None:
+            await self.ring.stop()
+        await self.follower.stop()
+        await self.producer.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    async def run(self) -> int:
+        """Train until the final parameters arrive; returns the number of local steps taken."""
+        from .loops import LOOPS
+
+        await LOOPS[self.spec.sync.mode](self)
+        log.info("trainer %s done: %d steps, %d messages sent", self.worker_id, self.model.steps, self.sent)
+        return self.model.steps
+
+    # ---------------------------------------------------------------- helpers for the loops
+
+    async def batch(self) -> Batch:
+        """The next minibatch of owned data, waiting while none is held."""
+        while True:
+            got = self.data.next_batch()
+            if got is not None:
+                return got
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    await self._changed.wait()
+
+    async def params_after(self, offset: int) -> Snapshot:
+        """The newest parameters past ``offset`` (waits as long as it takes, logging now and then)."""
+        while True:
+            snap = await self.follower.wait_newer(offset, self.ts.param_wait_log_s)
+            if snap is not None:
+                return snap
+            log.info("trainer %s still waiting for parameters after offset %d", self.worker_id, offset)
+
+    def load_if_new(self, snap: Snapshot) -> float:
+        """Load ``snap`` unless it is already loaded (call in the worker thread); returns ms spent."""
+        if snap.offset == self.loaded_offset:
+            return 0.0
+        t0 = time.perf_counter()
+        self.model.load(snap.tensors)
+        self.loaded_offset = snap.offset
+        return (time.perf_counter() - t0) * 1000
+
+    def pack(self, tensors: dict[str, np.ndarray], *, base_version: int, samples: int, loss: float,
+             payload: str = "gradient", compress: bool = True) -> bytes:
+        """A GradientMessage record (compressed per the spec when ``compress``)."""
+        body = self.compressor.compress(tensors) if compress else tensors
+        header = GradientMessage(
+            job_id=self.spec.job_id, worker_id=self.worker_id, step=self.model.steps,
+            base_version=base_version, samples=samples, loss=loss,
+            compression=self.spec.compression.kind if compress else "none",
+            payload=payload,  # type: ignore[arg-type]
+            timings=self.timings,
+        )
+        return codecs.pack(header, body)
+
+    async def send(self, topic: str, value: bytes, partition: int | None = None) -> None:
+        """Queue ``value`` (no wait for the ack: it is checked by a callback)."""
+        fut = await self.producer.send(topic, value, key=self.worker_id,
+                                       headers={SENT_AT: repr(time.time())}, partition=partition)
+        fut.add_done_callback(self._check_ack)
+        self.sent += 1
+
+    def _check_ack(self, fut: asyncio.Future[RecordMetadata]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            self.send_errors += 1
+            log.error("trainer %s: a send failed: %r", self.worker_id, fut.exception())

@@ -1,0 +1,114 @@
+"""Our four sync modes on the training benchmark's workload, over the real broker.
+
+``run_mode(mode, quick)`` runs ``benchmarks.training_baselines.workload_spec`` (digits, MLP
+64-256-256-10, batch 64 per trainer, Adam 1e-3, target 0.95, evaluation every 640 samples) with
+the aggregator and 2 trainers as local processes (``agents.launcher``), ``repeats(quick)`` times, and
+reports the median ``seconds_to_target`` (clock: trainers get version 0 after the rendezvous -> the
+first evaluation at or over the target), plus ``samples_per_s``, ``grad_bytes_per_step`` (tensor
+bytes per message a trainer sends), ``ms_per_sync_round`` (a trainer's gradient -> parameters
+round trip) and ``round_breakdown_ms`` (where a round's time goes, medians: compute, serialize,
+grad_transit = produce+broker+fetch, wait_peers, apply, params_transit, load).
+
+Mode knobs (only ``sync``/``compression`` differ from the shared workload): sync = BSP; async =
+staleness 4; hybrid = local SGD with ``HYBRID_LOCAL_STEPS``; ring = gossip every
+``RING_LOCAL_STEPS`` local steps.
+
+    python -m benchmarks.training_modes [--quick] [--mode sync]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import uuid
+from typing import Any
+
+from agents.launcher import LocalJob
+from benchmarks.common import emit, fresh_prefix
+from benchmarks.training_baselines import FIELDS, empty_result, repeats, workload_spec
+from schemas.jobs import JobSpec
+from schemas.records import JobStatus
+from streams.runtime import run
+from streams.settings import Settings
+
+log = logging.getLogger("benchmarks.training_modes")
+HYBRID_LOCAL_STEPS = 8
+RING_LOCAL_STEPS = 8
+KNOBS: dict[str, dict[str, Any]] = {
+    "sync": {"sync": {"mode": "sync", "straggler_deadline_ms": 2000}},
+    "async": {"sync": {"mode": "async", "staleness": 4}},
+    "hybrid": {"sync": {"mode": "hybrid", "local_steps": HYBRID_LOCAL_STEPS, "straggler_deadline_ms": 2000}},
+    "ring": {"sync": {"mode": "ring", "local_steps": RING_LOCAL_STEPS, "straggler_deadline_ms": 2000}},
+}
+TIMEOUT_S = 300.0
+
+
+def mode_spec(mode: str, quick: bool, **extra: Any) -> JobSpec:
+    job = f"bench-{mode}-{uuid.uuid4().hex[:6]}"
+    return workload_spec(quick, job_id=job, **KNOBS[mode], **extra)
+
+
+async def _one(mode: str, quick: bool, **extra: Any) -> JobStatus:
+    settings = Settings(topic_prefix=fresh_prefix(f"train-{mode}"))
+    spec = mode_spec(mode, quick, **extra)
+    async with LocalJob(settings, spec) as job:
+        return await job.wait(TIMEOUT_S)
+
+
+def _summary(runs: list[JobStatus]) -> dict[str, Any]:
+    metrics = [r.metrics for r in runs]
+    reached = [m["seconds_to_target"] for m in metrics if "seconds_to_target" in m]
+    last = metrics[-1]
+    phases = sorted({k for m in metrics for k in m if k.startswith("round_ms.")})
+    return {
+        "test_accuracy": last.get("test_accuracy"),
+        "seconds_to_target": statistics.median(reached) if len(reached) == len(runs) else None,
+        "samples_per_s": statistics.median(m.get("samples_per_s", 0.0) for m in metrics),
+        "grad_bytes_per_step": last.get("grad_bytes_per_step"),
+        "ms_per_sync_round": statistics.median(m.get("ms_per_sync_round", 0.0) for m in metrics),
+        "round_breakdown_ms": {p.removeprefix("round_ms."): round(statistics.median(
+            m[p] for m in metrics if p in m), 3) for p in phases},
+        "versions": last.get("version"),
+        "epochs": last.get("epochs"),
+        "onnx_max_abs_diff": last.get("onnx_max_abs_diff"),
+        "dropped_stale": last.get("dropped_stale"),
+        "repeats": len(runs),
+        "seconds_to_target_runs": [m.get("seconds_to_target") for m in metrics],
+        "status": "ok" if len(reached) == len(runs) and all(r.state == "succeeded" for r in runs)
+        else "target_not_reached",
+    }
+
+
+def run_mode(mode: str, quick: bool, **extra: Any) -> dict[str, Any]:
+    """Run ``mode`` on the workload ``repeats(quick)`` times; the benchmark's figures for it."""
+    if mode not in KNOBS:
+        return empty_result("failed", f"unknown mode {mode!r}")
+
+    async def all_runs() -> list[JobStatus]:
+        return [await _one(mode, quick, **extra) for _ in range(repeats(quick))]
+
+    runs = run(all_runs())
+    failed = [r for r in runs if r.state != "succeeded"]
+    if failed:
+        return {**empty_result("failed", failed[0].error or "job failed"), "runs": [r.metrics for r in runs]}
+    result = _summary(runs)
+    result["knobs"] = KNOBS[mode]["sync"]
+    for field in FIELDS:
+        result.setdefault(field, None)
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--mode", default="sync,async,ring,hybrid")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    result = {m: run_mode(m, args.quick) for m in args.mode.split(",")}
+    emit(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()

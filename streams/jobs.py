@@ -1,0 +1,162 @@
+"""The ``jobs`` topic: job specs and job statuses, read and written the same way by every process.
+
+Specs are keyed ``<job>`` and statuses ``<job>:status`` (a job id cannot hold ``:``), so compaction
+keeps a job's spec beside its latest status. Records are told apart by their envelope ``kind``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import yaml
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from schemas.errors import InvalidMessage, NotFound
+from schemas.jobs import JobSpec
+from schemas.records import JobStatus
+from streams.admin import ensure
+from streams.producer import Producer
+from streams.settings import Settings
+from streams.topics import Topics
+
+FINAL_STATES = ("succeeded", "failed")
+
+
+def load_spec_file(path: str | Path) -> JobSpec:
+    """A JobSpec from a YAML (or JSON) file; a bad spec raises InvalidMessage naming the fields."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidMessage("cannot read the job spec file", path=str(path), detail=str(exc)) from exc
+    if not isinstance(data, dict):
+        raise InvalidMessage("the job spec file must hold a mapping", path=str(path))
+    data.pop("kind", None)
+    return JobSpec.from_record(json.dumps(data))
+
+
+def trainer_group(settings: Settings, job_id: str) -> str:
+    """The trainers' consumer group (their faust app id): membership of a job's trainers."""
+    return f"{settings.topic_prefix}train.{job_id}.trainers"
+
+
+def aggregator_group(settings: Settings, job_id: str) -> str:
+    """The group whose offsets the aggregator commits in its checkpoint transactions."""
+    return f"{settings.topic_prefix}train.{job_id}.aggregator"
+
+
+def spec_key(job_id: str) -> str:
+    return job_id
+
+
+def status_key(job_id: str) -> str:
+    return f"{job_id}:status"
+
+
+async def submit(settings: Settings, spec: JobSpec) -> None:
+    """Write ``spec`` to the jobs topic (creating the topic when missing) and a ``submitted`` status."""
+    topic = Topics(settings).jobs()
+    await ensure(settings, [topic])
+    async with Producer(settings) as producer:
+        await (await producer.send_message(topic.name, spec, key=spec_key(spec.job_id)))
+        status = JobStatus(job_id=spec.job_id, state="submitted", model_name=spec.model_name, ts=time.time())
+        await (await producer.send_message(topic.name, status, key=status_key(spec.job_id)))
+
+
+async def write_status(producer: Producer, settings: Settings, status: JobStatus) -> None:
+    """Publish ``status`` and wait for the broker's ack (statuses are rare and must not be lost)."""
+    topic = Topics(settings).jobs().name
+    await (await producer.send_message(topic, status, key=status_key(status.job_id)))
+
+
+def _decode(rec: ConsumerRecord[bytes, bytes]) -> JobSpec | JobStatus | None:
+    """A spec or a status; anything else on the topic (or junk) is skipped."""
+    for model in (JobSpec, JobStatus):
+        try:
+            return model.from_record(rec.value)
+        except InvalidMessage:
+            continue
+    return None
+
+
+async def _records(
+    settings: Settings, from_end: bool = False
+) -> AsyncIterator[ConsumerRecord[bytes, bytes] | None]:
+    """Every record of the jobs topic (from the start, or only new ones), forever; ``None`` each
+    time the reader has caught up with the end of the topic."""
+    topic = Topics(settings).jobs()
+    await ensure(settings, [topic])
+    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None))
+    tp = TopicPartition(topic.name, 0)
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await (consumer.seek_to_end(tp) if from_end else consumer.seek_to_beginning(tp))
+        while True:
+            batch = await consumer.getmany(tp, timeout_ms=200)
+            for rec in batch.get(tp, []):
+                yield rec
+            end = consumer.last_stable_offset(tp)
+            if not batch and end is not None and await consumer.position(tp) >= end:
+                yield None
+    finally:
+        await consumer.stop()
+
+
+async def read_jobs(settings: Settings) -> tuple[dict[str, JobSpec], dict[str, JobStatus]]:
+    """The latest spec and status of every job on the topic."""
+    specs: dict[str, JobSpec] = {}
+    statuses: dict[str, JobStatus] = {}
+    async for rec in _records(settings):
+        if rec is None:
+            break
+        msg = _decode(rec)
+        if isinstance(msg, JobSpec):
+            specs[msg.job_id] = msg
+        elif isinstance(msg, JobStatus):
+            statuses[msg.job_id] = msg
+    return specs, statuses
+
+
+async def read_spec(settings: Settings, job_id: str, timeout_s: float = 30.0) -> JobSpec:
+    """The latest spec of ``job_id``, waiting up to ``timeout_s`` for it to be submitted."""
+    found: JobSpec | None = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for rec in _records(settings):
+                if rec is None:
+                    if found is not None:
+                        return found
+                    continue
+                if rec.key == spec_key(job_id).encode():
+                    msg = _decode(rec)
+                    found = msg if isinstance(msg, JobSpec) else found
+    except TimeoutError:
+        pass
+    if found is None:
+        raise NotFound("no spec for this job on the jobs topic", job_id=job_id)
+    return found
+
+
+async def follow(settings: Settings, from_end: bool = False) -> AsyncIterator[JobSpec | JobStatus]:
+    """Specs and statuses as they land (after the existing ones unless ``from_end``)."""
+    async for rec in _records(settings, from_end=from_end):
+        if rec is None:
+            continue
+        msg = _decode(rec)
+        if msg is not None:
+            yield msg
+
+
+async def wait_final(settings: Settings, job_id: str, timeout_s: float, since: float = 0.0) -> JobStatus:
+    """The first status of ``job_id`` in a final state stamped at or after ``since`` (epoch s)."""
+    async with asyncio.timeout(timeout_s):
+        async for msg in follow(settings):
+            if (isinstance(msg, JobStatus) and msg.job_id == job_id and msg.state in FINAL_STATES
+                    and msg.ts >= since):
+                return msg
+    raise NotFound("job status stream ended", job_id=job_id)  # pragma: no cover - follow never ends
