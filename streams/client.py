@@ -42,6 +42,7 @@ import contextlib
 import functools
 import logging
 import uuid
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -62,6 +63,8 @@ from streams.topics import Topics
 log = logging.getLogger(__name__)
 
 STATUS = "status-code"
+_OURS = frozenset({h.CORRELATION_ID, h.REPLY_TO, h.DEADLINE})
+RESPONSE_KEYS = frozenset({"v", "model_name", "model_version", "id", "parameters", "outputs"})
 Inputs = Mapping[str, np.ndarray] | Sequence[Tensor]
 
 
@@ -103,9 +106,18 @@ class Reply:
         """Decode an OK reply (raises its InferenceError otherwise)."""
         if not self.ok:
             raise self.error()
+        fast = tc.decode_fast(self.value, self.headers, InferenceResponse.KIND, "outputs", RESPONSE_KEYS)
+        if fast is not None and isinstance(fast.body.get("model_name"), str):
+            b = fast.body
+            return InferResult(str(b.get("id") or self.request_id), b["model_name"],
+                               _opt_str(b.get("model_version")), fast.arrays, b.get("parameters") or {})
         resp, arrays = tc.decode(self.value, self.headers, InferenceResponse, "outputs")
         return InferResult(resp.id or self.request_id, resp.model_name, resp.model_version,
                            arrays, resp.parameters or {}, resp)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 @dataclass(slots=True)
@@ -130,26 +142,34 @@ def encode_request(
 ) -> tc.Encoded:
     """The record value + content headers of an OIP request for ``inputs``."""
     if isinstance(inputs, Mapping):
-        arrays = [np.asarray(a) for a in inputs.values()]
-        tensors = [tc.from_numpy(n, a, binary=binary) for n, a in zip(inputs, arrays, strict=True)]
-    else:
-        tensors, arrays = list(inputs), []
-        if binary:
-            arrays = [tc.to_numpy(t) for t in tensors]
-            tensors = [tc.from_numpy(t.name, a, binary=True) for t, a in zip(tensors, arrays, strict=True)]
+        body: dict[str, Any] = {"id": request_id}
+        if parameters:
+            body["parameters"] = parameters
+        if outputs:
+            body["outputs"] = [{"name": o} for o in outputs]
+        arrays = {n: np.asarray(a) for n, a in inputs.items()}
+        return tc.encode_body(InferenceRequest.KIND, body, "inputs", arrays, binary=binary)
+    tensors, raw = list(inputs), []
+    if binary:
+        raw = [tc.to_numpy(t) for t in tensors]
+        tensors = [tc.from_numpy(t.name, a, binary=True) for t, a in zip(tensors, raw, strict=True)]
     req = InferenceRequest.model_construct(
         id=request_id, parameters=parameters, inputs=tensors,
         outputs=[RequestOutput(name=o) for o in outputs] if outputs else None, v=1,
     )
-    return tc.encode(req, tensors, arrays, binary=binary)
+    return tc.encode(req, tensors, raw, binary=binary)
+
+
+async def partition_count(client: AIOKafkaClient, topic: str) -> int:
+    """Partitions of ``topic`` (0 when it does not exist); asks the broker only on a cache miss."""
+    parts = client.cluster.partitions_for_topic(topic)
+    if parts is None:
+        parts = (await client.fetch_all_metadata()).partitions_for_topic(topic)
+    return len(parts or ())
 
 
 async def topic_exists(client: AIOKafkaClient, topic: str) -> bool:
-    """True when the broker knows ``topic`` (asks the broker only when the cache does not know)."""
-    if client.cluster.partitions_for_topic(topic) is not None:
-        return True
-    cluster = await client.fetch_all_metadata()
-    return topic in cluster.topics()
+    return await partition_count(client, topic) > 0
 
 
 class InferenceClient:
@@ -161,11 +181,14 @@ class InferenceClient:
         self.topics = Topics(settings)
         self.client_id = client_id or f"{settings.client_id}-{uuid.uuid4().hex[:8]}"
         self.reply_topic = self.topics.replies(self.client_id).name
+        self._reply_to = self.reply_topic.encode()
         self.timeout_s = timeout_s
         self.duplicates = 0
         self._slots = asyncio.Semaphore(max_in_flight)
         self._pending: dict[str, asyncio.Future[Reply]] = {}
-        self._known: set[str] = set()
+        self._partitions: dict[str, int] = {}  # request topic -> partition count
+        self._next = 0
+        self._topic_of: dict[str, str] = {}
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -243,8 +266,10 @@ class InferenceClient:
         producer = self._producer
         if producer is None:
             raise RuntimeError("InferenceClient used before start()")
-        topic = self.topics.infer_requests(model).name
-        await self._check_model(producer, model, topic)
+        topic = self._topic_of.get(model)
+        if topic is None:
+            topic = self._topic_of[model] = self.topics.infer_requests(model).name
+        partitions = self._partitions.get(topic) or await self._check_model(producer, model, topic)
         rid = request_id or uuid.uuid4().hex
         if rid in self._pending:
             raise AiaasError("request id already in flight", code=ErrorCode.CONFLICT, request_id=rid)
@@ -260,11 +285,14 @@ class InferenceClient:
             self._slots.release()
 
         fut.add_done_callback(settled)
-        hdrs = {**headers, h.CORRELATION_ID: rid, h.REPLY_TO: self.reply_topic,
-                h.DEADLINE: headers.get(h.DEADLINE) or str(h.deadline_ms(timeout_s))}
+        rid_b = rid.encode()
+        hdrs = [(k, v.encode()) for k, v in headers.items() if k not in _OURS]
+        hdrs += [(h.CORRELATION_ID, rid_b), (h.REPLY_TO, self._reply_to),
+                 (h.DEADLINE, (headers.get(h.DEADLINE) or str(h.deadline_ms(timeout_s))).encode())]
+        self._next += 1  # spread requests round-robin (cheaper than hashing every key in Python)
         try:
-            sent = await producer.send(topic, value, key=rid.encode(),
-                                       headers=[(k, v.encode()) for k, v in hdrs.items()])
+            sent = await producer.send(topic, value, key=rid_b, partition=self._next % partitions,
+                                       headers=hdrs)
         except BaseException:
             self._fail(rid, Unavailable("request could not be sent", model=model))
             raise
@@ -277,22 +305,24 @@ class InferenceClient:
         version: int | str | None = None, binary: bool = False, headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[tuple[int, InferResult | InferenceError]]:
         """Keep up to ``window`` requests in flight; yield ``(index, result or error)`` as replies come."""
-        done: asyncio.Queue[tuple[int, InferResult | InferenceError]] = asyncio.Queue()
+        done: deque[tuple[int, InferResult | InferenceError]] = deque()
+        arrived = asyncio.Event()
         room = asyncio.Semaphore(window)
         extra = _present({**(headers or {}), h.MODEL_VERSION: str(version) if version is not None else None})
 
         def finish(i: int, fut: asyncio.Future[Reply]) -> None:
             room.release()
+            arrived.set()
             exc = fut.exception()
             if exc is not None:
                 err = exc if isinstance(exc, InferenceError) else InferenceError(str(exc), code=_code(exc))
-                done.put_nowait((i, err))
+                done.append((i, err))
                 return
             try:
-                done.put_nowait((i, fut.result().result()))
+                done.append((i, fut.result().result()))
             except AiaasError as exc2:
-                done.put_nowait((i, exc2 if isinstance(exc2, InferenceError)
-                                 else InferenceError(exc2.reason, code=exc2.code, **exc2.details)))
+                done.append((i, exc2 if isinstance(exc2, InferenceError)
+                             else InferenceError(exc2.reason, code=exc2.code, **exc2.details)))
 
         async def feed() -> int:
             n = 0
@@ -307,33 +337,29 @@ class InferenceClient:
             return n
 
         feeder = asyncio.create_task(feed())
+        feeder.add_done_callback(lambda _: arrived.set())
         yielded = 0
         try:
             while True:
-                if feeder.done():
-                    if yielded >= feeder.result():  # re-raises a feeding failure
-                        return
-                    item = await done.get()
-                else:
-                    get = asyncio.ensure_future(done.get())
-                    await asyncio.wait({get, feeder}, return_when=asyncio.FIRST_COMPLETED)
-                    if not get.done():
-                        get.cancel()
-                        continue
-                    item = get.result()
-                yielded += 1
-                yield item
+                while done:
+                    yielded += 1
+                    yield done.popleft()
+                if feeder.done() and yielded >= feeder.result():  # re-raises a feeding failure
+                    return
+                arrived.clear()
+                if not done and not (feeder.done() and yielded >= feeder.result()):
+                    await arrived.wait()
         finally:
             feeder.cancel()
 
     # ------------------------------------------------------------------ internals
 
-    async def _check_model(self, producer: AIOKafkaProducer, model: str, topic: str) -> None:
-        if topic in self._known:
-            return
-        if not await topic_exists(producer.client, topic):
+    async def _check_model(self, producer: AIOKafkaProducer, model: str, topic: str) -> int:
+        count = await partition_count(producer.client, topic)
+        if count == 0:
             raise NotFound("unknown model: no request topic", model=model, topic=topic)
-        self._known.add(topic)
+        self._partitions[topic] = count
+        return count
 
     def _on_sent(self, rid: str, sent: asyncio.Future[Any]) -> None:
         if not sent.cancelled() and sent.exception() is not None:

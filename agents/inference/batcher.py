@@ -29,7 +29,7 @@ class BadInput(AiaasError):
     code = ErrorCode.BAD_REQUEST
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # identity equality: comparing the arrays would cost O(size)
 class Work:
     """One decoded, validated request waiting for compute."""
 
@@ -50,8 +50,38 @@ class Work:
         return (self.model.version, id(self.model), sig)
 
 
-def check_inputs(signature: Sequence[TensorSignature], arrays: dict[str, np.ndarray]) -> int | None:
-    """Validate names, dtypes and shapes; return the shared batch size, or None if not batchable."""
+_Checked = int | None | BadInput
+_CACHE_MAX = 4096
+
+
+def check_inputs(signature: Sequence[TensorSignature], arrays: dict[str, np.ndarray],
+                 cache: dict[tuple[Any, ...], _Checked] | None = None) -> int | None:
+    """Validate names, dtypes and shapes; return the shared batch size, or None if not batchable.
+
+    ``cache`` (one per loaded version) remembers the verdict per (name, dtype, shape) layout:
+    a stream of same-shaped requests is checked once.
+    """
+    if cache is None:
+        return _check(signature, arrays)
+    key = tuple((n, a.dtype, a.shape) for n, a in arrays.items())
+    verdict = cache.get(key, _MISSING)
+    if verdict is _MISSING:
+        try:
+            verdict = _check(signature, arrays)
+        except BadInput as exc:
+            verdict = exc
+        if len(cache) >= _CACHE_MAX:
+            cache.clear()
+        cache[key] = verdict
+    if isinstance(verdict, BadInput):
+        raise BadInput(verdict.reason, **verdict.details)
+    return verdict  # type: ignore[return-value]
+
+
+_MISSING: Any = object()
+
+
+def _check(signature: Sequence[TensorSignature], arrays: dict[str, np.ndarray]) -> int | None:
     want = {s.name for s in signature}
     missing, unknown = sorted(want - arrays.keys()), sorted(arrays.keys() - want)
     if missing:
@@ -100,8 +130,8 @@ def run_group(works: Sequence[Work]) -> list[Result]:
     if len(works) == 1:
         return [run_one(works[0])]
     model = works[0].model
-    feeds = {name: np.concatenate([w.inputs[name] for w in works]) for name in works[0].inputs}
     try:
+        feeds = {name: np.concatenate([w.inputs[name] for w in works]) for name in works[0].inputs}
         outs = model.run(feeds)
     except Exception:  # onnxruntime errors: find the request that causes it
         return [run_one(w) for w in works]

@@ -14,7 +14,7 @@ import contextlib
 import logging
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -48,10 +48,15 @@ class Loaded:
     session: ort.InferenceSession
     output_names: list[str]
     calls: int = 0  # onnxruntime calls made (tests check that batching batches)
+    checked: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # input layouts already checked
 
     @property
     def version(self) -> int:
         return self.mv.version
+
+    @property
+    def stat_key(self) -> str:
+        return f"version_{self.mv.version}"
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Blocking onnxruntime call (run it in a thread)."""

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from agents.inference.settings import WorkerSettings
@@ -44,6 +48,89 @@ async def until_balanced(
             if balanced():
                 return
             waits = [asyncio.ensure_future(w.rebalanced.wait()) for w in workers]
+            try:
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for t in waits:
+                    t.cancel()
+
+
+_ASSIGNED = re.compile(r"assigned (\d+) partitions")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class WorkerProcess:
+    """``python -m agents.inference`` as a subprocess; its log says how many partitions it owns."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.partitions = 0
+        self.changed = asyncio.Event()
+        self.log: list[str] = []
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            line = raw.decode(errors="replace")
+            self.log = [*self.log[-50:], line]
+            found = _ASSIGNED.search(line)
+            if found:
+                self.partitions = int(found.group(1))
+                self.changed.set()
+
+
+@asynccontextmanager
+async def spawn_workers(
+    settings: Settings, model: str, count: int, *flags: str, env: dict[str, str] | None = None,
+) -> AsyncIterator[list[WorkerProcess]]:
+    """``count`` worker processes for ``model`` (SIGTERM, then SIGKILL, on exit; never left behind)."""
+    root = ROOT
+    full_env = {**os.environ, "PYTHONPATH": str(root), "AIAAS_TOPIC_PREFIX": settings.topic_prefix,
+                "AIAAS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
+                "AIAAS_HEARTBEAT_INTERVAL_MS": str(settings.heartbeat_interval_ms),
+                "AIAAS_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
+                "OMP_NUM_THREADS": "1", **(env or {})}
+    started: list[WorkerProcess] = []
+    try:
+        for _ in range(count):
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "agents.inference", "--model", model, *flags,
+                cwd=root, env=full_env, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+            )
+            started.append(WorkerProcess(proc))
+        yield started
+    finally:
+        await asyncio.gather(*(_end(w) for w in started))
+
+
+async def _end(w: WorkerProcess, grace_s: float = 15.0) -> None:
+    if w.proc.returncode is None:
+        w.proc.terminate()
+        try:
+            await asyncio.wait_for(w.proc.wait(), grace_s)
+        except TimeoutError:
+            w.proc.kill()
+    await w.proc.wait()
+    w.reader.cancel()
+
+
+async def until_processes_balanced(procs: Sequence[WorkerProcess], partitions: int,
+                                   timeout_s: float = 60.0) -> None:
+    """Wait until every process owns partitions and together they own all ``partitions``."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            for p in procs:
+                if p.proc.returncode is not None:
+                    raise RuntimeError(f"worker exited with {p.proc.returncode}: {''.join(p.log[-5:])}")
+            owned = [p.partitions for p in procs]
+            if all(owned) and sum(owned) == partitions:
+                return
+            waits = [asyncio.ensure_future(p.changed.wait()) for p in procs]
+            waits += [asyncio.ensure_future(p.proc.wait()) for p in procs]
+            for p in procs:
+                p.changed.clear()
             try:
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:

@@ -35,7 +35,7 @@ from streams import metrics as m
 from streams import tensorcodec as tc
 from streams.admin import ensure
 from streams.assignors import WeightedAssignor, default_weight
-from streams.client import topic_exists
+from streams.client import partition_count
 from streams.consumer import Consumer
 from streams.dlq import DeadLetters
 from streams.producer import Producer
@@ -63,6 +63,19 @@ class _Handoff(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker.rebalanced.set()
 
 
+REQUEST_KEYS = frozenset({"v", "id", "parameters", "inputs", "outputs"})
+
+
+def _plain(body: dict[str, Any]) -> bool:
+    """The fast-decoded fields have the types the validating decoder would insist on."""
+    rid, params, outs = body.get("id"), body.get("parameters"), body.get("outputs")
+    return ((rid is None or (isinstance(rid, str) and len(rid) <= 128))
+            and (params is None or isinstance(params, dict))
+            and (outs is None or (isinstance(outs, list)
+                                  and all(isinstance(o, dict) and o.keys() <= {"name", "parameters"}
+                                          and isinstance(o.get("name"), str) for o in outs))))
+
+
 def group_id(settings: Settings, model: str) -> str:
     """The consumer group of a model's workers (the autoscaler watches its lag)."""
     return settings.topic(f"inference.{model}")
@@ -76,6 +89,7 @@ class InferenceWorker:
         self.requests_topic = self.topics.infer_requests(cfg.model, cfg.partitions)
         self.results_topic = self.topics.infer_results(cfg.model, cfg.partitions).name
         self.stats: Counter[str] = Counter()
+        self._binary = replies.BinaryResponses(cfg.model)
         self.registry = Registry(settings)
         self.sessions = Sessions(self.registry, cfg)
         self._producer = Producer(settings, linger_ms=1)
@@ -84,7 +98,7 @@ class InferenceWorker:
         self._inflight: asyncio.Task[None] | None = None
         self._commits: asyncio.Queue[tuple[list[Record], list[Sent]]] = asyncio.Queue()
         self._committer: asyncio.Task[None] | None = None
-        self._reply_topics: set[str] = set()
+        self._reply_topics: dict[str, int | None] = {}  # reply topic -> fixed partition (1-partition topics)
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.rebalanced = asyncio.Event()  # set on every assignment (tests and autoscalers watch it)
@@ -176,7 +190,8 @@ class InferenceWorker:
                 self._committer.result()
 
     async def _poll(self, consumer: Consumer) -> list[Record]:
-        limit = self.cfg.max_batch
+        """Up to ``max_batch`` records; with batching off, one (one request per call, end to end)."""
+        limit = self.cfg.max_batch if self.cfg.batching else 1
         records = await consumer.getmany(timeout_ms=100, max_records=limit)
         if not records or not self.cfg.batching:
             return records
@@ -195,8 +210,6 @@ class InferenceWorker:
         rid = hd.get(h.CORRELATION_ID) or (rec.key or b"").decode("utf-8", "replace") or \
             f"{rec.topic}:{rec.partition}:{rec.offset}"
         self.stats["requests"] += 1
-        if rec.timestamp_ms > 0:
-            self._m_queue.observe(max(0.0, time.time() - rec.timestamp_ms / 1000))
         try:
             return await self._decode(rec, rid)
         except AiaasError as exc:
@@ -210,19 +223,25 @@ class InferenceWorker:
             raise TooLarge("request over the size limit", size=size, limit=self.cfg.max_request_bytes)
         if h.expired(hd):
             raise DeadlineExceeded("deadline passed before compute", deadline=hd.get(h.DEADLINE))
-        req, arrays = tc.decode(rec.value, hd, InferenceRequest, "inputs")
+        fast = tc.decode_fast(rec.value, hd, InferenceRequest.KIND, "inputs", REQUEST_KEYS)
+        if fast is not None and _plain(fast.body):
+            body, arrays = fast.body, fast.arrays
+        else:  # JSON tensors, or anything unusual: the validating decoder (and its error messages)
+            req, arrays = tc.decode(rec.value, hd, InferenceRequest, "inputs")
+            body = req.model_dump(exclude={"inputs"}, exclude_none=True)
         elements = sum(a.size for a in arrays.values())
         if elements > self.cfg.max_request_elements:
             raise TooLarge("request has too many elements", elements=elements,
                            limit=self.cfg.max_request_elements)
         model = await self._model_for(rid, hd.get(h.MODEL_VERSION))
-        rows = batcher.check_inputs(model.mv.inputs, arrays) if self.cfg.batching else None
-        wanted = [o.name for o in req.outputs] if req.outputs else None
+        rows = batcher.check_inputs(model.mv.inputs, arrays, model.checked)
+        rows = rows if self.cfg.batching else None
+        wanted = [o["name"] for o in body["outputs"]] if body.get("outputs") else None
         unknown = sorted(set(wanted or ()) - set(model.output_names))
         if unknown:
             raise BadInput("unknown output name", unknown=unknown, expected=model.output_names)
-        binary = tc.is_binary(hd) or (req.parameters or {}).get("binary_data_output") is True
-        return Work(rec, rid, hd.get(h.REPLY_TO), binary, arrays, model, rows, wanted, req.id)
+        binary = tc.is_binary(hd) or (body.get("parameters") or {}).get("binary_data_output") is True
+        return Work(rec, rid, hd.get(h.REPLY_TO), binary, arrays, model, rows, wanted, body.get("id"))
 
     async def _model_for(self, rid: str, pin: str | None) -> Any:
         if pin is None or pin == "":
@@ -236,13 +255,17 @@ class InferenceWorker:
     async def _compute(self, works: list[Work], records: list[Record], sent: list[Sent]) -> None:
         loop = asyncio.get_running_loop()
         for batch in batcher.group(works, self.cfg.max_batch if self.cfg.batching else 1):
-            live = [w for w in batch if not h.expired(w.record.headers)]
+            live = []
             for w in batch:
-                if w not in live:
+                if h.expired(w.record.headers):
                     await self._fail(w.record, w.request_id, DeadlineExceeded(
                         "deadline passed while queued", deadline=w.record.headers.get(h.DEADLINE)), sent)
+                else:
+                    live.append(w)
             if not live:
                 continue
+            if live[0].record.timestamp_ms > 0:  # the oldest request's wait stands for the batch
+                self._m_queue.observe(max(0.0, time.time() - live[0].record.timestamp_ms / 1000))
             started = time.perf_counter()
             results = await loop.run_in_executor(self._pool, batcher.run_group, live)
             self._m_compute.observe(time.perf_counter() - started)
@@ -261,13 +284,17 @@ class InferenceWorker:
     # ------------------------------------------------------------------ replies
 
     async def _reply(self, w: Work, outputs: dict[str, Any], sent: list[Sent]) -> None:
-        value, headers = replies.response(
-            self.cfg.model, w.model.version, w.request_id, w.response_id, outputs,
-            binary=w.binary, request_headers=w.record.headers,
-        )
+        if w.binary:
+            value, headers = self._binary.encode(w.model.version, w.request_id, w.response_id, outputs,
+                                                 w.record.headers)
+        else:
+            value, headers = replies.response(
+                self.cfg.model, w.model.version, w.request_id, w.response_id, outputs,
+                binary=False, request_headers=w.record.headers,
+            )
         await self._send(w.record, w.request_id, w.reply_to, value, headers, sent)
         self.stats["replies"] += 1
-        self.stats[f"version_{w.model.version}"] += 1
+        self.stats[w.model.stat_key] += 1
         self._m_ok.inc()
         if w.record.timestamp_ms > 0:
             self._m_total.observe(max(0.0, time.time() - w.record.timestamp_ms / 1000))
@@ -287,14 +314,16 @@ class InferenceWorker:
             sent.append(await self._producer.raw.send(topic, value, key=rec.key, headers=headers))
             return
         if reply_to not in self._reply_topics:
-            if not await topic_exists(self._producer.raw.client, reply_to):
+            parts = await partition_count(self._producer.raw.client, reply_to)
+            if parts == 0:
                 self.stats["no_reply_topic"] += 1
                 if self._consumer is not None and self._consumer.dead_letters is not None:
                     await self._consumer.dead_letters.send(
                         rec, NotFound("reply-to topic does not exist", reply_to=reply_to))
                 return
-            self._reply_topics.add(reply_to)
-        sent.append(await self._producer.raw.send(reply_to, value, key=rid.encode(), headers=headers))
+            self._reply_topics[reply_to] = 0 if parts == 1 else None  # one partition: skip hashing the key
+        sent.append(await self._producer.raw.send(reply_to, value, key=rid.encode(), headers=headers,
+                                                  partition=self._reply_topics[reply_to]))
 
     async def _commit_forever(self) -> None:
         """Commit each poll's offsets once all its replies are acknowledged, in poll order."""

@@ -1,0 +1,302 @@
+"""Inference benchmark: onnxruntime in-process (compute limit), a bare aiokafka echo (transport
+limit), and end to end through Kafka with 2 worker processes and the pipelined client.
+
+    python -m benchmarks.inference [--quick] [--models mlp-large,digits] [--workers 2]
+
+Per model, under ``models.<name>``: raw_ort_per_s, echo_per_s, kafka_per_s (binary tensors),
+kafka_json_per_s, ratio_kafka_vs_limit = kafka_per_s / min(raw_ort_per_s, echo_per_s),
+per_request_per_s (same workers with batching off: one request per poll, per onnxruntime call and
+per reply, as a one-request-per-call server does), speedup_vs_per_request, and p50/p99 latency in
+ms at 50 requests/s. Everything runs side by side in one run on this machine (broker included).
+Models: ``mlp-large`` (784-2048-2048-10 FP32, random weights) and ``digits`` (64-128-10, trained on
+scikit-learn's digits through the training area's torch -> ONNX export, or agents.inference.examples
+when torch is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from agents.inference import examples
+from agents.inference.testing import spawn_workers, until_processes_balanced
+from benchmarks.common import emit, fresh_prefix, machine, percentile
+from streams.admin import ensure, wait_for_broker
+from streams.client import InferenceClient, InferResult, encode_request
+from streams.registry import Registry
+from streams.runtime import run
+from streams.settings import Settings
+from streams.topics import Topics
+
+PARTITIONS = 8
+
+
+def digits_model() -> tuple[bytes, int]:
+    """The training area's digits MLP (torch, exported with its standardisation), else ours."""
+    try:
+        import torch
+        from sklearn.datasets import load_digits
+
+        from schemas.jobs import MLPSpec
+        from streams.ml.export import export_onnx
+        from streams.ml.models import mlp, set_threads
+    except ImportError:
+        return examples.digits_mlp()[0], 64
+    set_threads(1)
+    x, y = load_digits(return_X_y=True)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    module = mlp(MLPSpec(input_dim=64, hidden=[128], output_dim=10))
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    xt, yt = torch.tensor((x - mean) / std, dtype=torch.float32), torch.tensor(y)
+    for _ in range(30):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(module(xt), yt).backward()
+        opt.step()
+    return export_onnx(module, 64, (mean, std)), 64
+
+
+MODELS: dict[str, Callable[[], tuple[bytes, int]]] = {
+    "mlp-large": lambda: (examples.mlp([784, 2048, 2048, 10], seed=0), 784),
+    "digits": digits_model,
+}
+
+
+# ---------------------------------------------------------------------------------- compute limit
+
+
+def raw_ort(data: bytes, dim: int, seconds: float) -> tuple[float, int]:
+    """Best samples/s of in-process onnxruntime over batch sizes (all cores, like the workers)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = os.cpu_count() or 1
+    sess = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    best, best_bs = 0.0, 1
+    for bs in (1, 8, 32, 128, 512):
+        x = np.random.default_rng(0).normal(size=(bs, dim)).astype(np.float32)
+        sess.run(None, {name: x})
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            sess.run(None, {name: x})
+            n += bs
+        rate = n / (time.perf_counter() - start)
+        if rate > best:
+            best, best_bs = rate, bs
+    return best, best_bs
+
+
+# ---------------------------------------------------------------------------------- transport limit
+
+
+async def echo_server(settings: Settings, topic: str) -> None:
+    """Bare aiokafka: consume requests, produce the same bytes to their reply-to, commit after acks."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    cons = AIOKafkaConsumer(topic, **settings.consumer_kwargs("echo"))
+    prod = AIOKafkaProducer(**settings.producer_kwargs(linger_ms=1))
+    await cons.start()
+    await prod.start()
+    print("assigned 8 partitions", file=sys.stderr, flush=True)  # readiness line, like a worker
+    try:
+        while True:
+            batch = await cons.getmany(timeout_ms=100, max_records=500)
+            futs = []
+            for recs in batch.values():
+                for r in recs:
+                    hd = dict(r.headers)
+                    futs.append(await prod.send(hd["reply-to"].decode(), r.value, key=r.key,
+                                                headers=[("correlation-id", hd["correlation-id"])]))
+            if futs:
+                await asyncio.gather(*futs)
+                await cons.commit()
+    finally:
+        await cons.stop()
+        await prod.stop()
+
+
+async def echo_client(settings: Settings, topic: str, payload: bytes, n: int, window: int) -> float:
+    """Requests/s through the echo with the same window as our client: bare aiokafka both ways."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from aiokafka.structs import TopicPartition
+
+    reply = Topics(settings).replies(f"echo-{uuid.uuid4().hex[:6]}")
+    await ensure(settings, [reply])
+    prod = AIOKafkaProducer(**settings.producer_kwargs(linger_ms=1))
+    cons = AIOKafkaConsumer(**settings.consumer_kwargs(None, auto_offset_reset="latest", fetch_max_wait_ms=5))
+    await prod.start()
+    await cons.start()
+    tp = TopicPartition(reply.name, 0)
+    cons.assign([tp])
+    await cons.seek_to_end(tp)
+    await cons.position(tp)
+    room = asyncio.Semaphore(window)
+    pending: set[bytes] = set()
+    done = asyncio.Event()
+
+    async def read() -> None:
+        got = 0
+        while got < n:
+            for recs in (await cons.getmany(timeout_ms=100, max_records=5000)).values():
+                for r in recs:
+                    cid = dict(r.headers)["correlation-id"]
+                    if cid in pending:
+                        pending.discard(cid)
+                        room.release()
+                        got += 1
+        done.set()
+
+    reader = asyncio.create_task(read())
+    start = time.perf_counter()
+    for i in range(n):
+        await room.acquire()
+        cid = f"e{i}".encode()
+        pending.add(cid)
+        await prod.send(topic, payload, key=cid, headers=[("correlation-id", cid),
+                                                          ("reply-to", reply.name.encode())])
+    await done.wait()
+    rate = n / (time.perf_counter() - start)
+    await reader
+    await prod.stop()
+    await cons.stop()
+    return rate
+
+
+# ---------------------------------------------------------------------------------- through Kafka
+
+
+async def pipelined(client: InferenceClient, model: str, xs: np.ndarray, binary: bool, window: int) -> float:
+    n, start = 0, time.perf_counter()
+    async for _, r in client.infer_many(model, ({"input": x} for x in xs), binary=binary, window=window,
+                                        timeout=120):
+        if not isinstance(r, InferResult):
+            raise r
+        n += 1
+    return n / (time.perf_counter() - start)
+
+
+async def low_load(client: InferenceClient, model: str, x: np.ndarray, rate: float, count: int) -> list[float]:
+    """Latencies (ms) of ``count`` requests sent at ``rate``/s on a fixed schedule."""
+    lat: list[float] = []
+
+    async def one(i: int) -> None:
+        t0 = time.perf_counter()
+        await client.infer(model, {"input": x[i % len(x)]}, timeout=30, binary=True)
+        lat.append((time.perf_counter() - t0) * 1000)
+
+    tasks = []
+    start = time.perf_counter()
+    for i in range(count):
+        await asyncio.sleep(max(0.0, start + i / rate - time.perf_counter()))  # the load schedule
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    return lat
+
+
+async def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    data, dim = MODELS[name]()
+    quick = args.quick
+    raw, best_bs = await asyncio.to_thread(raw_ort, data, dim, 0.4 if quick else 1.5)
+    settings = Settings(topic_prefix=fresh_prefix("inference"), client_id="bench-inference")
+    await wait_for_broker(settings)
+    topics = Topics(settings)
+    single = f"{name}-single"
+    async with Registry(settings) as reg:
+        await reg.publish(name, data, stage="production")
+        await reg.publish(single, data, stage="production")
+    n = _requests(raw, quick)
+    xs = np.random.default_rng(1).normal(size=(n, 1, dim)).astype(np.float32)
+    payload = encode_request({"input": xs[0]}, request_id="x", binary=True).value
+    echo_topic = topics.infer_requests(f"{name}-echo", PARTITIONS)
+    await ensure(settings, [echo_topic])
+    out: dict[str, Any] = {"raw_ort_best_batch": best_bs, "requests": n, "payload_bytes": len(payload)}
+    out["raw_ort_per_s"] = round(raw, 1)
+    async with echo_process(settings, echo_topic.name):
+        await echo_client(settings, echo_topic.name, payload, min(n, 500), args.window)  # warm-up
+        out["echo_per_s"] = round(await echo_client(settings, echo_topic.name, payload, n, args.window), 1)
+    flags = ("--threads", str(max(1, (os.cpu_count() or 1) // args.workers)))
+    async with spawn_workers(settings, name, args.workers, *flags) as procs, InferenceClient(settings) as client:
+        await until_processes_balanced(procs, PARTITIONS)
+        await pipelined(client, name, xs[: min(n, 500)], True, args.window)  # warm-up: sessions, caches
+        out["kafka_per_s"] = round(await pipelined(client, name, xs, True, args.window), 1)
+        out["kafka_json_per_s"] = round(await pipelined(client, name, xs[: max(500, n // 2)], False,
+                                                        args.window), 1)
+        lat = await low_load(client, name, xs, 50.0, 150 if quick else 500)
+        out["p50_ms_low_load"] = round(percentile(lat, 50), 2)
+        out["p99_ms_low_load"] = round(percentile(lat, 99), 2)
+    async with spawn_workers(settings, single, args.workers, *flags, "--no-batching") as procs, \
+            InferenceClient(settings) as client:
+        await until_processes_balanced(procs, PARTITIONS)
+        await pipelined(client, single, xs[:200], True, args.window)
+        m = max(300, n // 4)
+        out["per_request_per_s"] = round(await pipelined(client, single, xs[:m], True, args.window), 1)
+    out["ratio_kafka_vs_limit"] = round(out["kafka_per_s"] / min(out["raw_ort_per_s"], out["echo_per_s"]), 3)
+    out["speedup_vs_per_request"] = round(out["kafka_per_s"] / out["per_request_per_s"], 2)
+    return out
+
+
+def _requests(raw_per_s: float, quick: bool) -> int:
+    """Enough requests for a few seconds at the expected rate."""
+    seconds = 2.0 if quick else 8.0
+    return int(min(20_000, max(2_000, min(raw_per_s, 8_000) * seconds)))
+
+
+class echo_process:  # noqa: N801 - used like a function: ``async with echo_process(...)``
+    """The bare echo server in its own process (like the workers)."""
+
+    def __init__(self, settings: Settings, topic: str) -> None:
+        self.settings, self.topic = settings, topic
+
+    async def __aenter__(self) -> None:
+        env = {**os.environ, "AIAAS_TOPIC_PREFIX": self.settings.topic_prefix}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "benchmarks.inference", "--echo-server", self.topic,
+            env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert self.proc.stderr is not None
+        async with asyncio.timeout(60):
+            async for line in self.proc.stderr:
+                if b"assigned" in line:
+                    break
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    result: dict[str, Any] = {"benchmark": "inference", "quick": args.quick, "machine": machine(),
+                              "workers": args.workers, "window": args.window, "models": {}}
+    for name in args.models.split(","):
+        print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
+        result["models"][name] = await bench_model(name, args)
+        print(f"{name}: {result['models'][name]}", file=sys.stderr, flush=True)
+    return result
+
+
+def cli() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="short runs (under 3 minutes in all)")
+    p.add_argument("--models", default="mlp-large,digits")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--window", type=int, default=512, help="requests in flight (pipelined client)")
+    p.add_argument("--echo-server", metavar="TOPIC", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.echo_server:
+        run(echo_server(Settings(), args.echo_server))
+        return
+    emit(run(main(args)))
+
+
+if __name__ == "__main__":
+    cli()
