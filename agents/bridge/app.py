@@ -1,0 +1,89 @@
+"""The FastAPI app of the bridge: routes, error bodies, limits, metrics, OpenAPI.
+
+``create_app`` does no I/O; the lifespan starts the ``Bridge`` (Redis, Kafka client, registry,
+webhook dispatcher) and stops it on shutdown.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request, Response
+from fastapi.openapi.utils import get_openapi
+
+from agents.bridge import errors, routes_v1, routes_v2
+from agents.bridge.core import Bridge
+from agents.bridge.middleware import BodyLimit, RouteMetrics
+from agents.bridge.settings import BridgeSettings
+from schemas.inference import InferenceRequest, InferenceResponse
+from schemas.jobs import JobSpec
+from streams import metrics as shared
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, bridge_settings: BridgeSettings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    bs = bridge_settings or BridgeSettings()
+    bridge = Bridge(settings, bs)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await bridge.start()
+        try:
+            yield
+        finally:
+            await bridge.stop()
+
+    app = FastAPI(title="aiaas bridge", version="0.1.0", lifespan=lifespan,
+                  description="Open Inference Protocol v2 over Kafka, with async webhooks and tenants.")
+    app.state.bridge = bridge
+    errors.install(app)
+    app.include_router(routes_v2.router)
+    app.include_router(routes_v1.router)
+    _mount_ui(app, bs)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics(request: Request) -> Response:
+        body = shared.render()[0] + bridge.metrics.render()
+        return Response(body, media_type=bridge.metrics.content_type)
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    app.add_middleware(BodyLimit, max_bytes=bs.max_body_bytes)
+    app.add_middleware(RouteMetrics)
+    return app
+
+
+def _mount_ui(app: FastAPI, bs: BridgeSettings) -> None:
+    """The ops dashboard (agents.bridge.ui, owned by ops) when present and enabled."""
+    if not bs.ui or importlib.util.find_spec("agents.bridge.ui") is None:
+        return
+    from agents.bridge import ui
+
+    router = getattr(ui, "router", None)
+    if router is not None:
+        app.include_router(router)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The generated document plus the OIP and JobSpec schemas the raw-body routes refer to."""
+    if app.openapi_schema is None:
+        doc = get_openapi(title=app.title, version=app.version, description=app.description,
+                          routes=app.routes)
+        schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+        for model in (InferenceRequest, InferenceResponse, JobSpec):
+            js = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            schemas.update(js.pop("$defs", {}))
+            schemas[model.__name__] = js
+        doc["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+        }
+        doc["security"] = [{"bearer": []}, {"apiKey": []}]
+        app.openapi_schema = doc
+    return app.openapi_schema

@@ -1,0 +1,155 @@
+"""The bridge's long-lived parts: Redis, the Kafka inference client, the registry, the dispatcher.
+
+Created without I/O; ``start()`` connects everything, ``stop()`` drains and closes. The HTTP app
+keeps one ``Bridge`` in ``app.state`` and every route uses it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from types import TracebackType
+from typing import Any, Self
+
+import redis.asyncio as aioredis
+
+from agents.bridge.auth import Authenticator, check_bind
+from agents.bridge.dispatcher import Dispatcher
+from agents.bridge.idempotency import Idempotency
+from agents.bridge.jobs import JobsView
+from agents.bridge.keys import KeyStore, Principal
+from agents.bridge.metrics import Metrics
+from agents.bridge.ratelimit import RateLimiter
+from agents.bridge.rediskeys import RedisKeys
+from agents.bridge.settings import BridgeSettings
+from agents.bridge.state import StateStore
+from schemas.errors import NotFound
+from schemas.records import AuditRecord
+from schemas.registry import ModelVersion
+from streams.admin import ensure
+from streams.client import InferenceClient
+from streams.producer import Producer
+from streams.registry import Registry
+from streams.settings import Settings
+from streams.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+class Bridge:
+    def __init__(self, settings: Settings, bridge_settings: BridgeSettings) -> None:
+        self.settings = settings
+        self.bs = bridge_settings
+        self.topics = Topics(settings)
+        self.rk = RedisKeys(settings)
+        self.metrics = Metrics()
+        self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url, max_connections=256)
+        self.keys = KeyStore(self.redis, self.rk)
+        self.auth = Authenticator(self.keys, bridge_settings)
+        self.limiter = RateLimiter(self.redis, self.rk, bridge_settings)
+        self.states = StateStore(self.redis, self.rk, bridge_settings.result_ttl_s)
+        self.idempotency = Idempotency(self.redis, self.rk, bridge_settings.idempotency_ttl_s)
+        self.producer = Producer(settings)
+        self.client = InferenceClient(
+            settings, client_id=bridge_settings.reply_client(), timeout_s=bridge_settings.default_timeout_s
+        )
+        self.registry = Registry(settings)
+        self.dispatcher = Dispatcher(
+            self.redis, self.rk, self.states, self.keys, self.producer,
+            self.topics.dlq("webhooks").name, bridge_settings, self.metrics,
+        )
+        self.jobs = JobsView(settings, self.producer)
+        self.async_slots = asyncio.Semaphore(bridge_settings.max_async_inflight)
+        self.tasks: set[asyncio.Task[Any]] = set()
+        self._request_topics: set[str] = set()
+        self.started = False
+
+    async def start(self) -> None:
+        check_bind(self.bs)
+        await self.redis.ping()
+        await ensure(self.settings, [self.topics.audit(), self.topics.dlq("webhooks"), self.topics.jobs()])
+        await self.producer.start()
+        await self.registry.start()
+        await self.client.start()
+        await self.dispatcher.start()
+        self.started = True
+        log.info("bridge %s ready (reply topic %s)", self.bs.instance, self.client.reply_topic)
+
+    async def stop(self, drain_s: float = 5.0) -> None:
+        self.started = False
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=drain_s)
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for part in (self.dispatcher, self.jobs, self.client, self.registry, self.producer):
+            try:
+                await part.stop()
+            except Exception:  # keep closing the rest
+                log.exception("stopping %s failed", type(part).__name__)
+        await self.redis.aclose()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+        """Run background work owned by the bridge (drained on stop)."""
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ models
+
+    async def model_for(self, who: Principal, model: str, version: str | None = None) -> ModelVersion:
+        """The registered version a caller may use; 404 for unknown names and other tenants' models."""
+        number = _version_number(model, version)
+        try:
+            mv = self.registry.pick(model, number)
+        except NotFound:
+            await self.registry.refresh()
+            mv = self.registry.pick(model, number)
+        if not visible(mv, who):
+            raise NotFound("unknown model", model=model)
+        return mv
+
+    def visible_models(self, who: Principal) -> list[ModelVersion]:
+        return [mv for _, mv in sorted(self.registry.versions.items()) if visible(mv, who)]
+
+    async def ensure_request_topic(self, model: str) -> None:
+        """Requests for a registered model queue even while no worker runs (scale from zero)."""
+        if model in self._request_topics:
+            return
+        await ensure(self.settings, [self.topics.infer_requests(model)])
+        self._request_topics.add(model)
+
+    # ------------------------------------------------------------------ audit
+
+    async def audit(self, who: Principal, action: str, target: str, **details: Any) -> None:
+        """Queue an audit record (not awaiting the broker's ack: audit must not add latency)."""
+        rec = AuditRecord(tenant=who.tenant.name, actor=who.key_id, action=action, target=target,
+                          ts=time.time(), details=details)
+        try:
+            await self.producer.send_message(self.topics.audit().name, rec, key=who.tenant.name)
+        except Exception:  # a lost audit record is logged, never a failed request
+            log.exception("audit record for %s %s not queued", action, target)
+
+
+def visible(mv: ModelVersion, who: Principal) -> bool:
+    """Models without a tenant are shared; a tenant's own models are visible to it alone."""
+    return mv.tenant is None or mv.tenant == who.tenant.name
+
+
+def _version_number(model: str, version: str | None) -> int | None:
+    if version is None:
+        return None
+    if not version.isdigit() or len(version) > 9:
+        raise NotFound("unknown model version", model=model, version=version)
+    return int(version)

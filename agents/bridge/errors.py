@@ -1,0 +1,113 @@
+"""Bridge errors and the handlers that turn every failure into an OIP error body.
+
+OIP clients expect ``{"error": "<message>"}``; we add a stable ``code`` and details. Validation
+errors are 400 (not FastAPI's 422) and anything unexpected is logged and answered as a 500
+rather than crashing the connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from schemas.errors import AiaasError, ErrorCode
+
+log = logging.getLogger(__name__)
+
+
+class BadRequest(AiaasError):
+    code = ErrorCode.BAD_REQUEST
+
+
+class Unauthorized(AiaasError):
+    code = ErrorCode.UNAUTHORIZED
+
+
+class Forbidden(AiaasError):
+    code = ErrorCode.FORBIDDEN
+
+
+class Conflict(AiaasError):
+    code = ErrorCode.CONFLICT
+
+
+class RateLimited(AiaasError):
+    code = ErrorCode.RATE_LIMITED
+
+
+class Timeout(AiaasError):
+    code = ErrorCode.TIMEOUT
+
+
+class CallbackRefused(AiaasError):
+    """A callback URL the SSRF policy refuses (private, loopback, link-local, bad scheme...)."""
+
+    code = ErrorCode.BAD_REQUEST
+
+
+_CODES_BY_STATUS = {
+    400: ErrorCode.BAD_REQUEST, 401: ErrorCode.UNAUTHORIZED, 403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND, 409: ErrorCode.CONFLICT, 413: ErrorCode.TOO_LARGE,
+    429: ErrorCode.RATE_LIMITED, 503: ErrorCode.UNAVAILABLE, 504: ErrorCode.TIMEOUT,
+}
+
+
+def error_response(exc: AiaasError) -> JSONResponse:
+    """The HTTP answer for an AiaasError, with Retry-After / WWW-Authenticate where they apply."""
+    headers: dict[str, str] = {}
+    retry_after = exc.details.get("retry_after_s")
+    if isinstance(retry_after, int | float):
+        headers["Retry-After"] = str(max(1, round(retry_after + 0.5)))
+    if exc.code is ErrorCode.UNAUTHORIZED:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(exc.to_dict(), status_code=exc.status_code, headers=headers)
+
+
+def _body(message: str, code: str, **details: Any) -> dict[str, Any]:
+    return {"error": message, "code": code, **details}
+
+
+async def _aiaas(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AiaasError)
+    return error_response(exc)
+
+
+async def _validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"field": ".".join(str(p) for p in e.get("loc", ())), "message": str(e.get("msg", ""))}
+        for e in exc.errors()
+    ]
+    return JSONResponse(_body("invalid request", ErrorCode.BAD_REQUEST.value, errors=errors), 400)
+
+
+async def _http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _CODES_BY_STATUS.get(exc.status_code, ErrorCode.BAD_REQUEST)
+    return JSONResponse(
+        _body(str(exc.detail), code.value), exc.status_code, headers=getattr(exc, "headers", None)
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(_body("internal error", ErrorCode.INTERNAL.value, type=type(exc).__name__), 500)
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers on ``app``."""
+    app.add_exception_handler(AiaasError, _aiaas)
+    app.add_exception_handler(RequestValidationError, _validation)
+    app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+__all__ = [
+    "BadRequest", "CallbackRefused", "Conflict", "Forbidden", "RateLimited", "Timeout",
+    "Unauthorized", "error_response", "install",
+]

@@ -1,0 +1,40 @@
+"""Prometheus metrics of one bridge (own registry, so several apps in one process never clash)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0,
+                   10.0, 30.0)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "aiaas_bridge_infer_requests", "inference requests by model and HTTP status",
+            ["model", "status"], registry=r,
+        )
+        self.latency = Histogram(
+            "aiaas_bridge_infer_seconds", "inference latency in the bridge (receive to response)",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.in_flight = Gauge(
+            "aiaas_bridge_infer_in_flight", "inference requests awaiting their reply", registry=r
+        )
+        self.reply_lag = Histogram(
+            "aiaas_bridge_reply_lag_seconds", "time from producing a request to its Kafka reply",
+            ["model"], buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.webhooks = Counter(
+            "aiaas_bridge_webhook_attempts", "webhook POST attempts by outcome", ["outcome"],
+            registry=r,
+        )
+        self.async_pending = Gauge("aiaas_bridge_async_in_flight", "async requests running here", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,190 @@
+"""OIP v2 over HTTP at the edge: validate request bodies, choose output encodings, shape replies.
+
+The bridge forwards a validated HTTP body to Kafka unchanged (JSON, or the binary tensor
+extension: JSON header of ``Inference-Header-Content-Length`` bytes, then raw tensors; the same
+layout ``streams.tensorcodec`` uses on records), and passes the worker's reply straight back when
+its encoding is the one the caller asked for. Only mismatches (binary in, JSON out; JSON in,
+binary out; per-output choices) decode and re-encode tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from schemas.envelope import validation_errors
+from schemas.errors import AiaasError, ErrorCode, InvalidMessage
+from schemas.inference import InferenceRequest, InferenceResponse, Tensor
+from streams import headers as h
+from streams import tensorcodec as tc
+from streams.client import STATUS, Reply
+
+HTTP_HEADER_LENGTH = "inference-header-content-length"
+CALLBACK_PARAM = "callback_url"
+TIMEOUT_PARAM = "timeout"
+
+
+@dataclass(slots=True)
+class ParsedRequest:
+    """A validated request: what to forward to Kafka and what the caller wants back."""
+
+    request: InferenceRequest
+    value: bytes
+    headers: dict[str, str]
+    binary_in: bool
+    binary_all: bool = False
+    binary_outputs: set[str] = field(default_factory=set)
+    callback: str | None = None
+    timeout_s: float | None = None
+
+    @property
+    def wants_binary(self) -> bool:
+        return self.binary_all or bool(self.binary_outputs)
+
+
+def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
+    """Validate an HTTP infer body (JSON or binary extension); raises 400-class AiaasErrors."""
+    binary_in = header_length is not None
+    hdrs = {"content-type": tc.BINARY, tc.HEADER_LENGTH: header_length or ""} if binary_in else {}
+    head, tail = tc.split_value(body, hdrs)
+    try:
+        req = InferenceRequest.model_validate_json(head)
+    except ValidationError as exc:
+        raise InvalidMessage("invalid inference request", errors=validation_errors(exc)) from exc
+    _check_binary_sizes(req, len(tail))
+    params = dict(req.parameters or {})
+    callback = params.pop(CALLBACK_PARAM, None)
+    timeout = params.pop(TIMEOUT_PARAM, None)
+    if callback is not None and not isinstance(callback, str):
+        raise AiaasError("parameters.callback_url must be a string", code=ErrorCode.BAD_REQUEST)
+    parsed = ParsedRequest(req, body, hdrs, binary_in, callback=callback, timeout_s=_timeout(timeout))
+    parsed.binary_all = params.get("binary_data_output") is True
+    parsed.binary_outputs = {
+        o.name for o in req.outputs or () if (o.parameters or {}).get("binary_data") is True
+    }
+    if callback is not None or timeout is not None:  # strip our own parameters before forwarding
+        req.parameters = params or None
+        parsed.value = req.to_record() + bytes(tail)
+        if binary_in:
+            parsed.headers[tc.HEADER_LENGTH] = str(len(parsed.value) - len(tail))
+    return parsed
+
+
+def _timeout(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86_400:
+        raise AiaasError("timeout must be a positive number of seconds", code=ErrorCode.BAD_REQUEST)
+    return float(value)
+
+
+def _check_binary_sizes(req: InferenceRequest, tail: int) -> None:
+    total = 0
+    for t in req.inputs:
+        if t.data is None:
+            size = (t.parameters or {}).get(tc.BINARY_SIZE)
+            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+                raise InvalidMessage("binary_data_size must be a non-negative integer", tensor=t.name)
+            total += size
+    if total != tail:
+        raise InvalidMessage("binary tensor bytes do not match binary_data_size", declared=total, got=tail)
+
+
+def parse_timeout_query(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return _timeout(float(value))
+    except ValueError:
+        raise AiaasError("timeout must be a number of seconds", code=ErrorCode.BAD_REQUEST) from None
+
+
+# --------------------------------------------------------------------------- replies
+
+
+@dataclass(slots=True)
+class HttpBody:
+    content: bytes
+    status: int
+    headers: dict[str, str]
+    media_type: str
+
+
+def reply_status(reply: Reply) -> int:
+    raw = reply.headers.get(STATUS)
+    if raw is not None and raw.isdigit():
+        return int(raw)
+    return 200 if reply.ok else 500
+
+
+def reply_to_http(reply: Reply, parsed: ParsedRequest) -> HttpBody:
+    """The HTTP answer for a worker's reply, in the encoding the caller asked for.
+
+    The reply's ``traceparent`` (the worker's span in the caller's trace) goes back to the caller.
+    """
+    out = _reply_body(reply, parsed)
+    trace = reply.headers.get(h.TRACEPARENT)
+    if trace:
+        out.headers[h.TRACEPARENT] = trace
+    return out
+
+
+def _reply_body(reply: Reply, parsed: ParsedRequest) -> HttpBody:
+    status = reply_status(reply)
+    if status != 200:
+        head, _ = tc.split_value(reply.value, reply.headers)
+        return HttpBody(head, status, {}, tc.JSON)
+    reply_binary = tc.is_binary(reply.headers)
+    if not parsed.wants_binary and not reply_binary:
+        return HttpBody(reply.value, 200, {}, tc.JSON)
+    if parsed.binary_all and reply_binary:
+        return _binary_body(reply.value, reply.headers[tc.HEADER_LENGTH])
+    resp, arrays = tc.decode(reply.value, reply.headers, InferenceResponse, "outputs")
+    return encode_response(resp, arrays, parsed)
+
+
+def json_result(reply: Reply) -> tuple[int, bytes]:
+    """Status and JSON body of a reply (binary replies are converted): what Redis keeps."""
+    status = reply_status(reply)
+    if status != 200 or not tc.is_binary(reply.headers):
+        return status, tc.split_value(reply.value, reply.headers)[0]
+    resp, arrays = tc.decode(reply.value, reply.headers, InferenceResponse, "outputs")
+    resp.outputs = [tc.from_numpy(t.name, arrays[t.name]) for t in resp.outputs]
+    return status, resp.to_record()
+
+
+def stored_to_http(status: int, body: bytes, parsed: ParsedRequest) -> HttpBody:
+    """A stored JSON result (idempotent repeat) in the encoding this caller asked for."""
+    if status != 200 or not parsed.wants_binary:
+        return HttpBody(body, status, {}, tc.JSON)
+    resp, arrays = tc.decode(body, {}, InferenceResponse, "outputs")
+    return encode_response(resp, arrays, parsed)
+
+
+def encode_response(resp: InferenceResponse, arrays: dict[str, Any], parsed: ParsedRequest) -> HttpBody:
+    """Re-encode outputs: binary where asked (all, or per output), JSON ``data`` elsewhere."""
+    tensors: list[Tensor] = []
+    binary_tensors: list[Tensor] = []
+    binary_arrays: list[Any] = []
+    for t in resp.outputs:
+        binary = parsed.binary_all or t.name in parsed.binary_outputs
+        tensors.append(tc.from_numpy(t.name, arrays[t.name], binary=binary))
+        if binary:
+            binary_tensors.append(tensors[-1])
+            binary_arrays.append(arrays[t.name])
+    resp.outputs = tensors
+    enc = tc.encode(resp, binary_tensors, binary_arrays, binary=bool(binary_tensors))
+    if not binary_tensors:
+        return HttpBody(enc.value, 200, {}, tc.JSON)
+    return _binary_body(enc.value, enc.headers[tc.HEADER_LENGTH])
+
+
+def _binary_body(content: bytes, header_length: str) -> HttpBody:
+    return HttpBody(content, 200, {"Inference-Header-Content-Length": header_length}, tc.BINARY)
+
+
+def error_body(exc: AiaasError) -> bytes:
+    return json.dumps(exc.to_dict(), default=str).encode()

@@ -1,0 +1,44 @@
+"""The Redis key layout of the bridge, in one place.
+
+Every key starts with ``<topic prefix>bridge:`` so deployments (and tests, which use a fresh topic
+prefix each) never see each other's keys in a shared Redis.
+"""
+
+from __future__ import annotations
+
+from streams.settings import Settings
+
+
+class RedisKeys:
+    def __init__(self, settings: Settings) -> None:
+        self.ns = f"{settings.topic_prefix}bridge:"
+
+    def api_key(self, digest: str) -> str:
+        return f"{self.ns}key:{digest}"
+
+    def key_id(self, key_id: str) -> str:
+        return f"{self.ns}keyid:{key_id}"
+
+    def tenant(self, name: str) -> str:
+        return f"{self.ns}tenant:{name}"
+
+    def tenants(self) -> str:
+        return f"{self.ns}tenants"
+
+    def bucket(self, tenant: str) -> str:
+        return f"{self.ns}bucket:{tenant}"
+
+    def idempotency(self, tenant: str, digest: str) -> str:
+        return f"{self.ns}idem:{tenant}:{digest}"
+
+    def request(self, request_id: str) -> str:
+        return f"{self.ns}req:{request_id}"
+
+    def done_channel(self, request_id: str) -> str:
+        return f"{self.ns}done:{request_id}"
+
+    def webhooks_due(self) -> str:
+        return f"{self.ns}webhooks:due"
+
+    def job_owner(self, job_id: str) -> str:
+        return f"{self.ns}job:{job_id}"

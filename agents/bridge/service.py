@@ -1,0 +1,193 @@
+"""One inference call through the bridge: sync, async (poll or webhook), idempotent repeats.
+
+HTTP specifics stay in the routes; this module takes a parsed request and a principal and
+returns the HTTP body to send. Sync calls without an ``Idempotency-Key`` touch Redis only for
+the rate limit (in the route), so the hot path is: validate, produce, await the reply, answer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from agents.bridge import oip
+from agents.bridge.core import Bridge
+from agents.bridge.idempotency import fingerprint
+from agents.bridge.keys import Principal
+from agents.bridge.state import ORPHAN_GRACE_S, RequestState
+from schemas.errors import AiaasError, ErrorCode, Unavailable
+from streams import headers as h
+from streams.client import Reply
+
+log = logging.getLogger(__name__)
+RETRIABLE_STATUS = {429, 503, 504}
+
+
+@dataclass(slots=True)
+class Call:
+    """What the route gathered from the HTTP request."""
+
+    who: Principal
+    model: str
+    version: str | None
+    path: str
+    body: bytes
+    header_length: str | None = None
+    callback: str | None = None
+    prefer_async: bool = False
+    idempotency_key: str | None = None
+    timeout_s: float | None = None
+    traceparent: str | None = None
+
+
+@dataclass(slots=True)
+class Accepted:
+    """An async request was accepted: answer 202 with where to poll."""
+
+    request_id: str
+    state: RequestState
+
+
+class InferService:
+    def __init__(self, bridge: Bridge) -> None:
+        self.b = bridge
+
+    def _timeout(self, call: Call, parsed: oip.ParsedRequest) -> float:
+        wanted = parsed.timeout_s or call.timeout_s or self.b.bs.default_timeout_s
+        return min(wanted, self.b.bs.max_timeout_s)
+
+    def _headers(self, call: Call, parsed: oip.ParsedRequest) -> dict[str, str]:
+        hdrs = dict(parsed.headers)
+        hdrs[h.TENANT] = call.who.tenant.name
+        if call.version is not None:
+            hdrs[h.MODEL_VERSION] = call.version
+        if call.traceparent:
+            hdrs[h.TRACEPARENT] = call.traceparent
+        return hdrs
+
+    async def handle(self, call: Call) -> oip.HttpBody | Accepted:
+        parsed = oip.parse_request(call.body, call.header_length)
+        callback = call.callback or parsed.callback
+        await self.b.model_for(call.who, call.model, call.version)
+        if callback is not None:
+            await self.b.dispatcher.policy.check(callback)
+        await self.b.ensure_request_topic(call.model)
+        rid = uuid.uuid4().hex
+        timeout = self._timeout(call, parsed)
+        is_async = callback is not None or call.prefer_async
+        if call.idempotency_key is not None:
+            fp = fingerprint(f"{call.path}?callback={call.callback or ''}", call.body)
+            earlier = await self.b.idempotency.claim(call.who.tenant.name, call.idempotency_key, fp, rid)
+            if earlier is not None:
+                return await self._repeat(call, parsed, earlier, timeout, is_async)
+        if is_async:
+            return await self._start_async(call, parsed, rid, callback, timeout)
+        if call.idempotency_key is None:
+            return await self._sync(call, parsed, rid, timeout)
+        return await self._sync_stored(call, parsed, rid, timeout)
+
+    async def _request(self, call: Call, parsed: oip.ParsedRequest, rid: str, timeout_s: float) -> Reply:
+        m = self.b.metrics
+        m.in_flight.inc()
+        t0 = time.perf_counter()
+        try:
+            return await self.b.client.request(
+                call.model, parsed.value, self._headers(call, parsed), request_id=rid, timeout=timeout_s
+            )
+        finally:
+            m.in_flight.dec()
+            m.reply_lag.labels(model=call.model).observe(time.perf_counter() - t0)
+
+    async def _sync(self, call: Call, parsed: oip.ParsedRequest, rid: str, timeout_s: float) -> oip.HttpBody:
+        reply = await self._request(call, parsed, rid, timeout_s)
+        if self.b.bs.audit_infer:
+            await self.b.audit(call.who, "infer", call.model, request_id=rid, status=oip.reply_status(reply))
+        return oip.reply_to_http(reply, parsed)
+
+    async def _sync_stored(
+        self, call: Call, parsed: oip.ParsedRequest, rid: str, timeout_s: float
+    ) -> oip.HttpBody:
+        """A sync call with an Idempotency-Key: its outcome is kept for repeats."""
+        state = self._state(call, rid, None, timeout_s)
+        await self.b.states.create(state)
+        try:
+            reply = await self._request(call, parsed, rid, timeout_s)
+        except AiaasError as exc:
+            await self._failed(call, state, exc)
+            raise
+        status, body = oip.json_result(reply)
+        if status in RETRIABLE_STATUS:
+            await self.b.idempotency.release(call.who.tenant.name, call.idempotency_key or "", rid)
+        await self.b.states.finish(state, body if status == 200 else None, status_code=status,
+                                   error=None if status == 200 else json.loads(body))
+        await self.b.audit(call.who, "infer", call.model, request_id=rid, status=status)
+        return oip.reply_to_http(reply, parsed)
+
+    async def _failed(self, call: Call, state: RequestState, exc: AiaasError) -> None:
+        if exc.retriable:  # let a retry with the same key run again
+            assert call.idempotency_key is not None
+            await self.b.idempotency.release(call.who.tenant.name, call.idempotency_key, state.id)
+        await self.b.states.finish(state, None, status_code=exc.status_code, error=exc.to_dict())
+
+    async def _repeat(
+        self, call: Call, parsed: oip.ParsedRequest, earlier: str, timeout_s: float, is_async: bool
+    ) -> oip.HttpBody | Accepted:
+        """The same key and body again: the earlier request's answer, without inferring twice."""
+        got = await self.b.states.get(earlier)
+        if got is None:
+            raise AiaasError("the earlier request has expired", code=ErrorCode.CONFLICT, request_id=earlier)
+        if is_async:
+            return Accepted(earlier, got[0])
+        state, result = await self.b.states.wait_finished(earlier, timeout_s + ORPHAN_GRACE_S + 1)
+        if state.status == "failed" or state.orphaned():
+            err = state.public().get("error") or {"error": "failed", "code": ErrorCode.INTERNAL.value}
+            return oip.HttpBody(json.dumps(err).encode(), state.status_code or 504, {}, "application/json")
+        assert result is not None
+        return oip.stored_to_http(state.status_code or 200, result, parsed)
+
+    def _state(self, call: Call, rid: str, callback: str | None, timeout: float) -> RequestState:
+        now = time.time()
+        return RequestState(id=rid, tenant=call.who.tenant.name, model=call.model, version=call.version,
+                            created=now, deadline=now + timeout, callback=callback)
+
+    async def _start_async(
+        self, call: Call, parsed: oip.ParsedRequest, rid: str, callback: str | None, timeout_s: float
+    ) -> Accepted:
+        if self.b.async_slots.locked():
+            raise Unavailable("too many async requests in flight; retry later", retry_after_s=1.0)
+        state = self._state(call, rid, callback, timeout_s)
+        await self.b.states.create(state)
+        if callback is not None:  # a webhook is due even if this bridge dies: at the deadline
+            await self.b.dispatcher.enqueue(rid, delay_s=timeout_s + ORPHAN_GRACE_S)
+        await self.b.async_slots.acquire()
+        self.b.spawn(self._run_async(call, parsed, state, timeout_s))
+        await self.b.audit(call.who, "infer_async", call.model, request_id=rid, callback=callback)
+        return Accepted(rid, state)
+
+    async def _run_async(
+        self, call: Call, parsed: oip.ParsedRequest, state: RequestState, timeout_s: float
+    ) -> None:
+        self.b.metrics.async_pending.inc()
+        try:
+            reply = await self._request(call, parsed, state.id, timeout_s)
+            status, body = oip.json_result(reply)
+            await self.b.states.finish(state, body if status == 200 else None, status_code=status,
+                                       error=None if status == 200 else json.loads(body))
+        except AiaasError as exc:
+            await self.b.states.finish(state, None, status_code=exc.status_code, error=exc.to_dict())
+        except Exception as exc:  # record the failure; never lose the request silently
+            log.exception("async request %s failed", state.id)
+            await self.b.states.finish(state, None, status_code=500,
+                                       error={"error": "internal error", "code": "internal",
+                                              "type": type(exc).__name__})
+        finally:
+            self.b.metrics.async_pending.dec()
+            self.b.async_slots.release()
+        if state.callback is not None:
+            await self.b.dispatcher.enqueue(state.id)
+
+
+__all__ = ["Accepted", "Call", "InferService"]

@@ -1,0 +1,76 @@
+"""Bridge settings (``AIAAS_BRIDGE_*``): limits, TTLs, auth, callback policy, webhook retries.
+
+Kafka and Redis connection settings stay in ``streams.settings.Settings`` (``AIAAS_*``); this
+holds only what the HTTP edge needs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import uuid
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIB = 1024 * 1024
+
+
+class BridgeSettings(BaseSettings):
+    """Every field can be set as ``AIAAS_BRIDGE_<FIELD>`` (lists as JSON, e.g. ``["127.0.0.1/32"]``)."""
+
+    model_config = SettingsConfigDict(env_prefix="AIAAS_BRIDGE_", env_file=".env", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    instance: str = Field(default_factory=lambda: uuid.uuid4().hex[:8], pattern=r"^[A-Za-z0-9_-]{1,64}$")
+
+    auth: bool = True
+    insecure_public: bool = Field(
+        default=False, description="allow auth=false on a non-loopback address (never implied)"
+    )
+    auth_cache_s: float = Field(default=5.0, ge=0.0, description="how long a key lookup is reused")
+
+    max_body_bytes: int = Field(default=8 * MIB, ge=1024)
+    default_timeout_s: float = Field(default=30.0, gt=0.0)
+    max_timeout_s: float = Field(default=300.0, gt=0.0)
+    result_ttl_s: int = Field(default=24 * 3600, ge=1)
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=1)
+
+    rate_per_s: float = Field(default=1000.0, gt=0.0, description="default tenant refill rate")
+    rate_burst: float = Field(default=2000.0, ge=1.0, description="default tenant bucket size")
+
+    max_async_inflight: int = Field(default=256, ge=1)
+    callback_allowlist: list[str] = Field(
+        default_factory=list, description="CIDRs or host names allowed although private/loopback"
+    )
+    webhook_attempts: int = Field(default=6, ge=1)
+    webhook_backoff_s: float = Field(default=0.5, gt=0.0)
+    webhook_backoff_max_s: float = Field(default=60.0, gt=0.0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0.0)
+    webhook_lease_s: float = Field(default=30.0, gt=0.0, description="claim before another bridge may retry")
+    webhook_concurrency: int = Field(default=16, ge=1)
+    dispatch_poll_s: float = Field(default=0.2, gt=0.0)
+
+    audit_infer: bool = Field(default=True, description="an audit record per sync inference too")
+    ui: bool = Field(default=True, description="mount agents.bridge.ui's router when it exists")
+
+    @field_validator("callback_allowlist")
+    @classmethod
+    def _entries(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if "/" in entry:
+                ipaddress.ip_network(entry, strict=False)
+        return value
+
+    def is_loopback_bind(self) -> bool:
+        """True when the HTTP server listens only on a loopback address."""
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def reply_client(self) -> str:
+        """Name of this bridge's reply topic suffix (one per bridge instance)."""
+        return f"bridge-{self.instance}"
