@@ -1,9 +1,111 @@
-"""CLI commands of the bridge area (filled in by that area; see main.py for how they are assembled)."""
+"""Bridge commands: ``aiaas worker bridge``, ``aiaas keys create|revoke``, ``aiaas serve``."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
 import typer
+
+if TYPE_CHECKING:
+    from agents.bridge.keys import KeyStore, Scope
+
+T = TypeVar("T")
+
+keys = typer.Typer(no_args_is_help=True, help="API keys of tenants (stored hashed in Redis).")
+
+
+def bridge_worker(
+    port: Annotated[int | None, typer.Option(help="HTTP port (default AIAAS_BRIDGE_PORT or 8080)")] = None,
+    host: Annotated[str | None, typer.Option(help="bind address (default 127.0.0.1)")] = None,
+) -> None:
+    """Run one bridge: OIP v2 HTTP API on uvicorn + uvloop, in front of the Kafka inference workers."""
+    from agents.bridge.main import main
+
+    main(port, host)
+
+
+@keys.command("create")
+def create(
+    tenant: Annotated[str, typer.Option(help="tenant name (created on its first key)")],
+    scope: Annotated[list[str] | None, typer.Option(help="infer|models|jobs (repeat)")] = None,
+    rate: Annotated[float | None, typer.Option(help="requests per second for the tenant")] = None,
+    burst: Annotated[float | None, typer.Option(help="bucket size for the tenant")] = None,
+) -> None:
+    """Create an API key; prints it once (only its SHA-256 is kept) and the tenant's webhook secret."""
+    from agents.bridge.keys import ALL_SCOPES
+
+    bad = [s for s in scope or [] if s not in ALL_SCOPES]
+    if bad:
+        raise typer.BadParameter(f"unknown scope(s) {bad}; use {list(ALL_SCOPES)}")
+
+    scopes: list[Scope] | None = [s for s in ALL_SCOPES if s in scope] if scope else None
+
+    async def body() -> dict[str, object]:
+        key, record, ten = await _store_call(
+            lambda store: store.create(tenant, scopes, rate_per_s=rate, burst=burst))
+        return {"tenant": ten.name, "key_id": record.key_id, "api_key": key, "scopes": record.scopes,
+                "webhook_secret": ten.secret}
+
+    typer.echo(json.dumps(_run(body()), indent=2))
+
+
+@keys.command("revoke")
+def revoke(key_id: Annotated[str, typer.Argument(help="the key id (aiaas_<key id>_...)")]) -> None:
+    """Revoke a key by its id (bridges stop accepting it within their auth cache time)."""
+
+    async def body() -> bool:
+        return bool(await _store_call(lambda store: store.revoke(key_id)))
+
+    if not _run(body()):
+        typer.secho(f"no key {key_id}", fg="red", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
+
+
+async def _store_call(fn: Callable[[KeyStore], Awaitable[T]]) -> T:
+    import redis.asyncio as aioredis
+
+    from agents.bridge.keys import KeyStore
+    from agents.bridge.rediskeys import RedisKeys
+    from streams.settings import Settings
+
+    settings = Settings()
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        return await fn(KeyStore(client, RedisKeys(settings)))
+    finally:
+        await client.aclose()
+
+
+def _run(coro: Coroutine[Any, Any, T]) -> T:
+    from streams.runtime import run
+
+    return run(coro)
+
+
+def serve(
+    model: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ONNX file")],
+    name: Annotated[str, typer.Option(help="model name")],
+    port: Annotated[int, typer.Option(help="bridge HTTP port")] = 8080,
+    replicas: Annotated[int, typer.Option(min=1, help="inference worker processes")] = 1,
+    host: Annotated[str, typer.Option(help="bridge bind address")] = "127.0.0.1",
+    auth: Annotated[bool, typer.Option("--auth/--no-auth", help="require API keys (prints one)")] = True,
+) -> None:
+    """Serve MODEL over HTTP: infrastructure if down, register, K workers + a bridge; Ctrl-C stops all."""
+    from agents.bridge.serve import ServePlan, supervise
+    from streams.runtime import run, setup_logging
+    from streams.settings import Settings
+
+    setup_logging()
+    plan = ServePlan(model_path=model, name=name, port=port, host=host, replicas=replicas, auth=auth)
+    raise typer.Exit(run(supervise(Settings(), plan)))
 
 
 def register(app: typer.Typer, worker: typer.Typer) -> None:
     """Add this area's commands to the top-level `app` and its agents to `aiaas worker`."""
+    worker.command("bridge")(bridge_worker)
+    app.add_typer(keys, name="keys")
+    app.command("serve")(serve)

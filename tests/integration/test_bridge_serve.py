@@ -1,0 +1,64 @@
+"""``aiaas serve``: one command brings up workers and a bridge; SIGTERM stops every child."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from agents.bridge.testing import ROOT, child_env, free_port
+from agents.inference import examples
+from streams.settings import Settings
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").exists() and ") Z " not in Path(f"/proc/{pid}/stat").read_text()
+
+
+async def test_serve_brings_up_workers_and_bridge_and_stops_them_all(
+    settings: Settings, tmp_path: Path
+) -> None:
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(examples.mlp([4, 6, 2], seed=2))
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiaas_cli.main", "serve", str(onnx_file), "--name", "served",
+        "--port", str(port), "--replicas", "2", cwd=ROOT,
+        env=child_env({"AIAAS_TOPIC_PREFIX": settings.topic_prefix, "AIAAS_LOG_LEVEL": "WARNING"}),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    pids: list[int] = []
+    try:
+        async with asyncio.timeout(120):
+            while not any(line.startswith("API key") for line in lines):
+                raw = await proc.stdout.readline()
+                assert raw, f"serve exited early: {lines}"
+                lines.append(raw.decode())
+        found = re.search(r"pids ([\d ]+)\)", "".join(lines))
+        assert found, lines
+        pids = [int(p) for p in found.group(1).split()]
+        key = lines[-1].split(": ", 1)[1].strip()
+        assert len(pids) == 3 and all(_alive(p) for p in pids)
+        body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
+            resp = await http.post("/v2/models/served/infer", json=body, headers={"X-API-Key": key})
+        assert resp.status_code == 200, resp.text
+        assert np.array(resp.json()["outputs"][0]["data"]).shape == (2,)
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
+    assert not any(_alive(p) for p in pids)
