@@ -162,6 +162,31 @@ class LocalJob:
         await self.stop()
 
 
+async def run_in_process(settings: Settings, spec: JobSpec, *, trainers: int | None = None,
+                         push_data: bool = True, timeout_s: float = 600.0) -> JobStatus:
+    """The same job with the aggregator and trainers as tasks of this process (tests, notebooks):
+    no per-process start-up, the same topics, groups and code paths as the processes use."""
+    from agents.aggregator.server import Aggregator
+    from agents.trainer.settings import TrainerSettings
+    from agents.trainer.worker import Trainer
+
+    await submit(settings, spec)
+    if push_data:
+        await push(settings, spec)
+    n = trainers if trainers is not None else spec.trainers
+    agg = Aggregator(settings, spec)
+    workers = [Trainer(settings, spec, TrainerSettings(worker_id=f"{spec.job_id}-p{i}")) for i in range(n)]
+    try:
+        await asyncio.gather(agg.start(), *(w.start() for w in workers))
+        runs = [asyncio.create_task(w.run()) for w in workers]
+        async with asyncio.timeout(timeout_s):
+            status = await agg.run()
+            await asyncio.gather(*runs)
+        return status
+    finally:
+        await asyncio.gather(agg.stop(), *(w.stop() for w in workers), return_exceptions=True)
+
+
 async def run_job(settings: Settings, spec: JobSpec, *, trainers: int | None = None,
                   timeout_s: float = 600.0, log_dir: str | Path | None = None,
                   env: dict[str, str] | None = None) -> JobStatus:

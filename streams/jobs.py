@@ -19,7 +19,9 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from schemas.errors import InvalidMessage, NotFound
 from schemas.jobs import JobSpec
 from schemas.records import JobStatus
+from schemas.training import PARAMS_KEY, MetricsMessage, ParameterSnapshot
 from streams.admin import ensure
+from streams.codecs import split_header
 from streams.producer import Producer
 from streams.settings import Settings
 from streams.topics import Topics
@@ -160,3 +162,55 @@ async def wait_final(settings: Settings, job_id: str, timeout_s: float, since: f
                     and msg.ts >= since):
                 return msg
     raise NotFound("job status stream ended", job_id=job_id)  # pragma: no cover - follow never ends
+
+
+async def follow_metrics(settings: Settings, job_id: str) -> AsyncIterator[MetricsMessage | None]:
+    """A job's metrics from the first, as they land; ``None`` each time the reader is caught up."""
+    tp = TopicPartition(Topics(settings).train_metrics(job_id).name, 0)
+    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None))
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        while True:
+            batch = await consumer.getmany(tp, timeout_ms=200)
+            for rec in batch.get(tp, []):
+                try:
+                    yield MetricsMessage.from_record(rec.value)
+                except InvalidMessage:
+                    continue
+            end = consumer.last_stable_offset(tp)
+            if not batch and end is not None and await consumer.position(tp) >= end:
+                yield None
+    finally:
+        await consumer.stop()
+
+
+async def read_metrics(settings: Settings, job_id: str) -> list[MetricsMessage]:
+    """Every metrics record of a job written so far."""
+    out: list[MetricsMessage] = []
+    async for msg in follow_metrics(settings, job_id):
+        if msg is None:
+            return out
+        out.append(msg)
+    return out  # pragma: no cover - follow_metrics never ends on its own
+
+
+async def params_versions(settings: Settings, job_id: str) -> AsyncIterator[ParameterSnapshot]:
+    """Headers of the parameter versions a job publishes, from the first, as they land."""
+    tp = TopicPartition(Topics(settings).train_params(job_id).name, 0)
+    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None, isolation_level="read_uncommitted"))
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.seek_to_beginning(tp)
+        while True:
+            batch = await consumer.getmany(tp, timeout_ms=200)
+            for rec in batch.get(tp, []):
+                if rec.key == PARAMS_KEY.encode():
+                    try:
+                        yield split_header(rec.value, ParameterSnapshot)[0]
+                    except InvalidMessage:
+                        continue
+    finally:
+        await consumer.stop()

@@ -2,8 +2,9 @@
 
 - ``RoundMode`` (sync: gradients -> optimizer step; hybrid: deltas -> parameters += mean delta):
   BSP rounds over the live membership with a straggler deadline.
-- ``AsyncMode``: each gradient is applied as it comes if ``version - base_version <= staleness``,
-  else dropped and counted.
+- ``AsyncMode``: gradients are applied as they come if ``version - base_version <= staleness``,
+  else dropped and counted; those that arrive together (one poll) are averaged into one step, so
+  the server keeps up with any number of trainers instead of queueing them into staleness.
 - ``RingMode``: the trainers average among themselves; this only follows their newest parameters
   and publishes their mean as a version (for evaluation, checkpoints and export).
 
@@ -100,17 +101,15 @@ class AsyncMode:
         if not self.queue:
             return None
         todo, self.queue = self.queue, []
-        bound = self.spec.sync.staleness
+        fresh = [c for c in todo if self.state.version - c.base_version <= self.spec.sync.staleness]
+        self.dropped += len(todo) - len(fresh)
+        if not fresh:
+            return None
+        mean = weighted_mean(fresh)
 
         def work() -> int:
-            samples = 0
-            for c in todo:
-                if self.state.version - c.base_version <= bound:
-                    self.state.apply_gradient(c.tensors)
-                    samples += c.samples
-                else:
-                    self.dropped += 1
-            return samples
+            self.state.apply_gradient(mean)
+            return sum(c.samples for c in fresh)
 
         return work
 

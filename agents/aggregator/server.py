@@ -75,6 +75,7 @@ class Aggregator:
 
     async def start(self) -> None:
         set_threads(self.cfg.threads)
+        await asyncio.to_thread(self.state.warm_up)
         topics = Topics(self.settings)
         job = self.spec.job_id
         await ensure(self.settings, [

@@ -7,6 +7,7 @@ else (optimizer groups, scheduler, counters) as JSON in the snapshot header.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -32,6 +33,14 @@ class ServerState:
         self.samples = 0
         self.grad_shapes = param_shapes(self.model)
         self.state_shapes = state_shapes(self.model)
+
+    def warm_up(self) -> None:
+        """One optimizer step on a throwaway copy: torch's first-step set-up happens at start-up."""
+        model = copy.deepcopy(self.model)
+        opt = build_optimizer(self.spec, model.parameters())
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        opt.step()
 
     # ------------------------------------------------------------------ updates
 

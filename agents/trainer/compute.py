@@ -6,6 +6,7 @@ object is only ever used by one thread at a time.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import numpy as np
@@ -37,6 +38,18 @@ class LocalModel:
         if self._optimizer is None:
             self._optimizer = build_optimizer(self.spec, self.model.parameters())
         return self._optimizer
+
+    def warm_up(self) -> None:
+        """Pay torch's first-call costs (autograd, optimizer set-up: seconds on a busy machine) on a
+        throwaway copy at start-up, not inside the first training round."""
+        model = copy.deepcopy(self.model)
+        opt = build_optimizer(self.spec, model.parameters())
+        x = torch.zeros(2, self.spec.model.input_dim, device=self.device)
+        out = model(x)
+        target = torch.zeros(2, dtype=torch.long, device=self.device) if self.spec.loss == "cross_entropy" \
+            else torch.zeros_like(out)
+        self.loss(out, target).backward()  # type: ignore[no-untyped-call]
+        opt.step()
 
     def load(self, state: Mapping[str, np.ndarray]) -> None:
         """Replace the weights (validated: names, shapes, finite)."""

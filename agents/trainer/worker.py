@@ -69,6 +69,7 @@ class Trainer:
 
     async def start(self) -> None:
         set_threads(self.ts.threads)
+        await asyncio.to_thread(self.model.warm_up)
         specs = [self.grads_topic, self.params_topic] + ([self.ring_topic] if self.ring else [])
         await ensure(self.settings, specs)
         await self.producer.start()
