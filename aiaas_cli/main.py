@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from aiaas_cli import bridge, data, infra, ops, schemas_cmd, serving, training
+from aiaas_cli import bridge, data, demo, infra, ops, schemas_cmd, serving, training
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 app.add_typer(infra.app, name="infra")
@@ -16,7 +16,7 @@ app.add_typer(schemas_cmd.app, name="schemas")
 worker = typer.Typer(no_args_is_help=True, help="Run one agent process.")
 app.add_typer(worker, name="worker")
 
-for area in (data, training, serving, bridge, ops):
+for area in (data, training, serving, bridge, ops, demo):
     area.register(app, worker)
 
 

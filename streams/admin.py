@@ -91,6 +91,23 @@ class Admin:
         meta = await self.client.describe_topics([topic])
         return len(meta[0]["partitions"]) if meta else 0
 
+    async def group(self, group_id: str) -> tuple[str, list[str]]:
+        """(state, member ids) of a consumer group as the broker sees it (state ``Dead`` if unknown)."""
+        (resp,) = await self.client.describe_consumer_groups([group_id])
+        # DescribeGroupsResponse groups: (error, group id, state, protocol type, protocol, members)
+        _, _, state, _, _, members = resp.groups[0][:6]
+        return str(state), [str(m[0]) for m in members]
+
+    async def wait_group_stable(self, group_id: str, members: int, timeout_s: float = 60.0) -> None:
+        """Wait until the group is Stable with at least ``members`` members (rebalance done)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            state, ids = await self.group(group_id)
+            if state == "Stable" and len(ids) >= members:
+                return
+            await asyncio.sleep(0.1)
+        raise Unavailable("consumer group not stable in time", group=group_id, members=members)
+
     async def _wait_visible(self, names: list[str], timeout_s: float = 30.0) -> None:
         """Wait until metadata shows every partition of the new topics with a leader."""
         deadline = time.monotonic() + timeout_s

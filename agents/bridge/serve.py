@@ -92,7 +92,9 @@ async def _spawn(args: list[str], env: dict[str, str]) -> asyncio.subprocess.Pro
     )
 
 
-async def start_children(settings: Settings, plan: ServePlan) -> str:
+async def start_children(
+    settings: Settings, plan: ServePlan, bridge_env: dict[str, str] | None = None
+) -> str:
     """K workers following the production version, then the bridge; returns the bridge URL."""
     threads = str(max(1, (os.cpu_count() or 1) // max(1, plan.replicas)))
     for _ in range(plan.replicas):
@@ -101,7 +103,7 @@ async def start_children(settings: Settings, plan: ServePlan) -> str:
             {"OMP_NUM_THREADS": threads},
         ))
     env = {"AIAAS_BRIDGE_PORT": str(plan.port), "AIAAS_BRIDGE_HOST": plan.host,
-           "AIAAS_BRIDGE_AUTH": "true" if plan.auth else "false"}
+           "AIAAS_BRIDGE_AUTH": "true" if plan.auth else "false", **(bridge_env or {})}
     bridge = await _spawn(["-m", "agents.bridge.main"], env)
     plan.children.append(bridge)
     host = "127.0.0.1" if plan.host in ("0.0.0.0", "::") else plan.host

@@ -34,7 +34,7 @@ def inference(
     partitions: Annotated[int | None, Opt(help="partitions of the request topic if created here")] = None,
     batching: Annotated[bool, Opt("--batching/--no-batching", help="micro-batching")] = True,
     group_id: Annotated[str | None, Opt(help="consumer group (default <prefix>inference.<model>)")] = None,
-    log_level: Annotated[str, Opt(help="logging level")] = "INFO",
+    log_level: Annotated[str | None, Opt(help="logging level (default AIAAS_LOG_LEVEL or INFO)")] = None,
 ) -> None:
     """Serve one model from its request topic (joins the model's consumer group)."""
     from agents.inference.settings import WorkerSettings
