@@ -82,6 +82,7 @@ class LocalJob:
                 log.info("job %s: data already pushed (%s)", self.spec.job_id, exc.reason)
 
     async def _spawn(self, module: str, name: str, *args: str) -> asyncio.subprocess.Process:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
         out = (self.log_dir / f"{name}.log").open("ab")  # the child writes it; we close our copy
         try:
             proc = await asyncio.create_subprocess_exec(

@@ -1,0 +1,75 @@
+"""``aiaas worker jobs``: run the training jobs submitted to the ``jobs`` topic, on this machine.
+
+A job counts as waiting when its spec is on the topic and its latest status is ``submitted`` (or it
+has none yet, as when the HTTP bridge's ``POST /v1/jobs`` wrote only the spec). Waiting jobs run one
+after another with local processes (``agents.launcher.LocalJob``); a job that fails to run gets a
+``failed`` status with the reason, and the runner goes on with the next.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+from schemas.jobs import JobSpec
+from schemas.records import JobStatus
+from streams.jobs import follow, read_jobs, write_status
+from streams.producer import Producer
+from streams.settings import Settings
+
+from .launcher import LocalJob
+
+log = logging.getLogger(__name__)
+WAITING = (None, "submitted")
+
+
+async def _feed(settings: Settings, queue: asyncio.Queue[JobSpec], seen: set[str],
+                states: dict[str, str]) -> None:
+    """Queue every spec not seen before whose job is waiting."""
+    async for msg in follow(settings):
+        if isinstance(msg, JobStatus):
+            states[msg.job_id] = msg.state
+        elif msg.job_id not in seen and states.get(msg.job_id) in WAITING:
+            seen.add(msg.job_id)
+            await queue.put(msg)
+
+
+async def _run_one(settings: Settings, spec: JobSpec, trainers: int | None, log_dir: Path | None) -> None:
+    job_logs = log_dir / spec.job_id if log_dir else None
+    if job_logs is not None:
+        job_logs.mkdir(parents=True, exist_ok=True)
+    try:
+        async with LocalJob(settings, spec, trainers=trainers, log_dir=job_logs) as job:
+            status = await job.wait()
+        log.info("job %s %s: %s", spec.job_id, status.state, status.metrics)
+    except Exception as exc:
+        log.exception("job %s could not run", spec.job_id)
+        async with Producer(settings) as producer:
+            failed = JobStatus(job_id=spec.job_id, state="failed", error=repr(exc),
+                               model_name=spec.model_name, ts=time.time())
+            await write_status(producer, settings, failed)
+
+
+async def watch_and_run(settings: Settings, *, trainers: int | None = None,
+                        log_dir: Path | None = None) -> None:
+    """Forever: run each waiting job (those already waiting first, then new ones as they come)."""
+    specs, statuses = await read_jobs(settings)
+    states = {j: s.state for j, s in statuses.items()}
+    seen = {j for j in specs if states.get(j) not in WAITING}
+    queue: asyncio.Queue[JobSpec] = asyncio.Queue()
+    feeder = asyncio.create_task(_feed(settings, queue, seen, states), name="jobs-feed")
+    log.info("jobs worker: %d jobs known, watching for new ones", len(specs))
+    try:
+        while True:
+            spec = await queue.get()
+            if states.get(spec.job_id) not in WAITING:
+                continue
+            log.info("running job %s (%s mode)", spec.job_id, spec.sync.mode)
+            await _run_one(settings, spec, trainers, log_dir)
+    finally:
+        feeder.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await feeder
