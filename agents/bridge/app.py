@@ -15,9 +15,10 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
-from agents.bridge import errors, routes_v1, routes_v2
+from agents.bridge import errors, routes_infer, routes_v1, routes_v2
 from agents.bridge.core import Bridge
 from agents.bridge.middleware import BodyLimit, RouteMetrics
+from agents.bridge.routes_infer import InferFastPath
 from agents.bridge.settings import BridgeSettings
 from schemas.inference import InferenceRequest, InferenceResponse
 from schemas.jobs import JobSpec
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None, bridge_settings: BridgeSettings
                   description="Open Inference Protocol v2 over Kafka, with async webhooks and tenants.")
     app.state.bridge = bridge
     errors.install(app)
+    app.include_router(routes_infer.router)  # first: the hot path matches without trying the rest
     app.include_router(routes_v2.router)
     app.include_router(routes_v1.router)
     _mount_ui(app, bs)
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None, bridge_settings: BridgeSettings
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     app.add_middleware(BodyLimit, max_bytes=bs.max_body_bytes)
+    app.add_middleware(InferFastPath, bridge=bridge, max_bytes=bs.max_body_bytes)
     app.add_middleware(RouteMetrics)
     return app
 

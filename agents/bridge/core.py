@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from types import TracebackType
 from typing import Any, Self
 
 import redis.asyncio as aioredis
 
+from agents.bridge.audit import AuditLog
 from agents.bridge.auth import Authenticator, check_bind
 from agents.bridge.dispatcher import Dispatcher
 from agents.bridge.idempotency import Idempotency
@@ -25,7 +25,6 @@ from agents.bridge.rediskeys import RedisKeys
 from agents.bridge.settings import BridgeSettings
 from agents.bridge.state import StateStore
 from schemas.errors import NotFound
-from schemas.records import AuditRecord
 from schemas.registry import ModelVersion
 from streams.admin import ensure
 from streams.client import InferenceClient
@@ -60,9 +59,11 @@ class Bridge:
             self.topics.dlq("webhooks").name, bridge_settings, self.metrics,
         )
         self.jobs = JobsView(settings, self.producer)
+        self.audit = AuditLog(self.producer, self.topics.audit().name, each=bridge_settings.audit_each_infer)
         self.async_slots = asyncio.Semaphore(bridge_settings.max_async_inflight)
         self.tasks: set[asyncio.Task[Any]] = set()
         self._request_topics: set[str] = set()
+        self.known_models: set[str] = set()
         self.started = False
 
     async def start(self) -> None:
@@ -73,6 +74,7 @@ class Bridge:
         await self.registry.start()
         await self.client.start()
         await self.dispatcher.start()
+        await self.audit.start()
         self.started = True
         log.info("bridge %s ready (reply topic %s)", self.bs.instance, self.client.reply_topic)
 
@@ -83,7 +85,7 @@ class Bridge:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        for part in (self.dispatcher, self.jobs, self.client, self.registry, self.producer):
+        for part in (self.dispatcher, self.jobs, self.client, self.registry, self.audit, self.producer):
             try:
                 await part.stop()
             except Exception:  # keep closing the rest
@@ -118,6 +120,7 @@ class Bridge:
             mv = self.registry.pick(model, number)
         if not visible(mv, who):
             raise NotFound("unknown model", model=model)
+        self.known_models.add(model)
         return mv
 
     def visible_models(self, who: Principal) -> list[ModelVersion]:
@@ -129,17 +132,6 @@ class Bridge:
             return
         await ensure(self.settings, [self.topics.infer_requests(model)])
         self._request_topics.add(model)
-
-    # ------------------------------------------------------------------ audit
-
-    async def audit(self, who: Principal, action: str, target: str, **details: Any) -> None:
-        """Queue an audit record (not awaiting the broker's ack: audit must not add latency)."""
-        rec = AuditRecord(tenant=who.tenant.name, actor=who.key_id, action=action, target=target,
-                          ts=time.time(), details=details)
-        try:
-            await self.producer.send_message(self.topics.audit().name, rec, key=who.tenant.name)
-        except Exception:  # a lost audit record is logged, never a failed request
-            log.exception("audit record for %s %s not queued", action, target)
 
 
 def visible(mv: ModelVersion, who: Principal) -> bool:

@@ -21,7 +21,7 @@ async def serve(settings: Settings, bridge_settings: BridgeSettings) -> None:
     config = uvicorn.Config(
         app, host=bridge_settings.host, port=bridge_settings.port, loop="none", lifespan="on",
         access_log=False, log_level="warning", timeout_graceful_shutdown=10, backlog=2048,
-        ws="none", server_header=False, date_header=False,
+        ws="none", server_header=False, date_header=False, http=bridge_settings.http,
     )
     server = uvicorn.Server(config)
     log.info("bridge listening on http://%s:%d", bridge_settings.host, bridge_settings.port)

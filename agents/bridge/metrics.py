@@ -34,7 +34,20 @@ class Metrics:
             "aiaas_bridge_webhook_attempts", "webhook POST attempts by outcome", ["outcome"],
             registry=r,
         )
+        self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self.async_pending = Gauge("aiaas_bridge_async_in_flight", "async requests running here", registry=r)
+
+    def observe(self, model: str, status: int, seconds: float) -> None:
+        """Count one inference request (label children cached: ``labels()`` is not free)."""
+        key = (model, status)
+        pair = self._children.get(key)
+        if pair is None:
+            if len(self._children) > 10_000:
+                self._children.clear()
+            pair = (self.requests.labels(model=model, status=str(status)), self.latency.labels(model=model))
+            self._children[key] = pair
+        pair[0].inc()
+        pair[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -42,6 +42,35 @@ async def _discard(receive: Receive, budget: int) -> None:
             return
 
 
+class BodyTooLarge(Exception):
+    """Raised by ``read_body``; the 413 has been sent already."""
+
+
+async def read_body(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> bytes:
+    """The whole request body, or BodyTooLarge after answering 413 (Content-Length or counted)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length" and (not value.isdigit() or int(value) > max_bytes):
+            await _reject(send, max_bytes)
+            raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        msg = await receive()
+        if msg["type"] != "http.request":
+            break  # client went away: let the app see the disconnect
+        chunk = msg.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            if msg.get("more_body", False):
+                await _discard(receive, max(max_bytes, DISCARD_BYTES))
+            await _reject(send, max_bytes)
+            raise BodyTooLarge
+        chunks.append(chunk)
+        if not msg.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
 class BodyLimit:
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -51,27 +80,10 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.max_bytes):
-                await _reject(send, self.max_bytes)
-                return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            msg = await receive()
-            if msg["type"] != "http.request":
-                break  # client went away: let the app see the disconnect
-            chunk = msg.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                if msg.get("more_body", False):
-                    await _discard(receive, max(self.max_bytes, DISCARD_BYTES))
-                await _reject(send, self.max_bytes)
-                return
-            chunks.append(chunk)
-            if not msg.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            body = await read_body(scope, receive, send, self.max_bytes)
+        except BodyTooLarge:
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -89,6 +101,7 @@ class RouteMetrics:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -108,6 +121,16 @@ class RouteMetrics:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "")
-            shared.BRIDGE_REQUESTS.labels(route=template, method=method, status=str(status)).inc()
-            shared.BRIDGE_LATENCY.labels(route=template, method=method).observe(time.perf_counter() - t0)
+            self._observe(template, scope.get("method", ""), status, time.perf_counter() - t0)
+
+    def _observe(self, template: str, method: str, status: int, seconds: float) -> None:
+        key = (template, method, status)
+        pair = self._children.get(key)
+        if pair is None:  # label children cached: labels() costs more than the update
+            if len(self._children) > 10_000:
+                self._children.clear()
+            pair = (shared.BRIDGE_REQUESTS.labels(route=template, method=method, status=str(status)),
+                    shared.BRIDGE_LATENCY.labels(route=template, method=method))
+            self._children[key] = pair
+        pair[0].inc()
+        pair[1].observe(seconds)

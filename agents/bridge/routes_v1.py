@@ -48,7 +48,7 @@ async def submit_job(request: Request) -> JSONResponse:
     except BaseException:
         await bridge.redis.delete(owner_key)
         raise
-    await bridge.audit(who, "submit_job", spec.job_id, model=spec.model_name)
+    await bridge.audit.record(who, "submit_job", spec.job_id, model=spec.model_name)
     location = f"/v1/jobs/{spec.job_id}"
     return JSONResponse({"job_id": spec.job_id, "state": "submitted", "location": location},
                         status_code=201, headers={"Location": location})

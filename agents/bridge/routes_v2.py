@@ -1,26 +1,23 @@
-"""Open Inference Protocol v2 routes (health, server and model metadata, infer) plus async polling."""
+"""Open Inference Protocol v2 routes (health, server and model metadata) plus async polling.
+
+The infer route lives in ``routes_infer`` (it is the hot path and is matched first)."""
 
 from __future__ import annotations
 
 import json
-import time
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from agents.bridge.core import Bridge
 from agents.bridge.keys import Principal
-from agents.bridge.service import Accepted, Call, InferService
-from schemas.errors import AiaasError, NotFound
+from schemas.errors import NotFound
 from schemas.registry import ModelVersion, TensorSignature
 
 router = APIRouter()
 SERVER = {"name": "aiaas", "version": "0.1.0",
           "extensions": ["binary_tensor_data", "async_callbacks", "idempotency", "tenants"]}
-
-OptHeader = Annotated[str | None, Header()]
-
 
 def bridge_of(request: Request) -> Bridge:
     bridge: Bridge = request.app.state.bridge
@@ -81,67 +78,6 @@ async def model_ready(request: Request, model: str, version: str | None = None) 
     is_ready = mv.stage != "archived" or version is None
     body = {"name": mv.name, "version": str(mv.version), "ready": is_ready}
     return JSONResponse(body, status_code=200 if is_ready else 400)
-
-
-INFER_DOC: dict[str, Any] = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
-            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
-        },
-    },
-    "responses": {
-        "200": {"content": {"application/json": {
-            "schema": {"$ref": "#/components/schemas/InferenceResponse"}}}},
-        "202": {"description": "accepted for async processing; poll Location"},
-    },
-}
-
-
-async def infer(
-    request: Request,
-    model: str,
-    version: str | None = None,
-    callback: Annotated[str | None, Query(max_length=2048, description="webhook URL: answer 202")] = None,
-    timeout_s: Annotated[float | None, Query(alias="timeout", gt=0, le=86_400, description="seconds")] = None,
-    prefer: OptHeader = None,
-    idempotency_key: OptHeader = None,
-    inference_header_content_length: OptHeader = None,
-    traceparent: OptHeader = None,
-) -> Response:
-    bridge = bridge_of(request)
-    t0 = time.perf_counter()
-    status = 500
-    try:
-        who = await principal(request)
-        who.require("infer")
-        await bridge.limiter.take(who.tenant)
-        call = Call(
-            who=who, model=model, version=version, path=request.url.path, body=await request.body(),
-            header_length=inference_header_content_length, callback=callback,
-            prefer_async="respond-async" in (prefer or "").lower(), idempotency_key=idempotency_key,
-            timeout_s=timeout_s, traceparent=traceparent,
-        )
-        out = await InferService(bridge).handle(call)
-        if isinstance(out, Accepted):
-            status = 202
-            location = f"/v2/requests/{out.request_id}"
-            return JSONResponse({"id": out.request_id, "status": out.state.status, "location": location},
-                                status_code=202, headers={"Location": location})
-        status = out.status
-        return Response(out.content, status_code=out.status, headers=out.headers, media_type=out.media_type)
-    except AiaasError as exc:
-        status = exc.status_code
-        raise
-    finally:
-        bridge.metrics.requests.labels(model=model, status=str(status)).inc()
-        bridge.metrics.latency.labels(model=model).observe(time.perf_counter() - t0)
-
-
-for _path in ("/v2/models/{model}/infer", "/v2/models/{model}/versions/{version}/infer"):
-    router.add_api_route(_path, infer, methods=["POST"], tags=["oip"], openapi_extra=INFER_DOC,
-                         response_class=Response, summary="Infer (sync, or async with a callback)")
 
 
 @router.get("/v2/requests/{request_id}", tags=["async"])

@@ -103,8 +103,7 @@ class InferService:
 
     async def _sync(self, call: Call, parsed: oip.ParsedRequest, rid: str, timeout_s: float) -> oip.HttpBody:
         reply = await self._request(call, parsed, rid, timeout_s)
-        if self.b.bs.audit_infer:
-            await self.b.audit(call.who, "infer", call.model, request_id=rid, status=oip.reply_status(reply))
+        await self.b.audit.infer(call.who, call.model, oip.reply_status(reply), rid)
         return oip.reply_to_http(reply, parsed)
 
     async def _sync_stored(
@@ -123,7 +122,7 @@ class InferService:
             await self.b.idempotency.release(call.who.tenant.name, call.idempotency_key or "", rid)
         await self.b.states.finish(state, body if status == 200 else None, status_code=status,
                                    error=None if status == 200 else json.loads(body))
-        await self.b.audit(call.who, "infer", call.model, request_id=rid, status=status)
+        await self.b.audit.infer(call.who, call.model, status, rid)
         return oip.reply_to_http(reply, parsed)
 
     async def _failed(self, call: Call, state: RequestState, exc: AiaasError) -> None:
@@ -164,7 +163,7 @@ class InferService:
             await self.b.dispatcher.enqueue(rid, delay_s=timeout_s + ORPHAN_GRACE_S)
         await self.b.async_slots.acquire()
         self.b.spawn(self._run_async(call, parsed, state, timeout_s))
-        await self.b.audit(call.who, "infer_async", call.model, request_id=rid, callback=callback)
+        await self.b.audit.record(call.who, "infer_async", call.model, request_id=rid, callback=callback)
         return Accepted(rid, state)
 
     async def _run_async(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +23,9 @@ class BridgeSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    http: Literal["auto", "h11", "httptools"] = Field(
+        default="auto", description="uvicorn HTTP parser (auto: httptools when installed)"
+    )
     instance: str = Field(default_factory=lambda: uuid.uuid4().hex[:8], pattern=r"^[A-Za-z0-9_-]{1,64}$")
 
     auth: bool = True
@@ -51,7 +55,9 @@ class BridgeSettings(BaseSettings):
     webhook_concurrency: int = Field(default=16, ge=1)
     dispatch_poll_s: float = Field(default=0.2, gt=0.0)
 
-    audit_infer: bool = Field(default=True, description="an audit record per sync inference too")
+    audit_each_infer: bool = Field(
+        default=False, description="one audit record per sync inference (default: per-second summaries)"
+    )
     ui: bool = Field(default=True, description="mount agents.bridge.ui's router when it exists")
 
     @field_validator("callback_allowlist")

@@ -1,0 +1,77 @@
+"""Audit records on the ``audit`` topic: who did what, when.
+
+Control-plane actions (job submissions, async requests, key use on jobs) are recorded one by one.
+Sync inference, the high-volume data plane, is summarised: one record per (tenant, key, model,
+status) per ``interval_s`` with the count, unless ``each`` asks for one record per request. Records
+are queued on the producer without awaiting the broker's ack: auditing never adds latency or
+fails a request (a record that cannot be queued is logged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from typing import Any
+
+from agents.bridge.keys import Principal
+from schemas.records import AuditRecord
+from streams.producer import Producer
+
+log = logging.getLogger(__name__)
+Key = tuple[str, str, str, str, int]  # tenant, key id, action, target, status
+
+
+class AuditLog:
+    def __init__(
+        self, producer: Producer, topic: str, *, each: bool = False, interval_s: float = 1.0
+    ) -> None:
+        self.producer = producer
+        self.topic = topic
+        self.each = each
+        self.interval_s = interval_s
+        self._counts: Counter[Key] = Counter()
+        self._since = time.time()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_forever(), name="audit-flush")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def record(self, who: Principal, action: str, target: str, **details: Any) -> None:
+        await self._send(AuditRecord(tenant=who.tenant.name, actor=who.key_id, action=action,
+                                     target=target, ts=time.time(), details=details))
+
+    async def infer(self, who: Principal, model: str, status: int, request_id: str) -> None:
+        if self.each:
+            await self.record(who, "infer", model, status=status, request_id=request_id)
+        else:
+            self._counts[(who.tenant.name, who.key_id, "infer", model, status)] += 1
+
+    async def flush(self) -> None:
+        """Send the summaries counted since the last flush."""
+        counts, since, now = self._counts, self._since, time.time()
+        self._counts, self._since = Counter(), now
+        for (tenant, actor, action, target, status), n in counts.items():
+            await self._send(AuditRecord(tenant=tenant, actor=actor, action=action, target=target, ts=now,
+                                         details={"status": status, "count": n, "since": since}))
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)  # the flush period itself, not a synchronisation
+            await self.flush()
+
+    async def _send(self, rec: AuditRecord) -> None:
+        try:
+            await self.producer.send_message(self.topic, rec, key=rec.tenant)
+        except Exception:  # a lost audit record is logged, never a failed request
+            log.exception("audit record %s %s not queued", rec.action, rec.target)

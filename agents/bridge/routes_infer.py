@@ -1,0 +1,147 @@
+"""``POST /v2/models/{m}[/versions/{v}]/infer``: the hot path.
+
+``InferFastPath`` (pure ASGI, in front of the app) answers these requests itself; the FastAPI route
+below documents the operation in OpenAPI (parameters listed by hand: FastAPI's per-parameter
+validation cost more than the rest of the route) and serves the same way if ever reached.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from typing import Any
+from urllib.parse import unquote
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers, QueryParams
+
+from agents.bridge.core import Bridge
+from agents.bridge.errors import error_response
+from agents.bridge.middleware import ASGIApp, BodyTooLarge, Receive, Scope, Send, read_body
+from agents.bridge.oip import parse_timeout_query
+from agents.bridge.routes_v2 import bridge_of
+from agents.bridge.service import Accepted, Call, InferService
+from schemas.errors import AiaasError
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+def _param(name: str, where: str, schema: dict[str, Any], doc: str, required: bool = False) -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required, "schema": schema, "description": doc}
+
+
+_PARAMS = [
+    _param("model", "path", {"type": "string"}, "model name", True),
+    _param("callback", "query", {"type": "string", "maxLength": 2048}, "webhook URL: answer 202, POST later"),
+    _param("timeout", "query", {"type": "number", "exclusiveMinimum": 0, "maximum": 86400}, "seconds"),
+    _param("Prefer", "header", {"type": "string"}, "respond-async: answer 202 and poll"),
+    _param("Idempotency-Key", "header", {"type": "string", "maxLength": 255}, "same key + body: same result"),
+    _param("Inference-Header-Content-Length", "header", {"type": "integer"}, "binary extension: JSON size"),
+    _param("traceparent", "header", {"type": "string"}, "W3C trace context"),
+]
+
+
+def _doc(versioned: bool) -> dict[str, Any]:
+    params = list(_PARAMS)
+    if versioned:
+        params.insert(1, _param("version", "path", {"type": "string"}, "model version", True))
+    return {
+        "parameters": params,
+        "requestBody": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferenceRequest"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        }},
+        "responses": {
+            "200": {"description": "the OIP response", "content": {"application/json": {
+                "schema": {"$ref": "#/components/schemas/InferenceResponse"}}}},
+            "202": {"description": "accepted for async processing; poll Location"},
+        },
+    }
+
+
+async def infer(request: Request) -> Response:
+    """The FastAPI route (documented); normally ``InferFastPath`` answers before routing."""
+    params = request.path_params
+    return await serve_infer(bridge_of(request), params["model"], params.get("version"), request.url.path,
+                             request.headers, request.query_params, await request.body())
+
+
+async def serve_infer(
+    bridge: Bridge, model: str, version: str | None, path: str, headers: Headers, query: QueryParams,
+    body: bytes,
+) -> Response:
+    """One infer call, errors included, as a response (shared by the route and the fast path)."""
+    t0 = time.perf_counter()
+    try:
+        who = await bridge.auth.principal(headers.get("authorization"), headers.get("x-api-key"))
+        who.require("infer")
+        await bridge.limiter.take(who.tenant)
+        call = Call(
+            who=who, model=model, version=version, path=path, body=body,
+            header_length=headers.get("inference-header-content-length"), callback=query.get("callback"),
+            prefer_async="respond-async" in headers.get("prefer", "").lower(),
+            idempotency_key=headers.get("idempotency-key"),
+            timeout_s=parse_timeout_query(query.get("timeout")), traceparent=headers.get("traceparent"),
+        )
+        out = await InferService(bridge).handle(call)
+        if isinstance(out, Accepted):
+            location = f"/v2/requests/{out.request_id}"
+            resp: Response = JSONResponse(
+                {"id": out.request_id, "status": out.state.status, "location": location},
+                status_code=202, headers={"Location": location},
+            )
+        else:
+            resp = Response(out.content, status_code=out.status, headers=out.headers,
+                            media_type=out.media_type)
+    except AiaasError as exc:
+        resp = error_response(exc)
+    # label only models seen registered: junk names must not grow the label set
+    label = model if model in bridge.known_models else "_unknown"
+    bridge.metrics.observe(label, resp.status_code, time.perf_counter() - t0)
+    return resp
+
+
+class _RouteInfo:
+    path = "/v2/models/{model}/infer"
+
+
+class InferFastPath:
+    """Answers ``POST .../infer`` straight from ASGI, before FastAPI's routing and parameter layers
+    (about a third of the bridge's CPU per request); everything else goes to the app."""
+
+    PATTERN = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+
+    def __init__(self, app: ASGIApp, bridge: Bridge, max_bytes: int) -> None:
+        self.app = app
+        self.bridge = bridge
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = self.PATTERN.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if match is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = _RouteInfo
+        try:
+            body = await read_body(scope, receive, send, self.max_bytes)
+        except BodyTooLarge:
+            return
+        try:
+            resp = await serve_infer(self.bridge, unquote(match.group(1)),
+                                     unquote(match.group(2)) if match.group(2) else None, scope["path"],
+                                     Headers(scope=scope), QueryParams(scope["query_string"]), body)
+        except Exception as exc:  # the same 500 body the app's handler gives
+            log.exception("unhandled error on infer")
+            resp = JSONResponse({"error": "internal error", "code": "internal", "type": type(exc).__name__},
+                                status_code=500)
+        await resp(scope, receive, send)
+
+
+_PATHS = (("/v2/models/{model}/infer", False), ("/v2/models/{model}/versions/{version}/infer", True))
+for _path, _versioned in _PATHS:
+    router.add_api_route(_path, infer, methods=["POST"], tags=["oip"], openapi_extra=_doc(_versioned),
+                         response_class=Response, summary="Infer (sync, or async with a callback)")

@@ -1,0 +1,171 @@
+"""Bridge benchmark: OIP over HTTP through the bridge vs. the same requests through streams.client.
+
+    python -m benchmarks.bridge [--quick] [--concurrency 32] [--workers 1]
+
+One inference worker process serves the digits-sized MLP (64-128-10, FP32) and one bridge process
+serves HTTP (auth on, rate limit on, audit on: the production path). The same JSON OIP request
+(one row) is sent with ``concurrency`` requests in flight:
+
+- ``http``: a lean keep-alive HTTP/1.1 load generator (one connection per in-flight request, the
+  request bytes prepared once, like ``wrk``), so the client's own cost stays small beside the bridge;
+- ``direct``: ``InferenceClient.infer`` in this process with the same concurrency.
+
+The two alternate (direct, http, direct, http, ...) in one run on this machine (broker included)
+and each reports the mean over its rounds. Last stdout line: ``http_per_s``, ``p50_ms``, ``p99_ms``
+(HTTP at the given concurrency), ``direct_client_per_s``, ``ratio_http_vs_direct``, and more.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from typing import Any
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from agents.bridge.keys import KeyStore
+from agents.bridge.rediskeys import RedisKeys
+from agents.bridge.testing import BridgeProcess
+from agents.inference import examples
+from agents.inference.testing import spawn_workers, until_processes_balanced
+from benchmarks.common import emit, fresh_prefix, machine, percentile
+from streams.admin import wait_for_broker
+from streams.client import InferenceClient
+from streams.registry import Registry
+from streams.runtime import run
+from streams.settings import Settings
+
+MODEL = "digits-mlp"
+PARTITIONS = 8
+
+
+def request_bytes(port: int, key: str, body: bytes) -> bytes:
+    head = (f"POST /v2/models/{MODEL}/infer HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    return head.encode() + body
+
+
+async def _read_response(reader: asyncio.StreamReader) -> int:
+    head = await reader.readuntil(b"\r\n\r\n")
+    status = int(head[9:12])
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    await reader.readexactly(length)
+    return status
+
+
+async def http_load(port: int, payload: bytes, n: int, concurrency: int) -> tuple[float, list[float]]:
+    """Requests/s and latencies (ms) of ``n`` requests over ``concurrency`` keep-alive connections."""
+    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(concurrency)]
+    lat: list[float] = []
+    left = n
+
+    async def loop(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            t0 = time.perf_counter()
+            writer.write(payload)
+            status = await _read_response(reader)
+            if status != 200:
+                raise RuntimeError(f"HTTP {status}")
+            lat.append((time.perf_counter() - t0) * 1000)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop(r, w) for r, w in conns))
+    rate = n / (time.perf_counter() - start)
+    for _, w in conns:
+        w.close()
+    return rate, lat
+
+
+async def direct_load(client: InferenceClient, x: np.ndarray, n: int, concurrency: int) -> tuple[float, list[float]]:
+    """The same requests through InferenceClient.infer, ``concurrency`` in flight."""
+    lat: list[float] = []
+    left = n
+
+    async def loop() -> None:
+        nonlocal left
+        while left > 0:
+            left -= 1
+            t0 = time.perf_counter()
+            await client.infer(MODEL, {"input": x}, timeout=60)
+            lat.append((time.perf_counter() - t0) * 1000)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(concurrency)))
+    return n / (time.perf_counter() - start), lat
+
+
+async def prepare(settings: Settings) -> tuple[str, bytes]:
+    """Register the model and create an API key with a limit far above the load."""
+    async with Registry(settings) as reg:
+        await reg.publish(MODEL, examples.mlp([64, 128, 10], seed=0), stage="production")
+    client = aioredis.from_url(settings.redis_url)
+    try:
+        key, _, _ = await KeyStore(client, RedisKeys(settings)).create("bench", rate_per_s=1e6, burst=1e6)
+    finally:
+        await client.aclose()
+    x = np.random.default_rng(0).normal(size=(1, 64)).astype(np.float32)
+    body = json.dumps({"inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
+                                   "data": x.ravel().tolist()}]}).encode()
+    return key, body
+
+
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    settings = Settings(topic_prefix=fresh_prefix("bridge"), client_id="bench-bridge")
+    await wait_for_broker(settings)
+    key, body = await prepare(settings)
+    x = np.asarray(json.loads(body)["inputs"][0]["data"], dtype=np.float32).reshape(1, 64)
+    n = 1500 if args.quick else 6000
+    rounds = 2 if args.quick else 3
+    env = {"AIAAS_TOPIC_PREFIX": settings.topic_prefix, "AIAAS_LOG_LEVEL": "WARNING"}
+    results: dict[str, list[Any]] = {"http": [], "direct": [], "lat": []}
+    async with spawn_workers(settings, MODEL, args.workers, "--threads", "1") as workers, \
+            BridgeProcess(env) as bridge, InferenceClient(settings) as client:
+        await until_processes_balanced(workers, PARTITIONS)
+        payload = request_bytes(bridge.port, key, body)
+        await http_load(bridge.port, payload, 300, args.concurrency)  # warm both paths
+        await direct_load(client, x, 300, args.concurrency)
+        for _ in range(rounds):
+            rate, _ = await direct_load(client, x, n, args.concurrency)
+            results["direct"].append(rate)
+            rate, lat = await http_load(bridge.port, payload, n, args.concurrency)
+            results["http"].append(rate)
+            results["lat"] += lat
+    http_rate, direct_rate = statistics.mean(results["http"]), statistics.mean(results["direct"])
+    return {
+        "http_per_s": round(http_rate, 1),
+        "p50_ms": round(percentile(results["lat"], 50), 2),
+        "p99_ms": round(percentile(results["lat"], 99), 2),
+        "direct_client_per_s": round(direct_rate, 1),
+        "ratio_http_vs_direct": round(http_rate / direct_rate, 3),
+        "concurrency": args.concurrency,
+        "requests_per_round": n,
+        "rounds": rounds,
+        "http_rounds_per_s": [round(r, 1) for r in results["http"]],
+        "direct_rounds_per_s": [round(r, 1) for r in results["direct"]],
+        "workers": args.workers,
+        "model": "mlp 64-128-10 FP32, JSON OIP, 1 row per request",
+        "machine": machine(),
+    }
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    emit(run(main(args)))
+
+
+if __name__ == "__main__":
+    cli()
