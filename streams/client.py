@@ -50,6 +50,7 @@ from typing import Any, Self
 
 import numpy as np
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.cluster import ClusterMetadata
 from aiokafka.structs import TopicPartition
 
 from schemas.errors import AiaasError, ErrorCode, NotFound, Unavailable
@@ -65,6 +66,8 @@ log = logging.getLogger(__name__)
 STATUS = "status-code"
 _OURS = frozenset({h.CORRELATION_ID, h.REPLY_TO, h.DEADLINE})
 RESPONSE_KEYS = frozenset({"v", "model_name", "model_version", "id", "parameters", "outputs"})
+_REPLY_LAYOUTS = tc.LayoutCache(InferenceResponse.KIND, "outputs", RESPONSE_KEYS)
+_REQUESTS = tc.BodyTemplates(InferenceRequest.KIND, "inputs")
 Inputs = Mapping[str, np.ndarray] | Sequence[Tensor]
 
 
@@ -106,7 +109,7 @@ class Reply:
         """Decode an OK reply (raises its InferenceError otherwise)."""
         if not self.ok:
             raise self.error()
-        fast = tc.decode_fast(self.value, self.headers, InferenceResponse.KIND, "outputs", RESPONSE_KEYS)
+        fast = _REPLY_LAYOUTS.decode(self.value, self.headers)
         if fast is not None and isinstance(fast.body.get("model_name"), str):
             b = fast.body
             return InferResult(str(b.get("id") or self.request_id), b["model_name"],
@@ -141,6 +144,8 @@ def encode_request(
     outputs: Sequence[str] | None = None,
 ) -> tc.Encoded:
     """The record value + content headers of an OIP request for ``inputs``."""
+    if isinstance(inputs, Mapping) and binary and not parameters and not outputs:
+        return _REQUESTS.encode(request_id, {n: np.asarray(a) for n, a in inputs.items()})
     if isinstance(inputs, Mapping):
         body: dict[str, Any] = {"id": request_id}
         if parameters:
@@ -161,10 +166,14 @@ def encode_request(
 
 
 async def partition_count(client: AIOKafkaClient, topic: str) -> int:
-    """Partitions of ``topic`` (0 when it does not exist); asks the broker only on a cache miss."""
+    """Partitions of ``topic`` (0 when it does not exist); asks the broker only on a cache miss,
+    and only about this topic (a metadata request for all topics is slow on a big cluster)."""
     parts = client.cluster.partitions_for_topic(topic)
     if parts is None:
-        parts = (await client.fetch_all_metadata()).partitions_for_topic(topic)
+        md = ClusterMetadata()
+        if not await client._metadata_update(md, [topic]):  # aiokafka has no public per-topic call
+            md = await client.fetch_all_metadata()
+        parts = md.partitions_for_topic(topic)
     return len(parts or ())
 
 
@@ -176,8 +185,9 @@ class InferenceClient:
     """Send inference requests and await their replies; safe to share across tasks."""
 
     def __init__(self, settings: Settings, *, client_id: str | None = None, max_in_flight: int = 4096,
-                 timeout_s: float = 30.0) -> None:
+                 timeout_s: float = 30.0, linger_ms: int = 0) -> None:
         self.settings = settings
+        self.linger_ms = linger_ms  # 0: send at once (aiokafka still batches what queues meanwhile)
         self.topics = Topics(settings)
         self.client_id = client_id or f"{settings.client_id}-{uuid.uuid4().hex[:8]}"
         self.reply_topic = self.topics.replies(self.client_id).name
@@ -185,17 +195,21 @@ class InferenceClient:
         self.timeout_s = timeout_s
         self.duplicates = 0
         self._slots = asyncio.Semaphore(max_in_flight)
-        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._pending: dict[str, tuple[asyncio.Future[Reply], float]] = {}  # id -> (future, deadline)
+        self._id_prefix = f"{uuid.uuid4().hex[:12]}-"
+        self._ids = 0
+        self._sweeper: asyncio.Task[None] | None = None
         self._partitions: dict[str, int] = {}  # request topic -> partition count
         self._next = 0
         self._topic_of: dict[str, str] = {}
+        self._checking: dict[str, asyncio.Future[int]] = {}
         self._producer: AIOKafkaProducer | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await ensure(self.settings, [self.topics.replies(self.client_id)])
-        self._producer = AIOKafkaProducer(**self.settings.producer_kwargs(linger_ms=1))
+        self._producer = AIOKafkaProducer(**self.settings.producer_kwargs(linger_ms=self.linger_ms))
         await self._producer.start()
         kw = self.settings.consumer_kwargs(None, auto_offset_reset="latest", fetch_max_wait_ms=5)
         self._consumer = AIOKafkaConsumer(**kw)
@@ -205,17 +219,17 @@ class InferenceClient:
         await self._consumer.seek_to_end(tp)
         await self._consumer.position(tp)  # resolve now: replies to our first request are after it
         self._reader = asyncio.create_task(self._read_replies(), name=f"replies-{self.client_id}")
+        self._sweeper = asyncio.create_task(self._expire_forever(), name=f"timeouts-{self.client_id}")
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
-        for fut in self._pending.values():
-            if not fut.done():
-                fut.set_exception(Unavailable("client stopped before the reply came"))
-        self._pending.clear()
+        for task in (self._reader, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reader = self._sweeper = None
+        for rid in list(self._pending):
+            self._fail(rid, Unavailable("client stopped before the reply came"))
         for part in (self._consumer, self._producer):
             if part is not None:
                 await part.stop()
@@ -243,7 +257,7 @@ class InferenceClient:
         parameters: dict[str, Any] | None = None, outputs: Sequence[str] | None = None,
     ) -> InferResult:
         """One request; returns the decoded outputs or raises InferenceError (with status_code)."""
-        rid = request_id or uuid.uuid4().hex
+        rid = request_id or self.new_id()
         enc = encode_request(inputs, request_id=rid, binary=binary, parameters=parameters, outputs=outputs)
         extra = {**(headers or {}), h.MODEL_VERSION: str(version) if version is not None else None}
         reply = await self.request(model, enc.value, {**enc.headers, **_present(extra)},
@@ -270,21 +284,14 @@ class InferenceClient:
         if topic is None:
             topic = self._topic_of[model] = self.topics.infer_requests(model).name
         partitions = self._partitions.get(topic) or await self._check_model(producer, model, topic)
-        rid = request_id or uuid.uuid4().hex
+        rid = request_id or self.new_id()
         if rid in self._pending:
             raise AiaasError("request id already in flight", code=ErrorCode.CONFLICT, request_id=rid)
         timeout_s = self.timeout_s if timeout is None else timeout
         await self._slots.acquire()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Reply] = loop.create_future()
-        self._pending[rid] = fut
-        timer = loop.call_later(timeout_s, self._expire, rid, timeout_s)
-
-        def settled(_: asyncio.Future[Reply]) -> None:
-            timer.cancel()
-            self._slots.release()
-
-        fut.add_done_callback(settled)
+        self._pending[rid] = (fut, loop.time() + timeout_s)
         rid_b = rid.encode()
         hdrs = [(k, v.encode()) for k, v in headers.items() if k not in _OURS]
         hdrs += [(h.CORRELATION_ID, rid_b), (h.REPLY_TO, self._reply_to),
@@ -296,8 +303,13 @@ class InferenceClient:
         except BaseException:
             self._fail(rid, Unavailable("request could not be sent", model=model))
             raise
-        sent.add_done_callback(lambda s: self._on_sent(rid, s))
+        sent.add_done_callback(functools.partial(self._on_sent, rid))
         return fut
+
+    def new_id(self) -> str:
+        """A request id unique to this client instance (cheaper than a uuid per request)."""
+        self._ids += 1
+        return f"{self._id_prefix}{self._ids:x}"
 
     async def infer_many(
         self, model: str, inputs: Iterable[Inputs] | AsyncIterable[Inputs], *, window: int = 256,
@@ -328,7 +340,7 @@ class InferenceClient:
             n = 0
             async for item in _aiter(inputs):
                 await room.acquire()
-                rid = uuid.uuid4().hex
+                rid = self.new_id()
                 enc = encode_request(item, request_id=rid, binary=binary)
                 fut = await self.submit(model, enc.value, {**enc.headers, **extra}, request_id=rid,
                                         timeout=timeout)
@@ -355,7 +367,12 @@ class InferenceClient:
     # ------------------------------------------------------------------ internals
 
     async def _check_model(self, producer: AIOKafkaProducer, model: str, topic: str) -> int:
-        count = await partition_count(producer.client, topic)
+        """The request topic's partition count (one broker question, however many callers ask)."""
+        asking = self._checking.get(topic)
+        if asking is None:
+            asking = self._checking[topic] = asyncio.ensure_future(partition_count(producer.client, topic))
+            asking.add_done_callback(lambda _: self._checking.pop(topic, None))
+        count = await asyncio.shield(asking)
         if count == 0:
             raise NotFound("unknown model: no request topic", model=model, topic=topic)
         self._partitions[topic] = count
@@ -365,14 +382,21 @@ class InferenceClient:
         if not sent.cancelled() and sent.exception() is not None:
             self._fail(rid, Unavailable("request not delivered", detail=str(sent.exception())))
 
-    def _expire(self, rid: str, timeout_s: float) -> None:
-        self._fail(rid, InferenceError("no reply in time", code=ErrorCode.TIMEOUT, request_id=rid,
-                                       timeout_s=timeout_s))
-
     def _fail(self, rid: str, exc: BaseException) -> None:
-        fut = self._pending.pop(rid, None)
-        if fut is not None and not fut.done():
-            fut.set_exception(exc)
+        entry = self._pending.pop(rid, None)
+        if entry is not None:
+            self._slots.release()
+            if not entry[0].done():
+                entry[0].set_exception(exc)
+
+    async def _expire_forever(self, every_s: float = 0.05) -> None:
+        """Fail requests whose time is up (one sweep for all, not a timer per request)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every_s)
+            now = loop.time()
+            for rid in [r for r, (_, deadline) in self._pending.items() if deadline <= now]:
+                self._fail(rid, InferenceError("no reply in time", code=ErrorCode.TIMEOUT, request_id=rid))
 
     async def _read_replies(self) -> None:
         consumer = self._consumer
@@ -383,11 +407,13 @@ class InferenceClient:
                 for rec in records:
                     values = h.decode(rec.headers)
                     rid = values.get(h.CORRELATION_ID) or (rec.key or b"").decode("utf-8", "replace")
-                    fut = self._pending.pop(rid, None)
-                    if fut is None or fut.done():
+                    entry = self._pending.pop(rid, None)
+                    if entry is None:
                         self.duplicates += 1
                         continue
-                    fut.set_result(Reply(rid, rec.value or b"", values))
+                    self._slots.release()
+                    if not entry[0].done():  # a caller may have cancelled it
+                        entry[0].set_result(Reply(rid, rec.value or b"", values))
 
 
 def _present(values: Mapping[str, str | None]) -> dict[str, str]:
