@@ -12,7 +12,9 @@ serves HTTP (auth on, rate limit on, audit on: the production path). The same JS
 
 The two alternate (direct, http, direct, http, ...) in one run on this machine (broker included)
 and each reports the mean over its rounds. Last stdout line: ``http_per_s``, ``p50_ms``, ``p99_ms``
-(HTTP at the given concurrency), ``direct_client_per_s``, ``ratio_http_vs_direct``, and more.
+(HTTP at the given concurrency), ``direct_client_per_s``, ``ratio_http_vs_direct``, and more:
+``bridge_cpu_us_per_request`` (the bridge process's CPU time per request, from /proc: its own cost,
+which other processes' load on the machine does not change much), per-round rates, p95.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,7 +90,9 @@ async def http_load(port: int, payload: bytes, n: int, concurrency: int) -> tupl
     return rate, lat
 
 
-async def direct_load(client: InferenceClient, x: np.ndarray, n: int, concurrency: int) -> tuple[float, list[float]]:
+async def direct_load(
+    client: InferenceClient, x: np.ndarray, n: int, concurrency: int
+) -> tuple[float, list[float]]:
     """The same requests through InferenceClient.infer, ``concurrency`` in flight."""
     lat: list[float] = []
     left = n
@@ -102,6 +108,12 @@ async def direct_load(client: InferenceClient, x: np.ndarray, n: int, concurrenc
     start = time.perf_counter()
     await asyncio.gather(*(loop() for _ in range(concurrency)))
     return n / (time.perf_counter() - start), lat
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc): the bridge's own cost, whatever the load."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def prepare(settings: Settings) -> tuple[str, bytes]:
@@ -124,10 +136,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     await wait_for_broker(settings)
     key, body = await prepare(settings)
     x = np.asarray(json.loads(body)["inputs"][0]["data"], dtype=np.float32).reshape(1, 64)
-    n = 1500 if args.quick else 6000
-    rounds = 2 if args.quick else 3
+    n = 1500 if args.quick else 5000
+    rounds = 3 if args.quick else 5
     env = {"AIAAS_TOPIC_PREFIX": settings.topic_prefix, "AIAAS_LOG_LEVEL": "WARNING"}
-    results: dict[str, list[Any]] = {"http": [], "direct": [], "lat": []}
+    results: dict[str, list[Any]] = {"http": [], "direct": [], "lat": [], "cpu": []}
     async with spawn_workers(settings, MODEL, args.workers, "--threads", "1") as workers, \
             BridgeProcess(env) as bridge, InferenceClient(settings) as client:
         await until_processes_balanced(workers, PARTITIONS)
@@ -137,7 +149,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         for _ in range(rounds):
             rate, _ = await direct_load(client, x, n, args.concurrency)
             results["direct"].append(rate)
+            assert bridge.proc is not None
+            cpu0 = cpu_seconds(bridge.proc.pid)
             rate, lat = await http_load(bridge.port, payload, n, args.concurrency)
+            results["cpu"].append((cpu_seconds(bridge.proc.pid) - cpu0) / n * 1e6)
             results["http"].append(rate)
             results["lat"] += lat
     http_rate, direct_rate = statistics.mean(results["http"]), statistics.mean(results["direct"])
@@ -145,8 +160,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "http_per_s": round(http_rate, 1),
         "p50_ms": round(percentile(results["lat"], 50), 2),
         "p99_ms": round(percentile(results["lat"], 99), 2),
+        "p95_ms": round(percentile(results["lat"], 95), 2),
         "direct_client_per_s": round(direct_rate, 1),
         "ratio_http_vs_direct": round(http_rate / direct_rate, 3),
+        "bridge_cpu_us_per_request": round(statistics.mean(results["cpu"]), 1),
         "concurrency": args.concurrency,
         "requests_per_round": n,
         "rounds": rounds,

@@ -13,11 +13,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import ValidationError
-
-from schemas.envelope import validation_errors
+from agents.bridge.oipcheck import check_request
 from schemas.errors import AiaasError, ErrorCode, InvalidMessage
-from schemas.inference import InferenceRequest, InferenceResponse, Tensor
+from schemas.inference import InferenceResponse, Tensor
 from streams import headers as h
 from streams import tensorcodec as tc
 from streams.client import STATUS, Reply
@@ -29,9 +27,9 @@ TIMEOUT_PARAM = "timeout"
 
 @dataclass(slots=True)
 class ParsedRequest:
-    """A validated request: what to forward to Kafka and what the caller wants back."""
+    """A checked request: what to forward to Kafka and what the caller wants back."""
 
-    request: InferenceRequest
+    body: dict[str, Any]
     value: bytes
     headers: dict[str, str]
     binary_in: bool
@@ -46,30 +44,36 @@ class ParsedRequest:
 
 
 def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
-    """Validate an HTTP infer body (JSON or binary extension); raises 400-class AiaasErrors."""
+    """Check an HTTP infer body (JSON or binary extension); raises 400-class AiaasErrors."""
     binary_in = header_length is not None
     hdrs = {"content-type": tc.BINARY, tc.HEADER_LENGTH: header_length or ""} if binary_in else {}
     head, tail = tc.split_value(body, hdrs)
     try:
-        req = InferenceRequest.model_validate_json(head)
-    except ValidationError as exc:
-        raise InvalidMessage("invalid inference request", errors=validation_errors(exc)) from exc
-    _check_binary_sizes(req, len(tail))
-    params = dict(req.parameters or {})
+        obj = json.loads(head)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidMessage("inference request is not valid JSON", detail=str(exc)[:200]) from exc
+    declared = check_request(obj)
+    if declared != len(tail):
+        raise InvalidMessage("binary tensor bytes do not match binary_data_size", declared=declared,
+                             got=len(tail))
+    params = dict(obj.get("parameters") or {})
     callback = params.pop(CALLBACK_PARAM, None)
     timeout = params.pop(TIMEOUT_PARAM, None)
     if callback is not None and not isinstance(callback, str):
         raise AiaasError("parameters.callback_url must be a string", code=ErrorCode.BAD_REQUEST)
-    parsed = ParsedRequest(req, body, hdrs, binary_in, callback=callback, timeout_s=_timeout(timeout))
+    parsed = ParsedRequest(obj, body, hdrs, binary_in, callback=callback, timeout_s=_timeout(timeout))
     parsed.binary_all = params.get("binary_data_output") is True
     parsed.binary_outputs = {
-        o.name for o in req.outputs or () if (o.parameters or {}).get("binary_data") is True
+        o["name"] for o in obj.get("outputs") or () if (o.get("parameters") or {}).get("binary_data") is True
     }
     if callback is not None or timeout is not None:  # strip our own parameters before forwarding
-        req.parameters = params or None
-        parsed.value = req.to_record() + bytes(tail)
+        obj["parameters"] = params
+        if not params:
+            del obj["parameters"]
+        head = json.dumps(obj, separators=(",", ":")).encode()
+        parsed.value = head + bytes(tail)
         if binary_in:
-            parsed.headers[tc.HEADER_LENGTH] = str(len(parsed.value) - len(tail))
+            parsed.headers[tc.HEADER_LENGTH] = str(len(head))
     return parsed
 
 
@@ -79,18 +83,6 @@ def _timeout(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 86_400:
         raise AiaasError("timeout must be a positive number of seconds", code=ErrorCode.BAD_REQUEST)
     return float(value)
-
-
-def _check_binary_sizes(req: InferenceRequest, tail: int) -> None:
-    total = 0
-    for t in req.inputs:
-        if t.data is None:
-            size = (t.parameters or {}).get(tc.BINARY_SIZE)
-            if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-                raise InvalidMessage("binary_data_size must be a non-negative integer", tensor=t.name)
-            total += size
-    if total != tail:
-        raise InvalidMessage("binary tensor bytes do not match binary_data_size", declared=total, got=tail)
 
 
 def parse_timeout_query(value: str | None) -> float | None:

@@ -148,6 +148,11 @@ async def test_sync_infer_json_and_binary_are_correct(stack: StackFactory) -> No
         got = np.frombuffer(resp.content[n:], dtype="<f4").reshape(2, 3)
         np.testing.assert_allclose(got, EXPECTED, rtol=1e-5, atol=1e-6)
 
+        # values the edge does not check one by one are refused by the worker: a 400 passed back
+        bad = {"inputs": [{**BODY["inputs"][0], "datatype": "INT8", "data": [300] * 8}]}
+        resp = await s.infer(bad)
+        assert resp.status_code == 400 and resp.json()["error"], resp.text
+
         # JSON in, one output asked as binary
         mixed = {**BODY, "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}
         resp = await s.infer(mixed)

@@ -116,7 +116,12 @@ def test_binary_request_parses_and_sizes_must_match() -> None:
 @pytest.mark.parametrize("body", [
     b"", b"null", b"[]", b'{"inputs": []}', b'{"inputs": [{"name": "x"}]}',
     b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1]}]}',
-    b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT8", "data": [300]}]}',
+    b'{"inputs": [{"name": "x", "shape": [1], "datatype": "INT9", "data": [3]}]}',
+    b'{"inputs": [{"name": "x", "shape": [-1], "datatype": "INT8", "data": []}]}',
+    b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], "extra": 1}',
+    b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32"}]}',
+    b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]},'
+    b' {"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}',
     b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}], '
     b'"parameters": {"timeout": -1}}',
 ])
@@ -139,7 +144,7 @@ def test_mixed_binary_and_json_outputs_encode() -> None:
         Tensor(name="a", shape=[2, 4], datatype="FP32", data=X.ravel().tolist()),
         Tensor(name="b", shape=[1], datatype="INT64", data=[7]),
     ])
-    parsed = ParsedRequest(resp, b"", {}, False, binary_outputs={"a"})  # type: ignore[arg-type]
+    parsed = ParsedRequest({}, b"", {}, False, binary_outputs={"a"})
     out = encode_response(resp, {"a": X, "b": np.array([7], dtype=np.int64)}, parsed)
     n = int(out.headers["Inference-Header-Content-Length"])
     head = json.loads(out.content[:n])
