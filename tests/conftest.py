@@ -1,12 +1,18 @@
-"""Shared fixtures: uvloop for every async test; settings and a fresh topic prefix per test."""
+"""Shared fixtures: uvloop for every async test, a fresh topic prefix per test, and (for the
+integration and fault tiers) the real broker and Redis, started by the project's scripts if down."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis.asyncio as aioredis
 import uvloop
+
+from streams.admin import Admin, wait_for_broker
+from streams.settings import Settings
+from tests.infra import ensure_infra
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
@@ -18,3 +24,29 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
 def prefix() -> Iterator[str]:
     """A topic prefix no other test uses: every test gets its own topics."""
     yield f"t{uuid.uuid4().hex[:10]}."
+
+
+@pytest.fixture(scope="session")
+def infra() -> None:
+    ensure_infra()
+
+
+@pytest.fixture
+async def settings(infra: None, prefix: str) -> Settings:
+    s = Settings(topic_prefix=prefix, client_id=f"test-{prefix}")
+    await wait_for_broker(s)
+    return s
+
+
+@pytest.fixture
+async def admin(settings: Settings) -> AsyncIterator[Admin]:
+    async with Admin(settings) as a:
+        yield a
+
+
+@pytest.fixture
+async def redis_client(infra: None, settings: Settings) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(settings.redis_url)
+    await client.ping()
+    yield client
+    await client.aclose()
