@@ -25,13 +25,14 @@ from agents.bridge.keys import KeyStore
 from agents.bridge.metrics import Metrics
 from agents.bridge.rediskeys import RedisKeys
 from agents.bridge.settings import BridgeSettings
-from agents.bridge.state import RequestState, StateStore
+from agents.bridge.state import ORPHAN_GRACE_S, RequestState, StateStore
 from schemas.errors import AiaasError, ErrorCode
 from schemas.records import DeadLetter
 from streams.producer import Producer
 from streams.webhooks import SIGNATURE_HEADER, sign
 
 log = logging.getLogger(__name__)
+_rng = random.Random()  # our own generator: jitter never touches (or depends on) the global one
 
 CLAIM = """
 local t = redis.call('TIME')
@@ -45,7 +46,7 @@ return ids
 def backoff(attempt: int, base_s: float, max_s: float) -> float:
     """Exponential backoff with jitter: a delay in [half, full] of ``base * 2**(attempt-1)``."""
     full = min(max_s, base_s * 2 ** max(0, attempt - 1))
-    return full / 2 + random.uniform(0, full / 2)
+    return full / 2 + _rng.uniform(0, full / 2)
 
 
 def webhook_body(state: RequestState, result: bytes | None) -> bytes:
@@ -143,6 +144,8 @@ class Dispatcher:
                 await self.redis.zrem(self.k.webhooks_due(), request_id)
                 return
             state, result = got
+            if state.status == "pending" and not await self._settle_pending(state):
+                return
             if state.webhook != "pending" or not state.callback:
                 await self.redis.zrem(self.k.webhooks_due(), request_id)
                 return
@@ -150,12 +153,25 @@ class Dispatcher:
         except Exception:  # one bad delivery must not stop the others
             log.exception("webhook delivery of %s failed unexpectedly; the lease will retry it", request_id)
 
+    async def _settle_pending(self, state: RequestState) -> bool:
+        """A request still running is due again at its deadline; past it (plus grace) the bridge
+        that ran it is gone: record the timeout so its webhook reports it. True: deliver now."""
+        if not state.orphaned():
+            await self.redis.zadd(self.k.webhooks_due(), {state.id: state.deadline + ORPHAN_GRACE_S})
+            return False
+        state.status, state.status_code, state.finished = "failed", 504, time.time()
+        state.error = {"error": "no reply before the deadline", "code": ErrorCode.TIMEOUT.value}
+        state.webhook = "pending" if state.callback else "none"
+        await self.states.update(state)
+        return True
+
     async def _attempt(self, state: RequestState, result: bytes | None) -> None:
         assert state.callback is not None and self._http is not None
         body = webhook_body(state, result)
         state.attempts += 1
+        await self.states.update(state)  # counted before the POST: a crash mid-attempt still counts
         outcome, permanent = await self._post(state, body)
-        self.metrics.webhooks.labels(outcome=outcome).inc()
+        self.metrics.webhooks.labels(outcome=outcome.split(" ")[0].rstrip(":")).inc()
         if outcome == "delivered":
             state.webhook = "delivered"
             await self.states.update(state)
