@@ -92,7 +92,7 @@ async def serve_infer(
             location = f"/v2/requests/{out.request_id}"
             resp: Response = JSONResponse(
                 {"id": out.request_id, "status": out.state.status, "location": location},
-                status_code=202, headers={"Location": location},
+                status_code=202, headers={"Location": location, "Preference-Applied": "respond-async"},
             )
         else:
             resp = Response(out.content, status_code=out.status, headers=out.headers,

@@ -10,7 +10,7 @@ import ipaddress
 import uuid
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
@@ -34,7 +34,9 @@ class BridgeSettings(BaseSettings):
     )
     auth_cache_s: float = Field(default=5.0, ge=0.0, description="how long a key lookup is reused")
 
-    max_body_bytes: int = Field(default=8 * MIB, ge=1024)
+    max_body_bytes: int = Field(
+        default=4 * MIB, ge=1024, description="agrees with the worker's max_request_bytes (4 MiB)"
+    )
     default_timeout_s: float = Field(default=30.0, gt=0.0)
     max_timeout_s: float = Field(default=300.0, gt=0.0)
     result_ttl_s: int = Field(default=24 * 3600, ge=1)
@@ -59,6 +61,12 @@ class BridgeSettings(BaseSettings):
         default=False, description="one audit record per sync inference (default: per-second summaries)"
     )
     ui: bool = Field(default=True, description="mount agents.bridge.ui's router when it exists")
+
+    @model_validator(mode="after")
+    def _lease_outlives_a_post(self) -> BridgeSettings:
+        if self.webhook_lease_s <= self.webhook_timeout_s:
+            raise ValueError("webhook_lease_s must exceed webhook_timeout_s (else two bridges may POST)")
+        return self
 
     @field_validator("callback_allowlist")
     @classmethod

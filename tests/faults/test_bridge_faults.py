@@ -36,6 +36,7 @@ def bridge_env(settings: Settings) -> dict[str, str]:
         "AIAAS_TOPIC_PREFIX": settings.topic_prefix, "AIAAS_LOG_LEVEL": "WARNING",
         "AIAAS_BRIDGE_INSTANCE": uuid.uuid4().hex[:8], "AIAAS_BRIDGE_CALLBACK_ALLOWLIST": '["127.0.0.1/32"]',
         "AIAAS_BRIDGE_WEBHOOK_BACKOFF_S": "1.0", "AIAAS_BRIDGE_WEBHOOK_LEASE_S": "2",
+        "AIAAS_BRIDGE_WEBHOOK_TIMEOUT_S": "1",
         "AIAAS_BRIDGE_DISPATCH_POLL_S": "0.1",
     }
 
