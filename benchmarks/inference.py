@@ -7,7 +7,10 @@ Per model, under ``models.<name>``: raw_ort_per_s, echo_per_s, kafka_per_s (bina
 kafka_json_per_s, ratio_kafka_vs_limit = kafka_per_s / min(raw_ort_per_s, echo_per_s),
 per_request_per_s (same workers with batching off: one request per poll, per onnxruntime call and
 per reply, as a one-request-per-call server does), speedup_vs_per_request, and p50/p99 latency in
-ms at 50 requests/s. Everything runs side by side in one run on this machine (broker included).
+ms at 50 requests/s. Everything runs side by side in one run on this machine (broker included):
+raw onnxruntime, echo and Kafka rounds alternate and the best round of each counts, so load from
+other processes hits all sides alike. ``cpu_us_per_request`` says where the CPU time of the Kafka
+path goes (the client process and the worker processes; the broker is shared, so not counted).
 Models: ``mlp-large`` (784-2048-2048-10 FP32, random weights) and ``digits`` (64-128-10, trained on
 scikit-learn's digits through the training area's torch -> ONNX export, or agents.inference.examples
 when torch is missing).
@@ -72,26 +75,33 @@ MODELS: dict[str, Callable[[], tuple[bytes, int]]] = {
 # ---------------------------------------------------------------------------------- compute limit
 
 
-def raw_ort(data: bytes, dim: int, seconds: float) -> tuple[float, int]:
-    """Best samples/s of in-process onnxruntime over batch sizes (all cores, like the workers)."""
-    import onnxruntime as ort
+class RawOrt:
+    """In-process onnxruntime on all cores: the compute limit, at its best batch size."""
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = os.cpu_count() or 1
-    sess = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    best, best_bs = 0.0, 1
-    for bs in (1, 8, 32, 128, 512):
-        x = np.random.default_rng(0).normal(size=(bs, dim)).astype(np.float32)
-        sess.run(None, {name: x})
+    def __init__(self, data: bytes, dim: int) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = os.cpu_count() or 1
+        self.session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
+        self.name = self.session.get_inputs()[0].name
+        self.dim = dim
+        self.best_batch = 1
+
+    def rate(self, batch: int, seconds: float) -> float:
+        x = np.random.default_rng(0).normal(size=(batch, self.dim)).astype(np.float32)
+        self.session.run(None, {self.name: x})
         n, start = 0, time.perf_counter()
         while time.perf_counter() - start < seconds:
-            sess.run(None, {name: x})
-            n += bs
-        rate = n / (time.perf_counter() - start)
-        if rate > best:
-            best, best_bs = rate, bs
-    return best, best_bs
+            self.session.run(None, {self.name: x})
+            n += batch
+        return n / (time.perf_counter() - start)
+
+    def sweep(self, seconds: float) -> float:
+        """Try batch sizes; remember the best."""
+        rates = {bs: self.rate(bs, seconds) for bs in (1, 8, 32, 128, 512)}
+        self.best_batch = max(rates, key=lambda bs: rates[bs])
+        return rates[self.best_batch]
 
 
 # ---------------------------------------------------------------------------------- transport limit
@@ -187,7 +197,10 @@ async def pipelined(client: InferenceClient, model: str, xs: np.ndarray, n: int,
 
 async def low_load(client: InferenceClient, model: str, x: np.ndarray, rate: float,
                    count: int) -> list[float]:
-    """Latencies (ms) of ``count`` requests sent at ``rate``/s on a fixed schedule."""
+    """Latencies (ms) of ``count`` requests sent at ``rate``/s on a fixed schedule (after a warm-up:
+    the first calls of a fresh worker set up onnxruntime for batch size 1)."""
+    for i in range(20):
+        await client.infer(model, {"input": x[i]}, timeout=30, binary=True)
     lat: list[float] = []
 
     async def one(i: int) -> None:
@@ -213,7 +226,8 @@ async def sized(measure: Callable[[int], Awaitable[float]], seconds: float, warm
 
 async def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     data, dim = MODELS[name]()
-    raw, best_bs = await asyncio.to_thread(raw_ort, data, dim, 0.3 if args.quick else 1.5)
+    raw = RawOrt(data, dim)
+    raw_rates = [await asyncio.to_thread(raw.sweep, 0.3 if args.quick else 1.0)]
     settings = Settings(topic_prefix=fresh_prefix("inference"), client_id="bench-inference")
     await wait_for_broker(settings)
     single = f"{name}-single"
@@ -222,7 +236,7 @@ async def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         await reg.publish(single, data, stage="production")
     echo_topic = Topics(settings).infer_requests(f"{name}-echo", PARTITIONS)
     await ensure(settings, [echo_topic])
-    out: dict[str, Any] = {"raw_ort_best_batch": best_bs, "raw_ort_per_s": round(raw, 1)}
+    out: dict[str, Any] = {}
     flags = ("--threads", str(max(1, (os.cpu_count() or 1) // args.workers)))
     async with EchoProcess(settings, echo_topic.name), \
             spawn_workers(settings, name, args.workers, *flags) as batched, \
@@ -231,8 +245,9 @@ async def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         await until_processes_balanced(batched, PARTITIONS)
         await until_processes_balanced(one_by_one, PARTITIONS)
         bench = Bench(settings, client, echo_topic.name, name, dim, args)
-        out.update(await bench.throughputs(single))
-        lat = await low_load(client, name, bench.xs, 50.0, 150 if args.quick else 500)
+        bench.worker_pids = [p.proc.pid for p in batched]
+        lat = await low_load(client, name, bench.xs, 50.0, 250 if args.quick else 500)
+        out.update(await bench.throughputs(single, raw, raw_rates))
     out["p50_ms_low_load"] = round(percentile(lat, 50), 2)
     out["p99_ms_low_load"] = round(percentile(lat, 99), 2)
     out["ratio_kafka_vs_limit"] = round(out["kafka_per_s"] / min(out["raw_ort_per_s"], out["echo_per_s"]), 3)
@@ -247,9 +262,10 @@ class Bench:
                  args: argparse.Namespace) -> None:
         self.settings, self.client, self.echo_topic, self.model = settings, client, echo_topic, model
         self.window = args.window
-        self.seconds, self.rounds = (1.5, 2) if args.quick else (5.0, 3)
+        self.seconds, self.rounds = (1.0, 3) if args.quick else (3.0, 5)
         self.xs = np.random.default_rng(1).normal(size=(4096, 1, dim)).astype(np.float32)
         self.payload = encode_request({"input": self.xs[0]}, request_id="x", binary=True).value
+        self.worker_pids: list[int] = []
 
     def echo(self, n: int) -> Awaitable[float]:
         return echo_client(self.settings, self.echo_topic, self.payload, n, self.window)
@@ -257,24 +273,45 @@ class Bench:
     def kafka(self, n: int, binary: bool = True, model: str | None = None) -> Awaitable[float]:
         return pipelined(self.client, model or self.model, self.xs, n, binary, self.window)
 
-    async def throughputs(self, single: str) -> dict[str, Any]:
-        n_echo, n_kafka = await sized(self.echo, self.seconds), await sized(self.kafka, self.seconds)
-        echo_rates, kafka_rates = [], []
-        for _ in range(self.rounds):  # alternate, best of each: other load on the machine hits both
-            echo_rates.append(await self.echo(n_echo))
-            kafka_rates.append(await self.kafka(n_kafka))
-        n_json = await sized(lambda n: self.kafka(n, False), self.seconds / 2, warm=512)
-        json_rate = max([await self.kafka(n_json, False) for _ in range(self.rounds - 1)])
-        n_one = await sized(lambda n: self.kafka(n, model=single), self.seconds / 2, warm=256)
-        one_rate = max([await self.kafka(n_one, model=single) for _ in range(self.rounds - 1)])
-        return {
-            "echo_per_s": round(max(echo_rates), 1), "kafka_per_s": round(max(kafka_rates), 1),
-            "kafka_json_per_s": round(json_rate, 1), "per_request_per_s": round(one_rate, 1),
-            "payload_bytes": len(self.payload),
-            "rounds": {"echo_per_s": [round(r) for r in echo_rates],
-                       "kafka_per_s": [round(r) for r in kafka_rates],
-                       "requests": {"echo": n_echo, "kafka": n_kafka, "json": n_json, "per_request": n_one}},
+    async def throughputs(self, single: str, raw: RawOrt, raw_rates: list[float]) -> dict[str, Any]:
+        sizes = {
+            "echo": await sized(self.echo, self.seconds),
+            "kafka": await sized(self.kafka, self.seconds),
+            "json": await sized(lambda n: self.kafka(n, False), self.seconds / 2, warm=256),
+            "per_request": await sized(lambda n: self.kafka(n, model=single), self.seconds / 2, warm=256),
         }
+        rates: dict[str, list[float]] = {k: [] for k in sizes}
+        cpu = {"client": 0.0, "workers": 0.0}
+        for _ in range(self.rounds):  # alternate, best of each: other load on the machine hits all
+            raw_rates.append(await asyncio.to_thread(raw.rate, raw.best_batch, self.seconds / 2))
+            rates["echo"].append(await self.echo(sizes["echo"]))
+            me, them = time.process_time(), sum(proc_cpu(p) for p in self.worker_pids)
+            rates["kafka"].append(await self.kafka(sizes["kafka"]))
+            cpu["client"] += time.process_time() - me
+            cpu["workers"] += sum(proc_cpu(p) for p in self.worker_pids) - them
+            rates["json"].append(await self.kafka(sizes["json"], False))
+            rates["per_request"].append(await self.kafka(sizes["per_request"], model=single))
+        best = {k: round(max(v), 1) for k, v in rates.items()}
+        return {
+            "raw_ort_per_s": round(max(raw_rates), 1), "raw_ort_best_batch": raw.best_batch,
+            "echo_per_s": best["echo"], "kafka_per_s": best["kafka"], "kafka_json_per_s": best["json"],
+            "per_request_per_s": best["per_request"], "payload_bytes": len(self.payload),
+            "cpu_us_per_request": {k: round(v / (sizes["kafka"] * self.rounds) * 1e6)
+                                   for k, v in cpu.items()},
+            "rounds": {"raw_ort_per_s": [round(r) for r in raw_rates],
+                       **{f"{k}_per_s": [round(r) for r in v] for k, v in rates.items()},
+                       "requests": sizes},
+        }
+
+
+def proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class EchoProcess:
@@ -307,7 +344,9 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                               "workers": args.workers, "window": args.window, "models": {}}
     for name in args.models.split(","):
         print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
+        load = os.getloadavg()[0]
         result["models"][name] = await bench_model(name, args)
+        result["models"][name]["load_average"] = [round(load, 2), round(os.getloadavg()[0], 2)]
         print(f"{name}: {result['models'][name]}", file=sys.stderr, flush=True)
     return result
 

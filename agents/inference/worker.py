@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections import Counter
@@ -355,6 +356,7 @@ async def serve(settings: Settings, cfg: WorkerSettings) -> None:
     worker = InferenceWorker(settings, cfg)
     try:
         await worker.start()
+        gc.freeze()  # start-up objects (sessions, modules) leave the collector's view: shorter pauses
         await until_signalled(worker.run, worker.stop)
     finally:
         if metrics is not None:
