@@ -32,7 +32,7 @@ def main(port: int | None = None, host: str | None = None) -> None:
     """Run one bridge; ``port``/``host`` override ``AIAAS_BRIDGE_PORT``/``AIAAS_BRIDGE_HOST``."""
     setup_logging()
     overrides = {k: v for k, v in {"port": port, "host": host}.items() if v is not None}
-    bs = BridgeSettings(**overrides)  # type: ignore[arg-type]
+    bs = BridgeSettings(freeze_gc=True, **overrides)  # type: ignore[arg-type]
     run(serve(Settings(), bs))
 
 

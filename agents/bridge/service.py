@@ -99,7 +99,7 @@ class InferService:
             )
         finally:
             m.in_flight.dec()
-            m.reply_lag.labels(model=call.model).observe(time.perf_counter() - t0)
+            m.reply_lag.labels(model=call.model).observe(time.perf_counter() - t0)  # known model: bounded
 
     async def _sync(self, call: Call, parsed: oip.ParsedRequest, rid: str, timeout_s: float) -> oip.HttpBody:
         reply = await self._request(call, parsed, rid, timeout_s)
@@ -155,13 +155,17 @@ class InferService:
     async def _start_async(
         self, call: Call, parsed: oip.ParsedRequest, rid: str, callback: str | None, timeout_s: float
     ) -> Accepted:
-        if self.b.async_slots.locked():
+        if self.b.async_slots.locked():  # bounded: refuse (retriable) rather than queue without end
             raise Unavailable("too many async requests in flight; retry later", retry_after_s=1.0)
+        await self.b.async_slots.acquire()  # free: returns at once (no await since the check)
         state = self._state(call, rid, callback, timeout_s)
-        await self.b.states.create(state)
-        if callback is not None:  # a webhook is due even if this bridge dies: at the deadline
-            await self.b.dispatcher.enqueue(rid, delay_s=timeout_s + ORPHAN_GRACE_S)
-        await self.b.async_slots.acquire()
+        try:
+            await self.b.states.create(state)
+            if callback is not None:  # a webhook is due even if this bridge dies: at the deadline
+                await self.b.dispatcher.enqueue(rid, delay_s=timeout_s + ORPHAN_GRACE_S)
+        except BaseException:
+            self.b.async_slots.release()
+            raise
         self.b.spawn(self._run_async(call, parsed, state, timeout_s))
         await self.b.audit.record(call.who, "infer_async", call.model, request_id=rid, callback=callback)
         return Accepted(rid, state)

@@ -60,6 +60,9 @@ class BridgeSettings(BaseSettings):
     audit_each_infer: bool = Field(
         default=False, description="one audit record per sync inference (default: per-second summaries)"
     )
+    freeze_gc: bool = Field(
+        default=False, description="gc.freeze() after start-up (the bridge process sets it)"
+    )
     ui: bool = Field(default=True, description="mount agents.bridge.ui's router when it exists")
 
     @model_validator(mode="after")
