@@ -1,4 +1,4 @@
-"""Per-tenant token buckets in Redis, spent by one atomic Lua call per request (or per lease).
+"""Per-tenant token buckets in Redis, shared by every bridge, spent in small local leases.
 
 The script reads Redis' own clock (``TIME``), so several bridges share one bucket per tenant
 without trusting each other's clocks. A bucket refills at ``rate`` tokens/s up to ``burst``.
@@ -17,47 +17,51 @@ from agents.bridge.keys import Tenant
 from agents.bridge.rediskeys import RedisKeys
 from agents.bridge.settings import BridgeSettings
 
+# ARGV: rate, burst, want, refund. Grants min(want, whole tokens available), at least 1 or nothing;
+# when nothing, says in how many seconds one token will be there.
 TOKEN_BUCKET = """
 local rate = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
+local want = tonumber(ARGV[3])
+local refund = tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local refund = tonumber(ARGV[4]) or 0
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
 local tokens = tonumber(b[1]) or burst
 local ts = tonumber(b[2]) or now
 tokens = math.min(burst, tokens + math.max(0, now - ts) * rate + refund)
-local allowed = 0
+local granted = 0
 local retry = 0
-if tokens >= cost then
-  tokens = tokens - cost
-  allowed = 1
+if tokens >= 1 then
+  granted = math.min(want, math.floor(tokens))
+  tokens = tokens - granted
 else
-  retry = (cost - tokens) / rate
+  retry = (1 - tokens) / rate
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {allowed, tostring(retry), tostring(tokens)}
+return {granted, tostring(retry)}
 """
 MAX_LEASE = 100
 
 
 @dataclass
 class _Lease:
-    tokens: float = 0.0  # leased from Redis, not yet spent
+    tokens: int = 0  # granted by Redis, not yet spent here
     expires: float = 0.0
     used: int = 0  # spent during the current lease: sizes the next one
+    blocked_until: float = 0.0  # Redis said no token before then: refuse without asking again
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
 class RateLimiter:
     """Spends tokens from the tenant's bucket in Redis, leasing a few at a time when traffic is high.
 
-    A bridge leases about twice what it spent during the previous lease window (``lease_s``), at
-    most ``rate * lease_s`` and ``MAX_LEASE``, at least 1, and spends them locally; what is left
-    when the window ends is refunded on the next call. A busy tenant costs one Redis round trip per
-    window instead of one per request; a quiet or slow tenant is counted exactly, token by token.
+    A bridge asks for about twice what it spent during the previous lease window (``lease_s``), at
+    most ``rate * lease_s`` and ``MAX_LEASE``, and gets what the bucket has (at least one); the rest
+    of a lease is refunded with the next call once the window ends. A refusal is remembered until
+    the time Redis named, so a flood of refused calls costs no round trips either. A busy tenant
+    costs one Redis call per window instead of one per request; a slow one is counted exactly.
     """
 
     def __init__(self, redis: aioredis.Redis, keys: RedisKeys, settings: BridgeSettings,
@@ -81,27 +85,24 @@ class RateLimiter:
                 lease.tokens -= 1
                 lease.used += 1
                 return
+            if now < lease.blocked_until:
+                self._refuse(tenant, lease.blocked_until - now)
             await self._renew(tenant, lease, now)
 
     async def _renew(self, tenant: Tenant, lease: _Lease, now: float) -> None:
         rate = tenant.rate_per_s or self.settings.rate_per_s
         burst = tenant.burst or self.settings.rate_burst
         cap = max(1, min(MAX_LEASE, int(rate * self.lease_s), int(burst)))
-        chunk = float(max(1, min(cap, 2 * lease.used)))
-        refund, lease.tokens, lease.used = lease.tokens, 0.0, 1
-        ok, retry = await self._spend(tenant.name, rate, burst, chunk, refund)
-        if not ok and chunk > 1:
-            chunk = 1.0  # not enough for a lease: maybe enough for this one call
-            ok, retry = await self._spend(tenant.name, rate, burst, chunk, 0.0)
-        if not ok:
-            raise RateLimited("rate limit exceeded", tenant=tenant.name, retry_after_s=retry,
-                              rate_per_s=rate, burst=burst)
-        lease.tokens, lease.expires = chunk - 1, now + self.lease_s
+        want = max(1, min(cap, 2 * lease.used))
+        refund, lease.tokens, lease.used = lease.tokens, 0, 0
+        granted, retry = await self._script(keys=[self.k.bucket(tenant.name)],
+                                            args=[rate, burst, want, refund])
+        if int(granted) < 1:
+            lease.blocked_until = now + float(retry)
+            self._refuse(tenant, float(retry))
+        lease.tokens, lease.used, lease.expires = int(granted) - 1, 1, now + self.lease_s
 
-    async def _spend(
-        self, bucket: str, rate: float, burst: float, cost: float, refund: float
-    ) -> tuple[bool, float]:
-        allowed, retry, _ = await self._script(
-            keys=[self.k.bucket(bucket)], args=[rate, burst, cost, refund]
-        )
-        return int(allowed) == 1, float(retry)
+    def _refuse(self, tenant: Tenant, retry_after_s: float) -> None:
+        raise RateLimited("rate limit exceeded", tenant=tenant.name, retry_after_s=retry_after_s,
+                          rate_per_s=tenant.rate_per_s or self.settings.rate_per_s,
+                          burst=tenant.burst or self.settings.rate_burst)
