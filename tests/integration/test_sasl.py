@@ -77,7 +77,8 @@ def sasl_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     }
     script = ROOT / "infra" / "kafka" / "sasl-broker.sh"
     try:
-        subprocess.run([str(script), "start"], env=env, check=True, capture_output=True, timeout=180)
+        started = subprocess.run([str(script), "start"], env=env, capture_output=True, text=True, timeout=180)
+        assert started.returncode == 0, f"SASL broker did not start:\n{started.stdout}\n{started.stderr}"
         yield port
     finally:
         pid_file = state / "kafka.pid"
