@@ -14,7 +14,8 @@ The two alternate (direct, http, direct, http, ...) in one run on this machine (
 and each reports the mean over its rounds. Last stdout line: ``http_per_s``, ``p50_ms``, ``p99_ms``
 (HTTP at the given concurrency), ``direct_client_per_s``, ``ratio_http_vs_direct``, and more:
 ``bridge_cpu_us_per_request`` (the bridge process's CPU time per request, from /proc: its own cost,
-which other processes' load on the machine does not change much), per-round rates, p95.
+which other processes' load on the machine changes much less than rates), the load generator's and
+the direct client's CPU per request (this process), per-round rates, p95.
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     n = 1500 if args.quick else 5000
     rounds = 3 if args.quick else 5
     env = {"AIAAS_TOPIC_PREFIX": settings.topic_prefix, "AIAAS_LOG_LEVEL": "WARNING"}
-    results: dict[str, list[Any]] = {"http": [], "direct": [], "lat": [], "cpu": []}
+    results: dict[str, list[Any]] = {"http": [], "direct": [], "lat": [], "cpu": [], "client_cpu": [],
+                                     "loadgen_cpu": []}
     async with spawn_workers(settings, MODEL, args.workers, "--threads", "1") as workers, \
             BridgeProcess(env) as bridge, InferenceClient(settings) as client:
         await until_processes_balanced(workers, PARTITIONS)
@@ -147,12 +149,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await http_load(bridge.port, payload, 300, args.concurrency)  # warm both paths
         await direct_load(client, x, 300, args.concurrency)
         for _ in range(rounds):
+            own0 = time.process_time()
             rate, _ = await direct_load(client, x, n, args.concurrency)
+            results["client_cpu"].append((time.process_time() - own0) / n * 1e6)
             results["direct"].append(rate)
             assert bridge.proc is not None
-            cpu0 = cpu_seconds(bridge.proc.pid)
+            cpu0, own0 = cpu_seconds(bridge.proc.pid), time.process_time()
             rate, lat = await http_load(bridge.port, payload, n, args.concurrency)
             results["cpu"].append((cpu_seconds(bridge.proc.pid) - cpu0) / n * 1e6)
+            results["loadgen_cpu"].append((time.process_time() - own0) / n * 1e6)
             results["http"].append(rate)
             results["lat"] += lat
     http_rate, direct_rate = statistics.mean(results["http"]), statistics.mean(results["direct"])
@@ -164,6 +169,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "direct_client_per_s": round(direct_rate, 1),
         "ratio_http_vs_direct": round(http_rate / direct_rate, 3),
         "bridge_cpu_us_per_request": round(statistics.mean(results["cpu"]), 1),
+        "http_loadgen_cpu_us_per_request": round(statistics.mean(results["loadgen_cpu"]), 1),
+        "direct_client_cpu_us_per_request": round(statistics.mean(results["client_cpu"]), 1),
         "concurrency": args.concurrency,
         "requests_per_round": n,
         "rounds": rounds,
