@@ -57,6 +57,7 @@ class Stack:
     settings: Settings
     http: httpx.AsyncClient
     worker: InferenceWorker | None
+    app: FastAPI
 
     @property
     def auth(self) -> dict[str, str]:
@@ -120,7 +121,7 @@ async def stack(settings: Settings, redis_client: aioredis.Redis) -> AsyncIterat
             url = await es.enter_async_context(serve(app))
             http = await es.enter_async_context(httpx.AsyncClient(base_url=url, timeout=60, trust_env=False))
             key, _, tenant = await bridge.keys.create("acme")
-            yield Stack(url, key, tenant.secret, bridge, settings, http, w)
+            yield Stack(url, key, tenant.secret, bridge, settings, http, w, app)
 
     yield make
 
