@@ -7,6 +7,7 @@ the rate limit (in the route), so the hot path is: validate, produce, await the 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -135,17 +136,28 @@ class InferService:
         self, call: Call, parsed: oip.ParsedRequest, earlier: str, timeout_s: float, is_async: bool
     ) -> oip.HttpBody | Accepted:
         """The same key and body again: the earlier request's answer, without inferring twice."""
-        got = await self.b.states.get(earlier)
-        if got is None:
-            raise AiaasError("the earlier request has expired", code=ErrorCode.CONFLICT, request_id=earlier)
         if is_async:
-            return Accepted(earlier, got[0])
+            return Accepted(earlier, await self._earlier_state(earlier))
+        await self._earlier_state(earlier)
         state, result = await self.b.states.wait_finished(earlier, timeout_s + ORPHAN_GRACE_S + 1)
         if state.status == "failed" or state.orphaned():
             err = state.public().get("error") or {"error": "failed", "code": ErrorCode.INTERNAL.value}
             return oip.HttpBody(json.dumps(err).encode(), state.status_code or 504, {}, "application/json")
         assert result is not None
         return oip.stored_to_http(state.status_code or 200, result, parsed)
+
+    async def _earlier_state(self, request_id: str, appear_s: float = 2.0) -> RequestState:
+        """The claiming call writes its state right after the claim: give it a moment to appear."""
+        delay = 0.005
+        try:
+            async with asyncio.timeout(appear_s):
+                while (got := await self.b.states.get(request_id)) is None:
+                    await asyncio.sleep(delay)
+                    delay = min(2 * delay, 0.1)
+        except TimeoutError:
+            raise AiaasError("the earlier request has expired", code=ErrorCode.CONFLICT,
+                             request_id=request_id) from None
+        return got[0]
 
     def _state(self, call: Call, rid: str, callback: str | None, timeout: float) -> RequestState:
         now = time.time()
