@@ -319,16 +319,17 @@ class EchoProcess:
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.settings, self.topic = settings, topic
+        self.args: tuple[str, ...] = ("-m", "benchmarks.inference", "--echo-server", topic)
 
     async def __aenter__(self) -> None:
         env = {**os.environ, "AIAAS_TOPIC_PREFIX": self.settings.topic_prefix}
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "benchmarks.inference", "--echo-server", self.topic,
+            sys.executable, *self.args,
             env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
         assert self.proc.stderr is not None
-        async with asyncio.timeout(60):
+        async with asyncio.timeout(120):
             async for line in self.proc.stderr:
                 if b"assigned" in line:
                     break
