@@ -1,0 +1,39 @@
+"""`aiaas demo` end to end as a user runs it: its last stdout line is the JSON summary."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from streams.settings import Settings
+from tests.infra import ROOT
+
+pytestmark = pytest.mark.timeout(600)
+
+
+async def test_demo_trains_serves_and_answers_every_caller(settings: Settings, tmp_path: Path) -> None:
+    env = {**os.environ, "AIAAS_TOPIC_PREFIX": settings.topic_prefix, "PYTHONPATH": str(ROOT)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiaas_cli.main", "demo", "--out", str(tmp_path / "out"),
+        cwd=str(ROOT), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), 540)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    text = out.decode(errors="replace")
+    assert proc.returncode == 0, text[-4000:]
+    result = json.loads(text.strip().splitlines()[-1])
+    assert result["errors"] == 0 and result["failure"] is None
+    assert result["served_accuracy"] >= 0.95
+    assert result["served_accuracy"] == pytest.approx(result["trained_accuracy"], abs=0.01)
+    assert result["requests"] >= 300 and result["p99_ms"] > 0
+    for png in ("training.png", "latency.png"):
+        assert (tmp_path / "out" / png).stat().st_size > 10_000
