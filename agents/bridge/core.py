@@ -26,7 +26,7 @@ from agents.bridge.settings import BridgeSettings
 from agents.bridge.state import StateStore
 from schemas.errors import NotFound
 from schemas.registry import ModelVersion
-from streams.admin import ensure
+from streams.admin import Admin
 from streams.client import InferenceClient
 from streams.producer import Producer
 from streams.registry import Registry
@@ -50,6 +50,7 @@ class Bridge:
         self.states = StateStore(self.redis, self.rk, bridge_settings.result_ttl_s)
         self.idempotency = Idempotency(self.redis, self.rk, bridge_settings.idempotency_ttl_s)
         self.producer = Producer(settings)
+        self.admin = Admin(settings)
         self.client = InferenceClient(
             settings, client_id=bridge_settings.reply_client(), timeout_s=bridge_settings.default_timeout_s
         )
@@ -69,10 +70,12 @@ class Bridge:
     async def start(self) -> None:
         check_bind(self.bs)
         await self.redis.ping()
-        await ensure(self.settings, [self.topics.audit(), self.topics.dlq("webhooks"), self.topics.jobs()])
-        await self.producer.start()
-        await self.registry.start()
-        await self.client.start()
+        await self.admin.start()
+        # independent clients: connect them side by side (start-up is mostly broker round trips)
+        await asyncio.gather(
+            self.admin.ensure_topics([self.topics.audit(), self.topics.dlq("webhooks"), self.topics.jobs()]),
+            self.producer.start(), self.registry.start(), self.client.start(),
+        )
         await self.dispatcher.start()
         await self.audit.start()
         self.started = True
@@ -85,7 +88,8 @@ class Bridge:
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        for part in (self.dispatcher, self.jobs, self.client, self.registry, self.audit, self.producer):
+        for part in (self.dispatcher, self.jobs, self.client, self.registry, self.audit, self.producer,
+                     self.admin):
             try:
                 await part.stop()
             except Exception:  # keep closing the rest
@@ -130,7 +134,7 @@ class Bridge:
         """Requests for a registered model queue even while no worker runs (scale from zero)."""
         if model in self._request_topics:
             return
-        await ensure(self.settings, [self.topics.infer_requests(model)])
+        await self.admin.ensure_topics([self.topics.infer_requests(model)])
         self._request_topics.add(model)
 
 
