@@ -26,14 +26,13 @@ from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssigno
 from aiokafka.structs import RecordMetadata, TopicPartition
 
 from agents.inference import batcher, replies
-from agents.inference.batcher import BadInput, Work
+from agents.inference.batcher import Work
+from agents.inference.intake import Intake, request_id
 from agents.inference.sessions import Sessions
 from agents.inference.settings import WorkerSettings
-from schemas.errors import AiaasError, DeadlineExceeded, NotFound, TooLarge
-from schemas.inference import InferenceRequest
+from schemas.errors import AiaasError, DeadlineExceeded, NotFound
 from streams import headers as h
 from streams import metrics as m
-from streams import tensorcodec as tc
 from streams.admin import ensure
 from streams.assignors import WeightedAssignor, default_weight
 from streams.client import partition_count
@@ -64,19 +63,6 @@ class _Handoff(ConsumerRebalanceListener):  # type: ignore[misc]
         self.worker.rebalanced.set()
 
 
-REQUEST_KEYS = frozenset({"v", "id", "parameters", "inputs", "outputs"})
-
-
-def _plain(body: dict[str, Any]) -> bool:
-    """The fast-decoded fields have the types the validating decoder would insist on."""
-    rid, params, outs = body.get("id"), body.get("parameters"), body.get("outputs")
-    return ((rid is None or (isinstance(rid, str) and len(rid) <= 128))
-            and (params is None or isinstance(params, dict))
-            and (outs is None or (isinstance(outs, list)
-                                  and all(isinstance(o, dict) and o.keys() <= {"name", "parameters"}
-                                          and isinstance(o.get("name"), str) for o in outs))))
-
-
 def group_id(settings: Settings, model: str) -> str:
     """The consumer group of a model's workers (the autoscaler watches its lag)."""
     return settings.topic(f"inference.{model}")
@@ -91,9 +77,9 @@ class InferenceWorker:
         self.results_topic = self.topics.infer_results(cfg.model, cfg.partitions).name
         self.stats: Counter[str] = Counter()
         self._binary = replies.BinaryResponses(cfg.model)
-        self._layouts = tc.LayoutCache(InferenceRequest.KIND, "inputs", REQUEST_KEYS)
         self.registry = Registry(settings)
         self.sessions = Sessions(self.registry, cfg)
+        self.intake = Intake(cfg, self.sessions)
         self._producer = Producer(settings, linger_ms=cfg.reply_linger_ms)
         self._consumer: Consumer | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{cfg.model}")
@@ -208,51 +194,13 @@ class InferenceWorker:
 
     async def _prepare(self, rec: Record, sent: list[Sent]) -> Work | None:
         """Decode and check one request; on failure the error reply (and dead letter) is sent here."""
-        hd = rec.headers
-        rid = hd.get(h.CORRELATION_ID) or (rec.key or b"").decode("utf-8", "replace") or \
-            f"{rec.topic}:{rec.partition}:{rec.offset}"
+        rid = request_id(rec)
         self.stats["requests"] += 1
         try:
-            return await self._decode(rec, rid)
+            return await self.intake.work(rec, rid)
         except AiaasError as exc:
             await self._fail(rec, rid, exc, sent)
             return None
-
-    async def _decode(self, rec: Record, rid: str) -> Work:
-        hd = rec.headers
-        size = len(rec.value or b"")
-        if size > self.cfg.max_request_bytes:
-            raise TooLarge("request over the size limit", size=size, limit=self.cfg.max_request_bytes)
-        if h.expired(hd):
-            raise DeadlineExceeded("deadline passed before compute", deadline=hd.get(h.DEADLINE))
-        fast = self._layouts.decode(rec.value, hd)
-        if fast is not None and _plain(fast.body):
-            body, arrays = fast.body, fast.arrays
-        else:  # JSON tensors, or anything unusual: the validating decoder (and its error messages)
-            req, arrays = tc.decode(rec.value, hd, InferenceRequest, "inputs")
-            body = req.model_dump(exclude={"inputs"}, exclude_none=True)
-        elements = sum(a.size for a in arrays.values())
-        if elements > self.cfg.max_request_elements:
-            raise TooLarge("request has too many elements", elements=elements,
-                           limit=self.cfg.max_request_elements)
-        model = await self._model_for(rid, hd.get(h.MODEL_VERSION))
-        rows = batcher.check_inputs(model.mv.inputs, arrays, model.checked)
-        rows = rows if self.cfg.batching else None
-        wanted = [o["name"] for o in body["outputs"]] if body.get("outputs") else None
-        unknown = sorted(set(wanted or ()) - set(model.output_names))
-        if unknown:
-            raise BadInput("unknown output name", unknown=unknown, expected=model.output_names)
-        binary = tc.is_binary(hd) or (body.get("parameters") or {}).get("binary_data_output") is True
-        return Work(rec, rid, hd.get(h.REPLY_TO), binary, arrays, model, rows, wanted, body.get("id"))
-
-    async def _model_for(self, rid: str, pin: str | None) -> Any:
-        if pin is None or pin == "":
-            return self.sessions.route(rid)
-        try:
-            version = int(pin)
-        except ValueError:
-            raise BadInput("model-version header is not a version number", got=pin) from None
-        return await self.sessions.pinned(version)
 
     async def _compute(self, works: list[Work], records: list[Record], sent: list[Sent]) -> None:
         loop = asyncio.get_running_loop()

@@ -1,0 +1,86 @@
+"""Request intake: one record in, one checked ``Work`` out (or the AiaasError to reply with).
+
+Order of checks: size, deadline, decoding (the layout cache, else the validating decoder with its
+field-level messages), element count, version (pin header or canary routing), signature, outputs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agents.inference import batcher
+from agents.inference.batcher import BadInput, Work
+from agents.inference.sessions import Loaded, Sessions
+from agents.inference.settings import WorkerSettings
+from schemas.errors import DeadlineExceeded, TooLarge
+from schemas.inference import InferenceRequest
+from streams import headers as h
+from streams import tensorcodec as tc
+from streams.record import Record
+
+REQUEST_KEYS = frozenset({"v", "id", "parameters", "inputs", "outputs"})
+
+
+def request_id(rec: Record) -> str:
+    """The id replies are matched by: the correlation-id header, else the key, else the offset."""
+    return rec.headers.get(h.CORRELATION_ID) or (rec.key or b"").decode("utf-8", "replace") or \
+        f"{rec.topic}:{rec.partition}:{rec.offset}"
+
+
+def plain(body: dict[str, Any]) -> bool:
+    """The fast-decoded fields have the types the validating decoder would insist on."""
+    rid, params, outs = body.get("id"), body.get("parameters"), body.get("outputs")
+    return ((rid is None or (isinstance(rid, str) and len(rid) <= 128))
+            and (params is None or isinstance(params, dict))
+            and (outs is None or (isinstance(outs, list)
+                                  and all(isinstance(o, dict) and o.keys() <= {"name", "parameters"}
+                                          and isinstance(o.get("name"), str) for o in outs))))
+
+
+class Intake:
+    """Decodes and checks requests for one worker (keeps the per-layout decode cache)."""
+
+    def __init__(self, cfg: WorkerSettings, sessions: Sessions) -> None:
+        self.cfg = cfg
+        self.sessions = sessions
+        self.layouts = tc.LayoutCache(InferenceRequest.KIND, "inputs", REQUEST_KEYS)
+
+    async def work(self, rec: Record, rid: str) -> Work:
+        """The checked request; raises the AiaasError its error reply should carry."""
+        hd = rec.headers
+        size = len(rec.value or b"")
+        if size > self.cfg.max_request_bytes:
+            raise TooLarge("request over the size limit", size=size, limit=self.cfg.max_request_bytes)
+        if h.expired(hd):
+            raise DeadlineExceeded("deadline passed before compute", deadline=hd.get(h.DEADLINE))
+        body, arrays = self._decode(rec)
+        elements = sum(a.size for a in arrays.values())
+        if elements > self.cfg.max_request_elements:
+            raise TooLarge("request has too many elements", elements=elements,
+                           limit=self.cfg.max_request_elements)
+        model = await self._model_for(rid, hd.get(h.MODEL_VERSION))
+        rows = batcher.check_inputs(model.mv.inputs, arrays, model.checked)
+        wanted = [o["name"] for o in body["outputs"]] if body.get("outputs") else None
+        unknown = sorted(set(wanted or ()) - set(model.output_names))
+        if unknown:
+            raise BadInput("unknown output name", unknown=unknown, expected=model.output_names)
+        binary = tc.is_binary(hd) or (body.get("parameters") or {}).get("binary_data_output") is True
+        return Work(rec, rid, hd.get(h.REPLY_TO), binary, arrays, model,
+                    rows if self.cfg.batching else None, wanted, body.get("id"))
+
+    def _decode(self, rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
+        fast = self.layouts.decode(rec.value, rec.headers)
+        if fast is not None and plain(fast.body):
+            return fast.body, fast.arrays
+        # JSON tensors, or anything unusual: the validating decoder (and its error messages)
+        req, arrays = tc.decode(rec.value, rec.headers, InferenceRequest, "inputs")
+        return req.model_dump(exclude={"inputs"}, exclude_none=True), arrays
+
+    async def _model_for(self, rid: str, pin: str | None) -> Loaded:
+        if not pin:
+            return self.sessions.route(rid)
+        try:
+            version = int(pin)
+        except ValueError:
+            raise BadInput("model-version header is not a version number", got=pin) from None
+        return await self.sessions.pinned(version)
