@@ -33,8 +33,8 @@ from streams.runtime import run
 from streams.settings import Settings
 
 log = logging.getLogger("benchmarks.training_modes")
-HYBRID_LOCAL_STEPS = 8
-RING_LOCAL_STEPS = 8
+HYBRID_LOCAL_STEPS = 16
+RING_LOCAL_STEPS = 16
 KNOBS: dict[str, dict[str, Any]] = {
     "sync": {"sync": {"mode": "sync", "straggler_deadline_ms": 2000}},
     "async": {"sync": {"mode": "async", "staleness": 4}},

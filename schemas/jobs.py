@@ -78,6 +78,11 @@ class CompressionSpec(_Spec):
     kind: Literal["none", "fp16", "topk"] = "none"
     ratio: float = Field(default=0.01, gt=0.0, le=1.0, description="topk: fraction of entries kept")
     error_feedback: bool = True
+    params_dtype: Literal["float32", "float16"] = Field(
+        default="float32",
+        description="parameters sent to trainers (versions, ring exchanges); the aggregator keeps "
+        "float32 master weights, checkpoints and the final version stay float32",
+    )
 
 
 class TargetSpec(_Spec):

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
@@ -68,13 +70,13 @@ class Aggregator:
         self._x_test = self._y_test = None
         self._evaluated_version = -1
         self.stop_reason: str | None = None
-        self._group_changed = asyncio.Event()
         self.gang = spec.trainers
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
         set_threads(self.cfg.threads)
+        sys.setswitchinterval(self.cfg.switch_interval_ms / 1000)
         await asyncio.to_thread(self.state.warm_up)
         topics = Topics(self.settings)
         job = self.spec.job_id
@@ -142,30 +144,40 @@ class Aggregator:
             self.consumer.seek(tp, self.offsets.get(tp.partition, 0))
 
     async def _rendezvous(self, wait_s: float) -> None:
-        """Wait (up to ``wait_s``) for the spec's number of trainers to join their group."""
-        try:
-            async with asyncio.timeout(wait_s):
-                while len(self.members.group or ()) < self.spec.trainers:
-                    await self._group_changed.wait()
-                    self._group_changed.clear()
-        except TimeoutError:
-            log.warning("job %s: %d of %d trainers joined within %.0fs; starting anyway", self.spec.job_id,
-                        len(self.members.group or ()), self.spec.trainers, wait_s)
-        self.gang = max(1, len(self.members.group or ()))
+        """Wait (up to ``wait_s``) until the spec's number of trainers form a stable group: every one
+        holds its partitions, so the clock that starts at version 0 measures training only."""
+        members: set[str] = set()
+        async with Admin(self.settings) as admin:
+            try:
+                async with asyncio.timeout(wait_s):
+                    while True:
+                        state, members = await self._read_group(admin)
+                        if state == "Stable" and len(members) >= self.spec.trainers:
+                            break
+                        await asyncio.sleep(0.05)  # polling the broker's view of the group
+            except TimeoutError:
+                log.warning("job %s: %d of %d trainers joined within %.0fs; starting anyway",
+                            self.spec.job_id, len(members), self.spec.trainers, wait_s)
+        self.gang = max(1, len(members))
+
+    async def _read_group(self, admin: Admin) -> tuple[str, set[str]]:
+        """(state, client ids) of the trainers' consumer group; the client id is the worker id."""
+        asked = time.monotonic()
+        gid = trainer_group(self.settings, self.spec.job_id)
+        (resp,) = await admin.client.describe_consumer_groups([gid])
+        _, _, state, _, _, members = resp.groups[0][:6]
+        clients = {str(m[1]) for m in members}
+        self.members.set_group(clients, asked)
+        return str(state), clients
 
     async def _watch_group(self) -> None:
         """Keep the membership in step with the trainers' consumer group."""
-        gid = trainer_group(self.settings, self.spec.job_id)
         async with Admin(self.settings) as admin:
             while True:
-                asked = time.monotonic()
                 try:
-                    (resp,) = await admin.client.describe_consumer_groups([gid])
-                    group = resp.groups[0]
-                    self.members.set_group({m[1] for m in group[5]}, asked)
-                    self._group_changed.set()
+                    await self._read_group(admin)
                 except Exception as exc:  # the view is advisory: keep going without it
-                    log.debug("describing group %s failed: %r", gid, exc)
+                    log.debug("describing the trainers' group failed: %r", exc)
                 await asyncio.sleep(self.cfg.group_poll_s)
 
     # ------------------------------------------------------------------ the loop
@@ -221,9 +233,13 @@ class Aggregator:
         return samples, self._pack_params(False)
 
     def _pack_params(self, final: bool) -> bytes:
+        """A parameter version (float16 on the wire when the spec says so; the final one: float32)."""
         header = ParameterSnapshot(job_id=self.spec.job_id, version=self.state.version,
                                    samples=self.state.samples, final=final)
-        return codecs.pack(header, self.state.params())
+        tensors = self.state.params()
+        if self.spec.compression.params_dtype == "float16" and not final:
+            tensors = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in tensors.items()}
+        return codecs.pack(header, tensors)
 
     async def _publish(self, value: bytes) -> None:
         await self.producer.send(self.params_topic, value, key=PARAMS_KEY,

@@ -10,6 +10,9 @@ class AggregatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIAAS_AGGREGATOR_", env_file=".env", extra="ignore")
 
     threads: int = Field(default=1, ge=1, description="torch intra-op threads (cores are shared)")
+    switch_interval_ms: float = Field(
+        default=1.0, gt=0, description="GIL hand-off between the event loop and the torch thread "
+        "(Python's 5 ms default adds up to 5 ms to a round when both want the GIL)")
     start_wait_s: float = Field(
         default=30.0, gt=0, description="first round: wait this long for the spec's number of trainers"
     )

@@ -59,7 +59,7 @@ async def run_sync(t: Trainer) -> None:
         t0 = time.perf_counter()
         phases = await _gradient_step(t, snap)
         t1 = time.perf_counter()
-        snap = await t.params_after(snap.offset)
+        snap = await t.next_params(snap)
         phases |= {"wait": _ms(t1), "params_transit": max(0.0, (snap.received_at - snap.sent_at) * 1000),
                    "round": _ms(t0)}
         t.timings = phases
@@ -75,7 +75,7 @@ async def run_async(t: Trainer) -> None:
         if newest is not None and newest.offset > snap.offset:
             snap, riding = newest, 0
         if riding >= window:
-            snap, riding = await t.params_after(snap.offset), 0
+            snap, riding = await t.next_params(snap), 0
             if snap.header.final:
                 break
         phases = await _gradient_step(t, snap)
@@ -99,8 +99,7 @@ def _ring_work(t: Trainer, batches: list[Batch]) -> tuple[bytes, float, float]:
     t1 = time.perf_counter()
     loss = t.model.local_steps(batches)
     t2 = time.perf_counter()
-    value = t.pack(t.model.state(), base_version=0, samples=_rows(batches), loss=loss,
-                   payload="params", compress=False)
+    value = t.pack_params(t.model.state(), samples=_rows(batches), loss=loss)
     return value, (t2 - t1) * 1000, _ms(t2)
 
 
@@ -113,7 +112,7 @@ async def run_hybrid(t: Trainer) -> None:
         value, phases = await asyncio.to_thread(_hybrid_work, t, snap, batches)
         await t.send(t.grads_topic.name, value)
         t1 = time.perf_counter()
-        snap = await t.params_after(snap.offset)
+        snap = await t.next_params(snap)
         t.timings = phases | {"wait": _ms(t1), "round": _ms(t0),
                               "params_transit": max(0.0, (snap.received_at - snap.sent_at) * 1000)}
 

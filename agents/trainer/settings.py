@@ -18,6 +18,9 @@ class TrainerSettings(BaseSettings):
 
     worker_id: str = Field(default_factory=_default_worker_id, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     threads: int = Field(default=1, ge=1, description="torch intra-op threads (cores are shared)")
+    switch_interval_ms: float = Field(
+        default=1.0, gt=0, description="GIL hand-off between the event loop and the torch thread "
+        "(Python's 5 ms default adds up to 5 ms to a round when both want the GIL)")
     session_timeout_ms: int = Field(
         default=6000, ge=1000, description="consumer group: how soon a dead trainer's partitions move"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 import zlib
 from types import TracebackType
@@ -35,6 +36,7 @@ from .ring import RingInbox
 from .settings import TrainerSettings
 
 log = logging.getLogger(__name__)
+RESEND_MIN_S = 5.0  # a sync trainer that hears nothing this long computes and sends again
 
 
 def fast_producer(settings: Settings) -> Producer:
@@ -66,9 +68,12 @@ class Trainer:
         self.sent = 0
         self.send_errors = 0
         self.loaded_offset = -1
+        self.resent = 0
+        self.resend_s = max(RESEND_MIN_S, 3 * spec.sync.straggler_deadline_ms / 1000)
 
     async def start(self) -> None:
         set_threads(self.ts.threads)
+        sys.setswitchinterval(self.ts.switch_interval_ms / 1000)
         await asyncio.to_thread(self.model.warm_up)
         specs = [self.grads_topic, self.params_topic] + ([self.ring_topic] if self.ring else [])
         await ensure(self.settings, specs)
@@ -126,6 +131,17 @@ class Trainer:
                 return snap
             log.info("trainer %s still waiting for parameters after offset %d", self.worker_id, offset)
 
+    async def next_params(self, snap: Snapshot) -> Snapshot:
+        """Parameters newer than ``snap``; ``snap`` itself again when none came within the resend
+        timeout (the message was lost or rejected: the loop computes and sends again)."""
+        newer = await self.follower.wait_newer(snap.offset, self.resend_s)
+        if newer is None:
+            self.resent += 1
+            log.info("trainer %s: no new parameters after version %d in %.1fs; sending again",
+                     self.worker_id, snap.version, self.resend_s)
+            return snap
+        return newer
+
     def load_if_new(self, snap: Snapshot) -> float:
         """Load ``snap`` unless it is already loaded (call in the worker thread); returns ms spent."""
         if snap.offset == self.loaded_offset:
@@ -136,17 +152,27 @@ class Trainer:
         return (time.perf_counter() - t0) * 1000
 
     def pack(self, tensors: dict[str, np.ndarray], *, base_version: int, samples: int, loss: float,
-             payload: str = "gradient", compress: bool = True) -> bytes:
-        """A GradientMessage record (compressed per the spec when ``compress``)."""
-        body = self.compressor.compress(tensors) if compress else tensors
+             payload: str = "gradient") -> bytes:
+        """A GradientMessage record of a gradient or delta, compressed per the spec."""
+        body = self.compressor.compress(tensors)
         header = GradientMessage(
             job_id=self.spec.job_id, worker_id=self.worker_id, step=self.model.steps,
-            base_version=base_version, samples=samples, loss=loss,
-            compression=self.spec.compression.kind if compress else "none",
+            base_version=base_version, samples=samples, loss=loss, compression=self.spec.compression.kind,
             payload=payload,  # type: ignore[arg-type]
             timings=self.timings,
         )
         return codecs.pack(header, body)
+
+    def pack_params(self, state: dict[str, np.ndarray], *, samples: int, loss: float) -> bytes:
+        """Ring mode: the full parameters (float16 on the wire when the spec says so)."""
+        half = self.spec.compression.params_dtype == "float16"
+        if half:
+            state = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in state.items()}
+        header = GradientMessage(
+            job_id=self.spec.job_id, worker_id=self.worker_id, step=self.model.steps, base_version=0,
+            samples=samples, loss=loss, compression="fp16" if half else "none", payload="params",
+            timings=self.timings)
+        return codecs.pack(header, state)
 
     async def send(self, topic: str, value: bytes, partition: int | None = None) -> None:
         """Queue ``value`` (no wait for the ack: it is checked by a callback)."""

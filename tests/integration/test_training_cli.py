@@ -1,0 +1,74 @@
+"""The training CLI and the jobs worker on the real broker.
+
+``aiaas jobs status`` reads the jobs topic; ``aiaas train`` refuses a bad spec naming the field;
+``aiaas worker jobs`` (``agents.jobrunner``) picks up a spec written to the jobs topic (as the HTTP
+bridge's ``POST /v1/jobs`` does) and runs it with real aggregator and trainer processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from agents.jobrunner import watch_and_run
+from aiaas_cli.main import app
+from schemas.jobs import JobSpec
+from streams.jobs import spec_key, submit, wait_final
+from streams.producer import Producer
+from streams.runtime import run
+from streams.settings import Settings
+from streams.topics import Topics
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def small_spec(job_id: str) -> JobSpec:
+    """One trainer (two processes in all: start-up on 2 busy cores is mostly importing torch)."""
+    return JobSpec.model_validate({
+        "job_id": job_id, "model": {"input_dim": 64, "hidden": [64], "output_dim": 10}, "trainers": 1,
+        "optimizer": {"name": "adam", "lr": 3e-3}, "epochs": 30, "eval_interval": 5,
+        "sync": {"mode": "sync", "straggler_deadline_ms": 1000},
+        "target": {"metric": "test_accuracy", "value": 0.93},
+        "data": {"source": "digits", "partitions": 2},
+    })
+
+
+def test_jobs_status_lists_the_jobs_on_the_topic(
+    infra: None, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIAAS_TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("COLUMNS", "200")
+    run(submit(Settings(), small_spec("listed-job")))
+    runner = CliRunner()
+    result = runner.invoke(app, ["jobs", "status"])
+    assert result.exit_code == 0, result.output
+    assert "listed-job" in result.output and "submitted" in result.output
+    missing = runner.invoke(app, ["jobs", "status", "no-such-job"])
+    assert missing.exit_code == 1 and "no job" in missing.output
+
+
+def test_train_refuses_a_bad_spec_naming_the_field(tmp_path: Path) -> None:
+    bad = tmp_path / "job.yaml"
+    bad.write_text("job_id: bad\nmodel: {input_dim: 64, output_dim: 10}\nepochs: 1\nsync: {mode: sideways}\n")
+    result = CliRunner().invoke(app, ["train", "--spec", str(bad)])
+    assert result.exit_code == 2
+    assert "sync.mode" in result.output
+
+
+async def test_jobs_worker_runs_a_job_submitted_to_the_topic(settings: Settings, tmp_path: Path) -> None:
+    spec = small_spec("from-topic")
+    runner = asyncio.create_task(watch_and_run(settings, log_dir=tmp_path))
+    try:
+        async with Producer(settings) as producer:  # the bridge writes only the spec
+            await producer.send_and_wait(Topics(settings).jobs().name, spec.to_record(),
+                                         key=spec_key(spec.job_id))
+        status = await wait_final(settings, spec.job_id, timeout_s=150)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+    assert status.state == "succeeded", status.error
+    assert status.metrics["test_accuracy"] >= 0.93
+    assert (tmp_path / spec.job_id / "aggregator.log").exists()
