@@ -19,6 +19,7 @@ router = APIRouter()
 SERVER = {"name": "aiaas", "version": "0.1.0",
           "extensions": ["binary_tensor_data", "async_callbacks", "idempotency", "tenants"]}
 
+
 def bridge_of(request: Request) -> Bridge:
     bridge: Bridge = request.app.state.bridge
     return bridge
