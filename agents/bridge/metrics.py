@@ -35,6 +35,7 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+        self._lag_children: dict[str, Histogram] = {}
         self.async_pending = Gauge("aiaas_bridge_async_in_flight", "async requests running here", registry=r)
 
     def observe(self, model: str, status: int, seconds: float) -> None:
@@ -48,6 +49,12 @@ class Metrics:
             self._children[key] = pair
         pair[0].inc()
         pair[1].observe(seconds)
+
+    def observe_reply(self, model: str, seconds: float) -> None:
+        child = self._lag_children.get(model)
+        if child is None:
+            child = self._lag_children[model] = self.reply_lag.labels(model=model)
+        child.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

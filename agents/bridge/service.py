@@ -100,7 +100,7 @@ class InferService:
             )
         finally:
             m.in_flight.dec()
-            m.reply_lag.labels(model=call.model).observe(time.perf_counter() - t0)  # known model: bounded
+            m.observe_reply(call.model, time.perf_counter() - t0)  # a known model: bounded labels
 
     async def _sync(self, call: Call, parsed: oip.ParsedRequest, rid: str, timeout_s: float) -> oip.HttpBody:
         reply = await self._request(call, parsed, rid, timeout_s)
