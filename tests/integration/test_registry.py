@@ -104,3 +104,29 @@ async def test_artifact_dir_and_bad_onnx(settings: Settings, tmp_path: Path) -> 
         assert await reg.load_bytes(mv) == data
         with pytest.raises(InvalidMessage):
             await reg.publish("f", b"not an onnx model at all")
+
+
+def test_models_cli_push_list_promote_rollback(settings: Settings, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """``aiaas models ...`` end to end (each command runs its own uvloop, like a shell would)."""
+    from typer.testing import CliRunner
+
+    from aiaas_cli.main import app
+
+    monkeypatch.setenv("AIAAS_TOPIC_PREFIX", settings.topic_prefix)
+    runner = CliRunner()
+    for seed in (1, 2):
+        path = tmp_path / f"m{seed}.onnx"
+        path.write_bytes(examples.mlp([4, 3], seed=seed))
+        pushed = runner.invoke(app, ["models", "push", str(path), "--name", "cli", "--job-id", "j9"])
+        assert pushed.exit_code == 0, pushed.output
+        assert f'"version": {seed}' in pushed.output
+    assert runner.invoke(app, ["models", "promote", "cli", "1"]).exit_code == 0
+    assert runner.invoke(app, ["models", "promote", "cli", "2"]).exit_code == 0
+    back = runner.invoke(app, ["models", "rollback", "cli"])
+    assert back.exit_code == 0 and '"version": 1' in back.output and '"stage": "production"' in back.output
+    listed = runner.invoke(app, ["models", "list", "cli"])
+    assert listed.exit_code == 0 and "production" in listed.output and "archived" in listed.output
+    missing = runner.invoke(app, ["models", "promote", "cli", "7"])
+    assert missing.exit_code == 1 and "unknown model version" in missing.output
+    assert runner.invoke(app, ["worker", "inference", "--help"]).exit_code == 0
