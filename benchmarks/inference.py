@@ -83,6 +83,8 @@ class RawOrt:
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = os.cpu_count() or 1
+        # no spin-waiting: idle pool threads would burn the cores the Kafka rounds measure next
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(data, sess_options=opts, providers=["CPUExecutionProvider"])
         self.name = self.session.get_inputs()[0].name
         self.dim = dim
