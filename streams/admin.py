@@ -6,13 +6,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Self
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from schemas.errors import Unavailable
+from streams.lifecycle import Service
 from streams.settings import Settings
 from streams.topics import TopicSpec
 
@@ -22,7 +21,7 @@ _TOPIC_EXISTS = 36
 _NO_ERROR = 0
 
 
-class Admin:
+class Admin(Service):
     """Thin async admin client; created lazily in ``start()``."""
 
     def __init__(self, settings: Settings) -> None:
@@ -37,15 +36,6 @@ class Admin:
         if self._client is not None:
             await self._client.close()
             self._client = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     @property
     def client(self) -> AIOKafkaAdminClient:

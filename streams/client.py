@@ -45,8 +45,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
@@ -58,6 +57,7 @@ from schemas.inference import ErrorReply, InferenceRequest, InferenceResponse, R
 from streams import headers as h
 from streams import tensorcodec as tc
 from streams.admin import ensure
+from streams.lifecycle import Service
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -181,7 +181,7 @@ async def topic_exists(client: AIOKafkaClient, topic: str) -> bool:
     return await partition_count(client, topic) > 0
 
 
-class InferenceClient:
+class InferenceClient(Service):
     """Send inference requests and await their replies; safe to share across tasks."""
 
     def __init__(self, settings: Settings, *, client_id: str | None = None, max_in_flight: int = 4096,
@@ -234,15 +234,6 @@ class InferenceClient:
             if part is not None:
                 await part.stop()
         self._consumer = self._producer = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     @property
     def in_flight(self) -> int:

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
@@ -20,6 +19,7 @@ from streams import headers as h
 from streams.checks import log_extensions
 from streams.chunking import ChunkError, Reassembler
 from streams.dlq import DeadLetters
+from streams.lifecycle import Service
 from streams.record import Record
 from streams.settings import Settings
 
@@ -29,7 +29,7 @@ Decoder = Callable[[Record], Any]
 Handler = Callable[[list[Record]], Awaitable[None]]
 
 
-class Consumer:
+class Consumer(Service):
     """A lazily started consumer of ``topics`` in ``group_id`` (None: manual, no commits)."""
 
     def __init__(
@@ -68,15 +68,6 @@ class Consumer:
             finally:
                 await self._consumer.stop()
                 self._consumer = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     @property
     def raw(self) -> AIOKafkaConsumer:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
@@ -17,6 +16,7 @@ from schemas.errors import TooLarge
 from streams import chunking
 from streams import headers as h
 from streams.checks import log_extensions
+from streams.lifecycle import Service
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ def _key(key: bytes | str | None) -> bytes | None:
     return key.encode() if isinstance(key, str) else key
 
 
-class Producer:
+class Producer(Service):
     """Lazily started aiokafka producer; ``send`` returns a future for the broker's ack."""
 
     def __init__(self, settings: Settings, **overrides: Any) -> None:
@@ -58,15 +58,6 @@ class Producer:
             finally:
                 await self._producer.stop()
                 self._producer = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     @property
     def raw(self) -> AIOKafkaProducer:

@@ -35,8 +35,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
@@ -47,6 +46,7 @@ from schemas.inference import DATATYPES_BY_NUMPY, Datatype
 from schemas.registry import Lineage, ModelVersion, TensorSignature
 from streams import chunking
 from streams.admin import ensure
+from streams.lifecycle import Service
 from streams.producer import Producer
 from streams.settings import Settings
 from streams.topics import Topics
@@ -70,7 +70,7 @@ class IntegrityError(AiaasError):
     code = ErrorCode.CONFLICT
 
 
-class Registry:
+class Registry(Service):
     """Read and write model versions; a background reader keeps ``versions`` current."""
 
     def __init__(self, settings: Settings, *, artifact_dir: str | Path | None = None) -> None:
@@ -110,15 +110,6 @@ class Registry:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     @property
     def producer(self) -> Producer:

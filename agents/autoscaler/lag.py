@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from types import TracebackType
-from typing import Self
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from streams.lifecycle import Service
 from streams.settings import Settings
 
 
@@ -45,7 +44,7 @@ def total_lag(end: dict[TopicPartition, int], begin: dict[TopicPartition, int],
     return lag
 
 
-class LagProbe:
+class LagProbe(Service):
     """Reads end offsets (a group-less consumer) and committed offsets (admin) of ``group``."""
 
     def __init__(self, settings: Settings, topic: str, group: str) -> None:
@@ -66,14 +65,6 @@ class LagProbe:
         if self._admin is not None:
             await self._admin.close()
             self._admin = None
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
-        await self.stop()
 
     async def sample(self) -> LagSample:
         assert self._consumer is not None and self._admin is not None, "LagProbe used before start()"

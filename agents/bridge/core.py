@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -28,6 +27,7 @@ from schemas.errors import NotFound
 from schemas.registry import ModelVersion
 from streams.admin import Admin
 from streams.client import InferenceClient
+from streams.lifecycle import Service
 from streams.producer import Producer
 from streams.registry import Registry
 from streams.settings import Settings
@@ -36,7 +36,7 @@ from streams.topics import Topics
 log = logging.getLogger(__name__)
 
 
-class Bridge:
+class Bridge(Service):
     def __init__(self, settings: Settings, bridge_settings: BridgeSettings) -> None:
         self.settings = settings
         self.bs = bridge_settings
@@ -95,15 +95,6 @@ class Bridge:
             except Exception:  # keep closing the rest
                 log.exception("stopping %s failed", type(part).__name__)
         await self.redis.aclose()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Run background work owned by the bridge (drained on stop)."""

@@ -16,11 +16,11 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import h11
 import httpx
+
+from streams.lifecycle import Service
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,7 +53,7 @@ async def wait_http_ready(
             await asyncio.sleep(0.1)
 
 
-class BridgeProcess:
+class BridgeProcess(Service):
     """One bridge as a child process; ``stop()`` sends SIGTERM (then SIGKILL after a grace)."""
 
     def __init__(self, env: Mapping[str, str], port: int | None = None) -> None:
@@ -111,14 +111,6 @@ class BridgeProcess:
                 await asyncio.wait_for(self._reader, 5)
             self._reader = None
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
 
 @dataclass
@@ -129,7 +121,7 @@ class Received:
 
 
 @dataclass
-class Receiver:
+class Receiver(Service):
     """A loopback webhook receiver; ``statuses`` are answered in order, then ``default``."""
 
     statuses: list[int] = field(default_factory=list)
@@ -151,15 +143,6 @@ class Receiver:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def wait_for(self, count: int, timeout_s: float = 30.0) -> list[Received]:
         """Wait until at least ``count`` POSTs arrived."""

@@ -18,8 +18,7 @@ import logging
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
@@ -38,6 +37,7 @@ from streams.assignors import WeightedAssignor, default_weight
 from streams.client import partition_count
 from streams.consumer import Consumer
 from streams.dlq import DeadLetters
+from streams.lifecycle import Service
 from streams.producer import Producer
 from streams.record import Record
 from streams.registry import Registry
@@ -68,7 +68,7 @@ def group_id(settings: Settings, model: str) -> str:
     return settings.topic(f"inference.{model}")
 
 
-class InferenceWorker:
+class InferenceWorker(Service):
     def __init__(self, settings: Settings, cfg: WorkerSettings) -> None:
         self.settings = settings
         self.cfg = cfg
@@ -133,15 +133,6 @@ class InferenceWorker:
         await self._producer.stop()
         await self.registry.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     def request_stop(self) -> None:
         """Make ``run()`` return after the current poll."""

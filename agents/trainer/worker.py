@@ -12,8 +12,6 @@ import logging
 import sys
 import time
 import zlib
-from types import TracebackType
-from typing import Self
 
 import numpy as np
 from aiokafka.structs import RecordMetadata
@@ -22,6 +20,7 @@ from schemas.jobs import JobSpec
 from schemas.training import SENT_AT, GradientMessage
 from streams import codecs
 from streams.admin import ensure
+from streams.lifecycle import Service
 from streams.ml.compression import Compressor
 from streams.ml.models import set_threads
 from streams.producer import Producer
@@ -44,7 +43,7 @@ def fast_producer(settings: Settings) -> Producer:
     return Producer(settings, linger_ms=0, compression_type=None)
 
 
-class Trainer:
+class Trainer(Service):
     """A trainer for one job; ``async with Trainer(...) as t: await t.run()``."""
 
     def __init__(self, settings: Settings, spec: JobSpec, ts: TrainerSettings | None = None) -> None:
@@ -92,15 +91,6 @@ class Trainer:
             await self.ring.stop()
         await self.follower.stop()
         await self.producer.stop()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.stop()
 
     async def run(self) -> int:
         """Train until the final parameters arrive; returns the number of local steps taken."""
