@@ -69,6 +69,18 @@ def trace_id(ctx: Context | None = None) -> str | None:
     return format(sc.trace_id, "032x") if sc.is_valid else None
 
 
+def hop(incoming: str | None, name: str, kind: SpanKind = SpanKind.INTERNAL) -> str:
+    """The ``traceparent`` a hop passes on: a child span of ``incoming`` (a new trace if None).
+
+    The span covers the hop's hand-off; with an SDK configured it is recorded under ``name``.
+    """
+    parent = extract({h.TRACEPARENT: incoming} if incoming else None)
+    with span(name, parent, kind):
+        value = traceparent()
+    assert value is not None  # span() always makes a valid span context
+    return value
+
+
 def _child_of(parent: SpanContext) -> NonRecordingSpan:
     """A span context under ``parent`` (or a new trace when ``parent`` is invalid)."""
     if parent.is_valid:

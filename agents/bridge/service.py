@@ -14,6 +14,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
+from opentelemetry.trace import SpanKind
+
 from agents.bridge import oip
 from agents.bridge.core import Bridge
 from agents.bridge.idempotency import fingerprint
@@ -21,6 +23,7 @@ from agents.bridge.keys import Principal
 from agents.bridge.state import ORPHAN_GRACE_S, RequestState
 from schemas.errors import AiaasError, ErrorCode, Unavailable
 from streams import headers as h
+from streams import tracing
 from streams.client import Reply
 
 log = logging.getLogger(__name__)
@@ -65,8 +68,7 @@ class InferService:
         hdrs[h.TENANT] = call.who.tenant.name
         if call.version is not None:
             hdrs[h.MODEL_VERSION] = call.version
-        if call.traceparent:
-            hdrs[h.TRACEPARENT] = call.traceparent
+        hdrs[h.TRACEPARENT] = tracing.hop(call.traceparent, "bridge.infer", SpanKind.PRODUCER)
         return hdrs
 
     async def handle(self, call: Call) -> oip.HttpBody | Accepted:

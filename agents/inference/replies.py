@@ -5,23 +5,32 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from opentelemetry.trace import SpanKind
 
 from schemas.errors import AiaasError
 from schemas.inference import ErrorReply, InferenceResponse
 from streams import headers as h
 from streams import tensorcodec as tc
+from streams import tracing
 from streams.client import STATUS
 
-PASS_THROUGH = (h.TRACEPARENT, h.TENANT)
+PASS_THROUGH = (h.TENANT,)
+
+
+def passed_on(request_headers: Mapping[str, str]) -> list[tuple[str, str]]:
+    """Headers a reply carries from its request: the tenant, and the worker's span in the caller's
+    trace (only when the request came with one: tracing costs nothing for requests without it)."""
+    out = [(name, request_headers[name]) for name in PASS_THROUGH if name in request_headers]
+    incoming = request_headers.get(h.TRACEPARENT)
+    if incoming is not None:
+        out.append((h.TRACEPARENT, tracing.hop(incoming, "inference.request", SpanKind.CONSUMER)))
+    return out
 
 
 def _headers(
     request_id: str, request_headers: Mapping[str, str], extra: Mapping[str, str]
 ) -> list[tuple[str, bytes]]:
-    values = {h.CORRELATION_ID: request_id, **extra}
-    for name in PASS_THROUGH:
-        if name in request_headers:
-            values[name] = request_headers[name]
+    values = {h.CORRELATION_ID: request_id, **extra, **dict(passed_on(request_headers))}
     return [(k, v.encode()) for k, v in values.items()]
 
 
@@ -55,9 +64,7 @@ class BinaryResponses:
         hdrs = [(h.CORRELATION_ID, request_id.encode()), ("content-type", _BINARY),
                 (tc.HEADER_LENGTH, enc.headers[tc.HEADER_LENGTH].encode()), (STATUS, b"200"),
                 (h.MODEL_VERSION, extra["model_version"].encode())]
-        for name in PASS_THROUGH:
-            if name in request_headers:
-                hdrs.append((name, request_headers[name].encode()))
+        hdrs += [(name, value.encode()) for name, value in passed_on(request_headers)]
         return enc.value, hdrs
 
 

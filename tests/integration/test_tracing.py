@@ -57,5 +57,15 @@ async def test_traceparent_travels_through_bridge_kafka_and_worker(settings: Set
     # ... and the worker's reply, matched by correlation id, continues the same trace.
     assert reply.headers[h.CORRELATION_ID] == request.headers[h.CORRELATION_ID]
     assert tracing.trace_id(tracing.extract(reply.headers)) == TRACE_ID
-    if h.TRACEPARENT in resp.headers:  # the bridge hands the trace back to the HTTP caller
-        assert tracing.trace_id(tracing.extract(resp.headers)) == TRACE_ID
+    # every hop is a span of its own: the caller's, the bridge's, the worker's
+    spans = [INCOMING, request.headers[h.TRACEPARENT], reply.headers[h.TRACEPARENT]]
+    assert len({s.split("-")[2] for s in spans}) == 3
+    # and the bridge hands the worker's span back to the HTTP caller
+    assert resp.headers[h.TRACEPARENT] == reply.headers[h.TRACEPARENT]
+
+
+def test_a_request_without_trace_starts_one_at_the_bridge() -> None:
+    first = tracing.hop(None, "bridge.infer")
+    second = tracing.hop(first, "inference.request")
+    assert tracing.trace_id(tracing.extract({"traceparent": first})) == first.split("-")[1]
+    assert second.split("-")[1] == first.split("-")[1] and second.split("-")[2] != first.split("-")[2]

@@ -96,12 +96,17 @@ def test_a_failing_request_does_not_fail_its_batch(multi: Loaded) -> None:
 def test_binary_fast_replies_equal_the_generic_encoder() -> None:
     fast = replies.BinaryResponses("m")
     outs = {"y": np.arange(6, dtype=np.float32).reshape(2, 3), "k": np.array([[1], [2]], np.int64)}
-    hdrs = {"traceparent": "00-abc-def-01"}
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    hdrs = {"traceparent": f"00-{trace}-00f067aa0ba902b7-01", "tenant": "acme"}
     for rid in ("r1", "naïve \"id\""):
         value, headers = fast.encode(3, rid, None, outs, hdrs)
         want_value, want_headers = replies.response("m", 3, rid, None, outs, binary=True,
                                                     request_headers=hdrs)
-        assert value == want_value and dict(headers) == dict(want_headers)
+        got, want = dict(headers), dict(want_headers)
+        # each reply is its own span in the caller's trace: same trace id, fresh span id
+        for tp in (got.pop("traceparent").decode(), want.pop("traceparent").decode()):
+            assert tp.split("-")[1] == trace and tp.split("-")[2] != "00f067aa0ba902b7"
+        assert value == want_value and got == want
         body = json.loads(value[: int(dict(headers)[tc.HEADER_LENGTH])])
         assert body["id"] == rid and body["model_version"] == "3"
 
