@@ -17,6 +17,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
@@ -139,6 +141,17 @@ def start_from_settings(settings: Settings) -> MetricsServer | None:
     if settings.metrics_port is None:
         return None
     return start_metrics_server(settings.metrics_port, settings.metrics_addr)
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[MetricsServer | None]:
+    """The process's metrics server (when ``AIAAS_METRICS_PORT`` is set) for the block's duration."""
+    server = start_from_settings(settings)
+    try:
+        yield server
+    finally:
+        if server is not None:
+            server.stop()
 
 
 def sample(name: str, labels: dict[str, str] | None = None) -> float | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from schemas.jobs import JobSpec
+from streams import metrics as m
 from streams.admin import wait_for_broker
 from streams.jobs import load_spec_file, read_spec
 from streams.runtime import run, setup_logging, until_signalled
@@ -35,7 +36,8 @@ async def serve(
         status = await aggregator.run()
         log.info("job %s %s: %s", job_id, status.state, status.metrics)
 
-    await until_signalled(work, aggregator.stop)
+    with m.serving(settings):
+        await until_signalled(work, aggregator.stop)
 
 
 def main(job_id: str, spec_path: str | None = None, threads: int | None = None) -> None:

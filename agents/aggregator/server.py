@@ -22,6 +22,7 @@ from schemas.jobs import JobSpec
 from schemas.records import JobStatus
 from schemas.training import PARAMS_KEY, SENT_AT, MetricsMessage, ParameterSnapshot
 from streams import codecs
+from streams import metrics as m
 from streams.admin import Admin, ensure
 from streams.jobs import aggregator_group, trainer_group, write_status
 from streams.ml.evaluate import evaluate
@@ -56,6 +57,7 @@ class Aggregator:
                             else topics.train_grads(spec.job_id))
         self.state = ServerState(spec)
         self.members = Membership(self.cfg.forget_after_s)
+        self._dropped_seen = 0
         self.intake = Intake(spec, self.state.grad_shapes, self.state.state_shapes)
         self.producer = Producer(settings, linger_ms=0, compression_type=None)
         self.checkpointer = Checkpointer(settings, spec.job_id)
@@ -194,6 +196,7 @@ class Aggregator:
                 for rec in records:
                     self.offsets[tp.partition] = rec.offset + 1
                     c = self.intake.decode(rec)
+                    m.AGG_GRADIENTS.labels(self.spec.job_id, "rejected" if c is None else "accepted").inc()
                     if c is not None:
                         self.members.seen(c.worker)
                         self.progress.received(c)
@@ -222,6 +225,7 @@ class Aggregator:
             if self.state.version == before:  # everything was stale
                 continue
             await self._publish(value)
+            self._observe()
             self.mode.advanced(time.monotonic())
             waits = self.mode.waits_ms
             self.progress.applied(samples, apply_ms, waits[-1] if waits else None)
@@ -244,6 +248,17 @@ class Aggregator:
     async def _publish(self, value: bytes) -> None:
         await self.producer.send(self.params_topic, value, key=PARAMS_KEY,
                                  headers={SENT_AT: repr(time.time())})
+
+    def _observe(self) -> None:
+        """Prometheus: the version, live trainers, and stale gradients dropped since last time."""
+        assert self.mode is not None
+        job = self.spec.job_id
+        m.AGG_VERSION.labels(job).set(self.state.version)
+        m.AGG_MEMBERS.labels(job).set(len(self.members.live()))
+        dropped = self.mode.dropped - self._dropped_seen
+        if dropped > 0:
+            m.AGG_STALE_DROPS.labels(job).inc(dropped)
+            self._dropped_seen = self.mode.dropped
 
     async def _after_version(self, before: int) -> None:
         assert self.progress is not None and self.mode is not None

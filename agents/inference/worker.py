@@ -291,13 +291,9 @@ async def serve(settings: Settings, cfg: WorkerSettings) -> None:
     """Run one worker until SIGINT/SIGTERM (the body of ``aiaas worker inference``)."""
     from streams.runtime import until_signalled
 
-    metrics = m.start_from_settings(settings)
     worker = InferenceWorker(settings, cfg)
-    try:
+    with m.serving(settings):
         await worker.start()
         gc.freeze()  # start-up objects (sessions, modules) leave the collector's view: shorter pauses
         await until_signalled(worker.run, worker.stop)
-    finally:
-        if metrics is not None:
-            metrics.stop()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from schemas.jobs import JobSpec
+from streams import metrics as m
 from streams.admin import wait_for_broker
 from streams.jobs import load_spec_file, read_spec
 from streams.runtime import run, setup_logging, until_signalled
@@ -21,12 +22,13 @@ async def serve(settings: Settings, job_id: str, ts: TrainerSettings, spec: JobS
     await wait_for_broker(settings)
     spec = spec or await read_spec(settings, job_id, ts.spec_timeout_s)
     trainer = Trainer(settings, spec, ts)
-    await trainer.start()
+    with m.serving(settings):
+        await trainer.start()
 
-    async def work() -> None:
-        await trainer.run()
+        async def work() -> None:
+            await trainer.run()
 
-    await until_signalled(work, trainer.stop)
+        await until_signalled(work, trainer.stop)
 
 
 def main(job_id: str, spec_path: str | None = None, worker_id: str | None = None,

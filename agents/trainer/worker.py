@@ -19,6 +19,7 @@ from aiokafka.structs import RecordMetadata
 from schemas.jobs import JobSpec
 from schemas.training import SENT_AT, GradientMessage
 from streams import codecs
+from streams import metrics as m
 from streams.admin import ensure
 from streams.lifecycle import Service
 from streams.ml.compression import Compressor
@@ -65,6 +66,7 @@ class Trainer(Service):
         self.app = build_app(settings, self.ts, spec, self.data, self._changed.set)
         self.timings: dict[str, float] = {}
         self.sent = 0
+        self._rate = m.Rate()
         self.send_errors = 0
         self.loaded_offset = -1
         self.resent = 0
@@ -151,7 +153,7 @@ class Trainer(Service):
             payload=payload,  # type: ignore[arg-type]
             timings=self.timings,
         )
-        return codecs.pack(header, body)
+        return self._observed(codecs.pack(header, body), samples)
 
     def pack_params(self, state: dict[str, np.ndarray], *, samples: int, loss: float) -> bytes:
         """Ring mode: the full parameters (float16 on the wire when the spec says so)."""
@@ -162,7 +164,17 @@ class Trainer(Service):
             job_id=self.spec.job_id, worker_id=self.worker_id, step=self.model.steps, base_version=0,
             samples=samples, loss=loss, compression="fp16" if half else "none", payload="params",
             timings=self.timings)
-        return codecs.pack(header, state)
+        return self._observed(codecs.pack(header, state), samples)
+
+    def _observed(self, value: bytes, samples: int) -> bytes:
+        """Prometheus: samples, steps, samples/s and the bytes this trainer puts on the wire."""
+        job, wid = self.spec.job_id, self.worker_id
+        m.TRAINER_SAMPLES.labels(job, wid).inc(samples)
+        m.TRAINER_STEPS.labels(job, wid).inc()
+        m.TRAINER_GRAD_BYTES.labels(job, wid, self.spec.compression.kind).inc(len(value))
+        self._rate.add(samples)
+        m.TRAINER_SAMPLES_PER_S.labels(job, wid).set(self._rate.per_second())
+        return value
 
     async def send(self, topic: str, value: bytes, partition: int | None = None) -> None:
         """Queue ``value`` (no wait for the ack: it is checked by a callback)."""
