@@ -1,4 +1,4 @@
-"""``aiaas schemas export DIR``: JSON Schema files so clients in other languages can produce valid messages."""
+"""``aiaas schemas export DIR``: JSON Schemas, so clients in other languages can produce valid messages."""
 
 from __future__ import annotations
 
