@@ -9,6 +9,7 @@ import typer
 from pydantic import BaseModel
 
 import schemas.inference as inference
+import schemas.jobs as jobs
 import schemas.records as records
 import schemas.registry as registry
 import schemas.training as training
@@ -20,7 +21,7 @@ app = typer.Typer(no_args_is_help=True, help="Message contracts.")
 def all_models() -> dict[str, type[BaseModel]]:
     """Every envelope model by its kind, plus non-envelope models that have a KIND-less name."""
     found: dict[str, type[BaseModel]] = {}
-    for mod in (inference, records, registry, training):
+    for mod in (inference, jobs, records, registry, training):
         for obj in vars(mod).values():
             if isinstance(obj, type) and issubclass(obj, Envelope) and obj is not Envelope:
                 found[obj.KIND] = obj
