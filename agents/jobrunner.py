@@ -2,8 +2,8 @@
 
 A job counts as waiting when its spec is on the topic and its latest status is ``submitted`` (or it
 has none yet, as when the HTTP bridge's ``POST /v1/jobs`` wrote only the spec). Waiting jobs run one
-after another with local processes (``agents.launcher.LocalJob``); a job that fails to run gets a
-``failed`` status with the reason, and the runner goes on with the next.
+after another with local processes (``agents.launcher.LocalJob``; or in this process); a job that
+fails to run gets a ``failed`` status with the reason, and the runner goes on with the next.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from streams.jobs import follow, read_jobs, write_status
 from streams.producer import Producer
 from streams.settings import Settings
 
-from .launcher import LocalJob
+from .launcher import LocalJob, run_in_process
 
 log = logging.getLogger(__name__)
 WAITING = (None, "submitted")
@@ -37,13 +37,15 @@ async def _feed(settings: Settings, queue: asyncio.Queue[JobSpec], seen: set[str
             await queue.put(msg)
 
 
-async def _run_one(settings: Settings, spec: JobSpec, trainers: int | None, log_dir: Path | None) -> None:
+async def _run_one(settings: Settings, spec: JobSpec, trainers: int | None, log_dir: Path | None,
+                   in_process: bool) -> None:
     job_logs = log_dir / spec.job_id if log_dir else None
-    if job_logs is not None:
-        job_logs.mkdir(parents=True, exist_ok=True)
     try:
-        async with LocalJob(settings, spec, trainers=trainers, log_dir=job_logs) as job:
-            status = await job.wait()
+        if in_process:
+            status = await run_in_process(settings, spec, trainers=trainers)
+        else:
+            async with LocalJob(settings, spec, trainers=trainers, log_dir=job_logs) as job:
+                status = await job.wait()
         log.info("job %s %s: %s", spec.job_id, status.state, status.metrics)
     except Exception as exc:
         log.exception("job %s could not run", spec.job_id)
@@ -54,8 +56,9 @@ async def _run_one(settings: Settings, spec: JobSpec, trainers: int | None, log_
 
 
 async def watch_and_run(settings: Settings, *, trainers: int | None = None,
-                        log_dir: Path | None = None) -> None:
-    """Forever: run each waiting job (those already waiting first, then new ones as they come)."""
+                        log_dir: Path | None = None, in_process: bool = False) -> None:
+    """Forever: run each waiting job (those already waiting first, then new ones as they come),
+    as local processes (or, ``in_process``, as tasks of this process)."""
     specs, statuses = await read_jobs(settings)
     states = {j: s.state for j, s in statuses.items()}
     seen = {j for j in specs if states.get(j) not in WAITING}
@@ -68,7 +71,7 @@ async def watch_and_run(settings: Settings, *, trainers: int | None = None,
             if states.get(spec.job_id) not in WAITING:
                 continue
             log.info("running job %s (%s mode)", spec.job_id, spec.sync.mode)
-            await _run_one(settings, spec, trainers, log_dir)
+            await _run_one(settings, spec, trainers, log_dir, in_process)
     finally:
         feeder.cancel()
         with contextlib.suppress(asyncio.CancelledError):

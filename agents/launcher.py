@@ -20,6 +20,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -160,7 +161,18 @@ class LocalJob:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self.stop()
+        await _finish(self.stop())
+
+
+async def _finish(cleanup: Awaitable[object]) -> None:
+    """Run ``cleanup`` to its end even when the caller is cancelled meanwhile (children and faust
+    threads must not outlive us); the cancellation is re-raised afterwards."""
+    task = asyncio.ensure_future(cleanup)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 async def run_in_process(settings: Settings, spec: JobSpec, *, trainers: int | None = None,
@@ -185,7 +197,7 @@ async def run_in_process(settings: Settings, spec: JobSpec, *, trainers: int | N
             await asyncio.gather(*runs)
         return status
     finally:
-        await asyncio.gather(agg.stop(), *(w.stop() for w in workers), return_exceptions=True)
+        await _finish(asyncio.gather(agg.stop(), *(w.stop() for w in workers), return_exceptions=True))
 
 
 async def run_job(settings: Settings, spec: JobSpec, *, trainers: int | None = None,

@@ -59,6 +59,7 @@ def aggregator_worker(job: JobOpt, spec: SpecOpt = None, threads: ThreadsOpt = N
 def jobs_worker(
     trainers: Annotated[int | None, typer.Option(help="Trainers per job (default: the spec's).")] = None,
     log_dir: Annotated[Path | None, typer.Option(help="Where the job processes write their logs.")] = None,
+    in_process: Annotated[bool, typer.Option(help="Run aggregator and trainers in this process.")] = False,
 ) -> None:
     """Watch the jobs topic and run each newly submitted job with local processes, one at a time."""
     from agents.jobrunner import watch_and_run
@@ -66,7 +67,7 @@ def jobs_worker(
     from streams.settings import get_settings
 
     setup_logging()
-    run(watch_and_run(get_settings(), trainers=trainers, log_dir=log_dir))
+    run(watch_and_run(get_settings(), trainers=trainers, log_dir=log_dir, in_process=in_process))
 
 
 def _progress(spec: Any) -> tuple[Progress, Any]:

@@ -196,8 +196,10 @@ async def read_metrics(settings: Settings, job_id: str) -> list[MetricsMessage]:
     return out  # pragma: no cover - follow_metrics never ends on its own
 
 
-async def params_versions(settings: Settings, job_id: str) -> AsyncIterator[ParameterSnapshot]:
-    """Headers of the parameter versions a job publishes, from the first, as they land."""
+async def params_versions(
+    settings: Settings, job_id: str
+) -> AsyncIterator[tuple[int, ParameterSnapshot]]:
+    """(offset, header) of the parameter versions a job publishes, from the first, as they land."""
     tp = TopicPartition(Topics(settings).train_params(job_id).name, 0)
     consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None, isolation_level="read_uncommitted"))
     await consumer.start()
@@ -209,7 +211,7 @@ async def params_versions(settings: Settings, job_id: str) -> AsyncIterator[Para
             for rec in batch.get(tp, []):
                 if rec.key == PARAMS_KEY.encode():
                     try:
-                        yield split_header(rec.value, ParameterSnapshot)[0]
+                        yield rec.offset, split_header(rec.value, ParameterSnapshot)[0]
                     except InvalidMessage:
                         continue
     finally:

@@ -26,7 +26,7 @@ from agents.launcher import LocalJob, run_in_process
 from agents.trainer.settings import TrainerSettings
 from agents.trainer.worker import Trainer
 from schemas.jobs import JobSpec
-from schemas.training import GradientMessage
+from schemas.training import PARAMS_KEY, GradientMessage
 from streams import codecs
 from streams.datapush import push
 from streams.jobs import aggregator_group, params_versions, submit
@@ -56,18 +56,27 @@ class VersionLog:
     def __init__(self, settings: Settings, job_id: str) -> None:
         self.versions: list[int] = []
         self.arrived: dict[int, float] = {}  # version -> monotonic time its first record was read
+        self.next_offset = 0
         self._changed = asyncio.Event()
         self._task = asyncio.create_task(self._read(settings, job_id))
 
     async def _read(self, settings: Settings, job_id: str) -> None:
-        async for snap in params_versions(settings, job_id):
+        async for offset, snap in params_versions(settings, job_id):
             self.versions.append(snap.version)
             self.arrived.setdefault(snap.version, time.monotonic())
+            self.next_offset = offset + 1
             self._changed.set()
 
     async def reach(self, version: int, timeout_s: float = 90.0) -> None:
         async with asyncio.timeout(timeout_s):
             while not self.versions or max(self.versions) < version:
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def caught_up(self, end_offset: int, timeout_s: float = 30.0) -> None:
+        """Wait until every version record before ``end_offset`` has been read."""
+        async with asyncio.timeout(timeout_s):
+            while self.next_offset < end_offset:
                 self._changed.clear()
                 await self._changed.wait()
 
@@ -104,6 +113,13 @@ class Cluster:
         task = asyncio.create_task(part.run())
         self.tasks.append(task)
         return task
+
+    async def caught_up(self, end_offset: int, timeout_s: float = 30.0) -> None:
+        """Wait until every version record before ``end_offset`` has been read."""
+        async with asyncio.timeout(timeout_s):
+            while self.next_offset < end_offset:
+                self._changed.clear()
+                await self._changed.wait()
 
     async def close(self) -> None:
         for task in self.tasks:
@@ -163,6 +179,7 @@ async def test_sigkill_aggregator_resumes_from_its_checkpoint(
         await versions.reach(25)
         cluster.procs.kill(first, signal.SIGKILL)
         assert await first.wait() == -signal.SIGKILL
+        await versions.caught_up(await _last_version_offset(settings, job_spec.job_id))
         killed_at, before = max(versions.versions), len(versions.versions)
         second = cluster.aggregator()  # the restart (in this process; same transactional id)
         await second.start()
@@ -188,6 +205,25 @@ async def test_sigkill_aggregator_resumes_from_its_checkpoint(
     finally:
         await consumer.stop()
     assert committed is not None and committed > 0
+
+
+async def _last_version_offset(settings: Settings, job_id: str) -> int:
+    """One past the last record the killed aggregator left on the params topic."""
+    tp = TopicPartition(Topics(settings).train_params(job_id).name, 0)
+    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None, isolation_level="read_uncommitted"))
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        consumer.seek(tp, max(0, end - 8))
+        last = 0
+        while await consumer.position(tp) < end:
+            for rec in (await consumer.getmany(tp, timeout_ms=500)).get(tp, []):
+                if rec.key == PARAMS_KEY.encode():
+                    last = rec.offset + 1
+        return last
+    finally:
+        await consumer.stop()
 
 
 def _bad_records(job_id: str) -> list[bytes]:

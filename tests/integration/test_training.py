@@ -114,7 +114,7 @@ async def test_a_trainer_joining_mid_job_is_taken_into_the_rounds(settings: Sett
     tasks = [asyncio.create_task(agg.run()), asyncio.create_task(first.run())]
     try:
         async with asyncio.timeout(60):
-            async for snap in params_versions(settings, spec.job_id):
+            async for _, snap in params_versions(settings, spec.job_id):
                 if snap.version >= 10:
                     break
             assert agg.members.live() == {"first"}
