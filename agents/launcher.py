@@ -25,8 +25,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from pydantic import SecretStr
-
 from schemas.errors import AiaasError, ErrorCode
 from schemas.jobs import JobSpec
 from schemas.records import JobStatus
@@ -36,18 +34,6 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``AIAAS_*`` variables that rebuild ``settings`` in a child process."""
-    env: dict[str, str] = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
-        env[f"AIAAS_{name.upper()}"] = text
-    return env
 
 
 class LocalJob:
@@ -60,7 +46,7 @@ class LocalJob:
         self.trainers = trainers if trainers is not None else spec.trainers
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=f"aiaas-{spec.job_id}-"))
         self.push_data = push_data
-        self.env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(ROOT),
+        self.env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT),
                     "OMP_NUM_THREADS": str(threads), **(env or {})}
         self.threads = threads
         self.aggregator: asyncio.subprocess.Process | None = None

@@ -6,6 +6,7 @@ tuning agree in one place (see DESIGN.md §9: limits that disagree stall silentl
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
@@ -123,6 +124,20 @@ class Settings(BaseSettings):
         )
         kw.update(overrides)
         return kw
+
+    def to_env(self) -> dict[str, str]:
+        """``AIAAS_*`` variables that rebuild these settings in a child process."""
+        env: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            elif isinstance(value, list | dict):
+                value = json.dumps(value)
+            env[f"AIAAS_{name.upper()}"] = str(value)
+        return env
 
     def topic(self, name: str) -> str:
         """Full topic name with the configured prefix."""

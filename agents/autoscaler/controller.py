@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agents.autoscaler.lag import LagProbe, LagSample, arrival_rate
 from agents.autoscaler.policy import Decision, Observation, Policy, busy, decide, recommend
-from agents.autoscaler.replicas import LocalReplicas, settings_env
+from agents.autoscaler.replicas import LocalReplicas
 from streams import metrics as m
 from streams.settings import Settings
 from streams.topics import Topics
@@ -126,6 +126,6 @@ def local_autoscaler(
     extra_env: dict[str, str] | None = None,
 ) -> Autoscaler:
     """An autoscaler whose workers are local processes that inherit ``settings`` (AIAAS_* env)."""
-    env = {**settings_env(settings), **(extra_env or {})}
+    env = {**settings.to_env(), **(extra_env or {})}
     replicas = LocalReplicas(command, env=env, log_dir=log_dir, stop_timeout_s=stop_timeout_s)
     return Autoscaler(settings, model, policy, replicas, group=group, interval_s=interval_s)

@@ -9,33 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pydantic import SecretStr
-
-from streams.settings import Settings
-
 log = logging.getLogger(__name__)
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``AIAAS_*`` variables that rebuild ``settings`` in a child process."""
-    env: dict[str, str] = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        if value is None:
-            continue
-        if isinstance(value, SecretStr):
-            value = value.get_secret_value()
-        elif isinstance(value, list | dict):
-            value = json.dumps(value)
-        env[f"AIAAS_{name.upper()}"] = str(value)
-    return env
 
 
 class LocalReplicas:

@@ -42,3 +42,13 @@ def test_topic_names() -> None:
     assert t.infer_requests("digits").name == "x.infer.digits.requests"
     with pytest.raises(ValueError):
         check_part("bad name/..")
+
+
+def test_to_env_rebuilds_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = Settings(topic_prefix="x.", sasl_mechanism="PLAIN", security_protocol="SASL_PLAINTEXT",
+                 sasl_username="u", sasl_password="s3cr3t-pw", linger_ms=0)
+    env = s.to_env()
+    assert env["AIAAS_SASL_PASSWORD"] == "s3cr3t-pw" and "AIAAS_SSL_CAFILE" not in env
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert Settings() == s
