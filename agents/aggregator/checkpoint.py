@@ -26,6 +26,8 @@ from streams.producer import Producer
 from streams.settings import Settings
 from streams.topics import Topics
 
+from .state import ServerState
+
 log = logging.getLogger(__name__)
 WINDOW = 64
 
@@ -51,6 +53,15 @@ class Checkpointer:
     async def stop(self) -> None:
         await self.producer.stop()
 
+    async def save(self, value: bytes, version: int, topic: str, offsets: dict[int, int]) -> None:
+        """``write`` with the offsets of ``topic``'s partitions; a failure is logged, not raised
+        (training goes on; the next checkpoint tries again)."""
+        try:
+            await self.write(value, {TopicPartition(topic, p): o for p, o in offsets.items()})
+            log.info("checkpoint at version %d (offsets %s)", version, offsets)
+        except Exception:
+            log.exception("checkpoint at version %d failed; training goes on", version)
+
     async def write(self, value: bytes, offsets: dict[TopicPartition, int]) -> None:
         """One transaction: the packed checkpoint record and the consumed offsets."""
         raw = self.producer.raw
@@ -60,6 +71,15 @@ class Checkpointer:
                 await raw.send_offsets_to_transaction(
                     {tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()}, self.group)
         self.written += 1
+
+
+def checkpoint_record(state: ServerState, job_id: str, offsets: dict[int, int], final: bool) -> bytes:
+    """The packed checkpoint of ``state`` (blocking: call it in a worker thread)."""
+    tensors, meta = state.checkpoint()
+    header = ParameterSnapshot(job_id=job_id, version=state.version, has_optimizer_state=True,
+                               consumed_offsets={str(p): o for p, o in offsets.items()}, final=final,
+                               samples=state.samples, server_state=meta)
+    return codecs.pack(header, tensors)
 
 
 @dataclass(slots=True)

@@ -23,24 +23,33 @@ from schemas.records import JobStatus
 from schemas.training import PARAMS_KEY, SENT_AT, MetricsMessage, ParameterSnapshot
 from streams import codecs
 from streams import metrics as m
-from streams.admin import Admin, ensure
-from streams.jobs import aggregator_group, trainer_group, write_status
+from streams.admin import ensure
+from streams.jobs import aggregator_group, write_status
 from streams.ml.evaluate import evaluate
 from streams.ml.models import set_threads
 from streams.producer import Producer
 from streams.settings import Settings
 from streams.topics import Topics
 
-from .checkpoint import Checkpointer, find_latest
+from .checkpoint import Checkpointer, checkpoint_record, find_latest
+from .group import GroupView
 from .inputs import load_test_split, train_rows
 from .intake import Intake
 from .members import Membership
-from .modes import AsyncMode, Mode, RingMode, RoundMode
+from .modes import AsyncMode, Mode, RingMode, RoundMode, Work
 from .progress import Progress
 from .settings import AggregatorSettings
 from .state import ServerState
 
 log = logging.getLogger(__name__)
+
+
+def job_status(spec: JobSpec, state: str, version: int, metrics: dict[str, float] | None,
+               error: str | None = None, model_version: int | None = None) -> JobStatus:
+    return JobStatus(job_id=spec.job_id, state=state, version=version,  # type: ignore[arg-type]
+                     metrics=metrics or {}, model_name=spec.model_name, model_version=model_version,
+                     error=error, ts=time.time())
+
 FIRST_ROUND_GRACE_S = 5.0  # the first round also waits for trainers still loading their data
 RESUME_WAIT_S = 3.0  # after a restart the trainers are (mostly) there already
 
@@ -57,6 +66,7 @@ class Aggregator:
                             else topics.train_grads(spec.job_id))
         self.state = ServerState(spec)
         self.members = Membership(self.cfg.forget_after_s)
+        self.group = GroupView(settings, spec.job_id, self.members)
         self._dropped_seen = 0
         self.intake = Intake(spec, self.state.grad_shapes, self.state.state_shapes)
         self.producer = Producer(settings, linger_ms=0, compression_type=None)
@@ -92,8 +102,9 @@ class Aggregator:
         self.progress = Progress(self.spec, await train_rows(self.settings, self.spec, self.cfg.data_wait_s))
         await self._resume()
         await self._open_input()
-        self._tasks.append(asyncio.create_task(self._watch_group(), name="group-watch"))
-        await self._rendezvous(self.cfg.start_wait_s if self.resumed_from is None else RESUME_WAIT_S)
+        self._tasks.append(asyncio.create_task(self.group.watch(self.cfg.group_poll_s), name="group-watch"))
+        wait_s = self.cfg.start_wait_s if self.resumed_from is None else RESUME_WAIT_S
+        self.gang = await self.group.rendezvous(self.spec.trainers, wait_s)
         self.mode = self._make_mode()
         await self._publish(await asyncio.to_thread(self._pack_params, False))
         self.progress.start()
@@ -145,43 +156,6 @@ class Aggregator:
         for tp in tps:
             self.consumer.seek(tp, self.offsets.get(tp.partition, 0))
 
-    async def _rendezvous(self, wait_s: float) -> None:
-        """Wait (up to ``wait_s``) until the spec's number of trainers form a stable group: every one
-        holds its partitions, so the clock that starts at version 0 measures training only."""
-        members: set[str] = set()
-        async with Admin(self.settings) as admin:
-            try:
-                async with asyncio.timeout(wait_s):
-                    while True:
-                        state, members = await self._read_group(admin)
-                        if state == "Stable" and len(members) >= self.spec.trainers:
-                            break
-                        await asyncio.sleep(0.05)  # polling the broker's view of the group
-            except TimeoutError:
-                log.warning("job %s: %d of %d trainers joined within %.0fs; starting anyway",
-                            self.spec.job_id, len(members), self.spec.trainers, wait_s)
-        self.gang = max(1, len(members))
-
-    async def _read_group(self, admin: Admin) -> tuple[str, set[str]]:
-        """(state, client ids) of the trainers' consumer group; the client id is the worker id."""
-        asked = time.monotonic()
-        gid = trainer_group(self.settings, self.spec.job_id)
-        (resp,) = await admin.client.describe_consumer_groups([gid])
-        _, _, state, _, _, members = resp.groups[0][:6]
-        clients = {str(m[1]) for m in members}
-        self.members.set_group(clients, asked)
-        return str(state), clients
-
-    async def _watch_group(self) -> None:
-        """Keep the membership in step with the trainers' consumer group."""
-        async with Admin(self.settings) as admin:
-            while True:
-                try:
-                    await self._read_group(admin)
-                except Exception as exc:  # the view is advisory: keep going without it
-                    log.debug("describing the trainers' group failed: %r", exc)
-                await asyncio.sleep(self.cfg.group_poll_s)
-
     # ------------------------------------------------------------------ the loop
 
     async def run(self) -> JobStatus:
@@ -231,8 +205,8 @@ class Aggregator:
             self.progress.applied(samples, apply_ms, waits[-1] if waits else None)
             await self._after_version(before)
 
-    def _apply(self, work: object) -> tuple[int, bytes]:
-        samples = work()  # type: ignore[operator]
+    def _apply(self, work: Work) -> tuple[int, bytes]:
+        samples = work()
         self.state.samples += samples
         return samples, self._pack_params(False)
 
@@ -264,7 +238,7 @@ class Aggregator:
         assert self.progress is not None and self.mode is not None
         v, spec = self.state.version, self.spec
         if v // spec.checkpoint_interval > before // spec.checkpoint_interval:
-            self._checkpoint_soon()
+            await self._checkpoint()
         self.stop_reason = self.progress.out_of_budget(v)
         steps, steps_before = self.progress.steps(v), self.progress.steps(before)
         due = steps // spec.eval_interval > steps_before // spec.eval_interval or self.stop_reason is not None
@@ -290,31 +264,19 @@ class Aggregator:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _checkpoint_soon(self, final: bool = False) -> None:
-        """Snapshot now, write in the background (one at a time; a busy writer skips this one)."""
+    async def _checkpoint(self, final: bool = False) -> None:
+        """Snapshot the state and the offsets it reflects now (between two updates, so they agree),
+        then write them in the background, one transaction at a time (a busy writer skips one)."""
         if self._ckpt is not None and not self._ckpt.done():
-            return
-        self._ckpt = asyncio.create_task(self._write_checkpoint(final))
-
-    def _consumed(self) -> dict[int, int]:
+            if not final:
+                return
+            await self._ckpt
         assert self.mode is not None
         held = self.mode.unapplied_offset()
-        return {p: min(o, held.get(p, o)) for p, o in self.offsets.items()}
-
-    async def _write_checkpoint(self, final: bool) -> None:
-        offsets = self._consumed()
-        tensors, meta = await asyncio.to_thread(self.state.checkpoint)
-        header = ParameterSnapshot(job_id=self.spec.job_id, version=self.state.version,
-                                   consumed_offsets={str(p): o for p, o in offsets.items()},
-                                   has_optimizer_state=True, final=final, samples=self.state.samples,
-                                   server_state=meta)
-        value = await asyncio.to_thread(codecs.pack, header, tensors)
-        tps = {TopicPartition(self.input_topic.name, p): o for p, o in offsets.items()}
-        try:
-            await self.checkpointer.write(value, tps)
-            log.info("checkpoint at version %d (offsets %s)", header.version, offsets)
-        except Exception:
-            log.exception("checkpoint at version %d failed; training goes on", header.version)
+        offsets = {p: min(o, held.get(p, o)) for p, o in self.offsets.items()}
+        value = await asyncio.to_thread(checkpoint_record, self.state, self.spec.job_id, offsets, final)
+        self._ckpt = asyncio.create_task(
+            self.checkpointer.save(value, self.state.version, self.input_topic.name, offsets))
 
     # ------------------------------------------------------------------ the end
 
@@ -324,9 +286,7 @@ class Aggregator:
         if self._evaluated_version != self.state.version:
             await self._evaluate()
         await self._publish(await asyncio.to_thread(self._pack_params, True))
-        if self._ckpt is not None:
-            await self._ckpt
-        self._checkpoint_soon(final=True)
+        await self._checkpoint(final=True)
         assert self._ckpt is not None
         await self._ckpt
         metrics = self._metrics()
@@ -362,9 +322,6 @@ class Aggregator:
 
     async def _status(self, state: str, metrics: dict[str, float] | None = None, *,
                       error: str | None = None, model_version: int | None = None) -> JobStatus:
-        status = JobStatus(job_id=self.spec.job_id, state=state,  # type: ignore[arg-type]
-                           version=self.state.version, metrics=metrics or {},
-                           model_name=self.spec.model_name, model_version=model_version,
-                           error=error, ts=time.time())
+        status = job_status(self.spec, state, self.state.version, metrics, error, model_version)
         await write_status(self.producer, self.settings, status)
         return status
