@@ -14,6 +14,8 @@ from streams.settings import Settings
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 COMPACT = {"cleanup.policy": "compact"}
+# the broker stamps the append time: a round trip splits into produce (sender -> log) and fetch
+APPEND_TIME = {"message.timestamp.type": "LogAppendTime"}
 
 
 class TopicSpec(BaseModel):
@@ -61,14 +63,14 @@ class Topics:
         return self._spec(f"train.{check_part(job)}.test", 1)
 
     def train_grads(self, job: str, partitions: int = 1) -> TopicSpec:
-        return self._spec(f"train.{check_part(job)}.grads", partitions)
+        return self._spec(f"train.{check_part(job)}.grads", partitions, **APPEND_TIME)
 
     def train_params(self, job: str) -> TopicSpec:
-        return self._spec(f"train.{check_part(job)}.params", 1, **COMPACT)
+        return self._spec(f"train.{check_part(job)}.params", 1, **COMPACT, **APPEND_TIME)
 
     def train_ring(self, job: str, partitions: int = 2) -> TopicSpec:
         """ring mode's inboxes: partition i is read by the trainer owning data partition i."""
-        return self._spec(f"train.{check_part(job)}.ring", partitions)
+        return self._spec(f"train.{check_part(job)}.ring", partitions, **APPEND_TIME)
 
     def train_metrics(self, job: str) -> TopicSpec:
         return self._spec(f"train.{check_part(job)}.metrics", 1)

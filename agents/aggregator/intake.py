@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 PAYLOAD = {"sync": "gradient", "async": "gradient", "hybrid": "delta", "ring": "params"}
 
 
+LOG_APPEND_TIME = 1
+
+
 def _sent_at(rec: ConsumerRecord[bytes, bytes]) -> float:
     for key, value in rec.headers or ():
         if key == SENT_AT:
@@ -64,9 +67,12 @@ class Intake:
                                  expected=self.payload, mode=self.spec.sync.mode)
         dense = decompress(raw, self.shapes, header.compression)
         check_finite_and_shapes(dense, self.shapes)
+        sent = _sent_at(rec)
+        appended = rec.timestamp / 1000 if rec.timestamp_type == LOG_APPEND_TIME else None
         return Contribution(
             worker=header.worker_id, base_version=header.base_version, tensors=dense,
             samples=header.samples, offset=rec.offset, partition=rec.partition, loss=header.loss,
             step=header.step, timings=header.timings, received_at=received,
-            transit_ms=max(0.0, (wall - _sent_at(rec)) * 1000), nbytes=payload_bytes(raw),
+            transit_ms=max(0.0, (wall - sent) * 1000), nbytes=payload_bytes(raw),
+            produce_ms=None if appended is None else max(0.0, (appended - sent) * 1000),
         )

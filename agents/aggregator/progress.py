@@ -1,11 +1,14 @@
 """Where the job stands: budget, target, throughput, and where the time of a round goes.
 
-Round breakdown (ms, means over the job), trainer-side phases come with each gradient's header:
+Round breakdown (ms, medians over the job), trainer-side phases come with each gradient's header:
 ``compute`` (trainer forward/backward), ``serialize`` (compress + pack), ``grad_transit``
-(produce -> broker -> fetch, sender clock to our clock), ``wait_peers`` (first to last gradient of a
-round), ``apply`` (average + optimizer step + pack the parameters), ``params_transit`` (produce ->
-broker -> trainer fetch) and ``load`` (trainer loads the parameters). ``ms_per_sync_round`` is
-what a trainer sees between sending a gradient and holding the parameters that include it.
+(produce -> broker -> fetch, sender clock to our clock; split by the broker's append timestamp into
+``grad_produce`` and ``grad_fetch``), ``wait_peers`` (first to last gradient of a round), ``apply``
+(average + optimizer step + pack the parameters), ``params_transit`` (produce -> broker -> trainer
+fetch; ``params_produce`` + ``params_fetch``) and ``load`` (trainer loads the parameters). The
+append timestamp has millisecond resolution, so the produce/fetch split is good to about 0.5 ms.
+``ms_per_sync_round`` is what a trainer sees between sending a gradient and holding the
+parameters that include it.
 """
 
 from __future__ import annotations
@@ -56,6 +59,9 @@ class Progress:
         if c.loss is not None:
             self.loss.add("loss", c.loss)
         self.phases.add("grad_transit", c.transit_ms)
+        if c.produce_ms is not None:  # the broker's append time splits the transit
+            self.phases.add("grad_produce", min(c.produce_ms, c.transit_ms))
+            self.phases.add("grad_fetch", max(0.0, c.transit_ms - c.produce_ms))
         for name, ms in c.timings.items():
             self.phases.add(name, ms)
 

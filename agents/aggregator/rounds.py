@@ -27,6 +27,7 @@ class Contribution:
     timings: dict[str, float] = field(default_factory=dict)
     received_at: float = 0.0  # monotonic
     transit_ms: float = 0.0  # sender's send -> our receive (wall clocks of one machine)
+    produce_ms: float | None = None  # sender's send -> the broker's append (LogAppendTime topics)
     nbytes: int = 0
 
 

@@ -26,6 +26,7 @@ from streams.topics import Topics
 log = logging.getLogger(__name__)
 LATEST = PARAMS_KEY.encode()
 BACKLOG = 64  # how far back from the end a newcomer looks for the newest version
+LOG_APPEND_TIME = 1
 
 
 @dataclass(slots=True)
@@ -35,6 +36,16 @@ class Snapshot:
     tensors: dict[str, np.ndarray]
     sent_at: float  # the aggregator's send time (epoch s)
     received_at: float
+    appended_at: float | None = None  # the broker's append time (LogAppendTime topics)
+
+    def phases(self) -> dict[str, float]:
+        """Transit of this version (ms): total, and produce / fetch when the broker stamped it."""
+        out = {"params_transit": max(0.0, (self.received_at - self.sent_at) * 1000)}
+        if self.appended_at is not None:
+            produce = max(0.0, (self.appended_at - self.sent_at) * 1000)
+            out["params_produce"] = min(out["params_transit"], produce)
+            out["params_fetch"] = out["params_transit"] - out["params_produce"]
+        return out
 
     @property
     def version(self) -> int:
@@ -85,7 +96,8 @@ class ParamFollower:
                 log.warning("skipping undecodable parameter record @%d: %s", newest.offset, exc.reason)
                 continue
             sent = _sent_at(newest.headers, newest.timestamp / 1000)
-            snap = Snapshot(newest.offset, header, tensors, sent, time.time())
+            appended = newest.timestamp / 1000 if newest.timestamp_type == LOG_APPEND_TIME else None
+            snap = Snapshot(newest.offset, header, tensors, sent, time.time(), appended)
             async with self._changed:
                 self.latest = snap
                 self._changed.notify_all()

@@ -60,8 +60,7 @@ async def run_sync(t: Trainer) -> None:
         phases = await _gradient_step(t, snap)
         t1 = time.perf_counter()
         snap = await t.next_params(snap)
-        phases |= {"wait": _ms(t1), "params_transit": max(0.0, (snap.received_at - snap.sent_at) * 1000),
-                   "round": _ms(t0)}
+        phases |= {"wait": _ms(t1), "round": _ms(t0), **snap.phases()}
         t.timings = phases
 
 
@@ -113,8 +112,7 @@ async def run_hybrid(t: Trainer) -> None:
         await t.send(t.grads_topic.name, value)
         t1 = time.perf_counter()
         snap = await t.next_params(snap)
-        t.timings = phases | {"wait": _ms(t1), "round": _ms(t0),
-                              "params_transit": max(0.0, (snap.received_at - snap.sent_at) * 1000)}
+        t.timings = phases | {"wait": _ms(t1), "round": _ms(t0), **snap.phases()}
 
 
 async def run_ring(t: Trainer) -> None:
