@@ -42,6 +42,8 @@ from .settings import AggregatorSettings
 from .state import ServerState
 
 log = logging.getLogger(__name__)
+FIRST_ROUND_GRACE_S = 5.0  # the first round also waits for trainers still loading their data
+RESUME_WAIT_S = 3.0  # after a restart the trainers are (mostly) there already
 
 
 def job_status(spec: JobSpec, state: str, version: int, metrics: dict[str, float] | None,
@@ -49,9 +51,6 @@ def job_status(spec: JobSpec, state: str, version: int, metrics: dict[str, float
     return JobStatus(job_id=spec.job_id, state=state, version=version,  # type: ignore[arg-type]
                      metrics=metrics or {}, model_name=spec.model_name, model_version=model_version,
                      error=error, ts=time.time())
-
-FIRST_ROUND_GRACE_S = 5.0  # the first round also waits for trainers still loading their data
-RESUME_WAIT_S = 3.0  # after a restart the trainers are (mostly) there already
 
 
 class Aggregator:
