@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import yaml
 from aiokafka import AIOKafkaConsumer
@@ -85,15 +86,12 @@ def _decode(rec: ConsumerRecord[bytes, bytes]) -> JobSpec | JobStatus | None:
     return None
 
 
-async def _records(
-    settings: Settings, from_end: bool = False
+async def _follow(
+    settings: Settings, tp: TopicPartition, from_end: bool = False, **kw: Any
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes] | None]:
-    """Every record of the jobs topic (from the start, or only new ones), forever; ``None`` each
-    time the reader has caught up with the end of the topic."""
-    topic = Topics(settings).jobs()
-    await ensure(settings, [topic])
-    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None))
-    tp = TopicPartition(topic.name, 0)
+    """Every record of one partition (from the start, or only new ones), forever, read outside any
+    group; ``None`` each time the reader has caught up with the end."""
+    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None, **kw))
     await consumer.start()
     try:
         consumer.assign([tp])
@@ -107,6 +105,16 @@ async def _records(
                 yield None
     finally:
         await consumer.stop()
+
+
+async def _records(
+    settings: Settings, from_end: bool = False
+) -> AsyncIterator[ConsumerRecord[bytes, bytes] | None]:
+    """The jobs topic through ``_follow`` (created first if missing)."""
+    topic = Topics(settings).jobs()
+    await ensure(settings, [topic])
+    async for rec in _follow(settings, TopicPartition(topic.name, 0), from_end):
+        yield rec
 
 
 async def read_jobs(settings: Settings) -> tuple[dict[str, JobSpec], dict[str, JobStatus]]:
@@ -167,23 +175,14 @@ async def wait_final(settings: Settings, job_id: str, timeout_s: float, since: f
 async def follow_metrics(settings: Settings, job_id: str) -> AsyncIterator[MetricsMessage | None]:
     """A job's metrics from the first, as they land; ``None`` each time the reader is caught up."""
     tp = TopicPartition(Topics(settings).train_metrics(job_id).name, 0)
-    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None))
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        while True:
-            batch = await consumer.getmany(tp, timeout_ms=200)
-            for rec in batch.get(tp, []):
-                try:
-                    yield MetricsMessage.from_record(rec.value)
-                except InvalidMessage:
-                    continue
-            end = consumer.last_stable_offset(tp)
-            if not batch and end is not None and await consumer.position(tp) >= end:
-                yield None
-    finally:
-        await consumer.stop()
+    async for rec in _follow(settings, tp):
+        if rec is None:
+            yield None
+            continue
+        try:
+            yield MetricsMessage.from_record(rec.value)
+        except InvalidMessage:
+            continue
 
 
 async def read_metrics(settings: Settings, job_id: str) -> list[MetricsMessage]:
@@ -201,18 +200,9 @@ async def params_versions(
 ) -> AsyncIterator[tuple[int, ParameterSnapshot]]:
     """(offset, header) of the parameter versions a job publishes, from the first, as they land."""
     tp = TopicPartition(Topics(settings).train_params(job_id).name, 0)
-    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None, isolation_level="read_uncommitted"))
-    await consumer.start()
-    try:
-        consumer.assign([tp])
-        await consumer.seek_to_beginning(tp)
-        while True:
-            batch = await consumer.getmany(tp, timeout_ms=200)
-            for rec in batch.get(tp, []):
-                if rec.key == PARAMS_KEY.encode():
-                    try:
-                        yield rec.offset, split_header(rec.value, ParameterSnapshot)[0]
-                    except InvalidMessage:
-                        continue
-    finally:
-        await consumer.stop()
+    async for rec in _follow(settings, tp, isolation_level="read_uncommitted"):
+        if rec is not None and rec.key == PARAMS_KEY.encode():
+            try:
+                yield rec.offset, split_header(rec.value, ParameterSnapshot)[0]
+            except InvalidMessage:
+                continue
