@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import json
 import os
 import platform
@@ -13,7 +15,20 @@ from typing import Any
 
 
 def fresh_prefix(name: str) -> str:
-    return f"bench-{name}-{uuid.uuid4().hex[:8]}."
+    """A topic prefix of its own; its topics are deleted when the benchmark process exits."""
+    prefix = f"bench-{name}-{uuid.uuid4().hex[:8]}."
+    atexit.register(_drop_topics, prefix)
+    return prefix
+
+
+def _drop_topics(prefix: str) -> None:
+    from streams.admin import drop_prefix
+    from streams.settings import Settings
+
+    try:
+        asyncio.run(asyncio.wait_for(drop_prefix(Settings(topic_prefix=prefix)), 30))
+    except Exception as exc:  # cleanup must never fail a finished benchmark
+        print(f"could not delete topics {prefix}*: {exc!r}", file=sys.stderr)
 
 
 def machine() -> dict[str, Any]:

@@ -77,6 +77,16 @@ class Admin(Service):
         if names:
             await self.client.delete_topics(names)
 
+    async def delete_prefix(self, prefix: str) -> list[str]:
+        """Delete every topic named ``prefix*``: tests and benchmarks clean up after themselves, so a
+        long-lived dev broker does not pile up thousands of partitions (slow restarts)."""
+        if not prefix:
+            raise ValueError("refusing to delete every topic: empty prefix")
+        names = sorted(n for n in await self.list_topics() if n.startswith(prefix))
+        if names:
+            await self.client.delete_topics(names)
+        return names
+
     async def partitions(self, topic: str) -> int:
         meta = await self.client.describe_topics([topic])
         return len(meta[0]["partitions"]) if meta else 0
@@ -132,3 +142,9 @@ async def ensure(settings: Settings, specs: Iterable[TopicSpec]) -> list[str]:
     """One-shot helper: connect, ensure topics, disconnect."""
     async with Admin(settings) as admin:
         return await admin.ensure_topics(specs)
+
+
+async def drop_prefix(settings: Settings) -> list[str]:
+    """Delete the topics under ``settings.topic_prefix`` (see ``Admin.delete_prefix``)."""
+    async with Admin(settings) as admin:
+        return await admin.delete_prefix(settings.topic_prefix)

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 import uvloop
 
-from streams.admin import Admin, wait_for_broker
+from streams.admin import Admin, drop_prefix, wait_for_broker
 from streams.settings import Settings
 from tests.infra import ensure_infra
 
@@ -32,10 +32,11 @@ def infra() -> None:
 
 
 @pytest.fixture
-async def settings(infra: None, prefix: str) -> Settings:
+async def settings(infra: None, prefix: str) -> AsyncIterator[Settings]:
     s = Settings(topic_prefix=prefix, client_id=f"test-{prefix}")
     await wait_for_broker(s)
-    return s
+    yield s
+    await drop_prefix(s)
 
 
 @pytest.fixture
