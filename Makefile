@@ -13,10 +13,12 @@ PYTEST_ARGS ?=
 
 setup: $(STAMP) jars
 
+# --compile-bytecode: with PYTHONDONTWRITEBYTECODE set (as on CI images) every agent process would
+# otherwise recompile torch from source at start-up, seconds of CPU each.
 $(STAMP): requirements.lock pyproject.toml
 	@command -v uv >/dev/null || python3 -m pip install --quiet uv
 	@test -x $(PY) || uv venv --quiet --python 3.11 $(VENV)
-	VIRTUAL_ENV=$(VENV) uv pip sync --quiet requirements.lock
+	VIRTUAL_ENV=$(VENV) uv pip sync --quiet --compile-bytecode requirements.lock
 	VIRTUAL_ENV=$(VENV) uv pip install --quiet --no-deps -e .
 	@mkdir -p .run && touch $(STAMP)
 
