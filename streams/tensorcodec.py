@@ -9,14 +9,14 @@ content type is ``application/octet-stream`` — the same names the HTTP extensi
 can pass bodies through. BYTES elements are each a 4-byte little-endian length then the bytes.
 
 Decoding thousands of floats from JSON costs more than a small model; the binary form costs a
-``frombuffer``. Every decode error raises ``InvalidMessage`` (HTTP 400) with the reason.
+``frombuffer``. Every decode error raises ``InvalidMessage`` (HTTP 400) with the reason. The arrays
+themselves (datatypes, JSON data, raw bytes) are converted in ``streams.tensorarrays``.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -25,20 +25,32 @@ import numpy as np
 
 from schemas.envelope import Envelope
 from schemas.errors import InvalidMessage
-from schemas.inference import DATATYPES_BY_NUMPY, NUMPY_DTYPES, Datatype, Tensor
+from schemas.inference import Datatype, Tensor
+from streams.tensorarrays import (
+    BINARY_SIZE,
+    BY_DTYPE,
+    DATATYPE_NAMES,
+    FIXED,
+    datatype_of,
+    from_numpy,
+    from_raw,
+    json_data,
+    numpy_dtype,
+    raw_bytes,
+    to_numpy,
+)
+
+__all__ = [  # the array half lives in streams.tensorarrays; these names stay importable from here
+    "BINARY", "BINARY_SIZE", "HEADER_LENGTH", "JSON", "BodyTemplates", "Decoded", "Encoded", "LayoutCache",
+    "datatype_of", "decode", "decode_fast", "encode", "encode_body", "from_numpy", "is_binary",
+    "json_string", "numpy_dtype", "peek_kind", "split_value", "to_numpy",
+]
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
 HEADER_LENGTH = "inference-header-content-length"
-BINARY_SIZE = "binary_data_size"
 
 E = TypeVar("E", bound=Envelope)
-_U32 = struct.Struct("<I")
-_FIXED: dict[Datatype, np.dtype[Any]] = {
-    dt: np.dtype(name).newbyteorder("<") for dt, name in NUMPY_DTYPES.items() if dt is not Datatype.BYTES
-}
-_BY_DTYPE: dict[np.dtype[Any], Datatype] = {np.dtype(NUMPY_DTYPES[dt]): dt for dt in _FIXED}
-_DATATYPES = {dt.value: dt for dt in Datatype}
 
 
 @dataclass(slots=True)
@@ -47,107 +59,6 @@ class Encoded:
 
     value: bytes
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def numpy_dtype(datatype: Datatype) -> np.dtype[Any]:
-    """Little-endian numpy dtype of an OIP datatype (object for BYTES)."""
-    return _FIXED.get(datatype, np.dtype(object))
-
-
-def datatype_of(arr: np.ndarray) -> Datatype:
-    """OIP datatype of a numpy array (str/bytes/object arrays are BYTES)."""
-    known = _BY_DTYPE.get(arr.dtype)
-    if known is not None:
-        return known
-    if arr.dtype.kind in "OSU":
-        return Datatype.BYTES
-    found = DATATYPES_BY_NUMPY.get(arr.dtype.name)
-    if found is None:
-        raise InvalidMessage("numpy dtype has no OIP datatype", dtype=str(arr.dtype))
-    return found
-
-
-# --------------------------------------------------------------------------- JSON tensors
-
-
-def to_numpy(t: Tensor) -> np.ndarray:
-    """A validated JSON tensor as a numpy array of its shape and datatype."""
-    if t.data is None:
-        raise InvalidMessage("tensor has no JSON data (binary tensor without its bytes)", tensor=t.name)
-    if t.datatype is Datatype.BYTES:
-        arr = np.empty(len(t.data), dtype=object)
-        arr[:] = [x.encode() if isinstance(x, str) else x for x in t.data]
-        return arr.reshape(t.shape)
-    try:
-        return np.asarray(t.data, dtype=numpy_dtype(t.datatype)).reshape(t.shape)
-    except (ValueError, OverflowError) as exc:
-        raise InvalidMessage("tensor data does not fit its datatype", tensor=t.name, detail=str(exc)) from exc
-
-
-def from_numpy(name: str, arr: np.ndarray, *, binary: bool = False) -> Tensor:
-    """A Tensor for ``arr``: with JSON ``data``, or only ``binary_data_size`` when ``binary``."""
-    dt = datatype_of(arr)
-    shape = [int(d) for d in arr.shape]
-    if binary:
-        size = len(_raw_bytes(arr, dt)) if dt is Datatype.BYTES else arr.size * _FIXED[dt].itemsize
-        return Tensor.model_construct(name=name, shape=shape, datatype=dt,
-                                      parameters={BINARY_SIZE: size}, data=None)
-    return Tensor.model_construct(name=name, shape=shape, datatype=dt, parameters=None,
-                                  data=_json_data(arr, dt))
-
-
-def _json_data(arr: np.ndarray, dt: Datatype) -> list[Any]:
-    flat = arr.reshape(-1)
-    if dt is Datatype.BYTES:
-        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in flat]
-    if dt in (Datatype.FP16, Datatype.FP32, Datatype.FP64) and not np.isfinite(flat).all():
-        raise InvalidMessage("NaN or infinity cannot be sent as JSON; use the binary encoding")
-    return flat.tolist()
-
-
-# --------------------------------------------------------------------------- raw bytes
-
-
-def _raw_bytes(arr: np.ndarray, dt: Datatype) -> bytes:
-    if dt is Datatype.BYTES:
-        parts: list[bytes] = []
-        for x in arr.reshape(-1):
-            b = x if isinstance(x, bytes) else str(x).encode()
-            parts += [_U32.pack(len(b)), b]
-        return b"".join(parts)
-    return np.ascontiguousarray(arr, dtype=_FIXED[dt]).tobytes()
-
-
-def _from_raw(t: Tensor, raw: memoryview) -> np.ndarray:
-    count = math.prod(t.shape)
-    if t.datatype is Datatype.BYTES:
-        return _bytes_from_raw(t, raw, count)
-    dtype = _FIXED[t.datatype]
-    if len(raw) != count * dtype.itemsize:
-        raise InvalidMessage(
-            "binary tensor size does not match its shape and datatype",
-            tensor=t.name, shape=t.shape, datatype=t.datatype.value, size=len(raw),
-        )
-    arr = np.frombuffer(raw, dtype=dtype).reshape(t.shape)
-    if t.datatype is Datatype.BOOL and arr.size and arr.view(np.uint8).max() > 1:
-        raise InvalidMessage("BOOL tensor bytes must be 0 or 1", tensor=t.name)
-    return arr
-
-
-def _bytes_from_raw(t: Tensor, raw: memoryview, count: int) -> np.ndarray:
-    out = np.empty(count, dtype=object)
-    pos = 0
-    for i in range(count):
-        if pos + 4 > len(raw):
-            raise InvalidMessage("BYTES tensor is truncated", tensor=t.name, element=i)
-        (n,) = _U32.unpack_from(raw, pos)
-        if pos + 4 + n > len(raw):
-            raise InvalidMessage("BYTES tensor is truncated", tensor=t.name, element=i)
-        out[i] = bytes(raw[pos + 4 : pos + 4 + n])
-        pos += 4 + n
-    if pos != len(raw):
-        raise InvalidMessage("BYTES tensor has trailing bytes", tensor=t.name)
-    return out.reshape(t.shape)
 
 
 # --------------------------------------------------------------------------- messages
@@ -162,7 +73,7 @@ def encode(message: Envelope, tensors: Sequence[Tensor], arrays: Sequence[np.nda
     head = message.to_record()
     if not binary:
         return Encoded(head, {"content-type": JSON})
-    raws = [_raw_bytes(a, t.datatype) for t, a in zip(tensors, arrays, strict=True)]
+    raws = [raw_bytes(a, t.datatype) for t, a in zip(tensors, arrays, strict=True)]
     return Encoded(b"".join([head, *raws]), {"content-type": BINARY, HEADER_LENGTH: str(len(head))})
 
 
@@ -201,7 +112,7 @@ def decode(value: bytes | None, headers: Mapping[str, str], cls: type[E],
             continue
         if not isinstance(size, int) or size < 0 or pos + size > len(tail):
             raise InvalidMessage("binary tensor data missing or truncated", tensor=t.name, size=size)
-        arrays[t.name] = _from_raw(t, tail[pos : pos + size])
+        arrays[t.name] = from_raw(t, tail[pos : pos + size])
         pos += size
     if pos != len(tail):
         raise InvalidMessage("binary record has trailing bytes", extra=len(tail) - pos)
@@ -238,11 +149,11 @@ def encode_body(kind: str, body: dict[str, Any], field: str, tensors: Mapping[st
         dt = datatype_of(arr)
         meta: dict[str, Any] = {"name": name, "shape": list(arr.shape), "datatype": dt.value}
         if binary:
-            raw = _raw_bytes(arr, dt)
+            raw = raw_bytes(arr, dt)
             meta["parameters"] = {BINARY_SIZE: len(raw)}
             raws.append(raw)
         else:
-            meta["data"] = _json_data(arr, dt)
+            meta["data"] = json_data(arr, dt)
         metas.append(meta)
     head = json.dumps({"v": 1, **body, field: metas, "kind": kind}, separators=(",", ":")).encode()
     if not binary:
@@ -285,7 +196,7 @@ class BodyTemplates:
                 self._cuts.clear()
             cut = self._cuts[key] = (before, after)
         head = cut[0] + json_string(request_id) + cut[1]
-        raws = [_raw_bytes(a, _BY_DTYPE.get(a.dtype) or datatype_of(a)) for a in tensors.values()]
+        raws = [raw_bytes(a, BY_DTYPE.get(a.dtype) or datatype_of(a)) for a in tensors.values()]
         return Encoded(b"".join([head, *raws]), {"content-type": BINARY, HEADER_LENGTH: str(len(head))})
 
 
@@ -303,9 +214,9 @@ def decode_fast(value: bytes | None, headers: Mapping[str, str], kind: str, fiel
         arrays: dict[str, np.ndarray] = {}
         pos = 0
         for t in body[field]:
-            name, shape, dt = t["name"], t["shape"], _DATATYPES[t["datatype"]]
+            name, shape, dt = t["name"], t["shape"], DATATYPE_NAMES[t["datatype"]]
             size = t["parameters"][BINARY_SIZE]
-            dtype = _FIXED[dt]
+            dtype = FIXED[dt]
             count = math.prod(shape)
             if (type(name) is not str or name in arrays or "data" in t or type(count) is not int
                     or count < 0 or dt is Datatype.BOOL or type(size) is not int
