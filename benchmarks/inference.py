@@ -114,7 +114,7 @@ async def echo_server(settings: Settings, topic: str) -> None:
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
     cons = AIOKafkaConsumer(topic, **settings.consumer_kwargs("echo"))
-    prod = AIOKafkaProducer(**settings.producer_kwargs(linger_ms=1))
+    prod = AIOKafkaProducer(**settings.producer_kwargs(linger_ms=1, compression_type=None))
     await cons.start()
     await prod.start()
     print("assigned 8 partitions", file=sys.stderr, flush=True)  # readiness line, like a worker
@@ -142,7 +142,7 @@ async def echo_client(settings: Settings, topic: str, payload: bytes, n: int, wi
 
     reply = Topics(settings).replies(f"echo-{uuid.uuid4().hex[:6]}")
     await ensure(settings, [reply])
-    prod = AIOKafkaProducer(**settings.producer_kwargs(linger_ms=1))
+    prod = AIOKafkaProducer(**settings.producer_kwargs(linger_ms=1, compression_type=None))
     cons = AIOKafkaConsumer(**settings.consumer_kwargs(None, auto_offset_reset="latest", fetch_max_wait_ms=5))
     await prod.start()
     await cons.start()

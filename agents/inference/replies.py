@@ -1,4 +1,8 @@
-"""Reply records: an OIP response or an error, with the headers callers match replies by."""
+"""Reply records: an OIP response or an error, with the headers callers match replies by.
+
+Headers are built as ``{name: str}``: a single reply record encodes them (``wire``); a batched
+reply record (``streams.replywire``) carries them as they are, one object per reply.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +16,10 @@ from schemas.inference import ErrorReply, InferenceResponse
 from streams import headers as h
 from streams import tensorcodec as tc
 from streams import tracing
-from streams.client import STATUS
+from streams.replywire import STATUS
 
 PASS_THROUGH = (h.TENANT,)
+ReplyHeaders = dict[str, str]
 
 
 def passed_on(request_headers: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -27,17 +32,22 @@ def passed_on(request_headers: Mapping[str, str]) -> list[tuple[str, str]]:
     return out
 
 
-def _headers(
-    request_id: str, request_headers: Mapping[str, str], extra: Mapping[str, str]
-) -> list[tuple[str, bytes]]:
-    values = {h.CORRELATION_ID: request_id, **extra, **dict(passed_on(request_headers))}
-    return [(k, v.encode()) for k, v in values.items()]
+def wire(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
+    """Record headers of a single reply record."""
+    return [(k, v.encode()) for k, v in headers.items()]
+
+
+def _headers(request_id: str, request_headers: Mapping[str, str], extra: Mapping[str, str]) -> ReplyHeaders:
+    out = {h.CORRELATION_ID: request_id, **extra}
+    if h.TENANT in request_headers or h.TRACEPARENT in request_headers:
+        out.update(passed_on(request_headers))
+    return out
 
 
 def response(
     model: str, version: int, request_id: str, response_id: str | None, outputs: Mapping[str, np.ndarray],
     *, binary: bool, request_headers: Mapping[str, str],
-) -> tuple[bytes, list[tuple[str, bytes]]]:
+) -> tuple[bytes, ReplyHeaders]:
     """Value and headers of a successful reply, in the request's encoding."""
     body = {"model_name": model, "model_version": str(version), "id": response_id or request_id}
     enc = tc.encode_body(InferenceResponse.KIND, body, "outputs", outputs, binary=binary)
@@ -58,22 +68,20 @@ class BinaryResponses:
     def encode(
         self, version: int, request_id: str, response_id: str | None, outputs: Mapping[str, np.ndarray],
         request_headers: Mapping[str, str],
-    ) -> tuple[bytes, list[tuple[str, bytes]]]:
-        extra = {"model_name": self.model, "model_version": str(version)}
-        enc = self._templates.encode(response_id or request_id, outputs, extra)
-        hdrs = [(h.CORRELATION_ID, request_id.encode()), ("content-type", _BINARY),
-                (tc.HEADER_LENGTH, enc.headers[tc.HEADER_LENGTH].encode()), (STATUS, b"200"),
-                (h.MODEL_VERSION, extra["model_version"].encode())]
-        hdrs += [(name, value.encode()) for name, value in passed_on(request_headers)]
+    ) -> tuple[bytes, ReplyHeaders]:
+        mv = str(version)
+        enc = self._templates.encode(response_id or request_id, outputs,
+                                     {"model_name": self.model, "model_version": mv})
+        hdrs = {h.CORRELATION_ID: request_id, "content-type": tc.BINARY,
+                tc.HEADER_LENGTH: enc.headers[tc.HEADER_LENGTH], STATUS: "200", h.MODEL_VERSION: mv}
+        if h.TENANT in request_headers or h.TRACEPARENT in request_headers:
+            hdrs.update(passed_on(request_headers))
         return enc.value, hdrs
-
-
-_BINARY = tc.BINARY.encode()
 
 
 def error(
     model: str, request_id: str, exc: AiaasError, *, request_headers: Mapping[str, str],
-) -> tuple[bytes, list[tuple[str, bytes]]]:
+) -> tuple[bytes, ReplyHeaders]:
     """Value and headers of an error reply (always JSON)."""
     details = {k: v for k, v in exc.details.items() if isinstance(v, str | int | float | bool | list | dict)}
     msg = ErrorReply(

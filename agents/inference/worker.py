@@ -27,6 +27,7 @@ from aiokafka.structs import RecordMetadata, TopicPartition
 from agents.inference import batcher, replies
 from agents.inference.batcher import Work
 from agents.inference.intake import Intake, request_id
+from agents.inference.outbox import Outbox, ReplyHeaders
 from agents.inference.sessions import Sessions
 from agents.inference.settings import WorkerSettings
 from schemas.errors import AiaasError, DeadlineExceeded, NotFound
@@ -41,6 +42,7 @@ from streams.lifecycle import Service
 from streams.producer import Producer
 from streams.record import Record
 from streams.registry import Registry
+from streams.replywire import REPLY_BATCH
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -80,7 +82,9 @@ class InferenceWorker(Service):
         self.registry = Registry(settings)
         self.sessions = Sessions(self.registry, cfg)
         self.intake = Intake(cfg, self.sessions)
-        self._producer = Producer(settings, linger_ms=cfg.reply_linger_ms)
+        # replies are small and mostly tensor bytes: compressing them costs CPU and saves little
+        self._producer = Producer(settings, linger_ms=cfg.reply_linger_ms, compression_type=None)
+        self._batch_limit = min(1 << 20, settings.max_message_bytes // 4)
         self._consumer: Consumer | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{cfg.model}")
         self._inflight: asyncio.Task[None] | None = None
@@ -123,6 +127,7 @@ class InferenceWorker(Service):
         self._stopping.set()
         with contextlib.suppress(Exception):
             await self.drain()
+        log.info("worker for %s stopping: %s", self.cfg.model, dict(self.stats))
         if self._committer is not None:
             self._committer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -159,7 +164,7 @@ class InferenceWorker(Service):
             records = await self._poll(consumer)
             if not records:
                 continue
-            sent: list[Sent] = []
+            sent = Outbox(self._send_raw, self._batch_limit)
             self._m_depth.inc(len(records))
             works = [w for r in records if (w := await self._prepare(r, sent)) is not None]
             if self._inflight is not None:
@@ -183,7 +188,7 @@ class InferenceWorker(Service):
             records += more
         return records
 
-    async def _prepare(self, rec: Record, sent: list[Sent]) -> Work | None:
+    async def _prepare(self, rec: Record, sent: Outbox) -> Work | None:
         """Decode and check one request; on failure the error reply (and dead letter) is sent here."""
         rid = request_id(rec)
         self.stats["requests"] += 1
@@ -193,7 +198,7 @@ class InferenceWorker(Service):
             await self._fail(rec, rid, exc, sent)
             return None
 
-    async def _compute(self, works: list[Work], records: list[Record], sent: list[Sent]) -> None:
+    async def _compute(self, works: list[Work], records: list[Record], sent: Outbox) -> None:
         loop = asyncio.get_running_loop()
         for batch in batcher.group(works, self.cfg.max_batch if self.cfg.batching else 1):
             live = []
@@ -220,14 +225,15 @@ class InferenceWorker(Service):
                     await self._reply(w, res, sent)
                     ok += 1
             self._count_ok(live[0], ok)
-        self._commits.put_nowait((records, sent))
+        await sent.flush()
+        self._commits.put_nowait((records, sent.sent))
         self._m_depth.dec(len(records))
         if self.sessions.default is not None:
             self._m_version.set(self.sessions.default.version)
 
     # ------------------------------------------------------------------ replies
 
-    async def _reply(self, w: Work, outputs: dict[str, Any], sent: list[Sent]) -> None:
+    async def _reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
         if w.binary:
             value, headers = self._binary.encode(w.model.version, w.request_id, w.response_id, outputs,
                                                  w.record.headers)
@@ -246,7 +252,7 @@ class InferenceWorker(Service):
         if first.record.timestamp_ms > 0:  # the oldest request of the batch: its end-to-end wait
             self._m_total.observe(max(0.0, time.time() - first.record.timestamp_ms / 1000))
 
-    async def _fail(self, rec: Record, rid: str, exc: AiaasError, sent: list[Sent]) -> None:
+    async def _fail(self, rec: Record, rid: str, exc: AiaasError, sent: Outbox) -> None:
         self.stats[f"error_{exc.code.value}"] += 1
         m.INFER_REQUESTS.labels(model=self.cfg.model, outcome=exc.code.value).inc()
         if not isinstance(exc, DeadlineExceeded) and self._consumer is not None:
@@ -255,10 +261,9 @@ class InferenceWorker(Service):
         await self._send(rec, rid, rec.headers.get(h.REPLY_TO), value, headers, sent)
 
     async def _send(self, rec: Record, rid: str, reply_to: str | None, value: bytes,
-                    headers: list[tuple[str, bytes]], sent: list[Sent]) -> None:
+                    headers: ReplyHeaders, sent: Outbox) -> None:
         if reply_to is None:  # a stream record: the result goes to the results topic, keyed alike
-            topic = self.results_topic
-            sent.append(await self._producer.raw.send(topic, value, key=rec.key, headers=headers))
+            sent.sent.append(await self._send_raw(self.results_topic, value, rec.key, replies.wire(headers)))
             return
         if reply_to not in self._reply_topics:
             parts = await partition_count(self._producer.raw.client, reply_to)
@@ -269,20 +274,39 @@ class InferenceWorker(Service):
                         rec, NotFound("reply-to topic does not exist", reply_to=reply_to))
                 return
             self._reply_topics[reply_to] = 0 if parts == 1 else None  # one partition: skip hashing the key
-        sent.append(await self._producer.raw.send(reply_to, value, key=rid.encode(), headers=headers,
-                                                  partition=self._reply_topics[reply_to]))
+        partition = self._reply_topics[reply_to]
+        if rec.headers.get(REPLY_BATCH) == "1" and sent.fits(value):
+            await sent.add(reply_to, partition, headers, value)
+        else:
+            sent.sent.append(await self._send_raw(reply_to, value, rid.encode(), replies.wire(headers),
+                                                  partition))
+
+    async def _send_raw(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]],
+                        partition: int | None = None) -> Sent:
+        return await self._producer.raw.send(topic, value, key=key, headers=headers, partition=partition)
 
     async def _commit_forever(self) -> None:
-        """Commit each poll's offsets once all its replies are acknowledged, in poll order."""
+        """Mark each poll's offsets done once all its replies are acknowledged, in poll order; commit
+        at most every ``commit_interval_ms`` (a commit per poll cost as much as producing its replies)."""
         assert self._consumer is not None
+        every_s = self.cfg.commit_interval_ms / 1000
+        last, dirty = time.monotonic(), False
         while True:
-            records, sent = await self._commits.get()
+            try:
+                async with asyncio.timeout(max(0.0, last + every_s - time.monotonic()) if dirty else None):
+                    records, sent = await self._commits.get()
+            except TimeoutError:  # idle with done work: commit it now
+                await self._consumer.commit()
+                last, dirty = time.monotonic(), False
+                continue
             try:
                 if sent:
                     await asyncio.gather(*sent)  # a failed produce raises: the worker stops, no commit
                 self._consumer.mark_done(records)
-                if self._commits.empty():
+                dirty = True
+                if self._commits.empty() and time.monotonic() - last >= every_s:
                     await self._consumer.commit()
+                    last, dirty = time.monotonic(), False
             finally:
                 self._commits.task_done()
 

@@ -1,0 +1,61 @@
+"""The replies of one poll: single reply records as they come, batched ones gathered per reply topic.
+
+A request whose sender opted in (header ``reply-batch: 1``, see ``streams.replywire``) has its reply
+gathered with the other opted-in replies to the same topic; ``flush`` writes them as one batched
+record (several when they pass ``limit_bytes``). One record per batch instead of one per request
+saves a producer send on the worker and a consumer record on the client, per request. Every send's
+ack future lands in ``sent``: the poll's offsets commit only after all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from aiokafka.structs import RecordMetadata
+
+from streams import headers as h
+from streams.replywire import pack_batch
+
+Sent = asyncio.Future[RecordMetadata]
+Send = Callable[[str, bytes, bytes | None, list[tuple[str, bytes]], int | None], Awaitable[Sent]]
+ReplyHeaders = dict[str, str]
+
+
+class Outbox:
+    def __init__(self, send: Send, limit_bytes: int) -> None:
+        self._send = send
+        self.limit_bytes = limit_bytes
+        self.sent: list[Sent] = []
+        self._gathered: dict[str, tuple[int | None, list[tuple[ReplyHeaders, bytes]]]] = {}
+        self._bytes: dict[str, int] = {}
+
+    def fits(self, value: bytes) -> bool:
+        """Small enough to travel in a batch (a big reply goes alone, chunked if need be)."""
+        return len(value) <= self.limit_bytes // 2
+
+    async def add(self, topic: str, partition: int | None, headers: ReplyHeaders, value: bytes) -> None:
+        """Gather one reply for ``topic`` (flushing that topic first when the batch would get too big)."""
+        size = len(value) + 16 + sum(len(k) + len(v) + 6 for k, v in headers.items())
+        if self._bytes.get(topic, 0) + size > self.limit_bytes:
+            await self._flush(topic)
+        entry = self._gathered.get(topic)
+        if entry is None:
+            entry = self._gathered[topic] = (partition, [])
+        entry[1].append((headers, value))
+        self._bytes[topic] = self._bytes.get(topic, 0) + size
+
+    async def flush(self) -> None:
+        """Write every gathered batch (the end of a poll)."""
+        for topic in list(self._gathered):
+            await self._flush(topic)
+
+    async def _flush(self, topic: str) -> None:
+        gathered = self._gathered.pop(topic, None)
+        self._bytes.pop(topic, None)
+        if not gathered or not gathered[1]:
+            return
+        partition, replies = gathered
+        value, headers = pack_batch(replies)
+        key = replies[0][0][h.CORRELATION_ID].encode()
+        self.sent.append(await self._send(topic, value, key, headers, partition))

@@ -1,0 +1,178 @@
+"""The records of request-reply inference: encoding a request, reading a reply, batched replies.
+
+``streams.client`` sends and awaits these; the inference workers write the replies. Single replies
+are one record each (key = request id). A client that sends the request header ``reply-batch: 1``
+also accepts *batched reply records*: one record per (reply topic, worker batch) whose headers are
+``content-type: application/vnd.aiaas.reply-batch`` and ``inference-header-content-length: N``, and
+whose value is a JSON index of N bytes, ``[[{headers of reply 1}, length 1], [{...}, length 2], ...]``,
+followed by the reply values back to back. Each entry is exactly the record a single reply would
+have been (its headers as a JSON object of strings, its value bytes), so splitting a batch gives the
+same ``Reply`` objects, and dedup by ``correlation-id`` and per-request errors work as before.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from schemas.errors import AiaasError, ErrorCode, InvalidMessage
+from schemas.inference import ErrorReply, InferenceRequest, InferenceResponse, RequestOutput, Tensor
+from streams import headers as h
+from streams import tensorcodec as tc
+
+STATUS = "status-code"
+REPLY_BATCH = "reply-batch"  # request header: "1" = the sender accepts batched reply records
+BATCH = "application/vnd.aiaas.reply-batch"  # content-type of a batched reply record
+RESPONSE_KEYS = frozenset({"v", "model_name", "model_version", "id", "parameters", "outputs"})
+_REPLY_LAYOUTS = tc.LayoutCache(InferenceResponse.KIND, "outputs", RESPONSE_KEYS)
+_REQUESTS = tc.BodyTemplates(InferenceRequest.KIND, "inputs")
+Inputs = Mapping[str, np.ndarray] | Sequence[Tensor]
+
+
+class InferenceError(AiaasError):
+    """An error reply from a worker (or no reply in time), with the code and HTTP status it carried."""
+
+    @classmethod
+    def from_reply(cls, reply: ErrorReply) -> InferenceError:
+        try:
+            code = ErrorCode(reply.code)
+        except ValueError:
+            code = ErrorCode.INTERNAL
+        details = {"request_id": reply.id, "model": reply.model_name, **(reply.details or {})}
+        return cls(reply.error, code=code,
+                   **{k: v for k, v in details.items() if k not in ("reason", "code")})
+
+
+@dataclass(slots=True)
+class Reply:
+    """A raw reply record: what the bridge forwards without decoding the tensors."""
+
+    request_id: str
+    value: bytes
+    headers: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        status = self.headers.get(STATUS)
+        if status is not None:
+            return status == "200"
+        head, _ = tc.split_value(self.value, self.headers)
+        return tc.peek_kind(head) != ErrorReply.KIND
+
+    def error(self) -> InferenceError:
+        head, _ = tc.split_value(self.value, self.headers)
+        return InferenceError.from_reply(ErrorReply.from_record(head))
+
+    def result(self) -> InferResult:
+        """Decode an OK reply (raises its InferenceError otherwise)."""
+        if not self.ok:
+            raise self.error()
+        fast = _REPLY_LAYOUTS.decode(self.value, self.headers)
+        if fast is not None and isinstance(fast.body.get("model_name"), str):
+            b = fast.body
+            return InferResult(str(b.get("id") or self.request_id), b["model_name"],
+                               _opt_str(b.get("model_version")), fast.arrays, b.get("parameters") or {})
+        resp, arrays = tc.decode(self.value, self.headers, InferenceResponse, "outputs")
+        return InferResult(resp.id or self.request_id, resp.model_name, resp.model_version,
+                           arrays, resp.parameters or {}, resp)
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(slots=True)
+class InferResult:
+    id: str
+    model_name: str
+    model_version: str | None
+    outputs: dict[str, np.ndarray]
+    parameters: dict[str, Any] = field(default_factory=dict)
+    response: InferenceResponse | None = None
+
+    def to_response(self) -> InferenceResponse:
+        """The OIP JSON response (data inline), e.g. for an HTTP reply."""
+        tensors = [tc.from_numpy(n, a) for n, a in self.outputs.items()]
+        return InferenceResponse(model_name=self.model_name, model_version=self.model_version,
+                                 id=self.id, parameters=self.parameters or None, outputs=tensors)
+
+
+def encode_request(
+    inputs: Inputs, *, request_id: str, binary: bool, parameters: dict[str, Any] | None = None,
+    outputs: Sequence[str] | None = None,
+) -> tc.Encoded:
+    """The record value + content headers of an OIP request for ``inputs``."""
+    if isinstance(inputs, Mapping) and binary and not parameters and not outputs:
+        return _REQUESTS.encode(request_id, {n: np.asarray(a) for n, a in inputs.items()})
+    if isinstance(inputs, Mapping):
+        body: dict[str, Any] = {"id": request_id}
+        if parameters:
+            body["parameters"] = parameters
+        if outputs:
+            body["outputs"] = [{"name": o} for o in outputs]
+        arrays = {n: np.asarray(a) for n, a in inputs.items()}
+        return tc.encode_body(InferenceRequest.KIND, body, "inputs", arrays, binary=binary)
+    tensors, raw = list(inputs), []
+    if binary:
+        raw = [tc.to_numpy(t) for t in tensors]
+        tensors = [tc.from_numpy(t.name, a, binary=True) for t, a in zip(tensors, raw, strict=True)]
+    req = InferenceRequest.model_construct(
+        id=request_id, parameters=parameters, inputs=tensors,
+        outputs=[RequestOutput(name=o) for o in outputs] if outputs else None, v=1,
+    )
+    return tc.encode(req, tensors, raw, binary=binary)
+
+
+# --------------------------------------------------------------------------- batched replies
+
+
+def pack_batch(replies: Iterable[tuple[Mapping[str, str], bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """Value and headers of one batched reply record holding ``(headers, value)`` replies."""
+    index, values = [], []
+    for headers, value in replies:
+        index.append((headers, len(value)))
+        values.append(value)
+    head = json.dumps(index, separators=(",", ":")).encode()
+    return b"".join([head, *values]), [("content-type", _BATCH), (tc.HEADER_LENGTH, str(len(head)).encode())]
+
+
+_BATCH = BATCH.encode()
+
+
+def is_batch(headers: Mapping[str, str]) -> bool:
+    return headers.get("content-type") == BATCH
+
+
+def unpack_batch(value: bytes | None, headers: Mapping[str, str]) -> list[Reply]:
+    """The replies of a batched reply record; raises InvalidMessage when it is malformed."""
+    if value is None:
+        raise InvalidMessage("reply batch has no value")
+    raw_len = headers.get(tc.HEADER_LENGTH, "")
+    if not raw_len.isdigit() or not 0 < int(raw_len) <= len(value):
+        raise InvalidMessage(f"reply batch needs a valid {tc.HEADER_LENGTH} header", got=raw_len)
+    head = value[: int(raw_len)]
+    try:
+        index = json.loads(head)
+    except ValueError as exc:
+        raise InvalidMessage("reply batch index is not JSON", detail=str(exc)) from exc
+    if not isinstance(index, list):
+        raise InvalidMessage("reply batch index is not a list")
+    out: list[Reply] = []
+    pos = len(head)
+    for entry in index:
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], dict)
+                and type(entry[1]) is int and 0 <= entry[1] <= len(value) - pos):
+            raise InvalidMessage("reply batch entry is malformed", entry=len(out))
+        hd, n = entry
+        rid = hd.get(h.CORRELATION_ID)
+        if not isinstance(rid, str) or not all(isinstance(v, str) for v in hd.values()):
+            raise InvalidMessage("reply batch entry headers are malformed", entry=len(out))
+        out.append(Reply(rid, value[pos : pos + n], hd))
+        pos += n
+    if pos != len(value):
+        raise InvalidMessage("reply batch has trailing bytes", extra=len(value) - pos)
+    return out
