@@ -10,7 +10,9 @@ round trip) and ``round_breakdown_ms`` (where a round's time goes, medians: comp
 grad_transit = produce+broker+fetch, wait_peers, apply, params_transit, load).
 
 Mode knobs (only ``sync``/``compression`` differ from the shared workload): sync = BSP; async =
-staleness 2 (one gradient in flight per trainer: on 2 cores more only starves the aggregator);
+staleness 2 (one gradient in flight per trainer: on 2 cores more only starves the aggregator); both
+send float16 gradients and receive float16 parameters (``HALF``: the aggregator keeps float32 master
+weights; half the bytes per round trip);
 hybrid = local SGD with ``HYBRID_LOCAL_STEPS``; ring = gossip every ``RING_LOCAL_STEPS`` local
 steps. The values were picked by measuring the alternatives side by side on the 2-core machine.
 
@@ -36,9 +38,10 @@ from streams.settings import Settings
 log = logging.getLogger("benchmarks.training_modes")
 HYBRID_LOCAL_STEPS = 32
 RING_LOCAL_STEPS = 16
+HALF = {"kind": "fp16", "params_dtype": "float16"}  # gradients and parameters as float16 on the wire
 KNOBS: dict[str, dict[str, Any]] = {
-    "sync": {"sync": {"mode": "sync", "straggler_deadline_ms": 2000}},
-    "async": {"sync": {"mode": "async", "staleness": 2}},
+    "sync": {"sync": {"mode": "sync", "straggler_deadline_ms": 2000}, "compression": HALF},
+    "async": {"sync": {"mode": "async", "staleness": 2}, "compression": HALF},
     "hybrid": {"sync": {"mode": "hybrid", "local_steps": HYBRID_LOCAL_STEPS, "straggler_deadline_ms": 2000}},
     "ring": {"sync": {"mode": "ring", "local_steps": RING_LOCAL_STEPS, "straggler_deadline_ms": 2000}},
 }

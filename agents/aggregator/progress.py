@@ -25,7 +25,7 @@ from .rounds import Contribution
 class Medians:
     """Median per name of the last ``keep`` values (robust to a slow first round or a GC pause)."""
 
-    def __init__(self, keep: int = 4096) -> None:
+    def __init__(self, keep: int = 512) -> None:
         self.values: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=keep))
 
     def add(self, name: str, value: float) -> None:

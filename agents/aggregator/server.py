@@ -25,8 +25,10 @@ from streams import codecs
 from streams import metrics as m
 from streams.admin import ensure
 from streams.jobs import aggregator_group, write_status
+from streams.ml.compression import to_half
 from streams.ml.evaluate import evaluate
 from streams.ml.models import set_threads
+from streams.offload import Offload
 from streams.producer import Producer
 from streams.settings import Settings
 from streams.topics import Topics
@@ -69,6 +71,7 @@ class Aggregator:
         self._dropped_seen = 0
         self.intake = Intake(spec, self.state.grad_shapes, self.state.state_shapes)
         self.producer = Producer(settings, linger_ms=0, compression_type=None)
+        self.offload = Offload(self.cfg.inline_below_ms)  # updates: inline while they are short
         self.checkpointer = Checkpointer(settings, spec.job_id)
         self.consumer: AIOKafkaConsumer | None = None
         self.mode: Mode | None = None
@@ -193,7 +196,7 @@ class Aggregator:
                 return
             before = self.state.version
             t0 = time.perf_counter()
-            samples, value = await asyncio.to_thread(self._apply, work)
+            samples, value = await self.offload(self._apply, work)
             apply_ms = (time.perf_counter() - t0) * 1000
             if self.state.version == before:  # everything was stale
                 continue
@@ -215,7 +218,7 @@ class Aggregator:
                                    samples=self.state.samples, final=final)
         tensors = self.state.params()
         if self.spec.compression.params_dtype == "float16" and not final:
-            tensors = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in tensors.items()}
+            tensors = {k: to_half(v) if v.dtype == np.float32 else v for k, v in tensors.items()}
         return codecs.pack(header, tensors)
 
     async def _publish(self, value: bytes) -> None:

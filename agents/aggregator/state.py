@@ -1,8 +1,9 @@
 """The parameter server's state: model, optimizer, schedule, version, samples, and its checkpoint form.
 
-Methods block (torch) and are called through ``asyncio.to_thread``. A checkpoint is the model's
-state dict plus the optimizer's tensors (``opt.<param>.<name>``) as safetensors, and everything
-else (optimizer groups, scheduler, counters) as JSON in the snapshot header.
+Methods block (torch); the server calls them inline while short, else in a thread (``Offload``).
+A checkpoint is the model's state dict plus the optimizer's tensors (``opt.<param>.<name>``) as
+safetensors, and everything else (optimizer groups, scheduler, counters) as JSON in the snapshot
+header.
 """
 
 from __future__ import annotations

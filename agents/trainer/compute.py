@@ -1,6 +1,6 @@
 """The torch side of a trainer: gradients of one minibatch, or k local optimizer steps.
 
-Everything here blocks (torch), so the trainer calls it through ``asyncio.to_thread``; one worker
+Everything here blocks (torch), so the trainer calls it through ``streams.offload.Offload``; one worker
 object is only ever used by one thread at a time.
 """
 

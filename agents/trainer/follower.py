@@ -20,6 +20,7 @@ from aiokafka.structs import TopicPartition
 from schemas.errors import InvalidMessage
 from schemas.training import PARAMS_KEY, SENT_AT, ParameterSnapshot
 from streams import codecs
+from streams.ml.compression import to_float
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -92,6 +93,7 @@ class ParamFollower:
                 continue
             try:
                 header, tensors = codecs.unpack(newest.value, ParameterSnapshot)
+                tensors = {k: to_float(v) if v.dtype == np.float16 else v for k, v in tensors.items()}
             except InvalidMessage as exc:
                 log.warning("skipping undecodable parameter record @%d: %s", newest.offset, exc.reason)
                 continue

@@ -10,7 +10,6 @@ Each loop records where its time went (ms) and ships the numbers with its next m
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -48,7 +47,7 @@ async def _gradient_step(t: Trainer, snap: Snapshot) -> dict[str, float]:
         value = t.pack(grads, base_version=snap.version, samples=len(batch[0]), loss=loss)
         return value, {"load": load_ms, "compute": (t1 - t0) * 1000, "serialize": _ms(t1)}
 
-    value, phases = await asyncio.to_thread(work)
+    value, phases = await t.offload(work)
     await t.send(t.grads_topic.name, value)
     return phases
 
@@ -108,7 +107,7 @@ async def run_hybrid(t: Trainer) -> None:
     while not snap.header.final:
         t0 = time.perf_counter()
         batches = [await t.batch() for _ in range(k)]
-        value, phases = await asyncio.to_thread(_hybrid_work, t, snap, batches)
+        value, phases = await t.offload(_hybrid_work, t, snap, batches)
         await t.send(t.grads_topic.name, value)
         t1 = time.perf_counter()
         snap = await t.next_params(snap)
@@ -120,13 +119,13 @@ async def run_ring(t: Trainer) -> None:
     assert t.ring is not None
     k, deadline_s = t.spec.sync.local_steps, t.spec.sync.straggler_deadline_ms / 1000
     snap = await t.params_after(-1)
-    await asyncio.to_thread(t.load_if_new, snap)
+    await t.offload(t.load_if_new, snap)
     patient = True  # after a missed deadline, stop waiting until the neighbour is heard again
     while not _final(t):
         t0 = time.perf_counter()
         await t.ring.own(t.data.partitions)
         batches = [await t.batch() for _ in range(k)]
-        value, compute_ms, ser_ms = await asyncio.to_thread(_ring_work, t, batches)
+        value, compute_ms, ser_ms = await t.offload(_ring_work, t, batches)
         target = ring_target(t.data.partitions, t.spec.data.partitions)
         await t.send(t.ring_topic.name, value, partition=target if target is not None
                      else min(t.data.partitions, default=0))
@@ -135,7 +134,7 @@ async def run_ring(t: Trainer) -> None:
         wait_ms = _ms(t1)
         if got is not None:
             try:
-                await asyncio.to_thread(t.model.average_with, got[1])
+                await t.offload(t.model.average_with, got[1])
             except InvalidMessage as exc:
                 log.warning("trainer %s: ignoring a bad ring message from %s: %s", t.worker_id,
                             got[0].worker_id, exc.reason)

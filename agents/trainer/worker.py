@@ -22,8 +22,9 @@ from streams import codecs
 from streams import metrics as m
 from streams.admin import ensure
 from streams.lifecycle import Service
-from streams.ml.compression import Compressor
+from streams.ml.compression import Compressor, to_half
 from streams.ml.models import set_threads
+from streams.offload import Offload
 from streams.producer import Producer
 from streams.settings import Settings
 from streams.topics import Topics
@@ -64,6 +65,7 @@ class Trainer(Service):
             if spec.sync.mode == "ring" else None
         self._changed = asyncio.Event()
         self.app = build_app(settings, self.ts, spec, self.data, self._changed.set)
+        self.offload = Offload(self.ts.inline_below_ms)  # torch work: inline while it is short
         self.timings: dict[str, float] = {}
         self.sent = 0
         self._rate = m.Rate()
@@ -159,7 +161,7 @@ class Trainer(Service):
         """Ring mode: the full parameters (float16 on the wire when the spec says so)."""
         half = self.spec.compression.params_dtype == "float16"
         if half:
-            state = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in state.items()}
+            state = {k: to_half(v) if v.dtype == np.float32 else v for k, v in state.items()}
         header = GradientMessage(
             job_id=self.spec.job_id, worker_id=self.worker_id, step=self.model.steps, base_version=0,
             samples=samples, loss=loss, compression="fp16" if half else "none", payload="params",

@@ -15,11 +15,26 @@ import math
 from collections.abc import Mapping
 
 import numpy as np
+import torch
 
 from schemas.errors import InvalidMessage
 from schemas.jobs import CompressionSpec
 
 IDX, VAL = ":idx", ":val"
+
+
+def to_half(arr: np.ndarray) -> np.ndarray:
+    """float32 -> float16 through torch: numpy's cast runs ~40x slower (1.7 ms for 85k floats, as
+    much as the halved bytes save on the wire)."""
+    return torch.from_numpy(np.ascontiguousarray(arr, np.float32)).to(torch.float16).numpy()
+
+
+def to_float(arr: np.ndarray) -> np.ndarray:
+    """Any real array -> a writable float32 copy (float16 through torch, see ``to_half``)."""
+    if arr.dtype != np.float16:
+        return arr.astype(np.float32)
+    src = arr if arr.flags.writeable else arr.copy()  # torch wants writable memory (wire buffers are not)
+    return torch.from_numpy(np.ascontiguousarray(src)).to(torch.float32).numpy()
 
 
 def payload_bytes(tensors: Mapping[str, np.ndarray]) -> int:
@@ -46,7 +61,7 @@ class Compressor:
         if self.spec.kind == "none":
             return {k: np.asarray(v, np.float32) for k, v in grads.items()}
         if self.spec.kind == "fp16":
-            return {k: np.asarray(v, np.float32).astype(np.float16) for k, v in grads.items()}
+            return {k: to_half(v) for k, v in grads.items()}
         out: dict[str, np.ndarray] = {}
         for name, g in grads.items():
             idx, val = self._topk(name, np.asarray(g, np.float32).ravel())
@@ -73,7 +88,7 @@ def _dense(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if tuple(arr.shape) != tuple(shape):
         raise InvalidMessage("tensor has the wrong shape", tensor=name, shape=list(arr.shape),
                              expected=list(shape))
-    return arr.astype(np.float32)
+    return to_float(arr)
 
 
 def _sparse(name: str, idx: np.ndarray, val: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

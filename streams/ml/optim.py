@@ -15,7 +15,8 @@ def build_optimizer(spec: JobSpec, params: Iterable[torch.nn.Parameter]) -> torc
     """sgd, momentum (SGD with ``optimizer.momentum``) or adam, with the spec's lr and weight decay."""
     o = spec.optimizer
     if o.name == "adam":
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        # fused: one kernel over all tensors (CPU and CUDA), about half the time of the per-tensor loop
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, fused=True)
     momentum = o.momentum if o.name == "momentum" else 0.0
     return torch.optim.SGD(params, lr=o.lr, momentum=momentum, weight_decay=o.weight_decay)
 

@@ -7,7 +7,7 @@ import pytest
 
 from schemas.errors import InvalidMessage
 from schemas.jobs import CompressionSpec
-from streams.ml.compression import IDX, VAL, Compressor, decompress, payload_bytes
+from streams.ml.compression import IDX, VAL, Compressor, decompress, payload_bytes, to_float, to_half
 
 SHAPES = {"w1": (256, 64), "b1": (256,), "w2": (10, 256), "b2": (10,)}
 
@@ -32,6 +32,21 @@ def test_fp16_halves_bytes_and_stays_close() -> None:
     for k in SHAPES:
         assert out[k].dtype == np.float32
         np.testing.assert_allclose(out[k], g[k], rtol=1e-3, atol=1e-3)
+
+
+def test_torch_casts_match_numpy_bit_for_bit_including_specials() -> None:
+    """to_half/to_float go through torch for speed; they must round exactly like numpy does."""
+    x = np.concatenate([_grads()["w1"].ravel() * 1e3, [0.0, -0.0, 1e-8, 7e4, np.inf, -np.inf, np.nan]])
+    x = x.astype(np.float32)
+    half = to_half(x)
+    assert half.dtype == np.float16
+    with np.errstate(over="ignore"):  # 7e4 overflows to inf in both
+        np.testing.assert_array_equal(half.view(np.uint16), x.astype(np.float16).view(np.uint16))
+    wire = np.frombuffer(half.tobytes(), np.float16)  # read-only, like a decoded record
+    back = to_float(wire)
+    assert back.dtype == np.float32 and back.flags.writeable
+    np.testing.assert_array_equal(back, wire.astype(np.float32))
+    assert to_float(np.arange(3, dtype=np.int64)).dtype == np.float32
 
 
 def test_topk_001_cuts_bytes_at_least_10x_and_keeps_the_largest() -> None:

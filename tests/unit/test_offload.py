@@ -1,0 +1,46 @@
+"""Offload: short blocking calls run inline on the loop, long ones in a worker thread."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from streams.offload import Offload
+
+
+def where() -> int:
+    return threading.get_ident()
+
+
+async def test_first_call_goes_to_a_thread_then_short_calls_run_inline() -> None:
+    off = Offload(inline_below_ms=50)
+    loop_thread = threading.get_ident()
+    assert await off(where) != loop_thread  # nothing measured yet
+    assert await off(where) == loop_thread
+    assert (off.thread_calls, off.inline_calls) == (1, 1)
+
+
+async def test_a_long_call_sends_the_next_one_to_a_thread() -> None:
+    off = Offload(inline_below_ms=5)
+    loop_thread = threading.get_ident()
+    await off(where)
+    await off(time.sleep, 0.02)  # inline (the last call was short), but it took too long
+    assert await off(where) != loop_thread
+    assert await off(where) == loop_thread  # short again: back inline
+
+
+async def test_zero_disables_inlining_and_errors_propagate() -> None:
+    off = Offload(inline_below_ms=0)
+    loop_thread = threading.get_ident()
+    for _ in range(3):
+        assert await off(where) != loop_thread
+    assert off.inline_calls == 0
+
+    def boom(x: int) -> int:
+        raise ValueError(x)
+
+    with pytest.raises(ValueError):
+        await off(boom, 3)
+    assert await off(lambda a, b=0: a + b, 2, b=5) == 7
