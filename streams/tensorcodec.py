@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -78,7 +79,8 @@ def encode(message: Envelope, tensors: Sequence[Tensor], arrays: Sequence[np.nda
 
 
 def is_binary(headers: Mapping[str, str]) -> bool:
-    return headers.get("content-type", JSON).split(";")[0].strip() == BINARY
+    ct = headers.get("content-type")
+    return ct == BINARY or (ct is not None and ct.split(";")[0].strip() == BINARY)
 
 
 def split_value(value: bytes | None, headers: Mapping[str, str]) -> tuple[bytes, memoryview]:
@@ -184,7 +186,7 @@ class BodyTemplates:
     def encode(self, request_id: str, tensors: Mapping[str, np.ndarray],
                extra: Mapping[str, Any] | None = None) -> Encoded:
         """Binary body ``{"v":1, **extra, "id": request_id, field: tensors}`` (``extra``: hashable values)."""
-        key = (tuple((n, a.dtype, a.shape) for n, a in tensors.items()),
+        key = (tuple([(n, a.dtype, a.shape) for n, a in tensors.items()]),
                tuple(extra.items()) if extra else ())
         cut = self._cuts.get(key)
         if cut is None:
@@ -196,7 +198,9 @@ class BodyTemplates:
                 self._cuts.clear()
             cut = self._cuts[key] = (before, after)
         head = cut[0] + json_string(request_id) + cut[1]
-        raws = [raw_bytes(a, BY_DTYPE.get(a.dtype) or datatype_of(a)) for a in tensors.values()]
+        # native little-endian fixed-size arrays are already in wire form: tobytes() is the copy
+        raws = [a.tobytes() if a.dtype in BY_DTYPE and _LITTLE else raw_bytes(a, datatype_of(a))
+                for a in tensors.values()]
         return Encoded(b"".join([head, *raws]), {"content-type": BINARY, HEADER_LENGTH: str(len(head))})
 
 
@@ -235,7 +239,8 @@ def decode_fast(value: bytes | None, headers: Mapping[str, str], kind: str, fiel
 
 
 _ID = b'"id":"'
-_TensorLayout = tuple[str, np.dtype[Any], list[int], int]  # name, dtype, shape, bytes
+_TensorLayout = tuple[str, np.dtype[Any], list[int], int, int]  # name, dtype, shape, bytes, elements
+_LITTLE = sys.byteorder == "little"
 
 
 class LayoutCache:
@@ -250,23 +255,23 @@ class LayoutCache:
 
     def __init__(self, kind: str, field: str, allowed: frozenset[str], max_layouts: int = 256) -> None:
         self.kind, self.field, self.allowed, self.max_layouts = kind, field, allowed, max_layouts
-        self._layouts: dict[bytes, tuple[dict[str, Any], list[_TensorLayout]]] = {}
+        self._layouts: dict[bytes, tuple[dict[str, Any], list[_TensorLayout], int]] = {}
 
     def decode(self, value: bytes | None, headers: Mapping[str, str]) -> Decoded | None:
         if value is None or not is_binary(headers):
             return None
-        try:
-            head, tail = split_value(value, headers)
-        except InvalidMessage:
+        raw_len = headers.get(HEADER_LENGTH)
+        n = int(raw_len) if raw_len is not None and raw_len.isdigit() else 0
+        if not 0 < n <= len(value):
             return None
-        cut = _cut_id(head)
+        cut = _cut_id(value[:n])
         if cut is not None:
             known = self._layouts.get(cut[0])
-            if known is not None and sum(t[3] for t in known[1]) == len(tail):
-                body, tensors = known
-                arrays, pos = {}, 0
-                for name, dtype, shape, size in tensors:
-                    arrays[name] = np.frombuffer(tail[pos : pos + size], dtype=dtype).reshape(shape)
+            if known is not None and known[2] == len(value) - n:
+                body, tensors, _ = known
+                arrays, pos = {}, n
+                for name, dtype, shape, size, count in tensors:
+                    arrays[name] = np.frombuffer(value, dtype, count, pos).reshape(shape)
                     pos += size
                 return Decoded({**body, "id": cut[1]}, arrays)
         found = decode_fast(value, headers, self.kind, self.field, self.allowed)
@@ -278,8 +283,8 @@ class LayoutCache:
         if len(self._layouts) >= self.max_layouts:
             self._layouts.clear()
         body = {k: v for k, v in found.body.items() if k not in ("id", self.field)}
-        tensors = [(n, a.dtype, list(a.shape), a.nbytes) for n, a in found.arrays.items()]
-        self._layouts[key] = (body, tensors)
+        tensors = [(n, a.dtype, list(a.shape), a.nbytes, a.size) for n, a in found.arrays.items()]
+        self._layouts[key] = (body, tensors, sum(t[3] for t in tensors))
 
 
 def _cut_id(head: bytes) -> tuple[bytes, str] | None:

@@ -54,11 +54,14 @@ class Intake:
         if h.expired(hd):
             raise DeadlineExceeded("deadline passed before compute", deadline=hd.get(h.DEADLINE))
         body, arrays = self._decode(rec)
-        elements = sum(a.size for a in arrays.values())
+        elements = 0
+        for a in arrays.values():
+            elements += a.size
         if elements > self.cfg.max_request_elements:
             raise TooLarge("request has too many elements", elements=elements,
                            limit=self.cfg.max_request_elements)
-        model = await self._model_for(rid, hd.get(h.MODEL_VERSION))
+        pin = hd.get(h.MODEL_VERSION)
+        model = self.sessions.route(rid) if not pin else await self._pinned(pin)
         rows = batcher.check_inputs(model.mv.inputs, arrays, model.checked)
         wanted = [o["name"] for o in body["outputs"]] if body.get("outputs") else None
         unknown = sorted(set(wanted or ()) - set(model.output_names))
@@ -76,9 +79,7 @@ class Intake:
         req, arrays = tc.decode(rec.value, rec.headers, InferenceRequest, "inputs")
         return req.model_dump(exclude={"inputs"}, exclude_none=True), arrays
 
-    async def _model_for(self, rid: str, pin: str | None) -> Loaded:
-        if not pin:
-            return self.sessions.route(rid)
+    async def _pinned(self, pin: str) -> Loaded:
         try:
             version = int(pin)
         except ValueError:

@@ -36,7 +36,7 @@ class Outbox:
 
     async def add(self, topic: str, partition: int | None, headers: ReplyHeaders, value: bytes) -> None:
         """Gather one reply for ``topic`` (flushing that topic first when the batch would get too big)."""
-        size = len(value) + 16 + sum(len(k) + len(v) + 6 for k, v in headers.items())
+        size = len(value) + 16 + 40 * len(headers) + sum(map(len, headers.values()))  # >= its JSON
         if self._bytes.get(topic, 0) + size > self.limit_bytes:
             await self._flush(topic)
         entry = self._gathered.get(topic)

@@ -64,14 +64,17 @@ class BinaryResponses:
     def __init__(self, model: str) -> None:
         self.model = model
         self._templates = tc.BodyTemplates(InferenceResponse.KIND, "outputs")
+        self._extra: dict[int, dict[str, str]] = {}  # version -> body fields around the outputs
 
     def encode(
         self, version: int, request_id: str, response_id: str | None, outputs: Mapping[str, np.ndarray],
         request_headers: Mapping[str, str],
     ) -> tuple[bytes, ReplyHeaders]:
-        mv = str(version)
-        enc = self._templates.encode(response_id or request_id, outputs,
-                                     {"model_name": self.model, "model_version": mv})
+        extra = self._extra.get(version)
+        if extra is None:
+            extra = self._extra[version] = {"model_name": self.model, "model_version": str(version)}
+        mv = extra["model_version"]
+        enc = self._templates.encode(response_id or request_id, outputs, extra)
         hdrs = {h.CORRELATION_ID: request_id, "content-type": tc.BINARY,
                 tc.HEADER_LENGTH: enc.headers[tc.HEADER_LENGTH], STATUS: "200", h.MODEL_VERSION: mv}
         if h.TENANT in request_headers or h.TRACEPARENT in request_headers:

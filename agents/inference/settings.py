@@ -29,6 +29,8 @@ class WorkerSettings(BaseSettings):
     max_request_bytes: int = Field(default=4 * MIB, ge=1024)
     max_request_elements: int = Field(default=16_000_000, ge=1)
     max_versions: int = Field(default=4, ge=2)  # sessions kept loaded (default, canary, pins)
+    fetch_min_bytes: int = Field(default=1, ge=1)  # broker waits for this much (or fetch_max_wait_ms)
+    fetch_max_wait_ms: int | None = Field(default=None, ge=0)  # default: the Kafka settings' value
     commit_interval_ms: float = Field(default=100.0, ge=0)  # offsets commit at most this often (0: each poll)
     batching: bool = True  # off: one request per onnxruntime call (the benchmark's baseline)
     group_id: str | None = None  # default: <prefix>inference.<model> (what the autoscaler watches)

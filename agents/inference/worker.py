@@ -116,6 +116,8 @@ class InferenceWorker(Service):
         self._consumer = Consumer(
             self.settings, [], group, dead_letters=DeadLetters(self._producer, t.infer_dlq(model).name),
             partition_assignment_strategy=(WeightedAssignor(weight), RoundRobinPartitionAssignor),
+            fetch_min_bytes=self.cfg.fetch_min_bytes,
+            fetch_max_wait_ms=self.cfg.fetch_max_wait_ms or self.settings.fetch_max_wait_ms,
         )
         await self._consumer.start()
         self._consumer.raw.subscribe([self.requests_topic.name], listener=_Handoff(self))
@@ -202,8 +204,9 @@ class InferenceWorker(Service):
         loop = asyncio.get_running_loop()
         for batch in batcher.group(works, self.cfg.max_batch if self.cfg.batching else 1):
             live = []
+            now_ms = time.time() * 1000
             for w in batch:
-                if h.expired(w.record.headers):
+                if h.expired(w.record.headers, now_ms):
                     await self._fail(w.record, w.request_id, DeadlineExceeded(
                         "deadline passed while queued", deadline=w.record.headers.get(h.DEADLINE)), sent)
                 else:

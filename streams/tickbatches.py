@@ -1,0 +1,80 @@
+"""Requests sent in one event-loop tick leave as one record batch per topic (aiokafka's batch API).
+
+``AIOKafkaProducer.send`` costs a partitioner call, an accumulator lookup and a future per record;
+the pipelined client sends bursts (a reply batch frees many slots at once), so it appends a burst's
+records to one ``BatchBuilder`` per topic and hands each over with ``send_batch`` at the next loop
+iteration. Every request is still its own Kafka record with its own key and headers; a burst goes to
+one partition and the next burst to the next one (round-robin by burst instead of by record).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+Failed = Callable[[list[str], BaseException], None]
+
+
+class _Open:
+    __slots__ = ("builder", "partition", "rids")
+
+    def __init__(self, builder: Any, partition: int) -> None:
+        self.builder, self.partition = builder, partition
+        self.rids: list[str] = []
+
+
+class TickBatches:
+    def __init__(self, producer: AIOKafkaProducer, failed: Failed) -> None:
+        self.producer = producer
+        self.failed = failed  # called with the request ids of a batch that was not delivered
+        self._open: dict[str, _Open] = {}
+        self._full: list[tuple[str, _Open]] = []
+        self._next = 0
+        self._flushes: set[asyncio.Task[None]] = set()
+
+    def add(self, topic: str, partitions: int, rid: str, key: bytes, value: bytes,
+            headers: list[tuple[str, bytes]]) -> None:
+        """Queue one record (sent at the next loop iteration with the rest of this tick's records)."""
+        batch = self._open.get(topic) or self._start(topic, partitions)
+        if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+            self._full.append((topic, self._open.pop(topic)))  # full: it goes as it is
+            batch = self._start(topic, partitions)
+            if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
+                raise ValueError("request record larger than the producer's batch size")
+        batch.rids.append(rid)
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far is handed to the producer."""
+        while self._flushes:
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+
+    def _start(self, topic: str, partitions: int) -> _Open:
+        if not self._open and not self._full:
+            task = asyncio.get_running_loop().create_task(self._flush())
+            self._flushes.add(task)
+            task.add_done_callback(self._flushes.discard)
+        self._next += 1
+        batch = self._open[topic] = _Open(self.producer.create_batch(), self._next % partitions)
+        return batch
+
+    async def _flush(self) -> None:
+        ready, self._full = [*self._full, *self._open.items()], []
+        self._open = {}
+        for topic, batch in ready:
+            batch.builder.close()
+            try:
+                sent = await self.producer.send_batch(batch.builder, topic, partition=batch.partition)
+            except Exception as exc:
+                self.failed(batch.rids, exc)
+                continue
+            sent.add_done_callback(functools.partial(self._delivered, batch.rids))
+
+    def _delivered(self, rids: list[str], sent: asyncio.Future[Any]) -> None:
+        if not sent.cancelled() and sent.exception() is not None:
+            exc = sent.exception()
+            assert exc is not None
+            self.failed(rids, exc)
