@@ -23,7 +23,8 @@ Request record, topic ``<prefix>infer.<model>.requests`` (prefix default ``aiaas
   expired requests get a 504 error instead of compute); optional ``model-version`` (pin a version);
   ``content-type``: ``application/json`` (default) or ``application/octet-stream`` for the binary
   form, which also needs ``inference-header-content-length`` (see ``streams.tensorcodec``);
-  optional ``traceparent`` and ``tenant`` are passed through.
+  optional ``traceparent`` and ``tenant`` are passed through; optional ``reply-batch: 1`` says the
+  sender reads batched reply records (below).
 - value: an Open Inference Protocol v2 request body, e.g.
   ``{"id": "r1", "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
   "data": [0.0, ...]}]}`` (``"kind": "inference_request"`` may be added; nested ``data`` is allowed).
@@ -33,6 +34,15 @@ Reply record on the ``reply-to`` topic: key = request id, headers ``correlation-
 (the request's encoding); value = an OIP response ``{"kind": "inference_response", "model_name",
 "model_version", "id", "outputs": [...]}`` or an error ``{"kind": "error_reply", "error", "code",
 "status_code", "retriable", ...}``. Delivery is at-least-once: drop replies whose id you have seen.
+
+Batched reply records (only for requests with ``reply-batch: 1``; this client sends it unless
+``batch_replies=False``): a worker writes the replies of one batch to one reply topic as a single
+record with headers ``content-type: application/vnd.aiaas.reply-batch`` and
+``inference-header-content-length: N``; its value is a JSON index of N bytes,
+``[[{"correlation-id": "r1", "status-code": "200", ...}, 812], [{...}, 143], ...]`` (each entry: the
+headers a single reply record would carry, as strings, and its value's length), followed by the reply
+values back to back. Each entry is read exactly like a single reply record; an error entry concerns
+only its own request. See ``streams.replywire``.
 """
 
 from __future__ import annotations
