@@ -287,7 +287,7 @@ class Bench:
         }
         rates: dict[str, list[float]] = {k: [] for k in sizes}
         cpu = {"client": 0.0, "workers": 0.0, "broker": 0.0}
-        broker = local_broker_pid()
+        broker = local_broker_pid(self.settings.bootstrap_servers)
         for _ in range(self.rounds):  # alternate, best of each: other load on the machine hits all
             raw_rates.append(await asyncio.to_thread(raw.rate, raw.best_batch, self.seconds / 2))
             rates["echo"].append(await self.echo(sizes["echo"]))
@@ -312,17 +312,22 @@ class Bench:
         }
 
 
-def local_broker_pid() -> int | None:
-    """The pid of a Kafka broker running on this machine (Linux /proc), if there is one."""
-    try:
-        pids = [int(p) for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
-        return None
-    for pid in pids:
+def local_broker_pid(bootstrap: str) -> int | None:
+    """The pid of the process listening on the bootstrap port on this machine (Linux /proc), if any."""
+    port = int(bootstrap.split(",")[0].rsplit(":", 1)[1])
+    sockets: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if b"kafka.Kafka" in f.read():
-                    return pid
+            with open(table) as f:
+                rows = [line.split() for line in f.readlines()[1:]]
+        except OSError:
+            continue
+        listening = (r for r in rows if r[3] == "0A")  # 0A: LISTEN
+        sockets |= {f"socket:[{r[9]}]" for r in listening if int(r[1].rsplit(":", 1)[1], 16) == port}
+    for pid in (p for p in os.listdir("/proc") if p.isdigit()) if sockets else ():
+        try:
+            if any(os.readlink(f"/proc/{pid}/fd/{fd}") in sockets for fd in os.listdir(f"/proc/{pid}/fd")):
+                return int(pid)
         except OSError:
             continue
     return None
