@@ -46,10 +46,12 @@ def _guarded(name: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[s
 def run_modes(quick: bool, wanted: set[str]) -> dict[str, dict[str, Any]]:
     """Our four modes over Kafka (T2's ``run_mode``), or 'missing' entries until it exists."""
     try:
-        from benchmarks.training_modes import run_mode
+        from benchmarks.training_modes import run_mode, warm_up
     except ImportError as exc:
         reason = f"benchmarks.training_modes.run_mode not available: {exc}"
         return {m: {**empty_result("missing", reason), "wall_seconds": 0.0} for m in MODES}
+    if wanted & set(MODES):
+        log.info("warm-up job (untimed): %s", warm_up(quick))
     return {m: _guarded(m, run_mode, m, quick) if m in wanted else empty_result("skipped", "not in --only")
             for m in MODES}
 

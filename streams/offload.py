@@ -30,6 +30,10 @@ class Offload:
         self.inline_calls = 0
         self.thread_calls = 0
 
+    def prime(self, seconds: float) -> None:
+        """Seed the timing (e.g. with a warm-up call's), so the first real call need not go to a thread."""
+        self.last_s = seconds
+
     async def __call__(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         call = functools.partial(fn, *args, **kwargs)
         if self.last_s < self.limit_s:

@@ -72,6 +72,7 @@ class Aggregator:
         self.intake = Intake(spec, self.state.grad_shapes, self.state.state_shapes)
         self.producer = Producer(settings, linger_ms=0, compression_type=None)
         self.offload = Offload(self.cfg.inline_below_ms)  # updates: inline while they are short
+        self.eval_offload = Offload(self.cfg.inline_below_ms)  # test evaluations: timed apart
         self.checkpointer = Checkpointer(settings, spec.job_id)
         self.consumer: AIOKafkaConsumer | None = None
         self.mode: Mode | None = None
@@ -91,7 +92,7 @@ class Aggregator:
     async def start(self) -> None:
         set_threads(self.cfg.threads)
         sys.setswitchinterval(self.cfg.switch_interval_ms / 1000)
-        await asyncio.to_thread(self.state.warm_up)
+        self.offload.prime(await asyncio.to_thread(self.state.warm_up))
         topics = Topics(self.settings)
         job = self.spec.job_id
         await ensure(self.settings, [
@@ -249,7 +250,7 @@ class Aggregator:
 
     async def _evaluate(self) -> bool:
         assert self.progress is not None and self.mode is not None
-        metrics = await asyncio.to_thread(evaluate, self.state.model, self._x_test, self._y_test, self.spec)
+        metrics = await self.eval_offload(evaluate, self.state.model, self._x_test, self._y_test, self.spec)
         self._evaluated_version = self.state.version
         met = self.progress.evaluated(metrics)
         p = self.progress

@@ -9,6 +9,7 @@ header.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -35,13 +36,19 @@ class ServerState:
         self.grad_shapes = param_shapes(self.model)
         self.state_shapes = state_shapes(self.model)
 
-    def warm_up(self) -> None:
-        """One optimizer step on a throwaway copy: torch's first-step set-up happens at start-up."""
+    def warm_up(self) -> float:
+        """Optimizer steps on a throwaway copy: torch's first-step set-up happens at start-up;
+        returns the seconds of a warm step (what an update will cost)."""
         model = copy.deepcopy(self.model)
         opt = build_optimizer(self.spec, model.parameters())
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
-        opt.step()
+        took = 0.0
+        for _ in range(2):  # the first step is the cold one; time the second
+            t0 = time.perf_counter()
+            opt.step()
+            took = time.perf_counter() - t0
+        return took
 
     # ------------------------------------------------------------------ updates
 

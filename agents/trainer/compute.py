@@ -7,6 +7,7 @@ object is only ever used by one thread at a time.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -39,17 +40,24 @@ class LocalModel:
             self._optimizer = build_optimizer(self.spec, self.model.parameters())
         return self._optimizer
 
-    def warm_up(self) -> None:
+    def warm_up(self) -> float:
         """Pay torch's first-call costs (autograd, optimizer set-up: seconds on a busy machine) on a
-        throwaway copy at start-up, not inside the first training round."""
+        throwaway copy at start-up, not inside the first training round; returns the seconds of one
+        warm minibatch step (what a round's compute will cost)."""
         model = copy.deepcopy(self.model)
         opt = build_optimizer(self.spec, model.parameters())
-        x = torch.zeros(2, self.spec.model.input_dim, device=self.device)
-        out = model(x)
-        target = torch.zeros(2, dtype=torch.long, device=self.device) if self.spec.loss == "cross_entropy" \
-            else torch.zeros_like(out)
-        self.loss(out, target).backward()  # type: ignore[no-untyped-call]
-        opt.step()
+        rows = self.spec.batch_size
+        x = torch.zeros(rows, self.spec.model.input_dim, device=self.device)
+        target = torch.zeros(rows, dtype=torch.long, device=self.device) \
+            if self.spec.loss == "cross_entropy" else torch.zeros_like(model(x))
+        took = 0.0
+        for _ in range(2):  # the first pass is the cold one; time the second
+            t0 = time.perf_counter()
+            model.zero_grad(set_to_none=True)
+            self.loss(model(x), target).backward()  # type: ignore[no-untyped-call]
+            opt.step()
+            took = time.perf_counter() - t0
+        return took
 
     def load(self, state: Mapping[str, np.ndarray]) -> None:
         """Replace the weights (validated: names, shapes, finite)."""

@@ -77,7 +77,7 @@ class Trainer(Service):
     async def start(self) -> None:
         set_threads(self.ts.threads)
         sys.setswitchinterval(self.ts.switch_interval_ms / 1000)
-        await asyncio.to_thread(self.model.warm_up)
+        self.offload.prime(await asyncio.to_thread(self.model.warm_up))
         specs = [self.grads_topic, self.params_topic] + ([self.ring_topic] if self.ring else [])
         await ensure(self.settings, specs)
         await self.producer.start()

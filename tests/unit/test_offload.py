@@ -44,3 +44,9 @@ async def test_zero_disables_inlining_and_errors_propagate() -> None:
     with pytest.raises(ValueError):
         await off(boom, 3)
     assert await off(lambda a, b=0: a + b, 2, b=5) == 7
+
+
+async def test_prime_lets_the_first_call_run_inline() -> None:
+    off = Offload(inline_below_ms=50)
+    off.prime(0.001)  # e.g. a warm-up step took 1 ms
+    assert await off(where) == threading.get_ident()
