@@ -35,14 +35,9 @@ Reply record on the ``reply-to`` topic: key = request id, headers ``correlation-
 "model_version", "id", "outputs": [...]}`` or an error ``{"kind": "error_reply", "error", "code",
 "status_code", "retriable", ...}``. Delivery is at-least-once: drop replies whose id you have seen.
 
-Batched reply records (only for requests with ``reply-batch: 1``; this client sends it unless
-``batch_replies=False``): a worker writes the replies of one batch to one reply topic as a single
-record with headers ``content-type: application/vnd.aiaas.reply-batch`` and
-``inference-header-content-length: N``; its value is a JSON index of N bytes,
-``[[{"correlation-id": "r1", "status-code": "200", ...}, 812], [{...}, 143], ...]`` (each entry: the
-headers a single reply record would carry, as strings, and its value's length), followed by the reply
-values back to back. Each entry is read exactly like a single reply record; an error entry concerns
-only its own request. See ``streams.replywire``.
+Batched reply records: the requests of ``infer_many`` carry ``reply-batch: 1`` (unless
+``batch_replies=False``), so a worker may answer a batch of them with one record in the format that
+``streams.replywire`` describes; single calls get a reply record of their own.
 """
 
 from __future__ import annotations
@@ -74,11 +69,11 @@ from streams.replywire import (
     Inputs,
     Reply,
     encode_request,
-    unpack_batch,
 )
 from streams.settings import Settings
-from streams.tickbatches import TickBatches
+from streams.tickbatches import Slots, TickBatches
 from streams.topics import Topics
+from streams.waiting import Waiting
 
 __all__ = [  # the record formats live in streams.replywire; these names stay importable from here
     "BATCH", "REPLY_BATCH", "RESPONSE_KEYS", "STATUS", "InferResult", "InferenceClient", "InferenceError",
@@ -106,38 +101,6 @@ async def topic_exists(client: AIOKafkaClient, topic: str) -> bool:
     return await partition_count(client, topic) > 0
 
 
-class _Slots:
-    """A counting semaphore: asyncio.Semaphore scans its waiters on every acquire (3% of this
-    client's CPU at two acquires per request); here a free slot costs a compare."""
-
-    __slots__ = ("_free", "_waiters")
-
-    def __init__(self, count: int) -> None:
-        self._free = count
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # a slot was handed over as we were cancelled: pass it on
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)  # the slot goes straight to the longest waiter
-                return
-        self._free += 1
-
-
 class InferenceClient(Service):
     """Send inference requests and await their replies; safe to share across tasks."""
 
@@ -149,16 +112,13 @@ class InferenceClient(Service):
         # Tensor bytes rarely compress: lz4 over float32 requests was 40% of this client's CPU and
         # saved nothing, so requests go uncompressed unless asked (e.g. "lz4" for JSON bodies).
         self.compression = compression
-        self.batch_replies = batch_replies  # ask workers for batched reply records (see replywire)
-        self.malformed = 0  # reply records that could not be read (logged, dropped)
+        self.batch_replies = batch_replies  # infer_many asks for batched reply records (replywire)
         self.topics = Topics(settings)
         self.client_id = client_id or f"{settings.client_id}-{uuid.uuid4().hex[:8]}"
         self.reply_topic = self.topics.replies(self.client_id).name
         self._reply_to = self.reply_topic.encode()
         self.timeout_s = timeout_s
-        self.duplicates = 0
-        self._slots = _Slots(max_in_flight)
-        self._pending: dict[str, tuple[asyncio.Future[Reply], float]] = {}  # id -> (future, deadline)
+        self.waiting = Waiting(max_in_flight)
         self._id_prefix = f"{uuid.uuid4().hex[:12]}-"
         self._ids = 0
         self._sweeper: asyncio.Task[None] | None = None
@@ -183,8 +143,9 @@ class InferenceClient(Service):
         self._consumer.assign([tp])
         await self._consumer.seek_to_end(tp)
         await self._consumer.position(tp)  # resolve now: replies to our first request are after it
-        self._reader = asyncio.create_task(self._read_replies(), name=f"replies-{self.client_id}")
-        self._sweeper = asyncio.create_task(self._expire_forever(), name=f"timeouts-{self.client_id}")
+        self._reader = asyncio.create_task(self.waiting.read_forever(self._consumer, self.reply_topic),
+                                           name=f"replies-{self.client_id}")
+        self._sweeper = asyncio.create_task(self.waiting.expire_forever(), name=f"timeouts-{self.client_id}")
 
     async def stop(self) -> None:
         for task in (self._reader, self._sweeper):
@@ -195,8 +156,7 @@ class InferenceClient(Service):
         self._reader = self._sweeper = None
         if self._batches is not None:
             await self._batches.drain()
-        for rid in list(self._pending):
-            self._fail(rid, Unavailable("client stopped before the reply came"))
+        self.waiting.fail_all(self.waiting.ids(), Unavailable("client stopped before the reply came"))
         for part in (self._consumer, self._producer):
             if part is not None:
                 await part.stop()
@@ -204,7 +164,17 @@ class InferenceClient(Service):
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return len(self.waiting)
+
+    @property
+    def duplicates(self) -> int:
+        """Replies dropped because their request was already answered (or given up)."""
+        return self.waiting.duplicates
+
+    @property
+    def malformed(self) -> int:
+        """Reply records that could not be read (logged and dropped)."""
+        return self.waiting.malformed
 
     # ------------------------------------------------------------------ API
 
@@ -233,8 +203,12 @@ class InferenceClient(Service):
     async def submit(
         self, model: str, value: bytes, headers: Mapping[str, str], *, request_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - also sent as the deadline header
+        batched: bool = False,
     ) -> asyncio.Future[Reply]:
-        """Send a request; returns once it is queued, with a future for its reply (or error)."""
+        """Send a request; returns once it is queued, with a future for its reply (or error).
+
+        ``batched``: the reply may come in a batched reply record (``infer_many`` asks for that; a
+        single call gets a record of its own, whose headers trace observers can read)."""
         producer = self._producer
         if producer is None:
             raise RuntimeError("InferenceClient used before start()")
@@ -243,24 +217,21 @@ class InferenceClient(Service):
             topic = self._topic_of[model] = self.topics.infer_requests(model).name
         partitions = self._partitions.get(topic) or await self._check_model(producer, model, topic)
         rid = request_id or self.new_id()
-        if rid in self._pending:
+        if rid in self.waiting:
             raise AiaasError("request id already in flight", code=ErrorCode.CONFLICT, request_id=rid)
         timeout_s = self.timeout_s if timeout is None else timeout
-        await self._slots.acquire()
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Reply] = loop.create_future()
-        self._pending[rid] = (fut, loop.time() + timeout_s)
+        fut = await self.waiting.add(rid, timeout_s)
         rid_b = rid.encode()
         hdrs = [(k, v.encode()) for k, v in headers.items() if k not in _OURS]
         hdrs += [(h.CORRELATION_ID, rid_b), (h.REPLY_TO, self._reply_to),
                  (h.DEADLINE, (headers.get(h.DEADLINE) or str(h.deadline_ms(timeout_s))).encode())]
-        if self.batch_replies:
+        if batched:
             hdrs.append(_BATCH_HEADER)
         assert self._batches is not None
         try:
             self._batches.add(topic, partitions, rid, rid_b, value, hdrs)
         except BaseException:
-            self._fail(rid, Unavailable("request could not be sent", model=model))
+            self.waiting.fail(rid, Unavailable("request could not be sent", model=model))
             raise
         return fut
 
@@ -277,7 +248,7 @@ class InferenceClient(Service):
         """Keep up to ``window`` requests in flight; yield ``(index, result or error)`` as replies come."""
         done: deque[tuple[int, InferResult | InferenceError]] = deque()
         arrived = asyncio.Event()
-        room = _Slots(window)
+        room = Slots(window)
         extra = _present({**(headers or {}), h.MODEL_VERSION: str(version) if version is not None else None})
 
         def finish(i: int, fut: asyncio.Future[Reply]) -> None:
@@ -301,7 +272,7 @@ class InferenceClient(Service):
                 rid = self.new_id()
                 enc = encode_request(item, request_id=rid, binary=binary)
                 fut = await self.submit(model, enc.value, {**enc.headers, **extra}, request_id=rid,
-                                        timeout=timeout)
+                                        timeout=timeout, batched=self.batch_replies)
                 fut.add_done_callback(functools.partial(finish, n))
                 n += 1
             return n
@@ -324,6 +295,9 @@ class InferenceClient(Service):
 
     # ------------------------------------------------------------------ internals
 
+    def _not_sent(self, rids: list[str], exc: BaseException) -> None:
+        self.waiting.fail_all(rids, Unavailable("request not delivered", detail=str(exc)))
+
     async def _check_model(self, producer: AIOKafkaProducer, model: str, topic: str) -> int:
         """The request topic's partition count (one broker question, however many callers ask)."""
         asking = self._checking.get(topic)
@@ -335,59 +309,6 @@ class InferenceClient(Service):
             raise NotFound("unknown model: no request topic", model=model, topic=topic)
         self._partitions[topic] = count
         return count
-
-    def _not_sent(self, rids: list[str], exc: BaseException) -> None:
-        for rid in rids:
-            self._fail(rid, Unavailable("request not delivered", detail=str(exc)))
-
-    def _fail(self, rid: str, exc: BaseException) -> None:
-        entry = self._pending.pop(rid, None)
-        if entry is not None:
-            self._slots.release()
-            if not entry[0].done():
-                entry[0].set_exception(exc)
-
-    async def _expire_forever(self, every_s: float = 0.05) -> None:
-        """Fail requests whose time is up (one sweep for all, not a timer per request)."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(every_s)
-            now = loop.time()
-            for rid in [r for r, (_, deadline) in self._pending.items() if deadline <= now]:
-                self._fail(rid, InferenceError("no reply in time", code=ErrorCode.TIMEOUT, request_id=rid))
-
-    async def _read_replies(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        while True:
-            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
-            for records in batches.values():
-                for rec in records:
-                    values = h.decode(rec.headers)
-                    if values.get("content-type") == BATCH:
-                        self._resolve_batch(rec.value, values)
-                        continue
-                    rid = values.get(h.CORRELATION_ID) or (rec.key or b"").decode("utf-8", "replace")
-                    self._resolve(Reply(rid, rec.value or b"", values))
-
-    def _resolve_batch(self, value: bytes | None, headers: dict[str, str]) -> None:
-        try:
-            replies = unpack_batch(value, headers)
-        except AiaasError as exc:
-            self.malformed += 1
-            log.warning("dropped a malformed reply batch on %s: %s", self.reply_topic, exc)
-            return
-        for reply in replies:
-            self._resolve(reply)
-
-    def _resolve(self, reply: Reply) -> None:
-        entry = self._pending.pop(reply.request_id, None)
-        if entry is None:
-            self.duplicates += 1
-            return
-        self._slots.release()
-        if not entry[0].done():  # a caller may have cancelled it
-            entry[0].set_result(reply)
 
 
 def _present(values: Mapping[str, str | None]) -> dict[str, str]:

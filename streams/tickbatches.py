@@ -5,12 +5,14 @@ the pipelined client sends bursts (a reply batch frees many slots at once), so i
 records to one ``BatchBuilder`` per topic and hands each over with ``send_batch`` at the next loop
 iteration. Every request is still its own Kafka record with its own key and headers; a burst goes to
 one partition and the next burst to the next one (round-robin by burst instead of by record).
+``Slots`` is the counting semaphore of the client's flow control.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -78,3 +80,35 @@ class TickBatches:
             exc = sent.exception()
             assert exc is not None
             self.failed(rids, exc)
+
+
+class Slots:
+    """A counting semaphore for flow control: asyncio.Semaphore scans its waiters on every acquire
+    (3% of the client's CPU at two acquires per request); here a free slot costs a compare."""
+
+    __slots__ = ("_free", "_waiters")
+
+    def __init__(self, count: int) -> None:
+        self._free = count
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    async def acquire(self) -> None:
+        if self._free > 0 and not self._waiters:
+            self._free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # a slot was handed over as we were cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            fut = self._waiters.popleft()
+            if not fut.done():
+                fut.set_result(None)  # the slot goes straight to the longest waiter
+                return
+        self._free += 1

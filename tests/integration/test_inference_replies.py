@@ -18,7 +18,7 @@ from streams.consumer import Consumer
 from streams.producer import Producer
 from streams.record import Record
 from streams.registry import Registry
-from streams.replywire import is_batch, pack_batch, unpack_batch
+from streams.replywire import is_batch, unpack_batch
 from streams.settings import Settings
 
 

@@ -1,0 +1,99 @@
+"""The client's requests awaiting replies: a future per request id, matched, deduplicated, timed out.
+
+A reply (single record or an entry of a batched reply record) resolves the future of its
+``correlation-id``; a reply for an id no longer waited for (a duplicate after a worker restart, or a
+late reply after a timeout) is dropped and counted in ``duplicates``. ``Slots`` bounds how many
+requests wait at once (the client's backpressure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer
+
+from schemas.errors import AiaasError, ErrorCode
+from streams import headers as h
+from streams.replywire import BATCH, InferenceError, Reply, unpack_batch
+from streams.tickbatches import Slots
+
+log = logging.getLogger(__name__)
+
+
+class Waiting:
+    def __init__(self, max_in_flight: int) -> None:
+        self.slots = Slots(max_in_flight)
+        self.duplicates = 0
+        self.malformed = 0  # reply records that could not be read (logged, dropped)
+        self._by_id: dict[str, tuple[asyncio.Future[Reply], float]] = {}  # id -> (future, deadline)
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+    def __contains__(self, rid: str) -> bool:
+        return rid in self._by_id
+
+    async def add(self, rid: str, timeout_s: float) -> asyncio.Future[Reply]:
+        """A future for the reply to ``rid`` (waits for a free slot first)."""
+        await self.slots.acquire()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Reply] = loop.create_future()
+        self._by_id[rid] = (fut, loop.time() + timeout_s)
+        return fut
+
+    def fail(self, rid: str, exc: BaseException) -> None:
+        entry = self._by_id.pop(rid, None)
+        if entry is not None:
+            self.slots.release()
+            if not entry[0].done():
+                entry[0].set_exception(exc)
+
+    def fail_all(self, rids: Sequence[str], exc: BaseException) -> None:
+        for rid in list(rids):
+            self.fail(rid, exc)
+
+    def ids(self) -> list[str]:
+        return list(self._by_id)
+
+    def resolve(self, reply: Reply) -> None:
+        entry = self._by_id.pop(reply.request_id, None)
+        if entry is None:
+            self.duplicates += 1
+            return
+        self.slots.release()
+        if not entry[0].done():  # a caller may have cancelled it
+            entry[0].set_result(reply)
+
+    async def expire_forever(self, every_s: float = 0.05) -> None:
+        """Fail requests whose time is up (one sweep for all, not a timer per request)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(every_s)
+            now = loop.time()
+            for rid in [r for r, (_, deadline) in self._by_id.items() if deadline <= now]:
+                self.fail(rid, InferenceError("no reply in time", code=ErrorCode.TIMEOUT, request_id=rid))
+
+    async def read_forever(self, consumer: AIOKafkaConsumer, topic: str) -> None:
+        """Resolve replies as they arrive on ``topic`` (single or batched reply records)."""
+        while True:
+            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            for records in batches.values():
+                for rec in records:
+                    values = h.decode(rec.headers)
+                    if values.get("content-type") == BATCH:
+                        self._resolve_batch(rec.value, values, topic)
+                        continue
+                    rid = values.get(h.CORRELATION_ID) or (rec.key or b"").decode("utf-8", "replace")
+                    self.resolve(Reply(rid, rec.value or b"", values))
+
+    def _resolve_batch(self, value: bytes | None, headers: dict[str, str], topic: str) -> None:
+        try:
+            replies = unpack_batch(value, headers)
+        except AiaasError as exc:
+            self.malformed += 1
+            log.warning("dropped a malformed reply batch on %s: %s", topic, exc)
+            return
+        for reply in replies:
+            self.resolve(reply)
