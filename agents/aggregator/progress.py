@@ -18,6 +18,7 @@ import time
 from collections import defaultdict, deque
 
 from schemas.jobs import JobSpec
+from schemas.training import MetricsMessage
 
 from .rounds import Contribution
 
@@ -107,6 +108,19 @@ class Progress:
         if met and self.reached_at is None:
             self.reached_at = time.time()
         return met
+
+    def message(self, version: int, metrics: dict[str, float], *, live: int, dropped: int,
+                rejected: int) -> MetricsMessage:
+        """The metrics record published after an evaluation of ``version``."""
+        elapsed = self.elapsed()
+        return MetricsMessage(
+            job_id=self.spec.job_id, version=version, epoch=self.epoch, loss=self.loss.mean("loss"),
+            test_loss=metrics.get("test_loss"), test_accuracy=metrics.get("test_accuracy"),
+            samples_per_s=self.samples / elapsed if elapsed > 0 else None,
+            grad_bytes=int(self.grad_bytes / self.messages) if self.messages else None,
+            live_workers=live, dropped_stale=dropped, rejected=rejected, ts=time.time(),
+            timings=self.phases.all(),
+        )
 
     def round_ms(self) -> float | None:
         """Trainer's view of one round: gradient serialized and sent -> parameters held."""

@@ -14,18 +14,15 @@ import logging
 import sys
 import time
 
-import numpy as np
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from schemas.jobs import JobSpec
 from schemas.records import JobStatus
-from schemas.training import PARAMS_KEY, SENT_AT, MetricsMessage, ParameterSnapshot
-from streams import codecs
+from schemas.training import PARAMS_KEY, SENT_AT
 from streams import metrics as m
 from streams.admin import ensure
 from streams.jobs import aggregator_group, write_status
-from streams.ml.compression import to_half
 from streams.ml.evaluate import evaluate
 from streams.ml.models import set_threads
 from streams.offload import Offload
@@ -109,7 +106,7 @@ class Aggregator:
         wait_s = self.cfg.start_wait_s if self.resumed_from is None else RESUME_WAIT_S
         self.gang = await self.group.rendezvous(self.spec.trainers, wait_s)
         self.mode = self._make_mode()
-        await self._publish(await asyncio.to_thread(self._pack_params, False))
+        await self._publish(await asyncio.to_thread(self.state.pack, False))
         self.progress.start()
         log.info("aggregator for job %s (%s mode) at version %d%s", self.spec.job_id, self.spec.sync.mode,
                  self.state.version, f" (resumed from checkpoint {self.resumed_from})"
@@ -211,16 +208,7 @@ class Aggregator:
     def _apply(self, work: Work) -> tuple[int, bytes]:
         samples = work()
         self.state.samples += samples
-        return samples, self._pack_params(False)
-
-    def _pack_params(self, final: bool) -> bytes:
-        """A parameter version (float16 on the wire when the spec says so; the final one: float32)."""
-        header = ParameterSnapshot(job_id=self.spec.job_id, version=self.state.version,
-                                   samples=self.state.samples, final=final)
-        tensors = self.state.params()
-        if self.spec.compression.params_dtype == "float16" and not final:
-            tensors = {k: to_half(v) if v.dtype == np.float32 else v for k, v in tensors.items()}
-        return codecs.pack(header, tensors)
+        return samples, self.state.pack(False)
 
     async def _publish(self, value: bytes) -> None:
         await self.producer.send(self.params_topic, value, key=PARAMS_KEY,
@@ -240,28 +228,23 @@ class Aggregator:
     async def _after_version(self, before: int) -> None:
         assert self.progress is not None and self.mode is not None
         v, spec = self.state.version, self.spec
-        if v // spec.checkpoint_interval > before // spec.checkpoint_interval:
-            await self._checkpoint()
         self.stop_reason = self.progress.out_of_budget(v)
         steps, steps_before = self.progress.steps(v), self.progress.steps(before)
         due = steps // spec.eval_interval > steps_before // spec.eval_interval or self.stop_reason is not None
         if due and await self._evaluate() and spec.target is not None:
             self.stop_reason = self.stop_reason or "target"
+        # after the evaluation (the target check does not wait behind a snapshot); none when
+        # stopping: _finish writes the final checkpoint
+        if self.stop_reason is None and v // spec.checkpoint_interval > before // spec.checkpoint_interval:
+            await self._checkpoint()
 
     async def _evaluate(self) -> bool:
         assert self.progress is not None and self.mode is not None
         metrics = await self.eval_offload(evaluate, self.state.model, self._x_test, self._y_test, self.spec)
         self._evaluated_version = self.state.version
         met = self.progress.evaluated(metrics)
-        p = self.progress
-        msg = MetricsMessage(
-            job_id=self.spec.job_id, version=self.state.version, epoch=p.epoch, loss=p.loss.mean("loss"),
-            test_loss=metrics.get("test_loss"), test_accuracy=metrics.get("test_accuracy"),
-            samples_per_s=p.samples / p.elapsed() if p.elapsed() > 0 else None,
-            grad_bytes=int(p.grad_bytes / p.messages) if p.messages else None,
-            live_workers=len(self.members.live()), dropped_stale=self.mode.dropped,
-            rejected=self.intake.rejected, ts=time.time(), timings=p.phases.all(),
-        )
+        msg = self.progress.message(self.state.version, metrics, live=len(self.members.live()),
+                                    dropped=self.mode.dropped, rejected=self.intake.rejected)
         await self.producer.send_message(self.metrics_topic, msg, key=self.spec.job_id)
         return met
 
@@ -288,7 +271,7 @@ class Aggregator:
         log.info("job %s stops at version %d: %s", self.spec.job_id, self.state.version, self.stop_reason)
         if self._evaluated_version != self.state.version:
             await self._evaluate()
-        await self._publish(await asyncio.to_thread(self._pack_params, True))
+        await self._publish(await asyncio.to_thread(self.state.pack, True))
         await self._checkpoint(final=True)
         assert self._ckpt is not None
         await self._ckpt

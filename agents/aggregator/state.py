@@ -17,6 +17,9 @@ import numpy as np
 import torch
 
 from schemas.jobs import JobSpec
+from schemas.training import ParameterSnapshot
+from streams import codecs
+from streams.ml.compression import to_half
 from streams.ml.models import build_model, pick_device
 from streams.ml.optim import build_optimizer, build_scheduler
 from streams.ml.params import load_numpy, param_shapes, set_grads, state_shapes, state_to_numpy
@@ -73,6 +76,16 @@ class ServerState:
 
     def params(self) -> dict[str, np.ndarray]:
         return state_to_numpy(self.model)
+
+    def pack(self, final: bool) -> bytes:
+        """The current version as a parameter record (float16 on the wire when the spec says so;
+        the final version, which is exported and checkpointed, stays float32)."""
+        header = ParameterSnapshot(job_id=self.spec.job_id, version=self.version, samples=self.samples,
+                                   final=final)
+        tensors = self.params()
+        if self.spec.compression.params_dtype == "float16" and not final:
+            tensors = {k: to_half(v) if v.dtype == np.float32 else v for k, v in tensors.items()}
+        return codecs.pack(header, tensors)
 
     # ------------------------------------------------------------------ checkpoints
 
