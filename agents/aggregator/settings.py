@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from agents.compute_settings import ComputeSettings
 
 
-class AggregatorSettings(BaseSettings):
+class AggregatorSettings(ComputeSettings):
     model_config = SettingsConfigDict(env_prefix="AIAAS_AGGREGATOR_", env_file=".env", extra="ignore")
 
-    threads: int = Field(default=1, ge=1, description="torch intra-op threads (cores are shared)")
-    switch_interval_ms: float = Field(
-        default=1.0, gt=0, description="GIL hand-off between the event loop and the torch thread "
-        "(Python's 5 ms default adds up to 5 ms to a round when both want the GIL)")
-    inline_below_ms: float = Field(
-        default=10.0, ge=0, description="run torch work inline on the event loop while a call takes "
-        "less than this (a thread hop costs more than a small model's step); 0: always a thread")
     start_wait_s: float = Field(
         default=30.0, gt=0, description="first round: wait this long for the spec's number of trainers"
     )

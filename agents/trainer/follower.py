@@ -8,13 +8,11 @@ of a batch of records only the newest is decoded.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from schemas.errors import InvalidMessage
@@ -23,6 +21,8 @@ from streams import codecs
 from streams.ml.compression import to_float
 from streams.settings import Settings
 from streams.topics import Topics
+
+from .reader import BackgroundReader
 
 log = logging.getLogger(__name__)
 LATEST = PARAMS_KEY.encode()
@@ -53,33 +53,21 @@ class Snapshot:
         return self.header.version
 
 
-class ParamFollower:
+class ParamFollower(BackgroundReader):
     """Background reader of the parameter topic with ``wait_newer``."""
 
     def __init__(self, settings: Settings, job_id: str) -> None:
-        self.settings = settings
+        super().__init__(settings, "param-follower")
         self.tp = TopicPartition(Topics(settings).train_params(job_id).name, 0)
         self.latest: Snapshot | None = None
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
 
     async def start(self) -> None:
-        kw = self.settings.consumer_kwargs(None, isolation_level="read_uncommitted", fetch_max_wait_ms=20)
-        self._consumer = AIOKafkaConsumer(**kw)
-        await self._consumer.start()
-        self._consumer.assign([self.tp])
-        end = (await self._consumer.end_offsets([self.tp]))[self.tp]
-        self._consumer.seek(self.tp, max(0, end - BACKLOG))
-        self._task = asyncio.create_task(self._read(), name="param-follower")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        consumer = await self._open()
+        consumer.assign([self.tp])
+        end = (await consumer.end_offsets([self.tp]))[self.tp]
+        consumer.seek(self.tp, max(0, end - BACKLOG))
+        self._spawn()
 
     async def _read(self) -> None:
         assert self._consumer is not None

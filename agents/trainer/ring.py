@@ -13,13 +13,14 @@ import logging
 from collections.abc import Iterable
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from schemas.errors import InvalidMessage
 from schemas.training import GradientMessage
 from streams import codecs
 from streams.settings import Settings
+
+from .reader import BackgroundReader
 
 log = logging.getLogger(__name__)
 
@@ -33,32 +34,20 @@ def ring_target(owned: Iterable[int], partitions: int) -> int | None:
     return None if target in mine else target
 
 
-class RingInbox:
+class RingInbox(BackgroundReader):
     """Keeps the newest unread parameter message from another trainer."""
 
     def __init__(self, settings: Settings, topic: str, worker_id: str) -> None:
-        self.settings = settings
+        super().__init__(settings, "ring-inbox")
         self.topic = topic
         self.worker_id = worker_id
-        self._consumer: AIOKafkaConsumer | None = None
-        self._task: asyncio.Task[None] | None = None
         self._newest: tuple[GradientMessage, dict[str, np.ndarray]] | None = None
         self._arrived = asyncio.Event()
         self._owned: set[int] = set()
 
     async def start(self) -> None:
-        kw = self.settings.consumer_kwargs(None, isolation_level="read_uncommitted", fetch_max_wait_ms=20)
-        self._consumer = AIOKafkaConsumer(**kw)
-        await self._consumer.start()
-        self._task = asyncio.create_task(self._read(), name="ring-inbox")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await self._open()
+        self._spawn()
 
     async def own(self, partitions: Iterable[int]) -> None:
         """Follow these inbox partitions from their end (a re-assignment resets positions anyway)."""

@@ -1,0 +1,49 @@
+"""A consumer drained by one background task: what the parameter follower and the ring inbox share.
+
+Both read without a group (they assign partitions themselves) and read_uncommitted, so an open
+checkpoint transaction on the same topic never holds a record back; a short fetch wait keeps a new
+record's latency low.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from aiokafka import AIOKafkaConsumer
+
+from streams.lifecycle import Service
+from streams.settings import Settings
+
+FETCH_MAX_WAIT_MS = 20
+
+
+class BackgroundReader(Service):
+    """Subclasses implement ``_read`` (the task's loop) and call ``_open`` then ``_spawn`` in ``start``."""
+
+    def __init__(self, settings: Settings, task_name: str) -> None:
+        self.settings = settings
+        self.task_name = task_name
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def _open(self) -> AIOKafkaConsumer:
+        kw = self.settings.consumer_kwargs(None, isolation_level="read_uncommitted",
+                                           fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
+        self._consumer = AIOKafkaConsumer(**kw)
+        await self._consumer.start()
+        return self._consumer
+
+    def _spawn(self) -> None:
+        self._task = asyncio.create_task(self._read(), name=self.task_name)
+
+    async def _read(self) -> None:
+        raise NotImplementedError
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if self._consumer is not None:
+            await self._consumer.stop()
