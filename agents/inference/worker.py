@@ -3,10 +3,12 @@
 Loop: poll up to ``max_batch`` requests (waiting at most ``max_wait_ms`` for more), decode and check
 them in the event loop, run compatible ones as one onnxruntime call in a worker thread (so Kafka
 heartbeats and fetches keep flowing), produce each reply to its ``reply-to`` topic (or to
-``infer.<model>.results`` when there is none), and commit the offsets only after every reply of the
-poll is acknowledged. While one batch computes, the next is fetched and decoded. Bad input gets an
-error reply and a dead letter; expired deadlines get a 504 reply without compute; nothing crashes
-the loop except a failure to produce, which stops the worker so its partitions are re-served.
+``infer.<model>.results`` when there is none; replies to requests with ``reply-batch: 1`` go as one
+batched reply record per topic and poll, see ``outbox``), and commit the offsets only after every
+reply of the poll is acknowledged (``committer``). While one batch computes, the next is fetched
+and decoded. Bad input gets an error reply and a dead letter; expired deadlines get a 504 reply
+without compute; nothing crashes the loop except a failure to produce, which stops the worker so
+its partitions are re-served.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from aiokafka.structs import RecordMetadata, TopicPartition
 
 from agents.inference import batcher, replies
 from agents.inference.batcher import Work
+from agents.inference.committer import Committer
 from agents.inference.intake import Intake, request_id
 from agents.inference.outbox import Outbox, ReplyHeaders
 from agents.inference.sessions import Sessions
@@ -88,7 +91,7 @@ class InferenceWorker(Service):
         self._consumer: Consumer | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{cfg.model}")
         self._inflight: asyncio.Task[None] | None = None
-        self._commits: asyncio.Queue[tuple[list[Record], list[Sent]]] = asyncio.Queue()
+        self._commits: Committer | None = None
         self._committer: asyncio.Task[None] | None = None
         self._reply_topics: dict[str, int | None] = {}  # reply topic -> fixed partition (1-partition topics)
         self._stopping = asyncio.Event()
@@ -121,7 +124,8 @@ class InferenceWorker(Service):
         )
         await self._consumer.start()
         self._consumer.raw.subscribe([self.requests_topic.name], listener=_Handoff(self))
-        self._committer = asyncio.create_task(self._commit_forever(), name="committer")
+        self._commits = Committer(self._consumer, self.cfg.commit_interval_ms / 1000)
+        self._committer = asyncio.create_task(self._commits.run(), name="committer")
         log.info("worker for %s up: group %s, weight %s, max_batch %d, max_wait %.1f ms",
                  self.cfg.model, group, weight, self.cfg.max_batch, self.cfg.max_wait_ms)
 
@@ -149,7 +153,7 @@ class InferenceWorker(Service):
         """Finish the batch in flight, wait for its replies and commit (used on rebalance and stop)."""
         if self._inflight is not None:
             await asyncio.shield(self._inflight)
-        if self._committer is not None and not self._committer.done():
+        if self._commits is not None and self._committer is not None and not self._committer.done():
             await self._commits.join()
         if self._consumer is not None and self._consumer._consumer is not None:
             await self._consumer.commit()
@@ -229,7 +233,8 @@ class InferenceWorker(Service):
                     ok += 1
             self._count_ok(live[0], ok)
         await sent.flush()
-        self._commits.put_nowait((records, sent.sent))
+        assert self._commits is not None
+        self._commits.add(records, sent.sent)
         self._m_depth.dec(len(records))
         if self.sessions.default is not None:
             self._m_version.set(self.sessions.default.version)
@@ -287,31 +292,6 @@ class InferenceWorker(Service):
     async def _send_raw(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]],
                         partition: int | None = None) -> Sent:
         return await self._producer.raw.send(topic, value, key=key, headers=headers, partition=partition)
-
-    async def _commit_forever(self) -> None:
-        """Mark each poll's offsets done once all its replies are acknowledged, in poll order; commit
-        at most every ``commit_interval_ms`` (a commit per poll cost as much as producing its replies)."""
-        assert self._consumer is not None
-        every_s = self.cfg.commit_interval_ms / 1000
-        last, dirty = time.monotonic(), False
-        while True:
-            try:
-                async with asyncio.timeout(max(0.0, last + every_s - time.monotonic()) if dirty else None):
-                    records, sent = await self._commits.get()
-            except TimeoutError:  # idle with done work: commit it now
-                await self._consumer.commit()
-                last, dirty = time.monotonic(), False
-                continue
-            try:
-                if sent:
-                    await asyncio.gather(*sent)  # a failed produce raises: the worker stops, no commit
-                self._consumer.mark_done(records)
-                dirty = True
-                if self._commits.empty() and time.monotonic() - last >= every_s:
-                    await self._consumer.commit()
-                    last, dirty = time.monotonic(), False
-            finally:
-                self._commits.task_done()
 
 
 async def serve(settings: Settings, cfg: WorkerSettings) -> None:
