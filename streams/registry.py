@@ -48,6 +48,7 @@ from streams import chunking
 from streams.admin import ensure
 from streams.lifecycle import Service
 from streams.producer import Producer
+from streams.readers import open_assigned, stop_reader
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -91,22 +92,13 @@ class Registry(Service):
         await ensure(self.settings, [self.topics.models(), self.topics.artifacts()])
         self._producer = Producer(self.settings)
         await self._producer.start()
-        self._consumer = AIOKafkaConsumer(**self.settings.consumer_kwargs(None))
-        await self._consumer.start()
-        self._consumer.assign([self._tp])
-        await self._consumer.seek_to_beginning(self._tp)
+        self._consumer = await open_assigned(self.settings, self._tp)
         self._reader = asyncio.create_task(self._read_forever(), name="registry-reader")
         await self.refresh()
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        await stop_reader(self._reader, self._consumer)
+        self._reader, self._consumer = None, None
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None

@@ -21,6 +21,7 @@ from schemas.records import JobStatus
 from schemas.training import MetricsMessage
 from streams import tensorcodec as tc
 from streams.producer import Producer
+from streams.readers import open_assigned, stop_reader
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -43,23 +44,14 @@ class JobsView:
     async def _ensure_started(self) -> AIOKafkaConsumer:
         async with self._lock:
             if self._consumer is None:
-                consumer = AIOKafkaConsumer(**self.settings.consumer_kwargs(None))
-                await consumer.start()
-                consumer.assign([self._tp])
-                await consumer.seek_to_beginning(self._tp)
+                consumer = await open_assigned(self.settings, self._tp)
                 self._consumer = consumer
                 self._reader = asyncio.create_task(self._read_forever(consumer), name="jobs-reader")
             return self._consumer
 
     async def stop(self) -> None:
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
-            self._reader = None
-        if self._consumer is not None:
-            await self._consumer.stop()
-            self._consumer = None
+        await stop_reader(self._reader, self._consumer)
+        self._reader, self._consumer = None, None
 
     async def submit(self, spec: JobSpec, tenant: str) -> None:
         await self.producer.send_and_wait(

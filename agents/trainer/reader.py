@@ -8,11 +8,11 @@ record's latency low.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
 from aiokafka import AIOKafkaConsumer
 
 from streams.lifecycle import Service
+from streams.readers import open_assigned, stop_reader
 from streams.settings import Settings
 
 FETCH_MAX_WAIT_MS = 20
@@ -28,10 +28,8 @@ class BackgroundReader(Service):
         self._task: asyncio.Task[None] | None = None
 
     async def _open(self) -> AIOKafkaConsumer:
-        kw = self.settings.consumer_kwargs(None, isolation_level="read_uncommitted",
-                                           fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
-        self._consumer = AIOKafkaConsumer(**kw)
-        await self._consumer.start()
+        self._consumer = await open_assigned(self.settings, isolation_level="read_uncommitted",
+                                             fetch_max_wait_ms=FETCH_MAX_WAIT_MS)
         return self._consumer
 
     def _spawn(self) -> None:
@@ -41,9 +39,4 @@ class BackgroundReader(Service):
         raise NotImplementedError
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        if self._consumer is not None:
-            await self._consumer.stop()
+        await stop_reader(self._task, self._consumer)

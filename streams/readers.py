@@ -1,0 +1,38 @@
+"""A partition read by a background task: open its consumer, and stop task and consumer in order.
+
+The registry, the bridge's job view and the trainers' followers all keep a group-less consumer on
+a partition (a compacted table or a stream) drained by one task; this is their shared plumbing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import TopicPartition
+
+from streams.settings import Settings
+
+
+async def open_assigned(settings: Settings, tp: TopicPartition | None = None, *,
+                        from_beginning: bool = True, **overrides: Any) -> AIOKafkaConsumer:
+    """A started consumer without a group, assigned ``tp`` (if given) at its beginning."""
+    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None, **overrides))
+    await consumer.start()
+    if tp is not None:
+        consumer.assign([tp])
+        if from_beginning:
+            await consumer.seek_to_beginning(tp)
+    return consumer
+
+
+async def stop_reader(task: asyncio.Task[None] | None, consumer: AIOKafkaConsumer | None) -> None:
+    """Cancel the reading task first (it may be inside ``getmany``), then close the consumer."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if consumer is not None:
+        await consumer.stop()
