@@ -42,10 +42,10 @@ from aiokafka.structs import TopicPartition
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import AiaasError, ErrorCode, InvalidMessage, NotFound
-from schemas.inference import DATATYPES_BY_NUMPY, Datatype
-from schemas.registry import Lineage, ModelVersion, TensorSignature
+from schemas.registry import Lineage, ModelVersion
 from streams import chunking
 from streams.admin import ensure
+from streams.artifacts import read_uri, signature, write_file
 from streams.lifecycle import Service
 from streams.producer import Producer
 from streams.readers import open_assigned, stop_reader
@@ -175,7 +175,7 @@ class Registry(Service):
     async def load_bytes(self, mv: ModelVersion) -> bytes:
         """The ONNX bytes of ``mv``; raises IntegrityError when they do not match its sha256."""
         if mv.uri is not None:
-            data = await asyncio.to_thread(_read_uri, mv.uri)
+            data = await asyncio.to_thread(read_uri, mv.uri)
         else:
             data = await self._read_artifact(mv)
         if hashlib.sha256(data).hexdigest() != mv.sha256:
@@ -269,7 +269,7 @@ class Registry(Service):
     async def _store_bytes(self, mv: ModelVersion, data: bytes) -> ModelVersion:
         if self.artifact_dir is not None:
             path = self.artifact_dir / mv.name / f"{mv.version}-{mv.sha256[:16]}.onnx"
-            await asyncio.to_thread(_write_file, path, data)
+            await asyncio.to_thread(write_file, path, data)
             return mv.model_copy(update={"uri": path.resolve().as_uri()})
         topic = self.topics.artifacts().name
         futures = []
@@ -326,51 +326,3 @@ class Registry(Service):
         self.versions[(mv.name, mv.version)] = mv
         for queue in self._watchers:
             queue.put_nowait(mv)
-
-
-def signature(onnx_bytes: bytes) -> tuple[list[TensorSignature], list[TensorSignature]]:
-    """Inputs (initializers excluded) and outputs of an ONNX graph; InvalidMessage if it is not one."""
-    import onnx
-    from onnx.helper import tensor_dtype_to_np_dtype
-
-    try:
-        model = onnx.load_model_from_string(onnx_bytes)
-    except Exception as exc:  # protobuf raises several unrelated types
-        raise InvalidMessage("not an ONNX model", detail=str(exc)[:200]) from exc
-    graph = model.graph
-    if not graph.output:
-        raise InvalidMessage("ONNX graph has no outputs")
-    init = {i.name for i in graph.initializer}
-
-    def sig(vi: onnx.ValueInfoProto) -> TensorSignature:
-        if not vi.type.HasField("tensor_type"):
-            raise InvalidMessage("only tensor inputs and outputs are supported", tensor=vi.name)
-        tt = vi.type.tensor_type
-        if tt.elem_type == onnx.TensorProto.STRING:
-            dt = Datatype.BYTES
-        else:
-            try:
-                dt = DATATYPES_BY_NUMPY[tensor_dtype_to_np_dtype(tt.elem_type).name]
-            except KeyError as exc:
-                raise InvalidMessage("unsupported tensor element type", tensor=vi.name,
-                                     elem_type=int(tt.elem_type)) from exc
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
-        return TensorSignature(name=vi.name, datatype=dt, shape=dims)
-
-    return [sig(v) for v in graph.input if v.name not in init], [sig(v) for v in graph.output]
-
-
-def _write_file(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
-def _read_uri(uri: str) -> bytes:
-    if not uri.startswith("file://"):
-        raise AiaasError("only file:// artifact URIs are supported here", code=ErrorCode.BAD_REQUEST, uri=uri)
-    from urllib.parse import unquote, urlparse
-
-    return Path(unquote(urlparse(uri).path)).read_bytes()
-
