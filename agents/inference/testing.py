@@ -118,21 +118,29 @@ async def _end(w: WorkerProcess, grace_s: float = 15.0) -> None:
 
 async def until_processes_balanced(procs: Sequence[WorkerProcess], partitions: int,
                                    timeout_s: float = 60.0) -> None:
-    """Wait until every process owns partitions and together they own all ``partitions``."""
-    async with asyncio.timeout(timeout_s):
-        while True:
-            for p in procs:
-                if p.proc.returncode is not None:
-                    raise RuntimeError(f"worker exited with {p.proc.returncode}: {''.join(p.log[-5:])}")
-            owned = [p.partitions for p in procs]
-            if all(owned) and sum(owned) == partitions:
-                return
-            waits = [asyncio.ensure_future(p.changed.wait()) for p in procs]
-            waits += [asyncio.ensure_future(p.proc.wait()) for p in procs]
-            for p in procs:
-                p.changed.clear()
-            try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for t in waits:
-                    t.cancel()
+    """Wait until every process owns partitions and together they own all ``partitions``; on a
+    timeout the error carries each worker's partitions and last log lines (what went wrong)."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not _balanced(procs, partitions):
+                waits = [asyncio.ensure_future(p.changed.wait()) for p in procs]
+                waits += [asyncio.ensure_future(p.proc.wait()) for p in procs]
+                for p in procs:
+                    p.changed.clear()
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for t in waits:
+                        t.cancel()
+    except TimeoutError:
+        state = " | ".join(f"pid {p.proc.pid} owns {p.partitions}: {''.join(p.log[-8:])!r}" for p in procs)
+        raise TimeoutError(f"workers not balanced over {partitions} partitions in {timeout_s:.0f}s: "
+                           f"{state}") from None
+
+
+def _balanced(procs: Sequence[WorkerProcess], partitions: int) -> bool:
+    for p in procs:
+        if p.proc.returncode is not None:
+            raise RuntimeError(f"worker exited with {p.proc.returncode}: {''.join(p.log[-5:])}")
+    owned = [p.partitions for p in procs]
+    return all(owned) and sum(owned) == partitions
