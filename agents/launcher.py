@@ -41,7 +41,7 @@ class LocalJob:
 
     def __init__(self, settings: Settings, spec: JobSpec, *, trainers: int | None = None,
                  log_dir: str | Path | None = None, env: dict[str, str] | None = None,
-                 push_data: bool = True, threads: int = 1) -> None:
+                 push_data: bool = True, threads: int = 1, pin_cpus: bool = False) -> None:
         self.settings, self.spec = settings, spec
         self.trainers = trainers if trainers is not None else spec.trainers
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=f"aiaas-{spec.job_id}-"))
@@ -49,6 +49,7 @@ class LocalJob:
         self.env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT),
                     "OMP_NUM_THREADS": str(threads), **(env or {})}
         self.threads = threads
+        self.pin_cpus = pin_cpus  # trainer i on CPU i (mod the CPUs there are)
         self.aggregator: asyncio.subprocess.Process | None = None
         self.trainer_procs: dict[str, asyncio.subprocess.Process] = {}
         self._all: list[asyncio.subprocess.Process] = []
@@ -68,13 +69,15 @@ class LocalJob:
                     raise
                 log.info("job %s: data already pushed (%s)", self.spec.job_id, exc.reason)
 
-    async def _spawn(self, module: str, name: str, *args: str) -> asyncio.subprocess.Process:
+    async def _spawn(self, module: str, name: str, *args: str,
+                     env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         out = (self.log_dir / f"{name}.log").open("ab")  # the child writes it; we close our copy
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", module, "--job", self.spec.job_id, "--threads", str(self.threads),
-                *args, cwd=str(ROOT), env=self.env, stdout=out, stderr=asyncio.subprocess.STDOUT)
+                *args, cwd=str(ROOT), env={**self.env, **(env or {})}, stdout=out,
+                stderr=asyncio.subprocess.STDOUT)
         finally:
             out.close()
         self._all.append(proc)
@@ -87,7 +90,8 @@ class LocalJob:
     async def start_trainer(self, worker_id: str | None = None) -> asyncio.subprocess.Process:
         self._n += 1
         wid = worker_id or f"{self.spec.job_id}-t{self._n}"
-        proc = await self._spawn("agents.trainer", wid, "--worker-id", wid)
+        pin = {"AIAAS_TRAINER_CPU": str(self._n - 1)} if self.pin_cpus else None
+        proc = await self._spawn("agents.trainer", wid, "--worker-id", wid, env=pin)
         self.trainer_procs[wid] = proc
         return proc
 

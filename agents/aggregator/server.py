@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 import time
 
 from aiokafka import AIOKafkaConsumer
@@ -24,7 +23,6 @@ from streams import metrics as m
 from streams.admin import ensure
 from streams.jobs import aggregator_group, write_status
 from streams.ml.evaluate import evaluate
-from streams.ml.models import set_threads
 from streams.offload import Offload
 from streams.producer import Producer
 from streams.settings import Settings
@@ -87,8 +85,7 @@ class Aggregator:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        set_threads(self.cfg.threads)
-        sys.setswitchinterval(self.cfg.switch_interval_ms / 1000)
+        self.cfg.apply()  # threads, GIL switch interval, CPU pinning
         self.offload.prime(await asyncio.to_thread(self.state.warm_up))
         topics = Topics(self.settings)
         job = self.spec.job_id

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
+import os
 import time
 import zlib
 
@@ -23,7 +23,6 @@ from streams import metrics as m
 from streams.admin import ensure
 from streams.lifecycle import Service
 from streams.ml.compression import Compressor, to_half
-from streams.ml.models import set_threads
 from streams.offload import Offload
 from streams.producer import Producer
 from streams.settings import Settings
@@ -75,8 +74,7 @@ class Trainer(Service):
         self.resend_s = max(RESEND_MIN_S, 3 * spec.sync.straggler_deadline_ms / 1000)
 
     async def start(self) -> None:
-        set_threads(self.ts.threads)
-        sys.setswitchinterval(self.ts.switch_interval_ms / 1000)
+        self.ts.apply()  # threads, GIL switch interval, CPU pinning
         self.offload.prime(await asyncio.to_thread(self.model.warm_up))
         specs = [self.grads_topic, self.params_topic] + ([self.ring_topic] if self.ring else [])
         await ensure(self.settings, specs)
@@ -85,8 +83,9 @@ class Trainer(Service):
         if self.ring is not None:
             await self.ring.start()
         await self.app.start()
-        log.info("trainer %s started for job %s (%s mode, device %s)", self.worker_id,
-                 self.spec.job_id, self.spec.sync.mode, self.model.device)
+        cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "any"
+        log.info("trainer %s started for job %s (%s mode, device %s, cpus %s)", self.worker_id,
+                 self.spec.job_id, self.spec.sync.mode, self.model.device, cpus)
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):

@@ -91,7 +91,7 @@ class Cluster:
 
     def __init__(self, settings: Settings, job_spec: JobSpec, log_dir: Path) -> None:
         self.settings, self.spec = settings, job_spec
-        self.procs = LocalJob(settings, job_spec, log_dir=log_dir, push_data=False)
+        self.procs = LocalJob(settings, job_spec, log_dir=log_dir, push_data=False, pin_cpus=True)
         self.tasks: list[asyncio.Task[Any]] = []
         self.parts: list[Aggregator | Trainer] = []
 
@@ -154,6 +154,7 @@ async def test_sigkill_one_of_two_trainers_sync_job_still_meets_target(
         await cluster.close()
     assert status.state == "succeeded", status.error
     assert status.metrics["test_accuracy"] >= 0.95
+    assert "cpus [0]" in (tmp_path / "victim.log").read_text()  # the launcher pinned trainer 1 to CPU 0
     rounds_after = status.version - killed_at
     assert rounds_after > 5  # the job went on well past the kill
     # only the first round after the kill waited out the straggler deadline, not every round
