@@ -42,7 +42,9 @@ class GradientMessage(Envelope):
     samples: int = Field(ge=0)
     loss: float | None = None
     compression: Literal["none", "fp16", "topk"] = "none"
-    payload: Literal["gradient", "delta", "params"] = "gradient"
+    # "ready": no tensors; the trainer holds its data and can start (the aggregator starts the job's
+    # clock, version 0, once the spec's trainers have all said so)
+    payload: Literal["gradient", "delta", "params", "ready"] = "gradient"
     timings: dict[str, float] = Field(default_factory=dict, description="sender's ms per phase")
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 
 from aiokafka.structs import ConsumerRecord
 
@@ -24,6 +25,13 @@ PAYLOAD = {"sync": "gradient", "async": "gradient", "hybrid": "delta", "ring": "
 
 
 LOG_APPEND_TIME = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """A trainer holds its data and can start computing."""
+
+    worker: str
 
 
 def _sent_at(rec: ConsumerRecord[bytes, bytes]) -> float:
@@ -46,8 +54,8 @@ class Intake:
         self.rejected = 0
         self.reasons: dict[str, int] = {}
 
-    def decode(self, rec: ConsumerRecord[bytes, bytes]) -> Contribution | None:
-        """The record's contribution, or None (rejected and logged)."""
+    def decode(self, rec: ConsumerRecord[bytes, bytes]) -> Contribution | Ready | None:
+        """The record's contribution, a trainer's ready signal, or None (rejected and logged)."""
         try:
             return self._decode(rec)
         except InvalidMessage as exc:
@@ -57,11 +65,13 @@ class Intake:
                         rec.offset, rec.key, exc.reason, exc.details)
             return None
 
-    def _decode(self, rec: ConsumerRecord[bytes, bytes]) -> Contribution:
+    def _decode(self, rec: ConsumerRecord[bytes, bytes]) -> Contribution | Ready:
         received, wall = time.monotonic(), time.time()
         header, raw = codecs.unpack(rec.value, GradientMessage)
         if header.job_id != self.spec.job_id:
             raise InvalidMessage("gradient of another job", job_id=header.job_id)
+        if header.payload == "ready":
+            return Ready(header.worker_id)
         if header.payload != self.payload:
             raise InvalidMessage("payload does not fit the sync mode", payload=header.payload,
                                  expected=self.payload, mode=self.spec.sync.mode)

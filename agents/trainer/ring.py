@@ -80,7 +80,7 @@ class RingInbox(BackgroundReader):
         except InvalidMessage as exc:
             log.warning("skipping undecodable ring message: %s", exc.reason)
             return
-        if header.worker_id == self.worker_id:
+        if header.worker_id == self.worker_id or header.payload != "params":  # e.g. a ready signal
             return
         self._newest = (header, tensors)
         self._arrived.set()

@@ -37,6 +37,7 @@ from .settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 RESEND_MIN_S = 5.0  # a sync trainer that hears nothing this long computes and sends again
+READY_QUIET_S = 0.1  # the initial data read is over when no batch arrived for this long
 
 
 def fast_producer(settings: Settings) -> Producer:
@@ -99,9 +100,30 @@ class Trainer(Service):
         """Train until the final parameters arrive; returns the number of local steps taken."""
         from .loops import LOOPS
 
+        await self.announce_ready()
         await LOOPS[self.spec.sync.mode](self)
         log.info("trainer %s done: %d steps, %d messages sent", self.worker_id, self.model.steps, self.sent)
         return self.model.steps
+
+    async def announce_ready(self) -> None:
+        """Tell the aggregator this trainer holds its data, once the initial read has gone quiet
+        (no new batch for ``READY_QUIET_S``): it publishes version 0, and starts the job's clock,
+        when the spec's trainers have all said so."""
+        seen = -1
+        with contextlib.suppress(TimeoutError):  # a trainer given no partition says so anyway
+            async with asyncio.timeout(self.ts.spec_timeout_s):
+                while self.data.rows == 0 or self.data.changed != seen:
+                    seen = self.data.changed
+                    self._changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(READY_QUIET_S):
+                            await self._changed.wait()
+        header = GradientMessage(job_id=self.spec.job_id, worker_id=self.worker_id, step=0,
+                                 base_version=0, samples=0, payload="ready")
+        topic = self.ring_topic.name if self.ring is not None else self.grads_topic.name
+        await self.send(topic, codecs.pack(header, {}))
+        log.info("trainer %s ready with %d rows of partitions %s", self.worker_id, self.data.rows,
+                 sorted(self.data.partitions))
 
     # ---------------------------------------------------------------- helpers for the loops
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from agents.aggregator.intake import Intake
+from agents.aggregator.intake import Intake, Ready
 from agents.aggregator.members import Membership
 from agents.aggregator.modes import AsyncMode, RingMode, RoundMode
 from agents.aggregator.progress import Progress
@@ -210,6 +210,15 @@ def test_intake_decodes_compressed_gradients(compression: str) -> None:
     c = intake.decode(_record(codecs.pack(head, payload)))
     assert c is not None and c.worker == "a" and c.offset == 9 and c.nbytes > 0
     assert set(c.tensors) == set(state.grad_shapes)
+
+
+def test_intake_passes_ready_signals_through_without_counting_them() -> None:
+    spec = job()
+    state = ServerState(spec)
+    intake = Intake(spec, state.grad_shapes, state.state_shapes)
+    head = GradientMessage(job_id="j", worker_id="r", step=0, base_version=0, samples=0, payload="ready")
+    assert intake.decode(_record(codecs.pack(head, {}))) == Ready("r")
+    assert intake.rejected == 0
 
 
 def test_intake_rejects_bad_records_and_counts_them() -> None:
