@@ -70,3 +70,19 @@ async def test_no_worker_means_a_timeout_error(settings: Settings) -> None:
             await client.infer("idle", {"input": np.ones((1, 4), np.float32)}, timeout=0.5)
         assert info.value.status_code == 504 and info.value.retriable
         assert client.in_flight == 0
+
+
+async def test_a_request_larger_than_a_producer_batch_is_sent_and_answered(settings: Settings) -> None:
+    """Requests leave in per-tick record batches; ones bigger than a batch (256 KiB) still go, each
+    in a batch of its own (a 400 KB input: ~2 MB as JSON, 400 KB binary, both sent in one tick)."""
+    big = examples.mlp([100_000, 3], seed=5)
+    async with Registry(settings) as reg:
+        await reg.publish("big", big)
+    x = np.random.default_rng(3).normal(size=(1, 100_000)).astype(np.float32)
+    want = ort.InferenceSession(big, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    async with running_worker(settings, model="big"), InferenceClient(settings) as client:
+        as_json, as_binary = await asyncio.gather(
+            client.infer("big", {"input": x}, timeout=60, binary=False),
+            client.infer("big", {"input": x}, timeout=60, binary=True))
+    for r in (as_json, as_binary):
+        np.testing.assert_allclose(r.outputs["logits"], want, rtol=1e-4, atol=1e-5)
