@@ -19,7 +19,7 @@ import torch
 from schemas.jobs import JobSpec
 from schemas.training import ParameterSnapshot
 from streams import codecs
-from streams.ml.compression import to_half
+from streams.ml.compression import half_floats
 from streams.ml.models import build_model, pick_device
 from streams.ml.optim import build_optimizer, build_scheduler
 from streams.ml.params import load_numpy, param_shapes, set_grads, state_shapes, state_to_numpy
@@ -84,7 +84,7 @@ class ServerState:
                                    final=final)
         tensors = self.params()
         if self.spec.compression.params_dtype == "float16" and not final:
-            tensors = {k: to_half(v) if v.dtype == np.float32 else v for k, v in tensors.items()}
+            tensors = half_floats(tensors)
         return codecs.pack(header, tensors)
 
     # ------------------------------------------------------------------ checkpoints

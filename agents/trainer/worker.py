@@ -22,7 +22,7 @@ from streams import codecs
 from streams import metrics as m
 from streams.admin import ensure
 from streams.lifecycle import Service
-from streams.ml.compression import Compressor, to_half
+from streams.ml.compression import Compressor, half_floats
 from streams.offload import Offload
 from streams.producer import Producer
 from streams.settings import Settings
@@ -182,7 +182,7 @@ class Trainer(Service):
         """Ring mode: the full parameters (float16 on the wire when the spec says so)."""
         half = self.spec.compression.params_dtype == "float16"
         if half:
-            state = {k: to_half(v) if v.dtype == np.float32 else v for k, v in state.items()}
+            state = half_floats(state)
         header = GradientMessage(
             job_id=self.spec.job_id, worker_id=self.worker_id, step=self.model.steps, base_version=0,
             samples=samples, loss=loss, compression="fp16" if half else "none", payload="params",

@@ -29,6 +29,11 @@ def to_half(arr: np.ndarray) -> np.ndarray:
     return torch.from_numpy(np.ascontiguousarray(arr, np.float32)).to(torch.float16).numpy()
 
 
+def half_floats(tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Parameters for the wire as float16: float32 tensors halved, the rest (buffers) as they are."""
+    return {k: to_half(v) if v.dtype == np.float32 else v for k, v in tensors.items()}
+
+
 def to_float(arr: np.ndarray) -> np.ndarray:
     """Any real array -> a writable float32 copy (float16 through torch, see ``to_half``)."""
     if arr.dtype != np.float16:
