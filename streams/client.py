@@ -71,6 +71,7 @@ from streams.replywire import (
     encode_request,
 )
 from streams.settings import Settings
+from streams.tensorcodec import HEADER_LENGTH, Encoded
 from streams.tickbatches import Slots, TickBatches
 from streams.topics import Topics
 from streams.waiting import Waiting
@@ -83,6 +84,7 @@ log = logging.getLogger(__name__)
 
 _OURS = frozenset({h.CORRELATION_ID, h.REPLY_TO, h.DEADLINE, REPLY_BATCH})
 _BATCH_HEADER = (REPLY_BATCH, b"1")
+_ENTRY_OWN = frozenset({"content-type", HEADER_LENGTH})  # a request batch record has its own
 
 
 async def partition_count(client: AIOKafkaClient, topic: str) -> int:
@@ -106,13 +108,15 @@ class InferenceClient(Service):
 
     def __init__(self, settings: Settings, *, client_id: str | None = None, max_in_flight: int = 4096,
                  timeout_s: float = 30.0, linger_ms: int = 0, batch_replies: bool = True,
-                 compression: str | None = None) -> None:
+                 pack_requests: int = 32, compression: str | None = None) -> None:
         self.settings = settings
         self.linger_ms = linger_ms  # 0: send at once (aiokafka still batches what queues meanwhile)
         # Tensor bytes rarely compress: lz4 over float32 requests was 40% of this client's CPU and
         # saved nothing, so requests go uncompressed unless asked (e.g. "lz4" for JSON bodies).
         self.compression = compression
         self.batch_replies = batch_replies  # infer_many asks for batched reply records (replywire)
+        # infer_many packs up to this many requests per request batch record (1: a record each)
+        self.pack_requests, self.pack_bytes = pack_requests, min(128 * 1024, settings.max_batch_size // 2)
         self.topics = Topics(settings)
         self.client_id = client_id or f"{settings.client_id}-{uuid.uuid4().hex[:8]}"
         self.reply_topic = self.topics.replies(self.client_id).name
@@ -135,7 +139,8 @@ class InferenceClient(Service):
         self._producer = AIOKafkaProducer(**self.settings.producer_kwargs(
             linger_ms=self.linger_ms, compression_type=self.compression))
         await self._producer.start()
-        self._batches = TickBatches(self._producer, self._not_sent)
+        self._batches = TickBatches(self._producer, self._not_sent, pack_max=self.pack_requests,
+                                    pack_bytes=self.pack_bytes)
         kw = self.settings.consumer_kwargs(None, auto_offset_reset="latest", fetch_max_wait_ms=5)
         self._consumer = AIOKafkaConsumer(**kw)
         await self._consumer.start()
@@ -209,13 +214,7 @@ class InferenceClient(Service):
 
         ``batched``: the reply may come in a batched reply record (``infer_many`` asks for that; a
         single call gets a record of its own, whose headers trace observers can read)."""
-        producer = self._producer
-        if producer is None:
-            raise RuntimeError("InferenceClient used before start()")
-        topic = self._topic_of.get(model)
-        if topic is None:
-            topic = self._topic_of[model] = self.topics.infer_requests(model).name
-        partitions = self._partitions.get(topic) or await self._check_model(producer, model, topic)
+        topic, partitions = await self._route(model)
         rid = request_id or self.new_id()
         if rid in self.waiting:
             raise AiaasError("request id already in flight", code=ErrorCode.CONFLICT, request_id=rid)
@@ -234,6 +233,27 @@ class InferenceClient(Service):
             self.waiting.fail(rid, Unavailable("request could not be sent", model=model))
             raise
         return fut
+
+    async def _submit_entry(self, topic: str, partitions: int, shared: tuple[tuple[str, bytes], ...],
+                            enc: Encoded, rid: str, timeout_s: float, deadline: str | None,
+                            ) -> asyncio.Future[Reply]:
+        """``submit`` for ``infer_many``: the request travels packed in a request batch record
+        (``streams.batchwire``) with the others of this tick that share ``shared`` headers."""
+        fut = await self.waiting.add(rid, timeout_s)
+        entry = {**enc.headers, h.CORRELATION_ID: rid, h.DEADLINE: deadline or str(h.deadline_ms(timeout_s))}
+        assert self._batches is not None
+        self._batches.add_entry(topic, partitions, rid, shared, entry, enc.value)
+        return fut
+
+    async def _route(self, model: str) -> tuple[str, int]:
+        """The request topic of ``model`` and its partition count (NotFound when there is none)."""
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("InferenceClient used before start()")
+        topic = self._topic_of.get(model)
+        if topic is None:
+            topic = self._topic_of[model] = self.topics.infer_requests(model).name
+        return topic, self._partitions.get(topic) or await self._check_model(producer, model, topic)
 
     def new_id(self) -> str:
         """A request id unique to this client instance (cheaper than a uuid per request)."""
@@ -267,12 +287,19 @@ class InferenceClient(Service):
 
         async def feed() -> int:
             n = 0
+            topic, partitions = await self._route(model)
+            timeout_s = self.timeout_s if timeout is None else timeout
+            shared = self._shared_headers(extra)
             async for item in _aiter(inputs):
                 await room.acquire()
                 rid = self.new_id()
                 enc = encode_request(item, request_id=rid, binary=binary)
-                fut = await self.submit(model, enc.value, {**enc.headers, **extra}, request_id=rid,
-                                        timeout=timeout, batched=self.batch_replies)
+                if self.pack_requests > 1 and len(enc.value) <= self.pack_bytes // 2:
+                    fut = await self._submit_entry(topic, partitions, shared, enc, rid, timeout_s,
+                                                   extra.get(h.DEADLINE))
+                else:
+                    fut = await self.submit(model, enc.value, {**enc.headers, **extra}, request_id=rid,
+                                            timeout=timeout, batched=self.batch_replies)
                 fut.add_done_callback(functools.partial(finish, n))
                 n += 1
             return n
@@ -294,6 +321,14 @@ class InferenceClient(Service):
             feeder.cancel()
 
     # ------------------------------------------------------------------ internals
+
+    def _shared_headers(self, extra: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
+        """The record headers of ``infer_many``'s request batch records (entries add their own)."""
+        shared = [(k, v.encode()) for k, v in extra.items() if k not in _OURS and k not in _ENTRY_OWN]
+        shared.append((h.REPLY_TO, self._reply_to))
+        if self.batch_replies:
+            shared.append(_BATCH_HEADER)
+        return tuple(shared)
 
     def _not_sent(self, rids: list[str], exc: BaseException) -> None:
         self.waiting.fail_all(rids, Unavailable("request not delivered", detail=str(exc)))

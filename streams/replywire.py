@@ -2,31 +2,29 @@
 
 ``streams.client`` sends and awaits these; the inference workers write the replies. Single replies
 are one record each (key = request id). A client that sends the request header ``reply-batch: 1``
-also accepts *batched reply records*: one record per (reply topic, worker batch) whose headers are
-``content-type: application/vnd.aiaas.reply-batch`` and ``inference-header-content-length: N``, and
-whose value is a JSON index of N bytes, ``[[{headers of reply 1}, length 1], [{...}, length 2], ...]``,
-followed by the reply values back to back. Each entry is exactly the record a single reply would
-have been (its headers as a JSON object of strings, its value bytes), so splitting a batch gives the
-same ``Reply`` objects, and dedup by ``correlation-id`` and per-request errors work as before.
+also accepts *batched reply records*: one record per (reply topic, worker batch), in the layout
+``streams.batchwire`` describes (content-type ``application/vnd.aiaas.reply-batch``). Each entry is
+exactly the record a single reply would have been, so splitting a batch gives the same ``Reply``
+objects, and dedup by ``correlation-id`` and per-request errors work as before.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from schemas.errors import AiaasError, ErrorCode, InvalidMessage
+from schemas.errors import AiaasError, ErrorCode
 from schemas.inference import ErrorReply, InferenceRequest, InferenceResponse, RequestOutput, Tensor
+from streams import batchwire
 from streams import headers as h
 from streams import tensorcodec as tc
 
 STATUS = "status-code"
 REPLY_BATCH = "reply-batch"  # request header: "1" = the sender accepts batched reply records
-BATCH = "application/vnd.aiaas.reply-batch"  # content-type of a batched reply record
+BATCH = batchwire.REPLIES  # content-type of a batched reply record
 RESPONSE_KEYS = frozenset({"v", "model_name", "model_version", "id", "parameters", "outputs"})
 _REPLY_LAYOUTS = tc.LayoutCache(InferenceResponse.KIND, "outputs", RESPONSE_KEYS)
 _REQUESTS = tc.BodyTemplates(InferenceRequest.KIND, "inputs")
@@ -132,15 +130,7 @@ def encode_request(
 
 def pack_batch(replies: Iterable[tuple[Mapping[str, str], bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
     """Value and headers of one batched reply record holding ``(headers, value)`` replies."""
-    index, values = [], []
-    for headers, value in replies:
-        index.append((headers, len(value)))
-        values.append(value)
-    head = json.dumps(index, separators=(",", ":")).encode()
-    return b"".join([head, *values]), [("content-type", _BATCH), (tc.HEADER_LENGTH, str(len(head)).encode())]
-
-
-_BATCH = BATCH.encode()
+    return batchwire.pack(replies, BATCH)
 
 
 def is_batch(headers: Mapping[str, str]) -> bool:
@@ -149,30 +139,4 @@ def is_batch(headers: Mapping[str, str]) -> bool:
 
 def unpack_batch(value: bytes | None, headers: Mapping[str, str]) -> list[Reply]:
     """The replies of a batched reply record; raises InvalidMessage when it is malformed."""
-    if value is None:
-        raise InvalidMessage("reply batch has no value")
-    raw_len = headers.get(tc.HEADER_LENGTH, "")
-    if not raw_len.isdigit() or not 0 < int(raw_len) <= len(value):
-        raise InvalidMessage(f"reply batch needs a valid {tc.HEADER_LENGTH} header", got=raw_len)
-    head = value[: int(raw_len)]
-    try:
-        index = json.loads(head)
-    except ValueError as exc:
-        raise InvalidMessage("reply batch index is not JSON", detail=str(exc)) from exc
-    if not isinstance(index, list):
-        raise InvalidMessage("reply batch index is not a list")
-    out: list[Reply] = []
-    pos = len(head)
-    for entry in index:
-        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], dict)
-                and type(entry[1]) is int and 0 <= entry[1] <= len(value) - pos):
-            raise InvalidMessage("reply batch entry is malformed", entry=len(out))
-        hd, n = entry
-        rid = hd.get(h.CORRELATION_ID)
-        if not isinstance(rid, str):
-            raise InvalidMessage("reply batch entry has no correlation-id", entry=len(out))
-        out.append(Reply(rid, value[pos : pos + n], hd))
-        pos += n
-    if pos != len(value):
-        raise InvalidMessage("reply batch has trailing bytes", extra=len(value) - pos)
-    return out
+    return [Reply(hd[h.CORRELATION_ID], v, hd) for hd, v in batchwire.unpack(value, headers)]

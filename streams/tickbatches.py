@@ -5,6 +5,12 @@ the pipelined client sends bursts (a reply batch frees many slots at once), so i
 records to one ``BatchBuilder`` per topic and hands each over with ``send_batch`` at the next loop
 iteration. Every request is still its own Kafka record with its own key and headers; a burst goes to
 one partition and the next burst to the next one (round-robin by burst instead of by record).
+
+``add_entry`` goes one step further for the pipelined client: requests with the same topic and shared
+headers are packed as entries of *request batch records* (``streams.batchwire``), up to ``pack_max``
+requests or ``pack_bytes`` per record, each record to the next partition. The broker then validates,
+stores and serves one record per pack, and the worker fetches one. Each entry keeps its own request
+id, encoding and deadline, and gets its own reply or error.
 ``Slots`` is the counting semaphore of the client's flow control.
 """
 
@@ -18,6 +24,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from streams import batchwire
+
+Headers = list[tuple[str, bytes]]
 Failed = Callable[[list[str], BaseException], None]
 
 
@@ -29,10 +38,22 @@ class _Open:
         self.rids: list[str] = []
 
 
+class _Pack:
+    __slots__ = ("bytes", "entries", "rids")
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[dict[str, str], bytes]] = []
+        self.rids: list[str] = []
+        self.bytes = 0
+
+
 class TickBatches:
-    def __init__(self, producer: AIOKafkaProducer, failed: Failed) -> None:
+    def __init__(self, producer: AIOKafkaProducer, failed: Failed, *, pack_max: int = 32,
+                 pack_bytes: int = 128 * 1024) -> None:
         self.producer = producer
         self.failed = failed  # called with the request ids of a batch that was not delivered
+        self.pack_max, self.pack_bytes = pack_max, pack_bytes
+        self._packs: dict[tuple[str, int, tuple[tuple[str, bytes], ...]], _Pack] = {}
         self._open: dict[str, _Open] = {}
         self._full: list[tuple[str, _Open]] = []
         self._next = 0
@@ -49,21 +70,56 @@ class TickBatches:
                 raise ValueError("request record larger than the producer's batch size")
         batch.rids.append(rid)
 
+    def add_entry(self, topic: str, partitions: int, rid: str, shared: tuple[tuple[str, bytes], ...],
+                  headers: dict[str, str], value: bytes) -> None:
+        """Queue one request as an entry of a request batch record (``headers``: its own, with its
+        correlation-id; ``shared``: the record headers every entry of the pack has in common)."""
+        key = (topic, partitions, shared)
+        pack = self._packs.get(key)
+        if pack is None:
+            self._schedule()
+            pack = self._packs[key] = _Pack()
+        pack.entries.append((headers, value))
+        pack.rids.append(rid)
+        pack.bytes += len(value) + 64
+        if len(pack.rids) >= self.pack_max or pack.bytes >= self.pack_bytes:
+            self._seal(key)
+
+    def _seal(self, key: tuple[str, int, tuple[tuple[str, bytes], ...]]) -> None:
+        """One request batch record for a pack, alone in a record batch for the next partition."""
+        pack = self._packs.pop(key)
+        topic, partitions, shared = key
+        value, kind = batchwire.pack(pack.entries, batchwire.REQUESTS)
+        self._next += 1
+        batch = _Open(self.producer.create_batch(), self._next % partitions)
+        if batch.builder.append(timestamp=None, key=pack.rids[0].encode(), value=value,
+                                headers=[*shared, *kind]) is None:
+            self.failed(pack.rids, ValueError("request batch record larger than the producer's batch size"))
+            return
+        batch.rids = pack.rids
+        self._full.append((topic, batch))
+
     async def drain(self) -> None:
         """Wait until everything queued so far is handed to the producer."""
         while self._flushes:
             await asyncio.gather(*self._flushes, return_exceptions=True)
 
-    def _start(self, topic: str, partitions: int) -> _Open:
-        if not self._open and not self._full:
+    def _schedule(self) -> None:
+        """Start a flush at the next loop iteration, unless one is already due."""
+        if not self._open and not self._full and not self._packs:
             task = asyncio.get_running_loop().create_task(self._flush())
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
+
+    def _start(self, topic: str, partitions: int) -> _Open:
+        self._schedule()
         self._next += 1
         batch = self._open[topic] = _Open(self.producer.create_batch(), self._next % partitions)
         return batch
 
     async def _flush(self) -> None:
+        for key in list(self._packs):
+            self._seal(key)
         ready, self._full = [*self._full, *self._open.items()], []
         self._open = {}
         for topic, batch in ready:

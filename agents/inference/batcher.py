@@ -42,32 +42,44 @@ class Work:
     rows: int | None  # rows on the batch axis; None when it cannot be batched
     outputs: list[str] | None = None  # requested outputs (None: all)
     response_id: str | None = None
+    sig: Any = None  # the inputs' names, dtypes and shapes but the batch axis (check_layout's)
 
     def group_key(self) -> tuple[Any, ...]:
         if self.rows is None:
             return ("solo", id(self))
-        sig = tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(self.inputs.items()))
+        sig = self.sig if self.sig is not None else batch_signature(self.inputs)
         return (self.model.version, id(self.model), sig)
 
 
-_Checked = int | None | BadInput
+def batch_signature(arrays: dict[str, np.ndarray]) -> tuple[Any, ...]:
+    """What requests must share to run in one call: input names, dtypes, all dimensions but the first."""
+    return tuple((n, a.dtype.str, a.shape[1:]) for n, a in sorted(arrays.items()))
+
+
+_Checked = tuple[int | None, tuple[Any, ...]] | BadInput
 _CACHE_MAX = 4096
 
 
 def check_inputs(signature: Sequence[TensorSignature], arrays: dict[str, np.ndarray],
                  cache: dict[tuple[Any, ...], _Checked] | None = None) -> int | None:
-    """Validate names, dtypes and shapes; return the shared batch size, or None if not batchable.
+    """Validate names, dtypes and shapes; return the shared batch size, or None if not batchable."""
+    return check_layout(signature, arrays, cache)[0]
+
+
+def check_layout(signature: Sequence[TensorSignature], arrays: dict[str, np.ndarray],
+                 cache: dict[tuple[Any, ...], _Checked] | None = None) -> tuple[int | None, tuple[Any, ...]]:
+    """``check_inputs`` plus the batch signature (``batch_signature``) of ``arrays``.
 
     ``cache`` (one per loaded version) remembers the verdict per (name, dtype, shape) layout:
     a stream of same-shaped requests is checked once.
     """
     if cache is None:
-        return _check(signature, arrays)
-    key = tuple((n, a.dtype, a.shape) for n, a in arrays.items())
+        return _check(signature, arrays), batch_signature(arrays)
+    key = tuple([(n, a.dtype, a.shape) for n, a in arrays.items()])
     verdict = cache.get(key, _MISSING)
     if verdict is _MISSING:
         try:
-            verdict = _check(signature, arrays)
+            verdict = (_check(signature, arrays), batch_signature(arrays))
         except BadInput as exc:
             verdict = exc
         if len(cache) >= _CACHE_MAX:
@@ -75,7 +87,7 @@ def check_inputs(signature: Sequence[TensorSignature], arrays: dict[str, np.ndar
         cache[key] = verdict
     if isinstance(verdict, BadInput):
         raise BadInput(verdict.reason, **verdict.details)
-    return verdict  # type: ignore[return-value]
+    return verdict  # type: ignore[no-any-return]
 
 
 _MISSING: Any = object()

@@ -1,5 +1,8 @@
 """Request intake: one record in, one checked ``Work`` out (or the AiaasError to reply with).
 
+A request batch record (``streams.batchwire``) is first split into the requests it carries, each a
+``Record`` of its own (the batch's topic, partition and offset; its own key, headers and value).
+
 Order of checks: size, deadline, decoding (the layout cache, else the validating decoder with its
 field-level messages), element count, version (pin header or canary routing), signature, outputs.
 """
@@ -14,6 +17,7 @@ from agents.inference.sessions import Loaded, Sessions
 from agents.inference.settings import WorkerSettings
 from schemas.errors import DeadlineExceeded, TooLarge
 from schemas.inference import InferenceRequest
+from streams import batchwire
 from streams import headers as h
 from streams import tensorcodec as tc
 from streams.record import Record
@@ -25,6 +29,14 @@ def request_id(rec: Record) -> str:
     """The id replies are matched by: the correlation-id header, else the key, else the offset."""
     return rec.headers.get(h.CORRELATION_ID) or (rec.key or b"").decode("utf-8", "replace") or \
         f"{rec.topic}:{rec.partition}:{rec.offset}"
+
+
+def unpack(rec: Record) -> list[Record]:
+    """The requests of a request batch record (raises InvalidMessage when it is malformed)."""
+    shared = {k: v for k, v in rec.headers.items() if k != "content-type" and k != batchwire.LENGTH}
+    return [Record(rec.topic, rec.partition, rec.offset, hd[h.CORRELATION_ID].encode(), value,
+                   {**shared, **hd}, rec.timestamp_ms, rec.first_offset)
+            for hd, value in batchwire.unpack(rec.value, rec.headers)]
 
 
 def plain(body: dict[str, Any]) -> bool:
@@ -48,10 +60,10 @@ class Intake:
     async def work(self, rec: Record, rid: str) -> Work:
         """The checked request; raises the AiaasError its error reply should carry."""
         hd = rec.headers
-        size = len(rec.value or b"")
+        size = len(rec.value) if rec.value is not None else 0
         if size > self.cfg.max_request_bytes:
             raise TooLarge("request over the size limit", size=size, limit=self.cfg.max_request_bytes)
-        if h.expired(hd):
+        if h.DEADLINE in hd and h.expired(hd):
             raise DeadlineExceeded("deadline passed before compute", deadline=hd.get(h.DEADLINE))
         body, arrays = self._decode(rec)
         elements = 0
@@ -62,14 +74,22 @@ class Intake:
                            limit=self.cfg.max_request_elements)
         pin = hd.get(h.MODEL_VERSION)
         model = self.sessions.route(rid) if not pin else await self._pinned(pin)
-        rows = batcher.check_inputs(model.mv.inputs, arrays, model.checked)
-        wanted = [o["name"] for o in body["outputs"]] if body.get("outputs") else None
-        unknown = sorted(set(wanted or ()) - set(model.output_names))
-        if unknown:
-            raise BadInput("unknown output name", unknown=unknown, expected=model.output_names)
+        rows, sig = batcher.check_layout(model.mv.inputs, arrays, model.checked)
+        wanted = self._wanted(body.get("outputs"), model)
         binary = tc.is_binary(hd) or (body.get("parameters") or {}).get("binary_data_output") is True
         return Work(rec, rid, hd.get(h.REPLY_TO), binary, arrays, model,
-                    rows if self.cfg.batching else None, wanted, body.get("id"))
+                    rows if self.cfg.batching else None, wanted, body.get("id"), sig)
+
+    @staticmethod
+    def _wanted(outputs: list[dict[str, Any]] | None, model: Loaded) -> list[str] | None:
+        """The requested output names (None: all), each one the model has."""
+        if not outputs:
+            return None
+        wanted = [o["name"] for o in outputs]
+        unknown = sorted(set(wanted) - set(model.output_names))
+        if unknown:
+            raise BadInput("unknown output name", unknown=unknown, expected=model.output_names)
+        return wanted
 
     def _decode(self, rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
         fast = self.layouts.decode(rec.value, rec.headers)

@@ -29,11 +29,12 @@ from aiokafka.structs import RecordMetadata, TopicPartition
 from agents.inference import batcher, replies
 from agents.inference.batcher import Work
 from agents.inference.committer import Committer
-from agents.inference.intake import Intake, request_id
+from agents.inference.intake import Intake, request_id, unpack
 from agents.inference.outbox import Outbox, ReplyHeaders
 from agents.inference.sessions import Sessions
 from agents.inference.settings import WorkerSettings
 from schemas.errors import AiaasError, DeadlineExceeded, NotFound
+from streams import batchwire
 from streams import headers as h
 from streams import metrics as m
 from streams.admin import ensure
@@ -93,6 +94,7 @@ class InferenceWorker(Service):
         self._inflight: asyncio.Task[None] | None = None
         self._commits: Committer | None = None
         self._committer: asyncio.Task[None] | None = None
+        self._per_record = 1.0  # requests per record lately (request batch records carry many)
         self._reply_topics: dict[str, int | None] = {}  # reply topic -> fixed partition (1-partition topics)
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
@@ -171,8 +173,9 @@ class InferenceWorker(Service):
             if not records:
                 continue
             sent = Outbox(self._send_raw, self._batch_limit)
+            requests = await self._unpacked(records)
             self._m_depth.inc(len(records))
-            works = [w for r in records if (w := await self._prepare(r, sent)) is not None]
+            works = [w for r in requests if (w := await self._prepare(r, sent)) is not None]
             if self._inflight is not None:
                 await asyncio.shield(self._inflight)  # a cancelled run() must not cut a batch short
             self._inflight = asyncio.create_task(self._compute(works, records, sent))
@@ -181,7 +184,8 @@ class InferenceWorker(Service):
 
     async def _poll(self, consumer: Consumer) -> list[Record]:
         """Up to ``max_batch`` records; with batching off, one (one request per call, end to end)."""
-        limit = self.cfg.max_batch if self.cfg.batching else 1
+        # records, not requests: a request batch record carries ~_per_record requests
+        limit = max(1, round(self.cfg.max_batch / self._per_record)) if self.cfg.batching else 1
         records = await consumer.getmany(timeout_ms=100, max_records=limit)
         if not records or not self.cfg.batching:
             return records
@@ -193,6 +197,26 @@ class InferenceWorker(Service):
                 break
             records += more
         return records
+
+    async def _unpacked(self, records: list[Record]) -> list[Record]:
+        """The requests of a poll: request batch records split into the requests they carry (a
+        malformed one goes to the dead letters whole: without its index no request can be answered)."""
+        if not any(r.headers.get("content-type") == batchwire.REQUESTS for r in records):
+            self._per_record += (1.0 - self._per_record) * 0.2
+            return records
+        out: list[Record] = []
+        for rec in records:
+            if rec.headers.get("content-type") != batchwire.REQUESTS:
+                out.append(rec)
+                continue
+            try:
+                out += unpack(rec)
+            except AiaasError as exc:
+                self.stats[f"error_{exc.code.value}"] += 1
+                if self._consumer is not None and self._consumer.dead_letters is not None:
+                    await self._consumer.dead_letters.send(rec, exc)
+        self._per_record += (max(1.0, len(out) / len(records)) - self._per_record) * 0.2
+        return out
 
     async def _prepare(self, rec: Record, sent: Outbox) -> Work | None:
         """Decode and check one request; on failure the error reply (and dead letter) is sent here."""

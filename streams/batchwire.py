@@ -1,0 +1,77 @@
+"""One Kafka record carrying many: the layout of batched request and batched reply records.
+
+Kafka's cost is per record (a broker validates, indexes and serves each one; a client builds,
+sends, fetches and parses each one), so a burst of small inference requests or replies travels
+cheaper as one record. A batched record has the headers ``content-type`` (its kind, below) and
+``inference-header-content-length: N``; its value is a JSON index of N bytes,
+``[[{headers of entry 1}, length 1], [{...}, length 2], ...]``, followed by the entries' values back
+to back. Each entry is exactly the record it stands for: its headers (a JSON object of strings) and
+its value bytes. Every entry carries its own ``correlation-id``.
+
+- ``application/vnd.aiaas.reply-batch``: replies, written by workers for senders that opted in.
+- ``application/vnd.aiaas.request-batch``: requests, written by the pipelined client. The record's
+  other headers (``reply-to``, ``reply-batch``, ...) are shared by its entries; an entry's own
+  headers override them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+from schemas.errors import InvalidMessage
+from streams import headers as h
+
+LENGTH = "inference-header-content-length"  # as in the binary tensor encoding (streams.tensorcodec)
+REPLIES = "application/vnd.aiaas.reply-batch"
+REQUESTS = "application/vnd.aiaas.request-batch"
+Entry = tuple[dict[str, str], bytes]
+Headers = list[tuple[str, bytes]]
+_KINDS = {REPLIES: "reply batch", REQUESTS: "request batch"}
+
+
+def pack(entries: Iterable[tuple[Mapping[str, str], bytes]], kind: str) -> tuple[bytes, Headers]:
+    """Value and headers of one batched record of ``kind`` holding ``(headers, value)`` entries."""
+    index, values = [], []
+    for headers, value in entries:
+        index.append((headers, len(value)))
+        values.append(value)
+    head = json.dumps(index, separators=(",", ":")).encode()
+    return b"".join([head, *values]), [("content-type", kind.encode()), (LENGTH, str(len(head)).encode())]
+
+
+def kind_of(headers: Mapping[str, str]) -> str | None:
+    """``REPLIES`` or ``REQUESTS`` for a batched record, None for a single one."""
+    kind = headers.get("content-type")
+    return kind if kind in _KINDS else None
+
+
+def unpack(value: bytes | None, headers: Mapping[str, str]) -> list[Entry]:
+    """The entries of a batched record; raises InvalidMessage (with the reason) when malformed."""
+    what = _KINDS.get(headers.get("content-type", ""), "batch")
+    if value is None:
+        raise InvalidMessage(f"{what} has no value")
+    raw_len = headers.get(LENGTH, "")
+    if not raw_len.isdigit() or not 0 < int(raw_len) <= len(value):
+        raise InvalidMessage(f"{what} needs a valid {LENGTH} header", got=raw_len)
+    head = value[: int(raw_len)]
+    try:
+        index = json.loads(head)
+    except ValueError as exc:
+        raise InvalidMessage(f"{what} index is not JSON", detail=str(exc)) from exc
+    if not isinstance(index, list):
+        raise InvalidMessage(f"{what} index is not a list")
+    out: list[Entry] = []
+    pos = len(head)
+    for entry in index:
+        if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], dict)
+                and type(entry[1]) is int and 0 <= entry[1] <= len(value) - pos):
+            raise InvalidMessage(f"{what} entry is malformed", entry=len(out))
+        hd, n = entry
+        if not isinstance(hd.get(h.CORRELATION_ID), str) or not all(isinstance(v, str) for v in hd.values()):
+            raise InvalidMessage(f"{what} entry needs string headers with a correlation-id", entry=len(out))
+        out.append((hd, value[pos : pos + n]))
+        pos += n
+    if pos != len(value):
+        raise InvalidMessage(f"{what} has trailing bytes", extra=len(value) - pos)
+    return out
