@@ -52,7 +52,7 @@ def unpack(value: bytes | None, headers: Mapping[str, str]) -> list[Entry]:
     if value is None:
         raise InvalidMessage(f"{what} has no value")
     raw_len = headers.get(LENGTH, "")
-    if not raw_len.isdigit() or not 0 < int(raw_len) <= len(value):
+    if not (raw_len.isascii() and raw_len.isdigit()) or not 0 < int(raw_len) <= len(value):
         raise InvalidMessage(f"{what} needs a valid {LENGTH} header", got=raw_len)
     head = value[: int(raw_len)]
     try:
