@@ -261,7 +261,7 @@ class LayoutCache:
         if value is None or not is_binary(headers):
             return None
         raw_len = headers.get(HEADER_LENGTH)
-        n = int(raw_len) if raw_len is not None and raw_len.isdigit() else 0
+        n = int(raw_len) if raw_len is not None and raw_len.isascii() and raw_len.isdigit() else 0
         if not 0 < n <= len(value):
             return None
         cut = _cut_id(value[:n])
