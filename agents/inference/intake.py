@@ -15,7 +15,7 @@ from agents.inference import batcher
 from agents.inference.batcher import BadInput, Work
 from agents.inference.sessions import Loaded, Sessions
 from agents.inference.settings import WorkerSettings
-from schemas.errors import DeadlineExceeded, TooLarge
+from schemas.errors import AiaasError, DeadlineExceeded, TooLarge
 from schemas.inference import InferenceRequest
 from streams import batchwire
 from streams import headers as h
@@ -37,6 +37,23 @@ def unpack(rec: Record) -> list[Record]:
     return [Record(rec.topic, rec.partition, rec.offset, hd[h.CORRELATION_ID].encode(), value,
                    {**shared, **hd}, rec.timestamp_ms, rec.first_offset)
             for hd, value in batchwire.unpack(rec.value, rec.headers)]
+
+
+def split(records: list[Record]) -> tuple[list[Record], list[tuple[Record, AiaasError]]]:
+    """The requests of a poll (request batch records split up), and the batches that were malformed."""
+    if not any(r.headers.get("content-type") == batchwire.REQUESTS for r in records):
+        return records, []
+    out: list[Record] = []
+    rejected: list[tuple[Record, AiaasError]] = []
+    for rec in records:
+        if rec.headers.get("content-type") != batchwire.REQUESTS:
+            out.append(rec)
+            continue
+        try:
+            out += unpack(rec)
+        except AiaasError as exc:
+            rejected.append((rec, exc))
+    return out, rejected
 
 
 def plain(body: dict[str, Any]) -> bool:

@@ -1,13 +1,14 @@
 """The inference worker: one consumer-group member serving one model from ``infer.<model>.requests``.
 
-Loop: poll up to ``max_batch`` requests (waiting at most ``max_wait_ms`` for more), decode and check
-them in the event loop, run compatible ones as one onnxruntime call in a worker thread (so Kafka
-heartbeats and fetches keep flowing), produce each reply to its ``reply-to`` topic (or to
-``infer.<model>.results`` when there is none; replies to requests with ``reply-batch: 1`` go as one
-batched reply record per topic and poll, see ``outbox``), and commit the offsets only after every
-reply of the poll is acknowledged (``committer``). While one batch computes, the next is fetched
-and decoded. Bad input gets an error reply and a dead letter; expired deadlines get a 504 reply
-without compute; nothing crashes the loop except a failure to produce, which stops the worker so
+Loop: poll up to ``max_batch`` requests (waiting at most ``max_wait_ms`` for more; a request batch
+record counts as the requests it carries, see ``intake.split``), decode and check them in the event
+loop, run compatible ones as one onnxruntime call in a worker thread (so Kafka heartbeats and fetches
+keep flowing), produce each reply to its ``reply-to`` topic (or to ``infer.<model>.results`` when
+there is none; replies to requests with ``reply-batch: 1`` go as one batched reply record per topic
+and poll, see ``replier`` and ``outbox``), and commit the offsets only after every reply of the poll
+is acknowledged (``committer``). While one batch computes, the next is fetched and decoded. Bad
+input gets an error reply and a dead letter; expired deadlines get a 504 reply without compute;
+nothing crashes the loop except a failure to produce, which stops the worker so
 its partitions are re-served.
 """
 
@@ -20,38 +21,34 @@ import logging
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.structs import RecordMetadata, TopicPartition
+from aiokafka.structs import TopicPartition
 
-from agents.inference import batcher, replies
+from agents.inference import batcher
 from agents.inference.batcher import Work
 from agents.inference.committer import Committer
-from agents.inference.intake import Intake, request_id, unpack
-from agents.inference.outbox import Outbox, ReplyHeaders
+from agents.inference.intake import Intake, request_id, split
+from agents.inference.outbox import Outbox
+from agents.inference.replier import Replier
 from agents.inference.sessions import Sessions
 from agents.inference.settings import WorkerSettings
-from schemas.errors import AiaasError, DeadlineExceeded, NotFound
-from streams import batchwire
+from schemas.errors import AiaasError, DeadlineExceeded
 from streams import headers as h
 from streams import metrics as m
 from streams.admin import ensure
 from streams.assignors import WeightedAssignor, default_weight
-from streams.client import partition_count
 from streams.consumer import Consumer
 from streams.dlq import DeadLetters
 from streams.lifecycle import Service
 from streams.producer import Producer
 from streams.record import Record
 from streams.registry import Registry
-from streams.replywire import REPLY_BATCH
 from streams.settings import Settings
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
-Sent = asyncio.Future[RecordMetadata]
 
 
 class _Handoff(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -82,12 +79,13 @@ class InferenceWorker(Service):
         self.requests_topic = self.topics.infer_requests(cfg.model, cfg.partitions)
         self.results_topic = self.topics.infer_results(cfg.model, cfg.partitions).name
         self.stats: Counter[str] = Counter()
-        self._binary = replies.BinaryResponses(cfg.model)
         self.registry = Registry(settings)
         self.sessions = Sessions(self.registry, cfg)
         self.intake = Intake(cfg, self.sessions)
         # replies are small and mostly tensor bytes: compressing them costs CPU and saves little
         self._producer = Producer(settings, linger_ms=cfg.reply_linger_ms, compression_type=None)
+        self.dead_letters = DeadLetters(self._producer, self.topics.infer_dlq(cfg.model).name)
+        self.replier = Replier(cfg.model, self._producer, self.results_topic, self.dead_letters, self.stats)
         self._batch_limit = min(1 << 20, settings.max_message_bytes // 4)
         self._consumer: Consumer | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{cfg.model}")
@@ -95,7 +93,6 @@ class InferenceWorker(Service):
         self._commits: Committer | None = None
         self._committer: asyncio.Task[None] | None = None
         self._per_record = 1.0  # requests per record lately (request batch records carry many)
-        self._reply_topics: dict[str, int | None] = {}  # reply topic -> fixed partition (1-partition topics)
         self._stopping = asyncio.Event()
         self.ready = asyncio.Event()
         self.rebalanced = asyncio.Event()  # set on every assignment (tests and autoscalers watch it)
@@ -119,7 +116,7 @@ class InferenceWorker(Service):
         weight = self.cfg.weight if self.cfg.weight is not None else default_weight()
         group = self.cfg.group_id or group_id(self.settings, model)
         self._consumer = Consumer(
-            self.settings, [], group, dead_letters=DeadLetters(self._producer, t.infer_dlq(model).name),
+            self.settings, [], group, dead_letters=self.dead_letters,
             partition_assignment_strategy=(WeightedAssignor(weight), RoundRobinPartitionAssignor),
             fetch_min_bytes=self.cfg.fetch_min_bytes,
             fetch_max_wait_ms=self.cfg.fetch_max_wait_ms or self.settings.fetch_max_wait_ms,
@@ -172,7 +169,7 @@ class InferenceWorker(Service):
             records = await self._poll(consumer)
             if not records:
                 continue
-            sent = Outbox(self._send_raw, self._batch_limit)
+            sent = Outbox(self.replier.send_raw, self._batch_limit)
             requests = await self._unpacked(records)
             self._m_depth.inc(len(records))
             works = [w for r in requests if (w := await self._prepare(r, sent)) is not None]
@@ -199,24 +196,14 @@ class InferenceWorker(Service):
         return records
 
     async def _unpacked(self, records: list[Record]) -> list[Record]:
-        """The requests of a poll: request batch records split into the requests they carry (a
-        malformed one goes to the dead letters whole: without its index no request can be answered)."""
-        if not any(r.headers.get("content-type") == batchwire.REQUESTS for r in records):
-            self._per_record += (1.0 - self._per_record) * 0.2
-            return records
-        out: list[Record] = []
-        for rec in records:
-            if rec.headers.get("content-type") != batchwire.REQUESTS:
-                out.append(rec)
-                continue
-            try:
-                out += unpack(rec)
-            except AiaasError as exc:
-                self.stats[f"error_{exc.code.value}"] += 1
-                if self._consumer is not None and self._consumer.dead_letters is not None:
-                    await self._consumer.dead_letters.send(rec, exc)
-        self._per_record += (max(1.0, len(out) / len(records)) - self._per_record) * 0.2
-        return out
+        """The requests of a poll; a malformed request batch record goes to the dead letters whole
+        (without its index no request in it can be answered)."""
+        requests, rejected = split(records)
+        self._per_record += (max(1.0, len(requests) / len(records)) - self._per_record) * 0.2
+        for rec, exc in rejected:
+            self.stats[f"error_{exc.code.value}"] += 1
+            await self.dead_letters.send(rec, exc)
+        return requests
 
     async def _prepare(self, rec: Record, sent: Outbox) -> Work | None:
         """Decode and check one request; on failure the error reply (and dead letter) is sent here."""
@@ -225,7 +212,7 @@ class InferenceWorker(Service):
         try:
             return await self.intake.work(rec, rid)
         except AiaasError as exc:
-            await self._fail(rec, rid, exc, sent)
+            await self.replier.fail(rec, rid, exc, sent)
             return None
 
     async def _compute(self, works: list[Work], records: list[Record], sent: Outbox) -> None:
@@ -235,7 +222,7 @@ class InferenceWorker(Service):
             now_ms = time.time() * 1000
             for w in batch:
                 if h.expired(w.record.headers, now_ms):
-                    await self._fail(w.record, w.request_id, DeadlineExceeded(
+                    await self.replier.fail(w.record, w.request_id, DeadlineExceeded(
                         "deadline passed while queued", deadline=w.record.headers.get(h.DEADLINE)), sent)
                 else:
                     live.append(w)
@@ -251,9 +238,9 @@ class InferenceWorker(Service):
             ok = 0
             for w, res in zip(live, results, strict=True):
                 if isinstance(res, AiaasError):
-                    await self._fail(w.record, w.request_id, res, sent)
+                    await self.replier.fail(w.record, w.request_id, res, sent)
                 else:
-                    await self._reply(w, res, sent)
+                    await self.replier.reply(w, res, sent)
                     ok += 1
             self._count_ok(live[0], ok)
         await sent.flush()
@@ -265,17 +252,6 @@ class InferenceWorker(Service):
 
     # ------------------------------------------------------------------ replies
 
-    async def _reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
-        if w.binary:
-            value, headers = self._binary.encode(w.model.version, w.request_id, w.response_id, outputs,
-                                                 w.record.headers)
-        else:
-            value, headers = replies.response(
-                self.cfg.model, w.model.version, w.request_id, w.response_id, outputs,
-                binary=False, request_headers=w.record.headers,
-            )
-        await self._send(w.record, w.request_id, w.reply_to, value, headers, sent)
-
     def _count_ok(self, first: Work, ok: int) -> None:
         """Per-batch bookkeeping (per-reply counters cost more than they tell)."""
         self.stats["replies"] += ok
@@ -283,39 +259,6 @@ class InferenceWorker(Service):
         self._m_ok.inc(ok)
         if first.record.timestamp_ms > 0:  # the oldest request of the batch: its end-to-end wait
             self._m_total.observe(max(0.0, time.time() - first.record.timestamp_ms / 1000))
-
-    async def _fail(self, rec: Record, rid: str, exc: AiaasError, sent: Outbox) -> None:
-        self.stats[f"error_{exc.code.value}"] += 1
-        m.INFER_REQUESTS.labels(model=self.cfg.model, outcome=exc.code.value).inc()
-        if not isinstance(exc, DeadlineExceeded) and self._consumer is not None:
-            await self._consumer.dead_letters.send(rec, exc)  # type: ignore[union-attr]
-        value, headers = replies.error(self.cfg.model, rid, exc, request_headers=rec.headers)
-        await self._send(rec, rid, rec.headers.get(h.REPLY_TO), value, headers, sent)
-
-    async def _send(self, rec: Record, rid: str, reply_to: str | None, value: bytes,
-                    headers: ReplyHeaders, sent: Outbox) -> None:
-        if reply_to is None:  # a stream record: the result goes to the results topic, keyed alike
-            sent.sent.append(await self._send_raw(self.results_topic, value, rec.key, replies.wire(headers)))
-            return
-        if reply_to not in self._reply_topics:
-            parts = await partition_count(self._producer.raw.client, reply_to)
-            if parts == 0:
-                self.stats["no_reply_topic"] += 1
-                if self._consumer is not None and self._consumer.dead_letters is not None:
-                    await self._consumer.dead_letters.send(
-                        rec, NotFound("reply-to topic does not exist", reply_to=reply_to))
-                return
-            self._reply_topics[reply_to] = 0 if parts == 1 else None  # one partition: skip hashing the key
-        partition = self._reply_topics[reply_to]
-        if rec.headers.get(REPLY_BATCH) == "1" and sent.fits(value):
-            await sent.add(reply_to, partition, headers, value)
-        else:
-            sent.sent.append(await self._send_raw(reply_to, value, rid.encode(), replies.wire(headers),
-                                                  partition))
-
-    async def _send_raw(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]],
-                        partition: int | None = None) -> Sent:
-        return await self._producer.raw.send(topic, value, key=key, headers=headers, partition=partition)
 
 
 async def serve(settings: Settings, cfg: WorkerSettings) -> None:
