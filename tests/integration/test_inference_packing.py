@@ -1,0 +1,184 @@
+"""Request batch records on the real broker: ``infer_many`` packs many requests per record (and one
+per record with ``pack_requests=1``); in a hand-built batch every entry is checked and answered on its
+own (a bad one gets an error reply and a dead letter, an expired one a 504, the others results); a
+malformed batch goes to the dead letters whole; the worker keeps serving throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+import numpy as np
+import onnxruntime as ort
+from aiokafka.structs import TopicPartition
+
+from agents.inference import examples
+from agents.inference.intake import unpack
+from agents.inference.testing import running_worker
+from schemas.records import DeadLetter
+from streams import batchwire
+from streams import headers as h
+from streams.admin import Admin, ensure
+from streams.client import InferenceClient, InferResult
+from streams.consumer import Consumer
+from streams.producer import Producer
+from streams.record import Record
+from streams.registry import Registry
+from streams.replywire import REPLY_BATCH, Reply, encode_request, is_batch, unpack_batch
+from streams.settings import Settings
+from streams.topics import Topics
+
+
+async def publish(settings: Settings, name: str, data: bytes) -> None:
+    async with Registry(settings) as reg:
+        await reg.publish(name, data, stage="production")
+
+
+def direct(data: bytes, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # type: ignore[no-any-return]
+
+
+async def every_record(settings: Settings, topic: str) -> list[Record]:
+    """All records a topic holds now (read from the start up to its end offsets)."""
+    async with Admin(settings) as admin:
+        tps = [TopicPartition(topic, p) for p in range(await admin.partitions(topic))]
+    out: list[Record] = []
+    async with Consumer(settings, [topic], None) as cons:
+        want = sum((await cons.raw.end_offsets(tps)).values())
+        async with asyncio.timeout(20):
+            while len(out) < want:
+                out += await cons.getmany(timeout_ms=200)
+    assert len(out) == want
+    return out
+
+
+async def replies_on(settings: Settings, topic: str, ids: set[str]) -> dict[str, Reply]:
+    """The replies to ``ids`` on a reply topic (batched reply records split)."""
+    got: dict[str, Reply] = {}
+    async with Consumer(settings, [topic], None) as cons:
+        async with asyncio.timeout(20):
+            while not ids <= got.keys():
+                for rec in await cons.getmany(timeout_ms=200):
+                    batch = unpack_batch(rec.value, rec.headers) if is_batch(rec.headers) else \
+                        [Reply(rec.headers[h.CORRELATION_ID], rec.value or b"", rec.headers)]
+                    got.update((r.request_id, r) for r in batch)
+    return got
+
+
+async def letters_until(settings: Settings, model: str, count: int) -> list[DeadLetter]:
+    topic = Topics(settings).infer_dlq(model).name
+    async with Consumer(settings, [topic], None) as cons:
+        letters: list[DeadLetter] = []
+        async with asyncio.timeout(20):
+            while len(letters) < count:
+                letters += [DeadLetter.from_record(r.value) for r in await cons.getmany(timeout_ms=200)]
+    return letters
+
+
+async def test_infer_many_packs_requests_into_fewer_records(settings: Settings) -> None:
+    data = examples.mlp([4, 8, 3], seed=11)
+    await publish(settings, "packed", data)
+    topic = Topics(settings).infer_requests("packed").name
+    x = np.random.default_rng(4).normal(size=(80, 4)).astype(np.float32)
+    want = direct(data, x)
+    async with running_worker(settings, model="packed", max_batch=64, max_wait_ms=20) as worker:
+        async with InferenceClient(settings) as client:
+            got = {i: r async for i, r in client.infer_many(
+                "packed", ({"input": x[i : i + 1]} for i in range(64)), binary=True, timeout=20)}
+        packed = await every_record(settings, topic)
+        async with InferenceClient(settings, pack_requests=1) as client:
+            got |= {64 + i: r async for i, r in client.infer_many(
+                "packed", ({"input": x[i : i + 1]} for i in range(64, 80)), binary=False, timeout=20)}
+        assert worker.stats["replies"] == 80
+    assert sorted(got) == list(range(80))
+    for i, r in got.items():
+        assert isinstance(r, InferResult), (i, r)
+        np.testing.assert_allclose(r.outputs["logits"][0], want[i], rtol=1e-5, atol=1e-6)
+    sizes = [len(unpack(r)) for r in packed]
+    assert all(batchwire.kind_of(r.headers) == batchwire.REQUESTS for r in packed)
+    assert sum(sizes) == 64 and len(packed) < 64 and max(sizes) <= 32, sizes
+    now = await every_record(settings, topic)  # pack_requests=1 added one record per request
+    singles = [r for r in now if batchwire.kind_of(r.headers) is None]
+    assert len(now) == len(packed) + 16 and len(singles) == 16
+    assert len({r.headers[h.CORRELATION_ID] for r in singles}) == 16
+
+
+def _entry(rid: str, x: np.ndarray, *, binary: bool = True, deadline_s: float = 20.0,
+           **extra: str) -> tuple[dict[str, str], bytes]:
+    enc = encode_request({"input": x}, request_id=rid, binary=binary)
+    deadline = str(int((time.time() + deadline_s) * 1000))
+    return {**enc.headers, h.CORRELATION_ID: rid, h.DEADLINE: deadline, **extra}, enc.value
+
+
+async def test_entries_of_a_hand_built_batch_are_answered_one_by_one(settings: Settings) -> None:
+    data = examples.mlp([4, 3], seed=12)
+    await publish(settings, "hand", data)
+    topics = Topics(settings)
+    reply_topic = topics.replies("hand-built")
+    await ensure(settings, [reply_topic])
+    x = np.random.default_rng(5).normal(size=(3, 4)).astype(np.float32)
+    entries = {
+        "ok0": _entry("ok0", x[0:1]),
+        "bad": _entry("bad", np.ones((1, 5), np.float32)),  # wrong shape
+        "ok1": _entry("ok1", x[1:2], binary=False),
+        "late": _entry("late", x[0:1], deadline_s=-1.0),  # its deadline has passed
+        "ok2": _entry("ok2", x[2:3]),
+    }
+    hd, v = entries["ok0"]  # a length header that str.isdigit() accepts but int() does not
+    entries["odd"] = ({**hd, h.CORRELATION_ID: "odd", "inference-header-content-length": "\u00b2"}, v)
+    value, kind = batchwire.pack(entries.values(), batchwire.REQUESTS)
+    shared = [(h.REPLY_TO, reply_topic.name.encode()), (REPLY_BATCH, b"1")]
+    async with running_worker(settings, model="hand", max_wait_ms=20) as worker, Producer(settings) as prod, \
+            InferenceClient(settings) as client:
+        meta = await prod.send_and_wait(topics.infer_requests("hand").name, value, key="hand",
+                                        headers=[*shared, *kind])
+        got = await replies_on(settings, reply_topic.name, set(entries))
+        later = await client.infer("hand", {"input": x[:2]}, timeout=20, binary=True)  # still serving
+        np.testing.assert_allclose(later.outputs["logits"], direct(data, x[:2]), rtol=1e-5, atol=1e-6)
+        assert worker.stats["error_bad_request"] == 1 and worker.stats["error_deadline_exceeded"] == 1
+        assert worker.stats["error_invalid_message"] == 1 and worker.stats["replies"] == 4
+    want = direct(data, x)
+    for i in range(3):
+        result = got[f"ok{i}"].result()
+        assert result.id == f"ok{i}"
+        np.testing.assert_allclose(result.outputs["logits"][0], want[i], rtol=1e-5, atol=1e-6)
+    errors = {rid: got[rid].error() for rid in ("bad", "late", "odd")}
+    assert errors["bad"].status_code == 400 and errors["bad"].reason == "wrong shape"
+    assert errors["late"].status_code == 504 and "deadline" in errors["late"].reason
+    assert errors["odd"].status_code == 400 and "inference-header-content-length" in errors["odd"].reason
+    # every reply is in, so every dead letter is (a worker writes the letter before the error reply)
+    dlq = await every_record(settings, topics.infer_dlq("hand").name)
+    letters = {d.headers[h.CORRELATION_ID]: d for d in (DeadLetter.from_record(r.value) for r in dlq)}
+    assert len(dlq) == 2 and set(letters) == {"bad", "odd"}  # an expired request is not dead-lettered
+    bad = letters["bad"]
+    assert bad.reason == "wrong shape" and bad.code == "bad_request"
+    assert base64.b64decode(bad.value_b64 or "") == entries["bad"][1]  # that entry, not the batch
+    assert (bad.source_topic, bad.source_partition, bad.source_offset) == (meta.topic, meta.partition,
+                                                                          meta.offset)
+    assert bad.headers[h.REPLY_TO] == reply_topic.name and "content-type" in bad.headers
+    assert bad.headers["content-type"] != batchwire.REQUESTS
+
+
+async def test_a_malformed_batch_goes_to_the_dead_letters_whole(settings: Settings) -> None:
+    await publish(settings, "junk", examples.mlp([4, 2], seed=13))
+    topic = Topics(settings).infer_requests("junk").name
+    past_end = b'[[{"correlation-id":"x"},99]]'
+    junk = {"not-json": (b"{junk index}...", "12"), "past-end": (past_end, str(len(past_end)))}
+    async with running_worker(settings, model="junk") as worker, Producer(settings) as prod, \
+            InferenceClient(settings) as client:
+        for key, (value, length) in junk.items():
+            await prod.send_and_wait(topic, value, key=key, headers=[
+                ("content-type", batchwire.REQUESTS.encode()), (batchwire.LENGTH, length.encode()),
+                (h.REPLY_TO, client.reply_topic.encode())])
+        letters = {d.key_b64: d for d in await letters_until(settings, "junk", 2)}
+        ok = await client.infer("junk", {"input": np.ones((1, 4), np.float32)}, timeout=20)  # still serving
+        assert ok.outputs["logits"].shape == (1, 2)
+        assert worker.stats["error_invalid_message"] == 2 and worker.stats["replies"] == 1
+    for key, (value, _) in junk.items():
+        letter = letters[base64.b64encode(key.encode()).decode()]
+        assert letter.code == "invalid_message" and letter.source_topic == topic
+        assert base64.b64decode(letter.value_b64 or "") == value  # the whole record
+        assert letter.headers["content-type"] == batchwire.REQUESTS
+    assert letters[base64.b64encode(b"not-json").decode()].reason == "request batch index is not JSON"
+    assert letters[base64.b64encode(b"past-end").decode()].reason == "request batch entry is malformed"
