@@ -137,6 +137,6 @@ def visible(mv: ModelVersion, who: Principal) -> bool:
 def _version_number(model: str, version: str | None) -> int | None:
     if version is None:
         return None
-    if not version.isdigit() or len(version) > 9:
+    if not (version.isascii() and version.isdigit()) or len(version) > 9:
         raise NotFound("unknown model version", model=model, version=version)
     return int(version)

@@ -107,7 +107,7 @@ class HttpBody:
 
 def reply_status(reply: Reply) -> int:
     raw = reply.headers.get(STATUS)
-    if raw is not None and raw.isdigit():
+    if raw is not None and raw.isascii() and raw.isdigit():
         return int(raw)
     return 200 if reply.ok else 500
 
