@@ -38,6 +38,10 @@ Reply record on the ``reply-to`` topic: key = request id, headers ``correlation-
 Batched reply records: the requests of ``infer_many`` carry ``reply-batch: 1`` (unless
 ``batch_replies=False``), so a worker may answer a batch of them with one record in the format that
 ``streams.replywire`` describes; single calls get a reply record of their own.
+
+Request batch records: ``infer_many`` packs up to ``pack_requests`` (default 32) of its requests into
+one record (``streams.batchwire``); each keeps its own id, deadline and reply. ``pack_requests=1``
+sends one record per request.
 """
 
 from __future__ import annotations
