@@ -45,7 +45,7 @@ return ids
 
 def backoff(attempt: int, base_s: float, max_s: float) -> float:
     """Exponential backoff with jitter: a delay in [half, full] of ``base * 2**(attempt-1)``."""
-    full = min(max_s, base_s * 2 ** max(0, attempt - 1))
+    full: float = min(max_s, base_s * 2 ** max(0, attempt - 1))  # int ** int is Any to mypy
     return full / 2 + _rng.uniform(0, full / 2)
 
 

@@ -13,7 +13,7 @@ import hashlib
 import redis.asyncio as aioredis
 
 from agents.bridge.errors import BadRequest, Conflict
-from agents.bridge.rediskeys import RedisKeys
+from agents.bridge.rediskeys import RedisKeys, text
 
 MAX_KEY = 255
 
@@ -43,7 +43,7 @@ class Idempotency:
             existing = await self.redis.get(rkey)
             if existing is None:
                 continue  # expired between SET and GET: try to claim again
-            old_fp, _, old_id = existing.decode().partition(":")
+            old_fp, _, old_id = text(existing).partition(":")
             if old_fp != fp:
                 raise Conflict(
                     "Idempotency-Key was already used with a different request", request_id=old_id
@@ -55,5 +55,5 @@ class Idempotency:
         """Forget a claim whose request never started (so a retry may run it)."""
         rkey = self.k.idempotency(tenant, hashlib.sha256(key.encode()).hexdigest())
         existing = await self.redis.get(rkey)
-        if existing is not None and existing.decode().endswith(f":{request_id}"):
+        if existing is not None and text(existing).endswith(f":{request_id}"):
             await self.redis.delete(rkey)

@@ -16,7 +16,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
-from agents.bridge.rediskeys import RedisKeys
+from agents.bridge.rediskeys import RedisKeys, text
 from schemas.errors import AiaasError, ErrorCode
 
 TENANT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
@@ -114,5 +114,5 @@ class KeyStore:
         d = await self.redis.get(self.k.key_id(key_id))
         if not d:
             return False
-        await self.redis.delete(self.k.api_key(d.decode()), self.k.key_id(key_id))
+        await self.redis.delete(self.k.api_key(text(d)), self.k.key_id(key_id))
         return True

@@ -9,6 +9,17 @@ from __future__ import annotations
 from streams.settings import Settings
 
 
+def text(raw: bytes | str) -> str:
+    """A Redis reply as text: the bridge's clients return bytes (no ``decode_responses``), but
+    redis-py types every reply as ``bytes | str`` since a client may be built to decode."""
+    return raw if isinstance(raw, str) else raw.decode()
+
+
+def blob(raw: bytes | str) -> bytes:
+    """A Redis reply as bytes (see ``text``)."""
+    return raw.encode() if isinstance(raw, str) else raw
+
+
 class RedisKeys:
     def __init__(self, settings: Settings) -> None:
         self.ns = f"{settings.topic_prefix}bridge:"

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
 from agents.bridge.errors import Conflict
+from agents.bridge.rediskeys import text
 from agents.bridge.routes_v2 import bridge_of, principal
 from schemas.envelope import validation_errors
 from schemas.errors import InvalidMessage, NotFound
@@ -64,7 +65,7 @@ async def get_job(request: Request, job_id: str) -> dict[str, Any]:
     bridge, who = bridge_of(request), await principal(request)
     who.require("jobs")
     owner = await bridge.redis.get(bridge.rk.job_owner(job_id)) if re.match(JOB_ID, job_id) else None
-    if owner is None or owner.decode() != who.tenant.name:
+    if owner is None or text(owner) != who.tenant.name:
         raise NotFound("unknown job", job_id=job_id)
     spec, status = await bridge.jobs.get(job_id)
     body: dict[str, Any] = {"job_id": job_id, "state": status.state if status else "submitted"}

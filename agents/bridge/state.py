@@ -13,9 +13,10 @@ from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from pydantic import BaseModel
+from redis.typing import EncodableT, FieldT
 
 from agents.bridge.errors import Timeout
-from agents.bridge.rediskeys import RedisKeys
+from agents.bridge.rediskeys import RedisKeys, blob
 
 Status = Literal["pending", "succeeded", "failed"]
 WebhookStatus = Literal["none", "pending", "delivered", "failed"]
@@ -65,7 +66,7 @@ class StateStore:
         meta, result = await self.redis.hmget(self.k.request(request_id), ["meta", "result"])
         if meta is None:
             return None
-        return RequestState.model_validate_json(meta), result
+        return RequestState.model_validate_json(meta), None if result is None else blob(result)
 
     async def finish(
         self, state: RequestState, result: bytes | None, *, status_code: int,
@@ -78,7 +79,7 @@ class StateStore:
         state.finished = time.time()
         if state.callback and state.webhook == "none":
             state.webhook = "pending"
-        mapping: dict[str, bytes | str] = {"meta": state.model_dump_json()}
+        mapping: dict[FieldT, EncodableT] = {"meta": state.model_dump_json()}
         if result is not None:
             mapping["result"] = result
         key = self.k.request(state.id)

@@ -85,10 +85,10 @@ class BridgeProcess(Service):
         async for raw in self.proc.stderr:
             self.log = [*self.log[-200:], raw.decode(errors="replace")]
 
-    async def stop(self, grace_s: float = 15.0) -> int | None:
-        """SIGTERM and wait (SIGKILL after ``grace_s``); returns the exit code."""
+    async def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM and wait (SIGKILL after ``grace_s``); the exit code is then ``proc.returncode``."""
         if self.proc is None:
-            return None
+            return
         if self.proc.returncode is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -96,7 +96,6 @@ class BridgeProcess(Service):
             except TimeoutError:
                 await self.kill()
         await self._finish()
-        return self.proc.returncode
 
     async def kill(self) -> None:
         """SIGKILL: the crash a fault test wants."""

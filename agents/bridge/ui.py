@@ -23,6 +23,7 @@ from fastapi.responses import HTMLResponse
 
 from agents.bridge.core import Bridge
 from agents.bridge.keys import Principal
+from agents.bridge.rediskeys import text
 from agents.bridge.routes_v2 import bridge_of, principal
 from schemas.errors import InvalidMessage
 from schemas.jobs import JobSpec
@@ -67,7 +68,7 @@ class StatusFeed:
         rows = []
         for job_id, spec in sorted(self.b.jobs.specs.items()):
             owner = await self.b.redis.get(self.b.rk.job_owner(job_id))
-            if owner is not None and owner.decode() != who.tenant.name:
+            if owner is not None and text(owner) != who.tenant.name:
                 continue
             status = self.b.jobs.status.get(job_id)
             rows.append({"job_id": job_id, "model_name": spec.model_name,
