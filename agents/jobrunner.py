@@ -60,7 +60,7 @@ async def watch_and_run(settings: Settings, *, trainers: int | None = None,
     """Forever: run each waiting job (those already waiting first, then new ones as they come),
     as local processes (or, ``in_process``, as tasks of this process)."""
     specs, statuses = await read_jobs(settings)
-    states = {j: s.state for j, s in statuses.items()}
+    states: dict[str, str] = {j: s.state for j, s in statuses.items()}
     seen = {j for j in specs if states.get(j) not in WAITING}
     queue: asyncio.Queue[JobSpec] = asyncio.Queue()
     feeder = asyncio.create_task(_feed(settings, queue, seen, states), name="jobs-feed")

@@ -41,7 +41,8 @@ def _sent_at(rec: ConsumerRecord[bytes, bytes]) -> float:
                 return float(value)
             except ValueError:
                 break
-    return rec.timestamp / 1000
+    ms: int = rec.timestamp  # aiokafka is untyped
+    return ms / 1000
 
 
 class Intake:

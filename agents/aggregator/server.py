@@ -14,6 +14,7 @@ import contextlib
 import logging
 import time
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
@@ -46,7 +47,7 @@ RESUME_WAIT_S = 3.0  # after a restart the trainers are (mostly) there already
 
 def job_status(spec: JobSpec, state: str, version: int, metrics: dict[str, float] | None,
                error: str | None = None, model_version: int | None = None) -> JobStatus:
-    return JobStatus(job_id=spec.job_id, state=state, version=version,  # type: ignore[arg-type]
+    return JobStatus(job_id=spec.job_id, state=state, version=version,
                      metrics=metrics or {}, model_name=spec.model_name, model_version=model_version,
                      error=error, ts=time.time())
 
@@ -78,7 +79,8 @@ class Aggregator:
         self.offsets: dict[int, int] = {}  # next offset to read per input partition
         self._tasks: list[asyncio.Task[None]] = []
         self._ckpt: asyncio.Task[None] | None = None
-        self._x_test = self._y_test = None
+        self._x_test: np.ndarray | None = None  # the job's test split: loaded by start()
+        self._y_test: np.ndarray | None = None
         self._evaluated_version = -1
         self.stop_reason: str | None = None
         self.gang = spec.trainers
@@ -261,6 +263,7 @@ class Aggregator:
 
     async def _evaluate(self) -> bool:
         assert self.progress is not None and self.mode is not None
+        assert self._x_test is not None and self._y_test is not None
         metrics = await self.eval_offload(evaluate, self.state.model, self._x_test, self._y_test, self.spec)
         self._evaluated_version = self.state.version
         met = self.progress.evaluated(metrics)

@@ -92,6 +92,8 @@ def build_app(
         data.assign(mine)
         on_change()
 
-    app.on_partitions_assigned.connect(assigned)
+    # mode calls handler(app, assigned, signal=...) but types handlers as (sender, /, *args, signal,
+    # **kw): a handler that names the signal's positional argument cannot match that type
+    app.on_partitions_assigned.connect(assigned)  # type: ignore[arg-type]
     app.ingest_stats = stats  # type: ignore[attr-defined]
     return app

@@ -173,7 +173,7 @@ class Trainer(Service):
         header = GradientMessage(
             job_id=self.spec.job_id, worker_id=self.worker_id, step=self.model.steps,
             base_version=base_version, samples=samples, loss=loss, compression=self.spec.compression.kind,
-            payload=payload,  # type: ignore[arg-type]
+            payload=payload,
             timings=self.timings,
         )
         return self._observed(codecs.pack(header, body), samples)
