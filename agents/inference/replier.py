@@ -79,4 +79,5 @@ class Replier:
 
     async def send_raw(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]],
                        partition: int | None = None) -> Sent:
-        return await self.producer.raw.send(topic, value, key=key, headers=headers, partition=partition)
+        fut: Sent = await self.producer.raw.send(topic, value, key=key, headers=headers, partition=partition)
+        return fut

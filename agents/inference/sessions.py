@@ -62,7 +62,7 @@ class Loaded:
         """Blocking onnxruntime call (run it in a thread)."""
         self.calls += 1
         outs = self.session.run(self.output_names, feeds)
-        return dict(zip(self.output_names, outs, strict=True))  # type: ignore[arg-type]
+        return dict(zip(self.output_names, outs, strict=True))
 
 
 def make_session(data: bytes, cfg: WorkerSettings) -> ort.InferenceSession:

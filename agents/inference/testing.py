@@ -123,7 +123,7 @@ async def until_processes_balanced(procs: Sequence[WorkerProcess], partitions: i
     try:
         async with asyncio.timeout(timeout_s):
             while not _balanced(procs, partitions):
-                waits = [asyncio.ensure_future(p.changed.wait()) for p in procs]
+                waits: list[asyncio.Future[object]] = [asyncio.ensure_future(p.changed.wait()) for p in procs]
                 waits += [asyncio.ensure_future(p.proc.wait()) for p in procs]
                 for p in procs:
                     p.changed.clear()
