@@ -14,7 +14,7 @@ from agents.inference import examples
 from agents.inference.testing import running_worker
 from streams import headers as h
 from streams.admin import ensure
-from streams.client import STATUS, InferenceClient, InferenceError
+from streams.client import STATUS, InferenceClient, InferenceError, InferResult
 from streams.producer import Producer
 from streams.registry import Registry
 from streams.settings import Settings
@@ -84,5 +84,9 @@ async def test_a_request_larger_than_a_producer_batch_is_sent_and_answered(setti
         as_json, as_binary = await asyncio.gather(
             client.infer("big", {"input": x}, timeout=60, binary=False),
             client.infer("big", {"input": x}, timeout=60, binary=True))
-    for r in (as_json, as_binary):
+        # infer_many packs requests, but not ones over half a pack's bytes: those go one per record
+        many = [r async for _, r in client.infer_many("big", [{"input": x}] * 3, binary=True, timeout=60)]
+    assert len(many) == 3
+    for r in (as_json, as_binary, *many):
+        assert isinstance(r, InferResult), r
         np.testing.assert_allclose(r.outputs["logits"], want, rtol=1e-4, atol=1e-5)
