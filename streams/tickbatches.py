@@ -26,7 +26,6 @@ from aiokafka import AIOKafkaProducer
 
 from streams import batchwire
 
-Headers = list[tuple[str, bytes]]
 Failed = Callable[[list[str], BaseException], None]
 
 

@@ -8,8 +8,8 @@ there is none; replies to requests with ``reply-batch: 1`` go as one batched rep
 and poll, see ``replier`` and ``outbox``), and commit the offsets only after every reply of the poll
 is acknowledged (``committer``). While one batch computes, the next is fetched and decoded. Bad
 input gets an error reply and a dead letter; expired deadlines get a 504 reply without compute;
-nothing crashes the loop except a failure to produce, which stops the worker so
-its partitions are re-served.
+nothing crashes the loop except a failure to produce, which stops the worker so its partitions are
+re-served.
 """
 
 from __future__ import annotations
