@@ -140,6 +140,7 @@ def peek_kind(head: bytes) -> str | None:
 class Decoded:
     body: dict[str, Any]  # the JSON part (without tensor bytes)
     arrays: dict[str, np.ndarray]
+    layout: Any = None  # LayoutCache: the cached layout it came from (one object per layout)
 
 
 def encode_body(kind: str, body: dict[str, Any], field: str, tensors: Mapping[str, np.ndarray], *,
@@ -273,7 +274,7 @@ class LayoutCache:
                 for name, dtype, shape, size, count in tensors:
                     arrays[name] = np.frombuffer(value, dtype, count, pos).reshape(shape)
                     pos += size
-                return Decoded({**body, "id": cut[1]}, arrays)
+                return Decoded({**body, "id": cut[1]}, arrays, known)
         found = decode_fast(value, headers, self.kind, self.field, self.allowed)
         if found is not None and cut is not None and found.body.get("id") == cut[1]:
             self._remember(cut[0], found)

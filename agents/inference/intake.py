@@ -82,20 +82,41 @@ class Intake:
             raise TooLarge("request over the size limit", size=size, limit=self.cfg.max_request_bytes)
         if h.DEADLINE in hd and h.expired(hd):
             raise DeadlineExceeded("deadline passed before compute", deadline=hd.get(h.DEADLINE))
-        body, arrays = self._decode(rec)
+        fast = self.layouts.decode(rec.value, hd)
+        pin = hd.get(h.MODEL_VERSION)
+        if fast is not None and fast.layout is not None and not pin:
+            known = self._known_work(rec, rid, fast)
+            if known is not None:
+                return known
+        body, arrays = self._decode(rec, fast)
         elements = 0
         for a in arrays.values():
             elements += a.size
         if elements > self.cfg.max_request_elements:
             raise TooLarge("request has too many elements", elements=elements,
                            limit=self.cfg.max_request_elements)
-        pin = hd.get(h.MODEL_VERSION)
         model = self.sessions.route(rid) if not pin else await self._pinned(pin)
         rows, sig = batcher.check_layout(model.mv.inputs, arrays, model.checked)
         wanted = self._wanted(body.get("outputs"), model)
         binary = tc.is_binary(hd) or (body.get("parameters") or {}).get("binary_data_output") is True
-        return Work(rec, rid, hd.get(h.REPLY_TO), binary, arrays, model,
+        work = Work(rec, rid, hd.get(h.REPLY_TO), binary, arrays, model,
                     rows if self.cfg.batching else None, wanted, body.get("id"), sig)
+        if fast is not None and fast.layout is not None and body is fast.body and not pin:  # per version
+            if len(model.known) >= 1024:
+                model.known.clear()
+            model.known[id(fast.layout)] = (fast.layout, work.rows, wanted, sig)
+        return work
+
+    def _known_work(self, rec: Record, rid: str, fast: tc.Decoded) -> Work | None:
+        """A binary request of a layout this version has checked before: no checks to repeat
+        (the layout fixes names, dtypes, shapes, element count, parameters and outputs)."""
+        model = self.sessions.route(rid)
+        known = model.known.get(id(fast.layout))
+        body_id = fast.body.get("id")
+        if known is None or known[0] is not fast.layout or not (type(body_id) is str and len(body_id) <= 128):
+            return None
+        return Work(rec, rid, rec.headers.get(h.REPLY_TO), True, fast.arrays, model, known[1], known[2],
+                    body_id, known[3])
 
     @staticmethod
     def _wanted(outputs: list[dict[str, Any]] | None, model: Loaded) -> list[str] | None:
@@ -108,8 +129,7 @@ class Intake:
             raise BadInput("unknown output name", unknown=unknown, expected=model.output_names)
         return wanted
 
-    def _decode(self, rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
-        fast = self.layouts.decode(rec.value, rec.headers)
+    def _decode(self, rec: Record, fast: tc.Decoded | None) -> tuple[dict[str, Any], dict[str, Any]]:
         if fast is not None and plain(fast.body):
             return fast.body, fast.arrays
         # JSON tensors, or anything unusual: the validating decoder (and its error messages)

@@ -49,6 +49,7 @@ class Loaded:
     output_names: list[str]
     calls: int = 0  # onnxruntime calls made (tests check that batching batches)
     checked: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # input layouts already checked
+    known: dict[int, Any] = field(default_factory=dict)  # intake's verdicts per decoded layout
 
     @property
     def version(self) -> int:
