@@ -21,12 +21,13 @@ from schemas.inference import ErrorReply, InferenceRequest, InferenceResponse, R
 from streams import batchwire
 from streams import headers as h
 from streams import tensorcodec as tc
+from streams.layoutcache import LayoutCache
 
 STATUS = "status-code"
 REPLY_BATCH = "reply-batch"  # request header: "1" = the sender accepts batched reply records
 BATCH = batchwire.REPLIES  # content-type of a batched reply record
 RESPONSE_KEYS = frozenset({"v", "model_name", "model_version", "id", "parameters", "outputs"})
-_REPLY_LAYOUTS = tc.LayoutCache(InferenceResponse.KIND, "outputs", RESPONSE_KEYS)
+_REPLY_LAYOUTS = LayoutCache(InferenceResponse.KIND, "outputs", RESPONSE_KEYS)
 _REQUESTS = tc.BodyTemplates(InferenceRequest.KIND, "inputs")
 Inputs = Mapping[str, np.ndarray] | Sequence[Tensor]
 

@@ -20,6 +20,7 @@ from schemas.inference import InferenceRequest
 from streams import batchwire
 from streams import headers as h
 from streams import tensorcodec as tc
+from streams.layoutcache import LayoutCache
 from streams.record import Record
 
 REQUEST_KEYS = frozenset({"v", "id", "parameters", "inputs", "outputs"})
@@ -72,7 +73,7 @@ class Intake:
     def __init__(self, cfg: WorkerSettings, sessions: Sessions) -> None:
         self.cfg = cfg
         self.sessions = sessions
-        self.layouts = tc.LayoutCache(InferenceRequest.KIND, "inputs", REQUEST_KEYS)
+        self.layouts = LayoutCache(InferenceRequest.KIND, "inputs", REQUEST_KEYS)
 
     async def work(self, rec: Record, rid: str) -> Work:
         """The checked request; raises the AiaasError its error reply should carry."""

@@ -11,6 +11,7 @@ from schemas.errors import InvalidMessage
 from schemas.inference import Datatype, InferenceRequest, InferenceResponse, Tensor
 from streams import tensorcodec as tc
 from streams.client import encode_request
+from streams.layoutcache import LayoutCache, _cut_id
 
 ARRAYS = {
     "f32": np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
@@ -123,7 +124,7 @@ def test_bool_bytes_must_be_0_or_1_and_nan_needs_binary() -> None:
 def test_templates_and_layout_cache_match_the_generic_codec() -> None:
     x = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([[7]], dtype=np.int64)}
     templates = tc.BodyTemplates("inference_request", "inputs")
-    cache = tc.LayoutCache("inference_request", "inputs", frozenset({"v", "id", "inputs"}))
+    cache = LayoutCache("inference_request", "inputs", frozenset({"v", "id", "inputs"}))
     for rid in ("r-1", "r-2", 'q"uote', "ünï"):
         enc = templates.encode(rid, x)
         generic = tc.encode_body("inference_request", {"id": rid}, "inputs", x, binary=True)
@@ -145,4 +146,4 @@ def test_templates_and_layout_cache_match_the_generic_codec() -> None:
     b'{"v":1,"inputs":[{"id":"x"}],"id":"r"}',
 ])
 def test_layout_cache_ignores_ids_that_are_not_top_level(head: bytes) -> None:
-    assert tc._cut_id(head) is None
+    assert _cut_id(head) is None
