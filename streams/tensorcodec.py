@@ -41,7 +41,7 @@ from streams.tensorarrays import (
 __all__ = [  # the array half lives in streams.tensorarrays; these names stay importable from here
     "BINARY", "BINARY_SIZE", "HEADER_LENGTH", "JSON", "BodyTemplates", "Decoded", "Encoded",
     "datatype_of", "decode", "encode", "encode_body", "from_numpy", "is_binary",
-    "json_string", "numpy_dtype", "peek_kind", "split_value", "to_numpy",
+    "json_string", "numpy_dtype", "peek_kind", "split_value", "to_numpy", "wire_ready",
 ]
 
 JSON = "application/json"
@@ -188,6 +188,16 @@ class BodyTemplates:
     def encode(self, request_id: str, tensors: Mapping[str, np.ndarray],
                extra: Mapping[str, Any] | None = None) -> Encoded:
         """Binary body ``{"v":1, **extra, "id": request_id, field: tensors}`` (``extra``: hashable values)."""
+        cut = self.cut(tensors, extra)
+        head = cut[0] + json_string(request_id) + cut[1]
+        # native little-endian fixed-size arrays are already in wire form: tobytes() is the copy
+        raws = [a.tobytes() if a.dtype in BY_DTYPE and _LITTLE else raw_bytes(a, datatype_of(a))
+                for a in tensors.values()]
+        return Encoded(b"".join([head, *raws]), {"content-type": BINARY, HEADER_LENGTH: str(len(head))})
+
+    def cut(self, tensors: Mapping[str, np.ndarray],
+            extra: Mapping[str, Any] | None = None) -> tuple[bytes, bytes]:
+        """The JSON part of a body for this layout, before and after its id (a JSON string)."""
         key = (tuple([(n, a.dtype, a.shape) for n, a in tensors.items()]),
                tuple(extra.items()) if extra else ())
         cut = self._cuts.get(key)
@@ -199,8 +209,10 @@ class BodyTemplates:
             if len(self._cuts) >= self.max_layouts:
                 self._cuts.clear()
             cut = self._cuts[key] = (before, after)
-        head = cut[0] + json_string(request_id) + cut[1]
-        # native little-endian fixed-size arrays are already in wire form: tobytes() is the copy
-        raws = [a.tobytes() if a.dtype in BY_DTYPE and _LITTLE else raw_bytes(a, datatype_of(a))
-                for a in tensors.values()]
-        return Encoded(b"".join([head, *raws]), {"content-type": BINARY, HEADER_LENGTH: str(len(head))})
+        return cut
+
+
+def wire_ready(tensors: Mapping[str, np.ndarray]) -> bool:
+    """The arrays' bytes are already their binary wire form (native little-endian, fixed size)."""
+    return _LITTLE and all(a.dtype in BY_DTYPE for a in tensors.values())
+

@@ -70,9 +70,7 @@ class BinaryResponses:
         self, version: int, request_id: str, response_id: str | None, outputs: Mapping[str, np.ndarray],
         request_headers: Mapping[str, str],
     ) -> tuple[bytes, ReplyHeaders]:
-        extra = self._extra.get(version)
-        if extra is None:
-            extra = self._extra[version] = {"model_name": self.model, "model_version": str(version)}
+        extra = self._extra_of(version)
         mv = extra["model_version"]
         enc = self._templates.encode(response_id or request_id, outputs, extra)
         hdrs = {h.CORRELATION_ID: request_id, "content-type": tc.BINARY,
@@ -80,6 +78,16 @@ class BinaryResponses:
         if h.TENANT in request_headers or h.TRACEPARENT in request_headers:
             hdrs.update(passed_on(request_headers))
         return enc.value, hdrs
+
+    def cut(self, version: int, outputs: Mapping[str, np.ndarray]) -> tuple[bytes, bytes] | None:
+        """The reply JSON around the id for outputs of this layout (None: arrays that need converting)."""
+        return self._templates.cut(outputs, self._extra_of(version)) if tc.wire_ready(outputs) else None
+
+    def _extra_of(self, version: int) -> dict[str, str]:
+        extra = self._extra.get(version)
+        if extra is None:
+            extra = self._extra[version] = {"model_name": self.model, "model_version": str(version)}
+        return extra
 
 
 def error(

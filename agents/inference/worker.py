@@ -235,14 +235,7 @@ class InferenceWorker(Service):
             self._m_compute.observe(time.perf_counter() - started)
             self._m_batch.observe(len(live))
             self.stats["batches"] += 1
-            ok = 0
-            for w, res in zip(live, results, strict=True):
-                if isinstance(res, AiaasError):
-                    await self.replier.fail(w.record, w.request_id, res, sent)
-                else:
-                    await self.replier.reply(w, res, sent)
-                    ok += 1
-            self._count_ok(live[0], ok)
+            self._count_ok(live[0], await self.replier.reply_group(live, results, sent))
         await sent.flush()
         assert self._commits is not None
         self._commits.add(records, sent.sent)

@@ -1,0 +1,79 @@
+"""Replies of a compute group without a broker: the one-loop path for batched binary replies gives
+the same records as the reply-by-reply path, and falls back to it where it does not apply."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from agents.inference import replies
+from agents.inference.batcher import Work
+from agents.inference.outbox import Outbox
+from agents.inference.replier import Replier
+from schemas.errors import AiaasError, ErrorCode
+from streams import headers as h
+from streams.record import Record
+from streams.replywire import REPLY_BATCH, unpack_batch
+
+
+class Model:
+    """The part of a loaded version that replies read."""
+
+    version = 3
+
+
+def work(rid: str, rows: int, **headers: str) -> Work:
+    hd = {h.REPLY_TO: "rep", REPLY_BATCH: "1", **headers}
+    return Work(Record("t", 0, 0, rid.encode(), b"", hd), rid, "rep", True, {}, Model(),  # type: ignore[arg-type]
+                rows, None, f"body-{rid}")
+
+
+class Letters:
+    """Dead letters, kept."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes | None, str]] = []
+
+    async def send(self, record: Record, error: AiaasError) -> None:
+        self.sent.append((record.key, error.reason))
+
+
+class Sends:
+    """Outbox's send: keeps the records instead of producing them."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, list[tuple[str, bytes]]]] = []
+
+    async def __call__(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]],
+                       partition: int | None = None) -> asyncio.Future[Any]:
+        self.records.append((topic, value, headers))
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+
+async def test_group_replies_equal_one_by_one_replies() -> None:
+    sends = Sends()
+    letters = Letters()
+    replier = Replier("m", None, "results", letters, Counter())  # type: ignore[arg-type]
+    replier._reply_topics["rep"] = 0
+    rng = np.random.default_rng(0)
+    works = [work("a", 1), work("b", 2), work("c", 1, tenant="acme"), work("d", 1)]
+    results: list[Any] = [{"logits": rng.normal(size=(w.rows or 1, 3)).astype(np.float32)} for w in works]
+    results[3] = AiaasError("boom", code=ErrorCode.BAD_REQUEST)
+    sent = Outbox(sends, 1 << 20)
+    assert await replier.reply_group(works, results, sent) == 3
+    await sent.flush()
+    [(topic, value, headers)] = sends.records
+    got = {r.request_id: r for r in unpack_batch(value, {k: v.decode() for k, v in headers})}
+    assert topic == "rep" and sorted(got) == ["a", "b", "c", "d"]
+    encoder = replies.BinaryResponses("m")
+    for w, res in zip(works[:3], results[:3], strict=True):
+        want_value, want_headers = encoder.encode(3, w.request_id, w.response_id, res, w.record.headers)
+        assert got[w.request_id].value == want_value and got[w.request_id].headers == want_headers
+        np.testing.assert_array_equal(got[w.request_id].result().outputs["logits"], res["logits"])
+    assert got["c"].headers[h.TENANT] == "acme"  # the reply-by-reply path passed the tenant on
+    assert got["d"].headers["status-code"] == "400" and letters.sent == [(b"d", "boom")]
