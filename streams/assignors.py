@@ -7,8 +7,10 @@ largest-remainder method (ties go to the larger weight, then the lower member id
 each member gets a contiguous run of partitions. Weight 0 makes a standby member with no partitions
 (unless every member has weight 0, then all count as 1).
 
-Use it with aiokafka: ``AIOKafkaConsumer(..., partition_assignment_strategy=(WeightedAssignor(3),
-RoundRobinPartitionAssignor))`` — every member of a group must list ``weighted`` for it to be chosen.
+Use it with aiokafka: ``AIOKafkaConsumer(..., partition_assignment_strategy=(WeightedAssignor(3),))``.
+List it alone: aiokafka 0.14 sends one JoinGroup per listed strategy (its ``perform_group_join``
+loops over the assignors around the send), and the second JoinGroup, whose protocol list differs,
+restarts the rebalance; two members doing so can keep failing each other's SyncGroup for minutes.
 """
 
 from __future__ import annotations

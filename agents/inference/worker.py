@@ -23,7 +23,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from aiokafka import ConsumerRebalanceListener
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.structs import TopicPartition
 
 from agents.inference import batcher
@@ -117,7 +116,9 @@ class InferenceWorker(Service):
         group = self.cfg.group_id or group_id(self.settings, model)
         self._consumer = Consumer(
             self.settings, [], group, dead_letters=self.dead_letters,
-            partition_assignment_strategy=(WeightedAssignor(weight), RoundRobinPartitionAssignor),
+            # one strategy only: aiokafka 0.14 sends a JoinGroup per listed strategy, and the second
+            # one (its protocol list changed) restarts the rebalance, which can livelock two members
+            partition_assignment_strategy=(WeightedAssignor(weight),),
             fetch_min_bytes=self.cfg.fetch_min_bytes,
             fetch_max_wait_ms=self.cfg.fetch_max_wait_ms or self.settings.fetch_max_wait_ms,
         )
