@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sys
@@ -12,24 +11,19 @@ import pytest
 
 from streams.settings import Settings
 from tests.infra import ROOT
+from tests.subprocs import run_to_end
 
 pytestmark = pytest.mark.timeout(600)
 
 
 async def test_demo_trains_serves_and_answers_every_caller(settings: Settings, tmp_path: Path) -> None:
     env = {**os.environ, "AIAAS_TOPIC_PREFIX": settings.topic_prefix, "PYTHONPATH": str(ROOT)}
-    proc = await asyncio.create_subprocess_exec(
+    code, out, _ = await run_to_end(
         sys.executable, "-m", "aiaas_cli.main", "demo", "--out", str(tmp_path / "out"),
-        cwd=str(ROOT), env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        cwd=str(ROOT), env=env, merge_stderr=True, timeout_s=540,
     )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), 540)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
     text = out.decode(errors="replace")
-    assert proc.returncode == 0, text[-4000:]
+    assert code == 0, text[-4000:]
     result = json.loads(text.strip().splitlines()[-1])
     assert result["errors"] == 0 and result["failure"] is None
     assert result["served_accuracy"] >= 0.95

@@ -28,6 +28,7 @@ from streams.producer import Producer
 from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
+from tests.subprocs import run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / ".run" / "screenshots"
@@ -92,16 +93,8 @@ async def _seed(settings: Settings, admin: Admin, job: str, model: str) -> None:
 
 async def _chromium_run(*args: str, tmp: Path) -> str:
     profile = tmp / f"profile-{uuid.uuid4().hex[:6]}"
-    proc = await asyncio.create_subprocess_exec(
-        _chromium(), *FLAGS, f"--user-data-dir={profile}", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(), 120)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    assert proc.returncode == 0, err.decode()[-2000:]
+    code, out, err = await run_to_end(_chromium(), *FLAGS, f"--user-data-dir={profile}", *args, timeout_s=120)
+    assert code == 0, err.decode()[-2000:]
     return out.decode()
 
 
