@@ -55,8 +55,8 @@ class Replier:
         """The replies (or error replies) of one onnxruntime call; returns how many succeeded.
 
         The common case, binary replies gathered into a batched reply record, is built here in one
-        loop: the JSON around the id is looked up once per row count, not once per reply."""
-        cuts: dict[int, tuple[bytes, bytes] | None] = {}
+        loop: the JSON around the id is looked up once per output shapes, not once per reply."""
+        cuts: dict[tuple[Any, ...], tuple[bytes, bytes] | None] = {}
         ok = 0
         for w, res in zip(works, results, strict=True):
             if isinstance(res, AiaasError):
@@ -64,12 +64,13 @@ class Replier:
                 continue
             ok += 1
             partition = self._gatherable(w)
-            if partition is _UNKNOWN or w.rows is None:
+            if partition is _UNKNOWN:
                 await self.reply(w, res, sent)
                 continue
-            if w.rows not in cuts:
-                cuts[w.rows] = self._binary.cut(w.model.version, res)
-            cut = cuts[w.rows]
+            shapes = tuple([a.shape for a in res.values()])  # names and dtypes are the model's
+            if shapes not in cuts:
+                cuts[shapes] = self._binary.cut(w.model.version, res)
+            cut = cuts[shapes]
             if cut is None:
                 await self.reply(w, res, sent)
                 continue

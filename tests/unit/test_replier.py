@@ -61,17 +61,18 @@ async def test_group_replies_equal_one_by_one_replies() -> None:
     replier = Replier("m", None, "results", letters, Counter())  # type: ignore[arg-type]
     replier._reply_topics["rep"] = 0
     rng = np.random.default_rng(0)
-    works = [work("a", 1), work("b", 2), work("c", 1, tenant="acme"), work("d", 1)]
+    works = [work("a", 1), work("b", 2), work("c", 1, tenant="acme"), work("d", 1), work("e", 1)]
     results: list[Any] = [{"logits": rng.normal(size=(w.rows or 1, 3)).astype(np.float32)} for w in works]
+    results[4] = {"logits": rng.normal(size=(1, 5)).astype(np.float32)}  # run alone: its own shape
     results[3] = AiaasError("boom", code=ErrorCode.BAD_REQUEST)
     sent = Outbox(sends, 1 << 20)
-    assert await replier.reply_group(works, results, sent) == 3
+    assert await replier.reply_group(works, results, sent) == 4
     await sent.flush()
     [(topic, value, headers)] = sends.records
     got = {r.request_id: r for r in unpack_batch(value, {k: v.decode() for k, v in headers})}
-    assert topic == "rep" and sorted(got) == ["a", "b", "c", "d"]
+    assert topic == "rep" and sorted(got) == ["a", "b", "c", "d", "e"]
     encoder = replies.BinaryResponses("m")
-    for w, res in zip(works[:3], results[:3], strict=True):
+    for w, res in [*zip(works[:3], results[:3], strict=True), (works[4], results[4])]:
         want_value, want_headers = encoder.encode(3, w.request_id, w.response_id, res, w.record.headers)
         assert got[w.request_id].value == want_value and got[w.request_id].headers == want_headers
         np.testing.assert_array_equal(got[w.request_id].result().outputs["logits"], res["logits"])
