@@ -7,16 +7,16 @@ Per model, under ``models.<name>``: raw_ort_per_s, echo_per_s, kafka_per_s (bina
 kafka_json_per_s, ratio_kafka_vs_limit = kafka_per_s / min(raw_ort_per_s, echo_per_s),
 per_request_per_s (same workers with batching off and a client that sends one record per request:
 one request per poll, per onnxruntime call and per reply, as a one-request-per-call server does),
-speedup_vs_per_request, ratio_kafka_vs_raw_ort (kafka_per_s / raw_ort_per_s: the Kafka path packs
-requests into request batch records, see streams.batchwire, while the echo moves one record per
-request, so the compute limit is the stricter bound), and p50/p99 latency in
-ms at 50 requests/s. Everything runs side by side in one run on this machine (broker included):
-raw onnxruntime, echo and Kafka rounds alternate and the best round of each counts, so load from
-other processes hits all sides alike. The echo's producers, like the inference client's and
-workers', send uncompressed records (float tensors do not compress; lz4 only cost CPU), so both
-sides of the ratio move the same bytes the same way. ``cpu_us_per_request`` says where the CPU
-time of the Kafka path goes: the client process, the worker processes, and the broker when it runs
-on this machine (it is shared: other traffic on it counts too).
+speedup_vs_per_request, ratio_kafka_vs_raw_ort (kafka_per_s / raw_ort_per_s, given as well because
+the Kafka path packs requests into request batch records, see streams.batchwire, while the echo
+moves one record per request), and p50/p99 latency in ms at 50 requests/s. Everything runs side by
+side in one run on this machine (broker included): raw onnxruntime, echo and Kafka rounds alternate
+and the best round of each counts, so load from other processes hits all sides alike. The echo
+(``benchmarks.inference_echo``) sends uncompressed records like the inference client and workers
+(float tensors do not compress; lz4 only cost CPU), so both sides move the same bytes the same way.
+``cpu_us_per_request`` says where the CPU time of the Kafka path goes: the client process, the
+worker processes, and the broker when it runs on this machine (it is shared: other traffic on it
+counts too).
 Models: ``mlp-large`` (784-2048-2048-10 FP32, random weights) and ``digits`` (64-128-10, trained on
 scikit-learn's digits through the training area's torch -> ONNX export, or agents.inference.examples
 when torch is missing).
@@ -29,7 +29,6 @@ import asyncio
 import os
 import sys
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -38,6 +37,7 @@ import numpy as np
 from agents.inference import examples
 from agents.inference.testing import spawn_workers, until_processes_balanced
 from benchmarks.common import emit, fresh_prefix, machine, percentile
+from benchmarks.inference_echo import EchoProcess, echo_client
 from streams.admin import ensure, wait_for_broker
 from streams.client import InferenceClient, InferResult, encode_request
 from streams.registry import Registry
@@ -110,82 +110,6 @@ class RawOrt:
         rates = {bs: self.rate(bs, seconds) for bs in (1, 8, 32, 128, 512)}
         self.best_batch = max(rates, key=lambda bs: rates[bs])
         return rates[self.best_batch]
-
-
-# ---------------------------------------------------------------------------------- transport limit
-
-
-async def echo_server(settings: Settings, topic: str) -> None:
-    """Bare aiokafka: consume requests, produce the same bytes to their reply-to, commit after acks."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
-    cons = AIOKafkaConsumer(topic, **settings.consumer_kwargs("echo"))
-    prod = AIOKafkaProducer(**settings.producer_kwargs(linger_ms=1, compression_type=None))
-    await cons.start()
-    await prod.start()
-    print("assigned 8 partitions", file=sys.stderr, flush=True)  # readiness line, like a worker
-    try:
-        while True:
-            batch = await cons.getmany(timeout_ms=100, max_records=500)
-            futs = []
-            for recs in batch.values():
-                for r in recs:
-                    hd = dict(r.headers)
-                    futs.append(await prod.send(hd["reply-to"].decode(), r.value, key=r.key,
-                                                headers=[("correlation-id", hd["correlation-id"])]))
-            if futs:
-                await asyncio.gather(*futs)
-                await cons.commit()
-    finally:
-        await cons.stop()
-        await prod.stop()
-
-
-async def echo_client(settings: Settings, topic: str, payload: bytes, n: int, window: int) -> float:
-    """Requests/s through the echo with the same window as our client: bare aiokafka both ways."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-    from aiokafka.structs import TopicPartition
-
-    reply = Topics(settings).replies(f"echo-{uuid.uuid4().hex[:6]}")
-    await ensure(settings, [reply])
-    prod = AIOKafkaProducer(**settings.producer_kwargs(linger_ms=1, compression_type=None))
-    cons = AIOKafkaConsumer(**settings.consumer_kwargs(None, auto_offset_reset="latest", fetch_max_wait_ms=5))
-    await prod.start()
-    await cons.start()
-    tp = TopicPartition(reply.name, 0)
-    cons.assign([tp])
-    await cons.seek_to_end(tp)
-    await cons.position(tp)
-    room = asyncio.Semaphore(window)
-    pending: set[bytes] = set()
-    done = asyncio.Event()
-
-    async def read() -> None:
-        got = 0
-        while got < n:
-            for recs in (await cons.getmany(timeout_ms=100, max_records=5000)).values():
-                for r in recs:
-                    cid = dict(r.headers)["correlation-id"]
-                    if cid in pending:
-                        pending.discard(cid)
-                        room.release()
-                        got += 1
-        done.set()
-
-    reader = asyncio.create_task(read())
-    start = time.perf_counter()
-    for i in range(n):
-        await room.acquire()
-        cid = f"e{i}".encode()
-        pending.add(cid)
-        await prod.send(topic, payload, key=cid, headers=[("correlation-id", cid),
-                                                          ("reply-to", reply.name.encode())])
-    await done.wait()
-    rate = n / (time.perf_counter() - start)
-    await reader
-    await prod.stop()
-    await cons.stop()
-    return rate
 
 
 # ---------------------------------------------------------------------------------- through Kafka
@@ -350,32 +274,6 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class EchoProcess:
-    """The bare echo server in its own process (like the workers)."""
-
-    def __init__(self, settings: Settings, topic: str) -> None:
-        self.settings, self.topic = settings, topic
-        self.args: tuple[str, ...] = ("-m", "benchmarks.inference", "--echo-server", topic)
-
-    async def __aenter__(self) -> None:
-        env = {**os.environ, "AIAAS_TOPIC_PREFIX": self.settings.topic_prefix}
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, *self.args,
-            env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert self.proc.stderr is not None
-        async with asyncio.timeout(120):
-            async for line in self.proc.stderr:
-                if b"assigned" in line:
-                    break
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-        await self.proc.wait()
-
-
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     result: dict[str, Any] = {"benchmark": "inference", "quick": args.quick, "machine": machine(),
                               "workers": args.workers, "window": args.window, "models": {}}
@@ -394,11 +292,7 @@ def cli() -> None:
     p.add_argument("--models", default="mlp-large,digits")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--window", type=int, default=512, help="requests in flight (pipelined client)")
-    p.add_argument("--echo-server", metavar="TOPIC", help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.echo_server:
-        run(echo_server(Settings(), args.echo_server))
-        return
     emit(run(main(args)))
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import emit, fresh_prefix, machine
-from benchmarks.inference import EchoProcess, echo_client
+from benchmarks.inference_echo import EchoProcess, echo_client
 from streams.admin import ensure, wait_for_broker
 from streams.client import encode_request
 from streams.runtime import run
