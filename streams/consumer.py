@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from schemas.errors import AiaasError, ErrorCode
@@ -64,7 +65,7 @@ class Consumer(Service):
         if self._consumer is not None:
             try:
                 if self.group_id is not None:
-                    await self.commit()
+                    await self.commit_quietly()
             finally:
                 await self._consumer.stop()
                 self._consumer = None
@@ -114,6 +115,18 @@ class Consumer(Service):
         self._done = {tp: o for tp, o in self._done.items() if tp in assigned}
         if offsets:
             await self.raw.commit(offsets)
+
+    async def commit_quietly(self) -> bool:
+        """``commit``, except that a commit the group refuses because it rebalanced meanwhile is
+        logged, not raised: those partitions' new owner re-reads from the last committed offsets
+        (at-least-once), and offsets still ours stay marked for the next commit."""
+        try:
+            await self.commit()
+        except CommitFailedError as exc:
+            log.warning("commit for group %s refused (the group rebalanced): %s", self.group_id,
+                        str(exc).splitlines()[0])
+            return False
+        return True
 
     async def reject(self, record: Record, error: AiaasError) -> None:
         """Dead-letter one record (or log it when no DLQ is configured) and mark it done."""

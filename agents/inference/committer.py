@@ -1,7 +1,9 @@
 """Offsets commit after the replies: each poll's records are marked done once every reply of the
 poll is acknowledged (in poll order), and committed at most every ``interval_s`` — a commit per poll
 cost the worker as much CPU as producing the poll's replies. A failed produce raises out of ``run``:
-the worker stops without committing, and the group re-serves those requests."""
+the worker stops without committing, and the group re-serves those requests. A commit the group
+refuses because it is rebalancing is logged and left to the next one (``commit_quietly``): the
+partitions that moved are re-served from their last commit, and a worker never dies of a rebalance."""
 
 from __future__ import annotations
 
@@ -38,7 +40,7 @@ class Committer:
                 async with asyncio.timeout(wait):
                     records, sent = await self._polls.get()
             except TimeoutError:  # idle with done work: commit it now
-                await self.consumer.commit()
+                await self.consumer.commit_quietly()
                 last, dirty = time.monotonic(), False
                 continue
             try:
@@ -47,7 +49,7 @@ class Committer:
                 self.consumer.mark_done(records)
                 dirty = True
                 if self._polls.empty() and time.monotonic() - last >= self.interval_s:
-                    await self.consumer.commit()
+                    await self.consumer.commit_quietly()
                     last, dirty = time.monotonic(), False
             finally:
                 self._polls.task_done()

@@ -156,7 +156,7 @@ class InferenceWorker(Service):
         if self._commits is not None and self._committer is not None and not self._committer.done():
             await self._commits.join()
         if self._consumer is not None and self._consumer._consumer is not None:
-            await self._consumer.commit()
+            await self._consumer.commit_quietly()
 
     # ------------------------------------------------------------------ the loop
 
