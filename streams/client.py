@@ -48,10 +48,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import uuid
-from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -63,6 +61,7 @@ from schemas.errors import AiaasError, ErrorCode, NotFound, Unavailable
 from streams import headers as h
 from streams.admin import ensure
 from streams.lifecycle import Service
+from streams.pipelined import Pipeline
 from streams.replywire import (
     BATCH,
     REPLY_BATCH,
@@ -76,7 +75,7 @@ from streams.replywire import (
 )
 from streams.settings import Settings
 from streams.tensorcodec import HEADER_LENGTH, Encoded
-from streams.tickbatches import Slots, TickBatches
+from streams.tickbatches import TickBatches
 from streams.topics import Topics
 from streams.waiting import Waiting
 
@@ -264,65 +263,16 @@ class InferenceClient(Service):
         self._ids += 1
         return f"{self._id_prefix}{self._ids:x}"
 
-    async def infer_many(
+    def infer_many(
         self, model: str, inputs: Iterable[Inputs] | AsyncIterable[Inputs], *, window: int = 256,
-        timeout: float | None = None,  # noqa: ASYNC109 - per request, also the deadline header
+        timeout: float | None = None,
         version: int | str | None = None, binary: bool = False, headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[tuple[int, InferResult | InferenceError]]:
-        """Keep up to ``window`` requests in flight; yield ``(index, result or error)`` as replies come."""
-        done: deque[tuple[int, InferResult | InferenceError]] = deque()
-        arrived = asyncio.Event()
-        room = Slots(window)
+        """Keep up to ``window`` requests in flight; yield ``(index, result or error)`` as replies come
+        (``streams.pipelined``)."""
         extra = _present({**(headers or {}), h.MODEL_VERSION: str(version) if version is not None else None})
-
-        def finish(i: int, fut: asyncio.Future[Reply]) -> None:
-            room.release()
-            arrived.set()
-            exc = fut.exception()
-            if exc is not None:
-                err = exc if isinstance(exc, InferenceError) else InferenceError(str(exc), code=_code(exc))
-                done.append((i, err))
-                return
-            try:
-                done.append((i, fut.result().result()))
-            except AiaasError as exc2:
-                done.append((i, exc2 if isinstance(exc2, InferenceError)
-                             else InferenceError(exc2.reason, code=exc2.code, **exc2.details)))
-
-        async def feed() -> int:
-            n = 0
-            topic, partitions = await self._route(model)
-            timeout_s = self.timeout_s if timeout is None else timeout
-            shared = self._shared_headers(extra)
-            async for item in _aiter(inputs):
-                await room.acquire()
-                rid = self.new_id()
-                enc = encode_request(item, request_id=rid, binary=binary)
-                if self.pack_requests > 1 and len(enc.value) <= self.pack_bytes // 2:
-                    fut = await self._submit_entry(topic, partitions, shared, enc, rid, timeout_s,
-                                                   extra.get(h.DEADLINE))
-                else:
-                    fut = await self.submit(model, enc.value, {**enc.headers, **extra}, request_id=rid,
-                                            timeout=timeout, batched=self.batch_replies)
-                fut.add_done_callback(functools.partial(finish, n))
-                n += 1
-            return n
-
-        feeder = asyncio.create_task(feed())
-        feeder.add_done_callback(lambda _: arrived.set())
-        yielded = 0
-        try:
-            while True:
-                while done:
-                    yielded += 1
-                    yield done.popleft()
-                if feeder.done() and yielded >= feeder.result():  # re-raises a feeding failure
-                    return
-                arrived.clear()
-                if not done and not (feeder.done() and yielded >= feeder.result()):
-                    await arrived.wait()
-        finally:
-            feeder.cancel()
+        pipeline = Pipeline(self, model, inputs, window=window, timeout=timeout, extra=extra, binary=binary)
+        return pipeline.results()
 
     # ------------------------------------------------------------------ internals
 
@@ -352,17 +302,3 @@ class InferenceClient(Service):
 
 def _present(values: Mapping[str, str | None]) -> dict[str, str]:
     return {k: v for k, v in values.items() if v is not None}
-
-
-def _code(exc: BaseException) -> ErrorCode:
-    return exc.code if isinstance(exc, AiaasError) else ErrorCode.INTERNAL
-
-
-async def _aiter(items: Iterable[Inputs] | AsyncIterable[Inputs]) -> AsyncIterator[Inputs]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
-
