@@ -41,7 +41,7 @@ from streams.tensorarrays import (
 __all__ = [  # the array half lives in streams.tensorarrays; these names stay importable from here
     "BINARY", "BINARY_SIZE", "HEADER_LENGTH", "JSON", "BodyTemplates", "Decoded", "Encoded",
     "datatype_of", "decode", "encode", "encode_body", "from_numpy", "is_binary",
-    "json_string", "numpy_dtype", "peek_kind", "split_value", "to_numpy", "wire_ready",
+    "json_string", "numpy_dtype", "peek_kind", "split_value", "to_numpy",
 ]
 
 JSON = "application/json"
@@ -188,7 +188,11 @@ class BodyTemplates:
     def encode(self, request_id: str, tensors: Mapping[str, np.ndarray],
                extra: Mapping[str, Any] | None = None) -> Encoded:
         """Binary body ``{"v":1, **extra, "id": request_id, field: tensors}`` (``extra``: hashable values)."""
-        cut = self.cut(tensors, extra)
+        return self.fill(self.cut(tensors, extra), request_id, tensors)
+
+    @staticmethod
+    def fill(cut: tuple[bytes, bytes], request_id: str, tensors: Mapping[str, np.ndarray]) -> Encoded:
+        """The body for ``cut`` (``cut()`` of this layout) with ``request_id`` and the tensors' bytes."""
         head = cut[0] + json_string(request_id) + cut[1]
         # native little-endian fixed-size arrays are already in wire form: tobytes() is the copy
         raws = [a.tobytes() if a.dtype in BY_DTYPE and _LITTLE else raw_bytes(a, datatype_of(a))
@@ -211,8 +215,4 @@ class BodyTemplates:
             cut = self._cuts[key] = (before, after)
         return cut
 
-
-def wire_ready(tensors: Mapping[str, np.ndarray]) -> bool:
-    """The arrays' bytes are already their binary wire form (native little-endian, fixed size)."""
-    return _LITTLE and all(a.dtype in BY_DTYPE for a in tensors.values())
 

@@ -20,15 +20,13 @@ from agents.inference.outbox import Outbox, ReplyHeaders
 from schemas.errors import AiaasError, DeadlineExceeded, NotFound
 from streams import headers as h
 from streams import metrics as m
-from streams import tensorcodec as tc
 from streams.client import partition_count
 from streams.dlq import DeadLetters
 from streams.producer import Producer
 from streams.record import Record
-from streams.replywire import REPLY_BATCH, STATUS
+from streams.replywire import REPLY_BATCH
 
 Sent = asyncio.Future[RecordMetadata]
-_UNKNOWN: Any = object()  # a reply topic whose partitions are not looked up yet
 
 
 class Replier:
@@ -39,11 +37,12 @@ class Replier:
         self._binary = replies.BinaryResponses(model)
         self._reply_topics: dict[str, int | None] = {}  # reply topic -> fixed partition (1-partition topics)
 
-    async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
-        """The successful reply, in the request's encoding."""
+    async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox,
+                    cut: tuple[bytes, bytes] | None = None) -> None:
+        """The successful reply, in the request's encoding (``cut``: see ``BinaryResponses.encode``)."""
         if w.binary:
             value, headers = self._binary.encode(w.model.version, w.request_id, w.response_id, outputs,
-                                                 w.record.headers)
+                                                 w.record.headers, cut)
         else:
             value, headers = replies.response(
                 self.model, w.model.version, w.request_id, w.response_id, outputs,
@@ -52,46 +51,23 @@ class Replier:
         await self.send(w.record, w.request_id, w.reply_to, value, headers, sent)
 
     async def reply_group(self, works: Sequence[Work], results: Sequence[Result], sent: Outbox) -> int:
-        """The replies (or error replies) of one onnxruntime call; returns how many succeeded.
-
-        The common case, binary replies gathered into a batched reply record, is built here in one
-        loop: the JSON around the id is looked up once per output shapes, not once per reply."""
-        cuts: dict[tuple[Any, ...], tuple[bytes, bytes] | None] = {}
+        """The replies (or error replies) of one onnxruntime call; returns how many succeeded. The JSON
+        around a binary reply's id is looked up once per output layout, not once per reply."""
+        cuts: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
         ok = 0
         for w, res in zip(works, results, strict=True):
             if isinstance(res, AiaasError):
                 await self.fail(w.record, w.request_id, res, sent)
                 continue
             ok += 1
-            partition = self._gatherable(w)
-            if partition is _UNKNOWN:
-                await self.reply(w, res, sent)
-                continue
-            shapes = tuple([a.shape for a in res.values()])  # names and dtypes are the model's
-            if shapes not in cuts:
-                cuts[shapes] = self._binary.cut(w.model.version, res)
-            cut = cuts[shapes]
-            if cut is None:
-                await self.reply(w, res, sent)
-                continue
-            head = cut[0] + tc.json_string(w.response_id or w.request_id) + cut[1]
-            value = b"".join([head, *[a.tobytes() for a in res.values()]])
-            headers = {h.CORRELATION_ID: w.request_id, "content-type": tc.BINARY,
-                       tc.HEADER_LENGTH: str(len(head)), STATUS: "200", h.MODEL_VERSION: str(w.model.version)}
-            if sent.fits(value):
-                await sent.add(w.reply_to, partition, headers, value)  # type: ignore[arg-type]
-            else:
-                await self.send(w.record, w.request_id, w.reply_to, value, headers, sent)
+            cut = None
+            if w.binary:  # one version per group: names and shapes fix the layout (dtypes are the model's)
+                layout = tuple([(n, a.shape) for n, a in res.items()])
+                if layout not in cuts:
+                    cuts[layout] = self._binary.cut(w.model.version, res)
+                cut = cuts[layout]
+            await self.reply(w, res, sent, cut)
         return ok
-
-    def _gatherable(self, w: Work) -> Any:
-        """The reply topic's partition when ``w``'s reply is a plain binary entry of a batched reply
-        record (all outputs, no tenant or trace headers to pass on); ``_UNKNOWN`` otherwise."""
-        hd = w.record.headers
-        if w.reply_to is None or not w.binary or w.outputs is not None or hd.get(REPLY_BATCH) != "1" \
-                or h.TENANT in hd or h.TRACEPARENT in hd:
-            return _UNKNOWN
-        return self._reply_topics.get(w.reply_to, _UNKNOWN)
 
     async def fail(self, rec: Record, rid: str, exc: AiaasError, sent: Outbox) -> None:
         """The error reply, and a dead letter (but for a deadline: the request was fine, only late)."""

@@ -68,20 +68,22 @@ class BinaryResponses:
 
     def encode(
         self, version: int, request_id: str, response_id: str | None, outputs: Mapping[str, np.ndarray],
-        request_headers: Mapping[str, str],
+        request_headers: Mapping[str, str], cut: tuple[bytes, bytes] | None = None,
     ) -> tuple[bytes, ReplyHeaders]:
+        """``cut``: this layout's ``cut()``, when the caller already has it (a batch of replies)."""
         extra = self._extra_of(version)
         mv = extra["model_version"]
-        enc = self._templates.encode(response_id or request_id, outputs, extra)
+        cut = cut or self._templates.cut(outputs, extra)
+        enc = self._templates.fill(cut, response_id or request_id, outputs)
         hdrs = {h.CORRELATION_ID: request_id, "content-type": tc.BINARY,
                 tc.HEADER_LENGTH: enc.headers[tc.HEADER_LENGTH], STATUS: "200", h.MODEL_VERSION: mv}
         if h.TENANT in request_headers or h.TRACEPARENT in request_headers:
             hdrs.update(passed_on(request_headers))
         return enc.value, hdrs
 
-    def cut(self, version: int, outputs: Mapping[str, np.ndarray]) -> tuple[bytes, bytes] | None:
-        """The reply JSON around the id for outputs of this layout (None: arrays that need converting)."""
-        return self._templates.cut(outputs, self._extra_of(version)) if tc.wire_ready(outputs) else None
+    def cut(self, version: int, outputs: Mapping[str, np.ndarray]) -> tuple[bytes, bytes]:
+        """The reply JSON around the id for outputs of this layout."""
+        return self._templates.cut(outputs, self._extra_of(version))
 
     def _extra_of(self, version: int) -> dict[str, str]:
         extra = self._extra.get(version)

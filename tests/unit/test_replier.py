@@ -1,5 +1,5 @@
-"""Replies of a compute group without a broker: the one-loop path for batched binary replies gives
-the same records as the reply-by-reply path, and falls back to it where it does not apply."""
+"""Replies of a compute group without a broker: with the JSON around the id looked up once per output
+layout, they are the same records as reply by reply (tenant passed on, errors dead-lettered)."""
 
 from __future__ import annotations
 
