@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 from streams import batchwire
 
 Failed = Callable[[list[str], BaseException], None]
+PackKey = tuple[str, int, tuple[tuple[str, bytes], ...]]  # topic, its partitions, shared record headers
 
 
 class _Open:
@@ -52,7 +53,7 @@ class TickBatches:
         self.producer = producer
         self.failed = failed  # called with the request ids of a batch that was not delivered
         self.pack_max, self.pack_bytes = pack_max, pack_bytes
-        self._packs: dict[tuple[str, int, tuple[tuple[str, bytes], ...]], _Pack] = {}
+        self._packs: dict[PackKey, _Pack] = {}
         self._open: dict[str, _Open] = {}
         self._full: list[tuple[str, _Open]] = []
         self._next = 0
@@ -84,13 +85,12 @@ class TickBatches:
         if len(pack.rids) >= self.pack_max or pack.bytes >= self.pack_bytes:
             self._seal(key)
 
-    def _seal(self, key: tuple[str, int, tuple[tuple[str, bytes], ...]]) -> None:
+    def _seal(self, key: PackKey) -> None:
         """One request batch record for a pack, alone in a record batch for the next partition."""
         pack = self._packs.pop(key)
         topic, partitions, shared = key
         value, kind = batchwire.pack(pack.entries, batchwire.REQUESTS)
-        self._next += 1
-        batch = _Open(self.producer.create_batch(), self._next % partitions)
+        batch = self._fresh(partitions)
         if batch.builder.append(timestamp=None, key=pack.rids[0].encode(), value=value,
                                 headers=[*shared, *kind]) is None:
             self.failed(pack.rids, ValueError("request batch record larger than the producer's batch size"))
@@ -112,9 +112,13 @@ class TickBatches:
 
     def _start(self, topic: str, partitions: int) -> _Open:
         self._schedule()
-        self._next += 1
-        batch = self._open[topic] = _Open(self.producer.create_batch(), self._next % partitions)
+        batch = self._open[topic] = self._fresh(partitions)
         return batch
+
+    def _fresh(self, partitions: int) -> _Open:
+        """An empty record batch for the next partition (round-robin)."""
+        self._next += 1
+        return _Open(self.producer.create_batch(), self._next % partitions)
 
     async def _flush(self) -> None:
         for key in list(self._packs):
