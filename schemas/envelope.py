@@ -71,5 +71,14 @@ def _dumps(obj: Any) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def _loads(value: bytes | str) -> Any:
-    return json.loads(value)
+def json_loads(value: bytes | str) -> Any:
+    """``json.loads`` for untrusted bytes: JSON nested too deep for the parser's recursion (e.g.
+    ``[[[[...``) raises ValueError like any other bad JSON, not RecursionError (which would escape
+    the callers' ``except ValueError`` and stop a consumer's loop)."""
+    try:
+        return json.loads(value)
+    except RecursionError:
+        raise ValueError("JSON nested too deep") from None
+
+
+_loads = json_loads

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 
+from schemas.envelope import json_loads
 from schemas.errors import InvalidMessage
 from streams import headers as h
 
@@ -52,11 +53,12 @@ def unpack(value: bytes | None, headers: Mapping[str, str]) -> list[Entry]:
     if value is None:
         raise InvalidMessage(f"{what} has no value")
     raw_len = headers.get(LENGTH, "")
-    if not (raw_len.isascii() and raw_len.isdigit()) or not 0 < int(raw_len) <= len(value):
-        raise InvalidMessage(f"{what} needs a valid {LENGTH} header", got=raw_len)
-    head = value[: int(raw_len)]
+    n_head = h.count(raw_len)
+    if n_head is None or not 0 < n_head <= len(value):
+        raise InvalidMessage(f"{what} needs a valid {LENGTH} header", got=raw_len[:40])
+    head = value[:n_head]
     try:
-        index = json.loads(head)
+        index = json_loads(head)
     except ValueError as exc:
         raise InvalidMessage(f"{what} index is not JSON", detail=str(exc)) from exc
     if not isinstance(index, list):

@@ -30,6 +30,15 @@ def decode(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:
     return {k: v.decode("utf-8", "replace") for k, v in (headers or ())}
 
 
+def count(raw: str | None) -> int | None:
+    """A header holding a non-negative count (a length, a status code), or None when it does not:
+    ASCII digits only (``str.isdigit`` accepts ``"²"``) and at most 18 of them (``int()`` refuses
+    over 4300)."""
+    if raw is None or not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        return None
+    return int(raw)
+
+
 def deadline_ms(timeout_s: float) -> int:
     return int((time.time() + timeout_s) * 1000)
 

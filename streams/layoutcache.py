@@ -9,15 +9,16 @@ parsing. Anything it cannot vouch for returns None: the caller then uses the val
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from schemas.envelope import json_loads
 from schemas.errors import InvalidMessage
 from schemas.inference import Datatype
+from streams import headers as h
 from streams.tensorarrays import BINARY_SIZE, DATATYPE_NAMES, FIXED
 from streams.tensorcodec import HEADER_LENGTH, Decoded, is_binary, split_value
 
@@ -31,7 +32,7 @@ def decode_fast(value: bytes | None, headers: Mapping[str, str], kind: str, fiel
         return None
     try:
         head, tail = split_value(value, headers)
-        body = json.loads(head)
+        body = json_loads(head)
         if not isinstance(body, dict) or body.pop("kind", kind) != kind or body.get("v", 1) != 1 \
                 or not body.keys() <= allowed:
             return None
@@ -79,8 +80,7 @@ class LayoutCache:
     def decode(self, value: bytes | None, headers: Mapping[str, str]) -> Decoded | None:
         if value is None or not is_binary(headers):
             return None
-        raw_len = headers.get(HEADER_LENGTH)
-        n = int(raw_len) if raw_len is not None and raw_len.isascii() and raw_len.isdigit() else 0
+        n = h.count(headers.get(HEADER_LENGTH)) or 0
         if not 0 < n <= len(value):
             return None
         cut = _cut_id(value[:n])

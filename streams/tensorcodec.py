@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from schemas.envelope import Envelope
+from schemas.envelope import Envelope, json_loads
 from schemas.errors import InvalidMessage
 from schemas.inference import Tensor
 from streams.tensorarrays import (
@@ -121,7 +121,7 @@ def decode(value: bytes | None, headers: Mapping[str, str], cls: type[E],
 def peek_kind(head: bytes) -> str | None:
     """The ``kind`` of a JSON message without validating it (replies: response or error)."""
     try:
-        obj = json.loads(head)
+        obj = json_loads(head)
     except ValueError:
         return None
     return obj.get("kind") if isinstance(obj, dict) else None

@@ -49,7 +49,7 @@ class BodyTooLarge(Exception):
 async def read_body(scope: Scope, receive: Receive, send: Send, max_bytes: int) -> bytes:
     """The whole request body, or BodyTooLarge after answering 413 (Content-Length or counted)."""
     for name, value in scope["headers"]:
-        if name == b"content-length" and (not value.isdigit() or int(value) > max_bytes):
+        if name == b"content-length" and (not value.isdigit() or len(value) > 18 or int(value) > max_bytes):
             await _reject(send, max_bytes)
             raise BodyTooLarge
     chunks: list[bytes] = []

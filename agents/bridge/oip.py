@@ -106,9 +106,9 @@ class HttpBody:
 
 
 def reply_status(reply: Reply) -> int:
-    raw = reply.headers.get(STATUS)
-    if raw is not None and raw.isascii() and raw.isdigit():
-        return int(raw)
+    status = h.count(reply.headers.get(STATUS))
+    if status is not None:
+        return status
     return 200 if reply.ok else 500
 
 

@@ -161,6 +161,9 @@ async def test_bad_input_gets_error_replies_and_dead_letters(settings: Settings)
     case("version", {"input": ok}, 404, **{h.MODEL_VERSION: "99"})
     case("oversize", {"input": np.ones((2000, 4), np.float32)}, 413)
     cases["junk"] = (b"\x00\x01junk", {}, 400)
+    cases["nested"] = (b"[" * 5000, {}, 400)  # json.loads: RecursionError, once a crash
+    cases["digits"] = (ok.tobytes(), {"content-type": "application/octet-stream",
+                                      "inference-header-content-length": "9" * 5000}, 400)
     cases["json"] = (b'{"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1]}]}',
                      {}, 400)
     async with running_worker(settings, model="bad", max_request_bytes=16 * 1024) as worker, \

@@ -1,0 +1,65 @@
+"""Hostile bytes where a record's JSON or length header is read: JSON nested deeper than the parser's
+recursion and length headers of thousands of digits are bad input like any other (InvalidMessage,
+or the fast path's "not mine" None), never a RecursionError or ValueError that would stop a loop."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.envelope import json_loads
+from schemas.errors import InvalidMessage
+from schemas.inference import InferenceRequest
+from streams import batchwire, blockwire
+from streams import headers as h
+from streams import tensorcodec as tc
+from streams.layoutcache import LayoutCache, decode_fast
+
+NESTED = b"[" * 100_000
+DEEP_OBJECT = b'{"a":' * 100_000
+
+
+@pytest.mark.parametrize("value", [NESTED, DEEP_OBJECT])
+def test_json_loads_turns_deep_nesting_into_value_error(value: bytes) -> None:
+    with pytest.raises(ValueError, match="nested too deep"):
+        json_loads(value)
+
+
+@pytest.mark.parametrize("value", [NESTED, DEEP_OBJECT])
+def test_decoders_answer_deep_nesting_with_invalid_message(value: bytes) -> None:
+    with pytest.raises(InvalidMessage, match="not JSON"):
+        tc.decode(value, {"content-type": tc.JSON}, InferenceRequest, "inputs")
+    with pytest.raises(InvalidMessage, match="not JSON"):
+        InferenceRequest.from_record(value)
+    length = {batchwire.LENGTH: str(len(value))}
+    with pytest.raises(InvalidMessage, match="index is not JSON"):
+        batchwire.unpack(value, {"content-type": batchwire.REQUESTS, **length})
+    with pytest.raises(InvalidMessage, match="head is not JSON"):
+        blockwire.decode(value, {"content-type": blockwire.REQUESTS, **length}, "inputs", frozenset())
+    assert blockwire.ids_of(value, length) == []
+    assert tc.peek_kind(value) is None
+
+
+def test_fast_binary_paths_leave_deep_nesting_to_the_validating_decoder() -> None:
+    headers = {"content-type": tc.BINARY, tc.HEADER_LENGTH: str(len(NESTED))}
+    keys = frozenset({"v", "id", "inputs"})
+    assert decode_fast(NESTED, headers, InferenceRequest.KIND, "inputs", keys) is None
+    assert LayoutCache(InferenceRequest.KIND, "inputs", keys).decode(NESTED, headers) is None
+    with pytest.raises(InvalidMessage):
+        tc.decode(NESTED, headers, InferenceRequest, "inputs")
+
+
+@pytest.mark.parametrize(("raw", "want"), [
+    ("12", 12), ("0", 0), ("9" * 18, int("9" * 18)), (None, None), ("", None), ("9" * 19, None),
+    ("9" * 5000, None), ("\u00b2", None), ("-1", None), (" 1", None), ("1.0", None),
+])
+def test_count_headers(raw: str | None, want: int | None) -> None:
+    assert h.count(raw) == want
+
+
+def test_length_headers_of_thousands_of_digits_are_invalid() -> None:
+    value = b'[[{"correlation-id":"a"},0]]'
+    with pytest.raises(InvalidMessage, match="valid inference-header-content-length"):
+        batchwire.unpack(value, {"content-type": batchwire.REQUESTS, batchwire.LENGTH: "9" * 5000})
+    headers = {"content-type": tc.BINARY, tc.HEADER_LENGTH: "9" * 5000}
+    layouts = LayoutCache(InferenceRequest.KIND, "inputs", frozenset({"id", "inputs"}))
+    assert layouts.decode(value, headers) is None
