@@ -53,11 +53,13 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.structs import TopicPartition
 
 from schemas.errors import AiaasError, ErrorCode, NotFound, Unavailable
+from streams import blockwire
 from streams import headers as h
 from streams.admin import ensure
 from streams.lifecycle import Service
@@ -85,7 +87,7 @@ __all__ = [  # the record formats live in streams.replywire; these names stay im
 ]
 log = logging.getLogger(__name__)
 
-_OURS = frozenset({h.CORRELATION_ID, h.REPLY_TO, h.DEADLINE, REPLY_BATCH})
+_OURS = frozenset({h.CORRELATION_ID, h.REPLY_TO, h.DEADLINE, REPLY_BATCH, blockwire.ACCEPT})
 _BATCH_HEADER = (REPLY_BATCH, b"1")
 _ENTRY_OWN = frozenset({"content-type", HEADER_LENGTH})  # a request batch record has its own
 
@@ -246,6 +248,16 @@ class InferenceClient(Service):
         entry = {**enc.headers, h.CORRELATION_ID: rid, h.DEADLINE: deadline or str(h.deadline_ms(timeout_s))}
         assert self._batches is not None
         self._batches.add_entry(topic, partitions, rid, shared, entry, enc.value)
+        return fut
+
+    async def _submit_row(self, topic: str, partitions: int, shared: tuple[tuple[str, bytes], ...],
+                          rid: str, arrays: dict[str, np.ndarray], timeout_s: float, deadline: str | None,
+                          ) -> asyncio.Future[Reply]:
+        """``submit`` for ``infer_many``: the request travels as a row of a request block
+        (``streams.blockwire``) with the others of this tick that share its headers and layout."""
+        fut = await self.waiting.add(rid, timeout_s)
+        assert self._batches is not None
+        self._batches.add_row(topic, partitions, rid, shared, arrays, timeout_s, deadline)
         return fut
 
     async def _route(self, model: str) -> tuple[str, int]:

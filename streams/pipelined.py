@@ -1,7 +1,8 @@
 """``InferenceClient.infer_many``: a window of requests in flight, replies yielded as they come.
 
-A feeder task encodes and submits requests while the window has room (packed into request batch
-records when the client packs, see ``streams.batchwire``); each reply's callback frees a slot and
+A feeder task encodes and submits requests while the window has room (when the client packs:
+binary requests of numeric arrays as rows of request blocks, see ``streams.blockwire``, and the
+rest packed into request batch records, see ``streams.batchwire``); each reply's callback frees a slot and
 queues ``(index, result or InferenceError)``; the caller's ``async for`` drains that queue. Errors
 are yielded in place of results, so one bad request does not end the stream; a failure to feed
 (e.g. an unknown model) is raised once everything already sent has been yielded.
@@ -15,7 +16,10 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from schemas.errors import AiaasError, ErrorCode
+from streams import blockwire
 from streams import headers as h
 from streams.replywire import InferenceError, InferResult, Inputs, Reply, encode_request
 from streams.tickbatches import Slots
@@ -57,10 +61,19 @@ class Pipeline:
         topic, partitions = await c._route(self.model)
         timeout_s = c.timeout_s if self.timeout is None else self.timeout
         shared = c._shared_headers(extra)
+        block_shared = (*shared, _ACCEPT_BLOCKS) if c.batch_replies else shared
+        rows = c.pack_requests > 1 and self.binary
         n = 0
         async for item in _aiter(self.inputs):
             await self.room.acquire()
             rid = c.new_id()
+            arrays = _rows_of(item, c.pack_bytes // 2) if rows else None
+            if arrays is not None:
+                fut = await c._submit_row(topic, partitions, block_shared, rid, arrays, timeout_s,
+                                          extra.get(h.DEADLINE))
+                fut.add_done_callback(functools.partial(self._finish, n))
+                n += 1
+                continue
             enc = encode_request(item, request_id=rid, binary=self.binary)
             if c.pack_requests > 1 and len(enc.value) <= c.pack_bytes // 2:
                 deadline = extra.get(h.DEADLINE)
@@ -85,6 +98,23 @@ class Pipeline:
         except AiaasError as exc2:
             self.done.append((i, exc2 if isinstance(exc2, InferenceError)
                               else InferenceError(exc2.reason, code=exc2.code, **exc2.details)))
+
+
+_ACCEPT_BLOCKS = (blockwire.ACCEPT, b"1")
+
+
+def _rows_of(item: Inputs, max_bytes: int) -> dict[str, np.ndarray] | None:
+    """The arrays of a request that can travel as a row of a request block, else None."""
+    if not isinstance(item, Mapping):
+        return None
+    arrays: dict[str, np.ndarray] = {}
+    size = 0
+    for name, a in item.items():
+        if not isinstance(a, np.ndarray) or not blockwire.blockable(a):
+            return None
+        arrays[name] = a
+        size += a.nbytes
+    return arrays if arrays and size <= max_bytes else None
 
 
 def _code(exc: BaseException) -> ErrorCode:

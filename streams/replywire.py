@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from schemas.errors import AiaasError, ErrorCode
+from schemas.errors import AiaasError, ErrorCode, InvalidMessage
 from schemas.inference import ErrorReply, InferenceRequest, InferenceResponse, RequestOutput, Tensor
-from streams import batchwire
+from streams import batchwire, blockwire
 from streams import headers as h
 from streams import tensorcodec as tc
 from streams.layoutcache import LayoutCache
@@ -26,6 +26,7 @@ from streams.layoutcache import LayoutCache
 STATUS = "status-code"
 REPLY_BATCH = "reply-batch"  # request header: "1" = the sender accepts batched reply records
 BATCH = batchwire.REPLIES  # content-type of a batched reply record
+BLOCK = blockwire.REPLIES  # content-type of a reply block
 RESPONSE_KEYS = frozenset({"v", "model_name", "model_version", "id", "parameters", "outputs"})
 _REPLY_LAYOUTS = LayoutCache(InferenceResponse.KIND, "outputs", RESPONSE_KEYS)
 _REQUESTS = tc.BodyTemplates(InferenceRequest.KIND, "inputs")
@@ -53,6 +54,7 @@ class Reply:
     request_id: str
     value: bytes
     headers: dict[str, str]
+    decoded: InferResult | None = None  # a row of a reply block comes decoded (``value`` is empty)
 
     @property
     def ok(self) -> bool:
@@ -68,6 +70,8 @@ class Reply:
 
     def result(self) -> InferResult:
         """Decode an OK reply (raises its InferenceError otherwise)."""
+        if self.decoded is not None:
+            return self.decoded
         if not self.ok:
             raise self.error()
         fast = _REPLY_LAYOUTS.decode(self.value, self.headers)
@@ -141,3 +145,19 @@ def is_batch(headers: Mapping[str, str]) -> bool:
 def unpack_batch(value: bytes | None, headers: Mapping[str, str]) -> list[Reply]:
     """The replies of a batched reply record; raises InvalidMessage when it is malformed."""
     return [Reply(hd[h.CORRELATION_ID], v, hd) for hd, v in batchwire.unpack(value, headers)]
+
+
+_BLOCK_HEAD = frozenset({"model_name", "model_version"})
+
+
+def unpack_block(value: bytes | None, headers: Mapping[str, str]) -> list[Reply]:
+    """The replies of a reply block (``streams.blockwire``), decoded; raises InvalidMessage when it
+    is malformed."""
+    block = blockwire.decode(value, headers, "outputs", _BLOCK_HEAD)
+    name, version = block.head.get("model_name"), block.head.get("model_version")
+    if headers.get(STATUS) != "200" or not isinstance(name, str) or not isinstance(version, str | None):
+        raise InvalidMessage("reply block needs status-code 200, a model_name and a model_version")
+    hd = dict(headers)
+    arrays = block.arrays.items()
+    return [Reply(rid, b"", hd, InferResult(rid, name, version, {n: a[k] for n, a in arrays}))
+            for k, rid in enumerate(block.ids)]

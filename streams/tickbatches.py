@@ -11,6 +11,9 @@ headers are packed as entries of *request batch records* (``streams.batchwire``)
 requests or ``pack_bytes`` per record, each record to the next partition. The broker then validates,
 stores and serves one record per pack, and the worker fetches one. Each entry keeps its own request
 id, encoding and deadline, and gets its own reply or error.
+``add_row`` goes further still for requests that share a tensor layout too: they travel as one
+*request block* (``streams.blockwire``), one stacked tensor per input, which a worker checks once and
+runs as rows of its batch.
 ``Slots`` is the counting semaphore of the client's flow control.
 """
 
@@ -22,12 +25,15 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaProducer
 
-from streams import batchwire
+from streams import batchwire, blockwire
+from streams import headers as h
 
 Failed = Callable[[list[str], BaseException], None]
 PackKey = tuple[str, int, tuple[tuple[str, bytes], ...]]  # topic, its partitions, shared record headers
+RowKey = tuple[str, int, tuple[tuple[str, bytes], ...], tuple[Any, ...]]  # ... layout and timeout
 
 
 class _Open:
@@ -47,6 +53,15 @@ class _Pack:
         self.bytes = 0
 
 
+class _Rows:
+    __slots__ = ("deadline", "rids", "row_bytes", "rows")
+
+    def __init__(self, deadline: str, row_bytes: int) -> None:
+        self.deadline, self.row_bytes = deadline, row_bytes  # the first row's deadline: the earliest
+        self.rows: list[dict[str, np.ndarray]] = []
+        self.rids: list[str] = []
+
+
 class TickBatches:
     def __init__(self, producer: AIOKafkaProducer, failed: Failed, *, pack_max: int = 32,
                  pack_bytes: int = 128 * 1024) -> None:
@@ -54,6 +69,7 @@ class TickBatches:
         self.failed = failed  # called with the request ids of a batch that was not delivered
         self.pack_max, self.pack_bytes = pack_max, pack_bytes
         self._packs: dict[PackKey, _Pack] = {}
+        self._blocks: dict[RowKey, _Rows] = {}
         self._open: dict[str, _Open] = {}
         self._full: list[tuple[str, _Open]] = []
         self._next = 0
@@ -85,17 +101,46 @@ class TickBatches:
         if len(pack.rids) >= self.pack_max or pack.bytes >= self.pack_bytes:
             self._seal(key)
 
+    def add_row(self, topic: str, partitions: int, rid: str, shared: tuple[tuple[str, bytes], ...],
+                arrays: dict[str, np.ndarray], timeout_s: float, deadline: str | None = None) -> None:
+        """Queue one request as a row of a request block (``arrays``: ``blockwire.blockable``). Rows
+        of the same topic, shared headers, tensor layout and timeout (or explicit ``deadline``) go
+        together; the block's deadline is its first row's, the earliest."""
+        layout = tuple([(n, a.dtype, a.shape) for n, a in arrays.items()])
+        key = (topic, partitions, shared, (layout, deadline or timeout_s))
+        rows = self._blocks.get(key)
+        if rows is None:
+            self._schedule()
+            rows = self._blocks[key] = _Rows(deadline or str(h.deadline_ms(timeout_s)),
+                                             sum(a.nbytes for a in arrays.values()))
+        rows.rows.append(arrays)
+        rows.rids.append(rid)
+        if len(rows.rids) >= self.pack_max or len(rows.rids) * rows.row_bytes >= self.pack_bytes:
+            self._seal_rows(key)
+
+    def _seal_rows(self, key: RowKey) -> None:
+        """One request block record, alone in a record batch for the next partition."""
+        rows = self._blocks.pop(key)
+        topic, partitions, shared, _ = key
+        stacked = {n: np.stack([r[n] for r in rows.rows]) for n in rows.rows[0]}
+        value, kind = blockwire.encode(blockwire.REQUESTS, {}, "inputs", rows.rids, stacked)
+        self._append_sealed(topic, partitions, rows.rids, value,
+                            [*shared, (h.DEADLINE, rows.deadline.encode()), *kind])
+
     def _seal(self, key: PackKey) -> None:
         """One request batch record for a pack, alone in a record batch for the next partition."""
         pack = self._packs.pop(key)
         topic, partitions, shared = key
         value, kind = batchwire.pack(pack.entries, batchwire.REQUESTS)
+        self._append_sealed(topic, partitions, pack.rids, value, [*shared, *kind])
+
+    def _append_sealed(self, topic: str, partitions: int, rids: list[str], value: bytes,
+                       headers: list[tuple[str, bytes]]) -> None:
         batch = self._fresh(partitions)
-        if batch.builder.append(timestamp=None, key=pack.rids[0].encode(), value=value,
-                                headers=[*shared, *kind]) is None:
-            self.failed(pack.rids, ValueError("request batch record larger than the producer's batch size"))
+        if batch.builder.append(timestamp=None, key=rids[0].encode(), value=value, headers=headers) is None:
+            self.failed(rids, ValueError("request record larger than the producer's batch size"))
             return
-        batch.rids = pack.rids
+        batch.rids = rids
         self._full.append((topic, batch))
 
     async def drain(self) -> None:
@@ -105,7 +150,7 @@ class TickBatches:
 
     def _schedule(self) -> None:
         """Start a flush at the next loop iteration, unless one is already due."""
-        if not self._open and not self._full and not self._packs:
+        if not self._open and not self._full and not self._packs and not self._blocks:
             task = asyncio.get_running_loop().create_task(self._flush())
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
@@ -123,6 +168,8 @@ class TickBatches:
     async def _flush(self) -> None:
         for key in list(self._packs):
             self._seal(key)
+        for rkey in list(self._blocks):
+            self._seal_rows(rkey)
         ready, self._full = [*self._full, *self._open.items()], []
         self._open = {}
         for topic, batch in ready:

@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas.errors import AiaasError, ErrorCode
 from streams import headers as h
-from streams.replywire import BATCH, InferenceError, Reply, unpack_batch
+from streams.replywire import BATCH, BLOCK, InferenceError, Reply, unpack_batch, unpack_block
 from streams.tickbatches import Slots
 
 log = logging.getLogger(__name__)
@@ -76,13 +76,14 @@ class Waiting:
                 self.fail(rid, InferenceError("no reply in time", code=ErrorCode.TIMEOUT, request_id=rid))
 
     async def read_forever(self, consumer: AIOKafkaConsumer, topic: str) -> None:
-        """Resolve replies as they arrive on ``topic`` (single or batched reply records)."""
+        """Resolve replies as they arrive on ``topic`` (single or batched reply records, reply blocks)."""
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
             for records in batches.values():
                 for rec in records:
                     values = h.decode(rec.headers)
-                    if values.get("content-type") == BATCH:
+                    kind = values.get("content-type")
+                    if kind in (BATCH, BLOCK):
                         self._resolve_batch(rec.value, values, topic)
                         continue
                     rid = values.get(h.CORRELATION_ID) or (rec.key or b"").decode("utf-8", "replace")
@@ -90,7 +91,7 @@ class Waiting:
 
     def _resolve_batch(self, value: bytes | None, headers: dict[str, str], topic: str) -> None:
         try:
-            replies = unpack_batch(value, headers)
+            replies = (unpack_block if headers.get("content-type") == BLOCK else unpack_batch)(value, headers)
         except AiaasError as exc:
             self.malformed += 1
             log.warning("dropped a malformed reply batch on %s: %s", topic, exc)

@@ -9,7 +9,6 @@ call; a failing batch is retried one request at a time so one bad request cannot
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +42,12 @@ class Work:
     outputs: list[str] | None = None  # requested outputs (None: all)
     response_id: str | None = None
     sig: Any = None  # the inputs' names, dtypes and shapes but the batch axis (check_layout's)
+    ids: list[str] | None = None  # a request block's ids (``agents.inference.blocks``); None: one request
+
+    @property
+    def count(self) -> int:
+        """Requests in this work."""
+        return 1 if self.ids is None else len(self.ids)
 
     def group_key(self) -> tuple[Any, ...]:
         if self.rows is None:
@@ -122,15 +127,19 @@ def _check(signature: Sequence[TensorSignature], arrays: dict[str, np.ndarray]) 
 
 
 def group(works: Sequence[Work], max_batch: int) -> list[list[Work]]:
-    """Compatible requests together, at most ``max_batch`` per group, in arrival order."""
-    by_key: dict[tuple[Any, ...], list[list[Work]]] = defaultdict(list)
+    """Compatible requests together, at most ``max_batch`` requests per group (a request block
+    counts its requests, and a bigger one goes alone), in arrival order."""
+    by_key: dict[tuple[Any, ...], tuple[list[Work], list[int]]] = {}
     order: list[list[Work]] = []
     for w in works:
-        runs = by_key[w.group_key()]
-        if not runs or len(runs[-1]) >= max_batch:
-            runs.append([])
-            order.append(runs[-1])
-        runs[-1].append(w)
+        key = w.group_key()
+        run = by_key.get(key)
+        n = w.count
+        if run is None or run[1][0] + n > max_batch:
+            run = by_key[key] = ([], [0])
+            order.append(run[0])
+        run[0].append(w)
+        run[1][0] += n
     return order
 
 

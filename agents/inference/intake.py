@@ -2,6 +2,8 @@
 
 A request batch record (``streams.batchwire``) is first split into the requests it carries, each a
 ``Record`` of its own (the batch's topic, partition and offset; its own key, headers and value).
+A request block (``streams.blockwire``) stays whole: ``Intake.block`` checks it once for all its
+requests (size, deadline, version, signature) and gives one ``Work`` per version it goes to.
 
 Order of checks: size, deadline, decoding (the layout cache, else the validating decoder with its
 field-level messages), element count, version (pin header or canary routing), signature, outputs.
@@ -11,13 +13,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.inference import batcher
+import numpy as np
+
+from agents.inference import batcher, blocks
 from agents.inference.batcher import BadInput, Work
 from agents.inference.sessions import Loaded, Sessions
 from agents.inference.settings import WorkerSettings
 from schemas.errors import AiaasError, DeadlineExceeded, TooLarge
 from schemas.inference import InferenceRequest
-from streams import batchwire
+from streams import batchwire, blockwire
 from streams import headers as h
 from streams import tensorcodec as tc
 from streams.layoutcache import LayoutCache
@@ -136,6 +140,48 @@ class Intake:
         # JSON tensors, or anything unusual: the validating decoder (and its error messages)
         req, arrays = tc.decode(rec.value, rec.headers, InferenceRequest, "inputs")
         return req.model_dump(exclude={"inputs"}, exclude_none=True), arrays
+
+    async def block(self, rec: Record, block: blockwire.Block) -> list[Work]:
+        """The checked works of a request block (one per version and ``max_batch`` requests; one per
+        request when they cannot be batched); raises the AiaasError every request of it gets."""
+        hd = rec.headers
+        first = {n: a[0] for n, a in block.arrays.items()}
+        size = sum(a.nbytes for a in first.values())
+        if size > self.cfg.max_request_bytes:
+            raise TooLarge("request over the size limit", size=size, limit=self.cfg.max_request_bytes)
+        elements = sum(a.size for a in first.values())
+        if elements > self.cfg.max_request_elements:
+            raise TooLarge("request has too many elements", elements=elements,
+                           limit=self.cfg.max_request_elements)
+        if h.DEADLINE in hd and h.expired(hd):
+            raise DeadlineExceeded("deadline passed before compute", deadline=hd.get(h.DEADLINE))
+        pin = hd.get(h.MODEL_VERSION)
+        out: list[Work] = []
+        for model, part in await self._routed(block, pin):
+            rows, sig = batcher.check_layout(model.mv.inputs, first, model.checked)
+            if rows is None or not self.cfg.batching:
+                out += blocks.explode(blocks.block_work(rec, part.ids, part.arrays, model, None, sig))
+                continue
+            step = self.cfg.max_batch
+            for i in range(0, len(part.ids), step):
+                chunk = part if len(part.ids) <= step else part.rows(slice(i, i + step))
+                out.append(blocks.block_work(rec, chunk.ids, chunk.arrays, model, rows, sig))
+        return out
+
+    async def _routed(self, block: blockwire.Block, pin: str | None) -> list[tuple[Loaded, blockwire.Block]]:
+        """The version(s) a block's requests go to: the pinned one, else the default and the canary
+        for its share of the ids."""
+        if pin:
+            return [(await self._pinned(pin), block)]
+        if self.sessions.canary is None:
+            return [(self.sessions.route(block.ids[0]), block)]
+        picked: dict[int, tuple[Loaded, list[int]]] = {}
+        for k, rid in enumerate(block.ids):
+            model = self.sessions.route(rid)
+            picked.setdefault(id(model), (model, []))[1].append(k)
+        if len(picked) == 1:
+            return [(next(iter(picked.values()))[0], block)]
+        return [(model, block.rows(np.asarray(rows))) for model, rows in picked.values()]
 
     async def _pinned(self, pin: str) -> Loaded:
         try:

@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
 
-from agents.inference import batcher
-from agents.inference.batcher import Work
+from agents.inference import batcher, blocks
+from agents.inference.batcher import Result, Work
 from agents.inference.committer import Committer
 from agents.inference.intake import Intake, request_id, split
 from agents.inference.outbox import Outbox
@@ -34,6 +34,7 @@ from agents.inference.replier import Replier
 from agents.inference.sessions import Sessions
 from agents.inference.settings import WorkerSettings
 from schemas.errors import AiaasError, DeadlineExceeded
+from streams import blockwire
 from streams import headers as h
 from streams import metrics as m
 from streams.admin import ensure
@@ -173,7 +174,15 @@ class InferenceWorker(Service):
             sent = Outbox(self.replier.send_raw, self._batch_limit)
             requests = await self._unpacked(records)
             self._m_depth.inc(len(records))
-            works = [w for r in requests if (w := await self._prepare(r, sent)) is not None]
+            counted = self.stats["requests"]
+            works: list[Work] = []
+            for r in requests:
+                if r.headers.get("content-type") == blockwire.REQUESTS:
+                    works += await self._prepare_block(r, sent)
+                elif (w := await self._prepare(r, sent)) is not None:
+                    works.append(w)
+            per_record = (self.stats["requests"] - counted) / len(records)
+            self._per_record += (max(1.0, per_record) - self._per_record) * 0.2
             if self._inflight is not None:
                 await asyncio.shield(self._inflight)  # a cancelled run() must not cut a batch short
             self._inflight = asyncio.create_task(self._compute(works, records, sent))
@@ -200,7 +209,6 @@ class InferenceWorker(Service):
         """The requests of a poll; a malformed request batch record goes to the dead letters whole
         (without its index no request in it can be answered)."""
         requests, rejected = split(records)
-        self._per_record += (max(1.0, len(requests) / len(records)) - self._per_record) * 0.2
         for rec, exc in rejected:
             self.stats[f"error_{exc.code.value}"] += 1
             await self.dead_letters.send(rec, exc)
@@ -216,6 +224,22 @@ class InferenceWorker(Service):
             await self.replier.fail(rec, rid, exc, sent)
             return None
 
+    async def _prepare_block(self, rec: Record, sent: Outbox) -> list[Work]:
+        """``_prepare`` for a request block: checked once; a failure answers each of its requests
+        (and dead-letters the block once)."""
+        try:
+            block = blockwire.decode(rec.value, rec.headers, "inputs", frozenset())
+        except AiaasError as exc:
+            self.stats["requests"] += 1
+            await self.replier.fail_block(rec, blockwire.ids_of(rec.value, rec.headers), exc, sent)
+            return []
+        self.stats["requests"] += len(block.ids)
+        try:
+            return await self.intake.block(rec, block)
+        except AiaasError as exc:
+            await self.replier.fail_block(rec, block.ids, exc, sent)
+            return []
+
     async def _compute(self, works: list[Work], records: list[Record], sent: Outbox) -> None:
         loop = asyncio.get_running_loop()
         for batch in batcher.group(works, self.cfg.max_batch if self.cfg.batching else 1):
@@ -223,8 +247,9 @@ class InferenceWorker(Service):
             now_ms = time.time() * 1000
             for w in batch:
                 if h.expired(w.record.headers, now_ms):
-                    await self.replier.fail(w.record, w.request_id, DeadlineExceeded(
-                        "deadline passed while queued", deadline=w.record.headers.get(h.DEADLINE)), sent)
+                    late = DeadlineExceeded("deadline passed while queued",
+                                            deadline=w.record.headers.get(h.DEADLINE))
+                    await self.replier.fail_work(w, late, sent)
                 else:
                     live.append(w)
             if not live:
@@ -233,8 +258,10 @@ class InferenceWorker(Service):
                 self._m_queue.observe(max(0.0, time.time() - live[0].record.timestamp_ms / 1000))
             started = time.perf_counter()
             results = await loop.run_in_executor(self._pool, batcher.run_group, live)
+            if any(isinstance(r, AiaasError) and w.ids for w, r in zip(live, results, strict=True)):
+                live, results = await self._retry_blocks(live, results)
             self._m_compute.observe(time.perf_counter() - started)
-            self._m_batch.observe(len(live))
+            self._m_batch.observe(sum(w.count for w in live))
             self.stats["batches"] += 1
             self._count_ok(live[0], await self.replier.reply_group(live, results, sent))
         await sent.flush()
@@ -243,6 +270,23 @@ class InferenceWorker(Service):
         self._m_depth.dec(len(records))
         if self.sessions.default is not None:
             self._m_version.set(self.sessions.default.version)
+
+    async def _retry_blocks(self, works: list[Work], results: list[Result],
+                            ) -> tuple[list[Work], list[Result]]:
+        """A request block that failed in onnxruntime is retried request by request, so that only
+        the request that fails gets the error."""
+        out_w: list[Work] = []
+        out_r: list[Result] = []
+        loop = asyncio.get_running_loop()
+        for w, r in zip(works, results, strict=True):
+            if w.ids is None or not isinstance(r, AiaasError):
+                out_w.append(w)
+                out_r.append(r)
+                continue
+            rows = blocks.explode(w)
+            out_w += rows
+            out_r += await loop.run_in_executor(self._pool, batcher.run_group, rows)
+        return out_w, out_r
 
     # ------------------------------------------------------------------ replies
 

@@ -1,7 +1,8 @@
-"""Request batch records on the real broker: ``infer_many`` packs many requests per record (and one
-per record with ``pack_requests=1``); in a hand-built batch every entry is checked and answered on its
-own (a bad one gets an error reply and a dead letter, an expired one a 504, the others results); a
-malformed batch goes to the dead letters whole; the worker keeps serving throughout."""
+"""Request batch records on the real broker: ``infer_many`` packs many requests per record (JSON ones
+into request batch records, binary ones into request blocks; one per record with
+``pack_requests=1``); in a hand-built batch every entry is checked and answered on its own (a bad one
+gets an error reply and a dead letter, an expired one a 504, the others results); a malformed batch
+goes to the dead letters whole; the worker keeps serving throughout."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from agents.inference import examples
 from agents.inference.intake import unpack
 from agents.inference.testing import running_worker
 from schemas.records import DeadLetter
-from streams import batchwire
+from streams import batchwire, blockwire
 from streams import headers as h
 from streams.admin import Admin, ensure
 from streams.client import InferenceClient, InferResult
@@ -80,28 +81,35 @@ async def test_infer_many_packs_requests_into_fewer_records(settings: Settings) 
     data = examples.mlp([4, 8, 3], seed=11)
     await publish(settings, "packed", data)
     topic = Topics(settings).infer_requests("packed").name
-    x = np.random.default_rng(4).normal(size=(80, 4)).astype(np.float32)
+    x = np.random.default_rng(4).normal(size=(96, 4)).astype(np.float32)
     want = direct(data, x)
     async with running_worker(settings, model="packed", max_batch=64, max_wait_ms=20) as worker:
-        async with InferenceClient(settings) as client:
+        async with InferenceClient(settings) as client:  # JSON: request batch records
             got = {i: r async for i, r in client.infer_many(
-                "packed", ({"input": x[i : i + 1]} for i in range(64)), binary=True, timeout=20)}
+                "packed", ({"input": x[i : i + 1]} for i in range(64)), binary=False, timeout=20)}
         packed = await every_record(settings, topic)
         async with InferenceClient(settings, pack_requests=1) as client:
             got |= {64 + i: r async for i, r in client.infer_many(
                 "packed", ({"input": x[i : i + 1]} for i in range(64, 80)), binary=False, timeout=20)}
-        assert worker.stats["replies"] == 80
-    assert sorted(got) == list(range(80))
+        after_singles = await every_record(settings, topic)
+        async with InferenceClient(settings) as client:  # binary: request blocks, reply blocks
+            got |= {80 + i: r async for i, r in client.infer_many(
+                "packed", ({"input": x[i : i + 1]} for i in range(80, 96)), binary=True, timeout=20)}
+        assert worker.stats["replies"] == 96
+    assert sorted(got) == list(range(96))
     for i, r in got.items():
         assert isinstance(r, InferResult), (i, r)
         np.testing.assert_allclose(r.outputs["logits"][0], want[i], rtol=1e-5, atol=1e-6)
+        assert r.outputs["logits"].shape == (1, 3) and r.model_version == "1"
     sizes = [len(unpack(r)) for r in packed]
     assert all(batchwire.kind_of(r.headers) == batchwire.REQUESTS for r in packed)
     assert sum(sizes) == 64 and len(packed) < 64 and max(sizes) <= 32, sizes
-    now = await every_record(settings, topic)  # pack_requests=1 added one record per request
-    singles = [r for r in now if batchwire.kind_of(r.headers) is None]
-    assert len(now) == len(packed) + 16 and len(singles) == 16
+    singles = [r for r in after_singles if batchwire.kind_of(r.headers) is None]
+    assert len(after_singles) == len(packed) + 16 and len(singles) == 16
     assert len({r.headers[h.CORRELATION_ID] for r in singles}) == 16
+    blocks = [r for r in await every_record(settings, topic) if blockwire.kind_of(r.headers)]
+    ids = [i for r in blocks for i in blockwire.decode(r.value, r.headers, "inputs", frozenset()).ids]
+    assert len(ids) == len(set(ids)) == 16 and len(blocks) < 16
 
 
 def _entry(rid: str, x: np.ndarray, *, binary: bool = True, deadline_s: float = 20.0,

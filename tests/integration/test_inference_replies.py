@@ -1,7 +1,7 @@
 """Batched reply records on the real broker: a client that opts in (``reply-batch: 1``) gets one
 record per worker batch and splits it; one bad request in the batch gets its own error reply while
-the others succeed; redelivered batches are deduplicated by request id; a client that does not opt in
-gets one record per reply."""
+the others succeed; redelivered batches (and reply blocks) are deduplicated by request id; a client
+that does not opt in gets one record per reply, its binary requests' blocks included."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import onnxruntime as ort
 
 from agents.inference import examples
 from agents.inference.testing import running_worker
+from streams import blockwire
 from streams import headers as h
 from streams.client import STATUS, InferenceClient, InferenceError, InferResult
 from streams.consumer import Consumer
 from streams.producer import Producer
 from streams.record import Record
 from streams.registry import Registry
-from streams.replywire import is_batch, unpack_batch
+from streams.replywire import is_batch, unpack_batch, unpack_block
 from streams.settings import Settings
 
 
@@ -32,7 +33,8 @@ async def reply_records(settings: Settings, topic: str, replies: int) -> list[Re
     out: list[Record] = []
 
     def count() -> int:
-        return sum(len(unpack_batch(r.value, r.headers)) if is_batch(r.headers) else 1 for r in out)
+        return sum(len(unpack_batch(r.value, r.headers)) if is_batch(r.headers) else
+                   len(unpack_block(r.value, r.headers)) if blockwire.kind_of(r.headers) else 1 for r in out)
 
     async with Consumer(settings, [topic], None) as cons:
         async with asyncio.timeout(20):
@@ -50,7 +52,8 @@ async def test_one_bad_request_in_a_batched_reply_does_not_affect_the_others(set
     want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"input": xs[:, 0]})[0]
     async with running_worker(settings, model="mix", max_batch=64, max_wait_ms=500) as worker, \
             InferenceClient(settings) as client:
-        got = {i: r async for i, r in client.infer_many("mix", items, window=64, binary=True, timeout=30)}
+        # JSON requests: binary ones would travel as request blocks, answered with reply blocks
+        got = {i: r async for i, r in client.infer_many("mix", items, window=64, binary=False, timeout=30)}
         assert client.in_flight == 0 and client.duplicates == 0
     bad = got.pop(7)
     assert isinstance(bad, InferenceError) and bad.status_code == 400 and bad.reason == "wrong shape"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -152,12 +153,14 @@ _NESTED = b"[" * 100_000
 _HUGE_DIM = json.dumps({"ids": ["a"], "inputs": [_t(shape=[0, 10**30])]}).encode()
 
 
-@pytest.mark.xfail(strict=True, reason="decode lets ValueError/RecursionError escape, not InvalidMessage; "
-                   "the worker's _prepare_block catches only AiaasError: one such record stops its loop")
-@pytest.mark.parametrize(("value", "length"), [
-    (_head() + TAIL, "9" * 5000),  # int() refuses over 4300 digits: ValueError
+_OVERFLOW = json.dumps({"ids": ["a"], "inputs": [_t(shape=[0, 2**30, 2**30, 2**30])]}).encode()
+
+
+@pytest.mark.parametrize(("value", "length"), [  # each once escaped as ValueError or RecursionError
+    (_head() + TAIL, "9" * 5000),  # int() refuses over 4300 digits
     (_NESTED, str(len(_NESTED))),  # json.loads: RecursionError
-    (_HUGE_DIM, str(len(_HUGE_DIM))),  # zero elements, so no byte check; reshape: ValueError
+    (_HUGE_DIM, str(len(_HUGE_DIM))),  # zero elements, so no byte check; then reshape refuses
+    (_OVERFLOW, str(len(_OVERFLOW))),  # every dimension allowed, their product overflows
 ])
 def test_hostile_blocks_raise_invalid_message(value: bytes, length: str) -> None:
     with pytest.raises(InvalidMessage):
@@ -331,11 +334,13 @@ class _Producer:
 SHARED_WIRE = ((h.REPLY_TO, b"replies"), (blockwire.ACCEPT, b"1"))
 
 
-async def _send_rows(rows: list[tuple[str, dict[str, np.ndarray]]], **limits: int) -> list[dict[str, Any]]:
+async def _send_rows(rows: list[tuple[str, dict[str, np.ndarray]]], timeouts: list[float] | None = None,
+                     deadlines: list[str | None] | None = None, **limits: int) -> list[dict[str, Any]]:
     producer, failed = _Producer(), list[list[str]]()
     tb = TickBatches(producer, lambda rids, exc: failed.append(rids), **limits)
     for i, (rid, arrays) in enumerate(rows):
-        tb.add_row("t.requests", 4, rid, SHARED_WIRE, arrays, str(1000 + i))
+        tb.add_row("t.requests", 4, rid, SHARED_WIRE, arrays, (timeouts or [30.0] * len(rows))[i],
+                   (deadlines or [None] * len(rows))[i])
     await tb.drain()
     assert not failed and all(len(b.records) == 1 for _, _, b in producer.sent)
     out = []
@@ -353,7 +358,10 @@ async def test_rows_become_request_block_records() -> None:
     rows = [(f"r{i}", {n: r[n] for n in ("a", "b")}) for i, r in enumerate(reqs)]
     sent = await _send_rows(rows, pack_max=32)
     assert [len(s["block"].ids) for s in sent] == [32, 8]
-    assert [s["deadline"] for s in sent] == ["1000", "1032"] and sent[0]["partition"] != sent[1]["partition"]
+    now_ms = time.time() * 1000
+    deadlines = [int(s["deadline"]) for s in sent]  # the first row's: now + the 30 s timeout
+    assert deadlines == sorted(deadlines) and all(now_ms + 29_000 < d <= now_ms + 30_000 for d in deadlines)
+    assert sent[0]["partition"] != sent[1]["partition"]
     for s, part in zip(sent, (rows[:32], rows[32:]), strict=True):
         assert s["block"].ids == [rid for rid, _ in part]
         for name in ("a", "b"):
@@ -369,4 +377,13 @@ async def test_rows_of_other_layouts_and_the_byte_limit() -> None:
         [("f", {"a": narrow}), ("d", {"a": narrow.astype(np.float64)})])}) == 2
     sent = await _send_rows([(f"r{i}", {"a": narrow}) for i in range(10)], pack_bytes=64)  # 16 bytes a row
     assert [len(s["block"].ids) for s in sent] == [4, 4, 2]
-    assert [s["deadline"] for s in sent] == ["1000", "1004", "1008"]
+
+
+async def test_rows_of_other_timeouts_or_deadlines_go_in_other_blocks() -> None:
+    x = np.ones((1, 4), np.float32)
+    sent = await _send_rows([(f"r{i}", {"a": x}) for i in range(6)], timeouts=[30.0, 1.0] * 3,
+                            deadlines=[None, None, None, None, "1234", "1234"])
+    by_ids = {tuple(s["block"].ids): s["deadline"] for s in sent}
+    assert set(by_ids) == {("r0", "r2"), ("r1", "r3"), ("r4", "r5")}
+    assert by_ids[("r4", "r5")] == "1234"  # an explicit deadline header is kept as it is
+    assert int(by_ids[("r1", "r3")]) < int(by_ids[("r0", "r2")])  # 1 s before 30 s: never the other's

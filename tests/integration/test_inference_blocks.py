@@ -1,0 +1,145 @@
+"""Request blocks on the real broker (``streams.blockwire``): a hand-built block is checked once and
+answered with one reply block; a bad, late or malformed block gets an error reply per request and
+(but for lateness) one dead letter holding the block; a sender that does not read reply blocks, or a
+block without ``reply-to``, gets one answer per request; the worker keeps serving throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+from agents.inference import examples
+from agents.inference.testing import running_worker
+from schemas.records import DeadLetter
+from streams import blockwire
+from streams import headers as h
+from streams.admin import ensure
+from streams.client import InferenceClient
+from streams.consumer import Consumer
+from streams.producer import Producer
+from streams.registry import Registry
+from streams.replywire import REPLY_BATCH, STATUS, Reply, is_batch, unpack_batch, unpack_block
+from streams.settings import Settings
+from streams.topics import Topics
+
+
+async def publish(settings: Settings, name: str, data: bytes) -> None:
+    async with Registry(settings) as reg:
+        await reg.publish(name, data, stage="production")
+
+
+def direct(data: bytes, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]  # type: ignore[no-any-return]
+
+
+def block(ids: list[str], x: np.ndarray, *, deadline_s: float = 20.0,
+          **extra: str) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A request block of ``ids`` (``x``: one row per id) with its record headers."""
+    value, kind = blockwire.encode(blockwire.REQUESTS, {}, "inputs", ids, {"input": x[:, None, :]})
+    deadline = str(int((time.time() + deadline_s) * 1000))
+    return value, [*kind, (h.DEADLINE, deadline.encode()), *((k, v.encode()) for k, v in extra.items())]
+
+
+async def answers(settings: Settings, topic: str, ids: set[str]) -> tuple[dict[str, Reply], list[str]]:
+    """The replies to ``ids`` on ``topic`` (batches and blocks split), and each record's kind."""
+    got: dict[str, Reply] = {}
+    kinds: list[str] = []
+    async with Consumer(settings, [topic], None) as cons:
+        async with asyncio.timeout(20):
+            while not ids <= got.keys():
+                for rec in await cons.getmany(timeout_ms=200):
+                    kind = rec.headers.get("content-type", "")
+                    kinds.append(kind)
+                    batch = unpack_block(rec.value, rec.headers) if blockwire.kind_of(rec.headers) else \
+                        unpack_batch(rec.value, rec.headers) if is_batch(rec.headers) else \
+                        [Reply(rec.headers[h.CORRELATION_ID], rec.value or b"", rec.headers)]
+                    got.update((r.request_id, r) for r in batch)
+    return got, kinds
+
+
+async def letters(settings: Settings, model: str, count: int) -> list[DeadLetter]:
+    async with Consumer(settings, [Topics(settings).infer_dlq(model).name], None) as cons:
+        out: list[DeadLetter] = []
+        async with asyncio.timeout(20):
+            while len(out) < count:
+                out += [DeadLetter.from_record(r.value) for r in await cons.getmany(timeout_ms=200)]
+    return out
+
+
+async def test_blocks_are_answered_whole_and_bad_ones_per_request(settings: Settings) -> None:
+    data = examples.mlp([4, 6, 3], seed=21)
+    await publish(settings, "blk", data)
+    topics = Topics(settings)
+    reply_topic = topics.replies("blk-hand")
+    await ensure(settings, [reply_topic])
+    x = np.random.default_rng(7).normal(size=(3, 4)).astype(np.float32)
+    to_me = {h.REPLY_TO: reply_topic.name, REPLY_BATCH: "1", blockwire.ACCEPT: "1"}
+    good = block(["g0", "g1", "g2"], x, **to_me)
+    bad = block(["b0", "b1"], np.ones((2, 5), np.float32), **to_me)  # wrong shape
+    late = block(["l0"], x[:1], deadline_s=-1.0, **to_me)
+    broken_value, broken_kind = block(["m0", "m1"], x[:2], **to_me)  # trailing bytes: ids still readable
+    junk = (b"{not json", [("content-type", blockwire.REQUESTS.encode()), (blockwire.LENGTH, b"9"),
+                           (h.REPLY_TO, reply_topic.name.encode())])
+    request_topic = topics.infer_requests("blk").name
+    async with running_worker(settings, model="blk", max_wait_ms=20) as worker, Producer(settings) as prod, \
+            InferenceClient(settings) as client:
+        for key, (value, headers) in {"good": good, "bad": bad, "late": late,
+                                      "broken": (broken_value + b"xx", broken_kind), "junk": junk}.items():
+            await prod.send_and_wait(request_topic, value, key=key, headers=headers)
+        ids = {"g0", "g1", "g2", "b0", "b1", "l0", "m0", "m1"}
+        got, kinds = await answers(settings, reply_topic.name, ids)
+        dead = {d.key_b64: d for d in await letters(settings, "blk", 3)}
+        later = await client.infer("blk", {"input": x[:2]}, timeout=20, binary=True)  # still serving
+        assert worker.stats["replies"] == 4 and worker.stats["error_bad_request"] == 2
+        assert worker.stats["error_deadline_exceeded"] == 1 and worker.stats["error_invalid_message"] == 3
+    np.testing.assert_allclose(later.outputs["logits"], direct(data, x[:2]), rtol=1e-5, atol=1e-6)
+    want = direct(data, x)
+    for i in range(3):
+        result = got[f"g{i}"].result()
+        assert result.id == f"g{i}" and result.model_version == "1"
+        assert result.outputs["logits"].shape == (1, 3)
+        np.testing.assert_allclose(result.outputs["logits"][0], want[i], rtol=1e-5, atol=1e-6)
+    assert kinds.count(blockwire.REPLIES) == 1  # the good block's three answers: one record
+    for rid, (status, reason) in {"b0": (400, "wrong shape"), "b1": (400, "wrong shape"),
+                                  "l0": (504, "deadline"), "m0": (400, "trailing bytes")}.items():
+        assert got[rid].headers[STATUS] == str(status)
+        assert reason in got[rid].error().reason
+    assert set(dead) == {base64.b64encode(k).decode() for k in (b"bad", b"broken", b"junk")}  # not "late"
+    letter = dead[base64.b64encode(b"bad").decode()]
+    assert letter.reason == "wrong shape" and base64.b64decode(letter.value_b64 or "") == bad[0]
+    assert letter.headers["content-type"] == blockwire.REQUESTS
+    assert dead[base64.b64encode(b"junk").decode()].reason == "request block head is not JSON"
+
+
+async def test_blocks_to_senders_without_reply_blocks_are_answered_per_request(settings: Settings) -> None:
+    data = examples.mlp([4, 3], seed=22)
+    await publish(settings, "per", data)
+    topics = Topics(settings)
+    reply_topic = topics.replies("per-hand")
+    await ensure(settings, [reply_topic])
+    x = np.random.default_rng(8).normal(size=(4, 4)).astype(np.float32)
+    want = direct(data, x)
+    request_topic = topics.infer_requests("per").name
+    async with running_worker(settings, model="per", max_wait_ms=20), Producer(settings) as prod:
+        value, headers = block(["p0", "p1"], x[:2], **{h.REPLY_TO: reply_topic.name})
+        await prod.send_and_wait(request_topic, value, key="p", headers=headers)
+        got, kinds = await answers(settings, reply_topic.name, {"p0", "p1"})
+        value, headers = block(["s0", "s1"], x[2:])  # no reply-to: stream records
+        await prod.send_and_wait(request_topic, value, key="s", headers=headers)
+        results = topics.infer_results("per").name
+        async with Consumer(settings, [results], None) as cons, asyncio.timeout(20):
+            streamed = []
+            while len(streamed) < 2:
+                streamed += await cons.getmany(timeout_ms=200)
+    assert kinds == ["application/octet-stream"] * 2  # one binary reply record each
+    for i, rid in enumerate(("p0", "p1")):
+        np.testing.assert_allclose(got[rid].result().outputs["logits"][0], want[i], rtol=1e-5, atol=1e-6)
+    assert sorted(r.key or b"" for r in streamed) == [b"s0", b"s1"]  # keyed like the request
+    for rec in streamed:
+        i = 2 + int((rec.key or b"s0")[1:])
+        result = Reply(rec.headers[h.CORRELATION_ID], rec.value or b"", rec.headers).result()
+        np.testing.assert_allclose(result.outputs["logits"][0], want[i], rtol=1e-5, atol=1e-6)
