@@ -53,7 +53,6 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.structs import TopicPartition
@@ -248,16 +247,6 @@ class InferenceClient(Service):
         entry = {**enc.headers, h.CORRELATION_ID: rid, h.DEADLINE: deadline or str(h.deadline_ms(timeout_s))}
         assert self._batches is not None
         self._batches.add_entry(topic, partitions, rid, shared, entry, enc.value)
-        return fut
-
-    async def _submit_row(self, topic: str, partitions: int, shared: tuple[tuple[str, bytes], ...],
-                          rid: str, arrays: dict[str, np.ndarray], timeout_s: float, deadline: str | None,
-                          ) -> asyncio.Future[Reply]:
-        """``submit`` for ``infer_many``: the request travels as a row of a request block
-        (``streams.blockwire``) with the others of this tick that share its headers and layout."""
-        fut = await self.waiting.add(rid, timeout_s)
-        assert self._batches is not None
-        self._batches.add_row(topic, partitions, rid, shared, arrays, timeout_s, deadline)
         return fut
 
     async def _route(self, model: str) -> tuple[str, int]:

@@ -14,7 +14,7 @@ import asyncio
 import functools
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from schemas.errors import AiaasError, ErrorCode
 from streams import blockwire
 from streams import headers as h
 from streams.replywire import InferenceError, InferResult, Inputs, Reply, encode_request
-from streams.tickbatches import Slots
+from streams.tickbatches import RowStream, Slots
 
 if TYPE_CHECKING:
     from streams.client import InferenceClient
@@ -61,17 +61,20 @@ class Pipeline:
         topic, partitions = await c._route(self.model)
         timeout_s = c.timeout_s if self.timeout is None else self.timeout
         shared = c._shared_headers(extra)
-        block_shared = (*shared, _ACCEPT_BLOCKS) if c.batch_replies else shared
+        stream = RowStream(topic, partitions, (*shared, _ACCEPT_BLOCKS) if c.batch_replies else shared,
+                           timeout_s, extra.get(h.DEADLINE))
+        loop = asyncio.get_running_loop()
         rows = c.pack_requests > 1 and self.binary
         n = 0
         async for item in _aiter(self.inputs):
             await self.room.acquire()
             rid = c.new_id()
-            arrays = _rows_of(item, c.pack_bytes // 2) if rows else None
-            if arrays is not None:
-                fut = await c._submit_row(topic, partitions, block_shared, rid, arrays, timeout_s,
-                                          extra.get(h.DEADLINE))
-                fut.add_done_callback(functools.partial(self._finish, n))
+            row = _row_of(item, c.pack_bytes // 2) if rows else None
+            if row is not None:
+                await c.waiting.slots.acquire()
+                c.waiting.put(rid, loop.time() + timeout_s, functools.partial(self._landed, n))
+                assert c._batches is not None
+                c._batches.add_row(stream, row[1], rid, row[0])
                 n += 1
                 continue
             enc = encode_request(item, request_id=rid, binary=self.binary)
@@ -86,35 +89,43 @@ class Pipeline:
         return n
 
     def _finish(self, i: int, fut: asyncio.Future[Reply]) -> None:
+        exc = fut.exception()
+        self._landed(i, fut.result() if exc is None else exc)
+
+    def _landed(self, i: int, outcome: Reply | BaseException) -> None:
+        """Request ``i`` is answered (or failed): free its slot and queue its result or error."""
         self.room.release()
         self.arrived.set()
-        exc = fut.exception()
-        if exc is not None:
-            err = exc if isinstance(exc, InferenceError) else InferenceError(str(exc), code=_code(exc))
+        if isinstance(outcome, BaseException):
+            err = outcome if isinstance(outcome, InferenceError) else InferenceError(str(outcome),
+                                                                                     code=_code(outcome))
             self.done.append((i, err))
             return
         try:
-            self.done.append((i, fut.result().result()))
-        except AiaasError as exc2:
-            self.done.append((i, exc2 if isinstance(exc2, InferenceError)
-                              else InferenceError(exc2.reason, code=exc2.code, **exc2.details)))
+            self.done.append((i, outcome.result()))
+        except AiaasError as exc:
+            self.done.append((i, exc if isinstance(exc, InferenceError)
+                              else InferenceError(exc.reason, code=exc.code, **exc.details)))
 
 
 _ACCEPT_BLOCKS = (blockwire.ACCEPT, b"1")
 
 
-def _rows_of(item: Inputs, max_bytes: int) -> dict[str, np.ndarray] | None:
-    """The arrays of a request that can travel as a row of a request block, else None."""
+def _row_of(item: Inputs, max_bytes: int) -> tuple[dict[str, np.ndarray], tuple[Any, ...]] | None:
+    """The arrays of a request that can travel as a row of a request block, and their layout
+    (names, dtypes, shapes); None when it cannot."""
     if not isinstance(item, Mapping):
         return None
     arrays: dict[str, np.ndarray] = {}
+    layout = []
     size = 0
     for name, a in item.items():
         if not isinstance(a, np.ndarray) or not blockwire.blockable(a):
             return None
         arrays[name] = a
+        layout.append((name, a.dtype, a.shape))
         size += a.nbytes
-    return arrays if arrays and size <= max_bytes else None
+    return (arrays, tuple(layout)) if arrays and size <= max_bytes else None
 
 
 def _code(exc: BaseException) -> ErrorCode:

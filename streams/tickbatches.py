@@ -33,7 +33,19 @@ from streams import headers as h
 
 Failed = Callable[[list[str], BaseException], None]
 PackKey = tuple[str, int, tuple[tuple[str, bytes], ...]]  # topic, its partitions, shared record headers
-RowKey = tuple[str, int, tuple[tuple[str, bytes], ...], tuple[Any, ...]]  # ... layout and timeout
+RowKey = tuple["RowStream", tuple[Any, ...]]  # ... and the rows' tensor layout
+
+
+class RowStream:
+    """What the rows of one ``infer_many`` share: topic, its partitions, record headers, timeout (or
+    an explicit ``deadline`` header). Hashed by identity: one per call, cheap as part of a key."""
+
+    __slots__ = ("deadline", "partitions", "shared", "timeout_s", "topic")
+
+    def __init__(self, topic: str, partitions: int, shared: tuple[tuple[str, bytes], ...],
+                 timeout_s: float, deadline: str | None) -> None:
+        self.topic, self.partitions, self.shared = topic, partitions, shared
+        self.timeout_s, self.deadline = timeout_s, deadline
 
 
 class _Open:
@@ -101,17 +113,16 @@ class TickBatches:
         if len(pack.rids) >= self.pack_max or pack.bytes >= self.pack_bytes:
             self._seal(key)
 
-    def add_row(self, topic: str, partitions: int, rid: str, shared: tuple[tuple[str, bytes], ...],
-                arrays: dict[str, np.ndarray], timeout_s: float, deadline: str | None = None) -> None:
-        """Queue one request as a row of a request block (``arrays``: ``blockwire.blockable``). Rows
-        of the same topic, shared headers, tensor layout and timeout (or explicit ``deadline``) go
-        together; the block's deadline is its first row's, the earliest."""
-        layout = tuple([(n, a.dtype, a.shape) for n, a in arrays.items()])
-        key = (topic, partitions, shared, (layout, deadline or timeout_s))
+    def add_row(self, stream: RowStream, layout: tuple[Any, ...], rid: str,
+                arrays: dict[str, np.ndarray]) -> None:
+        """Queue one request as a row of a request block (``arrays``: ``blockwire.blockable``, of
+        ``layout``: their names, dtypes and shapes). Rows of one stream and layout go together; the
+        block's deadline is its first row's, the earliest."""
+        key = (stream, layout)
         rows = self._blocks.get(key)
         if rows is None:
             self._schedule()
-            rows = self._blocks[key] = _Rows(deadline or str(h.deadline_ms(timeout_s)),
+            rows = self._blocks[key] = _Rows(stream.deadline or str(h.deadline_ms(stream.timeout_s)),
                                              sum(a.nbytes for a in arrays.values()))
         rows.rows.append(arrays)
         rows.rids.append(rid)
@@ -121,11 +132,11 @@ class TickBatches:
     def _seal_rows(self, key: RowKey) -> None:
         """One request block record, alone in a record batch for the next partition."""
         rows = self._blocks.pop(key)
-        topic, partitions, shared, _ = key
+        stream = key[0]
         stacked = {n: np.stack([r[n] for r in rows.rows]) for n in rows.rows[0]}
         value, kind = blockwire.encode(blockwire.REQUESTS, {}, "inputs", rows.rids, stacked)
-        self._append_sealed(topic, partitions, rows.rids, value,
-                            [*shared, (h.DEADLINE, rows.deadline.encode()), *kind])
+        self._append_sealed(stream.topic, stream.partitions, rows.rids, value,
+                            [*stream.shared, (h.DEADLINE, rows.deadline.encode()), *kind])
 
     def _seal(self, key: PackKey) -> None:
         """One request batch record for a pack, alone in a record batch for the next partition."""

@@ -1,16 +1,17 @@
-"""The client's requests awaiting replies: a future per request id, matched, deduplicated, timed out.
+"""The client's requests awaiting replies: a future (or a callback) per request id, matched,
+deduplicated, timed out.
 
-A reply (single record or an entry of a batched reply record) resolves the future of its
-``correlation-id``; a reply for an id no longer waited for (a duplicate after a worker restart, or a
-late reply after a timeout) is dropped and counted in ``duplicates``. ``Slots`` bounds how many
-requests wait at once (the client's backpressure).
+A reply (single record, an entry of a batched reply record or a row of a reply block) resolves the
+waiter of its ``correlation-id``; a reply for an id no longer waited for (a duplicate after a worker
+restart, or a late reply after a timeout) is dropped and counted in ``duplicates``. ``Slots`` bounds
+how many requests wait at once (the client's backpressure).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer
 
@@ -20,6 +21,18 @@ from streams.replywire import BATCH, BLOCK, InferenceError, Reply, unpack_batch,
 from streams.tickbatches import Slots
 
 log = logging.getLogger(__name__)
+Sink = Callable[[Reply | BaseException], None]
+
+
+def _deliver(waiter: asyncio.Future[Reply] | Sink, outcome: Reply | BaseException) -> None:
+    if not isinstance(waiter, asyncio.Future):
+        waiter(outcome)
+    elif waiter.done():  # a caller may have cancelled it
+        return
+    elif isinstance(outcome, BaseException):
+        waiter.set_exception(outcome)
+    else:
+        waiter.set_result(outcome)
 
 
 class Waiting:
@@ -27,7 +40,7 @@ class Waiting:
         self.slots = Slots(max_in_flight)
         self.duplicates = 0
         self.malformed = 0  # reply records that could not be read (logged, dropped)
-        self._by_id: dict[str, tuple[asyncio.Future[Reply], float]] = {}  # id -> (future, deadline)
+        self._by_id: dict[str, tuple[asyncio.Future[Reply] | Sink, float]] = {}  # id -> (waiter, deadline)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -43,12 +56,17 @@ class Waiting:
         self._by_id[rid] = (fut, loop.time() + timeout_s)
         return fut
 
+    def put(self, rid: str, deadline: float, sink: Sink) -> None:
+        """Wait for ``rid`` with a callback instead of a future (the pipelined client's rows: no
+        future, no done-callback, no loop hop per request). The caller holds a slot already, and
+        ``deadline`` is on the loop's clock. ``sink`` gets the Reply or the exception, at once."""
+        self._by_id[rid] = (sink, deadline)
+
     def fail(self, rid: str, exc: BaseException) -> None:
         entry = self._by_id.pop(rid, None)
         if entry is not None:
             self.slots.release()
-            if not entry[0].done():
-                entry[0].set_exception(exc)
+            _deliver(entry[0], exc)
 
     def fail_all(self, rids: Sequence[str], exc: BaseException) -> None:
         for rid in list(rids):
@@ -63,8 +81,7 @@ class Waiting:
             self.duplicates += 1
             return
         self.slots.release()
-        if not entry[0].done():  # a caller may have cancelled it
-            entry[0].set_result(reply)
+        _deliver(entry[0], reply)
 
     async def expire_forever(self, every_s: float = 0.05) -> None:
         """Fail requests whose time is up (one sweep for all, not a timer per request)."""

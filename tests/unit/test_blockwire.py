@@ -23,7 +23,7 @@ from streams import tensorcodec as tc
 from streams.blockwire import LENGTH, REPLIES, REQUESTS
 from streams.record import Record
 from streams.replywire import STATUS, unpack_block
-from streams.tickbatches import TickBatches
+from streams.tickbatches import RowStream, TickBatches
 
 NONE: frozenset[str] = frozenset()
 
@@ -334,13 +334,14 @@ class _Producer:
 SHARED_WIRE = ((h.REPLY_TO, b"replies"), (blockwire.ACCEPT, b"1"))
 
 
-async def _send_rows(rows: list[tuple[str, dict[str, np.ndarray]]], timeouts: list[float] | None = None,
-                     deadlines: list[str | None] | None = None, **limits: int) -> list[dict[str, Any]]:
+async def _send_rows(rows: list[tuple[str, dict[str, np.ndarray]]], streams: list[RowStream] | None = None,
+                     **limits: int) -> list[dict[str, Any]]:
     producer, failed = _Producer(), list[list[str]]()
     tb = TickBatches(producer, lambda rids, exc: failed.append(rids), **limits)
+    default = RowStream("t.requests", 4, SHARED_WIRE, 30.0, None)
     for i, (rid, arrays) in enumerate(rows):
-        tb.add_row("t.requests", 4, rid, SHARED_WIRE, arrays, (timeouts or [30.0] * len(rows))[i],
-                   (deadlines or [None] * len(rows))[i])
+        layout = tuple([(n, a.dtype, a.shape) for n, a in arrays.items()])
+        tb.add_row(streams[i] if streams else default, layout, rid, arrays)
     await tb.drain()
     assert not failed and all(len(b.records) == 1 for _, _, b in producer.sent)
     out = []
@@ -379,11 +380,13 @@ async def test_rows_of_other_layouts_and_the_byte_limit() -> None:
     assert [len(s["block"].ids) for s in sent] == [4, 4, 2]
 
 
-async def test_rows_of_other_timeouts_or_deadlines_go_in_other_blocks() -> None:
+async def test_rows_of_other_calls_go_in_other_blocks() -> None:
     x = np.ones((1, 4), np.float32)
-    sent = await _send_rows([(f"r{i}", {"a": x}) for i in range(6)], timeouts=[30.0, 1.0] * 3,
-                            deadlines=[None, None, None, None, "1234", "1234"])
+    slow, fast = (RowStream("t.requests", 4, SHARED_WIRE, t, None) for t in (30.0, 1.0))
+    pinned = RowStream("t.requests", 4, SHARED_WIRE, 30.0, "1234")  # an explicit deadline header
+    sent = await _send_rows([(f"r{i}", {"a": x}) for i in range(6)],
+                            streams=[slow, fast, slow, fast, pinned, pinned])
     by_ids = {tuple(s["block"].ids): s["deadline"] for s in sent}
     assert set(by_ids) == {("r0", "r2"), ("r1", "r3"), ("r4", "r5")}
-    assert by_ids[("r4", "r5")] == "1234"  # an explicit deadline header is kept as it is
+    assert by_ids[("r4", "r5")] == "1234"  # kept as it is
     assert int(by_ids[("r1", "r3")]) < int(by_ids[("r0", "r2")])  # 1 s before 30 s: never the other's
