@@ -40,8 +40,9 @@ Batched reply records: the requests of ``infer_many`` carry ``reply-batch: 1`` (
 ``streams.replywire`` describes; single calls get a reply record of their own.
 
 Request batch records: ``infer_many`` packs up to ``pack_requests`` (default 32) of its requests into
-one record (``streams.batchwire``); each keeps its own id, deadline and reply. ``pack_requests=1``
-sends one record per request.
+one record (``streams.batchwire``); each keeps its own id, deadline and reply. Its binary requests
+of numeric arrays go as rows of request blocks instead (``streams.blockwire``: one stacked tensor
+per input, answered with reply blocks). ``pack_requests=1`` sends one record per request.
 """
 
 from __future__ import annotations
