@@ -8,10 +8,12 @@ kafka_json_per_s, ratio_kafka_vs_limit = kafka_per_s / min(raw_ort_per_s, echo_p
 per_request_per_s (same workers with batching off and a client that sends one record per request:
 one request per poll, per onnxruntime call and per reply, as a one-request-per-call server does),
 speedup_vs_per_request, ratio_kafka_vs_raw_ort (kafka_per_s / raw_ort_per_s, given as well because
-the Kafka path packs requests into request batch records, see streams.batchwire, while the echo
-moves one record per request), and p50/p99 latency in ms at 50 requests/s. Everything runs side by
-side in one run on this machine (broker included): raw onnxruntime, echo and Kafka rounds alternate
-and the best round of each counts, so load from other processes hits all sides alike. The echo
+the Kafka path packs requests into request blocks, see streams.blockwire, while the echo moves one
+record per request), and p50/p99 latency in ms at 50 requests/s. Everything runs side by side in
+one run on this machine (broker included): raw onnxruntime, echo and Kafka rounds alternate and the
+best round of each counts, so load from other processes hits all sides alike. The batch-size sweep
+that comes first only picks raw onnxruntime's batch size: it runs before the workers, the echo
+process and the clients exist, so it is printed (raw_ort_sweep_per_s) but not counted. The echo
 (``benchmarks.inference_echo``) sends uncompressed records like the inference client and workers
 (float tensors do not compress; lz4 only cost CPU), so both sides move the same bytes the same way.
 ``cpu_us_per_request`` says where the CPU time of the Kafka path goes: the client process, the
@@ -159,7 +161,7 @@ async def sized(measure: Callable[[int], Awaitable[float]], seconds: float, warm
 async def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     data, dim = MODELS[name]()
     raw = RawOrt(data, dim)
-    raw_rates = [await asyncio.to_thread(raw.sweep, 0.3 if args.quick else 1.0)]
+    swept = await asyncio.to_thread(raw.sweep, 0.3 if args.quick else 1.0)  # picks the batch size
     settings = Settings(topic_prefix=fresh_prefix("inference"), client_id="bench-inference")
     await wait_for_broker(settings)
     single = f"{name}-single"
@@ -180,7 +182,8 @@ async def bench_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         bench.unpacked = unpacked
         bench.worker_pids = [p.proc.pid for p in batched]
         lat = await low_load(client, name, bench.xs, 50.0, 250 if args.quick else 500)
-        out.update(await bench.throughputs(single, raw, raw_rates))
+        out.update(await bench.throughputs(single, raw))
+    out["raw_ort_sweep_per_s"] = round(swept, 1)
     out["p50_ms_low_load"] = round(percentile(lat, 50), 2)
     out["p99_ms_low_load"] = round(percentile(lat, 99), 2)
     out["ratio_kafka_vs_limit"] = round(out["kafka_per_s"] / min(out["raw_ort_per_s"], out["echo_per_s"]), 3)
@@ -209,7 +212,7 @@ class Bench:
         client = self.client if model is None else self.unpacked
         return pipelined(client, model or self.model, self.xs, n, binary, self.window)
 
-    async def throughputs(self, single: str, raw: RawOrt, raw_rates: list[float]) -> dict[str, Any]:
+    async def throughputs(self, single: str, raw: RawOrt) -> dict[str, Any]:
         sizes = {
             "echo": await sized(self.echo, self.seconds),
             "kafka": await sized(self.kafka, self.seconds),
@@ -217,6 +220,7 @@ class Bench:
             "per_request": await sized(lambda n: self.kafka(n, model=single), self.seconds / 2, warm=256),
         }
         rates: dict[str, list[float]] = {k: [] for k in sizes}
+        raw_rates: list[float] = []
         cpu = {"client": 0.0, "workers": 0.0, "broker": 0.0}
         broker = local_broker_pid(self.settings.bootstrap_servers)
         for _ in range(self.rounds):  # alternate, best of each: other load on the machine hits all

@@ -56,7 +56,7 @@ async def echo_client(settings: Settings, topic: str, payload: bytes, n: int, wi
     reply = Topics(settings).replies(f"echo-{uuid.uuid4().hex[:6]}")
     await ensure(settings, [reply])
     prod = AIOKafkaProducer(**settings.producer_kwargs(linger_ms=1, compression_type=None))
-    cons = AIOKafkaConsumer(**settings.consumer_kwargs(None, auto_offset_reset="latest", fetch_max_wait_ms=5))
+    cons = AIOKafkaConsumer(**settings.consumer_kwargs(None, auto_offset_reset="latest"))  # like the client's
     await prod.start()
     await cons.start()
     tp = TopicPartition(reply.name, 0)

@@ -146,8 +146,9 @@ class InferenceClient(Service):
         await self._producer.start()
         self._batches = TickBatches(self._producer, self._not_sent, pack_max=self.pack_requests,
                                     pack_bytes=self.pack_bytes)
-        kw = self.settings.consumer_kwargs(None, auto_offset_reset="latest", fetch_max_wait_ms=5)
-        self._consumer = AIOKafkaConsumer(**kw)
+        # the broker answers a waiting fetch as soon as a reply lands, so a longer wait adds no latency;
+        # a short one only costs CPU while idle (5 ms: 200 empty fetches/s, 7% of a core here)
+        self._consumer = AIOKafkaConsumer(**self.settings.consumer_kwargs(None, auto_offset_reset="latest"))
         await self._consumer.start()
         tp = TopicPartition(self.reply_topic, 0)
         self._consumer.assign([tp])
