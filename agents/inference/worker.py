@@ -230,8 +230,9 @@ class InferenceWorker(Service):
         try:
             block = blockwire.decode(rec.value, rec.headers, "inputs", frozenset())
         except AiaasError as exc:
-            self.stats["requests"] += 1
-            await self.replier.fail_block(rec, blockwire.ids_of(rec.value, rec.headers), exc, sent)
+            ids = blockwire.ids_of(rec.value, rec.headers)
+            self.stats["requests"] += max(1, len(ids))
+            await self.replier.fail_block(rec, ids, exc, sent)
             return []
         self.stats["requests"] += len(block.ids)
         try:

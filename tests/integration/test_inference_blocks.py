@@ -1,7 +1,8 @@
 """Request blocks on the real broker (``streams.blockwire``): a hand-built block is checked once and
 answered with one reply block; a bad, late or malformed block gets an error reply per request and
 (but for lateness) one dead letter holding the block; a sender that does not read reply blocks, or a
-block without ``reply-to``, gets one answer per request; the worker keeps serving throughout."""
+block without ``reply-to``, gets one answer per request; a request that fails in onnxruntime fails
+alone; a version pin holds for the whole block; the worker keeps serving throughout."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from schemas.records import DeadLetter
 from streams import blockwire
 from streams import headers as h
 from streams.admin import ensure
-from streams.client import InferenceClient
+from streams.client import InferenceClient, InferenceError, InferResult
 from streams.consumer import Consumer
 from streams.producer import Producer
 from streams.registry import Registry
@@ -143,3 +144,56 @@ async def test_blocks_to_senders_without_reply_blocks_are_answered_per_request(s
         i = 2 + int((rec.key or b"s0")[1:])
         result = Reply(rec.headers[h.CORRELATION_ID], rec.value or b"", rec.headers).result()
         np.testing.assert_allclose(result.outputs["logits"][0], want[i], rtol=1e-5, atol=1e-6)
+
+
+def gather_model() -> bytes:
+    """out[b, 1] = table[idx[b, 0]]: onnxruntime fails on an index out of range (a request that
+    passes every check but fails in the model)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "idx"], ["out"], axis=0)], "gather",
+        [helper.make_tensor_value_info("idx", TensorProto.INT64, ["batch", 1])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 1])],
+        [numpy_helper.from_array(np.array([10.0, 11.0, 12.0, 13.0], np.float32), "table")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 9
+    return bytes(model.SerializeToString())
+
+
+async def test_a_request_that_fails_in_the_model_fails_alone_in_its_block(settings: Settings) -> None:
+    await publish(settings, "gather", gather_model())
+    idx = [[0], [3], [99], [1]]  # 99: out of range
+    async with running_worker(settings, model="gather", max_wait_ms=20) as worker, \
+            InferenceClient(settings) as client:
+        got = {i: r async for i, r in client.infer_many(
+            "gather", ({"idx": np.array([row], np.int64)} for row in idx), binary=True, timeout=20)}
+        assert worker.stats["replies"] == 3 and worker.stats["error_bad_request"] == 1
+    bad = got.pop(2)
+    assert isinstance(bad, InferenceError) and bad.status_code == 400 and "model failed" in bad.reason
+    assert {i: float(r.outputs["out"][0, 0]) for i, r in got.items()} == {0: 10.0, 1: 13.0, 3: 11.0}
+    (letter,) = await letters(settings, "gather", 1)  # that request alone, as a single binary request
+    assert letter.headers[h.CORRELATION_ID] == bad.details["request_id"]
+    assert letter.headers["content-type"] == "application/octet-stream"
+
+
+async def test_a_block_pinned_to_a_version_is_served_by_it(settings: Settings) -> None:
+    old, new = examples.mlp([4, 3], seed=31), examples.mlp([4, 3], seed=32)
+    await publish(settings, "pin", old)
+    await publish(settings, "pin", new)  # version 2 serves by default
+    x = np.random.default_rng(9).normal(size=(6, 1, 4)).astype(np.float32)
+    async with running_worker(settings, model="pin", max_wait_ms=20), InferenceClient(settings) as client:
+        pinned = [r async for _, r in client.infer_many("pin", ({"input": row} for row in x), binary=True,
+                                                          version=1, timeout=20)]
+        default = [r async for _, r in client.infer_many("pin", ({"input": row} for row in x), binary=True,
+                                                           timeout=20)]
+        missing = [r async for _, r in client.infer_many("pin", ({"input": row} for row in x[:2]),
+                                                           binary=True, version=9, timeout=20)]
+    assert all(isinstance(r, InferResult) and r.model_version == "1" for r in pinned)
+    assert all(isinstance(r, InferResult) and r.model_version == "2" for r in default)
+    assert all(isinstance(r, InferenceError) and r.status_code == 404 for r in missing)
+    for data, results in ((old, pinned), (new, default)):
+        want = direct(data, x[:, 0])
+        got = np.concatenate([r.outputs["logits"] for r in results if isinstance(r, InferResult)])
+        np.testing.assert_allclose(np.sort(got, axis=0), np.sort(want, axis=0), rtol=1e-5, atol=1e-6)
