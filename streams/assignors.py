@@ -25,6 +25,8 @@ from aiokafka.cluster import ClusterMetadata
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 
+from schemas.envelope import json_loads
+
 log = logging.getLogger(__name__)
 
 
@@ -58,7 +60,7 @@ def shares(weights: Mapping[str, float], count: int) -> dict[str, int]:
 def decode_weight(user_data: bytes | None) -> float:
     """A member's advertised weight; members that advertise nothing (or junk) count as 1."""
     try:
-        value = json.loads(user_data or b"{}").get("weight", 1.0)
+        value = json_loads(user_data or b"{}").get("weight", 1.0)
         return float(value) if math.isfinite(float(value)) else 1.0
     except (ValueError, AttributeError, TypeError):
         return 1.0

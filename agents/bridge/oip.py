@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agents.bridge.oipcheck import check_request
+from schemas.envelope import json_loads
 from schemas.errors import AiaasError, ErrorCode, InvalidMessage
 from schemas.inference import InferenceResponse, Tensor
 from streams import headers as h
@@ -49,7 +50,7 @@ def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
     hdrs = {"content-type": tc.BINARY, tc.HEADER_LENGTH: header_length or ""} if binary_in else {}
     head, tail = tc.split_value(body, hdrs)
     try:
-        obj = json.loads(head)
+        obj = json_loads(head)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidMessage("inference request is not valid JSON", detail=str(exc)[:200]) from exc
     declared = check_request(obj)

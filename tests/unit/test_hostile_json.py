@@ -63,3 +63,16 @@ def test_length_headers_of_thousands_of_digits_are_invalid() -> None:
     headers = {"content-type": tc.BINARY, tc.HEADER_LENGTH: "9" * 5000}
     layouts = LayoutCache(InferenceRequest.KIND, "inputs", frozenset({"id", "inputs"}))
     assert layouts.decode(value, headers) is None
+
+
+def test_the_bridge_answers_deep_nesting_with_invalid_message() -> None:
+    from agents.bridge.oip import parse_request
+
+    with pytest.raises(InvalidMessage, match="not valid JSON"):  # a 400, not a 500 from RecursionError
+        parse_request(NESTED, None)
+
+
+def test_a_member_advertising_deep_nesting_weighs_one() -> None:
+    from streams.assignors import decode_weight
+
+    assert decode_weight(DEEP_OBJECT) == 1.0
