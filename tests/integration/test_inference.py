@@ -14,7 +14,6 @@ from agents.inference import examples
 from agents.inference.testing import running_worker, until_balanced
 from schemas.errors import NotFound
 from schemas.inference import InferenceResponse
-from schemas.records import DeadLetter
 from streams import headers as h
 from streams import tensorcodec as tc
 from streams.client import InferenceClient, InferenceError, InferResult, encode_request
@@ -23,6 +22,7 @@ from streams.producer import Producer
 from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
+from tests.inferreads import dead_letters
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +145,6 @@ async def test_deadline_is_honoured_without_compute(settings: Settings) -> None:
 
 async def test_bad_input_gets_error_replies_and_dead_letters(settings: Settings) -> None:
     await publish(settings, "bad", examples.mlp([4, 2]))
-    topics = Topics(settings)
     ok = np.ones((1, 4), np.float32)
     cases: dict[str, tuple[bytes, dict[str, str], int]] = {}
 
@@ -182,11 +181,7 @@ async def test_bad_input_gets_error_replies_and_dead_letters(settings: Settings)
         assert good.outputs["logits"].shape == (1, 2)
         assert worker.stats["replies"] == 1
     want = {*cases, "raised"}
-    async with Consumer(settings, [topics.infer_dlq("bad").name], None) as dlq:
-        letters: list[DeadLetter] = []
-        async with asyncio.timeout(20):
-            while len(letters) < len(want):
-                letters += [DeadLetter.from_record(r.value) for r in await dlq.getmany(timeout_ms=200)]
+    letters = await dead_letters(settings, "bad", len(want))
     by_id = {d.headers[h.CORRELATION_ID]: d for d in letters}
     assert set(by_id) == want
     assert all(d.source_topic.endswith("infer.bad.requests") and d.value_b64 for d in letters)

@@ -15,7 +15,6 @@ import onnxruntime as ort
 
 from agents.inference import examples
 from agents.inference.testing import running_worker
-from schemas.records import DeadLetter
 from streams import blockwire
 from streams import headers as h
 from streams.admin import ensure
@@ -23,9 +22,10 @@ from streams.client import InferenceClient, InferenceError, InferResult
 from streams.consumer import Consumer
 from streams.producer import Producer
 from streams.registry import Registry
-from streams.replywire import REPLY_BATCH, STATUS, Reply, is_batch, unpack_batch, unpack_block
+from streams.replywire import REPLY_BATCH, STATUS, Reply
 from streams.settings import Settings
 from streams.topics import Topics
+from tests.inferreads import answers, dead_letters
 
 
 async def publish(settings: Settings, name: str, data: bytes) -> None:
@@ -43,32 +43,6 @@ def block(ids: list[str], x: np.ndarray, *, deadline_s: float = 20.0,
     value, kind = blockwire.encode(blockwire.REQUESTS, {}, "inputs", ids, {"input": x[:, None, :]})
     deadline = str(int((time.time() + deadline_s) * 1000))
     return value, [*kind, (h.DEADLINE, deadline.encode()), *((k, v.encode()) for k, v in extra.items())]
-
-
-async def answers(settings: Settings, topic: str, ids: set[str]) -> tuple[dict[str, Reply], list[str]]:
-    """The replies to ``ids`` on ``topic`` (batches and blocks split), and each record's kind."""
-    got: dict[str, Reply] = {}
-    kinds: list[str] = []
-    async with Consumer(settings, [topic], None) as cons:
-        async with asyncio.timeout(20):
-            while not ids <= got.keys():
-                for rec in await cons.getmany(timeout_ms=200):
-                    kind = rec.headers.get("content-type", "")
-                    kinds.append(kind)
-                    batch = unpack_block(rec.value, rec.headers) if blockwire.kind_of(rec.headers) else \
-                        unpack_batch(rec.value, rec.headers) if is_batch(rec.headers) else \
-                        [Reply(rec.headers[h.CORRELATION_ID], rec.value or b"", rec.headers)]
-                    got.update((r.request_id, r) for r in batch)
-    return got, kinds
-
-
-async def letters(settings: Settings, model: str, count: int) -> list[DeadLetter]:
-    async with Consumer(settings, [Topics(settings).infer_dlq(model).name], None) as cons:
-        out: list[DeadLetter] = []
-        async with asyncio.timeout(20):
-            while len(out) < count:
-                out += [DeadLetter.from_record(r.value) for r in await cons.getmany(timeout_ms=200)]
-    return out
 
 
 async def test_blocks_are_answered_whole_and_bad_ones_per_request(settings: Settings) -> None:
@@ -93,7 +67,7 @@ async def test_blocks_are_answered_whole_and_bad_ones_per_request(settings: Sett
             await prod.send_and_wait(request_topic, value, key=key, headers=headers)
         ids = {"g0", "g1", "g2", "b0", "b1", "l0", "m0", "m1"}
         got, kinds = await answers(settings, reply_topic.name, ids)
-        dead = {d.key_b64: d for d in await letters(settings, "blk", 3)}
+        dead = {d.key_b64: d for d in await dead_letters(settings, "blk", 3)}
         later = await client.infer("blk", {"input": x[:2]}, timeout=20, binary=True)  # still serving
         assert worker.stats["replies"] == 4 and worker.stats["error_bad_request"] == 2
         assert worker.stats["error_deadline_exceeded"] == 1 and worker.stats["error_invalid_message"] == 3
@@ -173,7 +147,7 @@ async def test_a_request_that_fails_in_the_model_fails_alone_in_its_block(settin
     bad = got.pop(2)
     assert isinstance(bad, InferenceError) and bad.status_code == 400 and "model failed" in bad.reason
     assert {i: float(r.outputs["out"][0, 0]) for i, r in got.items()} == {0: 10.0, 1: 13.0, 3: 11.0}
-    (letter,) = await letters(settings, "gather", 1)  # that request alone, as a single binary request
+    (letter,) = await dead_letters(settings, "gather", 1)  # that request alone, as a single binary request
     assert letter.headers[h.CORRELATION_ID] == bad.details["request_id"]
     assert letter.headers["content-type"] == "application/octet-stream"
 

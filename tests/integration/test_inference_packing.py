@@ -26,9 +26,10 @@ from streams.consumer import Consumer
 from streams.producer import Producer
 from streams.record import Record
 from streams.registry import Registry
-from streams.replywire import REPLY_BATCH, Reply, encode_request, is_batch, unpack_batch
+from streams.replywire import REPLY_BATCH, encode_request
 from streams.settings import Settings
 from streams.topics import Topics
+from tests.inferreads import answers, dead_letters
 
 
 async def publish(settings: Settings, name: str, data: bytes) -> None:
@@ -52,29 +53,6 @@ async def every_record(settings: Settings, topic: str) -> list[Record]:
                 out += await cons.getmany(timeout_ms=200)
     assert len(out) == want
     return out
-
-
-async def replies_on(settings: Settings, topic: str, ids: set[str]) -> dict[str, Reply]:
-    """The replies to ``ids`` on a reply topic (batched reply records split)."""
-    got: dict[str, Reply] = {}
-    async with Consumer(settings, [topic], None) as cons:
-        async with asyncio.timeout(20):
-            while not ids <= got.keys():
-                for rec in await cons.getmany(timeout_ms=200):
-                    batch = unpack_batch(rec.value, rec.headers) if is_batch(rec.headers) else \
-                        [Reply(rec.headers[h.CORRELATION_ID], rec.value or b"", rec.headers)]
-                    got.update((r.request_id, r) for r in batch)
-    return got
-
-
-async def letters_until(settings: Settings, model: str, count: int) -> list[DeadLetter]:
-    topic = Topics(settings).infer_dlq(model).name
-    async with Consumer(settings, [topic], None) as cons:
-        letters: list[DeadLetter] = []
-        async with asyncio.timeout(20):
-            while len(letters) < count:
-                letters += [DeadLetter.from_record(r.value) for r in await cons.getmany(timeout_ms=200)]
-    return letters
 
 
 async def test_infer_many_packs_requests_into_fewer_records(settings: Settings) -> None:
@@ -141,7 +119,7 @@ async def test_entries_of_a_hand_built_batch_are_answered_one_by_one(settings: S
             InferenceClient(settings) as client:
         meta = await prod.send_and_wait(topics.infer_requests("hand").name, value, key="hand",
                                         headers=[*shared, *kind])
-        got = await replies_on(settings, reply_topic.name, set(entries))
+        got, _ = await answers(settings, reply_topic.name, set(entries))
         later = await client.infer("hand", {"input": x[:2]}, timeout=20, binary=True)  # still serving
         np.testing.assert_allclose(later.outputs["logits"], direct(data, x[:2]), rtol=1e-5, atol=1e-6)
         assert worker.stats["error_bad_request"] == 1 and worker.stats["error_deadline_exceeded"] == 1
@@ -179,7 +157,7 @@ async def test_a_malformed_batch_goes_to_the_dead_letters_whole(settings: Settin
             await prod.send_and_wait(topic, value, key=key, headers=[
                 ("content-type", batchwire.REQUESTS.encode()), (batchwire.LENGTH, length.encode()),
                 (h.REPLY_TO, client.reply_topic.encode())])
-        letters = {d.key_b64: d for d in await letters_until(settings, "junk", 2)}
+        letters = {d.key_b64: d for d in await dead_letters(settings, "junk", 2)}
         ok = await client.infer("junk", {"input": np.ones((1, 4), np.float32)}, timeout=20)  # still serving
         assert ok.outputs["logits"].shape == (1, 2)
         assert worker.stats["error_invalid_message"] == 2 and worker.stats["replies"] == 1

@@ -1,0 +1,40 @@
+"""Reading what inference workers wrote, in tests on the broker: replies (single records, batched
+reply records and reply blocks split alike) and dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+
+from schemas.records import DeadLetter
+from streams import blockwire
+from streams import headers as h
+from streams.consumer import Consumer
+from streams.replywire import Reply, is_batch, unpack_batch, unpack_block
+from streams.settings import Settings
+from streams.topics import Topics
+
+
+async def answers(settings: Settings, topic: str, ids: set[str]) -> tuple[dict[str, Reply], list[str]]:
+    """The replies to ``ids`` on ``topic``, and the content-type of each record they came in."""
+    got: dict[str, Reply] = {}
+    kinds: list[str] = []
+    async with Consumer(settings, [topic], None) as cons:
+        async with asyncio.timeout(20):
+            while not ids <= got.keys():
+                for rec in await cons.getmany(timeout_ms=200):
+                    kinds.append(rec.headers.get("content-type", ""))
+                    batch = unpack_block(rec.value, rec.headers) if blockwire.kind_of(rec.headers) else \
+                        unpack_batch(rec.value, rec.headers) if is_batch(rec.headers) else \
+                        [Reply(rec.headers[h.CORRELATION_ID], rec.value or b"", rec.headers)]
+                    got.update((r.request_id, r) for r in batch)
+    return got, kinds
+
+
+async def dead_letters(settings: Settings, model: str, count: int) -> list[DeadLetter]:
+    """The first ``count`` dead letters of ``model`` (waits up to 20 s for them)."""
+    async with Consumer(settings, [Topics(settings).infer_dlq(model).name], None) as cons:
+        out: list[DeadLetter] = []
+        async with asyncio.timeout(20):
+            while len(out) < count:
+                out += [DeadLetter.from_record(r.value) for r in await cons.getmany(timeout_ms=200)]
+    return out
