@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from schemas.envelope import json_loads
 from schemas.errors import InvalidMessage
@@ -47,24 +48,30 @@ def kind_of(headers: Mapping[str, str]) -> str | None:
     return kind if kind in _KINDS else None
 
 
-def unpack(value: bytes | None, headers: Mapping[str, str]) -> list[Entry]:
-    """The entries of a batched record; raises InvalidMessage (with the reason) when malformed."""
-    what = _KINDS.get(headers.get("content-type", ""), "batch")
+def read_head(value: bytes | None, headers: Mapping[str, str], what: str, part: str) -> tuple[Any, int]:
+    """The JSON part of a record laid out as ``LENGTH`` bytes of JSON then bytes (a batched record's
+    index, a block's head), and its length; raises InvalidMessage naming ``what`` and ``part``."""
     if value is None:
         raise InvalidMessage(f"{what} has no value")
     raw_len = headers.get(LENGTH, "")
     n_head = h.count(raw_len)
     if n_head is None or not 0 < n_head <= len(value):
         raise InvalidMessage(f"{what} needs a valid {LENGTH} header", got=raw_len[:40])
-    head = value[:n_head]
     try:
-        index = json_loads(head)
+        return json_loads(value[:n_head]), n_head
     except ValueError as exc:
-        raise InvalidMessage(f"{what} index is not JSON", detail=str(exc)) from exc
+        raise InvalidMessage(f"{what} {part} is not JSON", detail=str(exc)) from exc
+
+
+def unpack(value: bytes | None, headers: Mapping[str, str]) -> list[Entry]:
+    """The entries of a batched record; raises InvalidMessage (with the reason) when malformed."""
+    what = _KINDS.get(headers.get("content-type", ""), "batch")
+    index, n_head = read_head(value, headers, what, "index")
+    assert value is not None
     if not isinstance(index, list):
         raise InvalidMessage(f"{what} index is not a list")
     out: list[Entry] = []
-    pos = len(head)
+    pos = n_head
     for entry in index:
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], dict)
                 and type(entry[1]) is int and 0 <= entry[1] <= len(value) - pos):

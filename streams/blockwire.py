@@ -29,13 +29,12 @@ from typing import Any
 
 import numpy as np
 
-from schemas.envelope import json_loads
 from schemas.errors import InvalidMessage
 from schemas.inference import Datatype
-from streams import headers as h
+from streams import batchwire
 from streams.tensorarrays import BY_DTYPE, DATATYPE_NAMES, FIXED
 
-LENGTH = "inference-header-content-length"
+LENGTH = batchwire.LENGTH
 REQUESTS = "application/vnd.aiaas.request-block"
 REPLIES = "application/vnd.aiaas.reply-block"
 ACCEPT = "reply-block"  # request header: "1" = the sender reads reply blocks
@@ -84,16 +83,8 @@ def decode(value: bytes | None, headers: Mapping[str, str], field: str,
     """The block of a record; raises InvalidMessage (with the reason) when it is malformed.
     ``allowed``: the head's keys besides ``ids`` and ``field``."""
     what = _WHAT.get(headers.get("content-type", ""), "block")
-    if value is None:
-        raise InvalidMessage(f"{what} has no value")
-    raw_len = headers.get(LENGTH, "")
-    n_head = h.count(raw_len)
-    if n_head is None or not 0 < n_head <= len(value):
-        raise InvalidMessage(f"{what} needs a valid {LENGTH} header", got=raw_len[:40])
-    try:
-        head = json_loads(value[:n_head])
-    except ValueError as exc:
-        raise InvalidMessage(f"{what} head is not JSON", detail=str(exc)) from exc
+    head, n_head = batchwire.read_head(value, headers, what, "head")
+    assert value is not None
     if not isinstance(head, dict) or not head.keys() <= allowed | {"ids", field}:
         raise InvalidMessage(f"{what} head must be an object with ids and {field}",
                              allowed=sorted(allowed | {"ids", field}))
@@ -105,13 +96,10 @@ def decode(value: bytes | None, headers: Mapping[str, str], field: str,
 def ids_of(value: bytes | None, headers: Mapping[str, str]) -> list[str]:
     """The ids of a block that failed to decode, when its head can still tell them (best effort:
     those requests get an error reply), else an empty list."""
-    n_head = h.count(headers.get(LENGTH))
-    if value is None or n_head is None:
-        return []
     try:
-        head = json_loads(value[:n_head])
+        head, _ = batchwire.read_head(value, headers, "block", "head")
         return _ids(head.get("ids"), "") if isinstance(head, dict) else []
-    except (ValueError, InvalidMessage):
+    except InvalidMessage:
         return []
 
 
