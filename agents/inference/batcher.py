@@ -49,6 +49,11 @@ class Work:
         """Requests in this work."""
         return 1 if self.ids is None else len(self.ids)
 
+    @property
+    def rows_each(self) -> int:
+        """Rows per request on the batch axis (0 when it cannot be batched)."""
+        return (self.rows or 0) // self.count
+
     def group_key(self) -> tuple[Any, ...]:
         if self.rows is None:
             return ("solo", id(self))

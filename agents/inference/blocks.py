@@ -44,7 +44,7 @@ def block_work(rec: Record, ids: list[str], arrays: dict[str, np.ndarray], model
 def explode(w: Work) -> list[Work]:
     """The single requests of a block's ``Work`` (views of its rows)."""
     ids = w.ids or [w.request_id]
-    per = (w.rows or 0) // len(ids) if w.rows else 0
+    per = w.rows_each
     shared = {k: v for k, v in w.record.headers.items() if k not in _BLOCK_OWN}
     rec = w.record
     out = []
@@ -60,16 +60,15 @@ def explode(w: Work) -> list[Work]:
 
 def row_results(w: Work, outputs: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
     """A block's outputs, per request."""
-    n = len(w.ids or ())
-    per = (w.rows or 0) // n
-    return [{name: o[k * per:(k + 1) * per] for name, o in outputs.items()} for k in range(n)]
+    per = w.rows_each
+    return [{name: o[k * per:(k + 1) * per] for name, o in outputs.items()} for k in range(w.count)]
 
 
 def reply_block(model: str, version: int, works: Sequence[Work], results: Sequence[dict[str, np.ndarray]],
                 ) -> tuple[bytes, list[tuple[str, bytes]]]:
     """One reply block for blocks of the same reply topic and rows per request."""
     ids = [rid for w in works for rid in (w.ids or ())]
-    per = (works[0].rows or 0) // len(works[0].ids or (0,))
+    per = works[0].rows_each
     names = list(results[0])
     stacked = {n: np.concatenate([r[n] for r in results]) if len(results) > 1 else results[0][n]
                for n in names}
@@ -85,12 +84,12 @@ def reply_block(model: str, version: int, works: Sequence[Work], results: Sequen
 
 def reply_key(w: Work, outputs: dict[str, np.ndarray]) -> tuple[Any, ...]:
     """Blocks with equal keys share a reply block: reply topic, rows per request, output layout."""
-    per = (w.rows or 0) // len(w.ids or (0,))
-    return (w.reply_to, per, tuple([(n, o.dtype, o.shape[1:]) for n, o in outputs.items()]))
+    return (w.reply_to, w.rows_each, tuple([(n, o.dtype, o.shape[1:]) for n, o in outputs.items()]))
 
 
 def accepts_blocks(w: Work) -> bool:
-    """The block's sender reads reply blocks, and every output can travel in one."""
+    """The block has a reply topic and its sender reads reply blocks (``blockable`` says whether the
+    outputs can travel in one)."""
     return w.reply_to is not None and w.record.headers.get(blockwire.ACCEPT) == "1"
 
 

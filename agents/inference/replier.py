@@ -104,8 +104,14 @@ class Replier:
         else:
             await self.fail_block(w.record, w.ids, exc, sent)
 
+    async def fail(self, rec: Record, rid: str, exc: AiaasError, sent: Outbox) -> None:
+        """The error reply, and a dead letter (but for a deadline: the request was fine, only late)."""
+        await self.fail_block(rec, [rid], exc, sent)
+
     async def fail_block(self, rec: Record, ids: Sequence[str], exc: AiaasError, sent: Outbox) -> None:
-        """``fail`` for the requests of a request block: an error reply each, one dead letter."""
+        """``fail`` for the requests ``ids`` of one record (a request block): an error reply each, one
+        dead letter holding the record (none for a deadline). A block whose ids cannot be read still
+        counts as one failed request."""
         self.stats[f"error_{exc.code.value}"] += max(1, len(ids))
         m.INFER_REQUESTS.labels(model=self.model, outcome=exc.code.value).inc(max(1, len(ids)))
         if not isinstance(exc, DeadlineExceeded):
@@ -114,15 +120,6 @@ class Replier:
         for rid in ids:
             value, headers = replies.error(self.model, rid, exc, request_headers=rec.headers)
             await self.send(rec, rid, reply_to, value, headers, sent)
-
-    async def fail(self, rec: Record, rid: str, exc: AiaasError, sent: Outbox) -> None:
-        """The error reply, and a dead letter (but for a deadline: the request was fine, only late)."""
-        self.stats[f"error_{exc.code.value}"] += 1
-        m.INFER_REQUESTS.labels(model=self.model, outcome=exc.code.value).inc()
-        if not isinstance(exc, DeadlineExceeded):
-            await self.dead_letters.send(rec, exc)
-        value, headers = replies.error(self.model, rid, exc, request_headers=rec.headers)
-        await self.send(rec, rid, rec.headers.get(h.REPLY_TO), value, headers, sent)
 
     async def send(self, rec: Record, rid: str, reply_to: str | None, value: bytes,
                    headers: ReplyHeaders, sent: Outbox) -> None:
