@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Start/stop/status of a local redis-server on 127.0.0.1:$AIAAS_REDIS_PORT with its own data folder.
-# Installs Debian's redis-server when missing. `start` is idempotent; `stop` stops only our pid.
+# Installs Debian's redis-server when missing. Persistence: AOF, fsynced every second, in
+# $AIAAS_STATE_DIR/redis, so API keys, tenants, webhook secrets, queued webhooks and idempotency
+# records survive a restart (at most the last second of writes is lost on a crash).
+# `start` is idempotent; `stop` stops only our pid.
 set -euo pipefail
 source "$(dirname "$0")/kafka/env.sh"
 ensure_installed() {
@@ -17,7 +20,8 @@ case "${1:-start}" in
     ensure_installed
     mkdir -p "$REDIS_DATA"
     redis-server --port "$AIAAS_REDIS_PORT" --bind 127.0.0.1 --dir "$REDIS_DATA" \
-      --daemonize yes --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" --save "" --appendonly no
+      --daemonize yes --pidfile "$REDIS_PID" --logfile "$REDIS_LOG" --save "" --appendonly yes --appendfsync everysec \
+      --appendfilename appendonly.aof
     for _ in $(seq 100); do
       if redis-cli -p "$AIAAS_REDIS_PORT" ping 2>/dev/null | grep -q PONG; then
         echo "redis up on 127.0.0.1:$AIAAS_REDIS_PORT (pid $(cat "$REDIS_PID"))"; exit 0; fi
