@@ -1,24 +1,55 @@
 """``aiaas``: one command for infrastructure, schemas, data, training, serving and workers.
 
 Each area keeps its commands in its own module and adds them in ``register``; this file only
-assembles them, so areas never edit each other's command code.
+assembles them, so areas never edit each other's command code. Failures a user can act on print
+one line (``aiaas_cli.errors``); ``--debug`` shows the traceback.
 """
 
 from __future__ import annotations
 
+from typing import Annotated, Any
+
 import typer
 
-from aiaas_cli import bridge, data, demo, infra, ops, schemas_cmd, serving, training
+from aiaas_cli import bridge, data, demo, errors, infra, ops, schemas_cmd, serving, topics, training
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+HELP = """AI as a service on Kafka: data, training, the model registry, serving over Kafka and HTTP.
+
+Start with `aiaas infra up` (a local Kafka broker and Redis); every command reads AIAAS_*
+settings (AIAAS_BOOTSTRAP_SERVERS, AIAAS_REDIS_URL, ...). See README.md."""
+
+
+class App(typer.Typer):
+    """The top-level app: runs the command through ``errors.guard`` (one line per known failure)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return errors.guard(lambda: super(App, self).__call__(*args, **kwargs))
+
+
+app = App(no_args_is_help=True, add_completion=False, help=HELP)
+
+
+@app.callback()
+def _options(
+    debug: Annotated[bool, typer.Option("--debug", envvar="AIAAS_DEBUG",
+                                        help="show tracebacks (also AIAAS_DEBUG=1)")] = False,
+) -> None:
+    errors.set_debug(debug)
+
+
 app.add_typer(infra.app, name="infra")
 app.add_typer(schemas_cmd.app, name="schemas")
 worker = typer.Typer(no_args_is_help=True, help="Run one agent process.")
 app.add_typer(worker, name="worker")
 
-for area in (data, training, serving, bridge, ops, demo):
+for area in (data, training, serving, bridge, ops, demo, topics):
     area.register(app, worker)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """Console entry point (``aiaas``)."""
     app()
+
+
+if __name__ == "__main__":
+    main()

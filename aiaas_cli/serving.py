@@ -1,5 +1,6 @@
-"""Serving commands: ``aiaas models push|list|promote|rollback|canary``, ``aiaas infer`` and
-``aiaas worker inference`` (one inference worker process; flags in agents/inference/cli.py)."""
+"""Serving commands: ``aiaas models push|pull|list|promote|rollback|canary``, ``aiaas infer`` and
+``aiaas worker inference`` (one inference worker process; flags in agents/inference/cli.py, plus
+``--wait``: without it an unknown model name exits with an error instead of waiting)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,17 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from agents.inference.cli import inference as inference_worker
+from agents.inference.cli import inference
+from aiaas_cli import errors
+from aiaas_cli.modelcheck import checked_worker, require_model, unknown_model
+from aiaas_cli.output import JsonOpt, show, show_json
 
 T = TypeVar("T")
 models = typer.Typer(no_args_is_help=True, help="Model registry: versions, stages, canaries.")
 
 
 def _run(body: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``body(registry)`` on uvloop with the environment's settings; errors become exit code 1."""
-    from schemas.errors import AiaasError
+    """Run ``body(registry)`` on uvloop with the environment's settings; errors exit 1 with one line."""
     from streams.registry import Registry
     from streams.runtime import run
     from streams.settings import Settings
@@ -29,9 +32,19 @@ def _run(body: Callable[[Any], Awaitable[T]]) -> T:
 
     try:
         return run(main())
-    except AiaasError as exc:
-        typer.secho(f"error: {exc.reason} {json.dumps(exc.details)}", fg="red", err=True)
-        raise typer.Exit(1) from exc
+    except Exception as exc:
+        if errors.describe(exc) is None:
+            raise
+        errors.report(exc)
+
+
+async def _named(reg: Any, name: str) -> Any:
+    """The versions of ``name``; an unknown name raises an error listing the known ones."""
+    everything = await reg.list()
+    mine = [mv for mv in everything if mv.name == name]
+    if not mine:
+        raise unknown_model(name, sorted({mv.name for mv in everything}))
+    return mine
 
 
 def _show(mv: Any) -> None:
@@ -53,18 +66,42 @@ def push(
 
 
 @models.command("list")
-def list_(name: Annotated[str | None, typer.Argument(help="only this model")] = None) -> None:
-    """Show every version (of NAME) with its stage."""
-    from rich.console import Console
+def list_(name: Annotated[str | None, typer.Argument(help="only this model")] = None,
+          as_json: JsonOpt = False) -> None:
+    """Show every version (of NAME) with its stage; an unknown NAME is an error."""
     from rich.table import Table
 
+    found = _run(lambda reg: _named(reg, name) if name is not None else reg.list())
+    if as_json:
+        show_json([mv.model_dump(mode="json", exclude_none=True) for mv in found])
+        return
     table = Table("model", "version", "stage", "canary", "size", "sha256", "inputs", "job")
-    for mv in _run(lambda reg: reg.list(name)):
+    for mv in found:
         sig = ", ".join(f"{t.name}:{t.datatype.value}{t.shape}" for t in mv.inputs)
         canary = f"{mv.canary_weight:.0%}" if mv.stage == "canary" else ""
         table.add_row(mv.name, str(mv.version), mv.stage, canary, f"{mv.size_bytes:,}", mv.sha256[:12],
                       sig, mv.lineage.job_id or "")
-    Console().print(table)
+    show(table)
+
+
+async def _pull(reg: Any, name: str, version: int | None) -> tuple[Any, bytes]:
+    await _named(reg, name)
+    mv = await reg.get(name, version)
+    return mv, await reg.load_bytes(mv)
+
+
+@models.command("pull")
+def pull(
+    model: Annotated[str, typer.Argument(help="NAME or NAME:VERSION (default: production, else the latest)")],
+    out: Annotated[Path, typer.Option("-o", "--output", dir_okay=False, help="ONNX file to write")],
+) -> None:
+    """Write a registered model's ONNX file (sha256 checked), e.g. to serve or inspect it elsewhere."""
+    name, _, ver = model.partition(":")
+    if ver and not ver.isdigit():
+        raise typer.BadParameter(f"version must be a number, not {ver!r}", param_hint="MODEL")
+    mv, data = _run(lambda reg: _pull(reg, name, int(ver) if ver else None))
+    out.write_bytes(data)
+    typer.echo(f"wrote {out} ({mv.name} v{mv.version}, {mv.stage}, {len(data):,} bytes, sha256 {mv.sha256})")
 
 
 @models.command("promote")
@@ -100,6 +137,8 @@ def infer(
     from streams.runtime import run
     from streams.settings import Settings
 
+    if data.startswith("@") and not Path(data[1:]).is_file():
+        errors.fail(f"no such file: {data[1:]} (--data takes OIP request JSON, or @FILE holding it)", 2)
     raw = Path(data[1:]).read_text() if data.startswith("@") else data
     try:
         req = InferenceRequest.from_record(raw.encode())
@@ -108,6 +147,7 @@ def infer(
         raise typer.Exit(2) from exc
 
     async def main() -> str:
+        await require_model(model)
         async with InferenceClient(Settings()) as client:
             result = await client.infer(model, req.inputs, timeout=timeout, version=version, binary=binary,
                                         parameters=req.parameters,
@@ -117,13 +157,11 @@ def infer(
     try:
         typer.echo(run(main()))
     except AiaasError as exc:
-        typer.secho(f"error {exc.status_code}: {exc.reason} {json.dumps(exc.details, default=str)}",
-                    fg="red", err=True)
-        raise typer.Exit(1) from exc
+        errors.report(exc)
 
 
 def register(app: typer.Typer, worker: typer.Typer) -> None:
     """Add this area's commands to the top-level `app` and its agents to `aiaas worker`."""
     app.add_typer(models, name="models")
     app.command("infer")(infer)
-    worker.command("inference")(inference_worker)
+    worker.command("inference")(checked_worker(inference))
