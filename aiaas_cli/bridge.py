@@ -87,20 +87,31 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def serve(
-    model: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ONNX file")],
-    name: Annotated[str, typer.Option(help="model name")],
+    file: Annotated[Path | None, typer.Argument(
+        dir_okay=False, help="ONNX file to register and serve (or give --model)")] = None,
+    name: Annotated[str | None, typer.Option(help="name to register FILE as (default: its stem)")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="serve this registered model (production version, else the latest) instead of a file")] = None,
     port: Annotated[int, typer.Option(help="bridge HTTP port")] = 8080,
     replicas: Annotated[int, typer.Option(min=1, help="inference worker processes")] = 1,
     host: Annotated[str, typer.Option(help="bridge bind address")] = "127.0.0.1",
     auth: Annotated[bool, typer.Option("--auth/--no-auth", help="require API keys (prints one)")] = True,
+    infra_timeout: Annotated[float, typer.Option(
+        help="seconds to wait for Kafka and Redis (started with infra/up.sh when local and down)")] = 60.0,
 ) -> None:
-    """Serve MODEL over HTTP: infrastructure if down, register, K workers + a bridge; Ctrl-C stops all."""
+    """Serve FILE (registered as production) or a registered --model over HTTP: infrastructure if
+    down, K inference workers + a bridge; prints the URL and an API key; Ctrl-C stops all."""
     from agents.bridge.serve import ServePlan, supervise
     from streams.runtime import run, setup_logging
     from streams.settings import Settings
 
+    if (file is None) == (model is None):
+        raise typer.BadParameter("give an ONNX FILE or --model NAME (one of them)")
+    if file is not None and not file.is_file():
+        raise typer.BadParameter(f"no such file: {file}", param_hint="FILE")
     setup_logging()
-    plan = ServePlan(model_path=model, name=name, port=port, host=host, replicas=replicas, auth=auth)
+    plan = ServePlan(model_path=file, name=model or name or (file.stem if file else ""), port=port, host=host,
+                     replicas=replicas, auth=auth, infra_timeout_s=infra_timeout)
     raise typer.Exit(run(supervise(Settings(), plan)))
 
 

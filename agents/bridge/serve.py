@@ -1,10 +1,14 @@
-"""``aiaas serve MODEL.onnx --name N``: infrastructure, registration, K workers and a bridge in one go.
+"""``aiaas serve MODEL.onnx --name N`` or ``aiaas serve --model N``: infrastructure, registration,
+K workers and a bridge in one go.
 
-The supervisor starts the local broker and Redis (``infra/up.sh``) when they do not answer,
-registers the ONNX file as the production version of ``N``, starts ``replicas`` inference worker
-processes and one bridge process, prints where to send requests, and on SIGINT/SIGTERM (or when a
-child dies) stops them all: SIGTERM first, SIGKILL after a grace period. On Linux the children also
-get SIGTERM if the supervisor itself is killed, so they never outlive it.
+The supervisor checks that Kafka and Redis answer; when they do not and the settings point at the
+local ones (``AIAAS_KAFKA_PORT``/``AIAAS_REDIS_PORT`` on loopback) it starts them with
+``infra/up.sh`` and waits up to ``infra_timeout_s``; otherwise it fails at once with one line.
+It registers the ONNX file as the production version of ``N`` (or checks that the registered
+model ``N`` exists), starts ``replicas`` inference worker processes and one bridge process, prints
+where to send requests, and on SIGINT/SIGTERM (or when a child dies) stops them all: SIGTERM
+first, SIGKILL after a grace period. On Linux the children also get SIGTERM if the supervisor
+itself is killed, so they never outlive it.
 """
 
 from __future__ import annotations
@@ -18,13 +22,14 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
 from agents.bridge.keys import KeyStore
 from agents.bridge.rediskeys import RedisKeys
 from agents.bridge.testing import ROOT, child_env, wait_http_ready
-from schemas.errors import AiaasError, Unavailable
+from schemas.errors import AiaasError, NotFound, Unavailable
 from schemas.registry import ModelVersion
 from streams.admin import wait_for_broker
 from streams.registry import Registry
@@ -37,42 +42,81 @@ PR_SET_PDEATHSIG = 1
 
 @dataclass
 class ServePlan:
-    model_path: Path
+    """What to serve: ``model_path`` registered as ``name``, or (no path) the registered ``name``."""
+
+    model_path: Path | None
     name: str
     port: int = 8080
     host: str = "127.0.0.1"
     replicas: int = 1
     auth: bool = True
     tenant: str = "local"
+    infra_timeout_s: float = 60.0
     children: list[asyncio.subprocess.Process] = field(default_factory=list)
 
 
-async def infrastructure(settings: Settings) -> None:
-    """Start Kafka and Redis with the project's scripts unless both already answer."""
-    if await _reachable(settings):
-        return
-    log.info("starting local infrastructure (infra/up.sh)")
-    proc = await asyncio.create_subprocess_exec(str(ROOT / "infra" / "up.sh"), stdin=subprocess.DEVNULL)
-    if await proc.wait() != 0:
-        raise Unavailable("infra/up.sh failed", returncode=proc.returncode)
-    await wait_for_broker(settings, timeout_s=120)
+async def infrastructure(settings: Settings, timeout_s: float = 60.0) -> None:
+    """Start Kafka and Redis with the project's scripts unless both already answer; only the local
+    ones are started (a remote address that does not answer fails at once)."""
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # each refused connection would log an ERROR line
+    try:
+        down = await _unreachable(settings)
+        if not down:
+            return
+        if not _local(settings):
+            raise Unavailable("cannot reach Kafka/Redis (not the local ones, so not started here)", **down)
+        log.info("starting local infrastructure (infra/up.sh)")
+        proc = await asyncio.create_subprocess_exec(str(ROOT / "infra" / "up.sh"), stdin=subprocess.DEVNULL)
+        try:
+            async with asyncio.timeout(timeout_s):
+                if await proc.wait() != 0:
+                    raise Unavailable("infra/up.sh failed; see its output above", returncode=proc.returncode)
+        except TimeoutError:
+            proc.kill()
+            raise Unavailable("infra/up.sh did not finish in time", seconds=timeout_s) from None
+        await wait_for_broker(settings, timeout_s=timeout_s)
+    finally:
+        quiet.setLevel(level)
 
 
-async def _reachable(settings: Settings) -> bool:
+def _local(settings: Settings) -> bool:
+    """Whether the settings name the broker and Redis that infra/up.sh runs on this machine."""
+    kafka = os.environ.get("AIAAS_KAFKA_PORT", "19092")
+    redis_port = os.environ.get("AIAAS_REDIS_PORT", "16379")
+    hosts = ("127.0.0.1", "localhost")
+    return (settings.bootstrap_servers in {f"{h}:{kafka}" for h in hosts}
+            and any(f"//{h}:{redis_port}" in settings.redis_url for h in hosts))
+
+
+async def _unreachable(settings: Settings) -> dict[str, Any]:
+    """The addresses (``bootstrap``, ``redis``) that do not answer within a few seconds."""
+    down: dict[str, Any] = {}
     client = aioredis.from_url(settings.redis_url, socket_connect_timeout=2)
     try:
         await client.ping()
-        await wait_for_broker(settings, timeout_s=3)
-        return True
-    except (AiaasError, OSError, aioredis.RedisError):
-        return False
+    except (OSError, aioredis.RedisError):
+        down["redis"] = settings.redis_url
     finally:
         await client.aclose()
+    try:
+        await wait_for_broker(settings, timeout_s=3)
+    except (AiaasError, OSError):
+        down["bootstrap"] = settings.bootstrap_servers
+    return down
 
 
 async def register(settings: Settings, plan: ServePlan) -> ModelVersion:
-    data = await asyncio.to_thread(plan.model_path.read_bytes)
+    """Register the plan's file as production, or find the registered model it names."""
     async with Registry(settings) as reg:
+        if plan.model_path is None:
+            everything = await reg.list()
+            if not any(mv.name == plan.name for mv in everything):
+                raise NotFound("no such model", model=plan.name,
+                               known=sorted({mv.name for mv in everything}) or "none yet")
+            return await reg.get(plan.name)
+        data = await asyncio.to_thread(plan.model_path.read_bytes)
         return await reg.publish(plan.name, data, stage="production")
 
 
@@ -97,9 +141,11 @@ async def start_children(
 ) -> str:
     """K workers following the production version, then the bridge; returns the bridge URL."""
     threads = str(max(1, (os.cpu_count() or 1) // max(1, plan.replicas)))
+    # A file is registered as production; a registered model is served as production, else latest.
+    stage = ["--stage", "production"] if plan.model_path is not None else []
     for _ in range(plan.replicas):
         plan.children.append(await _spawn(
-            ["-m", "agents.inference", "--model", plan.name, "--stage", "production", "--threads", threads],
+            ["-m", "agents.inference", "--model", plan.name, *stage, "--threads", threads],
             {"OMP_NUM_THREADS": threads},
         ))
     env = {"AIAAS_BRIDGE_PORT": str(plan.port), "AIAAS_BRIDGE_HOST": plan.host,
@@ -108,7 +154,13 @@ async def start_children(
     plan.children.append(bridge)
     host = "127.0.0.1" if plan.host in ("0.0.0.0", "::") else plan.host
     url = f"http://{host}:{plan.port}"
-    await wait_http_ready(f"{url}/v2/health/ready", 120, bridge)
+    try:
+        await wait_http_ready(f"{url}/v2/health/ready", 120, bridge)
+    except RuntimeError:
+        raise Unavailable("the bridge exited before it was ready (its log is above)",
+                          returncode=bridge.returncode, port=plan.port) from None
+    except TimeoutError:
+        raise Unavailable("the bridge did not become ready in time", url=url) from None
     return url
 
 
@@ -133,7 +185,7 @@ async def supervise(settings: Settings, plan: ServePlan) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await infrastructure(settings)
+        await infrastructure(settings, plan.infra_timeout_s)
         mv = await register(settings, plan)
         url = await start_children(settings, plan)
         pids = " ".join(str(p.pid) for p in plan.children)
