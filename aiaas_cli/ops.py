@@ -26,7 +26,7 @@ def autoscale(
     group: Annotated[str | None, typer.Option(help="Consumer group of the workers.")] = None,
     worker_cmd: Annotated[str | None, typer.Option(
         help="Worker command line; {model} and {index} are filled in. "
-             "Default: aiaas worker inference --model {model}.")] = None,
+             "Default: aiaas worker inference --model {model} --wait.")] = None,
     log_dir: Annotated[Path, typer.Option(help="Where worker logs go.")] = Path(".run/autoscaler"),
 ) -> None:
     """Start and stop local inference workers from consumer lag and arrival rate."""

@@ -21,7 +21,9 @@ from streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WORKER = (sys.executable, "-m", "aiaas_cli.main", "worker", "inference", "--model", "{model}")
+# --wait: a worker woken by lag before the model is registered waits for it instead of exiting.
+DEFAULT_WORKER = (sys.executable, "-m", "aiaas_cli.main", "worker", "inference", "--model", "{model}",
+                  "--wait")
 
 
 def default_group(settings: Settings, model: str) -> str:

@@ -1,18 +1,49 @@
-"""Process entry of the bridge: uvicorn serving the app on uvloop (``aiaas worker bridge``)."""
+"""Process entry of the bridge: uvicorn serving the app on uvloop (``aiaas worker bridge``).
+
+The HTTP port is bound before the app's start-up opens its Kafka and Redis connections: a port in
+the ephemeral range could otherwise be taken by one of the bridge's own outgoing connections.
+"listening" is logged once uvicorn accepts requests on it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import socket
+from typing import Any
 
 import uvicorn
 
 from agents.bridge.app import create_app
 from agents.bridge.settings import BridgeSettings
+from schemas.errors import Unavailable
 from streams.runtime import run, setup_logging
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = sockets[0].getsockname()[:2] if sockets else (self.config.host, self.config.port)
+            log.info("bridge listening on http://%s:%d", host, port)
+
+
+def bind(host: str, port: int, backlog: int) -> socket.socket:
+    """The bridge's listening socket, bound before anything else opens a connection."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise Unavailable("cannot bind the bridge's HTTP port", host=host, port=port, error=str(exc)) from exc
+    sock.listen(backlog)
+    sock.set_inheritable(True)
+    return sock
 
 
 async def serve(settings: Settings, bridge_settings: BridgeSettings) -> None:
@@ -23,9 +54,18 @@ async def serve(settings: Settings, bridge_settings: BridgeSettings) -> None:
         access_log=False, log_level="warning", timeout_graceful_shutdown=10, backlog=2048,
         ws="none", server_header=False, date_header=False, http=bridge_settings.http,
     )
-    server = uvicorn.Server(config)
-    log.info("bridge listening on http://%s:%d", bridge_settings.host, bridge_settings.port)
-    await server.serve()
+    sock = bind(bridge_settings.host, bridge_settings.port, config.backlog)
+    try:
+        await _Server(config).serve(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def parse_flags(argv: list[str] | None = None) -> Any:
+    parser = argparse.ArgumentParser(prog="python -m agents.bridge", description=__doc__)
+    parser.add_argument("--port", type=int, help="HTTP port (default AIAAS_BRIDGE_PORT or 8080)")
+    parser.add_argument("--host", help="bind address (default AIAAS_BRIDGE_HOST or 127.0.0.1)")
+    return parser.parse_args(argv)
 
 
 def main(port: int | None = None, host: str | None = None) -> None:
@@ -37,8 +77,5 @@ def main(port: int | None = None, host: str | None = None) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int)
-    parser.add_argument("--host")
-    args = parser.parse_args()
+    args = parse_flags()
     main(args.port, args.host)

@@ -1,0 +1,7 @@
+"""``python -m agents.bridge [--port P] [--host H]``: one HTTP bridge (see agents/bridge/main.py)."""
+
+from agents.bridge.main import parse_flags, main
+from aiaas_cli.errors import guard
+
+args = parse_flags()
+guard(lambda: main(args.port, args.host))
