@@ -1,6 +1,6 @@
 """``python -m agents.bridge [--port P] [--host H]``: one HTTP bridge (see agents/bridge/main.py)."""
 
-from agents.bridge.main import parse_flags, main
+from agents.bridge.main import main, parse_flags
 from aiaas_cli.errors import guard
 
 args = parse_flags()
