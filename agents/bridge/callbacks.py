@@ -1,9 +1,16 @@
 """SSRF policy for callback URLs: only http(s) to public addresses unless allowlisted.
 
-A callback host is resolved and *every* address it resolves to must be global (not private,
-loopback, link-local, multicast, reserved, unspecified, shared) or inside an allowlisted network.
-The dispatcher checks again right before each POST, so a name that re-resolves to a private
-address later is still refused. Redirects are never followed.
+A callback URL must be printable ASCII-or-letters without whitespace (a CR/LF/TAB in a URL is
+refused at submission, not left to fail at every delivery). Its host is resolved and *every*
+address it resolves to must be global (not private, loopback, link-local, multicast, reserved,
+unspecified, shared) or inside an allowlisted network; an IPv6 address that carries an IPv4
+address (IPv4-mapped, IPv4-compatible, SIIT, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo)
+is judged by that IPv4 address as well, so ``64:ff9b::7f00:1`` is loopback.
+
+Delivery uses ``resolve``: the host is resolved once, checked, and the POST connects to that very
+address (the original name goes in ``Host`` and in TLS SNI/certificate checks), so a name that
+re-resolves to a private address between the check and the connect (DNS rebinding) cannot
+redirect it. Redirects are never followed.
 """
 
 from __future__ import annotations
@@ -12,13 +19,53 @@ import asyncio
 import ipaddress
 import socket
 from collections.abc import Sequence
-from urllib.parse import urlsplit
+from dataclasses import dataclass
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from agents.bridge.errors import CallbackRefused
 
 MAX_URL = 2048
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+_V6 = ipaddress.IPv6Network
+COMPATIBLE, MAPPED, SIIT = _V6("::/96"), _V6("::ffff:0:0/96"), _V6("::ffff:0:0:0/96")
+NAT64, NAT64_LOCAL, SIXTOFOUR = _V6("64:ff9b::/96"), _V6("64:ff9b:1::/48"), _V6("2002::/16")
+LOW32 = (COMPATIBLE, MAPPED, SIIT, NAT64)  # the IPv4 address is the last 32 bits
+
+
+class UnresolvedHost(CallbackRefused):
+    """The callback host does not resolve (now): a delivery retries it, a submission is refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A checked callback: POST to ``url`` (the checked address) with ``host`` as Host and SNI."""
+
+    url: str
+    host: str
+    host_header: str
+    address: IPAddress
+
+    def extensions(self) -> dict[str, bytes]:
+        """httpx request extensions: TLS SNI and certificate checks use the callback's name."""
+        return {"sni_hostname": self.host.encode("ascii")}
+
+
+def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address stands for (translation and tunnel forms)."""
+    if isinstance(ip, ipaddress.IPv4Address):
+        return []
+    found = [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)] if any(ip in net for net in LOW32) else []
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    return found
+
+
+def has_bad_characters(url: str) -> bool:
+    """Whitespace or a non-printable character anywhere (CR/LF/TAB would split headers)."""
+    return any(ch.isspace() or not ch.isprintable() for ch in url)
 
 
 class CallbackPolicy:
@@ -34,29 +81,59 @@ class CallbackPolicy:
                 self.hosts.add(entry.lower())
 
     def allowed_address(self, ip: IPAddress) -> bool:
+        """Allowlisted, else it and every IPv4 address it embeds are global. Only the address
+        itself (or the IPv4 of an IPv4-mapped one: the same socket) matches the allowlist: a NAT64
+        or 6to4 form of an allowlisted address is someone else's loopback or network."""
         mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
-        ip = mapped or ip
-        if any(ip in net for net in self.networks):
+        if any((mapped or ip) in net for net in self.networks):
             return True
-        return ip.is_global and not ip.is_multicast
+        forms: list[IPAddress] = [ip, *embedded_ipv4(ip)]
+        if isinstance(ip, ipaddress.IPv6Address) and ip in NAT64_LOCAL:
+            return False  # local-use NAT64 (RFC 8215): a private translator, whatever it embeds
+        return all(f.is_global and not f.is_multicast for f in forms)
 
     async def check(self, url: str) -> str:
-        """Return the URL when it may be called; raise CallbackRefused saying why not."""
-        host, port = _parse(url)
-        if host in self.hosts or f"{host}:{port}" in self.hosts:
-            return url
-        for ip in await _resolve(host, port):
+        """Return the URL when it may be called; raise CallbackRefused saying why not. An
+        allowlisted host name is not resolved here (it need not resolve from every bridge yet)."""
+        _, host, port = _parse(url)
+        if not self._allowlisted(host, port):
+            self._checked(url, await _resolve(host, port))
+        return url
+
+    def _allowlisted(self, host: str, port: int) -> bool:
+        return host in self.hosts or f"{host}:{port}" in self.hosts
+
+    def _checked(self, url: str, addrs: list[IPAddress]) -> IPAddress:
+        """The address to connect to, once every address of the host passed."""
+        for ip in addrs:
             if not self.allowed_address(ip):
                 raise CallbackRefused(
                     "callback address is private, loopback, link-local or reserved",
                     url=url, address=str(ip),
                 )
-        return url
+        return addrs[0]
+
+    async def resolve(self, url: str) -> Target:
+        """Resolve once, check every address, and name the one to connect to."""
+        parts, host, port = _parse(url)
+        addrs = await _resolve(host, port)
+        ip = addrs[0] if self._allowlisted(host, port) else self._checked(url, addrs)
+        return _target(parts, host, port, ip)
 
 
-def _parse(url: str) -> tuple[str, int]:
+def _target(parts: SplitResult, host: str, port: int, ip: IPAddress) -> Target:
+    shown = f"[{ip}]" if ip.version == 6 else str(ip)
+    url = urlunsplit((parts.scheme, f"{shown}:{port}", parts.path or "/", parts.query, ""))
+    name = f"[{host}]" if ":" in host else host
+    default = 443 if parts.scheme == "https" else 80
+    return Target(url, host, name if port == default else f"{name}:{port}", ip)
+
+
+def _parse(url: str) -> tuple[SplitResult, str, int]:
     if not isinstance(url, str) or len(url) > MAX_URL:
         raise CallbackRefused("callback URL missing or too long", limit=MAX_URL)
+    if has_bad_characters(url):
+        raise CallbackRefused("callback URL contains whitespace or control characters")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -68,7 +145,11 @@ def _parse(url: str) -> tuple[str, int]:
         raise CallbackRefused("callback URL has no host")
     if parts.username is not None or parts.password is not None:
         raise CallbackRefused("callback URL must not carry credentials")
-    return parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
+    try:
+        host = parts.hostname.lower().encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise CallbackRefused("callback host is not a valid name", detail=str(exc)) from exc
+    return parts, host, port or (443 if parts.scheme == "https" else 80)
 
 
 async def _resolve(host: str, port: int) -> list[IPAddress]:
@@ -82,7 +163,7 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
             loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout=5.0
         )
     except (OSError, TimeoutError, UnicodeError) as exc:
-        raise CallbackRefused("callback host does not resolve", host=host, detail=str(exc)) from exc
+        raise UnresolvedHost("callback host does not resolve", host=host, detail=str(exc)) from exc
     addrs = []
     for *_, sockaddr in infos:
         try:

@@ -12,6 +12,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from agents.bridge import redisconn
 from agents.bridge.audit import AuditLog
 from agents.bridge.auth import Authenticator, check_bind
 from agents.bridge.dispatcher import Dispatcher
@@ -22,6 +23,7 @@ from agents.bridge.metrics import Metrics
 from agents.bridge.ratelimit import RateLimiter
 from agents.bridge.rediskeys import RedisKeys
 from agents.bridge.settings import BridgeSettings
+from agents.bridge.slots import AsyncSlots
 from agents.bridge.state import StateStore
 from schemas.errors import NotFound
 from schemas.registry import ModelVersion
@@ -43,12 +45,13 @@ class Bridge(Service):
         self.topics = Topics(settings)
         self.rk = RedisKeys(settings)
         self.metrics = Metrics()
-        self.redis: aioredis.Redis = aioredis.from_url(settings.redis_url, max_connections=256)
+        self.redis: aioredis.Redis = redisconn.connect(settings.redis_url)  # retries, health checks
         self.keys = KeyStore(self.redis, self.rk)
         self.auth = Authenticator(self.keys, bridge_settings)
         self.limiter = RateLimiter(self.redis, self.rk, bridge_settings)
         self.states = StateStore(self.redis, self.rk, bridge_settings.result_ttl_s)
-        self.idempotency = Idempotency(self.redis, self.rk, bridge_settings.idempotency_ttl_s)
+        self.idempotency = Idempotency(self.redis, self.rk, bridge_settings.idempotency_ttl_s,
+                                       bridge_settings.idempotency_lease_s)
         self.producer = Producer(settings)
         self.admin = Admin(settings)
         self.client = InferenceClient(
@@ -61,7 +64,8 @@ class Bridge(Service):
         )
         self.jobs = JobsView(settings, self.producer)
         self.audit = AuditLog(self.producer, self.topics.audit().name, each=bridge_settings.audit_each_infer)
-        self.async_slots = asyncio.Semaphore(bridge_settings.max_async_inflight)
+        self.async_slots = AsyncSlots(bridge_settings.max_async_inflight,
+                                      bridge_settings.max_async_per_tenant)
         self.tasks: set[asyncio.Task[Any]] = set()
         self._request_topics: set[str] = set()
         self.known_models: set[str] = set()

@@ -1,64 +1,41 @@
 """Webhook dispatcher: signed POSTs of results, retried with backoff and jitter, then dead-lettered.
 
-Deliveries are queued in Redis (a sorted set scored by due time), not in memory, so any bridge
-delivers any request's webhook and a bridge killed mid-retry loses nothing: a claim is a lease
-(the member's score moves to now + lease), and a claim whose bridge died comes due again after
-the lease. After the last failed attempt the webhook goes to the ``webhooks.dlq`` topic and the
-request is marked failed.
+Deliveries are queued in Redis (``agents.bridge.webhookqueue``: per tenant, scored by due time),
+not in memory, so any bridge delivers any request's webhook and a bridge killed mid-retry loses
+nothing: a claim is a lease, and a claim whose bridge died comes due again after the lease. A
+tenant holds at most ``webhook_concurrency_per_tenant`` of a bridge's ``webhook_concurrency``
+delivery slots, so its slow receivers never delay another tenant's webhooks. After the last failed
+attempt (or at once when the URL can never be called) the webhook goes to the ``webhooks.dlq``
+topic and the request is marked failed. While Redis is unreachable the dispatcher logs one line,
+backs off, and logs again when Redis is back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
-import random
 import time
-from typing import Any
+from collections import Counter
 
-import httpx
 import redis.asyncio as aioredis
+from pydantic import ValidationError
 
 from agents.bridge.callbacks import CallbackPolicy
 from agents.bridge.keys import KeyStore
 from agents.bridge.metrics import Metrics
+from agents.bridge.redisconn import StoreUnavailable
 from agents.bridge.rediskeys import RedisKeys
 from agents.bridge.settings import BridgeSettings
 from agents.bridge.state import ORPHAN_GRACE_S, RequestState, StateStore
+from agents.bridge.webhookpost import Poster, backoff, webhook_body
+from agents.bridge.webhookqueue import WebhookQueue
 from schemas.errors import AiaasError, ErrorCode
 from schemas.records import DeadLetter
 from streams.producer import Producer
-from streams.webhooks import SIGNATURE_HEADER, sign
 
 log = logging.getLogger(__name__)
-_rng = random.Random()  # our own generator: jitter never touches (or depends on) the global one
-
-CLAIM = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), id) end
-return ids
-"""
-
-
-def backoff(attempt: int, base_s: float, max_s: float) -> float:
-    """Exponential backoff with jitter: a delay in [half, full] of ``base * 2**(attempt-1)``."""
-    full: float = min(max_s, base_s * 2 ** max(0, attempt - 1))  # int ** int is Any to mypy
-    return full / 2 + _rng.uniform(0, full / 2)
-
-
-def webhook_body(state: RequestState, result: bytes | None) -> bytes:
-    """The JSON POSTed to a callback: request id, status, and the OIP response or error."""
-    body: dict[str, Any] = {"id": state.id, "status": state.status, "model_name": state.model}
-    if state.version:
-        body["model_version"] = state.version
-    if result is not None:
-        body["response"] = json.loads(result)
-    if state.error is not None:
-        body["error"] = state.error
-    return json.dumps(body, separators=(",", ":")).encode()
+OUTAGE_BACKOFF_MAX_S = 5.0
 
 
 class Dispatcher:
@@ -68,27 +45,23 @@ class Dispatcher:
         self, redis: aioredis.Redis, keys: RedisKeys, states: StateStore, store: KeyStore,
         producer: Producer, dlq_topic: str, settings: BridgeSettings, metrics: Metrics,
     ) -> None:
-        self.redis = redis
-        self.k = keys
+        self.queue = WebhookQueue(redis, keys)
         self.states = states
-        self.store = store
         self.producer = producer
         self.dlq_topic = dlq_topic
         self.s = settings
         self.metrics = metrics
         self.policy = CallbackPolicy(settings.callback_allowlist)
-        self._claim = redis.register_script(CLAIM)
+        self.poster = Poster(self.policy, store, settings)
+        self.in_flight: Counter[str] = Counter()  # deliveries running here, per tenant
         self._wake = asyncio.Event()
         self._stopping = False
+        self._down_since: float | None = None  # Redis unreachable since (for one log line per outage)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
-        self._http: httpx.AsyncClient | None = None
 
     async def start(self) -> None:
-        self._http = httpx.AsyncClient(
-            timeout=self.s.webhook_timeout_s, follow_redirects=False, trust_env=False,
-            limits=httpx.Limits(max_connections=self.s.webhook_concurrency),
-        )
+        await self.poster.start()
         self._loop = asyncio.create_task(self._run(), name="webhook-dispatcher")
 
     async def stop(self) -> None:
@@ -105,51 +78,89 @@ class Dispatcher:
         for t in list(self._tasks):
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        await self.poster.stop()
 
-    async def enqueue(self, request_id: str, delay_s: float = 0.0) -> None:
-        await self.redis.zadd(self.k.webhooks_due(), {request_id: time.time() + delay_s})
+    async def enqueue(self, request_id: str, tenant: str, delay_s: float = 0.0) -> None:
+        await self.queue.put(tenant, request_id, time.time() + delay_s)
         self._wake.set()
 
     async def _run(self) -> None:
+        outage_wait = self.s.dispatch_poll_s
         while not self._stopping:
             free = self.s.webhook_concurrency - len(self._tasks)
-            ids = await self._claim_due(free) if free > 0 else []
-            for raw in ids:
-                task = asyncio.create_task(self._deliver(raw.decode()))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-            if not ids and not self._stopping:
-                self._wake.clear()
-                waiter = asyncio.ensure_future(self._wake.wait())
-                await asyncio.wait([waiter], timeout=self.s.dispatch_poll_s)
-                waiter.cancel()
+            try:
+                claimed = await self._claim(free) if free > 0 else []
+            except (aioredis.RedisError, OSError) as exc:
+                self._unreachable(exc)
+                outage_wait = min(2 * outage_wait, OUTAGE_BACKOFF_MAX_S)
+                await self._idle(outage_wait)
+                continue
+            self._reachable()
+            outage_wait = self.s.dispatch_poll_s
+            for tenant, request_id in claimed:
+                self._spawn(tenant, request_id)
+            if not claimed:
+                await self._idle(self.s.dispatch_poll_s)
 
-    async def _claim_due(self, limit: int) -> list[bytes]:
-        try:
-            ids: list[bytes] = await self._claim(
-                keys=[self.k.webhooks_due()], args=[self.s.webhook_lease_s, limit]
-            )
-            return ids
-        except (aioredis.RedisError, OSError):
-            log.exception("claiming due webhooks failed; retrying")
-            return []
+    async def _claim(self, free: int) -> list[tuple[str, str]]:
+        return await self.queue.claim(free, self.s.webhook_concurrency_per_tenant,
+                                      self.s.webhook_lease_s, self.in_flight)
 
-    async def _deliver(self, request_id: str) -> None:
+    async def _idle(self, wait_s: float) -> None:
+        if self._stopping:
+            return
+        self._wake.clear()
+        waiter = asyncio.ensure_future(self._wake.wait())
+        await asyncio.wait([waiter], timeout=wait_s)
+        waiter.cancel()
+
+    def _unreachable(self, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.warning("webhook queue: Redis unreachable (%s: %s); retrying with backoff",
+                        type(exc).__name__, exc)
+
+    def _reachable(self) -> None:
+        if self._down_since is not None:
+            log.warning("webhook queue: Redis reachable again after %.1f s",
+                        time.monotonic() - self._down_since)
+            self._down_since = None
+
+    def _spawn(self, tenant: str, request_id: str) -> None:
+        self.in_flight[tenant] += 1
+        task = asyncio.create_task(self._deliver(tenant, request_id))
+        self._tasks.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            self._tasks.discard(t)
+            self.in_flight[tenant] -= 1
+            if self.in_flight[tenant] <= 0:
+                del self.in_flight[tenant]
+            self._wake.set()  # a slot is free: claim again without waiting for the poll
+
+        task.add_done_callback(done)
+
+    async def _deliver(self, tenant: str, request_id: str) -> None:
         try:
-            got = await self.states.get(request_id)
+            try:
+                got = await self.states.get(request_id)
+            except ValidationError as exc:  # a state no bridge can read: never deliverable
+                await self._unreadable(tenant, request_id, exc)
+                return
             if got is None:  # expired: nothing left to deliver
-                await self.redis.zrem(self.k.webhooks_due(), request_id)
+                await self.queue.remove(tenant, request_id)
                 return
             state, result = got
             if state.status == "pending" and not await self._settle_pending(state):
                 return
             if state.webhook != "pending" or not state.callback:
-                await self.redis.zrem(self.k.webhooks_due(), request_id)
+                await self.queue.remove(tenant, request_id)
                 return
             await self._attempt(state, result)
+        except (aioredis.RedisError, OSError, StoreUnavailable) as exc:  # an outage: the lease retries it
+            self._unreachable(exc)
+        except AiaasError as exc:  # e.g. the dead-letter topic unreachable: the lease retries it
+            log.warning("webhook delivery of %s failed (%s); the lease will retry it", request_id, exc.reason)
         except Exception:  # one bad delivery must not stop the others
             log.exception("webhook delivery of %s failed unexpectedly; the lease will retry it", request_id)
 
@@ -157,7 +168,7 @@ class Dispatcher:
         """A request still running is due again at its deadline; past it (plus grace) the bridge
         that ran it is gone: record the timeout so its webhook reports it. True: deliver now."""
         if not state.orphaned():
-            await self.redis.zadd(self.k.webhooks_due(), {state.id: state.deadline + ORPHAN_GRACE_S})
+            await self.queue.put(state.tenant, state.id, state.deadline + ORPHAN_GRACE_S)
             return False
         state.status, state.status_code, state.finished = "failed", 504, time.time()
         state.error = {"error": "no reply before the deadline", "code": ErrorCode.TIMEOUT.value}
@@ -166,59 +177,52 @@ class Dispatcher:
         return True
 
     async def _attempt(self, state: RequestState, result: bytes | None) -> None:
-        assert state.callback is not None and self._http is not None
+        assert state.callback is not None
         body = webhook_body(state, result)
+        if state.attempts >= self.s.webhook_attempts:  # earlier attempts crashed before an outcome
+            await self._dead_letter(state, body, "attempts exhausted")
+            return
         state.attempts += 1
         await self.states.update(state)  # counted before the POST: a crash mid-attempt still counts
-        outcome, permanent = await self._post(state, body)
+        outcome, permanent = await self.poster.post(state, body)
         self.metrics.webhooks.labels(outcome=outcome.split(" ")[0].rstrip(":")).inc()
         if outcome == "delivered":
             state.webhook = "delivered"
             await self.states.update(state)
-            await self.redis.zrem(self.k.webhooks_due(), state.id)
+            await self.queue.remove(state.tenant, state.id)
         elif permanent or state.attempts >= self.s.webhook_attempts:
             await self._dead_letter(state, body, outcome)
         else:
             await self.states.update(state)
             delay = backoff(state.attempts, self.s.webhook_backoff_s, self.s.webhook_backoff_max_s)
-            await self.redis.zadd(self.k.webhooks_due(), {state.id: time.time() + delay})
+            await self.queue.put(state.tenant, state.id, time.time() + delay)
 
-    async def _post(self, state: RequestState, body: bytes) -> tuple[str, bool]:
-        """One POST; returns (outcome, permanent). Refused URLs are permanent failures."""
-        assert state.callback is not None and self._http is not None
-        try:
-            await self.policy.check(state.callback)
-        except AiaasError as exc:
-            return f"refused: {exc.reason}", True
-        tenant = await self.store.tenant(state.tenant)
-        if tenant is None:
-            return "tenant deleted", True
-        headers = {
-            "content-type": "application/json", SIGNATURE_HEADER: sign(tenant.secret, body),
-            "x-aiaas-request-id": state.id, "x-aiaas-attempt": str(state.attempts),
-        }
-        try:
-            resp = await self._http.post(state.callback, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            return f"error: {type(exc).__name__}", False
-        if 200 <= resp.status_code < 300:
-            return "delivered", False
-        return f"status {resp.status_code}", False
+    async def _unreadable(self, tenant: str, request_id: str, exc: ValidationError) -> None:
+        last = f"unreadable request state: {exc.error_count()} errors"
+        await self._send_letter(request_id, b"", {"request_id": request_id, "tenant": tenant, "last": last})
+        await self.queue.remove(tenant, request_id)
+        log.error("webhook for %s dead-lettered: its request state is unreadable", request_id)
 
     async def _dead_letter(self, state: RequestState, body: bytes, last: str) -> None:
-        letter = DeadLetter(
-            source_topic="webhooks", source_partition=-1, source_offset=-1,
-            reason="webhook delivery failed", code=ErrorCode.UNAVAILABLE.value,
-            details={"request_id": state.id, "url": state.callback, "attempts": state.attempts,
-                     "last": last, "tenant": state.tenant, "model": state.model},
-            key_b64=base64.b64encode(state.id.encode()).decode(),
-            value_b64=base64.b64encode(body).decode(), ts=time.time(),
-        )
-        await (await self.producer.send_message(self.dlq_topic, letter, key=state.id))
+        await self._send_letter(state.id, body, {
+            "request_id": state.id, "url": state.callback, "attempts": state.attempts, "last": last,
+            "tenant": state.tenant, "model": state.model})
         state.webhook = "failed"
         state.status = "failed"
         state.error = {"error": f"callback delivery failed after {state.attempts} attempts: {last}",
                        "code": ErrorCode.UNAVAILABLE.value}
         await self.states.update(state)
-        await self.redis.zrem(self.k.webhooks_due(), state.id)
+        await self.queue.remove(state.tenant, state.id)
         log.warning("webhook for %s dead-lettered after %d attempts (%s)", state.id, state.attempts, last)
+
+    async def _send_letter(self, request_id: str, body: bytes, details: dict[str, object]) -> None:
+        letter = DeadLetter(
+            source_topic="webhooks", source_partition=-1, source_offset=-1,
+            reason="webhook delivery failed", code=ErrorCode.UNAVAILABLE.value, details=details,
+            key_b64=base64.b64encode(request_id.encode()).decode(),
+            value_b64=base64.b64encode(body).decode(), ts=time.time(),
+        )
+        await (await self.producer.send_message(self.dlq_topic, letter, key=request_id))
+
+
+__all__ = ["Dispatcher", "backoff", "webhook_body"]

@@ -16,6 +16,7 @@ from typing import Literal
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
+from agents.bridge.redisconn import guarded
 from agents.bridge.rediskeys import RedisKeys, text
 from schemas.errors import AiaasError, ErrorCode
 
@@ -62,6 +63,7 @@ class KeyStore:
         self.redis = redis
         self.k = keys
 
+    @guarded
     async def create(
         self, tenant: str, scopes: list[Scope] | None = None,
         rate_per_s: float | None = None, burst: float | None = None,
@@ -79,6 +81,7 @@ class KeyStore:
             await pipe.execute()
         return plaintext, record, ten
 
+    @guarded
     async def ensure_tenant(
         self, name: str, rate_per_s: float | None = None, burst: float | None = None
     ) -> Tenant:
@@ -95,10 +98,12 @@ class KeyStore:
             await pipe.execute()
         return ten
 
+    @guarded
     async def tenant(self, name: str) -> Tenant | None:
         raw = await self.redis.get(self.k.tenant(name))
         return Tenant.model_validate_json(raw) if raw else None
 
+    @guarded
     async def lookup(self, plaintext: str) -> Principal | None:
         """The principal for a presented key, or None when unknown or revoked."""
         raw = await self.redis.get(self.k.api_key(digest(plaintext)))
@@ -110,6 +115,7 @@ class KeyStore:
             return None
         return Principal(tenant=ten, key_id=key.key_id, scopes=key.scopes)
 
+    @guarded
     async def revoke(self, key_id: str) -> bool:
         d = await self.redis.get(self.k.key_id(key_id))
         if not d:

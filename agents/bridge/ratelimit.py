@@ -14,6 +14,7 @@ import redis.asyncio as aioredis
 
 from agents.bridge.errors import RateLimited
 from agents.bridge.keys import Tenant
+from agents.bridge.redisconn import guarded
 from agents.bridge.rediskeys import RedisKeys
 from agents.bridge.settings import BridgeSettings
 
@@ -89,6 +90,7 @@ class RateLimiter:
                 self._refuse(tenant, lease.blocked_until - now)
             await self._renew(tenant, lease, now)
 
+    @guarded
     async def _renew(self, tenant: Tenant, lease: _Lease, now: float) -> None:
         rate = tenant.rate_per_s or self.settings.rate_per_s
         burst = tenant.burst or self.settings.rate_burst

@@ -49,7 +49,16 @@ class RedisKeys:
         return f"{self.ns}done:{request_id}"
 
     def webhooks_due(self) -> str:
+        """The index of tenants with queued webhooks, scored by their earliest due time."""
         return f"{self.ns}webhooks:due"
+
+    def webhooks_queue(self, tenant: str) -> str:
+        """One tenant's queued webhooks (request ids scored by due time)."""
+        return f"{self.ns}webhooks:due:{tenant}"
+
+    def idempotency_lease(self, tenant: str, digest: str) -> str:
+        """Held (and renewed) by the bridge running an idempotent request: gone when it died."""
+        return f"{self.ns}idem-lease:{tenant}:{digest}"
 
     def job_owner(self, job_id: str) -> str:
         return f"{self.ns}job:{job_id}"

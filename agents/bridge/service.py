@@ -7,7 +7,7 @@ the rate limit (in the route), so the hot path is: validate, produce, await the 
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -18,10 +18,11 @@ from opentelemetry.trace import SpanKind
 
 from agents.bridge import oip
 from agents.bridge.core import Bridge
+from agents.bridge.follow import Follow, finish_retrying, stored_answer
 from agents.bridge.idempotency import fingerprint
 from agents.bridge.keys import Principal
 from agents.bridge.state import ORPHAN_GRACE_S, RequestState
-from schemas.errors import AiaasError, ErrorCode, Unavailable
+from schemas.errors import AiaasError, Unavailable
 from streams import headers as h
 from streams import tracing
 from streams.client import Reply
@@ -85,12 +86,29 @@ class InferService:
             fp = fingerprint(f"{call.path}?callback={call.callback or ''}", call.body)
             earlier = await self.b.idempotency.claim(call.who.tenant.name, call.idempotency_key, fp, rid)
             if earlier is not None:
-                return await self._repeat(call, parsed, earlier, timeout, is_async)
+                follow = Follow(self.b, call.who.tenant.name, call.idempotency_key, fp, timeout)
+                return await self._repeat(call, parsed, follow, earlier, callback, is_async)
         if is_async:
             return await self._start_async(call, parsed, rid, callback, timeout)
         if call.idempotency_key is None:
             return await self._sync(call, parsed, rid, timeout)
         return await self._sync_stored(call, parsed, rid, timeout)
+
+    async def _repeat(
+        self, call: Call, parsed: oip.ParsedRequest, follow: Follow, earlier: str, callback: str | None,
+        is_async: bool,
+    ) -> oip.HttpBody | Accepted:
+        """The same key and body again: the earlier request's answer, without inferring twice; a
+        request whose bridge died (its lease lapsed) runs again under the id ``follow`` took."""
+        if is_async:
+            rid, earlier_state = await follow.started(earlier)
+            if earlier_state is not None:
+                return Accepted(rid, earlier_state)
+            return await self._start_async(call, parsed, rid, callback, follow.timeout_s)
+        rid, done, result = await follow.finished(earlier)
+        if done is None:
+            return await self._sync_stored(call, parsed, rid, follow.timeout_s)
+        return stored_answer(done, result, parsed)
 
     async def _request(self, call: Call, parsed: oip.ParsedRequest, rid: str, timeout_s: float) -> Reply:
         m = self.b.metrics
@@ -112,19 +130,22 @@ class InferService:
     async def _sync_stored(
         self, call: Call, parsed: oip.ParsedRequest, rid: str, timeout_s: float
     ) -> oip.HttpBody:
-        """A sync call with an Idempotency-Key: its outcome is kept for repeats."""
-        state = self._state(call, rid, None, timeout_s)
-        await self.b.states.create(state)
-        try:
-            reply = await self._request(call, parsed, rid, timeout_s)
-        except AiaasError as exc:
-            await self._failed(call, state, exc)
-            raise
-        status, body = oip.json_result(reply)
-        if status in RETRIABLE_STATUS:
-            await self.b.idempotency.release(call.who.tenant.name, call.idempotency_key or "", rid)
-        await self.b.states.finish(state, body if status == 200 else None, status_code=status,
-                                   error=None if status == 200 else json.loads(body))
+        """A sync call with an Idempotency-Key: its outcome is kept for repeats, and its in-flight
+        lease is renewed while it runs (a repeat takes over only if this bridge dies)."""
+        key = call.idempotency_key or ""
+        async with self.b.idempotency.hold(call.who.tenant.name, key, rid):
+            state = self._state(call, rid, None, timeout_s)
+            await self.b.states.create(state)
+            try:
+                reply = await self._request(call, parsed, rid, timeout_s)
+            except AiaasError as exc:
+                await self._failed(call, state, exc)
+                raise
+            status, body = oip.json_result(reply)
+            if status in RETRIABLE_STATUS:
+                await self.b.idempotency.release(call.who.tenant.name, key, rid)
+            await self.b.states.finish(state, body if status == 200 else None, status_code=status,
+                                       error=None if status == 200 else json.loads(body))
         await self.b.audit.infer(call.who, call.model, status, rid)
         return oip.reply_to_http(reply, parsed)
 
@@ -134,33 +155,6 @@ class InferService:
             await self.b.idempotency.release(call.who.tenant.name, call.idempotency_key, state.id)
         await self.b.states.finish(state, None, status_code=exc.status_code, error=exc.to_dict())
 
-    async def _repeat(
-        self, call: Call, parsed: oip.ParsedRequest, earlier: str, timeout_s: float, is_async: bool
-    ) -> oip.HttpBody | Accepted:
-        """The same key and body again: the earlier request's answer, without inferring twice."""
-        if is_async:
-            return Accepted(earlier, await self._earlier_state(earlier))
-        await self._earlier_state(earlier)
-        state, result = await self.b.states.wait_finished(earlier, timeout_s + ORPHAN_GRACE_S + 1)
-        if state.status == "failed" or state.orphaned():
-            err = state.public().get("error") or {"error": "failed", "code": ErrorCode.INTERNAL.value}
-            return oip.HttpBody(json.dumps(err).encode(), state.status_code or 504, {}, "application/json")
-        assert result is not None
-        return oip.stored_to_http(state.status_code or 200, result, parsed)
-
-    async def _earlier_state(self, request_id: str, appear_s: float = 2.0) -> RequestState:
-        """The claiming call writes its state right after the claim: give it a moment to appear."""
-        delay = 0.005
-        try:
-            async with asyncio.timeout(appear_s):
-                while (got := await self.b.states.get(request_id)) is None:
-                    await asyncio.sleep(delay)
-                    delay = min(2 * delay, 0.1)
-        except TimeoutError:
-            raise AiaasError("the earlier request has expired", code=ErrorCode.CONFLICT,
-                             request_id=request_id) from None
-        return got[0]
-
     def _state(self, call: Call, rid: str, callback: str | None, timeout: float) -> RequestState:
         now = time.time()
         return RequestState(id=rid, tenant=call.who.tenant.name, model=call.model, version=call.version,
@@ -169,16 +163,18 @@ class InferService:
     async def _start_async(
         self, call: Call, parsed: oip.ParsedRequest, rid: str, callback: str | None, timeout_s: float
     ) -> Accepted:
-        if self.b.async_slots.locked():  # bounded: refuse (retriable) rather than queue without end
-            raise Unavailable("too many async requests in flight; retry later", retry_after_s=1.0)
-        await self.b.async_slots.acquire()  # free: returns at once (no await since the check)
+        tenant = call.who.tenant.name
+        full = self.b.async_slots.try_take(tenant)
+        if full is not None:  # bounded: refuse (retriable) rather than queue without end
+            raise Unavailable(f"too many async requests in flight ({full} limit); retry later",
+                              retry_after_s=1.0, limit=full)
         state = self._state(call, rid, callback, timeout_s)
         try:
             await self.b.states.create(state)
             if callback is not None:  # a webhook is due even if this bridge dies: at the deadline
-                await self.b.dispatcher.enqueue(rid, delay_s=timeout_s + ORPHAN_GRACE_S)
+                await self.b.dispatcher.enqueue(rid, tenant, delay_s=timeout_s + ORPHAN_GRACE_S)
         except BaseException:
-            self.b.async_slots.release()
+            self.b.async_slots.release(tenant)
             raise
         self.b.spawn(self._run_async(call, parsed, state, timeout_s))
         await self.b.audit.record(call.who, "infer_async", call.model, request_id=rid, callback=callback)
@@ -189,22 +185,36 @@ class InferService:
     ) -> None:
         self.b.metrics.async_pending.inc()
         try:
-            reply = await self._request(call, parsed, state.id, timeout_s)
-            status, body = oip.json_result(reply)
-            await self.b.states.finish(state, body if status == 200 else None, status_code=status,
-                                       error=None if status == 200 else json.loads(body))
-        except AiaasError as exc:
-            await self.b.states.finish(state, None, status_code=exc.status_code, error=exc.to_dict())
-        except Exception as exc:  # record the failure; never lose the request silently
-            log.exception("async request %s failed", state.id)
-            await self.b.states.finish(state, None, status_code=500,
-                                       error={"error": "internal error", "code": "internal",
-                                              "type": type(exc).__name__})
+            async with self._held(call, state.id):
+                await self._run_and_record(call, parsed, state, timeout_s)
         finally:
             self.b.metrics.async_pending.dec()
-            self.b.async_slots.release()
+            self.b.async_slots.release(state.tenant)
         if state.callback is not None:
-            await self.b.dispatcher.enqueue(state.id)
+            try:
+                await self.b.dispatcher.enqueue(state.id, state.tenant)
+            except AiaasError as exc:  # the webhook queued at the start is due at the deadline
+                log.warning("webhook of %s waits for its deadline: %s", state.id, exc.reason)
+
+    def _held(self, call: Call, rid: str) -> contextlib.AbstractAsyncContextManager[None]:
+        if call.idempotency_key is None:
+            return contextlib.nullcontext()
+        return self.b.idempotency.hold(call.who.tenant.name, call.idempotency_key, rid)
+
+    async def _run_and_record(
+        self, call: Call, parsed: oip.ParsedRequest, state: RequestState, timeout_s: float
+    ) -> None:
+        try:
+            reply = await self._request(call, parsed, state.id, timeout_s)
+            status, body = oip.json_result(reply)
+            await finish_retrying(self.b.states, state, body if status == 200 else None, status,
+                                  None if status == 200 else json.loads(body))
+        except AiaasError as exc:
+            await finish_retrying(self.b.states, state, None, exc.status_code, exc.to_dict())
+        except Exception as exc:  # record the failure; never lose the request silently
+            log.exception("async request %s failed", state.id)
+            await finish_retrying(self.b.states, state, None, 500, {
+                "error": "internal error", "code": "internal", "type": type(exc).__name__})
 
 
 __all__ = ["Accepted", "Call", "InferService"]

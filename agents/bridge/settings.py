@@ -41,11 +41,18 @@ class BridgeSettings(BaseSettings):
     max_timeout_s: float = Field(default=300.0, gt=0.0)
     result_ttl_s: int = Field(default=24 * 3600, ge=1)
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=1)
+    idempotency_lease_s: float = Field(
+        default=10.0, gt=0.0, description="in-flight lease of an idempotent request, renewed by its "
+        "bridge; a retry after it lapses (the bridge died) runs the request again"
+    )
 
     rate_per_s: float = Field(default=1000.0, gt=0.0, description="default tenant refill rate")
     rate_burst: float = Field(default=2000.0, ge=1.0, description="default tenant bucket size")
 
     max_async_inflight: int = Field(default=256, ge=1)
+    max_async_per_tenant: int = Field(
+        default=64, ge=1, description="async requests one tenant may have in flight on a bridge"
+    )
     callback_allowlist: list[str] = Field(
         default_factory=list, description="CIDRs or host names allowed although private/loopback"
     )
@@ -55,6 +62,9 @@ class BridgeSettings(BaseSettings):
     webhook_timeout_s: float = Field(default=10.0, gt=0.0)
     webhook_lease_s: float = Field(default=30.0, gt=0.0, description="claim before another bridge may retry")
     webhook_concurrency: int = Field(default=16, ge=1)
+    webhook_concurrency_per_tenant: int = Field(
+        default=4, ge=1, description="deliveries one tenant's webhooks may hold of a bridge's slots"
+    )
     dispatch_poll_s: float = Field(default=0.2, gt=0.0)
 
     audit_each_infer: bool = Field(

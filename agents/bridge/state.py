@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from redis.typing import EncodableT, FieldT
 
 from agents.bridge.errors import Timeout
+from agents.bridge.redisconn import guarded
 from agents.bridge.rediskeys import RedisKeys, blob
 
 Status = Literal["pending", "succeeded", "failed"]
@@ -55,6 +56,7 @@ class StateStore:
         self.k = keys
         self.ttl_s = ttl_s
 
+    @guarded
     async def create(self, state: RequestState) -> None:
         key = self.k.request(state.id)
         async with self.redis.pipeline(transaction=True) as pipe:
@@ -62,12 +64,14 @@ class StateStore:
             pipe.expire(key, self.ttl_s)
             await pipe.execute()
 
+    @guarded
     async def get(self, request_id: str) -> tuple[RequestState, bytes | None] | None:
         meta, result = await self.redis.hmget(self.k.request(request_id), ["meta", "result"])
         if meta is None:
             return None
         return RequestState.model_validate_json(meta), None if result is None else blob(result)
 
+    @guarded
     async def finish(
         self, state: RequestState, result: bytes | None, *, status_code: int,
         error: dict[str, Any] | None = None,
@@ -88,6 +92,7 @@ class StateStore:
             pipe.expire(key, self.ttl_s)
             await pipe.execute()
 
+    @guarded
     async def update(self, state: RequestState) -> None:
         await self.redis.hset(self.k.request(state.id), "meta", state.model_dump_json())
 
