@@ -43,8 +43,10 @@ class GradientMessage(Envelope):
     loss: float | None = None
     compression: Literal["none", "fp16", "topk"] = "none"
     # "ready": no tensors; the trainer holds its data and can start (the aggregator starts the job's
-    # clock, version 0, once the spec's trainers have all said so)
-    payload: Literal["gradient", "delta", "params", "ready"] = "gradient"
+    # clock, version 0, once the spec's trainers have all said so). "fatal": no tensors; the trainer
+    # cannot go on (``error`` says why) and the aggregator fails the job with that reason
+    payload: Literal["gradient", "delta", "params", "ready", "fatal"] = "gradient"
+    error: str | None = None
     timings: dict[str, float] = Field(default_factory=dict, description="sender's ms per phase")
 
 
@@ -82,3 +84,30 @@ class MetricsMessage(Envelope):
     rejected: int = 0
     ts: float = 0.0
     timings: dict[str, float] = Field(default_factory=dict, description="ms per phase of a sync round")
+
+
+DATA_INFO_KEY = "info"  # train.<job>.test: the DataInfo record (before the test batches)
+
+
+class DataInfo(Envelope):
+    """What a push learned from the data, on ``train.<job>.test`` (key ``info``): the shape of the
+    data (checked against the spec before a job starts) and the preprocessing training saw, which
+    the exported model folds into its graph so that callers send raw features. The feature scaling
+    rides as safetensors ``x_mean`` and ``x_std`` (float32 [n_features]); the model was trained on
+    ``(x - x_mean) / x_std`` and, for regression, on targets ``(y - y_mean) / y_std``."""
+
+    KIND: ClassVar[str] = "data_info"
+
+    job_id: str
+    source: str
+    task: Literal["classification", "regression"]
+    n_features: int = Field(ge=1)
+    n_classes: int = Field(default=0, ge=0, description="0 for regression")
+    classes: list[float] = Field(default_factory=list, description="class value of each label index")
+    target_dim: int = Field(default=1, ge=1, description="regression: values per target row")
+    y_mean: float = 0.0
+    y_std: float = 1.0
+    train_rows: int = Field(default=0, ge=0)
+    test_rows: int = Field(default=0, ge=0)
+    strategy: str = "random"
+    partitions: int = Field(default=1, ge=1)

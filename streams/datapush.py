@@ -3,8 +3,10 @@
 Each train batch is ``codecs.pack(DataBatch, {"x": float32 [rows, features], "y": int64 [rows] or
 float32 [rows(, k)]})`` written to the partition the strategy chose (explicit partition number, so
 partition p *is* the data of whichever trainer owns p). The held-out split goes to the job's test
-topic with ``split="test"``. Epochs replay the data topic from the beginning; pushing twice would
-double the data, so ``push`` refuses a data topic that already holds records.
+topic with ``split="test"``, after a ``DataInfo`` record (key ``info``, ``streams.datainfo``): the
+data's shape and the scaling training sees, which the exported model folds into its graph. Epochs
+replay the data topic from the beginning; pushing twice would double the data, so ``push`` refuses
+a data topic that already holds records.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ from pydantic import BaseModel, Field
 
 from schemas.errors import AiaasError, ErrorCode
 from schemas.jobs import DataSpec, JobSpec
-from schemas.training import DataBatch
+from schemas.training import DATA_INFO_KEY, DataBatch
 from streams import codecs
 from streams.admin import Admin
+from streams.datainfo import describe
 from streams.datasets import Dataset, load_dataset
 from streams.partitioners import assign
 from streams.producer import Producer
@@ -128,15 +131,18 @@ async def push_data(
     parts, train = _layout(ds, data)
     test = [(0, xb, yb) for xb, yb in _batches(ds.x_test, ds.y_test, TEST_BATCH_ROWS)]
     base = DataBatch(job_id=job_id, batch_index=0, rows=1, strategy=data.strategy)
+    info = describe(job_id, data, ds).pack()
     async with Producer(settings) as prod:
+        f0 = await prod.send(test_topic.name, info, key=DATA_INFO_KEY, partition=0)
         n1, f1 = await _send_split(prod, data_topic.name, train, base, ds.task)
         n2, f2 = await _send_split(prod, test_topic.name, test, base.model_copy(update={"split": "test"}),
                                    ds.task)
-        await asyncio.gather(*f1, *f2)
+        await asyncio.gather(f0, *f1, *f2)
     return PushReport(
         job_id=job_id, data_topic=data_topic.name, test_topic=test_topic.name, strategy=data.strategy,
         partitions=data.partitions, task=ds.task, n_features=ds.n_features, n_classes=ds.n_classes,
-        train_rows=ds.train_rows, test_rows=ds.test_rows, test_batches=len(test), bytes_written=n1 + n2,
+        train_rows=ds.train_rows, test_rows=ds.test_rows, test_batches=len(test),
+        bytes_written=len(info) + n1 + n2,
         seconds=time.perf_counter() - started, **_counts(ds, parts, train, data.partitions),
     )
 

@@ -151,8 +151,27 @@ def _scale_targets(y_tr: np.ndarray, y_te: np.ndarray) -> tuple[np.ndarray, np.n
         y_mean, y_std
 
 
-def load_dataset(spec: DataSpec) -> Dataset:
-    """Load ``spec.source``, split off ``spec.test_fraction`` (stratified for classes), standardise."""
+@dataclass(frozen=True, slots=True)
+class RawSplit:
+    """The train/test split before any scaling: what a caller of the served model holds (raw
+    features, class values as in the source); ``y`` are label indices for classification."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    task: Task
+    classes: np.ndarray
+    name: str
+
+    @property
+    def test_values(self) -> np.ndarray:
+        """The test targets as the source has them (class values, not label indices)."""
+        return self.classes[self.y_test] if self.task == "classification" else self.y_test
+
+
+def raw_split(spec: DataSpec) -> RawSplit:
+    """Load ``spec.source`` and split off ``spec.test_fraction`` (stratified for classes); no scaling."""
     x, y, name = _raw(spec)
     x, y = _check(x, y)
     task = infer_task(y, _BUILTIN_TASK.get(spec.source, spec.task) if spec.task == "auto" else spec.task)
@@ -164,12 +183,21 @@ def load_dataset(spec: DataSpec) -> Dataset:
     x_tr, x_te, y_tr, y_te = train_test_split(
         x, y, test_size=spec.test_fraction, random_state=spec.seed, stratify=stratify
     )
-    x_tr, x_te, mean, std = _standardise(x_tr, x_te)
+    return RawSplit(x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, task=task, classes=classes,
+                    name=name)
+
+
+def load_dataset(spec: DataSpec) -> Dataset:
+    """``raw_split``, then features standardised with the train split's statistics (and regression
+    targets too); the statistics travel with the data (``streams.datapush``) into the served graph."""
+    raw = raw_split(spec)
+    x_tr, x_te, mean, std = _standardise(raw.x_train, raw.x_test)
+    y_tr, y_te = raw.y_train, raw.y_test
     y_mean, y_std = 0.0, 1.0
-    if task == "regression":
+    if raw.task == "regression":
         y_tr, y_te, y_mean, y_std = _scale_targets(y_tr.astype(np.float64), y_te.astype(np.float64))
     return Dataset(
-        x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, task=task,
-        n_features=int(x.shape[1]), n_classes=len(classes), name=name,
-        x_mean=mean, x_std=std, y_mean=y_mean, y_std=y_std, classes=classes,
+        x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te, task=raw.task,
+        n_features=int(raw.x_train.shape[1]), n_classes=len(raw.classes), name=raw.name,
+        x_mean=mean, x_std=std, y_mean=y_mean, y_std=y_std, classes=raw.classes,
     )

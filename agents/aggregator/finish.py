@@ -1,4 +1,9 @@
-"""The end of a job: ONNX export, the onnxruntime check against torch, registration with lineage."""
+"""The end of a job: ONNX export, the onnxruntime check against torch, registration with lineage.
+
+The exported graph takes raw features: the feature scaling the push learned (``DataInfo``), the
+regression target scaling and, for classifiers, ``label`` and ``probabilities`` outputs travel inside
+it (``streams.ml.export.Serving``), so a caller never has to know how training saw the data.
+"""
 
 from __future__ import annotations
 
@@ -9,23 +14,40 @@ import numpy as np
 
 from schemas.jobs import JobSpec
 from schemas.registry import Lineage, ModelVersion
-from streams.ml.export import export_onnx, validate_onnx
+from streams.datainfo import JobData
+from streams.ml.export import Head, Serving, export_onnx, validate_onnx
 from streams.registry import Registry
 from streams.settings import Settings
 
 from .state import ServerState
 
 log = logging.getLogger(__name__)
+HEADS: dict[str, Head] = {"cross_entropy": "softmax", "bce": "sigmoid", "mse": "none"}
+
+
+def serving_of(spec: JobSpec, data: JobData | None) -> Serving:
+    """What the served graph adds around the trained model, from what the push said about the data."""
+    head = HEADS[spec.loss]
+    if data is None:  # data pushed without a DataInfo: nothing known to fold in
+        return Serving(head=head)
+    info = data.info
+    y_scale = (info.y_mean, info.y_std) if info.task == "regression" and spec.loss == "mse" else None
+    return Serving(stats=(data.x_mean, data.x_std), y_scale=y_scale, head=head, classes=list(info.classes))
 
 
 async def export_and_register(
-    settings: Settings, spec: JobSpec, state: ServerState, x_check: np.ndarray,
+    settings: Settings, spec: JobSpec, state: ServerState, x_check: np.ndarray, data: JobData | None,
     offsets: dict[str, int], metrics: dict[str, float],
 ) -> tuple[float, ModelVersion | None]:
-    """(max abs difference onnxruntime vs torch, the registered version or None when not asked)."""
-    onnx_bytes = await asyncio.to_thread(export_onnx, state.model, spec.model.input_dim)
-    diff = await asyncio.to_thread(validate_onnx, onnx_bytes, state.model, x_check)
-    log.info("job %s: ONNX export %d bytes, max abs diff vs torch %.3g", spec.job_id, len(onnx_bytes), diff)
+    """(max abs difference onnxruntime vs torch, the registered version or None when not asked).
+    ``x_check`` are test rows as trained on (scaled); they are checked as the raw rows they were."""
+    serving = serving_of(spec, data)
+    if data is not None:
+        x_check = x_check * data.x_std + data.x_mean
+    onnx_bytes = await asyncio.to_thread(export_onnx, state.model, spec.model.input_dim, serving=serving)
+    diff = await asyncio.to_thread(validate_onnx, onnx_bytes, state.model, x_check, serving=serving)
+    log.info("job %s: ONNX export %d bytes (outputs %s, scaling in graph: %s), max abs diff vs torch %.3g",
+             spec.job_id, len(onnx_bytes), serving.outputs, serving.stats is not None, diff)
     if not spec.export.register_model:
         return diff, None
     lineage = Lineage(job_id=spec.job_id, parameter_version=state.version, offsets=offsets,

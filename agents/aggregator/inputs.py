@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer
@@ -11,8 +12,9 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from schemas.errors import InvalidMessage, Unavailable
 from schemas.jobs import JobSpec
-from schemas.training import DataBatch
+from schemas.training import DATA_INFO_KEY, DataBatch
 from streams import codecs
+from streams.datainfo import JobData
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -46,14 +48,24 @@ async def _read_all(
         await consumer.stop()
 
 
-async def load_test_split(
-    settings: Settings, spec: JobSpec, wait_s: float = 120.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """The job's test rows (x, y), in offset order."""
+@dataclass(frozen=True, slots=True)
+class HeldOut:
+    """The job's held-out rows (as trained on: scaled) and what the push said about its data."""
+
+    x: np.ndarray
+    y: np.ndarray
+    data: JobData | None  # None: pushed by a version that wrote no DataInfo
+
+
+async def load_test_split(settings: Settings, spec: JobSpec, wait_s: float = 120.0) -> HeldOut:
+    """The job's test rows (x, y), in offset order, and its DataInfo."""
     topic = Topics(settings).train_test(spec.job_id).name
-    xs, ys = [], []
+    xs, ys, data = [], [], None
     for rec in await _read_all(settings, topic, 1, wait_s):
         try:
+            if rec.key == DATA_INFO_KEY.encode():
+                data = JobData.unpack(rec.value)
+                continue
             header, tensors = codecs.unpack(rec.value, DataBatch)
         except InvalidMessage as exc:
             log.warning("skipping an undecodable test record @%d: %s", rec.offset, exc.reason)
@@ -63,7 +75,10 @@ async def load_test_split(
             ys.append(tensors["y"])
     if not xs:
         raise Unavailable("the test split is empty", topic=topic)
-    return np.concatenate(xs), np.concatenate(ys)
+    if data is None:
+        log.warning("job %s: the pushed data carries no DataInfo; the served model will expect "
+                    "features scaled as in training", spec.job_id)
+    return HeldOut(np.concatenate(xs), np.concatenate(ys), data)
 
 
 async def train_rows(settings: Settings, spec: JobSpec, wait_s: float = 120.0) -> int:

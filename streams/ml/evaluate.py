@@ -18,13 +18,15 @@ def _device(module: nn.Module) -> torch.device:
 
 
 def evaluate(module: nn.Module, x: np.ndarray, y: np.ndarray, spec: JobSpec) -> dict[str, float]:
-    """``test_loss`` (mean over rows) and, for classification losses, ``test_accuracy``."""
+    """``test_loss`` (mean over rows) and, for classification losses, ``test_accuracy``; for mse
+    also ``test_r2`` (1 - SSE/SST: the same in scaled and raw target units, so a served model that
+    answers in raw units can be compared with it)."""
     if len(x) == 0:
         return {}
     dev, loss = _device(module), loss_fn(spec)
     was_training = module.training
     module.eval()
-    total, correct = 0.0, 0
+    total, correct, sse = 0.0, 0, 0.0
     try:
         with torch.no_grad():
             for i in range(0, len(x), EVAL_BATCH):
@@ -34,6 +36,8 @@ def evaluate(module: nn.Module, x: np.ndarray, y: np.ndarray, spec: JobSpec) -> 
                 total += float(loss(out, yb)) * len(xb)
                 if spec.loss == "cross_entropy":
                     correct += int((out.argmax(dim=1) == yb.reshape(-1)).sum())
+                elif spec.loss == "mse":
+                    sse += float(((out - yb.reshape(out.shape).to(out.dtype)) ** 2).sum())
                 elif spec.loss == "bce":
                     pred, truth = (out > 0).reshape(len(xb), -1), (yb > 0.5).reshape(len(xb), -1)
                     correct += int((pred == truth).all(dim=1).sum())
@@ -42,4 +46,9 @@ def evaluate(module: nn.Module, x: np.ndarray, y: np.ndarray, spec: JobSpec) -> 
     metrics = {"test_loss": total / len(x)}
     if spec.loss in ("cross_entropy", "bce"):
         metrics["test_accuracy"] = correct / len(x)
+    if spec.loss == "mse":
+        yy = np.asarray(y, np.float64)
+        sst = float(((yy - yy.mean(axis=0)) ** 2).sum())
+        if sst > 0:
+            metrics["test_r2"] = 1.0 - sse / sst
     return metrics
