@@ -1,17 +1,23 @@
-"""Ensure topics exist (idempotently) and wait for the broker to be ready."""
+"""Ensure topics exist (idempotently) and wait for the broker to be ready.
+
+Every admin call is retried through ``streams.retry`` while the broker answers "not yet" (a broker
+just formatted has no group coordinator and no leaders for a moment), up to the settings'
+``connect_deadline_s``; each call here is idempotent, so a retry is safe.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from schemas.errors import Unavailable
 from streams.lifecycle import Service
+from streams.retry import close_quietly, retrying, started
 from streams.settings import Settings
 from streams.topics import TopicSpec
 
@@ -19,6 +25,7 @@ log = logging.getLogger(__name__)
 
 _TOPIC_EXISTS = 36
 _NO_ERROR = 0
+T = TypeVar("T")
 
 
 class Admin(Service):
@@ -29,8 +36,9 @@ class Admin(Service):
         self._client: AIOKafkaAdminClient | None = None
 
     async def start(self) -> None:
-        self._client = AIOKafkaAdminClient(**self.settings.common_kwargs())
-        await self._client.start()
+        kw = self.settings.common_kwargs()
+        self._client = await started(lambda: AIOKafkaAdminClient(**kw), self.settings,
+                                     "starting an admin client")
 
     async def stop(self) -> None:
         if self._client is not None:
@@ -43,8 +51,12 @@ class Admin(Service):
             raise RuntimeError("Admin used before start()")
         return self._client
 
+    async def call(self, what: str, op: Callable[[], Awaitable[T]], **kw: Any) -> T:
+        """``await op()`` retried while the broker answers "not yet" (see ``streams.retry``)."""
+        return await retrying(op, self.settings, what, **kw)
+
     async def list_topics(self) -> set[str]:
-        return set(await self.client.list_topics())
+        return set(await self.call("listing topics", self.client.list_topics))
 
     async def ensure_topics(self, specs: Iterable[TopicSpec]) -> list[str]:
         """Create the topics that are missing; returns the names created. Safe to call twice."""
@@ -61,7 +73,7 @@ class Admin(Service):
             )
             for s in missing
         ]
-        resp = await self.client.create_topics(new)
+        resp = await self.call("creating topics", lambda: self.client.create_topics(new))
         created = []
         for name, code, *rest in resp.topic_errors:
             if code == _NO_ERROR:
@@ -75,7 +87,7 @@ class Admin(Service):
         existing = await self.list_topics()
         names = [n for n in names if n in existing]
         if names:
-            await self.client.delete_topics(names)
+            await self.call("deleting topics", lambda: self.client.delete_topics(names))
 
     async def delete_prefix(self, prefix: str) -> list[str]:
         """Delete every topic named ``prefix*``: tests and benchmarks clean up after themselves, so a
@@ -84,16 +96,17 @@ class Admin(Service):
             raise ValueError("refusing to delete every topic: empty prefix")
         names = sorted(n for n in await self.list_topics() if n.startswith(prefix))
         if names:
-            await self.client.delete_topics(names)
+            await self.call("deleting topics", lambda: self.client.delete_topics(names))
         return names
 
     async def partitions(self, topic: str) -> int:
-        meta = await self.client.describe_topics([topic])
+        meta = await self.call(f"describing topic {topic}", lambda: self.client.describe_topics([topic]))
         return len(meta[0]["partitions"]) if meta else 0
 
     async def group(self, group_id: str) -> tuple[str, list[str]]:
         """(state, member ids) of a consumer group as the broker sees it (state ``Dead`` if unknown)."""
-        (resp,) = await self.client.describe_consumer_groups([group_id])
+        (resp,) = await self.call(f"describing group {group_id}",
+                                  lambda: self.client.describe_consumer_groups([group_id]))
         # DescribeGroupsResponse groups: (error, group id, state, protocol type, protocol, members)
         _, _, state, _, _, members = resp.groups[0][:6]
         return str(state), [str(m[0]) for m in members]
@@ -112,7 +125,7 @@ class Admin(Service):
         """Wait until metadata shows every partition of the new topics with a leader."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            meta = await self.client.describe_topics(names)
+            meta = await self.call("describing new topics", lambda: self.client.describe_topics(names))
             if all(t["error_code"] == _NO_ERROR and t["partitions"] and
                    all(p["leader"] >= 0 for p in t["partitions"]) for t in meta):
                 return
@@ -122,20 +135,17 @@ class Admin(Service):
 
 async def wait_for_broker(settings: Settings, timeout_s: float = 60.0) -> None:
     """Block until the broker answers metadata requests (used by fixtures and agents at start)."""
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        admin = Admin(settings.model_copy(update={"request_timeout_ms": 5000}))
+    quick = settings.model_copy(update={"request_timeout_ms": 5000})
+
+    async def probe() -> None:
+        client = AIOKafkaAdminClient(**quick.common_kwargs())
         try:
-            await admin.start()
-            await admin.list_topics()
-            return
-        except (KafkaConnectionError, KafkaError, OSError) as exc:
-            last = exc
-            await asyncio.sleep(0.2)
+            await client.start()
+            await client.list_topics()
         finally:
-            await admin.stop()
-    raise Unavailable("kafka broker not reachable", bootstrap=settings.bootstrap_servers, last=str(last))
+            await close_quietly(client)
+
+    await retrying(probe, quick, "waiting for the broker", deadline_s=timeout_s, metadata_wait=True)
 
 
 async def ensure(settings: Settings, specs: Iterable[TopicSpec]) -> list[str]:

@@ -22,6 +22,7 @@ from streams.chunking import ChunkError, Reassembler
 from streams.dlq import DeadLetters
 from streams.lifecycle import Service
 from streams.record import Record
+from streams.retry import started
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,8 @@ class Consumer(Service):
     async def start(self) -> None:
         log_extensions()
         kw = self.settings.consumer_kwargs(self.group_id, **self._overrides)
-        self._consumer = AIOKafkaConsumer(*self.topics, **kw)
-        await self._consumer.start()
+        self._consumer = await started(lambda: AIOKafkaConsumer(*self.topics, **kw), self.settings,
+                                       f"starting a consumer of {', '.join(self.topics)}")
 
     async def stop(self) -> None:
         self._stopping.set()

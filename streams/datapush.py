@@ -28,6 +28,7 @@ from streams.datainfo import describe
 from streams.datasets import Dataset, load_dataset
 from streams.partitioners import assign
 from streams.producer import Producer
+from streams.retry import started
 from streams.settings import Settings
 from streams.topics import Topics, TopicSpec
 
@@ -68,8 +69,8 @@ async def _check_empty(settings: Settings, spec: TopicSpec, admin: Admin) -> Non
     if have != spec.partitions:
         raise AiaasError("data topic exists with another partition count", code=ErrorCode.CONFLICT,
                          field="data.partitions", topic=spec.name, partitions=have, wanted=spec.partitions)
-    consumer = AIOKafkaConsumer(**settings.common_kwargs(), enable_auto_commit=False)
-    await consumer.start()
+    consumer = await started(lambda: AIOKafkaConsumer(**settings.common_kwargs(), enable_auto_commit=False),
+                             settings, f"reading the end offsets of {spec.name}")
     try:
         ends = await consumer.end_offsets([TopicPartition(spec.name, p) for p in range(have)])
     finally:

@@ -17,6 +17,7 @@ from streams import chunking
 from streams import headers as h
 from streams.checks import log_extensions
 from streams.lifecycle import Service
+from streams.retry import retrying, started
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,8 +49,8 @@ class Producer(Service):
 
     async def start(self) -> None:
         log_extensions()
-        self._producer = AIOKafkaProducer(**self.settings.producer_kwargs(**self._overrides))
-        await self._producer.start()
+        kw = self.settings.producer_kwargs(**self._overrides)
+        self._producer = await started(lambda: AIOKafkaProducer(**kw), self.settings, "starting a producer")
 
     async def stop(self) -> None:
         if self._producer is not None:
@@ -102,7 +103,8 @@ class Producer(Service):
         if len(value) > MAX_PAYLOAD:
             raise TooLarge("payload over the chunking limit", size=len(value), limit=MAX_PAYLOAD)
         if partition is None:
-            parts = sorted(await self.raw.partitions_for(topic))
+            parts = sorted(await retrying(lambda: self.raw.partitions_for(topic), self.settings,
+                                          f"looking up the partitions of {topic}", metadata_wait=True))
             partition = self._partitioner(key, parts, parts) if key is not None else parts[0]
         last: asyncio.Future[RecordMetadata] | None = None
         for i, chunk in enumerate(chunking.split(value, self.settings.chunk_bytes)):

@@ -13,18 +13,25 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from streams.retry import retrying, started
 from streams.settings import Settings
 
 
 async def open_assigned(settings: Settings, tp: TopicPartition | None = None, *,
                         from_beginning: bool = True, **overrides: Any) -> AIOKafkaConsumer:
-    """A started consumer without a group, assigned ``tp`` (if given) at its beginning."""
-    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None, **overrides))
-    await consumer.start()
+    """A started consumer without a group, assigned ``tp`` (if given) at its beginning; a broker
+    not ready yet is retried to the settings' deadline (``streams.retry``)."""
+    kw = settings.consumer_kwargs(None, **overrides)
+    what = f"opening a reader of {tp.topic}[{tp.partition}]" if tp is not None else "opening a reader"
+    consumer = await started(lambda: AIOKafkaConsumer(**kw), settings, what)
     if tp is not None:
         consumer.assign([tp])
         if from_beginning:
-            await consumer.seek_to_beginning(tp)
+            try:
+                await retrying(lambda: consumer.seek_to_beginning(tp), settings, what, metadata_wait=True)
+            except BaseException:
+                await consumer.stop()
+                raise
     return consumer
 
 

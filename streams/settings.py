@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
     fetch_max_wait_ms: int = 50
+    # how long start-up paths retry what a broker not ready yet refuses (streams.retry)
+    connect_deadline_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")
     def _check_security(self) -> Settings:

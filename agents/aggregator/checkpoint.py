@@ -23,6 +23,7 @@ from streams import headers as h
 from streams.chunking import ChunkError, Reassembler
 from streams.jobs import aggregator_group
 from streams.producer import Producer
+from streams.readers import open_assigned
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -91,8 +92,7 @@ class Found:
 async def find_latest(settings: Settings, job_id: str) -> Found:
     """The newest committed checkpoint and the newest published version header of ``job_id``."""
     tp = TopicPartition(Topics(settings).train_params(job_id).name, 0)
-    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None))
-    await consumer.start()
+    consumer = await open_assigned(settings)
     try:
         consumer.assign([tp])
         end = (await consumer.end_offsets([tp]))[tp]

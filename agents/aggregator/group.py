@@ -28,9 +28,11 @@ class GroupView:
 
     async def read(self, admin: Admin) -> tuple[str, set[str]]:
         """(state, client ids) of the group (a trainer's client id is its worker id); updates the
-        membership with it."""
+        membership with it. A broker with no group coordinator yet (freshly formatted: no
+        ``__consumer_offsets``) is asked again until the settings' deadline (``streams.retry``)."""
         asked = time.monotonic()
-        (resp,) = await admin.client.describe_consumer_groups([self.group_id])
+        (resp,) = await admin.call(f"describing trainer group {self.group_id}",
+                                   lambda: admin.client.describe_consumer_groups([self.group_id]))
         _, _, state, _, _, members = resp.groups[0][:6]
         clients = {str(m[1]) for m in members}
         self.members.set_group(clients, asked)

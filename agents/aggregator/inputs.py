@@ -7,7 +7,6 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from schemas.errors import InvalidMessage, Unavailable
@@ -15,6 +14,7 @@ from schemas.jobs import JobSpec
 from schemas.training import DATA_INFO_KEY, DataBatch
 from streams import codecs
 from streams.datainfo import JobData
+from streams.readers import open_assigned
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -25,8 +25,7 @@ async def _read_all(
     settings: Settings, topic: str, partitions: int, wait_s: float
 ) -> list[ConsumerRecord[bytes, bytes]]:
     """Every record of ``topic``'s partitions, waiting up to ``wait_s`` for it to be non-empty."""
-    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None))
-    await consumer.start()
+    consumer = await open_assigned(settings)
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     try:
         async with asyncio.timeout(wait_s):

@@ -15,6 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from streams.lifecycle import Service
+from streams.retry import started
 from streams.settings import Settings
 
 
@@ -53,10 +54,12 @@ class LagProbe(Service):
         self._admin: AIOKafkaAdminClient | None = None
 
     async def start(self) -> None:
-        self._consumer = AIOKafkaConsumer(**self.settings.consumer_kwargs(None))
-        await self._consumer.start()
-        self._admin = AIOKafkaAdminClient(**self.settings.common_kwargs())
-        await self._admin.start()
+        kw = self.settings.consumer_kwargs(None)
+        self._consumer = await started(lambda: AIOKafkaConsumer(**kw), self.settings,
+                                       "starting the lag probe")
+        common = self.settings.common_kwargs()
+        self._admin = await started(lambda: AIOKafkaAdminClient(**common), self.settings,
+                                    "starting the lag probe's admin client")
 
     async def stop(self) -> None:
         if self._consumer is not None:

@@ -1,0 +1,140 @@
+"""Retry what a broker that is not ready yet refuses, with backoff, to one deadline; then one line.
+
+A broker that was just formatted answers its first clients with errors that mean "not yet": no
+group coordinator until ``__consumer_offsets`` exists (GroupCoordinatorNotAvailable,
+CoordinatorLoadInProgress, NotCoordinator), no leader for a topic created a moment ago
+(LeaderNotAvailable, UnknownTopicOrPartition, NotLeaderForPartition), and a broker still starting
+refuses connections (KafkaConnectionError, NodeNotReady, RequestTimedOut). aiokafka marks all of
+these ``retriable``; this module retries every such error with exponential backoff and full jitter
+until ``Settings.connect_deadline_s`` (``AIAAS_CONNECT_DEADLINE_S``) has passed, then raises
+``KafkaUnavailable``: one line naming what was being done, the bootstrap address, the last error
+and what to run. Errors that retrying cannot fix (bad credentials, a bad request) pass at once.
+
+``retrying(op, ...)`` retries an idempotent operation; ``started(factory, ...)`` builds and starts
+a client (AIOKafkaProducer/Consumer/AdminClient), closing a half-started one before the next try.
+The shared wrappers (``streams.producer``, ``streams.consumer``, ``streams.admin``,
+``streams.readers``) use them, so their callers get this for free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
+
+from aiokafka.errors import KafkaError, KafkaTimeoutError
+
+from schemas.errors import ErrorCode, Unavailable
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+FIRST_DELAY_S = 0.05
+MAX_DELAY_S = 2.0
+LOCAL_DEFAULT = Settings.model_fields["bootstrap_servers"].default
+
+
+class KafkaUnavailable(Unavailable):
+    """Kafka kept refusing (retriable errors) until the deadline: code UNAVAILABLE, retriable."""
+
+    code = ErrorCode.UNAVAILABLE
+
+    def __init__(self, what: str, bootstrap: str, last: BaseException | None,
+                 waited_s: float, tries: int) -> None:
+        last_line = one_line(last) if last is not None else "no answer"
+        reason = (f"{what}: Kafka at {bootstrap} still unavailable after {waited_s:.0f}s "
+                  f"({tries} tries), last error {last_line}; {hint(bootstrap)}")
+        super().__init__(reason, what=what, bootstrap=bootstrap, last=last_line,
+                         waited_s=round(waited_s, 1), tries=tries)
+
+
+def hint(bootstrap: str) -> str:
+    """What to run: start the local broker when the address is the local default."""
+    if bootstrap == LOCAL_DEFAULT:
+        return "is the local broker up? run `aiaas infra up` (or `make infra-up`)"
+    return "check that AIAAS_BOOTSTRAP_SERVERS points at a running cluster"
+
+
+def one_line(exc: BaseException) -> str:
+    """``Type: message`` on one line, at most 200 characters."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if type(exc).__name__ not in text:
+        text = f"{type(exc).__name__}: {text}"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def is_retriable(exc: BaseException, *, metadata_wait: bool = False) -> bool:
+    """True for errors a later try may not get: what aiokafka marks ``retriable``, and a
+    KafkaTimeoutError when the operation is a wait for metadata (starting a client, looking up
+    partitions) rather than a send whose fate is unknown."""
+    if isinstance(exc, KafkaTimeoutError):
+        return metadata_wait
+    if isinstance(exc, KafkaError):
+        return bool(exc.retriable)
+    return isinstance(exc, ConnectionError)
+
+
+def backoff(attempt: int, first_s: float = FIRST_DELAY_S, max_s: float = MAX_DELAY_S) -> float:
+    """Full-jitter exponential backoff: uniform in (0, min(max_s, first_s * 2**attempt)]."""
+    cap = min(max_s, first_s * 2.0 ** min(attempt, 30))
+    return cap * (1.0 - random.random())  # (0, cap]: never a zero wait, never above the cap
+
+
+async def retrying(op: Callable[[], Awaitable[T]], settings: Settings, what: str, *,
+                   deadline_s: float | None = None, metadata_wait: bool = False) -> T:
+    """``await op()``, again after each retriable error, until ``deadline_s`` (default: the
+    settings' ``connect_deadline_s``); then ``KafkaUnavailable``. Other errors pass at once."""
+    limit = settings.connect_deadline_s if deadline_s is None else deadline_s
+    began = time.monotonic()
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return await op()
+        except Exception as exc:
+            if not is_retriable(exc, metadata_wait=metadata_wait):
+                raise
+            waited = time.monotonic() - began
+            delay = backoff(tries - 1)
+            if waited + delay > limit:
+                raise KafkaUnavailable(what, settings.bootstrap_servers, exc, waited, tries) from exc
+            (log.info if tries == 1 else log.debug)(
+                "%s: %s; retrying for up to %.0fs", what, one_line(exc), limit - waited)
+            await asyncio.sleep(delay)
+
+
+class Startable(Protocol):
+    async def start(self) -> None: ...
+
+
+C = TypeVar("C", bound=Startable)
+
+
+async def close_quietly(client: Any) -> None:
+    """Stop (or close, for the admin client) a client whose start failed; errors are dropped."""
+    closer = getattr(client, "stop", None) or getattr(client, "close", None)
+    if closer is not None:
+        with contextlib.suppress(Exception):
+            await closer()
+
+
+async def started(factory: Callable[[], C], settings: Settings, what: str, *,
+                  deadline_s: float | None = None) -> C:
+    """A started client from ``factory``: a fresh client per try (a half-started aiokafka client
+    is not restarted), the failed one closed, retried as ``retrying`` does."""
+
+    async def attempt() -> C:
+        client = factory()
+        try:
+            await client.start()
+        except BaseException:
+            await close_quietly(client)
+            raise
+        return client
+
+    return await retrying(attempt, settings, what, deadline_s=deadline_s, metadata_wait=True)
