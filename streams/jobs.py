@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from schemas.errors import InvalidMessage, NotFound
@@ -24,6 +23,7 @@ from schemas.training import PARAMS_KEY, MetricsMessage, ParameterSnapshot
 from streams.admin import ensure
 from streams.codecs import split_header
 from streams.producer import Producer
+from streams.readers import open_assigned
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -91,8 +91,7 @@ async def _follow(
 ) -> AsyncIterator[ConsumerRecord[bytes, bytes] | None]:
     """Every record of one partition (from the start, or only new ones), forever, read outside any
     group; ``None`` each time the reader has caught up with the end."""
-    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None, **kw))
-    await consumer.start()
+    consumer = await open_assigned(settings, **kw)
     try:
         consumer.assign([tp])
         await (consumer.seek_to_end(tp) if from_end else consumer.seek_to_beginning(tp))

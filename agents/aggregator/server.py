@@ -27,6 +27,7 @@ from streams.jobs import aggregator_group, write_status
 from streams.ml.evaluate import evaluate
 from streams.offload import Offload
 from streams.producer import Producer
+from streams.retry import started
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -148,8 +149,9 @@ class Aggregator:
 
     async def _open_input(self) -> None:
         group = aggregator_group(self.settings, self.spec.job_id)
-        self.consumer = AIOKafkaConsumer(**self.settings.consumer_kwargs(group, fetch_max_wait_ms=20))
-        await self.consumer.start()
+        kw = self.settings.consumer_kwargs(group, fetch_max_wait_ms=20)
+        self.consumer = await started(lambda: AIOKafkaConsumer(**kw), self.settings,
+                                      f"starting the aggregator's consumer of {self.input_topic.name}")
         tps = [TopicPartition(self.input_topic.name, p) for p in range(self.input_topic.partitions)]
         self.consumer.assign(tps)
         for tp in tps:
