@@ -75,6 +75,7 @@ from streams.replywire import (
     Reply,
     encode_request,
 )
+from streams.retry import started
 from streams.settings import Settings
 from streams.tensorcodec import HEADER_LENGTH, Encoded
 from streams.tickbatches import TickBatches
@@ -141,15 +142,16 @@ class InferenceClient(Service):
 
     async def start(self) -> None:
         await ensure(self.settings, [self.topics.replies(self.client_id)])
-        self._producer = AIOKafkaProducer(**self.settings.producer_kwargs(
-            linger_ms=self.linger_ms, compression_type=self.compression))
-        await self._producer.start()
+        pkw = self.settings.producer_kwargs(linger_ms=self.linger_ms, compression_type=self.compression)
+        self._producer = await started(lambda: AIOKafkaProducer(**pkw), self.settings,
+                                       "starting the client's producer")
         self._batches = TickBatches(self._producer, self._not_sent, pack_max=self.pack_requests,
                                     pack_bytes=self.pack_bytes)
         # the broker answers a waiting fetch as soon as a reply lands, so a longer wait adds no latency;
         # a short one only costs CPU while idle (5 ms: 200 empty fetches/s, 7% of a core here)
-        self._consumer = AIOKafkaConsumer(**self.settings.consumer_kwargs(None, auto_offset_reset="latest"))
-        await self._consumer.start()
+        ckw = self.settings.consumer_kwargs(None, auto_offset_reset="latest")
+        self._consumer = await started(lambda: AIOKafkaConsumer(**ckw), self.settings,
+                                       f"starting the client's reader of {self.reply_topic}")
         tp = TopicPartition(self.reply_topic, 0)
         self._consumer.assign([tp])
         await self._consumer.seek_to_end(tp)
