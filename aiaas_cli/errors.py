@@ -79,9 +79,12 @@ def _what(exc: BaseException) -> str:
 
 
 def _aiaas_line(exc: Any) -> str:
+    bootstrap = exc.details.get("bootstrap")
+    if isinstance(bootstrap, str) and bootstrap in exc.reason:
+        return str(exc.reason)  # already one self-contained line (streams.retry's KafkaUnavailable)
     details = ", ".join(f"{k}={_value(v)}" for k, v in exc.details.items() if k != "log_tail")
     line = f"{exc.reason} ({details})" if details else str(exc.reason)
-    if exc.code.value == "unavailable" and "infra up" not in line and "bootstrap" in exc.details:
+    if exc.code.value == "unavailable" and bootstrap and "infra up" not in line:
         line += f"; {INFRA_HINT}, or set AIAAS_BOOTSTRAP_SERVERS"
     return line
 
@@ -93,13 +96,15 @@ def describe(exc: BaseException) -> str | None:
 
     from schemas.errors import AiaasError
 
-    for cur in _chain(exc):
-        if isinstance(cur, AiaasError):
-            return _aiaas_line(cur)
-        if isinstance(cur, KafkaConnectionError | KafkaTimeoutError | NoBrokersAvailable):
-            return _kafka_line(cur)
-        if isinstance(cur, redis_errors.ConnectionError | redis_errors.TimeoutError):
-            return _redis_line(cur)
+    chain = list(_chain(exc))
+    # Redis first: the bridge's stores wrap its errors in an AiaasError that does not name the address.
+    for kinds, line in ((redis_errors.ConnectionError | redis_errors.TimeoutError, _redis_line),
+                        (AiaasError, _aiaas_line),
+                        (KafkaConnectionError | KafkaTimeoutError | NoBrokersAvailable, _kafka_line)):
+        for cur in chain:
+            if isinstance(cur, kinds):
+                return line(cur)
+    for cur in chain:
         if isinstance(cur, FileNotFoundError):
             return f"no such file: {cur.filename or cur}"
     return None

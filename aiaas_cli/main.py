@@ -7,6 +7,7 @@ one line (``aiaas_cli.errors``); ``--debug`` shows the traceback.
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 import typer
@@ -27,14 +28,21 @@ class App(typer.Typer):
 
 
 app = App(no_args_is_help=True, add_completion=False, help=HELP)
+# Commands that run for long keep the settings' connect deadline (a broker may still be starting);
+# one-shot commands give up sooner: a person is waiting for the answer.
+LONG_RUNNING = {"worker", "serve", "autoscale", "demo", "train"}
+ONE_SHOT_CONNECT_DEADLINE_S = "10"
 
 
 @app.callback()
 def _options(
+    ctx: typer.Context,
     debug: Annotated[bool, typer.Option("--debug", envvar="AIAAS_DEBUG",
                                         help="show tracebacks (also AIAAS_DEBUG=1)")] = False,
 ) -> None:
     errors.set_debug(debug)
+    if ctx.invoked_subcommand not in LONG_RUNNING:
+        os.environ.setdefault("AIAAS_CONNECT_DEADLINE_S", ONE_SHOT_CONNECT_DEADLINE_S)
 
 
 app.add_typer(infra.app, name="infra")
