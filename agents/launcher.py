@@ -4,9 +4,13 @@ The one call the CLI, the benchmark and ``make demo`` need::
 
     status = await run_job(settings, spec, trainers=2)      # JobStatus: succeeded / failed
 
-It submits the spec to the ``jobs`` topic, pushes the data unless the data topic already holds it,
-starts ``python -m agents.aggregator`` and ``python -m agents.trainer`` processes (settings travel
-as ``AIAAS_*`` variables), waits for the job's final status and stops whatever still runs.
+It checks the spec against its data (``streams.datainfo.check_fit``: a spec that does not fit is
+refused before anything starts), submits the spec to the ``jobs`` topic, pushes the data unless the
+data topic already holds it, starts ``python -m agents.aggregator`` and ``python -m agents.trainer``
+processes (settings travel as ``AIAAS_*`` variables), waits for the job's final status and stops
+whatever still runs. A process that exits with an error (not a kill) ends the wait within seconds
+with its reason, and a job that ends here without a final status gets a ``failed`` one saying why,
+so the ``jobs`` topic never shows a job as submitted or running after its processes are gone.
 ``LocalJob`` exposes the pieces (kill a trainer, restart the aggregator) for the fault tests.
 """
 
@@ -25,11 +29,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from schemas.errors import AiaasError, ErrorCode
+from schemas.errors import AiaasError, ErrorCode, NotFound
 from schemas.jobs import JobSpec
 from schemas.records import JobStatus
+from streams.datainfo import check_fit, describe, read_info
 from streams.datapush import PushReport, push
-from streams.jobs import submit, wait_final
+from streams.datasets import Dataset, load_dataset
+from streams.jobs import FINAL_STATES, latest_status, submit, wait_final, write_status
+from streams.producer import Producer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,19 +62,41 @@ class LocalJob:
         self._all: list[asyncio.subprocess.Process] = []
         self.submitted_at = 0.0
         self.push_report: PushReport | None = None
+        self.final: JobStatus | None = None  # the final status, once seen
         self._n = 0
 
     async def prepare(self) -> None:
-        """Submit the spec and push the data (a data topic that already holds records is kept)."""
+        """Check the spec against its data, submit the spec and push the data (a data topic that
+        already holds records is kept, and the spec is checked against what it holds)."""
+        dataset = await self._check_data()
         self.submitted_at = time.time()
         await submit(self.settings, self.spec)
-        if self.push_data:
+        if dataset is not None:
             try:
-                self.push_report = await push(self.settings, self.spec)
+                self.push_report = await push(self.settings, self.spec, dataset)
             except AiaasError as exc:
                 if exc.code != ErrorCode.CONFLICT:
                     raise
                 log.info("job %s: data already pushed (%s)", self.spec.job_id, exc.reason)
+                await self._check_pushed(required=False)
+
+    async def _check_data(self) -> Dataset | None:
+        """The dataset to push (loaded here, checked against the spec), or None when the data is
+        on Kafka already (``push_data=False``: checked against what the push recorded)."""
+        if not self.push_data:
+            await self._check_pushed(required=True)
+            return None
+        dataset = await asyncio.to_thread(load_dataset, self.spec.data)
+        check_fit(self.spec, describe(self.spec.job_id, self.spec.data, dataset).info)
+        return dataset
+
+    async def _check_pushed(self, required: bool) -> None:
+        found = await read_info(self.settings, self.spec.job_id)
+        if found is not None:
+            check_fit(self.spec, found.info)
+        elif required:
+            raise NotFound(f"no pushed data for job {self.spec.job_id} on Kafka (push it first: "
+                           "aiaas data push --spec SPEC, or let the job push it)", job_id=self.spec.job_id)
 
     async def _spawn(self, module: str, name: str, *args: str,
                      env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
@@ -106,28 +135,71 @@ class LocalJob:
             proc.send_signal(sig)
 
     def log_text(self, name: str = "aggregator") -> str:
+        """The log of one process (``aggregator`` or a trainer's worker id)."""
         path = self.log_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
     async def wait(self, timeout_s: float = 600.0) -> JobStatus:
-        """The job's final status; raises when the aggregator fails without writing one."""
+        """The job's final status; raises (within seconds) when a process fails without one: the
+        aggregator exiting, or a trainer exiting with an error code (a killed one, negative code,
+        is a fault the job rides out)."""
         final = asyncio.create_task(wait_final(self.settings, self.spec.job_id, timeout_s, self.submitted_at))
-        agg = self.aggregator
-        watch = asyncio.create_task(agg.wait()) if agg is not None else None
+        watched = self._watched()
         try:
-            await asyncio.wait({final, *([watch] if watch else [])}, return_when=asyncio.FIRST_COMPLETED)
-            if not final.done() and agg is not None and agg.returncode not in (0, None):
-                with contextlib.suppress(TimeoutError):  # a status written just before the exit
-                    return await asyncio.wait_for(asyncio.shield(final), 5.0)
-                raise AiaasError("aggregator exited without a final status", code=ErrorCode.INTERNAL,
-                                 returncode=agg.returncode, log_tail=self.log_text()[-3000:])
-            return await final
-        finally:
-            for task in (final, watch):
-                if task is not None and not task.done():
+            while not final.done():
+                watches = {asyncio.ensure_future(p.wait()): name for name, p in watched.items()}
+                await asyncio.wait({final, *watches}, return_when=asyncio.FIRST_COMPLETED)
+                for task in watches:
                     task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                        await task
+                dead = self._failed(watched)
+                if dead is not None and not final.done():
+                    with contextlib.suppress(TimeoutError):  # a status written about it, or just before
+                        self.final = await asyncio.wait_for(asyncio.shield(final), 5.0)
+                        return self.final
+                    proc = watched[dead]
+                    raise AiaasError(f"{dead} exited with code {proc.returncode} before the job ended: "
+                                     f"{_last_error(self.log_text(dead))}", code=ErrorCode.INTERNAL,
+                                     returncode=proc.returncode, log_tail=self.log_text(dead)[-3000:])
+                watched = {n: p for n, p in watched.items() if p.returncode is None}
+            self.final = await final
+            return self.final
+        finally:
+            if not final.done():
+                final.cancel()
+                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                    await final
+
+    def _watched(self) -> dict[str, asyncio.subprocess.Process]:
+        procs = dict(self.trainer_procs)
+        if self.aggregator is not None:
+            procs["aggregator"] = self.aggregator
+        return {name: p for name, p in procs.items() if p.returncode is None}
+
+    @staticmethod
+    def _failed(watched: dict[str, asyncio.subprocess.Process]) -> str | None:
+        """The first process that ended with an error: the aggregator ending at all, a trainer
+        exiting with a positive code."""
+        for name, proc in watched.items():
+            code = proc.returncode
+            if code is not None and (code > 0 or (name == "aggregator" and code != 0)):
+                return name
+        return None
+
+    async def mark_failed(self, reason: str) -> None:
+        """Write a ``failed`` status when the job was submitted and has no final one (best effort)."""
+        if not self.submitted_at or (self.final is not None and self.final.state in FINAL_STATES):
+            return
+        with contextlib.suppress(Exception):  # the aggregator may have written one nobody waited for
+            seen = await latest_status(self.settings, self.spec.job_id)
+            if seen is not None and seen.state in FINAL_STATES and seen.ts >= self.submitted_at:
+                return
+        status = JobStatus(job_id=self.spec.job_id, state="failed", error=reason,
+                           model_name=self.spec.model_name, ts=time.time())
+        try:
+            async with Producer(self.settings) as producer:
+                await write_status(producer, self.settings, status)
+        except Exception as exc:  # the caller's own error is what matters
+            log.warning("job %s: could not write its failed status: %r", self.spec.job_id, exc)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM everything still running, SIGKILL what ignores it."""
@@ -143,15 +215,36 @@ class LocalJob:
     async def __aenter__(self) -> Self:
         try:
             await self.start()
-        except BaseException:
-            await self.stop()
+        except BaseException as exc:
+            await _finish(self._end(exc))
             raise
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await _finish(self.stop())
+        await _finish(self._end(e))
+
+    async def _end(self, exc: BaseException | None) -> None:
+        """Stop the processes; a job left without a final status is marked failed with why."""
+        await self.stop()
+        if self.final is None:
+            await self.mark_failed(_why(exc))
+
+
+def _why(exc: BaseException | None) -> str:
+    if isinstance(exc, AiaasError):
+        return exc.reason
+    if exc is None or isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+        return "stopped before the job ended (its launcher was interrupted)"
+    return repr(exc)
+
+
+def _last_error(log_text: str) -> str:
+    """The last line of a process log that names an error (or its last line)."""
+    lines = [ln.strip() for ln in log_text.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "Error" in ln or "error" in ln]
+    return (errors or lines or ["(empty log)"])[-1][-300:]
 
 
 async def _finish(cleanup: Awaitable[object]) -> None:
@@ -173,9 +266,13 @@ async def run_in_process(settings: Settings, spec: JobSpec, *, trainers: int | N
     from agents.trainer.settings import TrainerSettings
     from agents.trainer.worker import Trainer
 
-    await submit(settings, spec)
+    dataset = None
     if push_data:
-        await push(settings, spec)
+        dataset = await asyncio.to_thread(load_dataset, spec.data)
+        check_fit(spec, describe(spec.job_id, spec.data, dataset).info)
+    await submit(settings, spec)
+    if dataset is not None:
+        await push(settings, spec, dataset)
     n = trainers if trainers is not None else spec.trainers
     agg = Aggregator(settings, spec)
     workers = [Trainer(settings, spec, TrainerSettings(worker_id=f"{spec.job_id}-p{i}")) for i in range(n)]
@@ -184,7 +281,9 @@ async def run_in_process(settings: Settings, spec: JobSpec, *, trainers: int | N
         runs = [asyncio.create_task(w.run()) for w in workers]
         async with asyncio.timeout(timeout_s):
             status = await agg.run()
-            await asyncio.gather(*runs)
+            ended = await asyncio.gather(*runs, return_exceptions=True)  # a fatal one is in the status
+        for err in (e for e in ended if isinstance(e, BaseException)):
+            log.warning("job %s: a trainer ended with %r", spec.job_id, err)
         return status
     finally:
         await _finish(asyncio.gather(agg.stop(), *(w.stop() for w in workers), return_exceptions=True))

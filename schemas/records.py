@@ -38,15 +38,22 @@ class AuditRecord(Envelope):
 
 
 class JobStatus(Envelope):
-    """Latest state of a training job on the compacted ``jobs`` topic."""
+    """Latest state of a training job on the compacted ``jobs`` topic.
+
+    ``missed_target``: the job ran its budget out without meeting its ``target`` (its model is
+    still exported and registered); ``error`` says why a job failed or missed its target. A writer
+    that sets ``heartbeat_s`` rewrites the status at least that often while the job runs, so a
+    reader can tell a running job from one whose processes are gone (``streams.jobs.shown_state``).
+    """
 
     KIND: ClassVar[str] = "job_status"
 
     job_id: str
-    state: Literal["submitted", "running", "exporting", "succeeded", "failed"]
+    state: Literal["submitted", "running", "exporting", "succeeded", "missed_target", "failed"]
     version: int = 0
     metrics: dict[str, float] = Field(default_factory=dict)
     model_name: str | None = None
     model_version: int | None = None
     error: str | None = None
     ts: float = 0.0
+    heartbeat_s: float | None = None

@@ -27,7 +27,8 @@ from streams.readers import open_assigned
 from streams.settings import Settings
 from streams.topics import Topics
 
-FINAL_STATES = ("succeeded", "failed")
+FINAL_STATES = ("succeeded", "missed_target", "failed")
+LOST_AFTER_BEATS = 3  # a running status not refreshed for this many heartbeats: its writer is gone
 
 
 def load_spec_file(path: str | Path) -> JobSpec:
@@ -74,6 +75,33 @@ async def write_status(producer: Producer, settings: Settings, status: JobStatus
     """Publish ``status`` and wait for the broker's ack (statuses are rare and must not be lost)."""
     topic = Topics(settings).jobs().name
     await (await producer.send_message(topic, status, key=status_key(status.job_id)))
+
+
+def shown_state(status: JobStatus, now: float | None = None) -> tuple[str, str]:
+    """(state, note) as ``aiaas jobs status`` shows it: a job whose status promised heartbeats and
+    has had none for ``LOST_AFTER_BEATS`` of them is ``lost`` (its processes are gone); the note
+    says why a job failed or missed its target, or how old a waiting status is."""
+    now = time.time() if now is None else now
+    age = max(0.0, now - status.ts)
+    if status.state in FINAL_STATES:
+        return status.state, status.error or ""
+    if status.heartbeat_s and age > LOST_AFTER_BEATS * status.heartbeat_s:
+        return "lost", (f"was {status.state}, no heartbeat for {_age(age)} (every {status.heartbeat_s:g}s "
+                        "expected): its processes are gone")
+    if status.state == "submitted":
+        return status.state, f"waiting for a runner for {_age(age)} (aiaas worker jobs, or aiaas train)"
+    return status.state, f"heartbeat {_age(age)} ago"
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 7200 else f"{seconds / 3600:.1f}h"
+
+
+async def latest_status(settings: Settings, job_id: str) -> JobStatus | None:
+    """The job's latest status on the topic (None when it has none)."""
+    return (await read_jobs(settings))[1].get(job_id)
 
 
 def _decode(rec: ConsumerRecord[bytes, bytes]) -> JobSpec | JobStatus | None:

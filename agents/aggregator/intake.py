@@ -34,6 +34,14 @@ class Ready:
     worker: str
 
 
+@dataclass(frozen=True, slots=True)
+class Fatal:
+    """A trainer cannot go on (e.g. its data does not fit the model); the job fails with ``error``."""
+
+    worker: str
+    error: str
+
+
 def _sent_at(rec: ConsumerRecord[bytes, bytes]) -> float:
     for key, value in rec.headers or ():
         if key == SENT_AT:
@@ -55,7 +63,7 @@ class Intake:
         self.rejected = 0
         self.reasons: dict[str, int] = {}
 
-    def decode(self, rec: ConsumerRecord[bytes, bytes]) -> Contribution | Ready | None:
+    def decode(self, rec: ConsumerRecord[bytes, bytes]) -> Contribution | Ready | Fatal | None:
         """The record's contribution, a trainer's ready signal, or None (rejected and logged)."""
         try:
             return self._decode(rec)
@@ -66,13 +74,15 @@ class Intake:
                         rec.offset, rec.key, exc.reason, exc.details)
             return None
 
-    def _decode(self, rec: ConsumerRecord[bytes, bytes]) -> Contribution | Ready:
+    def _decode(self, rec: ConsumerRecord[bytes, bytes]) -> Contribution | Ready | Fatal:
         received, wall = time.monotonic(), time.time()
         header, raw = codecs.unpack(rec.value, GradientMessage)
         if header.job_id != self.spec.job_id:
             raise InvalidMessage("gradient of another job", job_id=header.job_id)
         if header.payload == "ready":
             return Ready(header.worker_id)
+        if header.payload == "fatal":
+            return Fatal(header.worker_id, header.error or "no reason given")
         if header.payload != self.payload:
             raise InvalidMessage("payload does not fit the sync mode", payload=header.payload,
                                  expected=self.payload, mode=self.spec.sync.mode)

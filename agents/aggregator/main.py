@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+from schemas.errors import AiaasError
 from schemas.jobs import JobSpec
 from streams import metrics as m
 from streams.admin import wait_for_broker
@@ -28,7 +29,7 @@ async def serve(
         await aggregator.start()
     except Exception as exc:
         log.exception("job %s: the aggregator could not start", job_id)
-        await aggregator.fail(repr(exc))
+        await aggregator.fail(exc.reason if isinstance(exc, AiaasError) else repr(exc))
         await aggregator.stop()
         raise
 

@@ -23,7 +23,8 @@ from schemas.records import JobStatus
 from schemas.training import PARAMS_KEY, SENT_AT
 from streams import metrics as m
 from streams.admin import ensure
-from streams.jobs import aggregator_group, write_status
+from streams.datainfo import JobData, check_fit
+from streams.jobs import aggregator_group
 from streams.ml.evaluate import evaluate
 from streams.offload import Offload
 from streams.producer import Producer
@@ -34,10 +35,11 @@ from streams.topics import Topics
 from .checkpoint import Checkpointer, checkpoint_record, find_latest
 from .group import GroupView
 from .inputs import load_test_split, train_rows
-from .intake import Intake, Ready
+from .intake import Fatal, Intake, Ready
 from .members import Membership
 from .modes import AsyncMode, Mode, RingMode, RoundMode, Work
 from .progress import Progress
+from .reporting import StatusReporter, job_status, target_note
 from .settings import AggregatorSettings
 from .state import ServerState
 
@@ -46,11 +48,7 @@ FIRST_ROUND_GRACE_S = 5.0  # the first round also waits for trainers still loadi
 RESUME_WAIT_S = 3.0  # after a restart the trainers are (mostly) there already
 
 
-def job_status(spec: JobSpec, state: str, version: int, metrics: dict[str, float] | None,
-               error: str | None = None, model_version: int | None = None) -> JobStatus:
-    return JobStatus(job_id=spec.job_id, state=state, version=version,
-                     metrics=metrics or {}, model_name=spec.model_name, model_version=model_version,
-                     error=error, ts=time.time())
+__all__ = ["Aggregator", "job_status"]
 
 
 class Aggregator:
@@ -69,6 +67,7 @@ class Aggregator:
         self._dropped_seen = 0
         self.intake = Intake(spec, self.state.grad_shapes, self.state.state_shapes)
         self.producer = Producer(settings, linger_ms=0, compression_type=None)
+        self.reporter = StatusReporter(settings, self.producer, self.cfg.heartbeat_s)
         self.offload = Offload(self.cfg.inline_below_ms)  # updates: inline while they are short
         self.eval_offload = Offload(self.cfg.inline_below_ms)  # test evaluations: timed apart
         self.checkpointer = Checkpointer(settings, spec.job_id)
@@ -82,6 +81,8 @@ class Aggregator:
         self._ckpt: asyncio.Task[None] | None = None
         self._x_test: np.ndarray | None = None  # the job's test split: loaded by start()
         self._y_test: np.ndarray | None = None
+        self.data: JobData | None = None  # what the push said about the data (scaling, classes)
+        self.fatal: str | None = None  # a trainer's fatal error: the job fails with it
         self._evaluated_version = -1
         self.stop_reason: str | None = None
         self.gang = spec.trainers
@@ -100,7 +101,10 @@ class Aggregator:
             topics.jobs()])
         await self.producer.start()
         await self.checkpointer.start()  # fences an earlier aggregator of this job
-        self._x_test, self._y_test = await load_test_split(self.settings, self.spec, self.cfg.data_wait_s)
+        held = await load_test_split(self.settings, self.spec, self.cfg.data_wait_s)
+        self._x_test, self._y_test, self.data = held.x, held.y, held.data
+        if self.data is not None:
+            check_fit(self.spec, self.data.info)  # a spec that does not fit its data fails now
         self.progress = Progress(self.spec, await train_rows(self.settings, self.spec, self.cfg.data_wait_s))
         await self._resume()
         await self._open_input()
@@ -113,6 +117,7 @@ class Aggregator:
                  if self.resumed_from is not None else "")
 
     async def stop(self) -> None:
+        await self.reporter.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -163,7 +168,7 @@ class Aggregator:
         otherwise stretch the first round (measured: up to 45 ms)."""
         try:
             async with asyncio.timeout(wait_s):
-                while len(self.ready) < self.gang:
+                while len(self.ready) < self.gang and self.fatal is None:
                     await self._poll(100)
         except TimeoutError:
             log.warning("job %s: %d of %d trainers ready within %.0fs; starting anyway",
@@ -175,6 +180,8 @@ class Aggregator:
         assert self.progress is not None
         if self.resumed_from is None:
             await self._await_ready(self.cfg.start_wait_s)
+        if self.fatal is not None:
+            return await self._status("failed", error=self.fatal)
         await self._publish(await asyncio.to_thread(self.state.pack, False))  # version 0, or where
         self.progress.start()  # a resumed job stands
         await self._status("running")
@@ -196,6 +203,10 @@ class Aggregator:
                 if isinstance(c, Ready):
                     self.members.seen(c.worker)
                     self.ready.add(c.worker)
+                    continue
+                if isinstance(c, Fatal):
+                    self.fatal = self.fatal or f"trainer {c.worker}: {c.error}"
+                    self.stop_reason = "a trainer failed"
                     continue
                 m.AGG_GRADIENTS.labels(self.spec.job_id, "rejected" if c is None else "accepted").inc()
                 if c is not None:
@@ -295,6 +306,9 @@ class Aggregator:
     async def _finish(self) -> JobStatus:
         assert self.progress is not None and self.mode is not None
         log.info("job %s stops at version %d: %s", self.spec.job_id, self.state.version, self.stop_reason)
+        if self.fatal is not None:
+            await self._publish(await asyncio.to_thread(self.state.pack, True))  # trainers stop
+            return await self._status("failed", self._metrics(), error=self.fatal)
         if self._evaluated_version != self.state.version:
             await self._evaluate()
         await self._publish(await asyncio.to_thread(self.state.pack, True))
@@ -308,13 +322,16 @@ class Aggregator:
 
             assert self._x_test is not None
             diff, mv = await export_and_register(
-                self.settings, self.spec, self.state, self._x_test[: self.cfg.validate_rows],
+                self.settings, self.spec, self.state, self._x_test[: self.cfg.validate_rows], self.data,
                 {f"{self.input_topic.name}:{p}": o for p, o in self.offsets.items()}, metrics)
         except Exception as exc:
             log.exception("job %s: export/registration failed", self.spec.job_id)
-            return await self._status("failed", metrics, error=repr(exc))
+            return await self._status("failed", metrics, error=f"export/registration failed: {exc!r}")
         metrics["onnx_max_abs_diff"] = diff
-        return await self._status("succeeded", metrics, model_version=mv.version if mv else None)
+        missed = None if self.progress.reached_at is not None else \
+            target_note(self.spec, metrics, self.stop_reason)
+        return await self._status("missed_target" if missed else "succeeded", metrics, error=missed,
+                                  model_version=mv.version if mv else None)
 
     def _metrics(self) -> dict[str, float]:
         assert self.progress is not None and self.mode is not None
@@ -335,5 +352,4 @@ class Aggregator:
     async def _status(self, state: str, metrics: dict[str, float] | None = None, *,
                       error: str | None = None, model_version: int | None = None) -> JobStatus:
         status = job_status(self.spec, state, self.state.version, metrics, error, model_version)
-        await write_status(self.producer, self.settings, status)
-        return status
+        return await self.reporter.write(status)

@@ -19,4 +19,5 @@ class AggregatorSettings(ComputeSettings):
     data_wait_s: float = Field(default=120.0, gt=0, description="wait this long for pushed data")
     spec_timeout_s: float = Field(default=60.0, gt=0)
     max_poll_records: int = Field(default=256, ge=1)
+    heartbeat_s: float = Field(default=5.0, gt=0, description="rewrite the running job's status this often")
     validate_rows: int = Field(default=256, ge=1, description="test rows used to compare ONNX and torch")

@@ -30,6 +30,7 @@ from .settings import TrainerSettings
 
 log = logging.getLogger(__name__)
 TAKE = 256  # events per batch handed to the agent
+MISFIT = "data batch does not fit the model"  # every batch will fail alike: the trainer cannot go on
 WITHIN_S = 0.05
 
 
@@ -41,9 +42,12 @@ def decode_batch(value: bytes | None, spec: JobSpec) -> tuple[np.ndarray, np.nda
     x, y = tensors.get("x"), tensors.get("y")
     if x is None or y is None:
         raise InvalidMessage("data batch needs tensors x and y", found=sorted(tensors))
-    if x.ndim != 2 or x.shape[1] != spec.model.input_dim or len(y) != len(x):
-        raise InvalidMessage("data batch does not fit the model", x_shape=list(x.shape),
-                             y_shape=list(y.shape), input_dim=spec.model.input_dim)
+    if x.ndim == 2 and x.shape[1] != spec.model.input_dim:
+        raise InvalidMessage(MISFIT, x_shape=list(x.shape), input_dim=spec.model.input_dim,
+                             why=f"the data has {x.shape[1]} features but model.input_dim is "
+                                 f"{spec.model.input_dim}")
+    if x.ndim != 2 or len(y) != len(x):
+        raise InvalidMessage("data batch has bad shapes", x_shape=list(x.shape), y_shape=list(y.shape))
     if not np.all(np.isfinite(x)):
         raise InvalidMessage("data batch holds NaN or Inf")
     return x.astype(np.float32, copy=False), y
@@ -76,8 +80,10 @@ def build_app(
                     x, y = decode_batch(event.value, spec)
                 except InvalidMessage as exc:
                     stats["rejected"] += 1
-                    log.warning("skipping data record %s[%d]@%d: %s", msg.topic, msg.partition,
-                                msg.offset, exc.reason)
+                    log.warning("skipping data record %s[%d]@%d: %s %s", msg.topic, msg.partition,
+                                msg.offset, exc.reason, exc.details.get("why", ""))
+                    if exc.reason == MISFIT and data.fatal is None:
+                        data.fatal = f"{MISFIT}: {exc.details['why']}"
                     continue
                 data.add(msg.partition, msg.offset, x, y)
                 stats["batches"] += 1

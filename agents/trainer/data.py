@@ -27,6 +27,7 @@ class LocalData:
         self._pos = 0
         self.epochs_done = 0
         self.changed = 0  # bumped on every change of the row set
+        self.fatal: str | None = None  # the data cannot be trained on (e.g. it does not fit the model)
 
     @property
     def partitions(self) -> set[int]:

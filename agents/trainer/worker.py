@@ -16,6 +16,7 @@ import zlib
 import numpy as np
 from aiokafka.structs import RecordMetadata
 
+from schemas.errors import AiaasError, ErrorCode
 from schemas.jobs import JobSpec
 from schemas.training import SENT_AT, GradientMessage
 from streams import codecs
@@ -100,10 +101,29 @@ class Trainer(Service):
         """Train until the final parameters arrive; returns the number of local steps taken."""
         from .loops import LOOPS
 
-        await self.announce_ready()
-        await LOOPS[self.spec.sync.mode](self)
+        try:
+            await self.announce_ready()
+            await LOOPS[self.spec.sync.mode](self)
+        except AiaasError as exc:
+            await self.report_fatal(exc)
+            raise
         log.info("trainer %s done: %d steps, %d messages sent", self.worker_id, self.model.steps, self.sent)
         return self.model.steps
+
+    async def report_fatal(self, exc: AiaasError) -> None:
+        """Tell the aggregator this trainer cannot go on, and why: it fails the job with the reason
+        (best effort: the error is raised and logged here anyway)."""
+        header = GradientMessage(job_id=self.spec.job_id, worker_id=self.worker_id, step=self.model.steps,
+                                 base_version=0, samples=0, payload="fatal", error=exc.reason)
+        topic = self.ring_topic.name if self.ring is not None else self.grads_topic.name
+        try:
+            await (await self.producer.send(topic, codecs.pack(header, {}), key=self.worker_id))
+        except Exception as send_exc:  # the caller raises the original error
+            log.error("trainer %s: could not report its fatal error: %r", self.worker_id, send_exc)
+
+    def _check_data(self) -> None:
+        if self.data.fatal is not None:
+            raise AiaasError(self.data.fatal, code=ErrorCode.BAD_REQUEST, worker=self.worker_id)
 
     async def announce_ready(self) -> None:
         """Tell the aggregator this trainer holds its data, once the initial read has gone quiet
@@ -113,6 +133,7 @@ class Trainer(Service):
         with contextlib.suppress(TimeoutError):  # a trainer given no partition says so anyway
             async with asyncio.timeout(self.ts.spec_timeout_s):
                 while self.data.rows == 0 or self.data.changed != seen:
+                    self._check_data()
                     seen = self.data.changed
                     self._changed.clear()
                     with contextlib.suppress(TimeoutError):
@@ -130,6 +151,7 @@ class Trainer(Service):
     async def batch(self) -> Batch:
         """The next minibatch of owned data, waiting while none is held."""
         while True:
+            self._check_data()
             got = self.data.next_batch()
             if got is not None:
                 return got
