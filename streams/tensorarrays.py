@@ -70,15 +70,19 @@ def from_numpy(name: str, arr: np.ndarray, *, binary: bool = False) -> Tensor:
         return Tensor.model_construct(name=name, shape=shape, datatype=dt,
                                       parameters={BINARY_SIZE: size}, data=None)
     return Tensor.model_construct(name=name, shape=shape, datatype=dt, parameters=None,
-                                  data=json_data(arr, dt))
+                                  data=json_data(arr, dt, name))
 
 
-def json_data(arr: np.ndarray, dt: Datatype) -> list[Any]:
+def json_data(arr: np.ndarray, dt: Datatype, name: str | None = None) -> list[Any]:
+    """The flat JSON ``data`` list of ``arr``. JSON has no NaN or infinity: a float tensor holding
+    them raises InvalidMessage (a worker answers that request with an error reply saying so)."""
     flat = arr.reshape(-1)
     if dt is Datatype.BYTES:
         return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in flat]
-    if dt in (Datatype.FP16, Datatype.FP32, Datatype.FP64) and not np.isfinite(flat).all():
-        raise InvalidMessage("NaN or infinity cannot be sent as JSON; use the binary encoding")
+    if dt in (Datatype.FP16, Datatype.FP32, Datatype.FP64) and not (finite := np.isfinite(flat)).all():
+        raise InvalidMessage("NaN or infinity cannot be sent as JSON; use the binary encoding "
+                             "(content-type application/octet-stream)", tensor=name,
+                             non_finite=int(flat.size - np.count_nonzero(finite)))
     return flat.tolist()
 
 

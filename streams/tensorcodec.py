@@ -154,7 +154,7 @@ def encode_body(kind: str, body: dict[str, Any], field: str, tensors: Mapping[st
             meta["parameters"] = {BINARY_SIZE: len(raw)}
             raws.append(raw)
         else:
-            meta["data"] = json_data(arr, dt)
+            meta["data"] = json_data(arr, dt, name)
         metas.append(meta)
     head = json.dumps({"v": 1, **body, field: metas, "kind": kind}, separators=(",", ":")).encode()
     if not binary:

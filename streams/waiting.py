@@ -3,8 +3,10 @@ deduplicated, timed out.
 
 A reply (single record, an entry of a batched reply record or a row of a reply block) resolves the
 waiter of its ``correlation-id``; a reply for an id no longer waited for (a duplicate after a worker
-restart, or a late reply after a timeout) is dropped and counted in ``duplicates``. ``Slots`` bounds
-how many requests wait at once (the client's backpressure).
+restart, or a late reply after a timeout) is dropped and counted in ``duplicates``. A reply over
+the record limit comes in chunks (``streams.chunking``) and is put back together first (a chunk
+that does not fit fails its request). ``Slots`` bounds how many requests wait at once (the
+client's backpressure).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 
 from schemas.errors import AiaasError, ErrorCode
 from streams import headers as h
+from streams.chunking import ChunkError, Reassembler
 from streams.replywire import BATCH, BLOCK, InferenceError, Reply, unpack_batch, unpack_block
 from streams.tickbatches import Slots
 
@@ -41,6 +44,7 @@ class Waiting:
         self.duplicates = 0
         self.malformed = 0  # reply records that could not be read (logged, dropped)
         self._by_id: dict[str, tuple[asyncio.Future[Reply] | Sink, float]] = {}  # id -> (waiter, deadline)
+        self._chunks = Reassembler()
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -99,12 +103,36 @@ class Waiting:
             for records in batches.values():
                 for rec in records:
                     values = h.decode(rec.headers)
+                    value = rec.value
+                    if h.CHUNK_ID in values and (value := self._reassembled(rec.partition, rec.offset, values,
+                                                                           value, topic)) is None:
+                        continue
                     kind = values.get("content-type")
                     if kind in (BATCH, BLOCK):
-                        self._resolve_batch(rec.value, values, topic)
+                        self._resolve_batch(value, values, topic)
                         continue
                     rid = values.get(h.CORRELATION_ID) or (rec.key or b"").decode("utf-8", "replace")
-                    self.resolve(Reply(rid, rec.value or b"", values))
+                    self.resolve(Reply(rid, value or b"", values))
+            if batches:
+                self._chunks.expire()
+
+    def _reassembled(self, partition: int, offset: int, values: dict[str, str], value: bytes | None,
+                     topic: str) -> bytes | None:
+        """The whole reply once its last chunk is in (its chunk headers dropped from ``values``)."""
+        try:
+            done = self._chunks.add(partition, offset, values, value or b"")
+        except ChunkError as exc:
+            self.malformed += 1
+            log.warning("dropped a broken chunked reply on %s: %s %s", topic, exc.reason, exc.details)
+            rid = values.get(h.CORRELATION_ID)
+            if rid is not None:
+                self.fail(rid, InferenceError(exc.reason, code=exc.code, request_id=rid, **exc.details))
+            return None
+        if done is None:
+            return None
+        for name in (h.CHUNK_ID, h.CHUNK_INDEX, h.CHUNK_COUNT, h.CHUNK_SHA256):
+            values.pop(name, None)
+        return done[0]
 
     def _resolve_batch(self, value: bytes | None, headers: dict[str, str], topic: str) -> None:
         try:

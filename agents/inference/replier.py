@@ -2,22 +2,29 @@
 model's results topic for stream records, and the dead letters for errors.
 
 Every send's ack future lands in the poll's ``Outbox.sent``: the worker commits the poll's offsets
-only after all of them.
+only after all of them. A failure to make or deliver one reply is that request's alone, never the
+worker's (a poison pill would otherwise kill every worker that reads it): an output JSON cannot
+carry (NaN, infinity), a reply over ``max_reply_bytes`` (413), a reply the broker refuses, or
+anything else that raises while replying gets an error reply and a dead letter with the reason.
+Replies over the record's chunk size go in chunks (``streams.chunking``) that the client puts back
+together.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from aiokafka.structs import RecordMetadata
 
 from agents.inference import blocks, replies
 from agents.inference.batcher import Result, Work
-from agents.inference.outbox import Outbox, ReplyHeaders
-from schemas.errors import AiaasError, DeadlineExceeded, NotFound
+from agents.inference.outbox import Outbox, Owners, ReplyHeaders
+from schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, NotFound, TooLarge
 from streams import headers as h
 from streams import metrics as m
 from streams.client import partition_count
@@ -25,15 +32,29 @@ from streams.dlq import DeadLetters
 from streams.producer import Producer
 from streams.record import Record
 from streams.replywire import REPLY_BATCH
+from streams.settings import MIB
 
 Sent = asyncio.Future[RecordMetadata]
+log = logging.getLogger(__name__)
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+
+
+def unanswerable(exc: BaseException) -> AiaasError:
+    """The error a request gets when its reply could not be made or delivered."""
+    if isinstance(exc, AiaasError):
+        return exc
+    if isinstance(exc, _TOO_LARGE):
+        return TooLarge("reply over the record limit of its topic", detail=str(exc)[:300])
+    return AiaasError("reply could not be produced", code=ErrorCode.INTERNAL,
+                      detail=f"{type(exc).__name__}: {exc}"[:300])
 
 
 class Replier:
     def __init__(self, model: str, producer: Producer, results_topic: str, dead_letters: DeadLetters,
-                 stats: Counter[str]) -> None:
+                 stats: Counter[str], *, chunk_bytes: int = 4 * MIB, max_reply_bytes: int = 64 * MIB) -> None:
         self.model, self.producer, self.results_topic = model, producer, results_topic
         self.dead_letters, self.stats = dead_letters, stats
+        self.chunk_bytes, self.max_reply_bytes = chunk_bytes, max_reply_bytes
         self._binary = replies.BinaryResponses(model)
         self._reply_topics: dict[str, int | None] = {}  # reply topic -> fixed partition (1-partition topics)
 
@@ -70,16 +91,24 @@ class Replier:
                 else:
                     ok += await self.reply_group(blocks.explode(w), blocks.row_results(w, res), sent)
                 continue
+            try:
+                cut = None
+                if w.binary:  # one version per group: names and shapes fix the layout (dtypes: the model's)
+                    layout = tuple([(n, a.shape) for n, a in res.items()])
+                    if layout not in cuts:
+                        cuts[layout] = self._binary.cut(w.model.version, res)
+                    cut = cuts[layout]
+                await self.reply(w, res, sent, cut)
+            except Exception as exc:  # one reply's failure is its request's alone
+                await self.fail_work(w, unanswerable(exc), sent)
+                continue
             ok += 1
-            cut = None
-            if w.binary:  # one version per group: names and shapes fix the layout (dtypes are the model's)
-                layout = tuple([(n, a.shape) for n, a in res.items()])
-                if layout not in cuts:
-                    cuts[layout] = self._binary.cut(w.model.version, res)
-                cut = cuts[layout]
-            await self.reply(w, res, sent, cut)
         for block_works, outputs in gathered.values():
-            ok += await self._reply_blocks(block_works, outputs, sent)
+            try:
+                ok += await self._reply_blocks(block_works, outputs, sent)
+            except Exception as exc:  # nothing of these blocks was sent
+                for x in block_works:
+                    await self.fail_work(x, unanswerable(exc), sent)
         return ok
 
     async def _reply_blocks(self, works: list[Work], outputs: list[dict[str, Any]], sent: Outbox) -> int:
@@ -94,7 +123,8 @@ class Replier:
         if not sent.fits(value):
             return sum([await self.reply_group(blocks.explode(x), blocks.row_results(x, o), sent)
                         for x, o in zip(works, outputs, strict=True)])
-        sent.sent.append(await self.send_raw(w.reply_to, value, w.request_id.encode(), headers, partition))
+        owners = [(x.record, x.ids or (x.request_id,)) for x in works]
+        sent.track(await self.send_raw(w.reply_to, value, w.request_id.encode(), headers, partition), owners)
         return sum(x.count for x in works)
 
     async def fail_work(self, w: Work, exc: AiaasError, sent: Outbox) -> None:
@@ -119,21 +149,44 @@ class Replier:
         reply_to = rec.headers.get(h.REPLY_TO)
         for rid in ids:
             value, headers = replies.error(self.model, rid, exc, request_headers=rec.headers)
-            await self.send(rec, rid, reply_to, value, headers, sent)
+            try:
+                await self.send(rec, rid, reply_to, value, headers, sent)
+            except Exception as err:  # the dead letter holds the request
+                self.stats["error_reply_failed"] += 1
+                log.warning("error reply for %s to %s not sent: %r", rid, reply_to, err)
+
+    async def undelivered(self, owners: Owners, exc: Exception) -> None:
+        """Reply records that could not be sent or that the broker refused (e.g. over the reply
+        topic's record limit): their requests get an error reply, when one can still be delivered,
+        and a dead letter with the reason; the poll then commits like any other."""
+        err = unanswerable(exc)
+        self.stats["undelivered"] += sum(len(ids) for _, ids in owners)
+        log.warning("%d replies not delivered: %s %s", sum(len(ids) for _, ids in owners), err.reason,
+                    err.details)
+        errors = Outbox(self.send_raw, 1 << 20)
+        for rec, ids in owners:
+            await self.fail_block(rec, ids, err, errors)
+        try:
+            await errors.flush()
+            await asyncio.gather(*errors.sent)
+        except Exception as again:  # the dead letters hold the requests
+            self.stats["error_reply_failed"] += 1
+            log.warning("error replies not delivered either: %r", again)
 
     async def send(self, rec: Record, rid: str, reply_to: str | None, value: bytes,
                    headers: ReplyHeaders, sent: Outbox) -> None:
         if reply_to is None:  # a stream record: the result goes to the results topic, keyed alike
-            sent.sent.append(await self.send_raw(self.results_topic, value, rec.key, replies.wire(headers)))
+            fut = await self.send_raw(self.results_topic, value, rec.key, replies.wire(headers))
+            sent.track(fut, ((rec, (rid,)),))
             return
         partition = await self._partition(rec, reply_to)
         if partition is False:
             return
         if rec.headers.get(REPLY_BATCH) == "1" and sent.fits(value):
-            await sent.add(reply_to, partition, headers, value)
+            await sent.add(reply_to, partition, headers, value, (rec, (rid,)))
         else:
-            sent.sent.append(await self.send_raw(reply_to, value, rid.encode(), replies.wire(headers),
-                                                 partition))
+            fut = await self.send_raw(reply_to, value, rid.encode(), replies.wire(headers), partition)
+            sent.track(fut, ((rec, (rid,)),))
 
     async def _partition(self, rec: Record, reply_to: str) -> int | Literal[False] | None:
         """The partition replies to ``reply_to`` go to (None: by key); False when the topic does not
@@ -150,5 +203,13 @@ class Replier:
 
     async def send_raw(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]],
                        partition: int | None = None) -> Sent:
-        fut: Sent = await self.producer.raw.send(topic, value, key=key, headers=headers, partition=partition)
-        return fut
+        """Send one record; over ``chunk_bytes`` in chunks, over ``max_reply_bytes`` not at all (413)."""
+        if len(value) <= self.chunk_bytes:
+            fut: Sent = await self.producer.raw.send(topic, value, key=key, headers=headers,
+                                                     partition=partition)
+            return fut
+        if len(value) > self.max_reply_bytes:
+            raise TooLarge("reply over the worker's size limit (max_reply_bytes)", size=len(value),
+                           limit=self.max_reply_bytes)
+        self.stats["chunked_replies"] += 1
+        return await self.producer.send(topic, value, key=key, headers=headers, partition=partition)

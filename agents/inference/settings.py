@@ -28,6 +28,7 @@ class WorkerSettings(BaseSettings):
     partitions: int = Field(default=8, ge=1)  # of the request/results topics when this worker creates them
     max_request_bytes: int = Field(default=4 * MIB, ge=1024)
     max_request_elements: int = Field(default=16_000_000, ge=1)
+    max_reply_bytes: int = Field(default=64 * MIB, ge=1024)  # bigger replies get a 413 error reply
     max_versions: int = Field(default=4, ge=2)  # sessions kept loaded (default, canary, pins)
     fetch_min_bytes: int = Field(default=1, ge=1)  # broker waits for this much (or fetch_max_wait_ms)
     fetch_max_wait_ms: int | None = Field(default=None, ge=0)  # default: the Kafka settings' value

@@ -8,8 +8,10 @@ there is none; replies to requests with ``reply-batch: 1`` go as one batched rep
 and poll, see ``replier`` and ``outbox``), and commit the offsets only after every reply of the poll
 is acknowledged (``committer``). While one batch computes, the next is fetched and decoded. Bad
 input gets an error reply and a dead letter; expired deadlines get a 504 reply without compute;
-nothing crashes the loop except a failure to produce, which stops the worker so its partitions are
-re-served.
+a failure to make or deliver one reply (NaN in a JSON reply, a reply over the size limits, a
+record the broker refuses) is that request's alone: an error reply and a dead letter (``replier``).
+Nothing crashes the loop except a failure to write dead letters (the broker is gone), which stops
+the worker uncommitted so its partitions are re-served.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from agents.inference.outbox import Outbox
 from agents.inference.replier import Replier
 from agents.inference.sessions import Sessions
 from agents.inference.settings import WorkerSettings
-from schemas.errors import AiaasError, DeadlineExceeded
+from schemas.errors import AiaasError, DeadlineExceeded, ErrorCode
 from streams import blockwire
 from streams import headers as h
 from streams import metrics as m
@@ -85,7 +87,8 @@ class InferenceWorker(Service):
         # replies are small and mostly tensor bytes: compressing them costs CPU and saves little
         self._producer = Producer(settings, linger_ms=cfg.reply_linger_ms, compression_type=None)
         self.dead_letters = DeadLetters(self._producer, self.topics.infer_dlq(cfg.model).name)
-        self.replier = Replier(cfg.model, self._producer, self.results_topic, self.dead_letters, self.stats)
+        self.replier = Replier(cfg.model, self._producer, self.results_topic, self.dead_letters, self.stats,
+                               chunk_bytes=settings.chunk_bytes, max_reply_bytes=cfg.max_reply_bytes)
         self._batch_limit = min(1 << 20, settings.max_message_bytes // 4)
         self._consumer: Consumer | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{cfg.model}")
@@ -125,7 +128,8 @@ class InferenceWorker(Service):
         )
         await self._consumer.start()
         self._consumer.raw.subscribe([self.requests_topic.name], listener=_Handoff(self))
-        self._commits = Committer(self._consumer, self.cfg.commit_interval_ms / 1000)
+        self._commits = Committer(self._consumer, self.cfg.commit_interval_ms / 1000,
+                                  self.replier.undelivered)
         self._committer = asyncio.create_task(self._commits.run(), name="committer")
         log.info("worker for %s up: group %s, weight %s, max_batch %d, max_wait %.1f ms",
                  self.cfg.model, group, weight, self.cfg.max_batch, self.cfg.max_wait_ms)
@@ -171,7 +175,7 @@ class InferenceWorker(Service):
             records = await self._poll(consumer)
             if not records:
                 continue
-            sent = Outbox(self.replier.send_raw, self._batch_limit)
+            sent = Outbox(self.replier.send_raw, self._batch_limit, self.replier.undelivered)
             requests = await self._unpacked(records)
             self._m_depth.inc(len(records))
             counted = self.stats["requests"]
@@ -220,8 +224,8 @@ class InferenceWorker(Service):
         self.stats["requests"] += 1
         try:
             return await self.intake.work(rec, rid)
-        except AiaasError as exc:
-            await self.replier.fail(rec, rid, exc, sent)
+        except Exception as exc:  # bad input of any kind fails its request, never the loop
+            await self.replier.fail(rec, rid, _unreadable(exc), sent)
             return None
 
     async def _prepare_block(self, rec: Record, sent: Outbox) -> list[Work]:
@@ -237,8 +241,8 @@ class InferenceWorker(Service):
         self.stats["requests"] += len(block.ids)
         try:
             return await self.intake.block(rec, block)
-        except AiaasError as exc:
-            await self.replier.fail_block(rec, block.ids, exc, sent)
+        except Exception as exc:  # as in _prepare
+            await self.replier.fail_block(rec, block.ids, _unreadable(exc), sent)
             return []
 
     async def _compute(self, works: list[Work], records: list[Record], sent: Outbox) -> None:
@@ -267,7 +271,7 @@ class InferenceWorker(Service):
             self._count_ok(live[0], await self.replier.reply_group(live, results, sent))
         await sent.flush()
         assert self._commits is not None
-        self._commits.add(records, sent.sent)
+        self._commits.add(records, sent)
         self._m_depth.dec(len(records))
         if self.sessions.default is not None:
             self._m_version.set(self.sessions.default.version)
@@ -298,6 +302,15 @@ class InferenceWorker(Service):
         self._m_ok.inc(ok)
         if first.record.timestamp_ms > 0:  # the oldest request of the batch: its end-to-end wait
             self._m_total.observe(max(0.0, time.time() - first.record.timestamp_ms / 1000))
+
+
+def _unreadable(exc: Exception) -> AiaasError:
+    """The error reply of a request that failed its checks (or, unforeseen, broke them)."""
+    if isinstance(exc, AiaasError):
+        return exc
+    log.exception("request check failed unexpectedly")
+    return AiaasError("request could not be read", code=ErrorCode.BAD_REQUEST,
+                      detail=f"{type(exc).__name__}: {exc}"[:300])
 
 
 async def serve(settings: Settings, cfg: WorkerSettings) -> None:
