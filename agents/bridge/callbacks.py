@@ -7,7 +7,7 @@ unspecified, shared) or inside an allowlisted network; an IPv6 address that carr
 address (IPv4-mapped, IPv4-compatible, SIIT, NAT64 ``64:ff9b::/96``, 6to4 ``2002::/16``, Teredo)
 is judged by that IPv4 address as well, so ``64:ff9b::7f00:1`` is loopback.
 
-Delivery uses ``resolve``: the host is resolved once, checked, and the POST connects to that very
+Delivery uses ``resolve``: the host is resolved once, checked, and the POST connects to a checked
 address (the original name goes in ``Host`` and in TLS SNI/certificate checks), so a name that
 re-resolves to a private address between the check and the connect (DNS rebinding) cannot
 redirect it. Redirects are never followed.
@@ -39,12 +39,12 @@ class UnresolvedHost(CallbackRefused):
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A checked callback: POST to ``url`` (the checked address) with ``host`` as Host and SNI."""
+    """A checked callback: POST to one of ``urls`` (the checked addresses, in resolver order)
+    with ``host`` as Host header and TLS server name."""
 
-    url: str
+    urls: tuple[str, ...]
     host: str
     host_header: str
-    address: IPAddress
 
     def extensions(self) -> dict[str, bytes]:
         """httpx request extensions: TLS SNI and certificate checks use the callback's name."""
@@ -103,30 +103,31 @@ class CallbackPolicy:
     def _allowlisted(self, host: str, port: int) -> bool:
         return host in self.hosts or f"{host}:{port}" in self.hosts
 
-    def _checked(self, url: str, addrs: list[IPAddress]) -> IPAddress:
-        """The address to connect to, once every address of the host passed."""
+    def _checked(self, url: str, addrs: list[IPAddress]) -> list[IPAddress]:
+        """The addresses to connect to, once every address of the host passed."""
         for ip in addrs:
             if not self.allowed_address(ip):
                 raise CallbackRefused(
                     "callback address is private, loopback, link-local or reserved",
                     url=url, address=str(ip),
                 )
-        return addrs[0]
+        return addrs
 
     async def resolve(self, url: str) -> Target:
         """Resolve once, check every address, and name the one to connect to."""
         parts, host, port = _parse(url)
         addrs = await _resolve(host, port)
-        ip = addrs[0] if self._allowlisted(host, port) else self._checked(url, addrs)
-        return _target(parts, host, port, ip)
+        ips = addrs if self._allowlisted(host, port) else self._checked(url, addrs)
+        return _target(parts, host, port, ips)
 
 
-def _target(parts: SplitResult, host: str, port: int, ip: IPAddress) -> Target:
-    shown = f"[{ip}]" if ip.version == 6 else str(ip)
-    url = urlunsplit((parts.scheme, f"{shown}:{port}", parts.path or "/", parts.query, ""))
+def _target(parts: SplitResult, host: str, port: int, ips: list[IPAddress]) -> Target:
+    urls = dict.fromkeys(  # unique, in order (getaddrinfo repeats an address per protocol)
+        urlunsplit((parts.scheme, f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}",
+                    parts.path or "/", parts.query, "")) for ip in ips)
     name = f"[{host}]" if ":" in host else host
     default = 443 if parts.scheme == "https" else 80
-    return Target(url, host, name if port == default else f"{name}:{port}", ip)
+    return Target(tuple(urls), host, name if port == default else f"{name}:{port}")
 
 
 def _parse(url: str) -> tuple[SplitResult, str, int]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from agents.bridge.callbacks import CallbackPolicy, UnresolvedHost
+from agents.bridge.callbacks import CallbackPolicy, Target, UnresolvedHost
 from agents.bridge.keys import KeyStore
 from agents.bridge.settings import BridgeSettings
 from agents.bridge.state import RequestState
@@ -79,8 +79,7 @@ class Poster:
             "x-aiaas-request-id": state.id, "x-aiaas-attempt": str(state.attempts),
         }
         try:
-            resp = await self._http.post(target.url, content=body, headers=headers,
-                                         extensions=target.extensions())
+            resp = await self._post_any(target, body, headers)
         except httpx.HTTPError as exc:
             return f"error: {type(exc).__name__}", False
         except (httpx.InvalidURL, ValueError, UnicodeError) as exc:  # can never be sent
@@ -88,3 +87,15 @@ class Poster:
         if 200 <= resp.status_code < 300:
             return "delivered", False
         return f"status {resp.status_code}", False
+
+    async def _post_any(self, target: Target, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """POST to the first checked address that accepts a connection (dual-stack hosts)."""
+        assert self._http is not None
+        for url in target.urls[:-1]:
+            try:
+                return await self._http.post(url, content=body, headers=headers,
+                                             extensions=target.extensions())
+            except httpx.ConnectError:
+                continue
+        return await self._http.post(target.urls[-1], content=body, headers=headers,
+                                     extensions=target.extensions())
