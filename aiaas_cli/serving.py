@@ -143,8 +143,7 @@ def infer(
     try:
         req = InferenceRequest.from_record(raw.encode())
     except AiaasError as exc:
-        typer.secho(f"error: {exc.reason} {json.dumps(exc.details)}", fg="red", err=True)
-        raise typer.Exit(2) from exc
+        errors.fail(errors.describe(exc) or exc.reason, 2)
 
     async def main() -> str:
         await require_model(model)
