@@ -45,3 +45,16 @@ class ModelVersion(Envelope):
     lineage: Lineage = Field(default_factory=Lineage)
     created_at: float = 0.0
     tenant: str | None = None
+
+
+class VersionClaim(Envelope):
+    """A publisher's claim of the next version number of ``name`` on the ``models`` topic (keyed
+    ``<name>:claim:<claim_id>``). Its number is not in the record: every reader derives it from the
+    partition's order (``streams.versionclaims``), so two processes never get the same number."""
+
+    KIND: ClassVar[str] = "version_claim"
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    claim_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    created_at: float = 0.0

@@ -58,3 +58,9 @@ def read_uri(uri: str) -> bytes:
 
     return Path(unquote(urlparse(uri).path)).read_bytes()
 
+
+
+class IntegrityError(AiaasError):
+    """Artifact bytes that do not match their recorded sha256 (or are missing)."""
+
+    code = ErrorCode.CONFLICT

@@ -19,10 +19,13 @@ too); ``ModelVersion.artifact_offset`` says where they start. With ``artifact_di
 
 Stages: ``staging`` on publish; ``promote`` makes one version ``production`` (the previous one
 becomes ``archived``); ``rollback`` undoes the last promotion; ``set_canary`` marks one version
-``canary`` with a traffic weight served beside production. Versions are numbered per name by this
-process under a lock; two processes publishing the same name at the same instant could pick the
-same number (the later record wins) — publish from one place per model (the aggregator or the CLI).
-Publishing bytes whose sha256 an existing version of the name already has returns that version.
+``canary`` with a traffic weight served beside production.
+
+Version numbers are unique across processes: a publisher appends a claim to ``models`` and its
+number follows from the claim's place in the log (``streams.versionclaims``), so any number of
+processes may publish the same name at once and get distinct, increasing numbers. Publishing bytes
+whose sha256 a version of the name already has (as far as this process has read) returns that
+version; two processes publishing the same bytes at the same instant get two versions.
 """
 
 from __future__ import annotations
@@ -42,19 +45,21 @@ from aiokafka.structs import TopicPartition
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import AiaasError, ErrorCode, InvalidMessage, NotFound
-from schemas.registry import Lineage, ModelVersion
-from streams import chunking
+from schemas.registry import Lineage, ModelVersion, VersionClaim
 from streams.admin import ensure
-from streams.artifacts import read_uri, signature, write_file
+from streams.artifactlog import load, store
+from streams.artifacts import IntegrityError, signature
 from streams.lifecycle import Service
 from streams.producer import Producer
 from streams.readers import open_assigned, stop_reader
 from streams.settings import Settings
 from streams.topics import Topics
+from streams.versionclaims import Numbering, claim_key
 
 log = logging.getLogger(__name__)
 
 Stage = Literal["staging", "production", "canary", "archived"]
+__all__ = ["IntegrityError", "Registry", "RegistrySettings", "Stage"]
 
 
 class RegistrySettings(BaseSettings):
@@ -63,12 +68,6 @@ class RegistrySettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AIAAS_REGISTRY_", extra="ignore")
 
     artifact_dir: str | None = None
-
-
-class IntegrityError(AiaasError):
-    """Artifact bytes that do not match their recorded sha256 (or are missing)."""
-
-    code = ErrorCode.CONFLICT
 
 
 class Registry(Service):
@@ -87,6 +86,7 @@ class Registry(Service):
         self._polled = asyncio.Condition()
         self._watchers: set[asyncio.Queue[ModelVersion]] = set()
         self._write_lock = asyncio.Lock()
+        self._numbering = Numbering()
 
     async def start(self) -> None:
         await ensure(self.settings, [self.topics.models(), self.topics.artifacts()])
@@ -174,13 +174,7 @@ class Registry(Service):
 
     async def load_bytes(self, mv: ModelVersion) -> bytes:
         """The ONNX bytes of ``mv``; raises IntegrityError when they do not match its sha256."""
-        if mv.uri is not None:
-            data = await asyncio.to_thread(read_uri, mv.uri)
-        else:
-            data = await self._read_artifact(mv)
-        if hashlib.sha256(data).hexdigest() != mv.sha256:
-            raise IntegrityError("artifact sha256 mismatch", model=mv.name, version=mv.version)
-        return data
+        return await load(self.settings, self.topics.artifacts().name, mv)
 
     # ------------------------------------------------------------------ writing
 
@@ -197,13 +191,13 @@ class Registry(Service):
             if same:
                 log.info("model %s: bytes already registered as version %d", name, same[0].version)
                 return same[0] if stage in ("staging", same[0].stage) else await self._stage(same[0], stage)
-            version = 1 + max((v for (n, v) in self.versions if n == name), default=0)
+            version = await self._claim(name, digest)
             mv = ModelVersion(
                 name=name, version=version, sha256=digest, size_bytes=len(onnx_bytes),
                 inputs=inputs, outputs=outputs, lineage=lineage or Lineage(),
                 created_at=time.time(), tenant=tenant,
             )
-            mv = await self._store_bytes(mv, onnx_bytes)
+            mv = await store(self.producer, self.topics.artifacts().name, self.artifact_dir, mv, onnx_bytes)
             await self._write(mv)
             return mv if stage == "staging" else await self._stage(mv, stage)
 
@@ -260,50 +254,22 @@ class Registry(Service):
         await self._write(out)
         return out
 
+    async def _claim(self, name: str, digest: str) -> int:
+        """The next version number of ``name``, unique across processes (``streams.versionclaims``)."""
+        claim, number = self._numbering.new_claim(name, digest)
+        try:
+            await self.producer.send_and_wait(self._tp.topic, claim.to_record(), key=claim_key(claim),
+                                              partition=0)
+            await self.refresh()  # our reader has applied the log up to (and past) the claim
+            return number.result()
+        finally:
+            self._numbering.forget(claim)
+
     async def _write(self, mv: ModelVersion) -> None:
         """Write one version record and wait until our own reader has applied it."""
         await self.producer.send_and_wait(self._tp.topic, mv.to_record(), key=f"{mv.name}:{mv.version}",
                                           partition=0)
         await self.refresh()
-
-    async def _store_bytes(self, mv: ModelVersion, data: bytes) -> ModelVersion:
-        if self.artifact_dir is not None:
-            path = self.artifact_dir / mv.name / f"{mv.version}-{mv.sha256[:16]}.onnx"
-            await asyncio.to_thread(write_file, path, data)
-            return mv.model_copy(update={"uri": path.resolve().as_uri()})
-        topic = self.topics.artifacts().name
-        futures = []
-        chunks = chunking.split(data, self.settings.chunk_bytes)
-        for i, chunk in enumerate(chunks):
-            futures.append(await self.producer.raw.send(
-                topic, chunk.data, key=f"{mv.name}:{mv.version}:{i}".encode(),
-                headers=chunk.headers, partition=0,
-            ))
-        first = await futures[0]
-        await asyncio.gather(*futures)
-        return mv.model_copy(update={"chunks": len(chunks), "artifact_offset": first.offset})
-
-    async def _read_artifact(self, mv: ModelVersion, timeout_s: float = 60.0) -> bytes:
-        tp = TopicPartition(self.topics.artifacts().name, 0)
-        prefix = f"{mv.name}:{mv.version}:".encode()
-        parts: dict[int, bytes] = {}
-        reader = AIOKafkaConsumer(**self.settings.consumer_kwargs(None))
-        await reader.start()
-        try:
-            reader.assign([tp])
-            reader.seek(tp, mv.artifact_offset or 0)
-            end = (await reader.end_offsets([tp]))[tp]
-            async with asyncio.timeout(timeout_s):
-                while len(parts) < mv.chunks and await reader.position(tp) < end:
-                    for rec in (await reader.getmany(tp, timeout_ms=500)).get(tp, []):
-                        if rec.key and rec.key.startswith(prefix):
-                            parts[int(rec.key[len(prefix):])] = rec.value or b""
-        finally:
-            await reader.stop()
-        if sorted(parts) != list(range(mv.chunks)) or mv.chunks == 0:
-            raise IntegrityError("artifact chunks missing", model=mv.name, version=mv.version,
-                                 found=len(parts), expected=mv.chunks)
-        return b"".join(parts[i] for i in range(mv.chunks))
 
     async def _read_forever(self) -> None:
         consumer = self._consumer
@@ -321,8 +287,18 @@ class Registry(Service):
         try:
             mv = ModelVersion.from_record(value)
         except InvalidMessage as exc:
+            if exc.details.get("got") == VersionClaim.KIND:
+                self._apply_claim(value)
+                return
             log.warning("skipping a bad record on models: %s %s", exc.reason, exc.details)
             return
+        self._numbering.saw_version(mv)
         self.versions[(mv.name, mv.version)] = mv
         for queue in self._watchers:
             queue.put_nowait(mv)
+
+    def _apply_claim(self, value: bytes) -> None:
+        try:
+            self._numbering.saw_claim(VersionClaim.from_record(value))
+        except InvalidMessage as exc:
+            log.warning("skipping a bad version claim on models: %s %s", exc.reason, exc.details)

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +16,7 @@ from schemas.errors import InvalidMessage, NotFound
 from schemas.registry import Lineage
 from streams.registry import IntegrityError, Registry
 from streams.settings import Settings
+from tests.infra import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -130,3 +135,49 @@ def test_models_cli_push_list_promote_rollback(settings: Settings, tmp_path: Pat
     missing = runner.invoke(app, ["models", "promote", "cli", "7"])
     assert missing.exit_code == 1 and "unknown model version" in missing.output
     assert runner.invoke(app, ["worker", "inference", "--help"]).exit_code == 0
+
+
+async def test_two_registries_publishing_at_once_get_distinct_numbers(settings: Settings) -> None:
+    """Two Registry instances (each its own producer and reader, as in two processes) publish the
+    same name concurrently: every version gets its own number, 1..n without a gap."""
+    models = [examples.mlp([4, 3], seed=100 + i) for i in range(16)]
+    async with Registry(settings) as one, Registry(settings) as two:
+        got = await asyncio.gather(*(reg.publish("race", m) for reg, m in
+                                     zip(itertools.cycle((one, two)), models, strict=False)))
+        numbers = sorted(mv.version for mv in got)
+        assert numbers == list(range(1, len(models) + 1))
+        listed = {mv.version: mv.sha256 for mv in await one.list("race")}
+        assert listed == {mv.version: mv.sha256 for mv in got}
+
+
+async def test_processes_publishing_at_once_get_distinct_contiguous_numbers(settings: Settings) -> None:
+    """Three processes publish 12 versions of one model each, started together: 36 distinct numbers
+    1..36, each naming the bytes its publisher sent."""
+    procs, count = 3, 12
+    env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT)}
+    children = [await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.registrypublisher", "crowd", str(1000 * (i + 1)), str(count),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env, cwd=ROOT)
+        for i in range(procs)]
+    try:
+        async with asyncio.timeout(120):
+            for child in children:
+                assert child.stdout is not None
+                assert (await child.stdout.readline()).strip() == b"ready"
+            for child in children:  # the barrier: every publisher has started its registry
+                assert child.stdin is not None
+                child.stdin.write(b"go\n")
+                await child.stdin.drain()
+            outs = [json.loads((await child.communicate())[0]) for child in children]
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.kill()
+                await child.wait()
+    assert [child.returncode for child in children] == [0] * procs
+    pairs = [tuple(p) for out in outs for p in out]
+    assert sorted(v for v, _ in pairs) == list(range(1, procs * count + 1))
+    assert all(len(out) == count for out in outs)
+    async with Registry(settings) as reg:
+        listed = {mv.version: mv.sha256 for mv in await reg.list("crowd")}
+    assert listed == dict(pairs)
