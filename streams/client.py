@@ -34,6 +34,12 @@ Reply record on the ``reply-to`` topic: key = request id, headers ``correlation-
 (the request's encoding); value = an OIP response ``{"kind": "inference_response", "model_name",
 "model_version", "id", "outputs": [...]}`` or an error ``{"kind": "error_reply", "error", "code",
 "status_code", "retriable", ...}``. Delivery is at-least-once: drop replies whose id you have seen.
+A reply over the chunk size comes as chunks (``streams.chunking`` headers) to put back together.
+
+Topics are not created on first use: the request topic exists once a worker of the model started
+(before that ``infer`` raises NotFound at once), and the ``reply-to`` topic must exist before the
+request is sent (this client creates its own in ``start``); a request whose reply topic is missing
+gets no reply, only a dead letter on ``<prefix>infer.<model>.dlq`` that says so.
 
 Batched reply records: the requests of ``infer_many`` carry ``reply-batch: 1`` (unless
 ``batch_replies=False``), so a worker may answer a batch of them with one record in the format that
@@ -299,8 +305,10 @@ class InferenceClient(Service):
             asking = self._checking[topic] = asyncio.ensure_future(partition_count(producer.client, topic))
             asking.add_done_callback(lambda _: self._checking.pop(topic, None))
         count = await asyncio.shield(asking)
-        if count == 0:
-            raise NotFound("unknown model: no request topic", model=model, topic=topic)
+        if count == 0:  # workers create it (brokers here do not auto-create topics)
+            raise NotFound("unknown model: no inference worker has served it yet (its request topic does "
+                           "not exist)", model=model, topic=topic,
+                           hint=f"aiaas worker inference --model {model}")
         self._partitions[topic] = count
         return count
 
