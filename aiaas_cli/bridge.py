@@ -1,4 +1,4 @@
-"""Bridge commands: ``aiaas worker bridge``, ``aiaas keys create|revoke``, ``aiaas serve``."""
+"""Bridge commands: ``aiaas worker bridge``, ``aiaas keys create|list|revoke``, ``aiaas serve``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+
+from aiaas_cli.output import JsonOpt, show, show_json
 
 if TYPE_CHECKING:
     from agents.bridge.keys import KeyStore, Scope
@@ -50,6 +52,43 @@ def create(
                 "webhook_secret": ten.secret}
 
     typer.echo(json.dumps(_run(body()), indent=2))
+
+
+async def _key_rows(store: KeyStore, tenant: str | None) -> list[dict[str, Any]]:
+    """Every live key's id, tenant, scopes and creation time (never the key: only its hash is kept)."""
+    from agents.bridge.keys import ApiKey
+    from agents.bridge.rediskeys import text
+
+    rows = []
+    async for name in store.redis.scan_iter(match=store.k.key_id("*"), count=500):
+        found = await store.redis.get(name)
+        raw = await store.redis.get(store.k.api_key(text(found))) if found else None
+        if raw:
+            key = ApiKey.model_validate_json(raw)
+            if tenant is None or key.tenant == tenant:
+                rows.append(key.model_dump(mode="json"))
+    return sorted(rows, key=lambda r: (r["tenant"], r["created"]))
+
+
+@keys.command("list")
+def list_(
+    tenant: Annotated[str | None, typer.Option(help="only this tenant's keys")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List API keys by id (``aiaas keys revoke ID`` revokes one); the keys themselves are not kept."""
+    import datetime
+
+    from rich.table import Table
+
+    rows = _run(_store_call(lambda store: _key_rows(store, tenant)))
+    if as_json:
+        show_json(rows)
+        return
+    table = Table("key_id", "tenant", "scopes", "created (UTC)")
+    for row in rows:
+        made = datetime.datetime.fromtimestamp(row["created"], datetime.UTC).strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(row["key_id"], row["tenant"], ",".join(row["scopes"]), made)
+    show(table)
 
 
 @keys.command("revoke")

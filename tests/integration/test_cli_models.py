@@ -104,3 +104,16 @@ async def test_topics_create_and_list(settings: Settings, admin: Admin) -> None:
     assert {"topic": name, "partitions": 3} in json.loads(out)
     rc, _, err = await aiaas(settings, "topics", "create", "bad name!")
     assert rc == 2 and "invalid name" in err
+
+
+async def test_keys_list_shows_ids_not_keys(settings: Settings) -> None:
+    rc, out, err = await aiaas(settings, "keys", "create", "--tenant", "acme")
+    assert rc == 0, err
+    made = json.loads(out)
+    rc, out, err = await aiaas(settings, "keys", "list", "--json")
+    assert rc == 0, err
+    (row,) = json.loads(out)
+    assert (row["key_id"], row["tenant"]) == (made["key_id"], "acme") and made["api_key"] not in out
+    assert (await aiaas(settings, "keys", "revoke", made["key_id"]))[0] == 0
+    rc, out, _ = await aiaas(settings, "keys", "list", "--tenant", "acme", "--json")
+    assert rc == 0 and json.loads(out) == []
