@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -235,16 +236,25 @@ class LocalJob:
 def _why(exc: BaseException | None) -> str:
     if isinstance(exc, AiaasError):
         return exc.reason
-    if exc is None or isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+    if exc is None:
+        return "its launcher stopped it before the job ended"
+    if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
         return "stopped before the job ended (its launcher was interrupted)"
     return repr(exc)
 
 
 def _last_error(log_text: str) -> str:
-    """The last line of a process log that names an error (or its last line)."""
+    """The last exception line of a process log (``SomeError: why``), with the line after it when
+    that says more (pydantic names the field there); else the log's last line."""
     lines = [ln.strip() for ln in log_text.splitlines() if ln.strip()]
-    errors = [ln for ln in lines if "Error" in ln or "error" in ln]
-    return (errors or lines or ["(empty log)"])[-1][-300:]
+    for i in range(len(lines) - 1, -1, -1):
+        if _EXCEPTION.match(lines[i]):
+            more = lines[i + 1] if i + 1 < len(lines) and not lines[i + 1].startswith("For further") else ""
+            return f"{lines[i]} {more}".strip()[-400:]
+    return (lines or ["(empty log)"])[-1][-400:]
+
+
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*:")
 
 
 async def _finish(cleanup: Awaitable[object]) -> None:

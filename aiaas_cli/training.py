@@ -1,20 +1,24 @@
 """Training commands: ``aiaas train``, ``aiaas jobs status``, ``aiaas worker trainer|aggregator|jobs``.
 
-``aiaas train --spec job.yaml`` submits the job, pushes its data, starts the aggregator and the
-trainers as local processes and follows the job with a progress bar (step, loss, accuracy,
-samples/s) until its final status. The workers can also be started one by one (on other machines)
-with ``aiaas worker trainer --job J`` and ``aiaas worker aggregator --job J``.
+``aiaas train --spec job.yaml`` checks the spec against its data (refused in one line when they do
+not fit), submits the job, pushes its data, starts the aggregator and the trainers as local
+processes and follows the job with a progress bar (step, loss, accuracy, samples/s) until its final
+status, then prints the result as one JSON line. The exit code is 0 when the job succeeded, 1 when
+it failed or missed its target, 2 when it was refused. The workers can also be started one by one
+(on other machines) with ``aiaas worker trainer --job J`` and ``aiaas worker aggregator --job J``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -120,16 +124,35 @@ async def _train(spec: Any, trainers: int | None, push: bool, timeout_s: float, 
                     await follower
 
 
+STATE_STYLE = {"succeeded": "green", "failed": "red", "lost": "red", "missed_target": "yellow"}
+SUMMARY_KEYS = ("test_accuracy", "test_loss", "test_r2", "epochs", "seconds", "seconds_to_target",
+                "samples_per_s", "ms_per_sync_round", "onnx_max_abs_diff")
+
+
 def _status_table(statuses: list[Any], title: str) -> Table:
+    from streams.jobs import shown_state
+
     table = Table(title=title)
-    for col in ("job", "state", "version", "test_accuracy", "test_loss", "seconds", "model"):
-        table.add_column(col)
+    for col in ("job", "state", "version", "test_accuracy", "test_loss", "seconds", "model", "why"):
+        table.add_column(col, overflow="fold")
     for s in statuses:
         m = s.metrics
+        state, note = shown_state(s)
         model = f"{s.model_name}:{s.model_version}" if s.model_version else (s.model_name or "")
-        table.add_row(s.job_id, s.state, str(s.version), _fmt(m.get("test_accuracy")),
-                      _fmt(m.get("test_loss")), _fmt(m.get("seconds")), model)
+        style = STATE_STYLE.get(state)
+        table.add_row(s.job_id, f"[{style}]{state}[/]" if style else state, str(s.version),
+                      _fmt(m.get("test_accuracy")), _fmt(m.get("test_loss")), _fmt(m.get("seconds")),
+                      model, escape(note))
     return table
+
+
+def summary_json(status: Any) -> str:
+    """The final status as one JSON line (what scripts read from ``aiaas train``)."""
+    return json.dumps({
+        "job_id": status.job_id, "state": status.state, "error": status.error, "version": status.version,
+        "model": status.model_name, "model_version": status.model_version,
+        "metrics": {k: round(status.metrics[k], 6) for k in SUMMARY_KEYS if k in status.metrics},
+    })
 
 
 def _fmt(v: float | None) -> str:
@@ -144,24 +167,27 @@ def train(
     log_dir: Annotated[Path | None, typer.Option(help="Where the job processes write their logs.")] = None,
 ) -> None:
     """Submit a job and run it with local processes, following it until it ends."""
-    from schemas.errors import AiaasError
+    from schemas.errors import AiaasError, ErrorCode
     from streams.runtime import run
 
     job_spec = _load_spec(spec)
     try:
         status = run(_train(job_spec, trainers, push, timeout, log_dir))
     except AiaasError as exc:
-        console.print(f"[red]job failed[/]: {exc.reason}")
-        tail = exc.details.get("log_tail")
-        if tail:
-            console.print(tail)
+        refused = exc.code in (ErrorCode.BAD_REQUEST, ErrorCode.NOT_FOUND)
+        console.print(f"[red]job {'refused' if refused else 'failed'}[/]: {escape(exc.reason)}",
+                      highlight=False, soft_wrap=True)
+        raise typer.Exit(2 if refused else 1) from exc
+    except TimeoutError as exc:
+        console.print(f"[red]job failed[/]: no final status within {timeout:g}s (see the logs)")
         raise typer.Exit(1) from exc
     console.print(_status_table([status], "result"))
-    extra = {k: round(v, 4) for k, v in status.metrics.items()
-             if k in ("seconds_to_target", "samples_per_s", "ms_per_sync_round", "onnx_max_abs_diff")}
-    console.print(extra)
     if status.state != "succeeded":
-        console.print(f"[red]{status.error}[/]")
+        style = STATE_STYLE.get(status.state, "red")
+        console.print(f"[{style}]{status.state}[/]: {escape(status.error or '')}",
+                      highlight=False, soft_wrap=True)
+    print(summary_json(status), flush=True)  # plain stdout, last line: JSON for scripts
+    if status.state != "succeeded":
         raise typer.Exit(1)
 
 

@@ -9,6 +9,7 @@ what the fault tests and ``make demo`` run).
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,9 @@ from typer.testing import CliRunner
 from agents.jobrunner import watch_and_run
 from aiaas_cli.main import app
 from schemas.jobs import JobSpec
-from streams.jobs import spec_key, submit, wait_final
+from schemas.records import JobStatus
+from streams.admin import ensure
+from streams.jobs import spec_key, submit, wait_final, write_status
 from streams.producer import Producer
 from streams.runtime import run
 from streams.settings import Settings
@@ -48,6 +51,32 @@ def test_jobs_status_lists_the_jobs_on_the_topic(
     assert "listed-job" in result.output and "submitted" in result.output
     missing = runner.invoke(app, ["jobs", "status", "no-such-job"])
     assert missing.exit_code == 1 and "no job" in missing.output
+
+
+def test_jobs_status_shows_failures_with_why_and_silent_jobs_as_lost(
+    infra: None, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIAAS_TOPIC_PREFIX", prefix)
+    monkeypatch.setenv("COLUMNS", "250")
+    now = time.time()
+    written = [JobStatus(job_id="broke", state="failed", error="data file not found", ts=now),
+               JobStatus(job_id="silent", state="running", heartbeat_s=5.0, ts=now - 60),
+               JobStatus(job_id="alive", state="running", heartbeat_s=5.0, ts=now),
+               JobStatus(job_id="short", state="missed_target", error="target not met", ts=now)]
+
+    async def write() -> None:
+        await ensure(Settings(), [Topics(Settings()).jobs()])
+        async with Producer(Settings()) as producer:
+            for status in written:
+                await write_status(producer, Settings(), status)
+
+    run(write())
+    rows = {ln.split()[1]: ln for ln in CliRunner().invoke(app, ["jobs", "status"]).output.splitlines()
+            if ln.startswith("│ ")}
+    assert "failed" in rows["broke"] and "data file not found" in rows["broke"]
+    assert "lost" in rows["silent"] and "no heartbeat for 60s" in rows["silent"]
+    assert "running" in rows["alive"]
+    assert "missed_target" in rows["short"] and "target not met" in rows["short"]
 
 
 def test_train_refuses_a_bad_spec_naming_the_field(tmp_path: Path) -> None:
