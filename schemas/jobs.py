@@ -100,7 +100,9 @@ class DataSpec(_Spec):
     source: Literal["digits", "diabetes", "csv", "npy"] = "digits"
     path: str | None = None
     target_column: str | None = None
-    strategy: Literal["random", "sequential", "label", "hash"] = "random"
+    strategy: Literal["random", "sequential", "stratified", "label", "hash"] = Field(
+        default="random", description="stratified: every class on every partition; label: each class "
+        "on one partition (see streams.partitioners)")
     partitions: int = Field(default=2, ge=1, le=1024)
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     batch_rows: int = Field(default=64, ge=1)

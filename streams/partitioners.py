@@ -5,8 +5,11 @@ same push gives the same layout on any machine:
 
 - ``random``: a seeded shuffle dealt round-robin (balanced, i.i.d. partitions);
 - ``sequential``: contiguous ranges of rows (partition p holds rows [p*n/P, (p+1)*n/P));
-- ``label``: stratified; each class is shuffled and dealt round-robin, so every partition holds
-  every class (regression targets are stratified by quantile bins);
+- ``stratified``: each class is shuffled and dealt round-robin, so every partition holds every class
+  in the data's proportions (regression targets are stratified by quantile bins);
+- ``label``: by label value, each class wholly on one partition (non-IID: a trainer sees only its
+  classes); classes go largest first to the partition with the fewest rows so far (regression
+  targets by quantile bin). Before ``stratified`` existed, ``label`` named what ``stratified`` does;
 - ``hash``: a stable hash of the row's feature bytes (blake2b, not Python's salted ``hash``), so the
   same row always lands on the same partition.
 """
@@ -20,8 +23,8 @@ import numpy as np
 
 from schemas.errors import AiaasError, ErrorCode
 
-Strategy = Literal["random", "sequential", "label", "hash"]
-STRATEGIES: tuple[Strategy, ...] = ("random", "sequential", "label", "hash")
+Strategy = Literal["random", "sequential", "stratified", "label", "hash"]
+STRATEGIES: tuple[Strategy, ...] = ("random", "sequential", "stratified", "label", "hash")
 REGRESSION_BINS = 10
 
 
@@ -51,8 +54,8 @@ def _strata(y: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, flat, side="right").astype(np.int64)
 
 
-def label_split(y: np.ndarray, partitions: int, seed: int) -> np.ndarray:
-    """Stratified: each stratum shuffled and dealt round-robin, continuing where the last one ended."""
+def stratified_split(y: np.ndarray, partitions: int, seed: int) -> np.ndarray:
+    """Each stratum shuffled and dealt round-robin, continuing where the last one ended."""
     strata = _strata(y)
     rng = np.random.default_rng(seed)
     out = np.empty(len(strata), dtype=np.int64)
@@ -60,12 +63,29 @@ def label_split(y: np.ndarray, partitions: int, seed: int) -> np.ndarray:
     for value in np.unique(strata):
         rows = np.flatnonzero(strata == value)
         if len(rows) < partitions:
-            raise _bad("a class has fewer rows than partitions; 'label' cannot give every partition "
-                       "every class", field="data.partitions", label=int(value), rows=len(rows),
+            raise _bad("a class has fewer rows than partitions; 'stratified' cannot give every "
+                       "partition every class", field="data.partitions", label=int(value), rows=len(rows),
                        partitions=partitions)
         rows = rng.permutation(rows)
         out[rows] = (start + np.arange(len(rows))) % partitions
         start = (start + len(rows)) % partitions
+    return out
+
+
+def label_split(y: np.ndarray, partitions: int) -> np.ndarray:
+    """Each label value wholly on one partition: largest first onto the emptiest partition."""
+    strata = _strata(y)
+    values, counts = np.unique(strata, return_counts=True)
+    if len(values) < partitions:
+        raise _bad(f"strategy 'label' puts each label on one partition: {len(values)} labels cannot fill "
+                   f"{partitions} partitions (use 'stratified' for every label on every partition)",
+                   field="data.strategy", labels=len(values), partitions=partitions)
+    load = np.zeros(partitions, np.int64)
+    out = np.empty(len(strata), dtype=np.int64)
+    for i in np.argsort(-counts, kind="stable"):
+        p = int(np.argmin(load))
+        out[strata == values[i]] = p
+        load[p] += counts[i]
     return out
 
 
@@ -89,8 +109,10 @@ def assign(strategy: str, x: np.ndarray, y: np.ndarray, partitions: int, seed: i
         return random_split(len(x), partitions, seed)
     if strategy == "sequential":
         return sequential_split(len(x), partitions)
+    if strategy == "stratified":
+        return stratified_split(np.asarray(y), partitions, seed)
     if strategy == "label":
-        return label_split(np.asarray(y), partitions, seed)
+        return label_split(np.asarray(y), partitions)
     if strategy == "hash":
         return hash_split(np.asarray(x), partitions)
     raise _bad("unknown partition strategy", field="data.strategy", strategy=strategy,

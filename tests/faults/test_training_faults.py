@@ -45,7 +45,7 @@ def spec(job_id: str, **over: Any) -> JobSpec:
         "eval_interval": 5, "checkpoint_interval": 10,
         "sync": {"mode": "sync", "straggler_deadline_ms": 500},
         "target": {"metric": "test_accuracy", "value": 0.95},
-        "data": {"source": "digits", "partitions": 2, "strategy": "label"},
+        "data": {"source": "digits", "partitions": 2, "strategy": "stratified"},
     }
     return JobSpec.model_validate(base | over)
 

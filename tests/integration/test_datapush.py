@@ -65,8 +65,11 @@ def _check_strategy(strategy: str, ds: Dataset, rows: dict[int, tuple[np.ndarray
     for p, (x, y) in rows.items():
         np.testing.assert_array_equal(x, ds.x_train[expected == p])
         np.testing.assert_array_equal(y, ds.y_train[expected == p])
-        if strategy == "label":
+        if strategy == "stratified":
             assert set(y.tolist()) == set(range(10))
+        if strategy == "label":  # each class on one partition only
+            others = np.concatenate([yy for q, (_, yy) in rows.items() if q != p])
+            assert not set(y.tolist()) & set(others.tolist())
         if strategy == "hash":
             assert all(row_hash(r) % PARTS == p for r in x)
     if strategy == "sequential":
@@ -75,7 +78,7 @@ def _check_strategy(strategy: str, ds: Dataset, rows: dict[int, tuple[np.ndarray
         assert starts[0] == 0 and all(ends[p] + 1 == starts[p + 1] for p in range(PARTS - 1))
 
 
-@pytest.mark.parametrize("strategy", ["random", "sequential", "label", "hash"])
+@pytest.mark.parametrize("strategy", ["random", "sequential", "stratified", "label", "hash"])
 async def test_push_digits_per_strategy(settings: Settings, admin: Admin, strategy: str) -> None:
     spec = _spec(strategy)
     ds = load_dataset(spec.data)
@@ -96,7 +99,7 @@ async def test_push_digits_per_strategy(settings: Settings, admin: Admin, strate
 
 
 async def test_push_regression_and_refuse_a_second_push(settings: Settings) -> None:
-    spec = _spec("label", source="diabetes")
+    spec = _spec("stratified", source="diabetes")
     report = await push(settings, spec)  # loads the dataset itself
     assert report.task == "regression" and report.n_classes == 0 and report.test_rows > 0
     train = await read_all(settings, report.data_topic, sum(report.batches_per_partition.values()))
@@ -111,7 +114,7 @@ def test_cli_push_from_spec_with_override(infra: None, prefix: str, tmp_path: Pa
     spec = tmp_path / "job.yaml"
     spec.write_text(yaml.safe_dump({
         "job_id": "cli", "model": {"input_dim": 64, "output_dim": 10}, "epochs": 1,
-        "data": {"source": "digits", "strategy": "label", "partitions": 2},
+        "data": {"source": "digits", "strategy": "stratified", "partitions": 2},
     }))
     env = {"AIAAS_TOPIC_PREFIX": prefix, "COLUMNS": "200"}
     runner = CliRunner()

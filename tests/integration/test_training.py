@@ -41,7 +41,7 @@ def digits_spec(mode: str, **over: Any) -> JobSpec:
     return JobSpec.model_validate(base | over)
 
 
-STRATEGY = {"sync": "label", "async": "random", "hybrid": "hash", "ring": "random"}
+STRATEGY = {"sync": "label", "async": "stratified", "hybrid": "hash", "ring": "random"}
 
 
 @pytest.mark.parametrize("mode", ["sync", "async", "hybrid", "ring"])

@@ -49,30 +49,59 @@ def test_sequential_gives_contiguous_ranges(n: int, parts: int) -> None:
 
 @given(parts=st.integers(1, 6), classes=st.integers(2, 10), seed=st.integers(0, 1000))
 @settings(max_examples=60, deadline=None)
-def test_label_gives_every_partition_every_class(parts: int, classes: int, seed: int) -> None:
+def test_stratified_gives_every_partition_every_class(parts: int, classes: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     y = np.concatenate([np.full(rng.integers(parts, parts + 40), c) for c in range(classes)])
     x = rng.normal(size=(len(y), 3))
-    p = assign("label", x, y, parts, seed)
+    p = assign("stratified", x, y, parts, seed)
     for part in range(parts):
         assert set(y[p == part]) == set(range(classes))
     counts = np.bincount(p, minlength=parts)
     assert counts.max() - counts.min() <= 1  # dealing continues across classes: still balanced
 
 
-def test_label_on_regression_targets_spreads_quantiles() -> None:
+def test_stratified_on_regression_targets_spreads_quantiles() -> None:
     y = np.linspace(-3, 3, 300).astype(np.float32)
-    p = assign("label", np.zeros((300, 2)), y, 3, 0)
+    p = assign("stratified", np.zeros((300, 2)), y, 3, 0)
     for part in range(3):
         mine = y[p == part]
         assert mine.min() < -2.5 and mine.max() > 2.5  # every partition sees the whole range
 
 
-def test_label_refuses_a_class_too_small_to_share() -> None:
+def test_stratified_refuses_a_class_too_small_to_share() -> None:
     y = np.array([0, 0, 0, 1])
     with pytest.raises(AiaasError) as err:
-        assign("label", np.zeros((4, 1)), y, 2, 0)
+        assign("stratified", np.zeros((4, 1)), y, 2, 0)
     assert err.value.details["field"] == "data.partitions"
+
+
+@given(parts=st.integers(1, 6), extra=st.integers(0, 8), seed=st.integers(0, 1000))
+@settings(max_examples=60, deadline=None)
+def test_label_puts_each_class_on_exactly_one_partition(parts: int, extra: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    classes = parts + extra
+    y = rng.permutation(np.concatenate([np.full(rng.integers(1, 40), c) for c in range(classes)]))
+    p = assign("label", np.zeros((len(y), 2)), y, parts, seed)
+    for c in range(classes):
+        assert len(np.unique(p[y == c])) == 1  # by label value: a class never spans partitions
+    assert set(np.unique(p)) == set(range(parts))  # and no partition is left empty
+    counts = np.bincount(p, minlength=parts)
+    assert counts.max() - counts.min() <= max(np.bincount(y))  # largest-first keeps them near even
+
+
+def test_label_refuses_fewer_labels_than_partitions_naming_stratified() -> None:
+    with pytest.raises(AiaasError) as err:
+        assign("label", np.zeros((6, 1)), np.array([0, 0, 1, 1, 2, 2]), 4, 0)
+    assert err.value.details["field"] == "data.strategy"
+    assert "3 labels cannot fill 4 partitions" in err.value.reason and "stratified" in err.value.reason
+
+
+def test_label_on_regression_targets_gives_each_value_range_one_partition() -> None:
+    y = np.linspace(-3, 3, 300).astype(np.float32)
+    p = assign("label", np.zeros((300, 2)), y, 2, 0)
+    bins = np.searchsorted(np.quantile(y, np.linspace(0, 1, 11)[1:-1]), y, side="right")
+    for b in np.unique(bins):
+        assert len(np.unique(p[bins == b])) == 1
 
 
 @given(rows=st.lists(st.lists(st.floats(-1e6, 1e6, width=32), min_size=3, max_size=3), min_size=1,
