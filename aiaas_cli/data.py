@@ -66,8 +66,9 @@ def push(
     path: Annotated[str | None, typer.Option(help="File for csv / npy (.npy or .npz) sources.")] = None,
     target_column: Annotated[str | None, typer.Option(help="CSV target column (default: last).")] = None,
     task: Annotated[str | None, typer.Option(help="auto | classification | regression")] = None,
-    strategy: Annotated[str | None, typer.Option(help="random | sequential | stratified (every class everywhere) | label "
-                                                       "(each class on one partition) | hash")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help="random | sequential | stratified (every class everywhere) | label (each class on one "
+             "partition) | hash")] = None,
     partitions: Annotated[int | None, typer.Option(help="Data partitions (= most trainers).")] = None,
     batch_rows: Annotated[int | None, typer.Option(help="Rows per batch record.")] = None,
     test_fraction: Annotated[float | None, typer.Option(help="Held-out fraction.")] = None,
