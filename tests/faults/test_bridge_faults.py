@@ -1,4 +1,5 @@
 """SIGKILL a bridge with webhooks pending: another bridge delivers every one, nothing is lost.
+SIGKILL a bridge with an idempotent sync request in flight: a retry on another bridge runs it.
 
 Bridge A accepts two async requests: one whose webhook receiver fails its first attempts (so a
 retry is scheduled in Redis when A dies), and one for a model no worker serves (so its reply
@@ -9,8 +10,11 @@ delivers a signed "failed: no reply before the deadline" webhook.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import signal
+import time
 import uuid
 
 import httpx
@@ -85,3 +89,49 @@ async def test_sigkill_bridge_with_pending_webhooks_another_bridge_delivers_them
     assert orphan["id"] == r2.json()["id"] and orphan["status"] == "failed"
     assert orphan["error"]["code"] == "timeout"
     assert done2["status"] == "failed" and done2["webhook"] == "delivered"
+
+
+@pytest.mark.timeout(120)
+async def test_sigkill_bridge_with_idempotent_sync_request_in_flight_a_retry_runs_it(
+    settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    """The request's deadline is 60 s away when its bridge dies; its in-flight lease (2 s) lapses,
+    so a retry with the same key on another bridge runs it instead of waiting for the deadline
+    (and answering 504 for the key's 24 h TTL)."""
+    async with Registry(settings) as reg:
+        await reg.publish("ok", examples.mlp([4, 3], seed=1), stage="production")
+    await ensure(settings, [Topics(settings).infer_requests("ok")])  # no worker yet: it stays in flight
+    key, _, _ = await KeyStore(redis_client, RedisKeys(settings)).create("acme")
+    idem = f"k-{uuid.uuid4().hex}"
+    hdrs, params = {"X-API-Key": key, "Idempotency-Key": idem}, {"timeout": "60"}
+    env = {**bridge_env(settings), "AIAAS_BRIDGE_IDEMPOTENCY_LEASE_S": "2"}
+    claim = RedisKeys(settings).idempotency("acme", hashlib.sha256(idem.encode()).hexdigest())
+    a = BridgeProcess(env)
+    await a.start()
+    try:
+        async with httpx.AsyncClient(base_url=a.url, timeout=90, trust_env=False) as http:
+            first = asyncio.create_task(
+                http.post("/v2/models/ok/infer", json=BODY, headers=hdrs, params=params))
+            async with asyncio.timeout(30):
+                while True:  # A claimed the key and stored the pending state: the request is in flight
+                    owner = await redis_client.get(claim)
+                    rid = owner.decode().rpartition(":")[2] if owner else ""
+                    if rid and await redis_client.exists(RedisKeys(settings).request(rid)):
+                        break
+                    await asyncio.sleep(0.02)
+            await a.kill()
+            with pytest.raises(httpx.HTTPError):
+                await first
+    finally:
+        await a.kill()
+    async with running_worker(settings, model="ok"), BridgeProcess(env) as b, \
+            httpx.AsyncClient(base_url=b.url, timeout=90, trust_env=False) as http:
+        t0 = time.monotonic()
+        again = await http.post("/v2/models/ok/infer", json=BODY, headers=hdrs, params=params)
+        elapsed = time.monotonic() - t0
+        third = await http.post("/v2/models/ok/infer", json=BODY, headers=hdrs, params=params)
+    assert again.status_code == 200, again.text
+    assert again.json()["outputs"][0]["shape"] == [1, 3]
+    assert elapsed < 30, elapsed  # the lease, not the 60 s deadline
+    assert third.status_code == 200 and third.json() == again.json()  # kept: not run a third time
+    assert again.json()["id"] != rid  # run again under a fresh request id
