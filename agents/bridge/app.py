@@ -18,8 +18,9 @@ from fastapi.openapi.utils import get_openapi
 
 from agents.bridge import errors, routes_infer, routes_v1, routes_v2
 from agents.bridge.core import Bridge
-from agents.bridge.middleware import BodyLimit, RouteMetrics
+from agents.bridge.middleware import BodyGate, Gate, RouteMetrics
 from agents.bridge.routes_infer import InferFastPath
+from agents.bridge.routes_v2 import principal
 from agents.bridge.settings import BridgeSettings
 from schemas.inference import InferenceRequest, InferenceResponse
 from schemas.jobs import JobSpec
@@ -59,12 +60,17 @@ def create_app(settings: Settings | None = None, bridge_settings: BridgeSettings
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics(request: Request) -> Response:
+        """Per-model series name every tenant's models: a key with the ``metrics`` scope (operators,
+        scrapers) unless ``metrics_open`` says the network already keeps it private."""
+        if not bs.metrics_open:
+            (await principal(request)).require("metrics")
         body = shared.render()[0] + bridge.metrics.render()
         return Response(body, media_type=bridge.metrics.content_type)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    app.add_middleware(BodyLimit, max_bytes=bs.max_body_bytes)
-    app.add_middleware(InferFastPath, bridge=bridge, max_bytes=bs.max_body_bytes)
+    gate = Gate(bridge.auth, bridge.admission, bs)
+    app.add_middleware(BodyGate, gate=gate)
+    app.add_middleware(InferFastPath, bridge=bridge, gate=gate)
     app.add_middleware(RouteMetrics)
     return app
 

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from aiokafka.errors import KafkaError
 
 from agents.bridge import redisconn
+from agents.bridge.admission import Admission
 from agents.bridge.audit import AuditLog
 from agents.bridge.auth import Authenticator, check_bind
 from agents.bridge.dispatcher import Dispatcher
+from agents.bridge.health import Health
 from agents.bridge.idempotency import Idempotency
 from agents.bridge.jobs import JobsView
 from agents.bridge.keys import KeyStore, Principal
@@ -25,7 +29,7 @@ from agents.bridge.rediskeys import RedisKeys
 from agents.bridge.settings import BridgeSettings
 from agents.bridge.slots import AsyncSlots
 from agents.bridge.state import StateStore
-from schemas.errors import NotFound
+from schemas.errors import NotFound, Unavailable
 from schemas.registry import ModelVersion
 from streams.admin import Admin
 from streams.client import InferenceClient
@@ -36,6 +40,7 @@ from streams.settings import Settings
 from streams.topics import Topics
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class Bridge(Service):
@@ -53,6 +58,10 @@ class Bridge(Service):
         self.idempotency = Idempotency(self.redis, self.rk, bridge_settings.idempotency_ttl_s,
                                        bridge_settings.idempotency_lease_s)
         self.producer = Producer(settings)
+        self.admission = Admission(bridge_settings)
+        self.metrics.watch(self.admission)
+        self.health = Health(self.producer, self.redis, self.topics.audit().name,
+                             bridge_settings.health_probe_s, bridge_settings.health_timeout_s)
         self.admin = Admin(settings)
         self.client = InferenceClient(
             settings, client_id=bridge_settings.reply_client(), timeout_s=bridge_settings.default_timeout_s
@@ -82,6 +91,7 @@ class Bridge(Service):
         )
         await self.dispatcher.start()
         await self.audit.start()
+        await self.health.start()
         self.started = True
         log.info("bridge %s ready (reply topic %s)", self.bs.instance, self.client.reply_topic)
 
@@ -92,8 +102,8 @@ class Bridge(Service):
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        for part in (self.dispatcher, self.jobs, self.client, self.registry, self.audit, self.producer,
-                     self.admin):
+        for part in (self.health, self.dispatcher, self.jobs, self.client, self.registry, self.audit,
+                     self.producer, self.admin):
             try:
                 await part.stop()
             except Exception:  # keep closing the rest
@@ -115,7 +125,8 @@ class Bridge(Service):
         try:
             mv = self.registry.pick(model, number)
         except NotFound:
-            await self.registry.refresh()
+            self.health.require_kafka()  # a name not seen yet: ask the broker only when it answers
+            await self._bounded(self.registry.refresh(), "registry read")
             mv = self.registry.pick(model, number)
         if not visible(mv, who):
             raise NotFound("unknown model", model=model)
@@ -129,8 +140,18 @@ class Bridge(Service):
         """Requests for a registered model queue even while no worker runs (scale from zero)."""
         if model in self._request_topics:
             return
-        await self.admin.ensure_topics([self.topics.infer_requests(model)])
+        await self._bounded(self.admin.ensure_topics([self.topics.infer_requests(model)]), "topic creation")
         self._request_topics.add(model)
+
+    async def _bounded(self, call: Awaitable[T], what: str) -> T:
+        """A Kafka call on the request path, bounded by ``kafka_call_timeout_s``: a broker that stops
+        answering is a 503 (retry later) in seconds, not a 500 after aiokafka's 30 s timeout."""
+        try:
+            async with asyncio.timeout(self.bs.kafka_call_timeout_s):
+                return await call
+        except (TimeoutError, KafkaError) as exc:
+            raise Unavailable(f"kafka did not answer ({what}); retry later", retry_after_s=1.0,
+                              cause=type(exc).__name__) from None
 
 
 def visible(mv: ModelVersion, who: Principal) -> bool:

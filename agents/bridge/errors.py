@@ -44,6 +44,16 @@ class Timeout(AiaasError):
     code = ErrorCode.TIMEOUT
 
 
+class BodyTimeout(AiaasError):
+    """The request body did not arrive in full in time (a slow or stalled upload): 408."""
+
+    code = ErrorCode.TIMEOUT
+
+    @property
+    def status_code(self) -> int:
+        return 408
+
+
 class CallbackRefused(AiaasError):
     """A callback URL the SSRF policy refuses (private, loopback, link-local, bad scheme...)."""
 
@@ -57,9 +67,10 @@ _CODES_BY_STATUS = {
 }
 
 
-def error_response(exc: AiaasError) -> JSONResponse:
-    """The HTTP answer for an AiaasError, with Retry-After / WWW-Authenticate where they apply."""
-    headers: dict[str, str] = {}
+def error_response(exc: AiaasError, close: bool = False) -> JSONResponse:
+    """The HTTP answer for an AiaasError, with Retry-After / WWW-Authenticate where they apply;
+    ``close``: end the connection after it (a request body was left unread)."""
+    headers: dict[str, str] = {"Connection": "close"} if close else {}
     retry_after = exc.details.get("retry_after_s")
     if isinstance(retry_after, int | float):
         headers["Retry-After"] = str(max(1, round(retry_after + 0.5)))
@@ -108,6 +119,6 @@ def install(app: FastAPI) -> None:
 
 
 __all__ = [
-    "BadRequest", "CallbackRefused", "Conflict", "Forbidden", "RateLimited", "Timeout",
+    "BadRequest", "BodyTimeout", "CallbackRefused", "Conflict", "Forbidden", "RateLimited", "Timeout",
     "Unauthorized", "error_response", "install",
 ]

@@ -21,8 +21,10 @@ from agents.bridge.rediskeys import RedisKeys, text
 from schemas.errors import AiaasError, ErrorCode
 
 TENANT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-Scope = Literal["infer", "models", "jobs"]
-ALL_SCOPES: tuple[Scope, ...] = ("infer", "models", "jobs")
+Scope = Literal["infer", "models", "jobs", "metrics"]
+ALL_SCOPES: tuple[Scope, ...] = ("infer", "models", "jobs", "metrics")
+# what a new key gets unless asked: "metrics" (every tenant's model names) is for operators only
+DEFAULT_SCOPES: tuple[Scope, ...] = ("infer", "models", "jobs")
 
 
 class Tenant(BaseModel):
@@ -36,7 +38,7 @@ class Tenant(BaseModel):
 class ApiKey(BaseModel):
     key_id: str
     tenant: str
-    scopes: list[Scope] = Field(default_factory=lambda: list(ALL_SCOPES))
+    scopes: list[Scope] = Field(default_factory=lambda: list(DEFAULT_SCOPES))
     created: float = 0.0
 
 
@@ -72,7 +74,7 @@ class KeyStore:
         ten = await self.ensure_tenant(tenant, rate_per_s, burst)
         key_id = secrets.token_hex(6)
         plaintext = f"aiaas_{key_id}_{secrets.token_urlsafe(32)}"
-        record = ApiKey(key_id=key_id, tenant=ten.name, scopes=scopes or list(ALL_SCOPES),
+        record = ApiKey(key_id=key_id, tenant=ten.name, scopes=scopes or list(DEFAULT_SCOPES),
                         created=time.time())
         d = digest(plaintext)
         async with self.redis.pipeline(transaction=True) as pipe:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from agents.bridge.admission import Admission
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0,
                    10.0, 30.0)
@@ -37,6 +42,21 @@ class Metrics:
         self._children: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
         self._lag_children: dict[str, Histogram] = {}
         self.async_pending = Gauge("aiaas_bridge_async_in_flight", "async requests running here", registry=r)
+        self.refused = Counter(
+            "aiaas_bridge_refused", "requests refused before their body was read, by the cap they met",
+            ["reason"], registry=r,
+        )
+        self.body_bytes = Gauge(
+            "aiaas_bridge_body_bytes_in_flight", "cost bytes of the request bodies being read or served",
+            registry=r,
+        )
+        self.calls = Gauge("aiaas_bridge_calls_in_flight", "infer calls being read or served", registry=r)
+
+    def watch(self, admission: Admission) -> None:
+        """Report what ``admission`` holds (read at scrape time: nothing on the request path)."""
+        self.body_bytes.set_function(lambda: admission.bytes)
+        self.calls.set_function(lambda: admission.calls)
+        admission.on_refuse = lambda reason: self.refused.labels(reason=reason).inc()
 
     def observe(self, model: str, status: int, seconds: float) -> None:
         """Count one inference request (label children cached: ``labels()`` is not free)."""

@@ -17,9 +17,11 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers, QueryParams
 
+from agents.bridge.admission import Ticket
 from agents.bridge.core import Bridge
 from agents.bridge.errors import error_response
-from agents.bridge.middleware import ASGIApp, BodyTooLarge, Receive, Scope, Send, read_body
+from agents.bridge.keys import Principal
+from agents.bridge.middleware import ASGIApp, ClientGone, Gate, Receive, Scope, Send, read_body, refusal
 from agents.bridge.oip import parse_timeout_query
 from agents.bridge.routes_v2 import bridge_of
 from agents.bridge.service import Accepted, Call, InferService
@@ -66,20 +68,33 @@ def _doc(versioned: bool) -> dict[str, Any]:
 async def infer(request: Request) -> Response:
     """The FastAPI route (documented); normally ``InferFastPath`` answers before routing."""
     params = request.path_params
-    return await serve_infer(bridge_of(request), params["model"], params.get("version"), request.url.path,
-                             request.headers, request.query_params, await request.body())
+    bridge = bridge_of(request)
+    model = params["model"]
+    t0 = time.perf_counter()
+    try:
+        who = await admit_call(bridge, request.headers)
+    except AiaasError as exc:
+        return _observed(bridge, model, error_response(exc), t0)
+    return await serve_infer(bridge, who, model, params.get("version"), request.url.path, request.headers,
+                             request.query_params, await request.body(), t0)
+
+
+async def admit_call(bridge: Bridge, headers: Headers) -> Principal:
+    """Everything decided from the headers, before a body byte is read: the caller (401/403), Kafka
+    reachable (503 at once, not a 30 s wait), the tenant's rate (429)."""
+    who = await bridge.auth.principal(headers.get("authorization"), headers.get("x-api-key"))
+    who.require("infer")
+    bridge.health.require_kafka()
+    await bridge.limiter.take(who.tenant)
+    return who
 
 
 async def serve_infer(
-    bridge: Bridge, model: str, version: str | None, path: str, headers: Headers, query: QueryParams,
-    body: bytes,
+    bridge: Bridge, who: Principal, model: str, version: str | None, path: str, headers: Headers,
+    query: QueryParams, body: bytes, t0: float,
 ) -> Response:
-    """One infer call, errors included, as a response (shared by the route and the fast path)."""
-    t0 = time.perf_counter()
+    """One admitted infer call, errors included, as a response (shared by the route and the fast path)."""
     try:
-        who = await bridge.auth.principal(headers.get("authorization"), headers.get("x-api-key"))
-        who.require("infer")
-        await bridge.limiter.take(who.tenant)
         call = Call(
             who=who, model=model, version=version, path=path, body=body,
             header_length=headers.get("inference-header-content-length"), callback=query.get("callback"),
@@ -99,6 +114,10 @@ async def serve_infer(
                             media_type=out.media_type)
     except AiaasError as exc:
         resp = error_response(exc)
+    return _observed(bridge, model, resp, t0)
+
+
+def _observed(bridge: Bridge, model: str, resp: Response, t0: float) -> Response:
     # label only models seen registered: junk names must not grow the label set
     label = model if model in bridge.known_models else "_unknown"
     bridge.metrics.observe(label, resp.status_code, time.perf_counter() - t0)
@@ -111,14 +130,17 @@ class _RouteInfo:
 
 class InferFastPath:
     """Answers ``POST .../infer`` straight from ASGI, before FastAPI's routing and parameter layers
-    (about a third of the bridge's CPU per request); everything else goes to the app."""
+    (about a third of the bridge's CPU per request); everything else goes to the app.
+
+    The caller is authenticated and admitted (``admit_call``, then a ticket for the body's cost and
+    a call slot) before the body is read; the ticket is held until the answer is sent."""
 
     PATTERN = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
 
-    def __init__(self, app: ASGIApp, bridge: Bridge, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, bridge: Bridge, gate: Gate) -> None:
         self.app = app
         self.bridge = bridge
-        self.max_bytes = max_bytes
+        self.gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         match = self.PATTERN.match(scope.get("path", "")) if scope["type"] == "http" else None
@@ -126,18 +148,40 @@ class InferFastPath:
             await self.app(scope, receive, send)
             return
         scope["route"] = _RouteInfo
+        t0 = time.perf_counter()
+        model = unquote(match.group(1))
+        headers = Headers(scope=scope)
         try:
-            body = await read_body(scope, receive, send, self.max_bytes)
-        except BodyTooLarge:
+            who = await admit_call(self.bridge, headers)
+            ticket, per_byte = self.gate.admit(scope, who.tenant.name, call=True)
+        except AiaasError as exc:
+            await _observed(self.bridge, model, refusal(scope, exc), t0)(scope, receive, send)
+            return
+        version = unquote(match.group(2)) if match.group(2) else None
+        try:
+            await self._serve(scope, receive, send, (model, version), who, ticket, per_byte, t0)
+        finally:
+            ticket.release()
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, target: tuple[str, str | None],
+                     who: Principal, ticket: Ticket, per_byte: float, t0: float) -> None:
+        model, version = target
+        try:
+            body = await read_body(scope, receive, self.gate.bs, ticket, per_byte)
+        except ClientGone:
+            return
+        except AiaasError as exc:
+            resp = _observed(self.bridge, model, error_response(exc, close=True), t0)
+            await resp(scope, receive, send)
             return
         try:
-            resp = await serve_infer(self.bridge, unquote(match.group(1)),
-                                     unquote(match.group(2)) if match.group(2) else None, scope["path"],
-                                     Headers(scope=scope), QueryParams(scope["query_string"]), body)
+            resp = await serve_infer(self.bridge, who, model, version, scope["path"], Headers(scope=scope),
+                                     QueryParams(scope["query_string"]), body, t0)
         except Exception as exc:  # the same 500 body the app's handler gives
             log.exception("unhandled error on infer")
             resp = JSONResponse({"error": "internal error", "code": "internal", "type": type(exc).__name__},
                                 status_code=500)
+        del body  # the answer may take a while to send: do not keep the request too
         await resp(scope, receive, send)
 
 

@@ -42,14 +42,13 @@ async def live() -> dict[str, bool]:
 
 @router.get("/v2/health/ready", tags=["oip"])
 async def ready(request: Request) -> JSONResponse:
+    """Ready while started and the last background probe reached both Kafka and Redis (a cached
+    answer: probes must not cost a broker round trip each, nor hang on a broker that is gone)."""
     bridge = bridge_of(request)
-    ok = bridge.started
-    if ok:
-        try:
-            await bridge.redis.ping()
-        except Exception:  # not ready is the answer, not an error
-            ok = False
-    return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
+    health = bridge.health
+    ok = bridge.started and health.ok
+    body = {"ready": ok, "kafka": health.kafka_ok, "redis": health.redis_ok}
+    return JSONResponse(body, status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "1"})
 
 
 def _sig(s: TensorSignature) -> dict[str, Any]:
@@ -75,6 +74,7 @@ async def model_metadata(request: Request, model: str, version: str | None = Non
 @router.get("/v2/models/{model}/versions/{version}/ready", tags=["oip"])
 async def model_ready(request: Request, model: str, version: str | None = None) -> JSONResponse:
     bridge, who = bridge_of(request), await principal(request)
+    who.require("models")
     mv = await bridge.model_for(who, model, version)
     is_ready = mv.stage != "archived" or version is None
     body = {"name": mv.name, "version": str(mv.version), "ready": is_ready}

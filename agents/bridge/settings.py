@@ -37,6 +37,29 @@ class BridgeSettings(BaseSettings):
     max_body_bytes: int = Field(
         default=4 * MIB, ge=1024, description="agrees with the worker's max_request_bytes (4 MiB)"
     )
+    body_timeout_s: float = Field(
+        default=20.0, gt=0.0, description="a request body must arrive in full within this (else 408)"
+    )
+    max_body_bytes_in_flight: int = Field(
+        default=256 * MIB, ge=1024, description="request bodies being read or served, in cost bytes "
+        "(JSON counts json_cost_factor per byte): over it, 503 with Retry-After"
+    )
+    max_body_bytes_per_tenant: int = Field(
+        default=64 * MIB, ge=1024, description="what one tenant may hold of max_body_bytes_in_flight (429)"
+    )
+    json_cost_factor: float = Field(
+        default=4.0, ge=1.0, description="memory a JSON body costs per byte while served (decoded and copies)"
+    )
+    max_sync_in_flight: int = Field(default=1024, ge=1, description="infer calls being served (503 over it)")
+    max_sync_per_tenant: int = Field(default=256, ge=1, description="one tenant's share of them (429)")
+    health_probe_s: float = Field(default=1.0, gt=0.0, description="how often Kafka and Redis are probed")
+    health_timeout_s: float = Field(default=2.0, gt=0.0, description="a probe not answered in this fails")
+    kafka_call_timeout_s: float = Field(
+        default=5.0, gt=0.0, description="registry refreshes and topic creation on the request path"
+    )
+    metrics_open: bool = Field(
+        default=False, description="serve /metrics without a key (else a key with the metrics scope)"
+    )
     default_timeout_s: float = Field(default=30.0, gt=0.0)
     max_timeout_s: float = Field(default=300.0, gt=0.0)
     result_ttl_s: int = Field(default=24 * 3600, ge=1)

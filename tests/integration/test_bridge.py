@@ -333,7 +333,8 @@ async def test_no_worker_gives_504(stack: StackFactory) -> None:
     async with stack(worker=False) as s:
         resp = await s.infer(params={"timeout": 0.5})
         assert resp.status_code == 504 and resp.json()["code"] == "timeout"
-        metrics = (await s.http.get("/metrics")).text
+        ops = {"X-API-Key": await s.new_key("ops", ["metrics"])}
+        metrics = (await s.http.get("/metrics", headers=ops)).text
         assert f'aiaas_bridge_infer_requests_total{{model="{MODEL}",status="504"}} 1.0' in metrics
 
 
@@ -341,7 +342,7 @@ async def test_metrics_count_requests_latency_and_in_flight(stack: StackFactory)
     async with stack() as s:
         for _ in range(3):
             assert (await s.infer()).status_code == 200
-        text = (await s.http.get("/metrics")).text
+        text = (await s.http.get("/metrics", headers={"X-API-Key": await s.new_key("ops", ["metrics"])})).text
         assert f'aiaas_bridge_infer_requests_total{{model="{MODEL}",status="200"}} 3.0' in text
         assert f'aiaas_bridge_infer_seconds_count{{model="{MODEL}"}} 3.0' in text
         assert f'aiaas_bridge_reply_lag_seconds_count{{model="{MODEL}"}} 3.0' in text

@@ -18,7 +18,6 @@ from agents.bridge.callbacks import CallbackPolicy
 from agents.bridge.dispatcher import backoff, webhook_body
 from agents.bridge.errors import CallbackRefused, RateLimited
 from agents.bridge.keys import Principal, Tenant
-from agents.bridge.middleware import BodyLimit
 from agents.bridge.oip import ParsedRequest, encode_response, parse_request
 from agents.bridge.settings import BridgeSettings
 from agents.bridge.state import RequestState
@@ -144,7 +143,7 @@ def test_mixed_binary_and_json_outputs_encode() -> None:
         Tensor(name="a", shape=[2, 4], datatype="FP32", data=X.ravel().tolist()),
         Tensor(name="b", shape=[1], datatype="INT64", data=[7]),
     ])
-    parsed = ParsedRequest({}, b"", {}, False, binary_outputs={"a"})
+    parsed = ParsedRequest(b"", {}, False, binary_outputs={"a"})
     out = encode_response(resp, {"a": X, "b": np.array([7], dtype=np.int64)}, parsed)
     n = int(out.headers["Inference-Header-Content-Length"])
     head = json.loads(out.content[:n])
@@ -191,7 +190,7 @@ async def test_error_bodies_are_oip_shaped_with_codes() -> None:
     async def boom() -> None:
         raise RuntimeError("bug")
 
-    transport = httpx.ASGITransport(app=BodyLimit(app, 1024), raise_app_exceptions=False)  # type: ignore[arg-type]
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
         r = await http.get("/limited")
         assert r.status_code == 429 and r.headers["retry-after"] == "3" and r.json()["error"] == "slow down"
@@ -200,5 +199,3 @@ async def test_error_bodies_are_oip_shaped_with_codes() -> None:
         r = await http.get("/boom")
         assert r.status_code == 500 and r.json() == {"error": "internal error", "code": "internal",
                                                      "type": "RuntimeError"}
-        r = await http.post("/limited", content=b"x" * 2000)
-        assert r.status_code == 413 and r.json()["code"] == "too_large"

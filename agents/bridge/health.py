@@ -1,0 +1,107 @@
+"""Whether the bridge can reach Kafka and Redis, probed in the background and read as a flag.
+
+Readiness and the infer path must not wait on a broker that is gone: a sync call used to wait its
+whole timeout (30 s) before a 504, and an unknown model name a 500 after the registry's 30 s read.
+A probe every ``health_probe_s`` asks the broker for one topic's metadata over the bridge
+producer's own connections and pings Redis, each bounded by ``health_timeout_s``; the answers are
+kept, so ``/v2/health/ready`` and ``require_kafka`` cost nothing per request. While Kafka is
+unreachable, infer calls get a 503 with ``Retry-After`` at once and readiness is 503, so a load
+balancer sends callers elsewhere; both recover on the first probe that gets through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+import redis.asyncio as aioredis
+from aiokafka.cluster import ClusterMetadata
+from aiokafka.errors import KafkaError
+
+from schemas.errors import Unavailable
+from streams.lifecycle import Service
+from streams.producer import Producer
+
+log = logging.getLogger(__name__)
+
+
+class KafkaUnavailable(Unavailable):
+    """The broker did not answer the last probe: retry after a moment (503)."""
+
+
+class Health(Service):
+    def __init__(self, producer: Producer, redis: aioredis.Redis, topic: str, every_s: float,
+                 timeout_s: float) -> None:
+        self.producer = producer
+        self.redis = redis
+        self.topic = topic  # any topic the bridge owns: its metadata is the cheapest broker question
+        self.every_s = every_s
+        self.timeout_s = timeout_s
+        self.kafka_ok = False
+        self.redis_ok = False
+        self.kafka_down_since: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.probe()
+        self._task = asyncio.create_task(self._forever(), name="bridge-health")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    @property
+    def ok(self) -> bool:
+        return self.kafka_ok and self.redis_ok
+
+    def require_kafka(self) -> None:
+        """Raise KafkaUnavailable (503, Retry-After) when the last probe could not reach the broker."""
+        if not self.kafka_ok:
+            raise KafkaUnavailable("kafka is unreachable; retry later",
+                                   retry_after_s=max(1.0, self.every_s), down_s=self._down_s())
+
+    async def probe(self) -> None:
+        kafka, redis = await asyncio.gather(self._kafka(), self._redis())
+        if kafka != self.kafka_ok:
+            if kafka:
+                if self.kafka_down_since is not None:
+                    log.warning("kafka reachable again after %.1f s", self._down_s())
+                self.kafka_down_since = None
+            else:
+                log.warning("kafka unreachable: infer calls get 503 until it answers")
+                self.kafka_down_since = time.monotonic()
+        if redis != self.redis_ok and self._task is not None:
+            log.warning("redis %s", "reachable again" if redis else "unreachable")
+        self.kafka_ok, self.redis_ok = kafka, redis
+
+    def _down_s(self) -> float | None:
+        since = self.kafka_down_since
+        return None if since is None else round(time.monotonic() - since, 1)
+
+    async def _forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.every_s)
+            try:
+                await self.probe()
+            except Exception:  # a probe bug must not end the probing
+                log.exception("health probe failed")
+
+    async def _kafka(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                # aiokafka has no public per-topic metadata call (streams.client does the same)
+                return bool(await self.producer.raw.client._metadata_update(ClusterMetadata(), [self.topic]))
+        except (KafkaError, OSError, TimeoutError, RuntimeError):
+            return False
+
+    async def _redis(self) -> bool:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return bool(await self.redis.ping())
+        except (aioredis.RedisError, OSError, TimeoutError):
+            return False
