@@ -52,6 +52,7 @@ from streams.artifacts import IntegrityError, signature
 from streams.lifecycle import Service
 from streams.producer import Producer
 from streams.readers import open_assigned, stop_reader
+from streams.retry import retrying
 from streams.settings import Settings
 from streams.topics import Topics
 from streams.versionclaims import Numbering, claim_key
@@ -116,7 +117,8 @@ class Registry(Service):
         consumer = self._consumer
         if consumer is None or self._reader is None:
             raise RuntimeError("Registry used before start()")
-        end = (await consumer.end_offsets([self._tp]))[self._tp]
+        end = (await retrying(lambda: consumer.end_offsets([self._tp]), self.settings,
+                              "reading the end of the models topic", metadata_wait=True))[self._tp]
         async with asyncio.timeout(timeout_s), self._polled:
             while await consumer.position(self._tp) < end:
                 if self._reader.done():
