@@ -90,8 +90,7 @@ async def read_info(settings: Settings, job_id: str) -> JobData | None:
     consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None))
     await consumer.start()
     try:
-        partitions = await consumer.partitions_for_topic(tp.topic)
-        if not partitions:
+        if tp.topic not in await consumer.topics():  # partitions_for_topic is not a coroutine
             return None
         consumer.assign([tp])
         await consumer.seek_to_beginning(tp)
