@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 from streams.lifecycle import Service
-from streams.retry import started
+from streams.retry import retrying, started
 from streams.settings import Settings
 
 
@@ -78,13 +78,17 @@ class LagProbe(Service):
             return LagSample(0, 0, 0, time.monotonic())
         end = await self._consumer.end_offsets(tps)
         begin = await self._consumer.beginning_offsets(tps)
-        raw = await self._admin.list_consumer_group_offsets(self.group, partitions=tps)
+        admin = self._admin
+        raw = await retrying(lambda: admin.list_consumer_group_offsets(self.group, partitions=tps),
+                             self.settings, f"reading the committed offsets of group {self.group}")
         committed = {tp: om.offset for tp, om in raw.items()}
         return LagSample(total_lag(end, begin, committed), sum(end.values()), len(tps), time.monotonic())
 
     async def members(self) -> int:
         """Members of the group now (what the broker sees; for tests and the status line)."""
         assert self._admin is not None, "LagProbe used before start()"
-        responses = await self._admin.describe_consumer_groups([self.group])
+        admin = self._admin
+        responses = await retrying(lambda: admin.describe_consumer_groups([self.group]), self.settings,
+                                   f"describing group {self.group}")
         # raw DescribeGroupsResponse: groups are (error, id, state, protocol_type, protocol, members..)
         return sum(len(g[5]) for r in responses for g in r.groups)
