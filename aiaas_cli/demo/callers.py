@@ -1,7 +1,8 @@
 """The demo's callers: HTTP sync, HTTP async with signed callbacks, and the Kafka client.
 
-Each records, per test row, the predicted class (or an error) and, where it is defined, the
-latency from send to answer.
+Each records, per test row, the predicted class (the model's ``label`` output; the argmax of its
+first output for a model without one) or an error and, where it is defined, the latency from send
+to answer.
 """
 
 from __future__ import annotations
@@ -33,11 +34,17 @@ class CallResults:
     errors: list[str] = field(default_factory=list)
     model_versions: set[str] = field(default_factory=set)
 
-    def record(self, path: str, row: int, output: list[float], latency_ms: float | None) -> None:
-        self.predictions[row] = int(np.argmax(output))
+    def record(self, path: str, row: int, outputs: dict[str, list[float]], latency_ms: float | None) -> None:
+        label = outputs.get("label")
+        self.predictions[row] = int(label[0]) if label else int(np.argmax(next(iter(outputs.values()))))
         self.counts[path] = self.counts.get(path, 0) + 1
         if latency_ms is not None:
             self.latencies_ms.setdefault(path, []).append(latency_ms)
+
+
+def _by_name(outputs: list[dict[str, object]]) -> dict[str, list[float]]:
+    """OIP v2 response outputs by name (the model's first output first)."""
+    return {str(o["name"]): list(o["data"]) for o in outputs}  # type: ignore[call-overload]
 
 
 def oip_body(row: np.ndarray, **parameters: object) -> dict[str, object]:
@@ -73,7 +80,7 @@ async def call_http_sync(url: str, key: str, x: np.ndarray, rows: np.ndarray, ou
                 return
             body = resp.json()
             out.model_versions.add(str(body.get("model_version")))
-            out.record("http_sync", i, body["outputs"][0]["data"], ms)
+            out.record("http_sync", i, _by_name(body["outputs"]), ms)
 
         started = time.perf_counter()
         await bounded(CONCURRENCY, [one(int(i)) for i in rows])
@@ -106,7 +113,7 @@ async def call_http_async(settings: Settings, url: str, key: str, secret: str, r
         if body.get("status") != "succeeded":
             out.errors.append(f"http async row {row}: {body.get('status')} {body.get('error')}")
             continue
-        out.record("http_async_callback", row, body["response"]["outputs"][0]["data"], None)
+        out.record("http_async_callback", row, _by_name(body["response"]["outputs"]), None)
     out.errors.extend(f"http async: no callback for {rid}" for rid in ids)
 
 
@@ -124,7 +131,8 @@ async def call_kafka(settings: Settings, x: np.ndarray, rows: np.ndarray, out: C
                 return
             ms = (time.perf_counter() - t0) * 1000
             out.model_versions.add(str(res.model_version))
-            out.record("kafka_client", i, list(next(iter(res.outputs.values()))[0]), ms)
+            flat = {k: np.asarray(v).reshape(-1).tolist() for k, v in res.outputs.items()}
+            out.record("kafka_client", i, flat, ms)
 
         started = time.perf_counter()
         await bounded(CONCURRENCY, [one(int(i)) for i in rows])

@@ -26,7 +26,7 @@ from aiaas_cli.demo.report import Summary, report
 from schemas.jobs import JobSpec
 from schemas.records import JobStatus
 from streams.admin import Admin
-from streams.datasets import load_dataset
+from streams.datasets import raw_split
 from streams.settings import Settings
 
 console = Console()
@@ -53,7 +53,7 @@ def job_spec(plan: DemoPlan) -> JobSpec:
         "sync": {"mode": "sync", "straggler_deadline_ms": 1000},
         "target": {"metric": "test_accuracy", "value": 0.97},
         "trainers": plan.trainers,
-        "data": {"source": "digits", "partitions": plan.trainers, "strategy": "label"},
+        "data": {"source": "digits", "partitions": plan.trainers, "strategy": "stratified"},
         "export": {"model_name": MODEL, "stage": "production"},
     })
 
@@ -100,7 +100,9 @@ async def train(settings: Settings, spec: JobSpec, plan: DemoPlan, summary: Summ
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
-    if status.state != "succeeded":
+    if status.state == "missed_target":  # the model is registered all the same: serve it, say so
+        console.print(f"[yellow]![/] {status.error}")
+    elif status.state != "succeeded":
         raise RuntimeError(f"training {status.state}: {status.error}")
     console.print(f"[green]✓[/] trained: test accuracy {status.metrics.get('test_accuracy', 0):.4f}, "
                   f"registered {status.model_name} v{status.model_version}")
@@ -108,9 +110,10 @@ async def train(settings: Settings, spec: JobSpec, plan: DemoPlan, summary: Summ
 
 
 def test_split(spec: JobSpec) -> tuple[np.ndarray, np.ndarray]:
-    """The same held-out split the aggregator evaluated on (same DataSpec, same seed)."""
-    ds = load_dataset(spec.data)
-    return ds.x_test.astype(np.float32), ds.y_test.astype(np.int64)
+    """The same held-out rows the aggregator evaluated on (same DataSpec, same seed), as a caller
+    holds them: raw features (the served model scales them itself) and the digits' values."""
+    raw = raw_split(spec.data)
+    return raw.x_test.astype(np.float32), raw.test_values.astype(np.int64)
 
 
 @contextlib.asynccontextmanager

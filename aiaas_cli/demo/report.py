@@ -55,14 +55,20 @@ def _accuracy(calls: CallResults) -> float:
     return float(np.mean(calls.labels[rows] == preds))
 
 
+PLOTS = ("training.png", "latency.png")
+
+
 def report(summary: Summary, out: Path, console: Console) -> bool:
-    """Print the table, write plots and summary.json; the JSON object is the last stdout line."""
+    """Print the table, write plots and summary.json; the JSON object is the last stdout line.
+    A failed run writes no plot (and removes those of an earlier run: no stale figures)."""
     out.mkdir(parents=True, exist_ok=True)
+    for name in PLOTS:
+        (out / name).unlink(missing_ok=True)
     result = summary.result()
     console.print(_table(summary, result))
-    _plots(summary, out)
+    written = [] if summary.failure else _plots(summary, out)
     (out / "summary.json").write_text(json.dumps(result, indent=2) + "\n")
-    console.print(f"plots and summary in {out}/")
+    console.print(f"{', '.join(written) or 'no plots (the run failed)'} and summary.json in {out}/")
     sys.stdout.write(json.dumps(result) + "\n")
     sys.stdout.flush()
     return summary.failure is None and result["errors"] == 0 and result["requests"] > 0
@@ -87,13 +93,26 @@ def _table(summary: Summary, result: dict[str, Any]) -> Table:
     return table
 
 
-def _plots(summary: Summary, out: Path) -> None:
+def _plots(summary: Summary, out: Path) -> list[str]:
+    """The plots that have data to show; their file names."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
 
+    written = []
     evals = [m for m in summary.metrics if m.test_accuracy is not None]
+    latencies = summary.calls.latencies_ms if summary.calls else {}
+    if evals:
+        _training_plot(plt, summary, evals, out / PLOTS[0])
+        written.append(PLOTS[0])
+    if any(latencies.values()):
+        _latency_plot(plt, latencies, out / PLOTS[1])
+        written.append(PLOTS[1])
+    return written
+
+
+def _training_plot(plt: Any, summary: Summary, evals: list[MetricsMessage], path: Path) -> None:
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot([m.version for m in summary.metrics if m.loss is not None],
              [m.loss for m in summary.metrics if m.loss is not None], label="train loss")
@@ -106,15 +125,18 @@ def _plots(summary: Summary, out: Path) -> None:
     ax2.set_ylabel("test accuracy")
     fig.suptitle(f"training {summary.job_id}")
     fig.tight_layout()
-    fig.savefig(out / "training.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _latency_plot(plt: Any, latencies: dict[str, list[float]], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6, 4))
-    for path, lat in sorted((summary.calls.latencies_ms if summary.calls else {}).items()):
-        ax.hist(lat, bins=40, alpha=0.6, label=path)
+    for name, lat in sorted(latencies.items()):
+        ax.hist(lat, bins=40, alpha=0.6, label=name)
     ax.set_xlabel("latency (ms)")
     ax.set_ylabel("requests")
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "latency.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
