@@ -35,9 +35,24 @@ class WorkerSettings(BaseSettings):
     commit_interval_ms: float = Field(default=100.0, ge=0)  # offsets commit at most this often (0: each poll)
     batching: bool = True  # off: one request per onnxruntime call (the benchmark's baseline)
     group_id: str | None = None  # default: <prefix>inference.<model> (what the autoscaler watches)
+    # A worker that dies unannounced (kill -9, a lost node) holds its partitions, and so the replies
+    # waiting on them, until its session times out; the process-wide 30 s stalled them that long.
+    # 6 s is the broker's default minimum (group.min.session.timeout.ms); heartbeats every second.
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    # Static membership (KIP-345), opt-in: a restarted worker with the same id takes its partitions
+    # back without a rebalance. A stopped one does not leave the group, though, so its partitions
+    # wait a session timeout: for fixed fleets (a StatefulSet's pod name), not autoscaled ones.
+    instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,128}$")
 
     @model_validator(mode="after")
     def _pin_or_stage(self) -> WorkerSettings:
         if self.version is not None and self.stage == "production":
             raise ValueError("give --version or --stage production, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _heartbeats_fit(self) -> WorkerSettings:
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
         return self

@@ -65,6 +65,7 @@ class WorkerProcess:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
         self.partitions = 0
+        self.assignments = 0  # how many times the group gave it partitions (1 + rebalances)
         self.changed = asyncio.Event()
         self.log: list[str] = []
         self.reader = asyncio.create_task(self._read())
@@ -77,6 +78,7 @@ class WorkerProcess:
             found = _ASSIGNED.search(line)
             if found:
                 self.partitions = int(found.group(1))
+                self.assignments += 1
                 self.changed.set()
 
 

@@ -125,6 +125,8 @@ class InferenceWorker(Service):
             partition_assignment_strategy=(WeightedAssignor(weight),),
             fetch_min_bytes=self.cfg.fetch_min_bytes,
             fetch_max_wait_ms=self.cfg.fetch_max_wait_ms or self.settings.fetch_max_wait_ms,
+            session_timeout_ms=self.cfg.session_timeout_ms,
+            heartbeat_interval_ms=self.cfg.heartbeat_interval_ms, group_instance_id=self.cfg.instance_id,
         )
         await self._consumer.start()
         self._consumer.raw.subscribe([self.requests_topic.name], listener=_Handoff(self))
