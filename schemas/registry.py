@@ -21,6 +21,8 @@ class Lineage(BaseModel):
     parameter_version: int | None = None
     offsets: dict[str, int] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
+    # a classifier's classes, in label-index order (its ``label`` output holds these values)
+    classes: list[str] = Field(default_factory=list)
 
 
 class ModelVersion(Envelope):

@@ -51,7 +51,8 @@ async def export_and_register(
     if not spec.export.register_model:
         return diff, None
     lineage = Lineage(job_id=spec.job_id, parameter_version=state.version, offsets=offsets,
-                      metrics={**metrics, "onnx_max_abs_diff": diff})
+                      metrics={**metrics, "onnx_max_abs_diff": diff},
+                      classes=[f"{c:g}" for c in serving.classes] if serving.head == "softmax" else [])
     async with Registry(settings) as registry:
         mv = await registry.publish(spec.model_name, onnx_bytes, lineage=lineage, stage=spec.export.stage)
     log.info("job %s: registered %s version %d (%s)", spec.job_id, mv.name, mv.version, mv.stage)

@@ -56,7 +56,8 @@ def _spec(source: str, tmp_path: Path) -> JobSpec:
 
 
 async def _served(settings: Settings, spec: JobSpec) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    """Every output of the registered model on the raw test rows, and the model's metadata."""
+    """Every output of the registered model on the raw test rows, and the model's metadata (the
+    ONNX's, with the registered version's classes as ``classes``)."""
     async with Registry(settings) as registry:
         mv = await registry.get(spec.model_name)
         onnx_bytes = await registry.load_bytes(mv)
@@ -64,7 +65,8 @@ async def _served(settings: Settings, spec: JobSpec) -> tuple[dict[str, np.ndarr
     sess = session(onnx_bytes)
     names = [o.name for o in sess.get_outputs()]
     assert names[0] == "output"  # clients reading output 0 still get the model's output
-    return dict(zip(names, sess.run(names, {"input": x}), strict=True)), metadata(onnx_bytes)
+    return dict(zip(names, sess.run(names, {"input": x}), strict=True)), \
+        {**metadata(onnx_bytes), "classes": json.dumps(mv.lineage.classes)}
 
 
 @pytest.mark.parametrize("source", ["digits", "diabetes", "csv"])
@@ -81,6 +83,7 @@ async def test_served_model_answers_raw_features_as_well_as_it_tested(
         assert served == pytest.approx(status.metrics["test_accuracy"], abs=0.01)
         assert served >= 0.85  # raw features unscaled would give far less (one class for all rows)
         assert json.loads(meta["aiaas.classes"]) == [float(c) for c in raw.classes]
+        assert json.loads(meta["classes"]) == [f"{c:g}" for c in raw.classes]  # registered with it
         probs = outputs["probabilities"]
         np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
         assert np.array_equal(raw.classes[probs.argmax(axis=1)], outputs["label"])
