@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -149,6 +150,7 @@ def serve(
     if file is not None and not file.is_file():
         raise typer.BadParameter(f"no such file: {file}", param_hint="FILE")
     setup_logging()
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not one line per readiness poll
     plan = ServePlan(model_path=file, name=model or name or (file.stem if file else ""), port=port, host=host,
                      replicas=replicas, auth=auth, infra_timeout_s=infra_timeout)
     raise typer.Exit(run(supervise(Settings(), plan)))
