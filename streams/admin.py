@@ -133,8 +133,9 @@ class Admin(Service):
         raise Unavailable("topics not visible in time", topics=names)
 
 
-async def wait_for_broker(settings: Settings, timeout_s: float = 60.0) -> None:
-    """Block until the broker answers metadata requests (used by fixtures and agents at start)."""
+async def wait_for_broker(settings: Settings, timeout_s: float | None = None) -> None:
+    """Block until the broker answers metadata requests (used by fixtures and agents at start), up
+    to ``timeout_s`` (default: the settings' ``connect_deadline_s``)."""
     quick = settings.model_copy(update={"request_timeout_ms": 5000})
 
     async def probe() -> None:

@@ -100,12 +100,11 @@ async def retrying(op: Callable[[], Awaitable[T]], settings: Settings, what: str
             if not is_retriable(exc, metadata_wait=metadata_wait):
                 raise
             waited = time.monotonic() - began
-            delay = backoff(tries - 1)
-            if waited + delay > limit:
+            if waited >= limit:
                 raise KafkaUnavailable(what, settings.bootstrap_servers, exc, waited, tries) from exc
             (log.info if tries == 1 else log.debug)(
                 "%s: %s; retrying for up to %.0fs", what, one_line(exc), limit - waited)
-            await asyncio.sleep(delay)
+            await asyncio.sleep(min(backoff(tries - 1), limit - waited))  # the last try at the deadline
 
 
 class Startable(Protocol):

@@ -85,7 +85,7 @@ async def test_giving_up_at_the_deadline_is_one_clear_line() -> None:
     with pytest.raises(KafkaUnavailable) as info:
         await retrying(op, Settings(connect_deadline_s=0.5), "describing trainer group train.j.trainers")
     took = time.monotonic() - began
-    assert 0.2 < took <= 0.6 and calls >= 3
+    assert 0.5 <= took < 2.0 and calls >= 3  # gave up at the deadline, not before
     err = info.value
     assert isinstance(err, AiaasError) and err.code == ErrorCode.UNAVAILABLE and err.retriable
     line = str(err)
