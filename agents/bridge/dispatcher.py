@@ -178,7 +178,11 @@ class Dispatcher:
 
     async def _attempt(self, state: RequestState, result: bytes | None) -> None:
         assert state.callback is not None
-        body = webhook_body(state, result)
+        try:
+            body = webhook_body(state, result)
+        except ValueError:  # a stored result that is not JSON: no attempt can ever send it
+            await self._dead_letter(state, result or b"", "unreadable stored result")
+            return
         if state.attempts >= self.s.webhook_attempts:  # earlier attempts crashed before an outcome
             await self._dead_letter(state, body, "attempts exhausted")
             return

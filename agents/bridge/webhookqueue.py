@@ -27,21 +27,35 @@ else redis.call('ZADD', KEYS[1], first[2], ARGV[3]) end
 return 1
 """
 
-# KEYS: index. ARGV: lease_s, free slots, per-tenant limit, queue key prefix, then tenant/in-flight
-# pairs. Returns a flat list: tenant, request id, tenant, request id...
+# KEYS: index. ARGV: lease_s, free slots, per-tenant limit, queue key prefix, request key prefix,
+# then tenant/in-flight pairs. Returns a flat list: tenant, request id, tenant, request id...
+# A member of the index that is a request id (the single queue of bridges before per-tenant
+# queues) moves to its tenant's queue, read from its request state: an upgrade forgets nothing.
 CLAIM = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1e6
 local lease, free, per, prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local busy = {}
-for i = 5, #ARGV, 2 do busy[ARGV[i]] = tonumber(ARGV[i + 1]) end
+for i = 6, #ARGV, 2 do busy[ARGV[i]] = tonumber(ARGV[i + 1]) end
+local function requeue(id)  -- an index member without a queue: a request id of the old layout
+  local due = redis.call('ZSCORE', KEYS[1], id)
+  redis.call('ZREM', KEYS[1], id)
+  local ok, state = pcall(cjson.decode, redis.call('HGET', ARGV[5] .. id, 'meta') or '')
+  if ok and type(state) == 'table' and type(state.tenant) == 'string' then
+    redis.call('ZADD', prefix .. state.tenant, due, id)
+    local first = redis.call('ZRANGE', prefix .. state.tenant, 0, 0, 'WITHSCORES')
+    redis.call('ZADD', KEYS[1], first[2], state.tenant)
+  end
+end
 local out = {}
 for _, ten in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)) do
   if free <= 0 then break end
-  local room = math.min(free, per - (busy[ten] or 0))
-  if room > 0 then
-    local q = prefix .. ten
-    for _, id in ipairs(redis.call('ZRANGEBYSCORE', q, '-inf', now, 'LIMIT', 0, room)) do
+  local q = prefix .. ten
+  if redis.call('EXISTS', q) == 0 then
+    requeue(ten)
+  elseif per - (busy[ten] or 0) > 0 then
+    for _, id in ipairs(redis.call('ZRANGEBYSCORE', q, '-inf', now, 'LIMIT', 0,
+                                   math.min(free, per - (busy[ten] or 0)))) do
       redis.call('ZADD', q, now + lease, id)
       out[#out + 1] = ten
       out[#out + 1] = id
@@ -78,8 +92,8 @@ class WebhookQueue:
     ) -> list[tuple[str, str]]:
         """Up to ``free`` due webhooks as (tenant, request id), leased for ``lease_s``."""
         busy = [x for ten, n in in_flight.items() if n > 0 for x in (ten, n)]
-        flat = await self._claim(keys=[self.k.webhooks_due()],
-                                 args=[lease_s, free, per_tenant, self.k.webhooks_queue(""), *busy])
+        flat = await self._claim(keys=[self.k.webhooks_due()], args=[
+            lease_s, free, per_tenant, self.k.webhooks_queue(""), self.k.request(""), *busy])
         return [(text(flat[i]), text(flat[i + 1])) for i in range(0, len(flat), 2)]
 
     async def count(self, tenant: str) -> int:
