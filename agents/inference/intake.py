@@ -11,6 +11,7 @@ field-level messages), element count, version (pin header or canary routing), si
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ from agents.inference import batcher, blocks
 from agents.inference.batcher import BadInput, Work
 from agents.inference.sessions import Loaded, Sessions
 from agents.inference.settings import WorkerSettings
-from schemas.errors import AiaasError, DeadlineExceeded, TooLarge
+from schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, TooLarge
 from schemas.inference import InferenceRequest
 from streams import batchwire, blockwire
 from streams import headers as h
@@ -28,6 +29,7 @@ from streams.layoutcache import LayoutCache
 from streams.record import Record
 
 REQUEST_KEYS = frozenset({"v", "id", "parameters", "inputs", "outputs"})
+log = logging.getLogger(__name__)
 
 
 def request_id(rec: Record) -> str:
@@ -42,6 +44,16 @@ def unpack(rec: Record) -> list[Record]:
     return [Record(rec.topic, rec.partition, rec.offset, hd[h.CORRELATION_ID].encode(), value,
                    {**shared, **hd}, rec.timestamp_ms, rec.first_offset)
             for hd, value in batchwire.unpack(rec.value, rec.headers)]
+
+
+def unreadable(exc: Exception) -> AiaasError:
+    """The error reply of a request that failed its checks (or, unforeseen, broke them: that too is
+    the request's failure, never the worker's)."""
+    if isinstance(exc, AiaasError):
+        return exc
+    log.exception("request check failed unexpectedly")
+    return AiaasError("request could not be read", code=ErrorCode.BAD_REQUEST,
+                      detail=f"{type(exc).__name__}: {exc}"[:300])
 
 
 def split(records: list[Record]) -> tuple[list[Record], list[tuple[Record, AiaasError]]]:

@@ -118,7 +118,9 @@ class Replier:
         value, headers = blocks.reply_block(self.model, w.model.version, works, outputs)
         assert w.reply_to is not None
         partition = await self._partition(w.record, w.reply_to)
-        if partition is False:
+        if partition is False:  # no reply topic: every block's record is dead-lettered, not only the first
+            for x in works[1:]:
+                await self._partition(x.record, w.reply_to)
             return 0
         if not sent.fits(value):
             return sum([await self.reply_group(blocks.explode(x), blocks.row_results(x, o), sent)
@@ -175,6 +177,9 @@ class Replier:
 
     async def send(self, rec: Record, rid: str, reply_to: str | None, value: bytes,
                    headers: ReplyHeaders, sent: Outbox) -> None:
+        if len(value) > self.max_reply_bytes:
+            raise TooLarge("reply over the worker's size limit (max_reply_bytes)", size=len(value),
+                           limit=self.max_reply_bytes)
         if reply_to is None:  # a stream record: the result goes to the results topic, keyed alike
             fut = await self.send_raw(self.results_topic, value, rec.key, replies.wire(headers))
             sent.track(fut, ((rec, (rid,)),))

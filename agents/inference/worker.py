@@ -30,12 +30,12 @@ from aiokafka.structs import TopicPartition
 from agents.inference import batcher, blocks
 from agents.inference.batcher import Result, Work
 from agents.inference.committer import Committer
-from agents.inference.intake import Intake, request_id, split
+from agents.inference.intake import Intake, request_id, split, unreadable
 from agents.inference.outbox import Outbox
 from agents.inference.replier import Replier
 from agents.inference.sessions import Sessions
 from agents.inference.settings import WorkerSettings
-from schemas.errors import AiaasError, DeadlineExceeded, ErrorCode
+from schemas.errors import AiaasError, DeadlineExceeded
 from streams import blockwire
 from streams import headers as h
 from streams import metrics as m
@@ -227,7 +227,7 @@ class InferenceWorker(Service):
         try:
             return await self.intake.work(rec, rid)
         except Exception as exc:  # bad input of any kind fails its request, never the loop
-            await self.replier.fail(rec, rid, _unreadable(exc), sent)
+            await self.replier.fail(rec, rid, unreadable(exc), sent)
             return None
 
     async def _prepare_block(self, rec: Record, sent: Outbox) -> list[Work]:
@@ -244,7 +244,7 @@ class InferenceWorker(Service):
         try:
             return await self.intake.block(rec, block)
         except Exception as exc:  # as in _prepare
-            await self.replier.fail_block(rec, block.ids, _unreadable(exc), sent)
+            await self.replier.fail_block(rec, block.ids, unreadable(exc), sent)
             return []
 
     async def _compute(self, works: list[Work], records: list[Record], sent: Outbox) -> None:
@@ -304,15 +304,6 @@ class InferenceWorker(Service):
         self._m_ok.inc(ok)
         if first.record.timestamp_ms > 0:  # the oldest request of the batch: its end-to-end wait
             self._m_total.observe(max(0.0, time.time() - first.record.timestamp_ms / 1000))
-
-
-def _unreadable(exc: Exception) -> AiaasError:
-    """The error reply of a request that failed its checks (or, unforeseen, broke them)."""
-    if isinstance(exc, AiaasError):
-        return exc
-    log.exception("request check failed unexpectedly")
-    return AiaasError("request could not be read", code=ErrorCode.BAD_REQUEST,
-                      detail=f"{type(exc).__name__}: {exc}"[:300])
 
 
 async def serve(settings: Settings, cfg: WorkerSettings) -> None:

@@ -1,0 +1,200 @@
+"""Replies that cannot be made or delivered, without a broker: each fails its own request (error
+reply + dead letter) and the rest of the poll goes on; chunked replies are put back together by
+the client's reply reader, and a broken one fails its request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from aiokafka.errors import MessageSizeTooLargeError
+
+from agents.inference.batcher import Work
+from agents.inference.committer import Committer
+from agents.inference.outbox import Outbox, Owners
+from agents.inference.replier import Replier
+from schemas.errors import AiaasError
+from streams import chunking
+from streams import headers as h
+from streams.record import Record
+from streams.replywire import REPLY_BATCH, Reply, unpack_batch
+from streams.waiting import Waiting
+
+
+class Model:
+    version = 1
+
+
+def work(rid: str, binary: bool, **headers: str) -> Work:
+    hd = {h.REPLY_TO: "rep", REPLY_BATCH: "1", **headers}
+    return Work(Record("t", 0, 7, rid.encode(), b"", hd), rid, "rep", binary, {}, Model(),  # type: ignore[arg-type]
+                1, None, rid)
+
+
+def done(value: Any = None, exc: BaseException | None = None) -> asyncio.Future[Any]:
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    if exc is None:
+        fut.set_result(value)
+    else:
+        fut.set_exception(exc)
+    return fut
+
+
+class Letters:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+
+    async def send(self, record: Record, error: AiaasError) -> None:
+        self.sent.append(((record.key or b"").decode(), error.code.value))
+
+
+class Producer:
+    """Both sends of ``streams.producer.Producer`` (``raw.send`` and the chunking ``send``), kept."""
+
+    def __init__(self) -> None:
+        self.raw = self
+        self.records: list[tuple[str, bytes, Any]] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None,
+                   partition: int | None = None) -> asyncio.Future[Any]:
+        self.records.append((topic, value, headers))
+        return done()
+
+
+def replier(**kw: int) -> tuple[Replier, Producer, Letters]:
+    producer, letters = Producer(), Letters()
+    r = Replier("m", producer, "results", letters, Counter(), **kw)  # type: ignore[arg-type]
+    r._reply_topics["rep"] = 0
+    return r, producer, letters
+
+
+async def test_nan_in_a_json_reply_and_an_oversized_reply_fail_alone() -> None:
+    r, producer, letters = replier(chunk_bytes=2048, max_reply_bytes=64 * 1024)
+    works = [work("fine", False), work("nan", False), work("inf", True), work("big", True),
+             work("huge", True)]
+    results: list[Any] = [{"y": np.ones((1, 2), np.float32)}, {"y": np.array([[np.nan, 1]], np.float32)},
+                          {"y": np.array([[np.inf]], np.float32)},  # binary carries it
+                          {"y": np.ones((1, 4096), np.float32)},  # 16 KB: chunked
+                          {"y": np.ones((1, 32768), np.float32)}]  # 128 KB: over the limit
+    sent = Outbox(producer.send, 8192)  # replies over 4 KB go alone
+    assert await r.reply_group(works, results, sent) == 3
+    await sent.flush()
+    assert letters.sent == [("nan", "invalid_message"), ("huge", "too_large")]
+    assert r.stats["chunked_replies"] == 1
+    batch = next(v for t, v, hd in producer.records if dict(hd).get("content-type") == b"application/"
+                 b"vnd.aiaas.reply-batch")
+    [(_, _, hd)] = [rec for rec in producer.records if rec[1] is batch]
+    got = {x.request_id: x for x in unpack_batch(batch, {k: v.decode() for k, v in hd})}
+    assert sorted(got) == ["fine", "huge", "inf", "nan"]
+    nan, huge = got["nan"].error(), got["huge"].error()
+    assert nan.status_code == 400 and "NaN or infinity" in nan.reason and nan.details["tensor"] == "y"
+    assert huge.status_code == 413 and huge.details["limit"] == 64 * 1024
+    assert np.isinf(got["inf"].result().outputs["y"]).all()
+
+
+async def test_a_refused_batch_fails_its_requests_and_the_poll_commits() -> None:
+    r, producer, letters = replier()
+    failed: list[tuple[Owners, Exception]] = []
+
+    async def unsent(owners: Owners, exc: Exception) -> None:
+        failed.append((owners, exc))
+        await r.undelivered(owners, exc)
+
+    async def refuse(*args: Any) -> asyncio.Future[Any]:
+        raise MessageSizeTooLargeError("too big for the topic")
+
+    sent = Outbox(refuse, 1 << 20, unsent)
+    a, b = work("a", True), work("b", True)
+    await sent.add("rep", 0, {h.CORRELATION_ID: "a"}, b"x", (a.record, ("a",)))
+    await sent.add("rep", 0, {h.CORRELATION_ID: "b"}, b"y", (b.record, ("b",)))
+    await sent.flush()
+    assert [ids for own, _ in failed for _, ids in own] == [("a",), ("b",)]
+    assert letters.sent == [("a", "too_large"), ("b", "too_large")] and r.stats["undelivered"] == 2
+    assert sent.sent == []  # nothing to wait for: the poll may commit
+    [(topic, value, hd)] = producer.records  # the error replies, batched as the requests asked
+    errors = unpack_batch(value, {k: v.decode() for k, v in hd})
+    assert topic == "rep" and [e.error().status_code for e in errors] == [413, 413]
+
+
+@dataclass
+class Consumer:
+    marked: list[int]
+
+    def mark_done(self, records: list[Record]) -> None:
+        self.marked += [r.offset for r in records]
+
+    async def commit_quietly(self) -> bool:
+        return True
+
+
+async def test_the_committer_answers_a_refused_reply_and_marks_the_poll_done() -> None:
+    undelivered: list[tuple[Owners, Exception]] = []
+
+    async def record(owners: Owners, exc: Exception) -> None:
+        undelivered.append((owners, exc))
+
+    consumer = Consumer([])
+    committer = Committer(consumer, 0.01, record)  # type: ignore[arg-type]
+    task = asyncio.create_task(committer.run())
+    out = Outbox(Producer().send, 1 << 20)
+    w = work("a", True)
+    out.track(done(), ((w.record, ("ok",)),))
+    out.track(done(exc=MessageSizeTooLargeError("refused")), ((w.record, ("a",)),))
+    committer.add([w.record], out)
+    await committer.join()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert consumer.marked == [7]
+    [(owners, exc)] = undelivered
+    assert owners == ((w.record, ("a",)),) and isinstance(exc, MessageSizeTooLargeError)
+
+
+class Chunks:
+    """A reply topic's records for ``Waiting.read_forever``: handed out once, then nothing."""
+
+    @dataclass
+    class Rec:
+        value: bytes
+        headers: list[tuple[str, bytes]]
+        key: bytes | None = None
+        partition: int = 0
+        offset: int = 0
+
+    def __init__(self, recs: list[Rec]) -> None:
+        self.recs = recs
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[int, list[Rec]]:
+        if not self.recs:
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        out, self.recs = self.recs, []
+        return {0: out}
+
+
+async def test_the_client_puts_a_chunked_reply_back_together_and_fails_a_broken_one() -> None:
+    payload = bytes(range(256)) * 40
+    good = chunking.split(payload, 1000)
+    bad = chunking.split(payload, 1000)
+    bad[1].data = b"corrupt" + bad[1].data[7:]
+    recs = [Chunks.Rec(c.data, [(h.CORRELATION_ID, rid.encode()), ("status-code", b"200"), *c.headers],
+                       offset=i)
+            for rid, parts in (("good", good), ("bad", bad)) for i, c in enumerate(parts)]
+    waiting = Waiting(16)
+    got, broken = await waiting.add("good", 10), await waiting.add("bad", 10)
+    reader = asyncio.create_task(waiting.read_forever(Chunks(recs), "rep"))  # type: ignore[arg-type]
+    try:
+        reply: Reply = await asyncio.wait_for(got, 5)
+        assert reply.value == payload and h.CHUNK_ID not in reply.headers
+        try:
+            await asyncio.wait_for(broken, 5)
+            raise AssertionError("a corrupt chunked reply must fail its request")
+        except AiaasError as exc:
+            assert exc.code.value == "chunk_error" and "sha256" in exc.reason
+    finally:
+        reader.cancel()
+    assert waiting.malformed == 1
