@@ -59,8 +59,8 @@ async def test_oversized_and_nan_replies_with_two_workers_both_alive_after(setti
             Producer(small) as producer:
         await until_processes_balanced(procs, PARTITIONS)
         owned = [p.partitions for p in procs]
-        futs: dict[str, list[asyncio.Future[Reply]]] = {k: [] for k in
-                                                        ("nan_json", "nan_bin", "big_json", "big_bin", "huge")}
+        kinds = ("nan_json", "nan_bin", "big_json", "big_bin", "huge")
+        futs: dict[str, list[asyncio.Future[Reply]]] = {k: [] for k in kinds}
         for p in range(PARTITIONS):
             futs["nan_json"].append(await ask(client, producer, p, nan, binary=False))
             futs["nan_bin"].append(await ask(client, producer, p, nan, binary=True))
