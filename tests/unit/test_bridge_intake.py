@@ -1,0 +1,173 @@
+"""The bridge's intake without a broker: admission counters, body reading limits, ragged data."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from agents.bridge.admission import Admission
+from agents.bridge.errors import BodyTimeout, RateLimited
+from agents.bridge.middleware import ClientGone, body_length, has_body, read_body, unread_is_small
+from agents.bridge.oipcheck import check_request, nested_shape
+from agents.bridge.settings import BridgeSettings
+from schemas.errors import InvalidMessage, TooLarge, Unavailable
+
+
+def settings(**kw: Any) -> BridgeSettings:
+    return BridgeSettings(**kw)
+
+
+# --------------------------------------------------------------------------- admission
+
+
+def test_bytes_are_capped_per_tenant_then_per_bridge_and_given_back() -> None:
+    adm = Admission(settings(max_body_bytes_per_tenant=100_000, max_body_bytes_in_flight=150_000))
+    a = adm.enter("a", 80_000, call=False)
+    with pytest.raises(RateLimited) as info:
+        adm.enter("a", 30_000, call=False)
+    assert info.value.status_code == 429 and info.value.details["retry_after_s"] >= 1
+    b = adm.enter("b", 60_000, call=False)
+    with pytest.raises(Unavailable) as full:
+        adm.enter("c", 20_000, call=False)
+    assert full.value.status_code == 503
+    a.release()
+    a.release()  # twice is harmless
+    assert adm.bytes == 60_000 and dict(adm.tenant_bytes) == {"b": 60_000}
+    b.release()
+    assert adm.bytes == 0 and not adm.tenant_bytes
+
+
+def test_a_request_over_a_cap_is_let_in_alone_and_a_stream_grows_until_refused() -> None:
+    adm = Admission(settings(max_body_bytes_per_tenant=10_000, max_body_bytes_in_flight=10_000))
+    big = adm.enter("a", 50_000, call=True)  # alone: bounded by max_body_bytes anyway
+    with pytest.raises(RateLimited):
+        adm.enter("a", 1, call=False)
+    big.release()
+    alone = adm.enter("a", 0, call=False)
+    alone.grow(6_000)
+    alone.grow(6_000)  # still alone: may pass the cap
+    alone.release()
+    stream = adm.enter("a", 0, call=False)
+    stream.grow(6_000)
+    other = adm.enter("b", 0, call=False)
+    with pytest.raises(Unavailable):
+        other.grow(5_000)
+    stream.release()
+    other.grow(9_000)
+    assert adm.bytes == 9_000
+
+
+def test_infer_calls_are_capped_per_tenant_then_per_bridge() -> None:
+    adm = Admission(settings(max_sync_per_tenant=2, max_sync_in_flight=3))
+    refused: list[str] = []
+    adm.on_refuse = refused.append
+    held = [adm.enter("a", 0, call=True), adm.enter("a", 0, call=True)]
+    with pytest.raises(RateLimited):
+        adm.enter("a", 0, call=True)
+    adm.enter("a", 0, call=False)  # a body that is not an infer call takes no call slot
+    held.append(adm.enter("b", 0, call=True))
+    with pytest.raises(Unavailable):
+        adm.enter("c", 0, call=True)
+    assert refused == ["tenant_calls", "bridge_calls"]
+    for t in held:
+        t.release()
+    assert adm.calls == 0 and not adm.tenant_calls
+
+
+def test_json_bodies_cost_their_factor() -> None:
+    adm = Admission(settings(json_cost_factor=4.0))
+    assert adm.cost(1000, is_json=True) == 4000 and adm.cost(1000, is_json=False) == 1000
+
+
+# --------------------------------------------------------------------------- reading bodies
+
+
+def scope(*headers: tuple[bytes, bytes]) -> dict[str, Any]:
+    return {"type": "http", "headers": list(headers)}
+
+
+def test_header_checks() -> None:
+    assert body_length(scope((b"content-length", b"10")), 100) == 10
+    assert body_length(scope((b"transfer-encoding", b"chunked")), 100) is None
+    for bad in (b"101", b"-1", b"1" * 40, b"x"):
+        with pytest.raises(TooLarge):
+            body_length(scope((b"content-length", bad)), 100)
+    assert not has_body(scope()) and not has_body(scope((b"content-length", b"0")))
+    assert has_body(scope((b"content-length", b"1"))) and has_body(scope((b"transfer-encoding", b"chunked")))
+    assert unread_is_small(scope((b"content-length", b"65536")))
+    assert not unread_is_small(scope((b"content-length", b"65537")))
+    assert not unread_is_small(scope((b"transfer-encoding", b"chunked")))
+
+
+def feeder(*chunks: bytes, then_wait: bool = False) -> Callable[[], Awaitable[dict[str, Any]]]:
+    queue = list(chunks)
+
+    async def receive() -> dict[str, Any]:
+        if queue:
+            chunk = queue.pop(0)
+            return {"type": "http.request", "body": chunk, "more_body": bool(queue) or then_wait}
+        if then_wait:
+            await asyncio.Event().wait()  # a client that stopped sending
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def test_read_body_joins_and_grows_a_streamed_ticket() -> None:
+    bs = settings()
+    adm = Admission(bs)
+    ticket = adm.enter("a", 0, call=False)
+    body = await read_body(scope(), feeder(b"ab", b"cd"), bs, ticket, streamed_cost=4.0)
+    assert body == b"abcd" and adm.bytes == ticket.cost >= 16
+
+
+async def test_read_body_times_out_refuses_oversize_and_notices_a_gone_client() -> None:
+    bs = settings(body_timeout_s=0.05, max_body_bytes=1024)
+    with pytest.raises(BodyTimeout) as info:
+        await read_body(scope(), feeder(b"x" * 10, then_wait=True), bs, None)
+    assert info.value.status_code == 408 and info.value.details["received_bytes"] == 10
+    with pytest.raises(TooLarge):
+        await read_body(scope(), feeder(b"x" * 1000, b"x" * 1000, b"x"), bs, None)
+    receive = feeder(b"x")
+
+    async def gone() -> dict[str, Any]:
+        msg = await receive()
+        return {**msg, "more_body": True} if msg["type"] == "http.request" else msg
+
+    with pytest.raises(ClientGone):
+        await read_body(scope(), gone, bs, None)
+
+
+# --------------------------------------------------------------------------- ragged data
+
+
+def test_nested_shape_of_regular_data() -> None:
+    assert nested_shape([1, 2, 3], "d") == [3]
+    assert nested_shape([[1, 2], [3, 4], [5, 6]], "d") == [3, 2]
+    assert nested_shape([[[1], [2]], [[3], [4]]], "d") == [2, 2, 1]
+    assert nested_shape([[], []], "d") == [2, 0]
+    assert nested_shape([], "d") == [0]
+
+
+@pytest.mark.parametrize("data", [
+    [[1, 2], [3]], [[1, 2], 3, 4], [1, [2, 3]], [[[1, 2], [3, 4]], [[5, 6, 7, 8]]], [[1], [[2]]],
+])
+def test_ragged_data_is_refused(data: list[Any]) -> None:
+    with pytest.raises(InvalidMessage) as info:
+        nested_shape(data, "inputs.0.data")
+    assert "ragged" in info.value.reason and info.value.details["field"] == "inputs.0.data"
+
+
+def test_check_request_refuses_ragged_rows_that_count_right() -> None:
+    tensor = {"name": "x", "shape": [4], "datatype": "FP32", "data": [[1.0, 2.0, 3.0], [4.0]]}
+    with pytest.raises(InvalidMessage) as info:
+        check_request({"inputs": [tensor]})
+    assert info.value.details["field"] == "inputs.0.data"
+    deep: list[Any] = [1.0]
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(InvalidMessage):
+        check_request({"inputs": [{**tensor, "shape": [1], "data": deep}]})
