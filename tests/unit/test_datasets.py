@@ -9,7 +9,7 @@ import pytest
 
 from schemas.errors import AiaasError
 from schemas.jobs import DataSpec
-from streams.datasets import load_dataset
+from streams.datasets import load_dataset, raw_split
 
 
 def _table(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -61,3 +61,17 @@ def test_missing_file_names_the_field(tmp_path: Path) -> None:
     with pytest.raises(AiaasError) as err:
         load_dataset(DataSpec(source="csv", path=str(tmp_path / "absent.csv")))
     assert err.value.details["field"] == "data.path"
+
+
+def test_data_info_carries_the_scaling_and_survives_the_wire() -> None:
+    """What the push writes beside the test split: the statistics the served graph folds in."""
+    from streams.datainfo import JobData, describe
+
+    spec = DataSpec(source="digits")
+    ds = load_dataset(spec)
+    data = JobData.unpack(describe("j", spec, ds).pack())
+    assert data.info.n_features == 64 and data.info.n_classes == 10 and data.info.classes == list(range(10))
+    np.testing.assert_allclose(data.x_mean, ds.x_mean)
+    np.testing.assert_allclose(data.x_std, ds.x_std)
+    raw = raw_split(spec)  # the rows a caller holds scale to exactly what training saw
+    np.testing.assert_allclose((raw.x_test - data.x_mean) / data.x_std, ds.x_test, atol=1e-4)

@@ -207,3 +207,30 @@ def test_reference_fit_reaches_the_digits_target_and_counts_steps() -> None:
     assert total_steps(spec, ds.train_rows) == 3 * 23  # 1437 rows / 64 -> 23 batches per epoch
     _, metrics = fit_reference(spec, ds)
     assert metrics["test_accuracy"] >= 0.95
+
+
+def test_export_adds_classifier_outputs_and_target_scaling() -> None:
+    """Served graphs: logits first, then label (class values when integral, else indices) and
+    probabilities; regression outputs in target units; the aiaas.* metadata says so."""
+    from streams.ml.export import Serving, metadata, session
+
+    rng = np.random.default_rng(3)
+    raw = rng.normal(50.0, 20.0, size=(30, 8)).astype(np.float32)
+    stats = (raw.mean(axis=0), raw.std(axis=0))
+    m = build_model(_spec(model={"input_dim": 8, "hidden": [16], "output_dim": 3}))
+    for classes, labels_are in (([2.0, 5.0, 9.0], "class"), ([0.5, 1.5, 2.5], "index")):
+        serving = Serving(stats=stats, head="softmax", classes=classes)
+        onnx_bytes = export_onnx(m, 8, serving=serving)
+        assert validate_onnx(onnx_bytes, m, raw, serving=serving) < 1e-4
+        logits, label, probs = session(onnx_bytes).run(None, {"input": raw})
+        index = logits.argmax(axis=1)
+        want = np.asarray(classes)[index].astype(np.int64) if labels_are == "class" else index
+        assert np.array_equal(label, want) and label.dtype == np.int64
+        np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+        assert metadata(onnx_bytes)["aiaas.label"] == labels_are
+    reg = build_model(_spec(loss="mse", model={"input_dim": 8, "hidden": [16], "output_dim": 1}))
+    serving = Serving(stats=stats, y_scale=(150.0, 70.0))
+    (out,) = session(export_onnx(reg, 8, serving=serving)).run(None, {"input": raw})
+    with torch.no_grad():
+        scaled = reg.eval()(torch.from_numpy((raw - stats[0]) / stats[1])).numpy()
+    np.testing.assert_allclose(out, scaled * 70.0 + 150.0, rtol=1e-4, atol=1e-3)
