@@ -65,7 +65,9 @@ def _read_csv(path: Path, target_column: str | None) -> tuple[np.ndarray, np.nda
     header, body = rows[0], rows[1:]
     target = target_column or header[-1]
     if target not in header:
-        raise _bad("target column not in CSV header", field="data.target_column", column=target)
+        raise _bad(f"target column {target!r} not in the CSV header of {path} (columns: "
+                   f"{', '.join(header[:20])}{', ...' if len(header) > 20 else ''})",
+                   field="data.target_column", column=target)
     try:
         table = np.asarray(body, dtype=np.float64)
     except ValueError as exc:
@@ -101,7 +103,7 @@ def _raw(spec: DataSpec) -> tuple[np.ndarray, np.ndarray, str]:
         return d.data, d.target, "diabetes"
     path = Path(spec.path or "")
     if not path.is_file():
-        raise _bad("data file not found", field="data.path", path=str(path))
+        raise _bad(f"data file not found: {path} (data.path)", field="data.path", path=str(path))
     if spec.source == "csv":
         x, y = _read_csv(path, spec.target_column)
     elif path.suffix == ".npz":

@@ -180,7 +180,8 @@ class Aggregator:
         assert self.progress is not None
         if self.resumed_from is None:
             await self._await_ready(self.cfg.start_wait_s)
-        if self.fatal is not None:
+        if self.fatal is not None:  # final parameters first: the other trainers stop too
+            await self._publish(await asyncio.to_thread(self.state.pack, True))
             return await self._status("failed", error=self.fatal)
         await self._publish(await asyncio.to_thread(self.state.pack, False))  # version 0, or where
         self.progress.start()  # a resumed job stands

@@ -63,8 +63,13 @@ def test_train_refuses_a_spec_that_does_not_fit_its_data(
     assert len(refused) == 1, result.output
     assert "model.input_dim is 60" in refused[0] and "64 features" in refused[0]
     assert time.monotonic() - started < 30
-    specs, _ = run(read_jobs(Settings()))
-    assert "misfit" not in specs  # refused before start: nothing was submitted
+    absent = tmp_path / "absent.csv"
+    csv_data = {"source": "csv", "path": str(absent), "partitions": 1}
+    path.write_text(yaml.safe_dump(_raw("nofile", data=csv_data)))
+    result = CliRunner().invoke(app, ["train", "--spec", str(path)])
+    assert result.exit_code == 2 and f"job refused: data file not found: {absent}" in result.output
+    specs, statuses = run(read_jobs(Settings()))
+    assert not {"misfit", "nofile"} & (set(specs) | set(statuses))  # refused before start: nothing submitted
 
 
 async def test_a_trainer_crash_ends_train_within_seconds_and_the_status_says_why(
