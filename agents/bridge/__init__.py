@@ -16,9 +16,12 @@ HTTP API (OpenAPI at ``/openapi.json``; errors are ``{"error": ..., "code": ...}
   it with ``streams.webhooks.verify_signature``.
 - ``Idempotency-Key`` (same key + body: same request and result; other body: 409),
   ``?timeout=`` seconds (504 when no reply in time), ``traceparent`` passed through.
-- ``GET /v1/models``, ``POST /v1/jobs`` (a JobSpec), ``GET /v1/jobs/{id}``; ``/metrics``.
+- ``GET /v1/models``, ``POST /v1/jobs`` (a JobSpec), ``GET /v1/jobs/{id}``; ``/metrics`` (a key with
+  the ``metrics`` scope, unless ``AIAAS_BRIDGE_METRICS_OPEN``).
 
 Auth: ``Authorization: Bearer <key>`` or ``X-API-Key`` (``aiaas keys create --tenant T``); keys
-have scopes (infer, models, jobs); a tenant sees shared models and its own. Settings:
-``AIAAS_BRIDGE_*`` (``agents.bridge.settings``).
+have scopes (infer, models, jobs; metrics only when asked); a tenant sees shared models and its own.
+A caller is known from its headers before its body is read; bodies and calls in flight are capped
+(``agents.bridge.admission``); readiness and infer follow Kafka's reachability
+(``agents.bridge.health``). Settings: ``AIAAS_BRIDGE_*`` (``agents.bridge.settings``).
 """
