@@ -8,8 +8,11 @@ the ephemeral range could otherwise be taken by one of the bridge's own outgoing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import socket
+from collections.abc import AsyncIterator
 from typing import Any
 
 import uvicorn
@@ -23,9 +26,49 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 
+class _StartupFailure(logging.Filter):
+    """Keeps the exception of a failed start-up of the app (Kafka or Redis not there, ...) so the
+    process ends with one line (``aiaas_cli.errors``), not uvicorn's logged traceback (kept with
+    AIAAS_DEBUG=1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.exc: BaseException | None = None
+
+    def watch(self, app: Any) -> None:
+        inner = app.router.lifespan_context
+
+        @contextlib.asynccontextmanager
+        async def lifespan(a: Any) -> AsyncIterator[Any]:
+            try:
+                async with inner(a) as state:
+                    yield state
+            except Exception as exc:
+                self.exc = self.exc or exc
+                raise
+
+        app.router.lifespan_context = lifespan
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.exc is None or os.environ.get("AIAAS_DEBUG", "") in ("1", "true")
+
+
 class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.failure = _StartupFailure()
+        self.failure.watch(config.app)
+
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        logging.getLogger("uvicorn.error").addFilter(self.failure)
+        try:
+            await super().startup(sockets)
+        except SystemExit:  # uvicorn exits when the app's start-up failed
+            if self.failure.exc is not None:
+                raise self.failure.exc from None
+            raise
+        finally:
+            logging.getLogger("uvicorn.error").removeFilter(self.failure)
         if self.started:
             host, port = sockets[0].getsockname()[:2] if sockets else (self.config.host, self.config.port)
             log.info("bridge listening on http://%s:%d", host, port)

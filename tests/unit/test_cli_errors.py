@@ -110,3 +110,10 @@ def test_bridge_port_in_use_is_one_line() -> None:
     assert proc.returncode == 1
     assert _errors(proc)[-1].startswith("error: cannot bind the bridge's HTTP port")
     assert f"port={port}" in proc.stderr
+
+
+def test_bridge_without_redis_is_one_line_not_uvicorns_traceback() -> None:
+    proc = _aiaas("worker", "bridge", "--port", "0")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr and "Application startup failed" not in proc.stderr
+    assert _errors(proc)[-1].startswith("error: cannot reach Redis at redis://127.0.0.1:1/0")
