@@ -46,9 +46,9 @@ class Target:
     host: str
     host_header: str
 
-    def extensions(self) -> dict[str, bytes]:
+    def extensions(self) -> dict[str, str]:
         """httpx request extensions: TLS SNI and certificate checks use the callback's name."""
-        return {"sni_hostname": self.host.encode("ascii")}
+        return {"sni_hostname": self.host}
 
 
 def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:

@@ -78,6 +78,10 @@ class Poster:
             SIGNATURE_HEADER: sign(tenant.secret, body),
             "x-aiaas-request-id": state.id, "x-aiaas-attempt": str(state.attempts),
         }
+        if target.urls[0].startswith("https:"):
+            # the pool keys connections by address: a TLS connection verified for one name must
+            # not carry another name's webhook that happens to share the address (a CDN's 421)
+            headers["connection"] = "close"
         try:
             resp = await self._post_any(target, body, headers)
         except httpx.HTTPError as exc:

@@ -1,13 +1,20 @@
 """Callback URL checks without a broker: control characters, IPv4 hidden in IPv6 forms, pinning
-the checked address for delivery; and the per-tenant async slot bound."""
+the checked address for delivery (TLS still checks the callback's name); and per-tenant slots."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
+import shutil
+import ssl
+import subprocess
+from pathlib import Path
 
+import httpx
 import pytest
 
-from agents.bridge.callbacks import CallbackPolicy, embedded_ipv4, has_bad_characters
+from agents.bridge.callbacks import CallbackPolicy, Target, embedded_ipv4, has_bad_characters
 from agents.bridge.errors import CallbackRefused
 from agents.bridge.slots import AsyncSlots
 
@@ -63,7 +70,7 @@ async def test_delivery_target_connects_to_the_checked_address_with_the_original
     assert target.urls and all(ipaddress.ip_address(u.split("//")[1].rsplit(":", 1)[0].strip("[]"))
                                 .is_loopback for u in target.urls)
     assert all(u.endswith(":8123/hook?x=1") for u in target.urls)
-    assert target.host_header == "localhost:8123" and target.extensions() == {"sni_hostname": b"localhost"}
+    assert target.host_header == "localhost:8123" and target.extensions() == {"sni_hostname": "localhost"}
     tls = await CallbackPolicy([]).resolve("https://[2606:4700::1111]/w")
     assert tls.urls == ("https://[2606:4700::1111]:443/w",) and tls.host_header == "[2606:4700::1111]"
     with pytest.raises(CallbackRefused):
@@ -80,3 +87,49 @@ def test_async_slots_bound_each_tenant_and_the_bridge() -> None:
     for tenant in ["flood", "flood", "calm", "calm", "third"]:
         slots.release(tenant)
     assert slots.in_use == 0 and not slots.held
+
+
+@pytest.fixture
+def hooks_cert(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate (and key) for the name hooks.test."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+                    "-out", str(cert), "-days", "1", "-subj", "/CN=hooks.test",
+                    "-addext", "subjectAltName=DNS:hooks.test"], check=True, capture_output=True)
+    return cert, key
+
+
+async def test_tls_to_the_pinned_address_checks_the_certificate_against_the_callback_name(
+    hooks_cert: tuple[Path, Path],
+) -> None:
+    cert, key = hooks_cert
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    hosts: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            head = await reader.readuntil(b"\r\n\r\n")
+            hosts.extend(h for h in head.split(b"\r\n") if h.lower().startswith(b"host:"))
+            writer.write(b"HTTP/1.1 204 No Content\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    # the policy would resolve hooks.test; here its checked address is 127.0.0.1 (allowlisted)
+    target = await CallbackPolicy(["127.0.0.1/32"]).resolve(f"https://127.0.0.1:{port}/h")
+    named = Target(target.urls, "hooks.test", f"hooks.test:{port}")
+    other = Target(target.urls, "other.test", f"other.test:{port}")
+    async with server, httpx.AsyncClient(verify=ssl.create_default_context(cafile=str(cert))) as http:
+        for t, ok in [(named, True), (other, False)]:
+            call = http.post(t.urls[0], content=b"{}", extensions=t.extensions(),
+                             headers={"host": t.host_header, "connection": "close"})
+            if ok:
+                assert (await call).status_code == 204
+            else:
+                with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                    await call
+    assert hosts == [f"host: hooks.test:{port}".encode()]
