@@ -9,7 +9,8 @@ Kafka connection settings come from ``AIAAS_*`` (e.g. ``AIAAS_BOOTSTRAP_SERVERS`
 ``AIAAS_TOPIC_PREFIX``; ``AIAAS_METRICS_PORT`` serves Prometheus metrics); every flag can also be
 set as ``AIAAS_INFER_<FLAG>``. SIGTERM/SIGINT stop the worker gracefully (the batch in flight is
 answered and committed); SIGKILL loses nothing either: uncommitted requests are re-served by the
-rest of the group.
+rest of the group, after the worker's session times out (``AIAAS_INFER_SESSION_TIMEOUT_MS``, 6 s;
+``AIAAS_INFER_INSTANCE_ID`` turns on static membership for workers restarted under the same id).
 """
 
 from __future__ import annotations

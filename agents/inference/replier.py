@@ -83,15 +83,15 @@ class Replier:
             if isinstance(res, AiaasError):
                 await self.fail_work(w, res, sent)
                 continue
-            if w.ids is not None:
-                if blocks.accepts_blocks(w) and blocks.blockable(res):
-                    into = gathered.setdefault(blocks.reply_key(w, res), ([], []))
-                    into[0].append(w)
-                    into[1].append(res)
-                else:
-                    ok += await self.reply_group(blocks.explode(w), blocks.row_results(w, res), sent)
-                continue
             try:
+                if w.ids is not None:
+                    if blocks.accepts_blocks(w) and blocks.blockable(res):
+                        into = gathered.setdefault(blocks.reply_key(w, res), ([], []))
+                        into[0].append(w)
+                        into[1].append(res)
+                    else:
+                        ok += await self.reply_group(blocks.explode(w), blocks.row_results(w, res), sent)
+                    continue
                 cut = None
                 if w.binary:  # one version per group: names and shapes fix the layout (dtypes: the model's)
                     layout = tuple([(n, a.shape) for n, a in res.items()])
@@ -146,13 +146,14 @@ class Replier:
         counts as one failed request."""
         self.stats[f"error_{exc.code.value}"] += max(1, len(ids))
         m.INFER_REQUESTS.labels(model=self.model, outcome=exc.code.value).inc(max(1, len(ids)))
-        if not isinstance(exc, DeadlineExceeded):
+        lettered = not isinstance(exc, DeadlineExceeded)
+        if lettered:
             await self.dead_letters.send(rec, exc)
         reply_to = rec.headers.get(h.REPLY_TO)
         for rid in ids:
             value, headers = replies.error(self.model, rid, exc, request_headers=rec.headers)
             try:
-                await self.send(rec, rid, reply_to, value, headers, sent)
+                await self.send(rec, rid, reply_to, value, headers, sent, lettered=lettered)
             except Exception as err:  # the dead letter holds the request
                 self.stats["error_reply_failed"] += 1
                 log.warning("error reply for %s to %s not sent: %r", rid, reply_to, err)
@@ -176,7 +177,9 @@ class Replier:
             log.warning("error replies not delivered either: %r", again)
 
     async def send(self, rec: Record, rid: str, reply_to: str | None, value: bytes,
-                   headers: ReplyHeaders, sent: Outbox) -> None:
+                   headers: ReplyHeaders, sent: Outbox, *, lettered: bool = False) -> None:
+        """``lettered``: ``rec`` is dead-lettered already (an error reply), not again for a missing
+        reply topic."""
         if len(value) > self.max_reply_bytes:
             raise TooLarge("reply over the worker's size limit (max_reply_bytes)", size=len(value),
                            limit=self.max_reply_bytes)
@@ -184,7 +187,7 @@ class Replier:
             fut = await self.send_raw(self.results_topic, value, rec.key, replies.wire(headers))
             sent.track(fut, ((rec, (rid,)),))
             return
-        partition = await self._partition(rec, reply_to)
+        partition = await self._partition(rec, reply_to, letter=not lettered)
         if partition is False:
             return
         if rec.headers.get(REPLY_BATCH) == "1" and sent.fits(value):
@@ -193,15 +196,17 @@ class Replier:
             fut = await self.send_raw(reply_to, value, rid.encode(), replies.wire(headers), partition)
             sent.track(fut, ((rec, (rid,)),))
 
-    async def _partition(self, rec: Record, reply_to: str) -> int | Literal[False] | None:
+    async def _partition(self, rec: Record, reply_to: str,
+                         letter: bool = True) -> int | Literal[False] | None:
         """The partition replies to ``reply_to`` go to (None: by key); False when the topic does not
-        exist (then ``rec`` is dead-lettered)."""
+        exist (then ``rec`` is dead-lettered, when ``letter``)."""
         if reply_to not in self._reply_topics:
             parts = await partition_count(self.producer.raw.client, reply_to)
             if parts == 0:
                 self.stats["no_reply_topic"] += 1
-                missing = NotFound("reply-to topic does not exist", reply_to=reply_to)
-                await self.dead_letters.send(rec, missing)
+                if letter:
+                    missing = NotFound("reply-to topic does not exist", reply_to=reply_to)
+                    await self.dead_letters.send(rec, missing)
                 return False
             self._reply_topics[reply_to] = 0 if parts == 1 else None  # one partition: skip hashing the key
         return self._reply_topics[reply_to]

@@ -52,18 +52,22 @@ async def test_a_request_whose_reply_topic_is_missing_is_dead_lettered_with_the_
         settings: Settings) -> None:
     await publish(settings)
     missing = settings.topic("replies.nobody-reads-this")
-    enc = encode_request({"x": np.ones((1, 1), np.float32)}, request_id="lost", binary=False)
     topic = Topics(settings).infer_requests("poison").name
     async with running_worker(settings, model="poison") as worker, Producer(settings) as producer, \
             InferenceClient(settings) as client:
-        headers = {**enc.headers, h.CORRELATION_ID: "lost", h.REPLY_TO: missing}
-        await (await producer.send(topic, enc.value, key="lost", headers=headers))
-        [letter] = await dead_letters(settings, "poison", 1)
-        assert letter.code == "not_found" and letter.reason == "reply-to topic does not exist"
-        assert letter.details == {"reply_to": missing} and letter.headers[h.CORRELATION_ID] == "lost"
+        # in order on one partition: fine but unanswerable, bad input too (one dead letter, not two)
+        for rid, name in (("lost", "x"), ("lost-bad", "wrong"), ("lost-again", "x")):
+            enc = encode_request({name: np.ones((1, 1), np.float32)}, request_id=rid, binary=False)
+            headers = {**enc.headers, h.CORRELATION_ID: rid, h.REPLY_TO: missing}
+            await (await producer.send(topic, enc.value, key=rid, headers=headers, partition=0))
+        letters = await dead_letters(settings, "poison", 3)
+        assert [(d.headers[h.CORRELATION_ID], d.reason) for d in letters] == [
+            ("lost", "reply-to topic does not exist"), ("lost-bad", "missing input"),
+            ("lost-again", "reply-to topic does not exist")]
+        assert letters[0].code == "not_found" and letters[0].details == {"reply_to": missing}
         ok = await client.infer("poison", {"x": np.ones((1, 1), np.float32)}, timeout=30)  # still serving
         assert ok.outputs["y"].shape == (1, 1000)
-        assert worker.stats["no_reply_topic"] == 1
+        assert worker.stats["no_reply_topic"] == 3
 
 
 async def test_the_client_makes_its_reply_topic_and_an_unserved_model_fails_at_once(
