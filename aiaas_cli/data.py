@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from aiaas_cli.output import console as wide_console
+
 data_app = typer.Typer(no_args_is_help=True, help="Datasets on Kafka.")
-console = Console()
+console = wide_console()  # full names when piped (aiaas_cli.output)
 
 
 def _data_spec(spec_file: Path | None, job: str | None, overrides: dict[str, Any]) -> tuple[str, Any]:

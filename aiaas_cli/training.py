@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console()
+from aiaas_cli.output import JsonOpt, show_json
+from aiaas_cli.output import console as wide_console
+
+console = wide_console()  # full names when piped (aiaas_cli.output)
 jobs_app = typer.Typer(no_args_is_help=True, help="Training jobs on the jobs topic.")
 
 JobOpt = Annotated[str, typer.Option("--job", help="Job id (its JobSpec is read from the jobs topic).")]
@@ -192,7 +194,8 @@ def train(
 
 
 @jobs_app.command("status")
-def jobs_status(job: Annotated[str | None, typer.Argument(help="Only this job.")] = None) -> None:
+def jobs_status(job: Annotated[str | None, typer.Argument(help="Only this job.")] = None,
+                as_json: JsonOpt = False) -> None:
     """The latest status of every job (or of one) on the jobs topic."""
     from streams.jobs import read_jobs
     from streams.runtime import run
@@ -203,6 +206,9 @@ def jobs_status(job: Annotated[str | None, typer.Argument(help="Only this job.")
     if job is not None and not chosen:
         console.print(f"[red]no job {job!r}[/] (known: {', '.join(sorted(specs)) or 'none'})")
         raise typer.Exit(1)
+    if as_json:
+        show_json([s.model_dump(mode="json") for s in chosen])
+        return
     console.print(_status_table(chosen, "jobs"))
 
 

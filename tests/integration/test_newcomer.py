@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import json
 import signal
 import sys
 from pathlib import Path
@@ -21,7 +22,6 @@ from sklearn.datasets import load_digits
 from agents.bridge.testing import ROOT, child_env, free_port
 from schemas.jobs import JobSpec
 from streams.datasets import raw_split
-from streams.jobs import read_jobs
 from streams.registry import Registry
 from streams.settings import Settings
 from tests.subprocs import run_to_end
@@ -89,14 +89,13 @@ async def test_csv_to_served_answers_on_raw_features(settings: Settings, tmp_pat
     spec = _spec(tmp_path / "job.yaml", tmp_path / "digits.csv")
     await _aiaas(env, "data", "push", "--spec", str(tmp_path / "job.yaml"))
     await _aiaas(env, "train", "--spec", str(tmp_path / "job.yaml"))
-    _, statuses = await read_jobs(settings)
-    status = statuses["newcomer"]
-    assert status.state == "succeeded", status.error
+    (status,) = json.loads(await _aiaas(env, "jobs", "status", "newcomer", "--json"))
+    assert status["state"] == "succeeded", status["error"]
     out = await _aiaas(env, "models", "pull", "mydigits", "-o", str(tmp_path / "model.onnx"))
     async with Registry(settings) as reg:
         mv = await reg.get("mydigits")
     assert hashlib.sha256((tmp_path / "model.onnx").read_bytes()).hexdigest() == mv.sha256 in out
     raw = raw_split(spec.data)  # the held-out rows, as the CSV has them (pixels 0..16)
     served = float(np.mean(await _serve_and_ask(env, tmp_path / "model.onnx", raw.x_test) == raw.test_values))
-    assert served == pytest.approx(status.metrics["test_accuracy"], abs=0.01)
+    assert served == pytest.approx(status["metrics"]["test_accuracy"], abs=0.01)
     assert served >= 0.85
