@@ -139,8 +139,12 @@ def serve(
     infra_timeout: Annotated[float, typer.Option(
         help="seconds to wait for Kafka and Redis (started with infra/up.sh when local and down)")] = 60.0,
 ) -> None:
-    """Serve FILE (registered as production) or a registered --model over HTTP: infrastructure if
-    down, K inference workers + a bridge; prints the URL and an API key; Ctrl-C stops all."""
+    """Serve an ONNX FILE or a registered --model over HTTP; Ctrl-C stops all.
+
+    FILE is registered as the production version of --name; local Kafka and Redis start if down.
+
+    Then K inference workers and a bridge start, and the URL and an API key are printed.
+    """
     from agents.bridge.serve import ServePlan, supervise
     from streams.runtime import run, setup_logging
     from streams.settings import Settings

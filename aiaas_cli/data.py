@@ -6,8 +6,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from aiaas_cli.errors import describe
 from aiaas_cli.output import console as wide_console
 
 data_app = typer.Typer(no_args_is_help=True, help="Datasets on Kafka.")
@@ -88,7 +90,7 @@ def push(
     try:
         report = run(push_data(get_settings(), job_id, data))
     except AiaasError as exc:
-        console.print(f"[red]push failed[/]: {exc.reason} {exc.details}")
+        console.print(f"[red]push failed[/]: {escape(describe(exc) or exc.reason)}", highlight=False)
         raise typer.Exit(1) from exc
     _summary(report)
 

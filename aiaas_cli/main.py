@@ -14,10 +14,9 @@ import typer
 
 from aiaas_cli import bridge, data, demo, errors, infra, ops, schemas_cmd, serving, topics, training
 
-HELP = """AI as a service on Kafka: data, training, the model registry, serving over Kafka and HTTP.
-
-Start with `aiaas infra up` (a local Kafka broker and Redis); every command reads AIAAS_*
-settings (AIAAS_BOOTSTRAP_SERVERS, AIAAS_REDIS_URL, ...). See README.md."""
+HELP = ("AI as a service on Kafka: data, training, the model registry, serving over Kafka and HTTP."
+        "\n\nStart with `aiaas infra up` (a local Kafka broker and Redis). Every command reads AIAAS_* "
+        "settings (AIAAS_BOOTSTRAP_SERVERS, AIAAS_REDIS_URL, ...); see README.md.")
 
 
 class App(typer.Typer):
