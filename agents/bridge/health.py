@@ -6,7 +6,9 @@ A probe every ``health_probe_s`` asks the broker for one topic's metadata over t
 producer's own connections and pings Redis, each bounded by ``health_timeout_s``; the answers are
 kept, so ``/v2/health/ready`` and ``require_kafka`` cost nothing per request. While Kafka is
 unreachable, infer calls get a 503 with ``Retry-After`` at once and readiness is 503, so a load
-balancer sends callers elsewhere; both recover on the first probe that gets through.
+balancer sends callers elsewhere; both recover on the first probe that gets through. Plain sync
+calls already waiting for a reply when the broker goes away are ended with the same 503 by the
+probe that notices (``cut_when_down``), not left to their timeout.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from typing import Any
 
 import redis.asyncio as aioredis
 from aiokafka.cluster import ClusterMetadata
@@ -43,6 +46,8 @@ class Health(Service):
         self.redis_ok = False
         self.kafka_down_since: float | None = None
         self._task: asyncio.Task[None] | None = None
+        self._waiting: set[asyncio.Task[Any]] = set()  # request tasks in a plain sync call
+        self._cut: set[asyncio.Task[Any]] = set()  # ... of which this probe cancelled
 
     async def start(self) -> None:
         await self.probe()
@@ -75,9 +80,21 @@ class Health(Service):
             else:
                 log.warning("kafka unreachable: infer calls get 503 until it answers")
                 self.kafka_down_since = time.monotonic()
+                self._cut_waiting()
         if redis != self.redis_ok and self._task is not None:
             log.warning("redis %s", "reachable again" if redis else "unreachable")
         self.kafka_ok, self.redis_ok = kafka, redis
+
+    def cut_when_down(self) -> CutWhenDown:
+        """Around a plain sync call (nothing stored, nothing answered later): if Kafka becomes
+        unreachable meanwhile, the call ends with KafkaUnavailable instead of waiting its timeout."""
+        return CutWhenDown(self)
+
+    def _cut_waiting(self) -> None:
+        for task in self._waiting:
+            if task not in self._cut:
+                self._cut.add(task)
+                task.cancel()
 
     def _down_s(self) -> float | None:
         since = self.kafka_down_since
@@ -105,3 +122,31 @@ class Health(Service):
                 return bool(await self.redis.ping())
         except (aioredis.RedisError, OSError, TimeoutError):
             return False
+
+
+class CutWhenDown:
+    """``with health.cut_when_down():`` (a class, not a generator: it runs on every sync call)."""
+
+    __slots__ = ("_health", "_task")
+
+    def __init__(self, health: Health) -> None:
+        self._health = health
+        self._task: asyncio.Task[Any] | None = None
+
+    def __enter__(self) -> None:
+        self._task = asyncio.current_task()
+        if self._task is not None:
+            self._health._waiting.add(self._task)
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        task, health = self._task, self._health
+        if task is None:
+            return
+        health._waiting.discard(task)
+        if task not in health._cut:
+            return
+        health._cut.discard(task)
+        task.uncancel()  # our cancel is answered here (or was swallowed inside): not the caller's
+        if kind is asyncio.CancelledError and not task.cancelling():
+            raise KafkaUnavailable("kafka became unreachable while the call waited; retry later",
+                                   retry_after_s=max(1.0, health.every_s)) from None

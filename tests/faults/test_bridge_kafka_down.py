@@ -3,7 +3,8 @@
 The bridge runs against a broker of its own (free ports, a temporary state dir, started with
 infra/kafka/start.sh; the shared broker is never touched) and the shared Redis. The broker is
 SIGKILLed: within a few probe periods /v2/health/ready is 503, a sync infer call is a 503 with
-Retry-After at once (it waited its whole 30 s timeout for a 504 before), and a model name the
+Retry-After at once (it waited its whole 30 s timeout for a 504 before; a call already waiting
+when the broker died gets the 503 from the probe that notices), and a model name the
 bridge has not seen is a quick 503 (it was a 500 KafkaTimeoutError after 30 s). The broker is
 started again on the same ports and state: readiness returns and an unknown name is a quick 404.
 """
@@ -85,8 +86,10 @@ def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
 
 
 @pytest.fixture
-async def bridge_on(own_broker: OwnBroker, prefix: str, infra: None) -> AsyncIterator[tuple[str, str]]:
-    """A bridge app on real HTTP using ``own_broker`` and the shared Redis; yields (url, API key)."""
+async def bridge_on(
+    own_broker: OwnBroker, prefix: str, infra: None
+) -> AsyncIterator[tuple[Bridge, str, str]]:
+    """A bridge app on real HTTP using ``own_broker`` and the shared Redis; yields it, its URL, a key."""
     settings = Settings(bootstrap_servers=f"127.0.0.1:{own_broker.port}", topic_prefix=prefix,
                         client_id=f"test-{prefix}")
     await wait_for_broker(settings)
@@ -97,7 +100,7 @@ async def bridge_on(own_broker: OwnBroker, prefix: str, infra: None) -> AsyncIte
     bridge: Bridge = app.state.bridge
     async with serve(app) as url:
         key, _, _ = await bridge.keys.create("acme")
-        yield url, key
+        yield bridge, url, key
 
 
 async def ready_is(http: httpx.AsyncClient, status: int, timeout_s: float) -> dict[str, bool]:
@@ -117,9 +120,9 @@ async def timed(call: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]
 
 @pytest.mark.timeout(300)
 async def test_kafka_down_makes_readiness_503_and_infer_fail_fast_then_both_recover(
-    own_broker: OwnBroker, bridge_on: tuple[str, str]
+    own_broker: OwnBroker, bridge_on: tuple[Bridge, str, str]
 ) -> None:
-    url, key = bridge_on
+    bridge, url, key = bridge_on
     auth = {"X-API-Key": key}
     async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
         assert await ready_is(http, 200, 10) == {"ready": True, "kafka": True, "redis": True}
@@ -128,8 +131,19 @@ async def test_kafka_down_makes_readiness_503_and_infer_fail_fast_then_both_reco
                                            params={"timeout": 0.5}))
         assert resp.status_code == 504 and took >= 0.5, resp.text
 
+        # a call waiting for its reply (30 s allowed) when the broker dies ends with the 503 too
+        waiting = asyncio.ensure_future(timed(http.post(f"/v2/models/{MODEL}/infer", json=BODY, headers=auth,
+                                                        params={"timeout": 30})))
+        async with asyncio.timeout(10):
+            while True:
+                if bridge.client.in_flight:
+                    break
+                await asyncio.sleep(0.02)  # polling the bridge's count of waiting calls
         own_broker.kill()
         body = await ready_is(http, 503, 15)
+        resp, took = await waiting
+        assert resp.status_code == 503 and took < 15, (resp.text, took)
+        assert "while the call waited" in resp.json()["error"] and int(resp.headers["retry-after"]) >= 1
         assert body == {"ready": False, "kafka": False, "redis": True}
         resp, took = await timed(http.post(f"/v2/models/{MODEL}/infer", json=BODY, headers=auth))
         assert resp.status_code == 503 and took < 2, (resp.text, took)

@@ -10,6 +10,7 @@ import pytest
 
 from agents.bridge.admission import Admission
 from agents.bridge.errors import BodyTimeout, RateLimited
+from agents.bridge.health import Health, KafkaUnavailable
 from agents.bridge.middleware import ClientGone, body_length, has_body, read_body, unread_is_small
 from agents.bridge.oipcheck import check_request, nested_shape
 from agents.bridge.settings import BridgeSettings
@@ -171,3 +172,36 @@ def test_check_request_refuses_ragged_rows_that_count_right() -> None:
         deep = [deep]
     with pytest.raises(InvalidMessage):
         check_request({"inputs": [{**tensor, "shape": [1], "data": deep}]})
+
+
+# --------------------------------------------------------------------------- cut short when Kafka goes
+
+
+async def test_a_waiting_sync_call_is_cut_with_a_503_when_kafka_goes_and_others_are_not() -> None:
+    health = Health(None, None, "t", every_s=1.0, timeout_s=1.0)  # type: ignore[arg-type]  # no probing here
+    started = asyncio.Event()
+
+    async def call(cut: bool) -> str:
+        if not cut:
+            started.set()
+            await asyncio.Event().wait()
+        with health.cut_when_down():
+            started.set()
+            await asyncio.Event().wait()  # a reply that never comes
+        return "answered"
+
+    waiting = asyncio.create_task(call(cut=True))
+    await started.wait()
+    health._cut_waiting()
+    with pytest.raises(KafkaUnavailable) as info:
+        await waiting
+    assert info.value.status_code == 503 and not health._waiting and not health._cut
+    # a call outside the guard (async, idempotent) is left alone; a real cancel stays a cancel
+    started.clear()
+    other = asyncio.create_task(call(cut=False))
+    await started.wait()
+    health._cut_waiting()
+    assert not other.done()
+    other.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await other
