@@ -33,7 +33,7 @@ def bridge_worker(
 @keys.command("create")
 def create(
     tenant: Annotated[str, typer.Option(help="tenant name (created on its first key)")],
-    scope: Annotated[list[str] | None, typer.Option(help="infer|models|jobs (repeat)")] = None,
+    scope: Annotated[list[str] | None, typer.Option(help="infer|models|jobs|metrics (repeat)")] = None,
     rate: Annotated[float | None, typer.Option(help="requests per second for the tenant")] = None,
     burst: Annotated[float | None, typer.Option(help="bucket size for the tenant")] = None,
 ) -> None:
