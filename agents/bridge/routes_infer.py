@@ -129,6 +129,12 @@ def _observed(bridge: Bridge, model: str, resp: Response, t0: float) -> Response
     return resp
 
 
+def _internal(exc: Exception, close: bool = False) -> Response:
+    log.exception("unhandled error on infer")
+    return JSONResponse({"error": "internal error", "code": "internal", "type": type(exc).__name__},
+                        status_code=500, headers={"Connection": "close"} if close else None)
+
+
 class _RouteInfo:
     path = "/v2/models/{model}/infer"
 
@@ -162,6 +168,9 @@ class InferFastPath:
         except AiaasError as exc:
             await _observed(self.bridge, model, refusal(scope, exc), t0)(scope, receive, send)
             return
+        except Exception as exc:  # a bug, not the caller's fault: the app's 500 body, body unread
+            await _internal(exc, close=True)(scope, receive, send)
+            return
         version = unquote(match.group(2)) if match.group(2) else None
         try:
             await self._serve(scope, receive, send, (model, version), who, ticket, per_byte, t0)
@@ -183,9 +192,7 @@ class InferFastPath:
             resp = await serve_infer(self.bridge, who, model, version, scope["path"], Headers(scope=scope),
                                      QueryParams(scope["query_string"]), body, t0)
         except Exception as exc:  # the same 500 body the app's handler gives
-            log.exception("unhandled error on infer")
-            resp = JSONResponse({"error": "internal error", "code": "internal", "type": type(exc).__name__},
-                                status_code=500)
+            resp = _internal(exc)
         del body  # the answer may take a while to send: do not keep the request too
         await resp(scope, receive, send)
 
