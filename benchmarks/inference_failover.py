@@ -1,13 +1,15 @@
 """Failover gap: SIGKILL one of two inference worker processes under load; how long no reply comes.
 
     python -m benchmarks.inference_failover [--session-ms 6000] [--heartbeat-ms 1000] [--runs 3]
+        [--static]    # workers with instance ids; the killed one is restarted at once under its id
 
 A pipelined client keeps ``--window`` requests in flight on a small MLP; ``--warmup-s`` after the
 workers share the partitions, worker 0 gets SIGKILL. The dead worker's partitions wait until its
 session times out and the group rebalances, and the client's window soon holds only their
 requests, so replies stop altogether. Reported per run: ``gap_s``, the longest time after the kill
 without any reply; ``max_latency_s`` of a request; ``lost`` (never answered: must be 0);
-``duplicates`` (answered twice: the client drops them). The workers get the session settings as
+``duplicates`` (answered twice: the client drops them); ``survivor_rebalances`` (times the other
+worker's partitions were taken and handed out again). The workers get the session settings as
 ``AIAAS_INFER_SESSION_TIMEOUT_MS`` / ``AIAAS_INFER_HEARTBEAT_INTERVAL_MS``.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import signal
 import sys
@@ -46,11 +49,18 @@ async def one_run(settings: Settings, args: argparse.Namespace) -> dict[str, Any
             sent.append(time.monotonic())
             yield {"input": x}
 
-    async with spawn_workers(settings, "fo", 2, env=env) as procs, InferenceClient(settings) as client:
+    def worker(k: int) -> Any:
+        return spawn_workers(settings, "fo", 1, env={**env, "AIAAS_INFER_INSTANCE_ID": f"fo-w{k}"}
+                             if args.static else env)
+
+    async with contextlib.AsyncExitStack() as stack:
+        procs = [*(await stack.enter_async_context(worker(0))), *(await stack.enter_async_context(worker(1)))]
+        client = await stack.enter_async_context(InferenceClient(settings))
         await until_processes_balanced(procs, 8)
         started = time.monotonic()
         killed = 0.0
         ok = 0
+        restarted: list[float] = []  # seconds from the kill to the restarted worker's assignment
         async for i, r in client.infer_many("fo", requests(), window=args.window, timeout=120, binary=True):
             now = time.monotonic()
             arrived.append((now, now - sent[i]))
@@ -58,15 +68,21 @@ async def one_run(settings: Settings, args: argparse.Namespace) -> dict[str, Any
             if not killed and now - started >= args.warmup_s:
                 procs[0].proc.send_signal(signal.SIGKILL)
                 killed = time.monotonic()
+                if args.static:  # a restart under the same id: it takes the partitions back
+                    [again] = await stack.enter_async_context(worker(0))
+                    back = asyncio.ensure_future(again.changed.wait())
+                    back.add_done_callback(lambda _, t0=killed: restarted.append(time.monotonic() - t0))
             if killed and now - killed >= args.after_s:
                 stop.set()
-        survivor_partitions = procs[1].partitions
+        survivor_partitions, rebalances = procs[1].partitions, procs[1].assignments - 1
         duplicates = client.duplicates
     after = [killed] + [t for t, _ in arrived if t >= killed]
     gap = max(b - a for a, b in itertools.pairwise(after))
     return {"gap_s": round(gap, 2), "max_latency_s": round(max(lat for _, lat in arrived), 2),
             "requests": len(sent), "answered_ok": ok, "lost": len(sent) - len(arrived),
-            "duplicates": duplicates, "survivor_partitions": survivor_partitions}
+            "duplicates": duplicates, "survivor_partitions": survivor_partitions,
+            "survivor_rebalances": rebalances,
+            "restart_assigned_s": round(restarted[0], 2) if restarted else None}
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
@@ -77,7 +93,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     for k in range(args.runs):
         runs.append(await one_run(settings, args))
         print(f"run {k + 1}: {runs[-1]}", file=sys.stderr, flush=True)
-    return {"benchmark": "inference_failover", "machine": machine(), "session_timeout_ms": args.session_ms,
+    return {"benchmark": "inference_failover", "machine": machine(), "static": args.static,
+            "session_timeout_ms": args.session_ms,
             "heartbeat_interval_ms": args.heartbeat_ms, "window": args.window,
             "gap_s_median": median([r["gap_s"] for r in runs]), "gap_s_max": max(r["gap_s"] for r in runs),
             "lost": sum(r["lost"] for r in runs), "runs": runs}
@@ -91,6 +108,7 @@ def cli() -> None:
     p.add_argument("--warmup-s", type=float, default=3.0, help="load before the kill")
     p.add_argument("--after-s", type=float, default=12.0, help="load after the kill (> session timeout)")
     p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--static", action="store_true", help="static membership; restart the killed worker")
     emit(run(main(p.parse_args())))
 
 
