@@ -9,7 +9,7 @@ session times out and the group rebalances, and the client's window soon holds o
 requests, so replies stop altogether. Reported per run: ``gap_s``, the longest time after the kill
 without any reply; ``max_latency_s`` of a request; ``lost`` (never answered: must be 0);
 ``duplicates`` (answered twice: the client drops them); ``survivor_rebalances`` (times the other
-worker's partitions were taken and handed out again). The workers get the session settings as
+worker's partitions were taken and handed out again after the kill). The workers get the session settings as
 ``AIAAS_INFER_SESSION_TIMEOUT_MS`` / ``AIAAS_INFER_HEARTBEAT_INTERVAL_MS``.
 """
 
@@ -59,7 +59,7 @@ async def one_run(settings: Settings, args: argparse.Namespace) -> dict[str, Any
         await until_processes_balanced(procs, 8)
         started = time.monotonic()
         killed = 0.0
-        ok = 0
+        assigned = ok = 0
         restarted: list[float] = []  # seconds from the kill to the restarted worker's assignment
         async for i, r in client.infer_many("fo", requests(), window=args.window, timeout=120, binary=True):
             now = time.monotonic()
@@ -67,14 +67,14 @@ async def one_run(settings: Settings, args: argparse.Namespace) -> dict[str, Any
             ok += isinstance(r, InferResult)
             if not killed and now - started >= args.warmup_s:
                 procs[0].proc.send_signal(signal.SIGKILL)
-                killed = time.monotonic()
+                killed, assigned = time.monotonic(), procs[1].assignments
                 if args.static:  # a restart under the same id: it takes the partitions back
                     [again] = await stack.enter_async_context(worker(0))
                     back = asyncio.ensure_future(again.changed.wait())
                     back.add_done_callback(lambda _, t0=killed: restarted.append(time.monotonic() - t0))
             if killed and now - killed >= args.after_s:
                 stop.set()
-        survivor_partitions, rebalances = procs[1].partitions, procs[1].assignments - 1
+        survivor_partitions, rebalances = procs[1].partitions, procs[1].assignments - assigned
         duplicates = client.duplicates
     after = [killed] + [t for t, _ in arrived if t >= killed]
     gap = max(b - a for a, b in itertools.pairwise(after))
