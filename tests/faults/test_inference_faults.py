@@ -43,7 +43,7 @@ async def test_sigkill_one_of_two_workers_under_load_loses_nothing(settings: Set
         assert procs[1].proc.returncode is None  # the survivor served the rest
     assert sorted(got) == list(range(n))
     gap = max(b - a for a, b in itertools.pairwise(arrived[kill_after - 1:]))
-    assert 1 < gap < 15, gap  # the session timeout (6 s) plus the rebalance; it was ~30 s
+    assert 1 < gap < 20, gap  # the session timeout (6 s) plus the rebalance; it was ~30 s
     import onnxruntime as ort
 
     want = ort.InferenceSession(data, providers=["CPUExecutionProvider"]).run(None, {"input": xs[:, 0]})[0]
