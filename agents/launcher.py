@@ -145,15 +145,11 @@ class LocalJob:
         aggregator exiting, or a trainer exiting with an error code (a killed one, negative code,
         is a fault the job rides out)."""
         final = asyncio.create_task(wait_final(self.settings, self.spec.job_id, timeout_s, self.submitted_at))
-        watched = self._watched()
+        watched = self._watched()  # those that already ended too: a crash during start counts
         try:
             while not final.done():
-                watches = {asyncio.ensure_future(p.wait()): name for name, p in watched.items()}
-                await asyncio.wait({final, *watches}, return_when=asyncio.FIRST_COMPLETED)
-                for task in watches:
-                    task.cancel()
                 dead = self._failed(watched)
-                if dead is not None and not final.done():
+                if dead is not None:
                     with contextlib.suppress(TimeoutError):  # a status written about it, or just before
                         self.final = await asyncio.wait_for(asyncio.shield(final), 5.0)
                         return self.final
@@ -162,6 +158,10 @@ class LocalJob:
                                      f"{_last_error(self.log_text(dead))}", code=ErrorCode.INTERNAL,
                                      returncode=proc.returncode, log_tail=self.log_text(dead)[-3000:])
                 watched = {n: p for n, p in watched.items() if p.returncode is None}
+                watches = [asyncio.ensure_future(p.wait()) for p in watched.values()]
+                await asyncio.wait({final, *watches}, return_when=asyncio.FIRST_COMPLETED)
+                for task in watches:
+                    task.cancel()
             self.final = await final
             return self.final
         finally:
@@ -174,7 +174,7 @@ class LocalJob:
         procs = dict(self.trainer_procs)
         if self.aggregator is not None:
             procs["aggregator"] = self.aggregator
-        return {name: p for name, p in procs.items() if p.returncode is None}
+        return procs
 
     @staticmethod
     def _failed(watched: dict[str, asyncio.subprocess.Process]) -> str | None:
@@ -182,7 +182,7 @@ class LocalJob:
         exiting with a positive code."""
         for name, proc in watched.items():
             code = proc.returncode
-            if code is not None and (code > 0 or (name == "aggregator" and code != 0)):
+            if code is not None and (code > 0 or name == "aggregator"):
                 return name
         return None
 

@@ -19,6 +19,7 @@ from streams.ml.export import Head, Serving, export_onnx, validate_onnx
 from streams.registry import Registry
 from streams.settings import Settings
 
+from .reporting import target_note
 from .state import ServerState
 
 log = logging.getLogger(__name__)
@@ -57,3 +58,20 @@ async def export_and_register(
         mv = await registry.publish(spec.model_name, onnx_bytes, lineage=lineage, stage=spec.export.stage)
     log.info("job %s: registered %s version %d (%s)", spec.job_id, mv.name, mv.version, mv.stage)
     return diff, mv
+
+
+async def conclude(
+    settings: Settings, spec: JobSpec, state: ServerState, x_check: np.ndarray, data: JobData | None,
+    offsets: dict[str, int], metrics: dict[str, float], *, met_target: bool, stop_reason: str | None,
+) -> tuple[str, str | None, int | None]:
+    """Export and register, then the job's final (state, error, model version): ``failed`` when
+    the export fails, ``missed_target`` (registered all the same) when a target was not met.
+    Adds ``onnx_max_abs_diff`` to ``metrics``."""
+    try:
+        diff, mv = await export_and_register(settings, spec, state, x_check, data, offsets, metrics)
+    except Exception as exc:
+        log.exception("job %s: export/registration failed", spec.job_id)
+        return "failed", f"export/registration failed: {exc!r}", None
+    metrics["onnx_max_abs_diff"] = diff
+    missed = None if met_target else target_note(spec, metrics, stop_reason)
+    return ("missed_target" if missed else "succeeded"), missed, mv.version if mv else None

@@ -39,7 +39,7 @@ from .intake import Fatal, Intake, Ready
 from .members import Membership
 from .modes import AsyncMode, Mode, RingMode, RoundMode, Work
 from .progress import Progress
-from .reporting import StatusReporter, job_status, target_note
+from .reporting import StatusReporter, job_status
 from .settings import AggregatorSettings
 from .state import ServerState
 
@@ -318,21 +318,14 @@ class Aggregator:
         await self._ckpt
         metrics = self._metrics()
         await self._status("exporting", metrics)
-        try:
-            from .finish import export_and_register  # onnx/onnxruntime: imported when needed (slow)
+        from .finish import conclude  # onnx/onnxruntime: imported when needed (slow)
 
-            assert self._x_test is not None
-            diff, mv = await export_and_register(
-                self.settings, self.spec, self.state, self._x_test[: self.cfg.validate_rows], self.data,
-                {f"{self.input_topic.name}:{p}": o for p, o in self.offsets.items()}, metrics)
-        except Exception as exc:
-            log.exception("job %s: export/registration failed", self.spec.job_id)
-            return await self._status("failed", metrics, error=f"export/registration failed: {exc!r}")
-        metrics["onnx_max_abs_diff"] = diff
-        missed = None if self.progress.reached_at is not None else \
-            target_note(self.spec, metrics, self.stop_reason)
-        return await self._status("missed_target" if missed else "succeeded", metrics, error=missed,
-                                  model_version=mv.version if mv else None)
+        assert self._x_test is not None
+        state, error, model_version = await conclude(
+            self.settings, self.spec, self.state, self._x_test[: self.cfg.validate_rows], self.data,
+            {f"{self.input_topic.name}:{p}": o for p, o in self.offsets.items()}, metrics,
+            met_target=self.progress.reached_at is not None, stop_reason=self.stop_reason)
+        return await self._status(state, metrics, error=error, model_version=model_version)
 
     def _metrics(self) -> dict[str, float]:
         assert self.progress is not None and self.mode is not None
