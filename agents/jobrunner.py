@@ -14,6 +14,7 @@ import logging
 import time
 from pathlib import Path
 
+from schemas.errors import AiaasError
 from schemas.jobs import JobSpec
 from schemas.records import JobStatus
 from streams.jobs import follow, read_jobs, write_status
@@ -50,7 +51,8 @@ async def _run_one(settings: Settings, spec: JobSpec, trainers: int | None, log_
     except Exception as exc:
         log.exception("job %s could not run", spec.job_id)
         async with Producer(settings) as producer:
-            failed = JobStatus(job_id=spec.job_id, state="failed", error=repr(exc),
+            why = exc.reason if isinstance(exc, AiaasError) else repr(exc)
+            failed = JobStatus(job_id=spec.job_id, state="failed", error=why,
                                model_name=spec.model_name, ts=time.time())
             await write_status(producer, settings, failed)
 
