@@ -22,13 +22,22 @@ def debug_enabled() -> bool:
     return os.environ.get("AIAAS_DEBUG", "").lower() in ("1", "true", "yes", "on")
 
 
+class _BootstrapNoise(logging.Filter):
+    """aiokafka logs every refused bootstrap connection at ERROR; start-up retries them to a
+    deadline (streams.retry) and then says it in one line, so the per-try lines only add noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Unable connect to \"")
+
+
 def set_debug(on: bool) -> None:
     """Remember ``--debug`` for this process and its children (they read ``AIAAS_DEBUG``)."""
     if on:
         os.environ["AIAAS_DEBUG"] = "1"
-    else:
-        # aiokafka logs each refused connection at ERROR; the one line below says it once.
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        return
+    # one-shot commands: the one line below says it; agents (setup_logging) keep WARNING
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    logging.getLogger("aiokafka").addFilter(_BootstrapNoise())
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -117,3 +117,11 @@ def test_bridge_without_redis_is_one_line_not_uvicorns_traceback() -> None:
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr and "Application startup failed" not in proc.stderr
     assert _errors(proc)[-1].startswith("error: cannot reach Redis at redis://127.0.0.1:1/0")
+
+
+def test_worker_start_without_a_broker_ends_with_one_error_line_not_one_per_try() -> None:
+    proc = _aiaas("worker", "inference", "--model", "digits", "--wait")
+    assert proc.returncode == 1
+    assert "Unable connect" not in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 3, proc.stderr  # a retry notice, the error
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
