@@ -58,8 +58,8 @@ class Consumer(Service):
     async def start(self) -> None:
         log_extensions()
         kw = self.settings.consumer_kwargs(self.group_id, **self._overrides)
-        self._consumer = await started(lambda: AIOKafkaConsumer(*self.topics, **kw), self.settings,
-                                       f"starting a consumer of {', '.join(self.topics)}")
+        what = f"starting a consumer of {', '.join(self.topics) or 'no topic yet'} (group {self.group_id})"
+        self._consumer = await started(lambda: AIOKafkaConsumer(*self.topics, **kw), self.settings, what)
 
     async def stop(self) -> None:
         self._stopping.set()

@@ -8,13 +8,13 @@ ones; the state dir is ``.run/cold-<random>`` and is removed afterwards.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,28 +31,48 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@dataclass
 class ColdBroker:
-    settings: Settings  # bootstrap of the fresh broker, the default topic prefix (as a user has it)
-    env: dict[str, str]  # AIAAS_* of the fresh broker for child processes
-    state_dir: Path
+    """A broker of its own: ``settings`` reach it with the default topic prefix (as a user has
+    it), ``env`` gives the same to child processes; ``start``/``stop`` run the infra scripts."""
+
+    def __init__(self) -> None:
+        port = int(os.environ.get("AIAAS_COLD_KAFKA_PORT") or _free_port())
+        controller = int(os.environ.get("AIAAS_COLD_KAFKA_CONTROLLER_PORT") or _free_port())
+        self.state_dir: Path = ROOT / ".run" / f"cold-{uuid.uuid4().hex[:10]}"
+        self._infra_env = {**os.environ, "AIAAS_KAFKA_PORT": str(port),
+                           "AIAAS_KAFKA_CONTROLLER_PORT": str(controller),
+                           "AIAAS_STATE_DIR": str(self.state_dir)}
+        self.settings = Settings(bootstrap_servers=f"127.0.0.1:{port}", topic_prefix="aiaas.")
+        self.env = {"AIAAS_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
+                    "AIAAS_TOPIC_PREFIX": self.settings.topic_prefix}
+
+    def start(self) -> None:
+        """Format the state dir and start the broker (returns once it accepts connections)."""
+        done = subprocess.run([str(KAFKA / "start.sh")], env=self._infra_env, capture_output=True,
+                              text=True, timeout=180)
+        assert done.returncode == 0, f"cold broker did not start: {done.stdout}{done.stderr}"
+
+    async def start_async(self) -> None:
+        await asyncio.to_thread(self.start)
+
+    def remove(self) -> None:
+        """Stop the broker (if it runs) and delete its state."""
+        subprocess.run([str(KAFKA / "stop.sh")], env=self._infra_env, capture_output=True, timeout=120)
+        shutil.rmtree(self.state_dir, ignore_errors=True)
 
 
 @pytest.fixture
-def cold_broker() -> Iterator[ColdBroker]:
-    """A freshly formatted single-node KRaft broker, up for one test."""
-    port = int(os.environ.get("AIAAS_COLD_KAFKA_PORT") or _free_port())
-    controller = int(os.environ.get("AIAAS_COLD_KAFKA_CONTROLLER_PORT") or _free_port())
-    state = ROOT / ".run" / f"cold-{uuid.uuid4().hex[:10]}"
-    infra_env = {**os.environ, "AIAAS_KAFKA_PORT": str(port),
-                 "AIAAS_KAFKA_CONTROLLER_PORT": str(controller), "AIAAS_STATE_DIR": str(state)}
-    started = subprocess.run([str(KAFKA / "start.sh")], env=infra_env, capture_output=True, text=True,
-                             timeout=180)
+def cold_broker_down() -> Iterator[ColdBroker]:
+    """A broker not started yet (the test starts it), removed afterwards."""
+    broker = ColdBroker()
     try:
-        assert started.returncode == 0, f"cold broker did not start: {started.stdout}{started.stderr}"
-        settings = Settings(bootstrap_servers=f"127.0.0.1:{port}", topic_prefix="aiaas.")
-        yield ColdBroker(settings, {"AIAAS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
-                                    "AIAAS_TOPIC_PREFIX": settings.topic_prefix}, state)
+        yield broker
     finally:
-        subprocess.run([str(KAFKA / "stop.sh")], env=infra_env, capture_output=True, timeout=120)
-        shutil.rmtree(state, ignore_errors=True)
+        broker.remove()
+
+
+@pytest.fixture
+def cold_broker(cold_broker_down: ColdBroker) -> ColdBroker:
+    """A freshly formatted single-node KRaft broker, up for one test."""
+    cold_broker_down.start()
+    return cold_broker_down
