@@ -7,6 +7,7 @@ elements travel as a 4-byte little-endian length then the bytes. Every error rai
 
 from __future__ import annotations
 
+import json
 import math
 import struct
 from typing import Any
@@ -79,11 +80,28 @@ def json_data(arr: np.ndarray, dt: Datatype, name: str | None = None) -> list[An
     flat = arr.reshape(-1)
     if dt is Datatype.BYTES:
         return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in flat]
+    _json_safe(flat, dt, name)
+    return flat.tolist()
+
+
+def _json_safe(flat: np.ndarray, dt: Datatype, name: str | None) -> None:
     if dt in (Datatype.FP16, Datatype.FP32, Datatype.FP64) and not (finite := np.isfinite(flat)).all():
         raise InvalidMessage("NaN or infinity cannot be sent as JSON; use the binary encoding "
                              "(content-type application/octet-stream)", tensor=name,
                              non_finite=int(flat.size - np.count_nonzero(finite)))
-    return flat.tolist()
+
+
+def json_text(arr: np.ndarray, dt: Datatype, name: str | None = None, slice_elements: int = 16384) -> str:
+    """``json_data`` as JSON text, encoded a slice at a time: run in a thread, a big tensor lets
+    the event loop have the GIL between slices (one ``json.dumps`` of millions of floats holds it
+    for seconds, longer than a consumer group's session)."""
+    flat = arr.reshape(-1)
+    if dt is Datatype.BYTES or flat.size <= slice_elements:
+        return json.dumps(json_data(arr, dt, name), separators=(",", ":"))
+    _json_safe(flat, dt, name)
+    parts = [json.dumps(flat[i:i + slice_elements].tolist(), separators=(",", ":"))[1:-1]
+             for i in range(0, flat.size, slice_elements)]
+    return "[" + ",".join(parts) + "]"
 
 
 # --------------------------------------------------------------------------- raw bytes

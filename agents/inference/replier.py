@@ -64,6 +64,10 @@ class Replier:
         if w.binary:
             value, headers = self._binary.encode(w.model.version, w.request_id, w.response_id, outputs,
                                                  w.record.headers, cut)
+        elif sum(a.size for a in outputs.values()) > replies.LARGE_JSON:  # seconds of JSON: off the loop
+            value, headers = await asyncio.to_thread(
+                replies.large_json, self.model, w.model.version, w.request_id, w.response_id, outputs,
+                request_headers=w.record.headers)
         else:
             value, headers = replies.response(
                 self.model, w.model.version, w.request_id, w.response_id, outputs,

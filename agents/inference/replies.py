@@ -6,6 +6,7 @@ reply record (``streams.replywire``) carries them as they are, one object per re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import numpy as np
@@ -17,9 +18,11 @@ from streams import headers as h
 from streams import tensorcodec as tc
 from streams import tracing
 from streams.replywire import STATUS
+from streams.tensorarrays import json_text
 
 PASS_THROUGH = (h.TENANT,)
 ReplyHeaders = dict[str, str]
+LARGE_JSON = 65_536  # output elements from which a JSON reply is encoded in a thread (``large_json``)
 
 
 def passed_on(request_headers: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -53,6 +56,27 @@ def response(
     enc = tc.encode_body(InferenceResponse.KIND, body, "outputs", outputs, binary=binary)
     extra = {**enc.headers, STATUS: "200", h.MODEL_VERSION: str(version)}
     return enc.value, _headers(request_id, request_headers, extra)
+
+
+def large_json(
+    model: str, version: int, request_id: str, response_id: str | None, outputs: Mapping[str, np.ndarray],
+    *, request_headers: Mapping[str, str],
+) -> tuple[bytes, ReplyHeaders]:
+    """``response(..., binary=False)`` for big outputs, to run in a thread: the data is encoded a
+    slice at a time (``json_text``), so the event loop, and the group heartbeats on it, get the GIL
+    in between (4M floats took 6.5 s in one ``json.dumps``: past the worker's session timeout)."""
+    compact = (",", ":")
+    body = {"v": 1, "model_name": model, "model_version": str(version), "id": response_id or request_id}
+    tensors = []
+    for name, arr in outputs.items():
+        dt = tc.datatype_of(arr)
+        meta = json.dumps({"name": name, "shape": [int(d) for d in arr.shape], "datatype": dt.value},
+                          separators=compact)
+        tensors.append(f'{meta[:-1]},"data":{json_text(arr, dt, name)}}}')
+    head = json.dumps(body, separators=compact)
+    value = f'{head[:-1]},"outputs":[{",".join(tensors)}],"kind":"{InferenceResponse.KIND}"}}'.encode()
+    extra = {"content-type": tc.JSON, STATUS: "200", h.MODEL_VERSION: str(version)}
+    return value, _headers(request_id, request_headers, extra)
 
 
 class BinaryResponses:

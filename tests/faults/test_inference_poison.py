@@ -53,7 +53,7 @@ async def test_oversized_and_nan_replies_with_two_workers_both_alive_after(setti
            "AIAAS_INFER_MAX_REPLY_BYTES": str(MAX_REPLY)}
     one = np.ones((1, 1), np.float32)
     nan, big = np.full((1, 1), -1.0, np.float32), np.full((1, 60), 2.0, np.float32)  # 240 KB binary
-    big_json = np.full((1, 20), 2.0, np.float32)  # 20000 floats: ~380 KB of JSON
+    big_json = np.ones((1, 70), np.float32)  # 70000 zeros: 280 KB of JSON, encoded in a thread
     huge = np.full((1, 300), 2.0, np.float32)  # 1.2 MB: over the worker's reply limit
     async with spawn_workers(small, "poison", 2, env=env) as procs, InferenceClient(small) as client, \
             Producer(small) as producer:

@@ -1,23 +1,27 @@
 """Replies that cannot be made or delivered, without a broker: each fails its own request (error
 reply + dead letter) and the rest of the poll goes on; chunked replies are put back together by
-the client's reply reader, and a broken one fails its request."""
+the client's reply reader, and a broken one fails its request; a big JSON reply is encoded by
+slices (in a thread, off the event loop) into the same reply."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
+from agents.inference import replies
 from agents.inference.batcher import Work
 from agents.inference.committer import Committer
 from agents.inference.outbox import Outbox, Owners
 from agents.inference.replier import Replier
-from schemas.errors import AiaasError
+from schemas.errors import AiaasError, InvalidMessage
 from streams import chunking
 from streams import headers as h
 from streams.record import Record
@@ -198,3 +202,18 @@ async def test_the_client_puts_a_chunked_reply_back_together_and_fails_a_broken_
     finally:
         reader.cancel()
     assert waiting.malformed == 1
+
+
+def test_a_large_json_reply_encoded_by_slices_is_the_same_reply() -> None:
+    rng = np.random.default_rng(5)
+    outputs = {"y": rng.normal(size=(3, 40_000)).astype(np.float32), "ids": np.arange(70_000).reshape(7, -1),
+               "mask": rng.random((2, 3)) > 0.5}
+    sliced, hd = replies.large_json("m", 2, "r1", "body-id", outputs, request_headers={h.TENANT: "acme"})
+    whole, want = replies.response("m", 2, "r1", "body-id", outputs, binary=False,
+                                   request_headers={h.TENANT: "acme"})
+    assert json.loads(sliced) == json.loads(whole) and hd == want
+    outputs["y"][1, 7] = np.nan
+    outputs["y"][2, 9] = -np.inf
+    with pytest.raises(InvalidMessage) as bad:
+        replies.large_json("m", 2, "r1", None, outputs, request_headers={})
+    assert bad.value.details == {"tensor": "y", "non_finite": 2}
