@@ -1,7 +1,8 @@
 """First thing on a freshly formatted broker, each on its own: training (``aiaas train``) and serving
-(a registered model, an inference worker, a client request). Such a broker has no group coordinator
-until ``__consumer_offsets`` exists, and no leader for a topic created a moment ago; every start
-path must wait that out (``streams.retry``), not fail with GroupCoordinatorNotAvailable."""
+(a registered model, an inference worker, a client request; started before the broker is up). Such
+a broker has no group coordinator until ``__consumer_offsets`` exists, and no leader for a topic
+created a moment ago; every start path must wait that out (``streams.retry``), not fail with
+GroupCoordinatorNotAvailable."""
 
 from __future__ import annotations
 
@@ -18,7 +19,6 @@ from agents.inference import examples
 from agents.inference.testing import running_worker
 from streams.admin import Admin
 from streams.client import InferenceClient
-from streams.consumer import Consumer
 from streams.registry import Registry
 from tests.cold.conftest import ColdBroker
 from tests.infra import ROOT
@@ -78,31 +78,18 @@ async def test_training_first_thing_on_a_fresh_broker(cold_broker: ColdBroker, t
         assert trained.lineage.job_id == "cold-start" and trained.version == 1
 
 
-async def test_serving_first_thing_on_a_fresh_broker(cold_broker: ColdBroker) -> None:
-    await assert_cold(cold_broker)
-    served, expected = await serve(cold_broker)
-    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
-
-
-async def test_clients_started_before_the_broker_wait_for_it(cold_broker_down: ColdBroker) -> None:
-    """A registry (admin, producer, reader) and a worker's consumer started while nothing listens
-    yet (the broker comes up after its clients, as with ``make demo`` or docker compose) retry the
-    refused connections and start once the broker is up."""
+async def test_serving_first_thing_on_a_fresh_broker_started_after_its_clients(
+    cold_broker_down: ColdBroker,
+) -> None:
+    """Serving is started while nothing listens yet (the broker comes up after its clients, as with
+    ``make demo`` or docker compose): the registry (admin, producer, reader), the worker (its group)
+    and the client retry the refused connections, and once the broker is up (freshly formatted: no
+    coordinator yet either) the request is answered as onnxruntime answers it."""
     cold = cold_broker_down
-    settings = cold.settings.model_copy(update={"request_timeout_ms": 2000})
-    model = examples.mlp([4, 3], seed=7)
-
-    async def register() -> int:
-        async with Registry(settings) as reg:
-            return (await reg.publish("late", model, stage="production")).version
-
-    async def consume() -> None:
-        async with Consumer(settings, [], "aiaas.late.group"):
-            pass
-
-    early = [asyncio.create_task(register()), asyncio.create_task(consume())]
-    done, _ = await asyncio.wait(early, timeout=1.0)  # still retrying: nothing listens yet
+    cold.settings = cold.settings.model_copy(update={"request_timeout_ms": 2000})
+    serving = asyncio.create_task(serve(cold))
+    done, _ = await asyncio.wait([serving], timeout=1.0)  # still retrying: nothing listens yet
     assert not done
     await cold.start_async()
-    version, _ = await asyncio.gather(*early)
-    assert version == 1
+    served, expected = await serving
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6)
