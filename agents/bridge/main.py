@@ -18,6 +18,7 @@ from typing import Any
 import uvicorn
 
 from agents.bridge.app import create_app
+from agents.bridge.httpproto import protocol_for
 from agents.bridge.settings import BridgeSettings
 from schemas.errors import Unavailable
 from streams.runtime import run, setup_logging
@@ -92,10 +93,11 @@ def bind(host: str, port: int, backlog: int) -> socket.socket:
 async def serve(settings: Settings, bridge_settings: BridgeSettings) -> None:
     """Serve until SIGINT/SIGTERM (uvicorn's handlers), then drain and stop the bridge."""
     app = create_app(settings, bridge_settings)
+    http, http_options = protocol_for(bridge_settings)  # request heads bounded in size and time
     config = uvicorn.Config(
         app, host=bridge_settings.host, port=bridge_settings.port, loop="none", lifespan="on",
         access_log=False, log_level="warning", timeout_graceful_shutdown=10, backlog=2048,
-        ws="none", server_header=False, date_header=False, http=bridge_settings.http,
+        ws="none", server_header=False, date_header=False, http=http, **http_options,
     )
     sock = bind(bridge_settings.host, bridge_settings.port, config.backlog)
     try:

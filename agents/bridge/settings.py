@@ -37,6 +37,12 @@ class BridgeSettings(BaseSettings):
     max_body_bytes: int = Field(
         default=4 * MIB, ge=1024, description="agrees with the worker's max_request_bytes (4 MiB)"
     )
+    max_head_bytes: int = Field(
+        default=64 * 1024, ge=8192, description="request line and headers; over it, 431 and closed"
+    )
+    head_timeout_s: float = Field(
+        default=10.0, gt=0.0, description="a request head must arrive in full within this (else 408, closed)"
+    )
     body_timeout_s: float = Field(
         default=20.0, gt=0.0, description="a request body must arrive in full within this (else 408)"
     )

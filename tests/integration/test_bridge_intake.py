@@ -88,6 +88,54 @@ async def test_keyless_slow_bodies_are_refused_from_headers_and_memory_stays_fla
         await bridge.stop()
 
 
+@pytest.mark.timeout(120)
+async def test_request_heads_are_bounded_in_size_and_time(
+    settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    """150 connections trickling 4 MiB header values get a 431 at 64 KiB and are closed (the bridge
+    grew by 640 MB before); a stalled head gets a 408; big bodies after a normal head still pass."""
+    key, _, _ = await KeyStore(redis_client, RedisKeys(settings)).create("acme")
+    env = {"AIAAS_TOPIC_PREFIX": settings.topic_prefix, "AIAAS_LOG_LEVEL": "WARNING",
+           "AIAAS_BRIDGE_INSTANCE": uuid.uuid4().hex[:8], "AIAAS_BRIDGE_HEAD_TIMEOUT_S": "1"}
+    bridge = BridgeProcess(env)
+    await bridge.start()
+    try:
+        assert bridge.proc is not None
+        before = rss_mb(bridge.proc.pid)
+        opened = [asyncio.open_connection("127.0.0.1", bridge.port) for _ in range(150)]
+        conns = [Partial(r, w) for r, w in await asyncio.gather(*opened)]
+        for conn in conns:
+            await conn.send(b"POST /v2/models/m/infer HTTP/1.1\r\nhost: b\r\nx-junk: ")
+        try:
+            for _ in range(2):  # 128 KiB each, in steps: over the limit
+                for conn in conns:
+                    with contextlib.suppress(ConnectionError):
+                        await conn.send(b"a" * 65536)
+            for conn in conns:
+                answer = await conn.answer()
+                assert answer is not None and answer.status == 431, answer
+                assert json.loads(answer.body)["limit_bytes"] == 65536 and await conn.closed_by_server()
+            peak = rss_mb(bridge.proc.pid)
+        finally:
+            for conn in conns:
+                conn.close()
+        assert peak - before < 40, (before, peak)
+        reader, writer = await asyncio.open_connection("127.0.0.1", bridge.port)
+        slow = Partial(reader, writer)
+        await slow.send(b"POST /v2/models/m/infer HTTP/1.1\r\nhost: b\r\n")
+        answer = await slow.answer()
+        slow.close()
+        assert answer is not None and answer.status == 408, answer
+        big = padded(3 * MIB)
+        ok = await partial_request(bridge.port, "/v2/models/nope/infer", length=len(big), body=big,
+                                   headers={"X-API-Key": key})
+        answer = await ok.answer()
+        ok.close()
+        assert answer is not None and answer.status == 404, answer  # the body was read, the model looked up
+    finally:
+        await bridge.stop()
+
+
 async def test_a_body_that_does_not_arrive_in_time_is_a_408(stack: StackFactory) -> None:
     async with stack(worker=False, body_timeout_s=0.5) as s:
         port = int(s.url.rsplit(":", 1)[1])

@@ -11,6 +11,7 @@ import pytest
 from agents.bridge.admission import Admission
 from agents.bridge.errors import BodyTimeout, RateLimited
 from agents.bridge.health import Health, KafkaUnavailable
+from agents.bridge.httpproto import protocol_for
 from agents.bridge.middleware import ClientGone, body_length, has_body, read_body, unread_is_small
 from agents.bridge.oipcheck import check_request, nested_shape
 from agents.bridge.settings import BridgeSettings
@@ -205,3 +206,82 @@ async def test_a_waiting_sync_call_is_cut_with_a_503_when_kafka_goes_and_others_
     other.cancel()
     with pytest.raises(asyncio.CancelledError):
         await other
+
+
+# --------------------------------------------------------------------------- bounded request heads
+
+
+class FakeTransport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.out = b""
+        self.closed = False
+        self.eof = False
+        self.written = asyncio.Event()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.out += bytes(data)
+        self.written.set()
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"peername": ("127.0.0.1", 1), "sockname": ("127.0.0.1", 2)}.get(name, default)
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def _answer_ok(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def protocol(**bs: Any) -> tuple[Any, FakeTransport]:
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    cls, _ = protocol_for(settings(http="httptools", **bs))
+    proto = cls(config=Config(app=_answer_ok, lifespan="off"), server_state=ServerState(), app_state={})
+    transport = FakeTransport()
+    proto.connection_made(transport)
+    return proto, transport
+
+
+async def test_a_head_over_the_limit_is_a_431_and_bodies_do_not_count() -> None:
+    proto, transport = protocol(max_head_bytes=8192)
+    proto.data_received(b"\r\nPOST /x HTTP/1.1\r\nhost: a\r\nx-a: " + b"a" * 5000)
+    assert not transport.out
+    proto.data_received(b"a" * 5000)
+    assert transport.out.startswith(b"HTTP/1.1 431 ") and transport.eof
+    proto.data_received(b"a" * 100)  # dropped while lingering
+    assert b'"limit_bytes": 8192' in transport.out
+
+    proto, transport = protocol(max_head_bytes=8192)
+    head = b"POST /x HTTP/1.1\r\nhost: a\r\ncontent-length: 20000\r"
+    proto.data_received(head)
+    proto.data_received(b"\n\r\n" + b"x" * 10000)  # the blank line spans two reads; the body is not a head
+    proto.data_received(b"x" * 10000)
+    await asyncio.wait_for(transport.written.wait(), 5)  # the app task answers
+    assert transport.out.startswith(b"HTTP/1.1 200 ") and not transport.eof
+
+
+async def test_a_stalled_head_is_a_408() -> None:
+    proto, transport = protocol(head_timeout_s=0.05)
+    proto.data_received(b"GET /x HTTP/1.1\r\nhost")
+    await asyncio.wait_for(transport.written.wait(), 5)
+    assert transport.out.startswith(b"HTTP/1.1 408 ") and b'"code": "timeout"' in transport.out
+    proto.connection_lost(None)
