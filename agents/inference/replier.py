@@ -23,6 +23,7 @@ from aiokafka.structs import RecordMetadata
 
 from agents.inference import blocks, replies
 from agents.inference.batcher import Result, Work
+from agents.inference.breather import Breather
 from agents.inference.outbox import Outbox, Owners, ReplyHeaders
 from schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, NotFound, TooLarge
 from streams import headers as h
@@ -51,10 +52,12 @@ def unanswerable(exc: BaseException) -> AiaasError:
 
 class Replier:
     def __init__(self, model: str, producer: Producer, results_topic: str, dead_letters: DeadLetters,
-                 stats: Counter[str], *, chunk_bytes: int = 4 * MIB, max_reply_bytes: int = 64 * MIB) -> None:
+                 stats: Counter[str], *, chunk_bytes: int = 4 * MIB, max_reply_bytes: int = 64 * MIB,
+                 breathe: Breather | None = None) -> None:
         self.model, self.producer, self.results_topic = model, producer, results_topic
         self.dead_letters, self.stats = dead_letters, stats
         self.chunk_bytes, self.max_reply_bytes = chunk_bytes, max_reply_bytes
+        self.breathe = breathe or Breather()  # a poll's replies may take seconds of JSON
         self._binary = replies.BinaryResponses(model)
         self._reply_topics: dict[str, int | None] = {}  # reply topic -> fixed partition (1-partition topics)
 
@@ -84,6 +87,7 @@ class Replier:
         gathered: dict[tuple[Any, ...], tuple[list[Work], list[dict[str, Any]]]] = {}
         ok = 0
         for w, res in zip(works, results, strict=True):
+            await self.breathe()
             if isinstance(res, AiaasError):
                 await self.fail_work(w, res, sent)
                 continue

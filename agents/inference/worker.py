@@ -29,6 +29,7 @@ from aiokafka.structs import TopicPartition
 
 from agents.inference import batcher, blocks
 from agents.inference.batcher import Result, Work
+from agents.inference.breather import Breather
 from agents.inference.committer import Committer
 from agents.inference.intake import Intake, request_id, split, unreadable
 from agents.inference.outbox import Outbox
@@ -87,8 +88,10 @@ class InferenceWorker(Service):
         # replies are small and mostly tensor bytes: compressing them costs CPU and saves little
         self._producer = Producer(settings, linger_ms=cfg.reply_linger_ms, compression_type=None)
         self.dead_letters = DeadLetters(self._producer, self.topics.infer_dlq(cfg.model).name)
+        self.breathe = Breather()  # decoding a poll of big JSON requests may take seconds: heartbeats too
         self.replier = Replier(cfg.model, self._producer, self.results_topic, self.dead_letters, self.stats,
-                               chunk_bytes=settings.chunk_bytes, max_reply_bytes=cfg.max_reply_bytes)
+                               chunk_bytes=settings.chunk_bytes, max_reply_bytes=cfg.max_reply_bytes,
+                               breathe=self.breathe)
         self._batch_limit = min(1 << 20, settings.max_message_bytes // 4)
         self._consumer: Consumer | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{cfg.model}")
@@ -183,6 +186,7 @@ class InferenceWorker(Service):
             counted = self.stats["requests"]
             works: list[Work] = []
             for r in requests:
+                await self.breathe()
                 if r.headers.get("content-type") == blockwire.REQUESTS:
                     works += await self._prepare_block(r, sent)
                 elif (w := await self._prepare(r, sent)) is not None:
