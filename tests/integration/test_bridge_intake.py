@@ -171,6 +171,9 @@ async def test_body_bytes_in_flight_are_capped_per_tenant_and_per_bridge(stack: 
         more = await s.http.post(INFER, content=padded(20_000), headers=s.auth)
         assert more.status_code == 429 and more.json()["code"] == "rate_limited", more.text
         assert int(more.headers["retry-after"]) >= 1 and more.json()["limit_bytes"] == 100_000
+        for _ in range(5):  # a big body refused unread: the answer is still readable (lingering close)
+            big = await s.http.post(INFER, content=padded(MIB), headers=s.auth)
+            assert big.status_code == 429 and big.headers["connection"] == "close", big.text
         full = await s.http.post(INFER, content=padded(40_000), headers=other)
         assert full.status_code == 503 and int(full.headers["retry-after"]) >= 1, full.text
         small = await s.http.post(INFER, content=padded(30_000), headers=other, params={"timeout": 0.2})
@@ -184,7 +187,7 @@ async def test_body_bytes_in_flight_are_capped_per_tenant_and_per_bridge(stack: 
         assert (await s.http.post(INFER, content=padded(40_000), headers=other,
                                   params={"timeout": 0.2})).status_code == 504
         text = (await s.http.get("/metrics", headers={"X-API-Key": await s.new_key("ops", ["metrics"])})).text
-        assert 'aiaas_bridge_refused_total{reason="tenant_bytes"} 1.0' in text
+        assert 'aiaas_bridge_refused_total{reason="tenant_bytes"} 6.0' in text
         assert 'aiaas_bridge_refused_total{reason="bridge_bytes"} 1.0' in text
 
 
