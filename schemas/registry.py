@@ -50,13 +50,14 @@ class ModelVersion(Envelope):
 
 
 class VersionClaim(Envelope):
-    """A publisher's claim of the next version number of ``name`` on the ``models`` topic (keyed
-    ``<name>:claim:<claim_id>``). Its number is not in the record: every reader derives it from the
-    partition's order (``streams.versionclaims``), so two processes never get the same number."""
+    """A publisher's claim of ``version`` of ``name`` on the ``models`` topic (keyed
+    ``<name>:claim:<claim_id>``): the first claim of a number in the partition's order wins it
+    (``streams.versionclaims``), so two processes never publish the same number."""
 
     KIND: ClassVar[str] = "version_claim"
 
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    version: int = Field(ge=1)
     claim_id: str = Field(pattern=r"^[0-9a-f]{32}$")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     created_at: float = 0.0

@@ -11,6 +11,7 @@ import hashlib
 from pathlib import Path
 
 from aiokafka.structs import TopicPartition
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.registry import ModelVersion
 from streams import chunking
@@ -18,6 +19,14 @@ from streams.artifacts import IntegrityError, read_uri, write_file
 from streams.producer import Producer
 from streams.readers import open_assigned
 from streams.settings import Settings
+
+
+class RegistrySettings(BaseSettings):
+    """Where artifact bytes live: the ``artifacts`` topic (default) or a directory."""
+
+    model_config = SettingsConfigDict(env_prefix="AIAAS_REGISTRY_", extra="ignore")
+
+    artifact_dir: str | None = None
 
 
 async def store_chunks(producer: Producer, topic: str, mv: ModelVersion, data: bytes) -> ModelVersion:

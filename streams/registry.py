@@ -21,11 +21,11 @@ Stages: ``staging`` on publish; ``promote`` makes one version ``production`` (th
 becomes ``archived``); ``rollback`` undoes the last promotion; ``set_canary`` marks one version
 ``canary`` with a traffic weight served beside production.
 
-Version numbers are unique across processes: a publisher appends a claim to ``models`` and its
-number follows from the claim's place in the log (``streams.versionclaims``), so any number of
-processes may publish the same name at once and get distinct, increasing numbers. Publishing bytes
-whose sha256 a version of the name already has (as far as this process has read) returns that
-version; two processes publishing the same bytes at the same instant get two versions.
+Version numbers are unique across processes: a publisher appends a claim of the next number to
+``models``, and the first claim of a number in the log wins it (``streams.versionclaims``), so any
+number of processes may publish the same name at once and get distinct, increasing numbers.
+Publishing bytes whose sha256 a version of the name already has (as far as this process has read)
+returns that version; two processes publishing the same bytes at the same instant get two.
 """
 
 from __future__ import annotations
@@ -42,12 +42,11 @@ from typing import Literal
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas.errors import AiaasError, ErrorCode, InvalidMessage, NotFound
 from schemas.registry import Lineage, ModelVersion, VersionClaim
 from streams.admin import ensure
-from streams.artifactlog import load, store
+from streams.artifactlog import RegistrySettings, load, store
 from streams.artifacts import IntegrityError, signature
 from streams.lifecycle import Service
 from streams.producer import Producer
@@ -61,14 +60,7 @@ log = logging.getLogger(__name__)
 
 Stage = Literal["staging", "production", "canary", "archived"]
 __all__ = ["IntegrityError", "Registry", "RegistrySettings", "Stage"]
-
-
-class RegistrySettings(BaseSettings):
-    """Where artifact bytes live: the ``artifacts`` topic (default) or a directory."""
-
-    model_config = SettingsConfigDict(env_prefix="AIAAS_REGISTRY_", extra="ignore")
-
-    artifact_dir: str | None = None
+MAX_CLAIMS = 100  # proposals per publish; each round some publisher wins, so this is a livelock guard
 
 
 class Registry(Service):
@@ -257,15 +249,20 @@ class Registry(Service):
         return out
 
     async def _claim(self, name: str, digest: str) -> int:
-        """The next version number of ``name``, unique across processes (``streams.versionclaims``)."""
-        claim, number = self._numbering.new_claim(name, digest)
-        try:
-            await self.producer.send_and_wait(self._tp.topic, claim.to_record(), key=claim_key(claim),
-                                              partition=0)
-            await self.refresh()  # our reader has applied the log up to (and past) the claim
-            return number.result()
-        finally:
-            self._numbering.forget(claim)
+        """The next version number of ``name``, unique across processes (``streams.versionclaims``);
+        a claim another publisher won first is proposed again, one higher."""
+        for _ in range(MAX_CLAIMS):
+            claim, won = self._numbering.new_claim(name, digest)
+            try:
+                await self.producer.send_and_wait(self._tp.topic, claim.to_record(), key=claim_key(claim),
+                                                  partition=0)
+                await self.refresh()  # our reader has applied the log up to (and past) the claim
+                if won.result():
+                    return claim.version
+            finally:
+                self._numbering.forget(claim)
+        raise AiaasError("no version number won: too many publishers at once", code=ErrorCode.CONFLICT,
+                         model=name, tries=MAX_CLAIMS)
 
     async def _write(self, mv: ModelVersion) -> None:
         """Write one version record and wait until our own reader has applied it."""
