@@ -47,16 +47,20 @@ class KafkaUnavailable(Unavailable):
     def __init__(self, what: str, bootstrap: str, last: BaseException | None,
                  waited_s: float, tries: int) -> None:
         last_line = one_line(last) if last is not None else "no answer"
-        reason = (f"{what}: Kafka at {bootstrap} still unavailable after {waited_s:.0f}s "
+        reason = (f"{what}: Kafka at {bootstrap} still unavailable after {waited_s:.3g}s "
                   f"({tries} tries), last error {last_line}; {hint(bootstrap)}")
         super().__init__(reason, what=what, bootstrap=bootstrap, last=last_line,
                          waited_s=round(waited_s, 1), tries=tries)
 
 
 def hint(bootstrap: str) -> str:
-    """What to run: start the local broker when the address is the local default."""
+    """What to run: start the local broker when the address is the local default (or another port
+    on this machine); otherwise look at the address."""
     if bootstrap == LOCAL_DEFAULT:
         return "is the local broker up? run `aiaas infra up` (or `make infra-up`)"
+    host, _, port = bootstrap.rpartition(":")
+    if host in ("127.0.0.1", "localhost") and port.isdigit():
+        return f"is a broker up on port {port}? (`aiaas infra up` starts one; AIAAS_KAFKA_PORT sets its port)"
     return "check that AIAAS_BOOTSTRAP_SERVERS points at a running cluster"
 
 

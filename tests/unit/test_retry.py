@@ -146,3 +146,4 @@ async def test_nothing_listening_gives_up_with_the_line_on_a_real_client() -> No
             pass
     assert str(info.value).startswith("starting a producer: Kafka at 127.0.0.1:1 still unavailable")
     assert "KafkaConnectionError" in str(info.value)
+    assert "is a broker up on port 1? (`aiaas infra up` starts one" in str(info.value)
