@@ -138,7 +138,8 @@ class Gate:
         as_json = is_json(scope)
         cost = self.admission.cost(length or 0, as_json)
         ticket = self.admission.enter(tenant, cost, call)
-        per_byte = 0.0 if length is not None else (self.admission.json_factor if as_json else 1.0)
+        per_byte = 0.0 if length is not None else (
+            self.admission.json_factor if as_json else self.admission.binary_factor)
         return ticket, per_byte
 
 

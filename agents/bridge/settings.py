@@ -56,6 +56,9 @@ class BridgeSettings(BaseSettings):
     json_cost_factor: float = Field(
         default=4.0, ge=1.0, description="memory a JSON body costs per byte while served (decoded and copies)"
     )
+    binary_cost_factor: float = Field(
+        default=2.5, ge=1.0, description="the same for a binary-extension body (read, joined, produced)"
+    )
     max_sync_in_flight: int = Field(default=1024, ge=1, description="infer calls being served (503 over it)")
     max_sync_per_tenant: int = Field(default=256, ge=1, description="one tenant's share of them (429)")
     health_probe_s: float = Field(default=1.0, gt=0.0, description="how often Kafka and Redis are probed")

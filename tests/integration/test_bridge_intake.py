@@ -15,6 +15,7 @@ import time
 import uuid
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
@@ -78,6 +79,12 @@ async def test_keyless_slow_bodies_are_refused_from_headers_and_memory_stays_fla
             for conn in conns:
                 conn.close()
         assert peak - before < 40, (before, peak)
+        # refused while still sending a big body, a client can read its answer (not a reset)
+        async with httpx.AsyncClient(base_url=bridge.url, timeout=30, trust_env=False) as http:
+            refused = await asyncio.gather(*(
+                http.post(INFER, content=padded(2 * MIB), headers={"X-API-Key": "aiaas_wrong_key"})
+                for _ in range(32)))
+        assert {r.status_code for r in refused} == {401}
         # the bridge still serves callers with a key
         ok = await partial_request(bridge.port, "/v2/models/nope/infer", length=len(json.dumps(BODY)),
                                    body=json.dumps(BODY).encode(), headers={"X-API-Key": key})

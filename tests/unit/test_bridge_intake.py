@@ -79,9 +79,9 @@ def test_infer_calls_are_capped_per_tenant_then_per_bridge() -> None:
     assert adm.calls == 0 and not adm.tenant_calls
 
 
-def test_json_bodies_cost_their_factor() -> None:
-    adm = Admission(settings(json_cost_factor=4.0))
-    assert adm.cost(1000, is_json=True) == 4000 and adm.cost(1000, is_json=False) == 1000
+def test_bodies_cost_their_factor() -> None:
+    adm = Admission(settings(json_cost_factor=4.0, binary_cost_factor=2.5))
+    assert adm.cost(1000, is_json=True) == 4000 and adm.cost(1000, is_json=False) == 2500
 
 
 # --------------------------------------------------------------------------- reading bodies
