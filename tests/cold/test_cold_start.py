@@ -86,7 +86,6 @@ async def test_serving_first_thing_on_a_fresh_broker_started_after_its_clients(
     and the client retry the refused connections, and once the broker is up (freshly formatted: no
     coordinator yet either) the request is answered as onnxruntime answers it."""
     cold = cold_broker_down
-    cold.settings = cold.settings.model_copy(update={"request_timeout_ms": 2000})
     serving = asyncio.create_task(serve(cold))
     done, _ = await asyncio.wait([serving], timeout=1.0)  # still retrying: nothing listens yet
     assert not done
