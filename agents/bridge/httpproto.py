@@ -99,6 +99,7 @@ class BoundedHttpTools(HttpToolsProtocol):
             return
         self._disarm()
         self._lingering = 0
+        self.pipeline.clear()  # requests queued behind this one are not served on a closing connection
         self.flow.resume_reading()  # reading may be paused (a body the app did not read)
         if self.transport.can_write_eof():
             self.transport.write_eof()
