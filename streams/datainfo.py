@@ -13,13 +13,14 @@ import asyncio
 from dataclasses import dataclass
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from schemas.errors import AiaasError, ErrorCode, InvalidMessage
 from schemas.jobs import DataSpec, JobSpec
 from schemas.training import DATA_INFO_KEY, DataInfo
 from streams import codecs
 from streams.datasets import Dataset
+from streams.readers import open_assigned
 from streams.settings import Settings
 from streams.topics import Topics
 
@@ -87,8 +88,7 @@ async def read_info(settings: Settings, job_id: str) -> JobData | None:
     """The job's DataInfo from its test topic (None when the topic holds none: not pushed yet, or
     pushed by an older version)."""
     tp = TopicPartition(Topics(settings).train_test(job_id).name, 0)
-    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None))
-    await consumer.start()
+    consumer = await open_assigned(settings)
     try:
         if tp.topic not in await consumer.topics():  # partitions_for_topic is not a coroutine
             return None
