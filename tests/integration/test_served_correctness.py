@@ -1,8 +1,9 @@
 """Served answers are right on raw features, for every data source (real broker, in-process job).
 
 Training sees standardised features (and, for regression, standardised targets); the exported
-model must fold that in. Each case pushes a dataset, trains briefly, loads the registered ONNX
-from the registry and runs onnxruntime on the RAW held-out rows a caller holds: the served
+model must fold that in. Each source (digits, diabetes, a CSV, an .npz) is pushed, trained
+briefly, its registered ONNX loaded from the registry and run with onnxruntime on the RAW held-out
+rows a caller holds: the served
 accuracy (classifiers: the ``label`` output against the source's class values) or R² (regression,
 against raw targets) equals the training run's own test figure within one point.
 """
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_breast_cancer
+from sklearn.datasets import load_breast_cancer, load_wine
 
 from agents.launcher import run_in_process
 from schemas.jobs import JobSpec
@@ -48,6 +49,12 @@ def _spec(source: str, tmp_path: Path) -> JobSpec:
     if source == "diabetes":
         return JobSpec.model_validate(base | {"loss": "mse",
                                               "model": {"input_dim": 10, "hidden": [16], "output_dim": 1}})
+    if source == "npy":  # wine: proline ~1000 beside hue ~1; classes 10, 20, 30
+        x, y = load_wine(return_X_y=True)
+        np.savez(tmp_path / "wine.npz", x=x, y=10 * (y + 1))
+        return JobSpec.model_validate(base | {
+            "model": {"input_dim": 13, "hidden": [16], "output_dim": 3},
+            "data": {"source": "npy", "path": str(tmp_path / "wine.npz"), "partitions": 1}})
     path = tmp_path / "cancer.csv"
     _breast_cancer_csv(path)
     return JobSpec.model_validate(base | {
@@ -69,7 +76,7 @@ async def _served(settings: Settings, spec: JobSpec) -> tuple[dict[str, np.ndarr
         {**metadata(onnx_bytes), "classes": json.dumps(mv.lineage.classes)}
 
 
-@pytest.mark.parametrize("source", ["digits", "diabetes", "csv"])
+@pytest.mark.parametrize("source", ["digits", "diabetes", "csv", "npy"])
 async def test_served_model_answers_raw_features_as_well_as_it_tested(
     settings: Settings, source: str, tmp_path: Path
 ) -> None:
