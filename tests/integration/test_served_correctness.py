@@ -3,9 +3,9 @@
 Training sees standardised features (and, for regression, standardised targets); the exported
 model must fold that in. Each source (digits, diabetes, a CSV, an .npz) is pushed, trained
 briefly, its registered ONNX loaded from the registry and run with onnxruntime on the RAW held-out
-rows a caller holds: the served
-accuracy (classifiers: the ``label`` output against the source's class values) or R² (regression,
-against raw targets) equals the training run's own test figure within one point.
+rows a caller holds: the served accuracy (classifiers: the ``label`` output against the source's
+class values) or R² (regression, against raw targets) equals the run's own test figure within one
+point.
 """
 
 from __future__ import annotations
