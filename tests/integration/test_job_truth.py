@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from agents.aggregator.server import Aggregator
 from agents.aggregator.settings import AggregatorSettings
-from agents.launcher import run_in_process
+from agents.launcher import LocalJob, run_in_process
 from agents.trainer.settings import TrainerSettings
 from agents.trainer.worker import Trainer
 from aiaas_cli.main import app
@@ -139,3 +139,23 @@ def test_train_prints_its_result_as_json(infra: None, prefix: str, monkeypatch: 
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["state"] == "succeeded" and summary["job_id"] == "json-summary"
     assert 0.0 <= summary["metrics"]["test_accuracy"] <= 1.0 and summary["model_version"] >= 1
+
+
+async def test_a_spec_is_checked_against_data_pushed_before(settings: Settings, tmp_path: Path) -> None:
+    """``aiaas data push`` then ``aiaas train`` (or ``--no-push``): the spec meets what the push
+    recorded on Kafka; no pushed data at all is refused saying what to run."""
+    spec = JobSpec.model_validate(_raw("pushed-before"))
+    with pytest.raises(AiaasError) as err:
+        await LocalJob(settings, spec, push_data=False, log_dir=tmp_path).prepare()
+    assert err.value.code == "not_found" and "aiaas data push" in err.value.reason
+    await push(settings, spec)
+    await LocalJob(settings, spec, push_data=False, log_dir=tmp_path).prepare()  # fits: no error
+    await LocalJob(settings, spec, log_dir=tmp_path).prepare()  # pushes again: kept (conflict), fits
+    wrongs: list[dict[str, Any]] = [{"model": {"input_dim": 60, "output_dim": 10}},
+                                    {"data": {"source": "digits", "partitions": 2}}]
+    for wrong in wrongs:
+        misfit = JobSpec.model_validate(_raw("pushed-before", **wrong))
+        for push_data in (False, True):
+            with pytest.raises(AiaasError) as err:
+                await LocalJob(settings, misfit, push_data=push_data, log_dir=tmp_path).prepare()
+            assert err.value.code == "bad_request" and "the data of job pushed-before" in err.value.reason
