@@ -53,6 +53,8 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._head_bytes = 0
         self._tail = b""  # the last bytes of the head so far: the blank line may span two reads
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_t0 = 0.0
+        self._proxy: _Lingering | None = None
         self._lingering = -1  # bytes dropped since a refusal (-1: none)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -76,7 +78,10 @@ class BoundedHttpTools(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         if self.cycle is not None and self._has_body():  # its close may find the body unread
-            self.cycle.transport = _Lingering(self, self.cycle)  # type: ignore[assignment]
+            if self._proxy is None:
+                self._proxy = _Lingering(self)
+            self._proxy.cycle = self.cycle
+            self.cycle.transport = self._proxy  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
@@ -111,7 +116,8 @@ class BoundedHttpTools(HttpToolsProtocol):
             data = data.lstrip(b"\r\n")  # empty lines before a request line are skipped (RFC 9112)
             if not data:
                 return True
-            self._arm()
+            self._head_t0 = self.loop.time()
+            self._disarm()  # the idle timer of a new connection
         seen = self._tail + data
         end = seen.find(b"\r\n\r\n")
         self._head_bytes += len(data) if end < 0 else end + 4 - len(self._tail)
@@ -120,6 +126,9 @@ class BoundedHttpTools(HttpToolsProtocol):
             return False
         if end < 0:
             self._tail = seen[-3:]
+            if self._head_timer is None:  # only a head that spans reads needs a timer (most do not)
+                left = self._head_t0 + self.head_timeout_s - self.loop.time()
+                self._head_timer = self.loop.call_later(max(0.0, left), self._head_too_slow)
         else:
             self._in_head, self._tail = False, b""
             self._disarm()
@@ -154,15 +163,15 @@ class BoundedHttpTools(HttpToolsProtocol):
 class _Lingering:
     """The transport a request cycle with a body sees: its ``close`` lingers (``linger``)."""
 
-    __slots__ = ("_cycle", "_proto", "_real")
+    __slots__ = ("_proto", "_real", "cycle")
 
-    def __init__(self, proto: BoundedHttpTools, cycle: RequestResponseCycle) -> None:
+    def __init__(self, proto: BoundedHttpTools) -> None:
         self._proto = proto
-        self._cycle = cycle
         self._real = proto.transport
+        self.cycle: RequestResponseCycle | None = None
 
     def close(self) -> None:
-        self._proto.linger(unread=self._cycle.more_body)
+        self._proto.linger(unread=self.cycle is None or self.cycle.more_body)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
