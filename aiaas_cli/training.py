@@ -148,6 +148,13 @@ def _status_table(statuses: list[Any], title: str) -> Table:
     return table
 
 
+def _status_json(status: Any) -> dict[str, Any]:
+    from streams.jobs import shown_state
+
+    state, why = shown_state(status)
+    return {**status.model_dump(mode="json"), "state": state, "recorded_state": status.state, "why": why}
+
+
 def summary_json(status: Any) -> str:
     """The final status as one JSON line (what scripts read from ``aiaas train``)."""
     return json.dumps({
@@ -206,8 +213,8 @@ def jobs_status(job: Annotated[str | None, typer.Argument(help="Only this job.")
     if job is not None and not chosen:
         console.print(f"[red]no job {job!r}[/] (known: {', '.join(sorted(specs)) or 'none'})")
         raise typer.Exit(1)
-    if as_json:
-        show_json([s.model_dump(mode="json") for s in chosen])
+    if as_json:  # "state" as the table shows it (lost when heartbeats stopped), "why" beside it
+        show_json([_status_json(s) for s in chosen])
         return
     console.print(_status_table(chosen, "jobs"))
 

@@ -9,6 +9,7 @@ what the fault tests and ``make demo`` run).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -77,6 +78,9 @@ def test_jobs_status_shows_failures_with_why_and_silent_jobs_as_lost(
     assert "lost" in rows["silent"] and "no heartbeat for 60s" in rows["silent"]
     assert "running" in rows["alive"]
     assert "missed_target" in rows["short"] and "target not met" in rows["short"]
+    shown = {j["job_id"]: j for j in json.loads(CliRunner().invoke(app, ["jobs", "status", "--json"]).output)}
+    assert shown["silent"]["state"] == "lost" and shown["silent"]["recorded_state"] == "running"
+    assert shown["broke"]["state"] == "failed" and shown["broke"]["why"] == "data file not found"
 
 
 def test_train_refuses_a_bad_spec_naming_the_field(tmp_path: Path) -> None:
