@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, bridge_settings: BridgeSettings
         return Response(body, media_type=bridge.metrics.content_type)
 
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
-    gate = Gate(bridge.auth, bridge.admission, bs)
+    gate = Gate(bridge.auth, bridge.admission, bridge.deadlines, bs)
     app.add_middleware(BodyGate, gate=gate)
     app.add_middleware(InferFastPath, bridge=bridge, gate=gate)
     app.add_middleware(RouteMetrics)

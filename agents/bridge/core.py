@@ -18,6 +18,7 @@ from agents.bridge import redisconn
 from agents.bridge.admission import Admission
 from agents.bridge.audit import AuditLog
 from agents.bridge.auth import Authenticator, check_bind
+from agents.bridge.deadlines import Deadlines
 from agents.bridge.dispatcher import Dispatcher
 from agents.bridge.health import Health
 from agents.bridge.idempotency import Idempotency
@@ -59,6 +60,7 @@ class Bridge(Service):
                                        bridge_settings.idempotency_lease_s)
         self.producer = Producer(settings)
         self.admission = Admission(bridge_settings)
+        self.deadlines = Deadlines()  # request body deadlines, one sweeper for all
         self.metrics.watch(self.admission)
         self.health = Health(self.producer, self.redis, self.topics.audit().name,
                              bridge_settings.health_probe_s, bridge_settings.health_timeout_s)
@@ -92,6 +94,7 @@ class Bridge(Service):
         await self.dispatcher.start()
         await self.audit.start()
         await self.health.start()
+        await self.deadlines.start()
         self.started = True
         log.info("bridge %s ready (reply topic %s)", self.bs.instance, self.client.reply_topic)
 
@@ -102,8 +105,8 @@ class Bridge(Service):
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        for part in (self.health, self.dispatcher, self.jobs, self.client, self.registry, self.audit,
-                     self.producer, self.admin):
+        for part in (self.deadlines, self.health, self.dispatcher, self.jobs, self.client, self.registry,
+                     self.audit, self.producer, self.admin):
             try:
                 await part.stop()
             except Exception:  # keep closing the rest

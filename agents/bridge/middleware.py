@@ -12,7 +12,6 @@ is then replayed to the app. Requests without a body (GET, health) pass untouche
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -22,6 +21,7 @@ from starlette.responses import JSONResponse
 
 from agents.bridge.admission import Admission, Ticket
 from agents.bridge.auth import Authenticator
+from agents.bridge.deadlines import Deadlines
 from agents.bridge.errors import BodyTimeout, error_response
 from agents.bridge.keys import Principal
 from agents.bridge.settings import BridgeSettings
@@ -86,7 +86,8 @@ async def _discard(receive: Receive, budget: int) -> None:
 
 
 async def read_body(
-    scope: Scope, receive: Receive, bs: BridgeSettings, ticket: Ticket | None, streamed_cost: float = 0.0
+    receive: Receive, bs: BridgeSettings, deadlines: Deadlines, ticket: Ticket | None,
+    streamed_cost: float = 0.0,
 ) -> bytes:
     """The whole body within ``body_timeout_s`` (BodyTimeout), at most ``max_body_bytes`` (TooLarge);
     a body without a length grows ``ticket`` by ``streamed_cost`` per byte as it arrives.
@@ -94,7 +95,7 @@ async def read_body(
     chunks: list[bytes] = []
     size = 0
     try:
-        async with asyncio.timeout(bs.body_timeout_s):
+        with deadlines.watch(bs.body_timeout_s):
             while True:
                 msg = await receive()
                 if msg["type"] != "http.request":
@@ -124,10 +125,15 @@ def is_json(scope: Scope) -> bool:
 class Gate:
     """The checks before a body is read: who calls (from headers), whether there is room for it."""
 
-    def __init__(self, auth: Authenticator, admission: Admission, bs: BridgeSettings) -> None:
+    def __init__(self, auth: Authenticator, admission: Admission, deadlines: Deadlines,
+                 bs: BridgeSettings) -> None:
         self.auth = auth
         self.admission = admission
+        self.deadlines = deadlines
         self.bs = bs
+
+    async def body(self, receive: Receive, ticket: Ticket, streamed_cost: float) -> bytes:
+        return await read_body(receive, self.bs, self.deadlines, ticket, streamed_cost)
 
     async def principal(self, headers: Headers) -> Principal:
         return await self.auth.principal(headers.get("authorization"), headers.get("x-api-key"))
@@ -160,7 +166,7 @@ class BodyGate:
             return
         try:
             try:
-                body = await read_body(scope, receive, self.gate.bs, ticket, per_byte)
+                body = await self.gate.body(receive, ticket, per_byte)
             except AiaasError as exc:
                 await error_response(exc, close=True)(scope, receive, send)
                 return

@@ -21,7 +21,7 @@ from agents.bridge.admission import Ticket
 from agents.bridge.core import Bridge
 from agents.bridge.errors import error_response
 from agents.bridge.keys import Principal
-from agents.bridge.middleware import ASGIApp, ClientGone, Gate, Receive, Scope, Send, read_body, refusal
+from agents.bridge.middleware import ASGIApp, ClientGone, Gate, Receive, Scope, Send, refusal
 from agents.bridge.oip import parse_timeout_query
 from agents.bridge.routes_v2 import bridge_of
 from agents.bridge.service import Accepted, Call, InferService
@@ -181,7 +181,7 @@ class InferFastPath:
                      who: Principal, ticket: Ticket, per_byte: float, t0: float) -> None:
         model, version = target
         try:
-            body = await read_body(scope, receive, self.gate.bs, ticket, per_byte)
+            body = await self.gate.body(receive, ticket, per_byte)
         except ClientGone:
             return
         except AiaasError as exc:

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from agents.bridge.admission import Admission
+from agents.bridge.deadlines import Deadlines
 from agents.bridge.errors import BodyTimeout, RateLimited
 from agents.bridge.health import Health, KafkaUnavailable
 from agents.bridge.httpproto import protocol_for
@@ -122,25 +123,34 @@ async def test_read_body_joins_and_grows_a_streamed_ticket() -> None:
     bs = settings()
     adm = Admission(bs)
     ticket = adm.enter("a", 0, call=False)
-    body = await read_body(scope(), feeder(b"ab", b"cd"), bs, ticket, streamed_cost=4.0)
+    async with Deadlines() as deadlines:
+        body = await read_body(feeder(b"ab", b"cd"), bs, deadlines, ticket, streamed_cost=4.0)
     assert body == b"abcd" and adm.bytes == ticket.cost >= 16
 
 
 async def test_read_body_times_out_refuses_oversize_and_notices_a_gone_client() -> None:
     bs = settings(body_timeout_s=0.05, max_body_bytes=1024)
-    with pytest.raises(BodyTimeout) as info:
-        await read_body(scope(), feeder(b"x" * 10, then_wait=True), bs, None)
-    assert info.value.status_code == 408 and info.value.details["received_bytes"] == 10
-    with pytest.raises(TooLarge):
-        await read_body(scope(), feeder(b"x" * 1000, b"x" * 1000, b"x"), bs, None)
-    receive = feeder(b"x")
+    async with Deadlines(every_s=0.02) as deadlines:
+        with pytest.raises(BodyTimeout) as info:
+            await read_body(feeder(b"x" * 10, then_wait=True), bs, deadlines, None)
+        assert info.value.status_code == 408 and info.value.details["received_bytes"] == 10
+        with pytest.raises(TooLarge):
+            await read_body(feeder(b"x" * 1000, b"x" * 1000, b"x"), bs, deadlines, None)
+        receive = feeder(b"x")
 
-    async def gone() -> dict[str, Any]:
-        msg = await receive()
-        return {**msg, "more_body": True} if msg["type"] == "http.request" else msg
+        async def gone() -> dict[str, Any]:
+            msg = await receive()
+            return {**msg, "more_body": True} if msg["type"] == "http.request" else msg
 
-    with pytest.raises(ClientGone):
-        await read_body(scope(), gone, bs, None)
+        with pytest.raises(ClientGone):
+            await read_body(gone, bs, deadlines, None)
+        # a cancel from elsewhere stays a cancel, and a deadline that passed does not leak out
+        reader = asyncio.create_task(read_body(feeder(b"x", then_wait=True), bs, deadlines, None))
+        await asyncio.sleep(0)
+        reader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reader
+        assert not deadlines._due and not deadlines._expired
 
 
 # --------------------------------------------------------------------------- ragged data
