@@ -1,0 +1,41 @@
+"""The cluster tier: the local 3-node KRaft cluster (infra/kafka/cluster.sh, ports 49092-49097),
+started for the session when it is down and stopped again at the end; a node a test kills is
+restarted after that test, so every test begins with three in-sync replicas. ``settings`` here point
+at the cluster with replication factor 3 (the shared single broker is not used)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from streams.admin import drop_prefix, wait_for_broker
+from streams.settings import Settings
+from tests.cluster.control import LocalCluster
+
+
+@pytest.fixture(scope="session")
+def cluster_session() -> Iterator[LocalCluster]:
+    """Up for the whole tier; stopped at the end unless it ran before (or AIAAS_KEEP_CLUSTER=1)."""
+    cluster = LocalCluster()
+    started = asyncio.run(cluster.start())
+    yield cluster
+    if started and os.environ.get("AIAAS_KEEP_CLUSTER") != "1":
+        asyncio.run(cluster.stop())
+
+
+@pytest.fixture
+async def cluster(cluster_session: LocalCluster) -> AsyncIterator[LocalCluster]:
+    await cluster_session.start()  # a node lost since (or by an earlier test) comes back first
+    yield cluster_session
+    await cluster_session.restart_killed()
+
+
+@pytest.fixture
+async def settings(cluster: LocalCluster, prefix: str) -> AsyncIterator[Settings]:
+    s = cluster.settings(topic_prefix=prefix, client_id=f"test-{prefix}")
+    await wait_for_broker(s)
+    yield s
+    await drop_prefix(s)
