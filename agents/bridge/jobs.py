@@ -72,8 +72,7 @@ class JobsView:
     async def latest_metrics(self, job_id: str) -> dict[str, Any] | None:
         """The last metrics record of the job, or None when there is none yet."""
         tp = TopicPartition(self.topics.train_metrics(job_id).name, 0)
-        consumer = AIOKafkaConsumer(**self.settings.consumer_kwargs(None))
-        await consumer.start()
+        consumer = await open_assigned(self.settings)
         try:
             if tp.topic not in await consumer.topics():
                 return None

@@ -15,6 +15,7 @@ from agents.bridge.routes_v2 import bridge_of, principal
 from schemas.envelope import validation_errors
 from schemas.errors import InvalidMessage, NotFound
 from schemas.jobs import JOB_ID, JobSpec
+from streams.jobs import shown_state
 
 router = APIRouter()
 JOB_BODY: dict[str, Any] = {
@@ -68,8 +69,9 @@ async def get_job(request: Request, job_id: str) -> dict[str, Any]:
     if owner is None or text(owner) != who.tenant.name:
         raise NotFound("unknown job", job_id=job_id)
     spec, status = await bridge.jobs.get(job_id)
-    body: dict[str, Any] = {"job_id": job_id, "state": status.state if status else "submitted"}
-    if status is not None:
+    body: dict[str, Any] = {"job_id": job_id, "state": "submitted"}
+    if status is not None:  # the state `aiaas jobs status` shows: lost when heartbeats stopped
+        body["state"], body["why"] = shown_state(status)
         body["status"] = status.model_dump(mode="json", exclude_none=True)
     if spec is not None:
         body["model_name"] = spec.model_name

@@ -29,6 +29,8 @@ from schemas.errors import InvalidMessage
 from schemas.jobs import JobSpec
 from schemas.training import MetricsMessage
 from streams.admin import Admin
+from streams.jobs import shown_state
+from streams.readers import open_assigned
 
 router = APIRouter(include_in_schema=False)
 MAX_POINTS = 600
@@ -72,7 +74,7 @@ class StatusFeed:
                 continue
             status = self.b.jobs.status.get(job_id)
             rows.append({"job_id": job_id, "model_name": spec.model_name,
-                         "state": status.state if status else "submitted",
+                         "state": shown_state(status)[0] if status else "submitted",
                          "epochs": spec.epochs, "steps": spec.steps, "target": _target(spec)})
         return rows
 
@@ -82,8 +84,7 @@ class StatusFeed:
             wanted += [self.b.topics.infer_requests(m).name for m in models]
             meta = await admin.client.describe_topics(wanted)
         parts = {t["topic"]: [p["partition"] for p in t["partitions"]] for t in meta if t["error_code"] == 0}
-        consumer = AIOKafkaConsumer(**self.b.settings.consumer_kwargs(None))
-        await consumer.start()
+        consumer = await open_assigned(self.b.settings)
         try:
             metric_tps = {TopicPartition(self.b.topics.train_metrics(j).name, 0): j for j in job_ids}
             await self._read_metrics(consumer, {tp: j for tp, j in metric_tps.items() if tp.topic in parts})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -373,5 +374,10 @@ async def test_jobs_api_submits_and_reports_status_and_metrics(stack: StackFacto
                                      MetricsMessage(job_id=job_id, version=3, loss=0.25).to_record())
         got = (await s.http.get(f"/v1/jobs/{job_id}", headers=s.auth)).json()
         assert got["state"] == "running" and got["metrics"]["loss"] == 0.25
+        async with Producer(s.settings) as prod:  # heartbeats promised every second, none for a minute
+            stale = JobStatus(job_id=job_id, state="running", version=3, heartbeat_s=1.0, ts=time.time() - 60)
+            await prod.send_and_wait(topics.jobs().name, stale.to_record(), key=job_id)
+        got = (await s.http.get(f"/v1/jobs/{job_id}", headers=s.auth)).json()
+        assert got["state"] == "lost" and "no heartbeat" in got["why"], got
         other = await s.new_key("other")
         assert (await s.http.get(f"/v1/jobs/{job_id}", headers={"X-API-Key": other})).status_code == 404
