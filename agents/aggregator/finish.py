@@ -16,7 +16,7 @@ from schemas.jobs import JobSpec
 from schemas.registry import Lineage, ModelVersion
 from streams.datainfo import JobData
 from streams.ml.export import Head, Serving, export_onnx, validate_onnx
-from streams.registry import Registry
+from streams.registry import Registry, Stage
 from streams.settings import Settings
 
 from .reporting import target_note
@@ -38,10 +38,11 @@ def serving_of(spec: JobSpec, data: JobData | None) -> Serving:
 
 async def export_and_register(
     settings: Settings, spec: JobSpec, state: ServerState, x_check: np.ndarray, data: JobData | None,
-    offsets: dict[str, int], metrics: dict[str, float],
+    offsets: dict[str, int], metrics: dict[str, float], stage: Stage | None = None,
 ) -> tuple[float, ModelVersion | None]:
     """(max abs difference onnxruntime vs torch, the registered version or None when not asked).
-    ``x_check`` are test rows as trained on (scaled); they are checked as the raw rows they were."""
+    ``x_check`` are test rows as trained on (scaled); they are checked as the raw rows they were.
+    ``stage`` overrides the spec's (a model that missed its target is held in staging)."""
     serving = serving_of(spec, data)
     if data is not None:
         x_check = x_check * data.x_std + data.x_mean
@@ -55,7 +56,8 @@ async def export_and_register(
                       metrics={**metrics, "onnx_max_abs_diff": diff},
                       classes=[f"{c:g}" for c in serving.classes] if serving.head == "softmax" else [])
     async with Registry(settings) as registry:
-        mv = await registry.publish(spec.model_name, onnx_bytes, lineage=lineage, stage=spec.export.stage)
+        mv = await registry.publish(spec.model_name, onnx_bytes, lineage=lineage,
+                                    stage=stage or spec.export.stage)
     log.info("job %s: registered %s version %d (%s)", spec.job_id, mv.name, mv.version, mv.stage)
     return diff, mv
 
@@ -65,13 +67,17 @@ async def conclude(
     offsets: dict[str, int], metrics: dict[str, float], *, met_target: bool, stop_reason: str | None,
 ) -> tuple[str, str | None, int | None]:
     """Export and register, then the job's final (state, error, model version): ``failed`` when
-    the export fails, ``missed_target`` (registered all the same) when a target was not met.
-    Adds ``onnx_max_abs_diff`` to ``metrics``."""
+    the export fails, ``missed_target`` when a target was not met: the model is registered all the
+    same but held in staging (never replacing production unasked). Adds ``onnx_max_abs_diff``."""
+    missed = None if met_target else target_note(spec, metrics, stop_reason)
+    held: Stage | None = "staging" if missed and spec.export.stage == "production" else None
     try:
-        diff, mv = await export_and_register(settings, spec, state, x_check, data, offsets, metrics)
+        diff, mv = await export_and_register(settings, spec, state, x_check, data, offsets, metrics, held)
     except Exception as exc:
         log.exception("job %s: export/registration failed", spec.job_id)
         return "failed", f"export/registration failed: {exc!r}", None
     metrics["onnx_max_abs_diff"] = diff
-    missed = None if met_target else target_note(spec, metrics, stop_reason)
+    if missed and held and mv is not None:
+        missed += (f"; registered {mv.name} v{mv.version} in staging, not production "
+                   f"(aiaas models promote {mv.name} {mv.version} to serve it anyway)")
     return ("missed_target" if missed else "succeeded"), missed, mv.version if mv else None

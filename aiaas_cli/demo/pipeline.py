@@ -27,6 +27,7 @@ from schemas.jobs import JobSpec
 from schemas.records import JobStatus
 from streams.admin import Admin
 from streams.datasets import raw_split
+from streams.registry import Registry
 from streams.settings import Settings
 
 console = Console()
@@ -100,8 +101,12 @@ async def train(settings: Settings, spec: JobSpec, plan: DemoPlan, summary: Summ
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
-    if status.state == "missed_target":  # the model is registered all the same: serve it, say so
+    if status.state == "missed_target":  # held in staging; the demo serves it all the same, and says so
         console.print(f"[yellow]![/] {status.error}")
+        if status.model_version is not None:
+            async with Registry(settings) as registry:
+                await registry.promote(MODEL, status.model_version)
+            console.print(f"[yellow]![/] promoted {MODEL} v{status.model_version} for the demo")
     elif status.state != "succeeded":
         raise RuntimeError(f"training {status.state}: {status.error}")
     console.print(f"[green]✓[/] trained: test accuracy {status.metrics.get('test_accuracy', 0):.4f}, "

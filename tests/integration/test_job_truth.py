@@ -33,6 +33,7 @@ from schemas.jobs import JobSpec
 from streams.admin import drop_prefix
 from streams.datapush import push
 from streams.jobs import read_jobs, shown_state, submit
+from streams.registry import Registry
 from streams.runtime import run
 from streams.settings import Settings
 from tests.infra import ROOT
@@ -122,6 +123,9 @@ async def test_a_job_that_misses_its_target_says_so(settings: Settings) -> None:
     assert status.error is not None and "test_accuracy >= 0.999 not met" in status.error
     assert f"{status.metrics['test_accuracy']:.4f}" in status.error
     assert status.model_version is not None  # the model is still there for whoever wants it
+    async with Registry(settings) as registry:  # ... but it does not replace production unasked
+        mv = await registry.get(status.model_name or "", status.model_version)
+    assert mv.stage == "staging" and "in staging, not production" in status.error
     _, statuses = await read_jobs(settings)
     assert shown_state(statuses["short"]) == ("missed_target", status.error)
 
