@@ -147,7 +147,10 @@ def json_result(reply: Reply) -> tuple[int, bytes]:
     if status != 200 or not tc.is_binary(reply.headers):
         return status, tc.split_value(reply.value, reply.headers)[0]
     resp, arrays = tc.decode(reply.value, reply.headers, InferenceResponse, "outputs")
-    resp.outputs = [tc.from_numpy(t.name, arrays[t.name]) for t in resp.outputs]
+    try:
+        resp.outputs = [tc.from_numpy(t.name, arrays[t.name]) for t in resp.outputs]
+    except AiaasError as exc:  # e.g. NaN, which JSON cannot hold: the stored outcome is that error
+        return exc.status_code, error_body(exc)
     return status, resp.to_record()
 
 

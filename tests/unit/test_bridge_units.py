@@ -18,11 +18,13 @@ from agents.bridge.callbacks import CallbackPolicy
 from agents.bridge.dispatcher import backoff, webhook_body
 from agents.bridge.errors import CallbackRefused, RateLimited
 from agents.bridge.keys import Principal, Tenant
-from agents.bridge.oip import ParsedRequest, encode_response, parse_request
+from agents.bridge.oip import ParsedRequest, encode_response, json_result, parse_request
 from agents.bridge.settings import BridgeSettings
 from agents.bridge.state import RequestState
 from schemas.errors import AiaasError, InvalidMessage
 from schemas.inference import InferenceResponse, Tensor
+from streams import tensorcodec as tc
+from streams.replywire import Reply
 
 X = np.arange(8, dtype=np.float32).reshape(2, 4)
 JSON_BODY = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": X.ravel().tolist()}]}
@@ -149,6 +151,16 @@ def test_mixed_binary_and_json_outputs_encode() -> None:
     head = json.loads(out.content[:n])
     assert head["outputs"][0]["parameters"]["binary_data_size"] == 32 and head["outputs"][1]["data"] == [7]
     np.testing.assert_array_equal(np.frombuffer(out.content[n:], "<f4").reshape(2, 4), X)
+
+
+def test_a_binary_reply_holding_nan_is_stored_as_its_error_not_raised() -> None:
+    """What Redis keeps is JSON, which has no NaN: the stored outcome is a 400 naming the tensor."""
+    arr = np.array([[1.0, np.nan]], dtype=np.float32)
+    resp = InferenceResponse(model_name="m", outputs=[tc.from_numpy("output", arr, binary=True)])
+    enc = tc.encode(resp, resp.outputs, [arr], binary=True)
+    reply = Reply("r1", enc.value, {**enc.headers, "status-code": "200"})
+    status, body = json_result(reply)
+    assert status == 400 and "NaN" in json.loads(body)["error"]
 
 
 # --------------------------------------------------------------------------- auth, settings, errors
