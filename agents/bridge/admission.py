@@ -48,6 +48,14 @@ class Ticket:
             self.released = True
             self._admission.give_back(self)
 
+    def hand_over(self) -> Ticket:
+        """The same share under a new owner (an async request's task, which outlives the HTTP
+        exchange that admitted it); releasing this one then gives nothing back."""
+        heir = Ticket(self._admission, self.tenant, self.call)
+        heir.cost, heir.released = self.cost, self.released
+        self.released = True
+        return heir
+
 
 class Admission:
     """Counters of what is in flight (no I/O, no waiting: one event loop owns them)."""

@@ -91,7 +91,7 @@ async def admit_call(bridge: Bridge, headers: Headers) -> Principal:
 
 async def serve_infer(
     bridge: Bridge, who: Principal, model: str, version: str | None, path: str, headers: Headers,
-    query: QueryParams, body: bytes, t0: float,
+    query: QueryParams, body: bytes, t0: float, ticket: Ticket | None = None,
 ) -> Response:
     """One admitted infer call, errors included, as a response (shared by the route and the fast path)."""
     try:
@@ -101,6 +101,7 @@ async def serve_infer(
             prefer_async="respond-async" in headers.get("prefer", "").lower(),
             idempotency_key=headers.get("idempotency-key"),
             timeout_s=parse_timeout_query(query.get("timeout")), traceparent=headers.get("traceparent"),
+            ticket=ticket,
         )
         if call.idempotency_key is None and call.callback is None and not call.prefer_async \
                 and b"callback_url" not in body:  # plain sync: may be cut short if Kafka goes away
@@ -190,7 +191,7 @@ class InferFastPath:
             return
         try:
             resp = await serve_infer(self.bridge, who, model, version, scope["path"], Headers(scope=scope),
-                                     QueryParams(scope["query_string"]), body, t0)
+                                     QueryParams(scope["query_string"]), body, t0, ticket)
         except Exception as exc:  # the same 500 body the app's handler gives
             resp = _internal(exc)
         del body  # the answer may take a while to send: do not keep the request too

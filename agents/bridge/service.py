@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from opentelemetry.trace import SpanKind
 
 from agents.bridge import oip
+from agents.bridge.admission import Ticket
 from agents.bridge.core import Bridge
 from agents.bridge.follow import Follow, finish_retrying, stored_answer
 from agents.bridge.idempotency import fingerprint
@@ -46,6 +47,7 @@ class Call:
     idempotency_key: str | None = None
     timeout_s: float | None = None
     traceparent: str | None = None
+    ticket: Ticket | None = None  # the body's share of the bridge (admission); async calls keep it
 
 
 @dataclass(slots=True)
@@ -176,12 +178,14 @@ class InferService:
         except BaseException:
             self.b.async_slots.release(tenant)
             raise
-        self.b.spawn(self._run_async(call, parsed, state, timeout_s))
+        ticket = call.ticket.hand_over() if call.ticket is not None else None  # held until answered
+        self.b.spawn(self._run_async(call, parsed, state, timeout_s, ticket))
         await self.b.audit.record(call.who, "infer_async", call.model, request_id=rid, callback=callback)
         return Accepted(rid, state)
 
     async def _run_async(
-        self, call: Call, parsed: oip.ParsedRequest, state: RequestState, timeout_s: float
+        self, call: Call, parsed: oip.ParsedRequest, state: RequestState, timeout_s: float,
+        ticket: Ticket | None,
     ) -> None:
         self.b.metrics.async_pending.inc()
         try:
@@ -190,6 +194,8 @@ class InferService:
         finally:
             self.b.metrics.async_pending.dec()
             self.b.async_slots.release(state.tenant)
+            if ticket is not None:
+                ticket.release()
         if state.callback is not None:
             try:
                 await self.b.dispatcher.enqueue(state.id, state.tenant)

@@ -198,6 +198,18 @@ async def test_body_bytes_in_flight_are_capped_per_tenant_and_per_bridge(stack: 
         assert 'aiaas_bridge_refused_total{reason="bridge_bytes"} 1.0' in text
 
 
+async def test_an_async_request_holds_its_share_until_answered_not_until_its_202(stack: StackFactory) -> None:
+    async with stack(worker=False, json_cost_factor=2.0) as s:
+        admission = s.bridge.admission
+        accepted = await s.http.post(INFER, content=padded(40_000), params={"timeout": 1.5},
+                                     headers={**s.auth, "Prefer": "respond-async"})
+        assert accepted.status_code == 202, accepted.text
+        assert admission.bytes == 80_000 and admission.calls == 1  # the body waits for its answer
+        await until(lambda: admission.bytes == 0 and admission.calls == 0)  # no worker: it timed out
+        polled = await s.http.get(accepted.headers["location"], headers=s.auth)
+        assert polled.json()["status"] in ("failed", "timeout"), polled.text
+
+
 async def test_infer_calls_in_flight_are_capped_per_tenant_and_per_bridge(stack: StackFactory) -> None:
     async with stack(worker=False, max_sync_per_tenant=2, max_sync_in_flight=3) as s:
         port = int(s.url.rsplit(":", 1)[1])
