@@ -12,10 +12,10 @@ from pydantic import Field
 
 from schemas.envelope import Envelope
 
-# Keys and headers of the training topics (the wire contract between trainers and the aggregator).
+# Keys of the training topics (the wire contract between trainers and the aggregator; the t-sent
+# header is named in streams.headers).
 PARAMS_KEY = "latest"  # train.<job>.params: every published version
 CHECKPOINT_KEY = "checkpoint"  # train.<job>.params: checkpoints (with optimizer state), transactional
-SENT_AT = "t-sent"  # header: sender's wall clock (epoch seconds, float) when the record was produced
 
 
 class DataBatch(Envelope):

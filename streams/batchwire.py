@@ -24,7 +24,7 @@ from schemas.envelope import json_loads
 from schemas.errors import InvalidMessage
 from streams import headers as h
 
-LENGTH = "inference-header-content-length"  # as in the binary tensor encoding (streams.tensorcodec)
+LENGTH = h.INFERENCE_HEADER_LENGTH  # as in the binary tensor encoding (streams.tensorcodec)
 REPLIES = "application/vnd.aiaas.reply-batch"
 REQUESTS = "application/vnd.aiaas.request-batch"
 Entry = tuple[dict[str, str], bytes]
@@ -39,12 +39,12 @@ def pack(entries: Iterable[tuple[Mapping[str, str], bytes]], kind: str) -> tuple
         index.append((headers, len(value)))
         values.append(value)
     head = json.dumps(index, separators=(",", ":")).encode()
-    return b"".join([head, *values]), [("content-type", kind.encode()), (LENGTH, str(len(head)).encode())]
+    return b"".join([head, *values]), [(h.CONTENT_TYPE, kind.encode()), (LENGTH, str(len(head)).encode())]
 
 
 def kind_of(headers: Mapping[str, str]) -> str | None:
     """``REPLIES`` or ``REQUESTS`` for a batched record, None for a single one."""
-    kind = headers.get("content-type")
+    kind = headers.get(h.CONTENT_TYPE)
     return kind if kind in _KINDS else None
 
 
@@ -65,7 +65,7 @@ def read_head(value: bytes | None, headers: Mapping[str, str], what: str, part: 
 
 def unpack(value: bytes | None, headers: Mapping[str, str]) -> list[Entry]:
     """The entries of a batched record; raises InvalidMessage (with the reason) when malformed."""
-    what = _KINDS.get(headers.get("content-type", ""), "batch")
+    what = _KINDS.get(headers.get(h.CONTENT_TYPE, ""), "batch")
     index, n_head = read_head(value, headers, what, "index")
     assert value is not None
     if not isinstance(index, list):

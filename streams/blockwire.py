@@ -32,12 +32,13 @@ import numpy as np
 from schemas.errors import InvalidMessage
 from schemas.inference import Datatype
 from streams import batchwire
+from streams import headers as h
 from streams.tensorarrays import BY_DTYPE, DATATYPE_NAMES, FIXED
 
 LENGTH = batchwire.LENGTH
 REQUESTS = "application/vnd.aiaas.request-block"
 REPLIES = "application/vnd.aiaas.reply-block"
-ACCEPT = "reply-block"  # request header: "1" = the sender reads reply blocks
+ACCEPT = h.REPLY_BLOCK  # request header: "1" = the sender reads reply blocks
 MAX_ID = 128
 MAX_DIM = 1 << 31  # a dimension beyond this cannot be real (and 0 x 10**30 would pass the size check)
 _WHAT = {REQUESTS: "request block", REPLIES: "reply block"}
@@ -70,11 +71,11 @@ def encode(kind: str, head: Mapping[str, Any], field: str, ids: list[str],
              for n, a in stacked.items()]
     body = json.dumps({**head, "ids": ids, field: metas}, separators=(",", ":")).encode()
     raws = [np.ascontiguousarray(a).data for a in stacked.values()]
-    return b"".join([body, *raws]), [("content-type", kind.encode()), (LENGTH, str(len(body)).encode())]
+    return b"".join([body, *raws]), [(h.CONTENT_TYPE, kind.encode()), (LENGTH, str(len(body)).encode())]
 
 
 def kind_of(headers: Mapping[str, str]) -> str | None:
-    kind = headers.get("content-type")
+    kind = headers.get(h.CONTENT_TYPE)
     return kind if kind in _WHAT else None
 
 
@@ -82,7 +83,7 @@ def decode(value: bytes | None, headers: Mapping[str, str], field: str,
            allowed: frozenset[str]) -> Block:
     """The block of a record; raises InvalidMessage (with the reason) when it is malformed.
     ``allowed``: the head's keys besides ``ids`` and ``field``."""
-    what = _WHAT.get(headers.get("content-type", ""), "block")
+    what = _WHAT.get(headers.get(h.CONTENT_TYPE, ""), "block")
     head, n_head = batchwire.read_head(value, headers, what, "head")
     assert value is not None
     if not isinstance(head, dict) or not head.keys() <= allowed | {"ids", field}:

@@ -1,21 +1,37 @@
-"""Kafka header names and helpers (headers are ``list[tuple[str, bytes]]`` on the wire)."""
+"""Every Kafka header name aiaas reads or writes, and helpers (headers are ``list[tuple[str, bytes]]``
+on the wire).
+
+This module owns the names: other modules import them from here, never spell them. The table in
+docs/wire-protocol.md lists each with its meaning; tests/unit/test_header_names.py keeps the two in
+step.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
 
-CORRELATION_ID = "correlation-id"
-REPLY_TO = "reply-to"
-DEADLINE = "deadline"  # epoch milliseconds
-TRACEPARENT = "traceparent"
-TENANT = "tenant"
-CONTENT_TYPE = "content-type"
-MODEL_VERSION = "model-version"
+# Request-reply inference (docs/wire-protocol.md).
+CORRELATION_ID = "correlation-id"  # the request id; a reply carries its request's
+REPLY_TO = "reply-to"  # the topic to answer on; absent: answers go to infer.<model>.results
+DEADLINE = "deadline"  # epoch milliseconds; past it a request is answered 504, not computed
+TRACEPARENT = "traceparent"  # W3C trace context
+TENANT = "tenant"  # the tenant a bridge request (or a job it submitted) belongs to
+CONTENT_TYPE = "content-type"  # the record's kind: JSON, binary tensors, a batch or a block
+MODEL_VERSION = "model-version"  # a request's pinned version; the version that answered a reply
+INFERENCE_HEADER_LENGTH = "inference-header-content-length"  # bytes of the JSON part before raw data
+STATUS_CODE = "status-code"  # a reply's HTTP-like status (200, or the error's)
+REPLY_BATCH = "reply-batch"  # request header: "1" = the sender reads batched reply records
+REPLY_BLOCK = "reply-block"  # request header: "1" = the sender reads reply blocks
+
+# Chunking of payloads over the chunk size (streams.chunking).
 CHUNK_ID = "chunk-id"
 CHUNK_INDEX = "chunk-index"
 CHUNK_COUNT = "chunk-count"
 CHUNK_SHA256 = "chunk-sha256"
+
+# Training topics.
+SENT_AT = "t-sent"  # sender's wall clock (epoch seconds, float) when a gradient/params record was produced
 
 Headers = list[tuple[str, bytes]]
 

@@ -23,8 +23,8 @@ from streams import headers as h
 from streams import tensorcodec as tc
 from streams.layoutcache import LayoutCache
 
-STATUS = "status-code"
-REPLY_BATCH = "reply-batch"  # request header: "1" = the sender accepts batched reply records
+STATUS = h.STATUS_CODE
+REPLY_BATCH = h.REPLY_BATCH  # request header: "1" = the sender accepts batched reply records
 BATCH = batchwire.REPLIES  # content-type of a batched reply record
 BLOCK = blockwire.REPLIES  # content-type of a reply block
 RESPONSE_KEYS = frozenset({"v", "model_name", "model_version", "id", "parameters", "outputs"})
@@ -139,7 +139,7 @@ def pack_batch(replies: Iterable[tuple[Mapping[str, str], bytes]]) -> tuple[byte
 
 
 def is_batch(headers: Mapping[str, str]) -> bool:
-    return headers.get("content-type") == BATCH
+    return headers.get(h.CONTENT_TYPE) == BATCH
 
 
 def unpack_batch(value: bytes | None, headers: Mapping[str, str]) -> list[Reply]:

@@ -26,6 +26,7 @@ import numpy as np
 from schemas.envelope import Envelope, json_loads
 from schemas.errors import InvalidMessage
 from schemas.inference import Tensor
+from streams import headers as h
 from streams.tensorarrays import (
     BINARY_SIZE,
     BY_DTYPE,
@@ -46,7 +47,7 @@ __all__ = [  # the array half lives in streams.tensorarrays; these names stay im
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
-HEADER_LENGTH = "inference-header-content-length"
+HEADER_LENGTH = h.INFERENCE_HEADER_LENGTH
 
 E = TypeVar("E", bound=Envelope)
 
@@ -70,13 +71,13 @@ def encode(message: Envelope, tensors: Sequence[Tensor], arrays: Sequence[np.nda
     """
     head = message.to_record()
     if not binary:
-        return Encoded(head, {"content-type": JSON})
+        return Encoded(head, {h.CONTENT_TYPE: JSON})
     raws = [raw_bytes(a, t.datatype) for t, a in zip(tensors, arrays, strict=True)]
-    return Encoded(b"".join([head, *raws]), {"content-type": BINARY, HEADER_LENGTH: str(len(head))})
+    return Encoded(b"".join([head, *raws]), {h.CONTENT_TYPE: BINARY, HEADER_LENGTH: str(len(head))})
 
 
 def is_binary(headers: Mapping[str, str]) -> bool:
-    ct = headers.get("content-type")
+    ct = headers.get(h.CONTENT_TYPE)
     return ct == BINARY or (ct is not None and ct.split(";")[0].strip() == BINARY)
 
 
@@ -158,8 +159,8 @@ def encode_body(kind: str, body: dict[str, Any], field: str, tensors: Mapping[st
         metas.append(meta)
     head = json.dumps({"v": 1, **body, field: metas, "kind": kind}, separators=(",", ":")).encode()
     if not binary:
-        return Encoded(head, {"content-type": JSON})
-    return Encoded(b"".join([head, *raws]), {"content-type": BINARY, HEADER_LENGTH: str(len(head))})
+        return Encoded(head, {h.CONTENT_TYPE: JSON})
+    return Encoded(b"".join([head, *raws]), {h.CONTENT_TYPE: BINARY, HEADER_LENGTH: str(len(head))})
 
 
 def json_string(value: str) -> bytes:
@@ -197,7 +198,7 @@ class BodyTemplates:
         # native little-endian fixed-size arrays are already in wire form: tobytes() is the copy
         raws = [a.tobytes() if a.dtype in BY_DTYPE and _LITTLE else raw_bytes(a, datatype_of(a))
                 for a in tensors.values()]
-        return Encoded(b"".join([head, *raws]), {"content-type": BINARY, HEADER_LENGTH: str(len(head))})
+        return Encoded(b"".join([head, *raws]), {h.CONTENT_TYPE: BINARY, HEADER_LENGTH: str(len(head))})
 
     def cut(self, tensors: Mapping[str, np.ndarray],
             extra: Mapping[str, Any] | None = None) -> tuple[bytes, bytes]:

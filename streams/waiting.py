@@ -107,7 +107,7 @@ class Waiting:
                     if h.CHUNK_ID in values and (value := self._reassembled(rec.partition, rec.offset, values,
                                                                            value, topic)) is None:
                         continue
-                    kind = values.get("content-type")
+                    kind = values.get(h.CONTENT_TYPE)
                     if kind in (BATCH, BLOCK):
                         self._resolve_batch(value, values, topic)
                         continue
@@ -136,7 +136,7 @@ class Waiting:
 
     def _resolve_batch(self, value: bytes | None, headers: dict[str, str], topic: str) -> None:
         try:
-            replies = (unpack_block if headers.get("content-type") == BLOCK else unpack_batch)(value, headers)
+            replies = (unpack_block if headers.get(h.CONTENT_TYPE) == BLOCK else unpack_batch)(value, headers)
         except AiaasError as exc:
             self.malformed += 1
             log.warning("dropped a malformed reply batch on %s: %s", topic, exc)

@@ -13,8 +13,9 @@ from aiokafka.structs import ConsumerRecord
 
 from schemas.errors import InvalidMessage
 from schemas.jobs import JobSpec
-from schemas.training import SENT_AT, GradientMessage
+from schemas.training import GradientMessage
 from streams import codecs
+from streams.headers import SENT_AT
 from streams.ml.compression import decompress, payload_bytes
 from streams.ml.params import Shapes, check_finite_and_shapes
 

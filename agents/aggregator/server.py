@@ -20,10 +20,11 @@ from aiokafka.structs import TopicPartition
 
 from schemas.jobs import JobSpec
 from schemas.records import JobStatus
-from schemas.training import PARAMS_KEY, SENT_AT
+from schemas.training import PARAMS_KEY
 from streams import metrics as m
 from streams.admin import ensure
 from streams.datainfo import JobData, check_fit
+from streams.headers import SENT_AT
 from streams.jobs import aggregator_group
 from streams.ml.evaluate import evaluate
 from streams.offload import Offload

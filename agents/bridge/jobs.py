@@ -19,6 +19,7 @@ from schemas.errors import InvalidMessage
 from schemas.jobs import JobSpec
 from schemas.records import JobStatus
 from schemas.training import MetricsMessage
+from streams import headers as h
 from streams import tensorcodec as tc
 from streams.producer import Producer
 from streams.readers import open_assigned, stop_reader
@@ -55,7 +56,7 @@ class JobsView:
 
     async def submit(self, spec: JobSpec, tenant: str) -> None:
         await self.producer.send_and_wait(
-            self._tp.topic, spec.to_record(), key=spec.job_id, headers={"tenant": tenant}
+            self._tp.topic, spec.to_record(), key=spec.job_id, headers={h.TENANT: tenant}
         )
         self.specs[spec.job_id] = spec
 

@@ -21,7 +21,7 @@ from streams import headers as h
 from streams import tensorcodec as tc
 from streams.client import STATUS, Reply
 
-HTTP_HEADER_LENGTH = "inference-header-content-length"
+HTTP_HEADER_LENGTH = h.INFERENCE_HEADER_LENGTH  # the OIP HTTP binary extension uses the same name
 CALLBACK_PARAM = "callback_url"
 TIMEOUT_PARAM = "timeout"
 
@@ -49,7 +49,7 @@ class ParsedRequest:
 def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
     """Check an HTTP infer body (JSON or binary extension); raises 400-class AiaasErrors."""
     binary_in = header_length is not None
-    hdrs = {"content-type": tc.BINARY, tc.HEADER_LENGTH: header_length or ""} if binary_in else {}
+    hdrs = {h.CONTENT_TYPE: tc.BINARY, tc.HEADER_LENGTH: header_length or ""} if binary_in else {}
     head, tail = tc.split_value(body, hdrs)
     try:
         obj = json_loads(head)

@@ -27,7 +27,7 @@ from streams.record import Record
 from streams.replywire import STATUS
 
 _REQUESTS = tc.BodyTemplates(InferenceRequest.KIND, "inputs")
-_BLOCK_OWN = frozenset({"content-type", blockwire.LENGTH, blockwire.ACCEPT})
+_BLOCK_OWN = frozenset({h.CONTENT_TYPE, blockwire.LENGTH, blockwire.ACCEPT})
 
 
 def block_work(rec: Record, ids: list[str], arrays: dict[str, np.ndarray], model: Loaded,

@@ -40,7 +40,7 @@ def request_id(rec: Record) -> str:
 
 def unpack(rec: Record) -> list[Record]:
     """The requests of a request batch record (raises InvalidMessage when it is malformed)."""
-    shared = {k: v for k, v in rec.headers.items() if k != "content-type" and k != batchwire.LENGTH}
+    shared = {k: v for k, v in rec.headers.items() if k != h.CONTENT_TYPE and k != batchwire.LENGTH}
     return [Record(rec.topic, rec.partition, rec.offset, hd[h.CORRELATION_ID].encode(), value,
                    {**shared, **hd}, rec.timestamp_ms, rec.first_offset)
             for hd, value in batchwire.unpack(rec.value, rec.headers)]
@@ -58,12 +58,12 @@ def unreadable(exc: Exception) -> AiaasError:
 
 def split(records: list[Record]) -> tuple[list[Record], list[tuple[Record, AiaasError]]]:
     """The requests of a poll (request batch records split up), and the batches that were malformed."""
-    if not any(r.headers.get("content-type") == batchwire.REQUESTS for r in records):
+    if not any(r.headers.get(h.CONTENT_TYPE) == batchwire.REQUESTS for r in records):
         return records, []
     out: list[Record] = []
     rejected: list[tuple[Record, AiaasError]] = []
     for rec in records:
-        if rec.headers.get("content-type") != batchwire.REQUESTS:
+        if rec.headers.get(h.CONTENT_TYPE) != batchwire.REQUESTS:
             out.append(rec)
             continue
         try:

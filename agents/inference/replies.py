@@ -75,7 +75,7 @@ def large_json(
         tensors.append(f'{meta[:-1]},"data":{json_text(arr, dt, name)}}}')
     head = json.dumps(body, separators=compact)
     value = f'{head[:-1]},"outputs":[{",".join(tensors)}],"kind":"{InferenceResponse.KIND}"}}'.encode()
-    extra = {"content-type": tc.JSON, STATUS: "200", h.MODEL_VERSION: str(version)}
+    extra = {h.CONTENT_TYPE: tc.JSON, STATUS: "200", h.MODEL_VERSION: str(version)}
     return value, _headers(request_id, request_headers, extra)
 
 
@@ -99,7 +99,7 @@ class BinaryResponses:
         mv = extra["model_version"]
         cut = cut or self._templates.cut(outputs, extra)
         enc = self._templates.fill(cut, response_id or request_id, outputs)
-        hdrs = {h.CORRELATION_ID: request_id, "content-type": tc.BINARY,
+        hdrs = {h.CORRELATION_ID: request_id, h.CONTENT_TYPE: tc.BINARY,
                 tc.HEADER_LENGTH: enc.headers[tc.HEADER_LENGTH], STATUS: "200", h.MODEL_VERSION: mv}
         if h.TENANT in request_headers or h.TRACEPARENT in request_headers:
             hdrs.update(passed_on(request_headers))
@@ -125,5 +125,5 @@ def error(
         id=request_id, model_name=model, error=exc.reason, code=exc.code.value,
         status_code=exc.status_code, retriable=exc.retriable, details=details or None,
     )
-    extra = {"content-type": tc.JSON, STATUS: str(exc.status_code)}
+    extra = {h.CONTENT_TYPE: tc.JSON, STATUS: str(exc.status_code)}
     return msg.to_record(), _headers(request_id, request_headers, extra)

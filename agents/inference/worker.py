@@ -187,7 +187,7 @@ class InferenceWorker(Service):
             works: list[Work] = []
             for r in requests:
                 await self.breathe()
-                if r.headers.get("content-type") == blockwire.REQUESTS:
+                if r.headers.get(h.CONTENT_TYPE) == blockwire.REQUESTS:
                     works += await self._prepare_block(r, sent)
                 elif (w := await self._prepare(r, sent)) is not None:
                     works.append(w)

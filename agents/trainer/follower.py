@@ -16,8 +16,9 @@ import numpy as np
 from aiokafka.structs import TopicPartition
 
 from schemas.errors import InvalidMessage
-from schemas.training import PARAMS_KEY, SENT_AT, ParameterSnapshot
+from schemas.training import PARAMS_KEY, ParameterSnapshot
 from streams import codecs
+from streams.headers import SENT_AT
 from streams.ml.compression import to_float
 from streams.settings import Settings
 from streams.topics import Topics

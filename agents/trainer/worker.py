@@ -18,10 +18,11 @@ from aiokafka.structs import RecordMetadata
 
 from schemas.errors import AiaasError, ErrorCode
 from schemas.jobs import JobSpec
-from schemas.training import SENT_AT, GradientMessage
+from schemas.training import GradientMessage
 from streams import codecs
 from streams import metrics as m
 from streams.admin import ensure
+from streams.headers import SENT_AT
 from streams.lifecycle import Service
 from streams.ml.compression import Compressor, half_floats
 from streams.offload import Offload

@@ -16,8 +16,9 @@ from agents.aggregator.progress import Progress
 from agents.aggregator.rounds import Ahead, Contribution, Round, weighted_mean
 from agents.aggregator.state import ServerState
 from schemas.jobs import JobSpec
-from schemas.training import SENT_AT, GradientMessage, ParameterSnapshot
+from schemas.training import GradientMessage, ParameterSnapshot
 from streams import codecs
+from streams.headers import SENT_AT
 from streams.ml.compression import Compressor
 
 
