@@ -60,6 +60,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.cluster import ClusterMetadata
 from aiokafka.structs import TopicPartition
@@ -84,9 +85,9 @@ from streams.replywire import (
 from streams.retry import started
 from streams.settings import Settings
 from streams.tensorcodec import HEADER_LENGTH, Encoded
-from streams.tickbatches import TickBatches
+from streams.tickbatches import RowStream, TickBatches
 from streams.topics import Topics
-from streams.waiting import Waiting
+from streams.waiting import Sink, Waiting
 
 __all__ = [  # the record formats live in streams.replywire; these names stay importable from here
     "BATCH", "REPLY_BATCH", "RESPONSE_KEYS", "STATUS", "InferResult", "InferenceClient", "InferenceError",
@@ -228,7 +229,7 @@ class InferenceClient(Service):
 
         ``batched``: the reply may come in a batched reply record (``infer_many`` asks for that; a
         single call gets a record of its own, whose headers trace observers can read)."""
-        topic, partitions = await self._route(model)
+        topic, partitions = await self.route(model)
         rid = request_id or self.new_id()
         if rid in self.waiting:
             raise AiaasError("request id already in flight", code=ErrorCode.CONFLICT, request_id=rid)
@@ -248,7 +249,7 @@ class InferenceClient(Service):
             raise
         return fut
 
-    async def _submit_entry(self, topic: str, partitions: int, shared: tuple[tuple[str, bytes], ...],
+    async def submit_entry(self, topic: str, partitions: int, shared: tuple[tuple[str, bytes], ...],
                             enc: Encoded, rid: str, timeout_s: float, deadline: str | None,
                             ) -> asyncio.Future[Reply]:
         """``submit`` for ``infer_many``: the request travels packed in a request batch record
@@ -259,7 +260,16 @@ class InferenceClient(Service):
         self._batches.add_entry(topic, partitions, rid, shared, entry, enc.value)
         return fut
 
-    async def _route(self, model: str) -> tuple[str, int]:
+    async def submit_row(self, stream: RowStream, layout: tuple[Any, ...], rid: str,
+                         arrays: dict[str, np.ndarray[Any, Any]], timeout_s: float, sink: Sink) -> None:
+        """``submit`` for ``infer_many``: the request travels as a row of a request block
+        (``streams.blockwire``); ``sink`` gets its reply or error."""
+        await self.waiting.slots.acquire()
+        self.waiting.put(rid, asyncio.get_running_loop().time() + timeout_s, sink)
+        assert self._batches is not None
+        self._batches.add_row(stream, layout, rid, arrays)
+
+    async def route(self, model: str) -> tuple[str, int]:
         """The request topic of ``model`` and its partition count (NotFound when there is none)."""
         producer = self._producer
         if producer is None:
@@ -287,7 +297,7 @@ class InferenceClient(Service):
 
     # ------------------------------------------------------------------ internals
 
-    def _shared_headers(self, extra: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
+    def shared_headers(self, extra: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
         """The record headers of ``infer_many``'s request batch records (entries add their own)."""
         shared = [(k, v.encode()) for k, v in extra.items() if k not in _OURS and k not in _ENTRY_OWN]
         shared.append((h.REPLY_TO, self._reply_to))

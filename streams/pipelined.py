@@ -14,7 +14,7 @@ import asyncio
 import functools
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,16 +22,38 @@ from schemas.errors import AiaasError, ErrorCode
 from streams import blockwire
 from streams import headers as h
 from streams.replywire import InferenceError, InferResult, Inputs, Reply, encode_request
+from streams.tensorcodec import Encoded
 from streams.tickbatches import RowStream, Slots
-
-if TYPE_CHECKING:
-    from streams.client import InferenceClient
+from streams.waiting import Sink
 
 Outcome = tuple[int, InferResult | InferenceError]
+Headers = tuple[tuple[str, bytes], ...]
+
+
+class Sender(Protocol):
+    """What the pipeline needs from the client (``streams.client.InferenceClient`` is one): its
+    settings and the ways to send one request; the client's own state stays the client's."""
+
+    timeout_s: float
+    batch_replies: bool  # ask for batched reply records
+    pack_requests: int  # > 1: pack requests into request batch records and blocks
+    pack_bytes: int
+
+    def new_id(self) -> str: ...
+    async def route(self, model: str) -> tuple[str, int]: ...
+    def shared_headers(self, extra: Mapping[str, str]) -> Headers: ...
+    async def submit(self, model: str, value: bytes, headers: Mapping[str, str], *,
+                     request_id: str | None = None,
+                     timeout: float | None = None,  # noqa: ASYNC109 - also the deadline header
+                     batched: bool = False) -> asyncio.Future[Reply]: ...
+    async def submit_entry(self, topic: str, partitions: int, shared: Headers, enc: Encoded, rid: str,
+                           timeout_s: float, deadline: str | None) -> asyncio.Future[Reply]: ...
+    async def submit_row(self, stream: RowStream, layout: tuple[Any, ...], rid: str,
+                         arrays: dict[str, np.ndarray[Any, Any]], timeout_s: float, sink: Sink) -> None: ...
 
 
 class Pipeline:
-    def __init__(self, client: InferenceClient, model: str, inputs: Iterable[Inputs] | AsyncIterable[Inputs],
+    def __init__(self, client: Sender, model: str, inputs: Iterable[Inputs] | AsyncIterable[Inputs],
                  *, window: int, timeout: float | None, extra: Mapping[str, str], binary: bool) -> None:
         self.client, self.model, self.inputs = client, model, inputs
         self.timeout, self.extra, self.binary = timeout, extra, binary
@@ -58,12 +80,11 @@ class Pipeline:
 
     async def _feed(self) -> int:
         c, extra = self.client, self.extra
-        topic, partitions = await c._route(self.model)
+        topic, partitions = await c.route(self.model)
         timeout_s = c.timeout_s if self.timeout is None else self.timeout
-        shared = c._shared_headers(extra)
+        shared = c.shared_headers(extra)
         stream = RowStream(topic, partitions, (*shared, _ACCEPT_BLOCKS) if c.batch_replies else shared,
                            timeout_s, extra.get(h.DEADLINE))
-        loop = asyncio.get_running_loop()
         rows = c.pack_requests > 1 and self.binary
         n = 0
         async for item in _aiter(self.inputs):
@@ -71,16 +92,13 @@ class Pipeline:
             rid = c.new_id()
             row = _row_of(item, c.pack_bytes // 2) if rows else None
             if row is not None:
-                await c.waiting.slots.acquire()
-                c.waiting.put(rid, loop.time() + timeout_s, functools.partial(self._landed, n))
-                assert c._batches is not None
-                c._batches.add_row(stream, row[1], rid, row[0])
+                await c.submit_row(stream, row[1], rid, row[0], timeout_s, functools.partial(self._landed, n))
                 n += 1
                 continue
             enc = encode_request(item, request_id=rid, binary=self.binary)
             if c.pack_requests > 1 and len(enc.value) <= c.pack_bytes // 2:
                 deadline = extra.get(h.DEADLINE)
-                fut = await c._submit_entry(topic, partitions, shared, enc, rid, timeout_s, deadline)
+                fut = await c.submit_entry(topic, partitions, shared, enc, rid, timeout_s, deadline)
             else:
                 fut = await c.submit(self.model, enc.value, {**enc.headers, **extra}, request_id=rid,
                                      timeout=self.timeout, batched=c.batch_replies)

@@ -13,18 +13,46 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
+
+import numpy as np
 
 from schemas.errors import InvalidMessage
+from schemas.jobs import JobSpec
+from streams.offload import Offload
+from streams.topics import TopicSpec
 
-from .compute import Batch
-from .follower import Snapshot
-from .ring import ring_target
-
-if TYPE_CHECKING:
-    from .worker import Trainer
+from .compute import Batch, LocalModel
+from .data import LocalData
+from .follower import ParamFollower, Snapshot
+from .ring import RingInbox, ring_target
 
 log = logging.getLogger(__name__)
+
+
+class Trainer(Protocol):
+    """What a loop needs from the trainer (agents.trainer.worker.Trainer is one): the loops are
+    written against this, so the worker imports the loops and not the other way round."""
+
+    spec: JobSpec
+    worker_id: str
+    model: LocalModel
+    data: LocalData
+    follower: ParamFollower
+    ring: RingInbox | None
+    offload: Offload
+    grads_topic: TopicSpec
+    ring_topic: TopicSpec
+    timings: dict[str, float]
+
+    async def batch(self) -> Batch: ...
+    async def params_after(self, offset: int) -> Snapshot: ...
+    async def next_params(self, snap: Snapshot) -> Snapshot: ...
+    def load_if_new(self, snap: Snapshot) -> float: ...
+    def pack(self, tensors: dict[str, np.ndarray[Any, Any]], *, base_version: int, samples: int,
+             loss: float, payload: str = "gradient") -> bytes: ...
+    def pack_params(self, state: dict[str, np.ndarray[Any, Any]], *, samples: int, loss: float) -> bytes: ...
+    async def send(self, topic: str, value: bytes, partition: int | None = None) -> None: ...
 
 
 def _ms(t0: float) -> float:

@@ -34,6 +34,7 @@ from .app import build_app
 from .compute import Batch, LocalModel
 from .data import LocalData
 from .follower import ParamFollower, Snapshot
+from .loops import LOOPS
 from .ring import RingInbox
 from .settings import TrainerSettings
 
@@ -100,8 +101,6 @@ class Trainer(Service):
 
     async def run(self) -> int:
         """Train until the final parameters arrive; returns the number of local steps taken."""
-        from .loops import LOOPS
-
         try:
             await self.announce_ready()
             await LOOPS[self.spec.sync.mode](self)
