@@ -1,0 +1,188 @@
+"""The architecture's import contracts, checked on the source (an AST scan; nothing is imported).
+
+Layers, bottom to top: ``schemas`` (messages and errors) < ``streams`` (Kafka plumbing, wire,
+client) < ``agents`` (trainer, aggregator, inference, bridge, autoscaler) < ``aiaas_cli`` and
+``benchmarks``. A module may import only its own layer or the ones below. The agents meet on topics,
+never by import: ``agents.<role>`` imports no other ``agents.<role>``. The shared modules at the top
+of ``agents/`` (``launcher``, ``jobrunner``, ``compute_settings``) import no agent either: the
+launcher starts agents as processes by module name (``python -m agents.trainer``). Process entry
+points (``agents.<role>.__main__``, the same commands as ``aiaas ...``) sit with the CLI on top, and
+nothing imports them. No two modules import each other, directly or through others; every import
+counts (module level, inside functions and under ``TYPE_CHECKING``), since each is a dependency.
+
+A deliberate exception is listed in ``ALLOWED`` with its reason; anything else fails with the file
+and line of the offending import.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("schemas", "streams", "agents", "aiaas_cli", "benchmarks")
+LAYER = {"schemas": 0, "streams": 1, "agents": 2, "aiaas_cli": 3, "benchmarks": 3}
+SHARED_AGENT_MODULES = {"agents.launcher", "agents.jobrunner", "agents.compute_settings"}
+
+# (importer, imported): why this crossing is deliberate.
+ALLOWED = {
+    ("agents.launcher", "agents.aggregator.server"): "run_in_process composes one job's aggregator "
+    "and trainers as tasks of one process (aiaas worker jobs --in-process, tests); imported lazily",
+    ("agents.launcher", "agents.trainer.worker"): "run_in_process, as above",
+    ("agents.launcher", "agents.trainer.settings"): "run_in_process, as above",
+}
+
+
+@dataclass(frozen=True)
+class Import:
+    importer: str
+    imported: str
+    where: str  # path:line
+
+
+def _name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@cache
+def modules() -> dict[str, Path]:
+    return {_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+
+
+def _ours(name: str) -> str | None:
+    """The module of ours that ``name`` (a module or a name in one) lives in, else None."""
+    mods = modules()
+    while name and name not in mods:
+        name = name.rpartition(".")[0]
+    return name or None
+
+
+def _targets(module: str, is_pkg: bool, node: ast.Import | ast.ImportFrom) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    base = node.module or ""
+    if node.level:
+        parts = module.split(".")[: None if is_pkg else -1]
+        parts = parts[: len(parts) - (node.level - 1)]
+        base = ".".join([*parts, base] if base else parts)
+    return [f"{base}.{a.name}" if f"{base}.{a.name}" in modules() else base for a in node.names]
+
+
+@cache
+def imports() -> tuple[Import, ...]:
+    found = []
+    for module, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                for target in _targets(module, path.name == "__init__.py", node):
+                    ours = _ours(target)
+                    if ours and ours != module:
+                        where = f"{path.relative_to(ROOT)}:{node.lineno}"
+                        found.append(Import(module, ours, where))
+    return tuple(found)
+
+
+def _role(module: str) -> str | None:
+    """``agents.<role>`` for a module inside an agent's package, else None."""
+    parts = module.split(".")
+    if parts[0] == "agents" and len(parts) > 1 and (ROOT / "agents" / parts[1]).is_dir():
+        return parts[1]
+    return None
+
+
+def _entry_point(module: str) -> bool:
+    return module.endswith(".__main__") or module == "__main__"
+
+
+def _layer(module: str) -> int:
+    return LAYER["aiaas_cli"] if _entry_point(module) else LAYER[module.split(".")[0]]
+
+
+def _breach(imp: Import) -> str | None:
+    src, dst = imp.importer, imp.imported
+    if _entry_point(dst):
+        return "imports a process entry point"
+    if _layer(dst) > _layer(src):
+        return f"layer {src.split('.')[0]} imports the higher layer {dst.split('.')[0]}"
+    if _role(dst) and _role(src) != _role(dst) and (_role(src) or src in SHARED_AGENT_MODULES):
+        return f"imports the agent agents.{_role(dst)} (agents meet on topics)"
+    return None
+
+
+def test_layers_and_agents_keep_apart() -> None:
+    breaches = [f"{i.where}: {i.importer} -> {i.imported}: {why}"
+                for i in imports() if (why := _breach(i)) and (i.importer, i.imported) not in ALLOWED]
+    assert not breaches, "import contracts broken:\n" + "\n".join(breaches)
+
+
+def test_allowed_exceptions_are_still_needed() -> None:
+    """An exception nobody uses any more is removed, so the list says what the code does."""
+    used = {(i.importer, i.imported) for i in imports()}
+    assert set(ALLOWED) <= used, f"stale exceptions: {sorted(set(ALLOWED) - used)}"
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    comp = []
+                    while True:
+                        top = stack.pop()
+                        on_stack.discard(top)
+                        comp.append(top)
+                        if top == node:
+                            break
+                    if len(comp) > 1:
+                        found.append(sorted(comp))
+            elif child not in index:
+                index[child] = low[child] = len(index)
+                stack.append(child)
+                on_stack.add(child)
+                work.append((child, iter(sorted(graph[child]))))
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+    return found
+
+
+def test_no_import_circles() -> None:
+    graph: dict[str, set[str]] = {m: set() for m in modules()}
+    for i in imports():
+        graph[i.importer].add(i.imported)
+    circles = _cycles(graph)
+    lines = [f"{' <-> '.join(c)}: " + ", ".join(i.where for i in imports()
+                                                 if i.importer in c and i.imported in c)
+             for c in circles]
+    assert not circles, "import circles:\n" + "\n".join(lines)
+
+
+def test_the_scan_sees_known_imports() -> None:
+    """The scanner itself works: imports written in the code are found, relative ones resolved."""
+    pairs = {(i.importer, i.imported) for i in imports()}
+    assert ("streams.client", "streams.settings") in pairs
+    assert ("agents.trainer.worker", "agents.trainer.settings") in pairs  # a relative import
+    assert ("aiaas_cli.main", "aiaas_cli.training") in pairs  # from a package import a module
+    assert _breach(Import("streams.client", "agents.bridge.app", "x")) is not None
+    assert _breach(Import("agents.bridge.app", "agents.inference.worker", "x")) is not None
+    assert _breach(Import("agents.bridge.app", "agents.bridge.core", "x")) is None
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
