@@ -61,8 +61,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Seq
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.cluster import ClusterMetadata
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from schemas.errors import AiaasError, ErrorCode, NotFound, Unavailable
@@ -70,6 +69,7 @@ from streams import blockwire
 from streams import headers as h
 from streams.admin import ensure
 from streams.lifecycle import Service
+from streams.metadata import partition_count, topic_exists
 from streams.pipelined import Pipeline
 from streams.replywire import (
     BATCH,
@@ -98,22 +98,6 @@ log = logging.getLogger(__name__)
 _OURS = frozenset({h.CORRELATION_ID, h.REPLY_TO, h.DEADLINE, REPLY_BATCH, blockwire.ACCEPT})
 _BATCH_HEADER = (REPLY_BATCH, b"1")
 _ENTRY_OWN = frozenset({h.CONTENT_TYPE, HEADER_LENGTH})  # a request batch record has its own
-
-
-async def partition_count(client: AIOKafkaClient, topic: str) -> int:
-    """Partitions of ``topic`` (0 when it does not exist); asks the broker only on a cache miss,
-    and only about this topic (a metadata request for all topics is slow on a big cluster)."""
-    parts = client.cluster.partitions_for_topic(topic)
-    if parts is None:
-        md = ClusterMetadata()
-        if not await client._metadata_update(md, [topic]):  # aiokafka has no public per-topic call
-            md = await client.fetch_all_metadata()
-        parts = md.partitions_for_topic(topic)
-    return len(parts or ())
-
-
-async def topic_exists(client: AIOKafkaClient, topic: str) -> bool:
-    return await partition_count(client, topic) > 0
 
 
 class InferenceClient(Service):

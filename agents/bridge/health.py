@@ -20,11 +20,11 @@ import time
 from typing import Any
 
 import redis.asyncio as aioredis
-from aiokafka.cluster import ClusterMetadata
 from aiokafka.errors import KafkaError
 
 from schemas.errors import Unavailable
 from streams.lifecycle import Service
+from streams.metadata import topic_metadata
 from streams.producer import Producer
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,7 @@ class Health(Service):
     async def _kafka(self) -> bool:
         try:
             async with asyncio.timeout(self.timeout_s):
-                # aiokafka has no public per-topic metadata call (streams.client does the same)
-                return bool(await self.producer.raw.client._metadata_update(ClusterMetadata(), [self.topic]))
+                return await topic_metadata(self.producer.raw.client, self.topic) is not None
         except (KafkaError, OSError, TimeoutError, RuntimeError):
             return False
 

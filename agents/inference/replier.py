@@ -28,8 +28,8 @@ from agents.inference.outbox import Outbox, Owners, ReplyHeaders
 from schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, NotFound, TooLarge
 from streams import headers as h
 from streams import metrics as m
-from streams.client import partition_count
 from streams.dlq import DeadLetters
+from streams.metadata import partition_count
 from streams.producer import Producer
 from streams.record import Record
 from streams.replywire import REPLY_BATCH

@@ -1,0 +1,50 @@
+"""aiokafka private API: used in exactly one place (streams.metadata.topic_metadata), and the
+aiokafka installed still has it in the shape that wrapper calls. Why it is used at all is in
+streams/metadata.py; tests/integration/test_metadata.py checks what it gives on the real broker."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+import aiokafka
+from aiokafka import AIOKafkaClient, AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.cluster import ClusterMetadata
+
+ROOT = Path(__file__).resolve().parents[2]
+WRAPPER = ROOT / "streams" / "metadata.py"
+
+
+def test_the_wrapped_private_call_is_still_there() -> None:
+    call = AIOKafkaClient._metadata_update
+    assert inspect.iscoroutinefunction(call)
+    assert list(inspect.signature(call).parameters) == ["self", "cluster_metadata", "topics"]
+    # the pin in pyproject.toml (<0.15): an upgrade re-reads streams/metadata.py and this test
+    assert aiokafka.__version__.startswith("0.14."), aiokafka.__version__
+
+
+def _private_names() -> set[str]:
+    """``_x`` names that aiokafka's client, producer, consumer and cluster metadata define
+    (methods, and attributes set on ``self`` in their source)."""
+    names: set[str] = set()
+    for cls in (AIOKafkaClient, AIOKafkaProducer, AIOKafkaConsumer, ClusterMetadata):
+        for c in cls.__mro__:
+            names |= set(vars(c))
+        for node in ast.walk(ast.parse(inspect.getsource(cls))):
+            if isinstance(node, ast.Attribute) and ast.unparse(node.value) == "self":
+                names.add(node.attr)
+    return {n for n in names if n.startswith("_") and not n.startswith("__")}
+
+
+def test_no_other_module_reaches_into_aiokafka() -> None:
+    private = _private_names()
+    assert "_metadata_update" in private and "_coordinator" in private  # the scan sees aiokafka's
+    uses = []
+    for pkg in ("streams", "agents", "aiaas_cli", "benchmarks"):
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if (isinstance(node, ast.Attribute) and node.attr in private
+                        and ast.unparse(node.value) not in ("self", "cls")):
+                    uses.append(f"{path.relative_to(ROOT)}: {ast.unparse(node)}")
+    assert uses == ["streams/metadata.py: client._metadata_update"]
