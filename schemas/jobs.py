@@ -66,7 +66,7 @@ class ScheduleSpec(_Spec):
 
 
 class SyncSpec(_Spec):
-    """How trainers and the aggregator agree on parameters (DESIGN.md §4)."""
+    """How trainers and the aggregator agree on parameters (docs/architecture.md, "Sync modes")."""
 
     mode: Literal["sync", "async", "ring", "hybrid"] = "sync"
     staleness: int = Field(default=4, ge=0, description="async: max version lag of a gradient")

@@ -2,7 +2,7 @@
 
 faust keeps its own names for what ``Settings.common_kwargs`` says to aiokafka: a ``kafka://`` URL
 list, a credentials object for SASL/TLS, and its own size limits. Building them here keeps the
-broker address, security and the 8 MiB record limit in one place (DESIGN.md §9).
+broker address, security and the 8 MiB record limit in one place (docs/operations.md).
 """
 
 from __future__ import annotations

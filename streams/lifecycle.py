@@ -1,7 +1,7 @@
 """The lifecycle every client and agent shares: explicit ``async start()/stop()`` and ``async with``.
 
-Constructors do no network I/O (DESIGN.md §8); ``start()`` connects, ``stop()`` releases, and a
-``Service`` is its own async context manager.
+Constructors do no network I/O (docs/architecture.md, "Code layout and contracts"); ``start()``
+connects, ``stop()`` releases, and a ``Service`` is its own async context manager.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Settings for every process, from the environment (prefix ``AIAAS_``) or a ``.env`` file.
 
 The settings turn themselves into aiokafka keyword arguments so that size limits, security and
-tuning agree in one place (see DESIGN.md §9: limits that disagree stall silently).
+tuning agree in one place (see docs/operations.md: limits that disagree stall silently).
 """
 
 from __future__ import annotations

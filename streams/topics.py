@@ -1,6 +1,6 @@
 """The topic catalog: every topic aiaas uses, its partition count and its configs.
 
-Names follow DESIGN.md §3 and carry the configured prefix. Functions return TopicSpec so the
+Names follow docs/architecture.md and carry the configured prefix. Functions return TopicSpec so the
 admin module can ensure them idempotently and tests can make their own with a fresh prefix.
 """
 

@@ -1,4 +1,4 @@
-"""How contributions become parameter versions, per sync mode (DESIGN.md §4).
+"""How contributions become parameter versions, per sync mode (docs/architecture.md, "Sync modes").
 
 - ``RoundMode`` (sync: gradients -> optimizer step; hybrid: deltas -> parameters += mean delta):
   BSP rounds over the live membership with a straggler deadline.

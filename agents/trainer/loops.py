@@ -1,4 +1,4 @@
-"""The trainer's side of the four sync modes (DESIGN.md §4).
+"""The trainer's side of the four sync modes (docs/architecture.md, "Sync modes").
 
 - sync: gradient at version v -> wait for the next version -> repeat (the aggregator runs BSP).
 - async: keep computing on the newest version known; at most ``window`` gradients ride on one version.

@@ -29,7 +29,7 @@ def pick_device() -> torch.device:
 
 
 def set_threads(n: int) -> None:
-    """Cap torch's intra-op threads (several processes share few cores; see DESIGN.md §9)."""
+    """Cap torch's intra-op threads (several processes share few cores; docs/architecture.md)."""
     torch.set_num_threads(max(1, n))
     with contextlib.suppress(RuntimeError):  # only settable once, before any parallel work ran
         torch.set_num_interop_threads(max(1, n))
