@@ -98,3 +98,95 @@ class DeadlineExceeded(AiaasError):
 
 class Unavailable(AiaasError):
     code = ErrorCode.UNAVAILABLE
+
+
+class KafkaUnavailable(Unavailable):
+    """Kafka cannot be reached: retries ran to their deadline (``streams.retry``; the reason is one
+    line naming what was being done, the address and what to run), or the bridge's last probe of
+    the broker failed (503, Retry-After)."""
+
+
+class StoreUnavailable(Unavailable):
+    """Redis (the bridge's request state, keys, rate limits) cannot be reached: retry after a moment."""
+
+
+class InferenceError(AiaasError):
+    """An error reply from a worker (or no reply in time), with the code and HTTP status it carried
+    (``streams.replywire`` reads it from the reply)."""
+
+
+class ChunkError(AiaasError):
+    """A chunked record whose parts do not reassemble (missing, duplicate or corrupt parts)."""
+
+    code = ErrorCode.CHUNK_ERROR
+
+
+class IntegrityError(AiaasError):
+    """Artifact bytes that do not match their recorded sha256 (or are missing)."""
+
+    code = ErrorCode.CONFLICT
+
+
+class SignatureError(AiaasError):
+    """A webhook whose signature is missing, malformed, wrong or outside the time window."""
+
+    code = ErrorCode.UNAUTHORIZED
+
+
+class BadInput(AiaasError):
+    """A request that does not fit the model's signature (HTTP 400)."""
+
+    code = ErrorCode.BAD_REQUEST
+
+
+# The HTTP bridge's refusals (agents/bridge/errors.py turns each into its HTTP answer).
+
+
+class BadRequest(AiaasError):
+    code = ErrorCode.BAD_REQUEST
+
+
+class Unauthorized(AiaasError):
+    code = ErrorCode.UNAUTHORIZED
+
+
+class Forbidden(AiaasError):
+    code = ErrorCode.FORBIDDEN
+
+
+class Conflict(AiaasError):
+    code = ErrorCode.CONFLICT
+
+
+class RateLimited(AiaasError):
+    code = ErrorCode.RATE_LIMITED
+
+
+class Timeout(AiaasError):
+    code = ErrorCode.TIMEOUT
+
+
+class BodyTimeout(AiaasError):
+    """The request body did not arrive in full in time (a slow or stalled upload): 408."""
+
+    code = ErrorCode.TIMEOUT
+
+    @property
+    def status_code(self) -> int:
+        return 408
+
+
+class CallbackRefused(AiaasError):
+    """A callback URL the SSRF policy refuses (private, loopback, link-local, bad scheme...)."""
+
+    code = ErrorCode.BAD_REQUEST
+
+
+class UnresolvedHost(CallbackRefused):
+    """The callback host does not resolve (now): a delivery retries it, a submission is refused."""
+
+
+class InsecureConfig(AiaasError):
+    """A bridge set to run without authentication on a public address, not explicitly allowed."""
+
+    code = ErrorCode.BAD_REQUEST

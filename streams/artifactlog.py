@@ -13,9 +13,10 @@ from pathlib import Path
 from aiokafka.structs import TopicPartition
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from schemas.errors import IntegrityError
 from schemas.registry import ModelVersion
 from streams import chunking
-from streams.artifacts import IntegrityError, read_uri, write_file
+from streams.artifacts import read_uri, write_file
 from streams.producer import Producer
 from streams.readers import open_assigned
 from streams.settings import Settings

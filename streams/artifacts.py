@@ -57,10 +57,3 @@ def read_uri(uri: str) -> bytes:
     from urllib.parse import unquote, urlparse
 
     return Path(unquote(urlparse(uri).path)).read_bytes()
-
-
-
-class IntegrityError(AiaasError):
-    """Artifact bytes that do not match their recorded sha256 (or are missing)."""
-
-    code = ErrorCode.CONFLICT

@@ -13,12 +13,8 @@ import uuid
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from schemas.errors import AiaasError, ErrorCode
+from schemas.errors import ChunkError
 from streams import headers as h
-
-
-class ChunkError(AiaasError):
-    code = ErrorCode.CHUNK_ERROR
 
 
 @dataclass(slots=True)

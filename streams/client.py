@@ -64,7 +64,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
-from schemas.errors import AiaasError, ErrorCode, NotFound, Unavailable
+from schemas.errors import AiaasError, ErrorCode, InferenceError, NotFound, Unavailable
 from streams import blockwire
 from streams import headers as h
 from streams.admin import ensure
@@ -76,7 +76,6 @@ from streams.replywire import (
     REPLY_BATCH,
     RESPONSE_KEYS,
     STATUS,
-    InferenceError,
     InferResult,
     Inputs,
     Reply,

@@ -15,10 +15,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
-from schemas.errors import AiaasError, ErrorCode
+from schemas.errors import AiaasError, ChunkError, ErrorCode
 from streams import headers as h
 from streams.checks import log_extensions
-from streams.chunking import ChunkError, Reassembler
+from streams.chunking import Reassembler
 from streams.dlq import DeadLetters
 from streams.lifecycle import Service
 from streams.record import Record

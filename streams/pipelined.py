@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from schemas.errors import AiaasError, ErrorCode
+from schemas.errors import AiaasError, ErrorCode, InferenceError
 from streams import blockwire
 from streams import headers as h
-from streams.replywire import InferenceError, InferResult, Inputs, Reply, encode_request
+from streams.replywire import InferResult, Inputs, Reply, encode_request
 from streams.tensorcodec import Encoded
 from streams.tickbatches import RowStream, Slots
 from streams.waiting import Sink

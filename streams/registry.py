@@ -43,11 +43,11 @@ from typing import Literal
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from schemas.errors import AiaasError, ErrorCode, InvalidMessage, NotFound
+from schemas.errors import AiaasError, ErrorCode, IntegrityError, InvalidMessage, NotFound
 from schemas.registry import Lineage, ModelVersion, VersionClaim
 from streams.admin import ensure
 from streams.artifactlog import RegistrySettings, load, store
-from streams.artifacts import IntegrityError, signature
+from streams.artifacts import signature
 from streams.lifecycle import Service
 from streams.producer import Producer
 from streams.readers import open_assigned, stop_reader

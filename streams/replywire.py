@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from schemas.errors import AiaasError, ErrorCode, InvalidMessage
+from schemas.errors import ErrorCode, InferenceError, InvalidMessage
 from schemas.inference import ErrorReply, InferenceRequest, InferenceResponse, RequestOutput, Tensor
 from streams import batchwire, blockwire
 from streams import headers as h
@@ -33,18 +33,15 @@ _REQUESTS = tc.BodyTemplates(InferenceRequest.KIND, "inputs")
 Inputs = Mapping[str, np.ndarray] | Sequence[Tensor]
 
 
-class InferenceError(AiaasError):
-    """An error reply from a worker (or no reply in time), with the code and HTTP status it carried."""
-
-    @classmethod
-    def from_reply(cls, reply: ErrorReply) -> InferenceError:
-        try:
-            code = ErrorCode(reply.code)
-        except ValueError:
-            code = ErrorCode.INTERNAL
-        details = {"request_id": reply.id, "model": reply.model_name, **(reply.details or {})}
-        return cls(reply.error, code=code,
-                   **{k: v for k, v in details.items() if k not in ("reason", "code")})
+def error_of(reply: ErrorReply) -> InferenceError:
+    """The InferenceError an error reply stands for (an unknown code reads as ``internal``)."""
+    try:
+        code = ErrorCode(reply.code)
+    except ValueError:
+        code = ErrorCode.INTERNAL
+    details = {"request_id": reply.id, "model": reply.model_name, **(reply.details or {})}
+    return InferenceError(reply.error, code=code,
+                          **{k: v for k, v in details.items() if k not in ("reason", "code")})
 
 
 @dataclass(slots=True)
@@ -66,7 +63,7 @@ class Reply:
 
     def error(self) -> InferenceError:
         head, _ = tc.split_value(self.value, self.headers)
-        return InferenceError.from_reply(ErrorReply.from_record(head))
+        return error_of(ErrorReply.from_record(head))
 
     def result(self) -> InferResult:
         """Decode an OK reply (raises its InferenceError otherwise)."""

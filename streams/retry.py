@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-from schemas.errors import ErrorCode, Unavailable
+from schemas.errors import KafkaUnavailable
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,18 +39,14 @@ MAX_DELAY_S = 2.0
 LOCAL_DEFAULT = Settings.model_fields["bootstrap_servers"].default
 
 
-class KafkaUnavailable(Unavailable):
-    """Kafka kept refusing (retriable errors) until the deadline: code UNAVAILABLE, retriable."""
-
-    code = ErrorCode.UNAVAILABLE
-
-    def __init__(self, what: str, bootstrap: str, last: BaseException | None,
-                 waited_s: float, tries: int) -> None:
-        last_line = one_line(last) if last is not None else "no answer"
-        reason = (f"{what}: Kafka at {bootstrap} still unavailable after {waited_s:.3g}s "
-                  f"({tries} tries), last error {last_line}; {hint(bootstrap)}")
-        super().__init__(reason, what=what, bootstrap=bootstrap, last=last_line,
-                         waited_s=round(waited_s, 1), tries=tries)
+def gave_up(what: str, bootstrap: str, last: BaseException | None, waited_s: float,
+            tries: int) -> KafkaUnavailable:
+    """The error for Kafka refusing (retriable errors) until the deadline, as one line."""
+    last_line = one_line(last) if last is not None else "no answer"
+    reason = (f"{what}: Kafka at {bootstrap} still unavailable after {waited_s:.3g}s "
+              f"({tries} tries), last error {last_line}; {hint(bootstrap)}")
+    return KafkaUnavailable(reason, what=what, bootstrap=bootstrap, last=last_line,
+                            waited_s=round(waited_s, 1), tries=tries)
 
 
 def hint(bootstrap: str) -> str:
@@ -105,7 +101,7 @@ async def retrying(op: Callable[[], Awaitable[T]], settings: Settings, what: str
                 raise
             waited = time.monotonic() - began
             if waited >= limit:
-                raise KafkaUnavailable(what, settings.bootstrap_servers, exc, waited, tries) from exc
+                raise gave_up(what, settings.bootstrap_servers, exc, waited, tries) from exc
             (log.info if tries == 1 else log.debug)(
                 "%s: %s; retrying for up to %.0fs", what, one_line(exc), limit - waited)
             await asyncio.sleep(min(backoff(tries - 1), limit - waited))  # the last try at the deadline

@@ -17,10 +17,10 @@ from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer
 
-from schemas.errors import AiaasError, ErrorCode
+from schemas.errors import AiaasError, ChunkError, ErrorCode, InferenceError
 from streams import headers as h
-from streams.chunking import ChunkError, Reassembler
-from streams.replywire import BATCH, BLOCK, InferenceError, Reply, unpack_batch, unpack_block
+from streams.chunking import Reassembler
+from streams.replywire import BATCH, BLOCK, Reply, unpack_batch, unpack_block
 from streams.tickbatches import Slots
 
 log = logging.getLogger(__name__)

@@ -12,17 +12,11 @@ import hashlib
 import hmac
 import time
 
-from schemas.errors import AiaasError, ErrorCode
+from schemas.errors import SignatureError
 
 SIGNATURE_HEADER = "X-Aiaas-Signature"
 SCHEME = "v1"
 DEFAULT_TOLERANCE_S = 300.0
-
-
-class SignatureError(AiaasError):
-    """A webhook whose signature is missing, malformed, wrong or outside the time window."""
-
-    code = ErrorCode.UNAUTHORIZED
 
 
 def _key(secret: str | bytes) -> bytes:

@@ -16,11 +16,11 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from schemas.errors import InvalidMessage
+from schemas.errors import ChunkError, InvalidMessage
 from schemas.training import CHECKPOINT_KEY, PARAMS_KEY, ParameterSnapshot
 from streams import codecs
 from streams import headers as h
-from streams.chunking import ChunkError, Reassembler
+from streams.chunking import Reassembler
 from streams.jobs import aggregator_group
 from streams.producer import Producer
 from streams.readers import open_assigned

@@ -11,18 +11,13 @@ from __future__ import annotations
 import logging
 import time
 
-from agents.bridge.errors import Unauthorized
 from agents.bridge.keys import ALL_SCOPES, KeyStore, Principal, digest
 from agents.bridge.settings import BridgeSettings
-from schemas.errors import AiaasError, ErrorCode
+from schemas.errors import InsecureConfig, Unauthorized
 
 log = logging.getLogger(__name__)
 LOCAL_TENANT = "local"
 _CACHE_MAX = 10_000
-
-
-class InsecureConfig(AiaasError):
-    code = ErrorCode.BAD_REQUEST
 
 
 def check_bind(settings: BridgeSettings) -> None:

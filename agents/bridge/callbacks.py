@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from agents.bridge.errors import CallbackRefused
+from schemas.errors import CallbackRefused, UnresolvedHost
 
 MAX_URL = 2048
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -31,10 +31,6 @@ _V6 = ipaddress.IPv6Network
 COMPATIBLE, MAPPED, SIIT = _V6("::/96"), _V6("::ffff:0:0/96"), _V6("::ffff:0:0:0/96")
 NAT64, NAT64_LOCAL, SIXTOFOUR = _V6("64:ff9b::/96"), _V6("64:ff9b:1::/48"), _V6("2002::/16")
 LOW32 = (COMPATIBLE, MAPPED, SIIT, NAT64)  # the IPv4 address is the last 32 bits
-
-
-class UnresolvedHost(CallbackRefused):
-    """The callback host does not resolve (now): a delivery retries it, a submission is refused."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,13 +24,12 @@ from pydantic import ValidationError
 from agents.bridge.callbacks import CallbackPolicy
 from agents.bridge.keys import KeyStore
 from agents.bridge.metrics import Metrics
-from agents.bridge.redisconn import StoreUnavailable
 from agents.bridge.rediskeys import RedisKeys
 from agents.bridge.settings import BridgeSettings
 from agents.bridge.state import ORPHAN_GRACE_S, RequestState, StateStore
 from agents.bridge.webhookpost import Poster, backoff, webhook_body
 from agents.bridge.webhookqueue import WebhookQueue
-from schemas.errors import AiaasError, ErrorCode
+from schemas.errors import AiaasError, ErrorCode, StoreUnavailable
 from schemas.records import DeadLetter
 from streams.producer import Producer
 

@@ -20,46 +20,6 @@ from schemas.errors import AiaasError, ErrorCode
 log = logging.getLogger(__name__)
 
 
-class BadRequest(AiaasError):
-    code = ErrorCode.BAD_REQUEST
-
-
-class Unauthorized(AiaasError):
-    code = ErrorCode.UNAUTHORIZED
-
-
-class Forbidden(AiaasError):
-    code = ErrorCode.FORBIDDEN
-
-
-class Conflict(AiaasError):
-    code = ErrorCode.CONFLICT
-
-
-class RateLimited(AiaasError):
-    code = ErrorCode.RATE_LIMITED
-
-
-class Timeout(AiaasError):
-    code = ErrorCode.TIMEOUT
-
-
-class BodyTimeout(AiaasError):
-    """The request body did not arrive in full in time (a slow or stalled upload): 408."""
-
-    code = ErrorCode.TIMEOUT
-
-    @property
-    def status_code(self) -> int:
-        return 408
-
-
-class CallbackRefused(AiaasError):
-    """A callback URL the SSRF policy refuses (private, loopback, link-local, bad scheme...)."""
-
-    code = ErrorCode.BAD_REQUEST
-
-
 _CODES_BY_STATUS = {
     400: ErrorCode.BAD_REQUEST, 401: ErrorCode.UNAUTHORIZED, 403: ErrorCode.FORBIDDEN,
     404: ErrorCode.NOT_FOUND, 409: ErrorCode.CONFLICT, 413: ErrorCode.TOO_LARGE,
@@ -118,7 +78,4 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(Exception, _unexpected)
 
 
-__all__ = [
-    "BadRequest", "BodyTimeout", "CallbackRefused", "Conflict", "Forbidden", "RateLimited", "Timeout",
-    "Unauthorized", "error_response", "install",
-]
+__all__ = ["error_response", "install"]

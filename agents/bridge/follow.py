@@ -18,10 +18,8 @@ from typing import Any
 
 from agents.bridge import oip
 from agents.bridge.core import Bridge
-from agents.bridge.errors import Conflict, Timeout
-from agents.bridge.redisconn import StoreUnavailable
 from agents.bridge.state import ORPHAN_GRACE_S, RequestState, StateStore
-from schemas.errors import ErrorCode
+from schemas.errors import Conflict, ErrorCode, StoreUnavailable, Timeout
 
 log = logging.getLogger(__name__)
 APPEAR_S = 2.0  # the claiming call writes its state right after the claim

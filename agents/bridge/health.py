@@ -22,16 +22,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
 
-from schemas.errors import Unavailable
+from schemas.errors import KafkaUnavailable
 from streams.lifecycle import Service
 from streams.metadata import topic_metadata
 from streams.producer import Producer
 
 log = logging.getLogger(__name__)
-
-
-class KafkaUnavailable(Unavailable):
-    """The broker did not answer the last probe: retry after a moment (503)."""
 
 
 class Health(Service):

@@ -21,9 +21,9 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 
-from agents.bridge.errors import BadRequest, Conflict
 from agents.bridge.redisconn import DOWN, guarded
 from agents.bridge.rediskeys import RedisKeys, text
+from schemas.errors import BadRequest, Conflict
 
 log = logging.getLogger(__name__)
 MAX_KEY = 255

@@ -22,10 +22,10 @@ from starlette.responses import JSONResponse
 from agents.bridge.admission import Admission, Ticket
 from agents.bridge.auth import Authenticator
 from agents.bridge.deadlines import Deadlines
-from agents.bridge.errors import BodyTimeout, error_response
+from agents.bridge.errors import error_response
 from agents.bridge.keys import Principal
 from agents.bridge.settings import BridgeSettings
-from schemas.errors import AiaasError, TooLarge
+from schemas.errors import AiaasError, BodyTimeout, TooLarge
 from streams import metrics as shared
 
 Scope = MutableMapping[str, Any]

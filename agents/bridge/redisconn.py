@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from schemas.errors import Unavailable
+from schemas.errors import StoreUnavailable
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -33,10 +33,6 @@ MAX_CONNECTIONS = 256
 DOWN: tuple[type[BaseException], ...] = (
     RedisConnectionError, RedisTimeoutError, ReadOnlyError, TryAgainError, OSError,
 )
-
-
-class StoreUnavailable(Unavailable):
-    """Redis (request state, keys, rate limits) cannot be reached: retry after a moment."""
 
 
 def connect(url: str) -> aioredis.Redis:

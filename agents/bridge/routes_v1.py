@@ -9,11 +9,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from agents.bridge.errors import Conflict
 from agents.bridge.rediskeys import text
 from agents.bridge.routes_v2 import bridge_of, principal
 from schemas.envelope import validation_errors
-from schemas.errors import InvalidMessage, NotFound
+from schemas.errors import Conflict, InvalidMessage, NotFound
 from schemas.jobs import JOB_ID, JobSpec
 from streams.jobs import shown_state
 

@@ -15,9 +15,9 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.typing import EncodableT, FieldT
 
-from agents.bridge.errors import Timeout
 from agents.bridge.redisconn import guarded
 from agents.bridge.rediskeys import RedisKeys, blob
+from schemas.errors import Timeout
 
 Status = Literal["pending", "succeeded", "failed"]
 WebhookStatus = Literal["none", "pending", "delivered", "failed"]

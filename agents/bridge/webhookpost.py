@@ -13,11 +13,11 @@ from typing import Any
 
 import httpx
 
-from agents.bridge.callbacks import CallbackPolicy, Target, UnresolvedHost
+from agents.bridge.callbacks import CallbackPolicy, Target
 from agents.bridge.keys import KeyStore
 from agents.bridge.settings import BridgeSettings
 from agents.bridge.state import RequestState
-from schemas.errors import AiaasError
+from schemas.errors import AiaasError, UnresolvedHost
 from streams.webhooks import SIGNATURE_HEADER, sign
 
 _rng = random.Random()  # our own generator: jitter never touches (or depends on) the global one

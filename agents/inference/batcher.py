@@ -16,16 +16,10 @@ from typing import Any
 import numpy as np
 
 from agents.inference.sessions import Loaded
-from schemas.errors import AiaasError, ErrorCode
+from schemas.errors import AiaasError, BadInput
 from schemas.registry import TensorSignature
 from streams import tensorcodec as tc
 from streams.record import Record
-
-
-class BadInput(AiaasError):
-    """A request that does not fit the model's signature (HTTP 400)."""
-
-    code = ErrorCode.BAD_REQUEST
 
 
 @dataclass(slots=True, eq=False)  # identity equality: comparing the arrays would cost O(size)

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 
 from agents.inference import batcher, blocks
-from agents.inference.batcher import BadInput, Work
+from agents.inference.batcher import Work
 from agents.inference.sessions import Loaded, Sessions
 from agents.inference.settings import WorkerSettings
-from schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, TooLarge
+from schemas.errors import AiaasError, BadInput, DeadlineExceeded, ErrorCode, TooLarge
 from schemas.inference import InferenceRequest
 from streams import batchwire, blockwire
 from streams import headers as h

@@ -32,6 +32,7 @@ from agents.bridge.testing import Receiver
 from agents.inference import examples
 from agents.inference.testing import running_worker
 from agents.inference.worker import InferenceWorker
+from schemas.errors import SignatureError
 from schemas.records import DeadLetter, JobStatus
 from schemas.training import MetricsMessage
 from streams.admin import Admin
@@ -40,7 +41,7 @@ from streams.producer import Producer
 from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
-from streams.webhooks import SIGNATURE_HEADER, SignatureError, verify_signature
+from streams.webhooks import SIGNATURE_HEADER, verify_signature
 
 MODEL = "mlp"
 ONNX = examples.mlp([4, 8, 3], seed=7)

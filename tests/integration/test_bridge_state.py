@@ -11,12 +11,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from agents.bridge.audit import AuditLog
-from agents.bridge.errors import Conflict, RateLimited
 from agents.bridge.idempotency import Idempotency, fingerprint
 from agents.bridge.keys import KeyStore, Principal
 from agents.bridge.ratelimit import RateLimiter
 from agents.bridge.rediskeys import RedisKeys
 from agents.bridge.settings import BridgeSettings
+from schemas.errors import Conflict, RateLimited
 from schemas.records import AuditRecord
 from streams.admin import ensure
 from streams.consumer import Consumer

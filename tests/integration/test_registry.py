@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from agents.inference import examples
-from schemas.errors import InvalidMessage, NotFound
+from schemas.errors import IntegrityError, InvalidMessage, NotFound
 from schemas.registry import Lineage
-from streams.registry import IntegrityError, Registry
+from streams.registry import Registry
 from streams.settings import Settings
 from tests.infra import ROOT
 

@@ -176,6 +176,29 @@ def test_no_import_circles() -> None:
     assert not circles, "import circles:\n" + "\n".join(lines)
 
 
+# Exception classes that may live outside schemas/errors.py: module -> class -> why.
+OWN_EXCEPTIONS = {
+    "agents.bridge.middleware": {"ClientGone": "an ASGI control-flow signal (the client left), never "
+                                 "an error anyone is answered with, so not an AiaasError"},
+}
+
+
+def test_every_error_type_lives_in_schemas_errors() -> None:
+    """One module holds the error types (schemas/errors.py), so callers and docs find them all."""
+    errors = ast.parse((ROOT / "schemas" / "errors.py").read_text())
+    ours = {n.name for n in errors.body if isinstance(n, ast.ClassDef)}
+    stray = []
+    for module, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not isinstance(node, ast.ClassDef) or module == "schemas.errors":
+                continue
+            bases = {ast.unparse(b).rpartition(".")[2] for b in node.bases}
+            is_error = any(b in ours or b.endswith(("Error", "Exception")) for b in bases)
+            if is_error and node.name not in OWN_EXCEPTIONS.get(module, {}):
+                stray.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.name}")
+    assert not stray, "error types outside schemas/errors.py:\n" + "\n".join(stray)
+
+
 def test_the_scan_sees_known_imports() -> None:
     """The scanner itself works: imports written in the code are found, relative ones resolved."""
     pairs = {(i.importer, i.imported) for i in imports()}

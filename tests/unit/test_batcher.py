@@ -9,8 +9,9 @@ import onnxruntime as ort
 import pytest
 
 from agents.inference import examples, replies
-from agents.inference.batcher import BadInput, Work, check_inputs, group, run_group
+from agents.inference.batcher import Work, check_inputs, group, run_group
 from agents.inference.sessions import Loaded, canary_pick
+from schemas.errors import BadInput
 from schemas.registry import ModelVersion
 from streams import tensorcodec as tc
 from streams.record import Record

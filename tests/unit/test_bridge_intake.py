@@ -10,13 +10,12 @@ import pytest
 
 from agents.bridge.admission import Admission
 from agents.bridge.deadlines import Deadlines
-from agents.bridge.errors import BodyTimeout, RateLimited
-from agents.bridge.health import Health, KafkaUnavailable
+from agents.bridge.health import Health
 from agents.bridge.httpproto import protocol_for
 from agents.bridge.middleware import ClientGone, body_length, has_body, read_body, unread_is_small
 from agents.bridge.oipcheck import check_request, nested_shape
 from agents.bridge.settings import BridgeSettings
-from schemas.errors import InvalidMessage, TooLarge, Unavailable
+from schemas.errors import BodyTimeout, InvalidMessage, KafkaUnavailable, RateLimited, TooLarge, Unavailable
 
 
 def settings(**kw: Any) -> BridgeSettings:

@@ -13,15 +13,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from agents.bridge import errors
-from agents.bridge.auth import InsecureConfig, check_bind, presented_key
+from agents.bridge.auth import check_bind, presented_key
 from agents.bridge.callbacks import CallbackPolicy
 from agents.bridge.dispatcher import backoff, webhook_body
-from agents.bridge.errors import CallbackRefused, RateLimited
 from agents.bridge.keys import Principal, Tenant
 from agents.bridge.oip import ParsedRequest, encode_response, json_result, parse_request
 from agents.bridge.settings import BridgeSettings
 from agents.bridge.state import RequestState
-from schemas.errors import AiaasError, InvalidMessage
+from schemas.errors import AiaasError, CallbackRefused, InsecureConfig, InvalidMessage, RateLimited
 from schemas.inference import InferenceResponse, Tensor
 from streams import tensorcodec as tc
 from streams.replywire import Reply

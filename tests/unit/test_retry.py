@@ -17,8 +17,8 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from schemas.errors import AiaasError, ErrorCode
-from streams.retry import KafkaUnavailable, backoff, is_retriable, one_line, retrying, started
+from schemas.errors import AiaasError, ErrorCode, KafkaUnavailable
+from streams.retry import backoff, is_retriable, one_line, retrying, started
 from streams.settings import Settings
 
 COLD = [GroupCoordinatorNotAvailableError, NotCoordinatorError, LeaderNotAvailableError,

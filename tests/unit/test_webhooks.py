@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.webhooks import SignatureError, compute_signature, parse_header, sign, verify_signature
+from schemas.errors import SignatureError
+from streams.webhooks import compute_signature, parse_header, sign, verify_signature
 
 SECRET = "s3cr3t"
 BODY = b'{"id":"r1","status":"succeeded"}'
