@@ -22,6 +22,7 @@ import redis.asyncio as aioredis
 from pydantic import ValidationError
 
 from agents.bridge.callbacks import CallbackPolicy
+from agents.bridge.errors import error_body
 from agents.bridge.keys import KeyStore
 from agents.bridge.metrics import Metrics
 from agents.bridge.rediskeys import RedisKeys
@@ -29,7 +30,7 @@ from agents.bridge.settings import BridgeSettings
 from agents.bridge.state import ORPHAN_GRACE_S, RequestState, StateStore
 from agents.bridge.webhookpost import Poster, backoff, webhook_body
 from agents.bridge.webhookqueue import WebhookQueue
-from schemas.errors import AiaasError, ErrorCode, StoreUnavailable
+from schemas.errors import AiaasError, ErrorCode, StoreUnavailable, Timeout, Unavailable
 from schemas.records import DeadLetter
 from streams.producer import Producer
 
@@ -170,7 +171,7 @@ class Dispatcher:
             await self.queue.put(state.tenant, state.id, state.deadline + ORPHAN_GRACE_S)
             return False
         state.status, state.status_code, state.finished = "failed", 504, time.time()
-        state.error = {"error": "no reply before the deadline", "code": ErrorCode.TIMEOUT.value}
+        state.error = error_body(Timeout("no reply before the deadline"))
         state.webhook = "pending" if state.callback else "none"
         await self.states.update(state)
         return True
@@ -212,8 +213,8 @@ class Dispatcher:
             "tenant": state.tenant, "model": state.model})
         state.webhook = "failed"
         state.status = "failed"
-        state.error = {"error": f"callback delivery failed after {state.attempts} attempts: {last}",
-                       "code": ErrorCode.UNAVAILABLE.value}
+        why = f"callback delivery failed after {state.attempts} attempts: {last}"
+        state.error = error_body(Unavailable(why))
         await self.states.update(state)
         await self.queue.remove(state.tenant, state.id)
         log.warning("webhook for %s dead-lettered after %d attempts (%s)", state.id, state.attempts, last)

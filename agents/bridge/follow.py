@@ -18,8 +18,9 @@ from typing import Any
 
 from agents.bridge import oip
 from agents.bridge.core import Bridge
+from agents.bridge.errors import error_body
 from agents.bridge.state import ORPHAN_GRACE_S, RequestState, StateStore
-from schemas.errors import Conflict, ErrorCode, StoreUnavailable, Timeout
+from schemas.errors import AiaasError, Conflict, ErrorCode, StoreUnavailable, Timeout
 
 log = logging.getLogger(__name__)
 APPEAR_S = 2.0  # the claiming call writes its state right after the claim
@@ -81,7 +82,7 @@ class Follow:
 def stored_answer(state: RequestState, result: bytes | None, parsed: oip.ParsedRequest) -> oip.HttpBody:
     """The HTTP answer of a finished request, from its stored state."""
     if state.status == "failed" or result is None:
-        err = state.public().get("error") or {"error": "failed", "code": ErrorCode.INTERNAL.value}
+        err = state.public().get("error") or error_body(AiaasError("failed", code=ErrorCode.INTERNAL))
         return oip.HttpBody(json.dumps(err).encode(), state.status_code or 504, {}, "application/json")
     return oip.stored_to_http(state.status_code or 200, result, parsed)
 

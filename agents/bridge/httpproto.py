@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import json
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
+from agents.bridge.errors import error_json
 from agents.bridge.settings import BridgeSettings
+from schemas.errors import AiaasError, ErrorCode
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 LINGER_S = 2.0  # after a refusal, read and drop what the client still sends for this long ...
@@ -34,8 +35,8 @@ LINGER_BYTES = 1 << 20  # ... or this much, so it can read the answer (a close w
 
 
 def _answer(status: int, message: str, **details: Any) -> bytes:
-    code = "timeout" if status == 408 else "too_large"
-    body = json.dumps({"error": message, "code": code, **details}).encode()
+    code = ErrorCode.TIMEOUT if status == 408 else ErrorCode.TOO_LARGE
+    body = error_json(AiaasError(message, code=code, **details))
     head = b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\n" % (status, _REASONS[status])
     return head + b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body) + body
 

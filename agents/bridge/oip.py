@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.bridge.errors import error_json
 from agents.bridge.oipcheck import check_request
 from schemas.envelope import json_loads
 from schemas.errors import AiaasError, ErrorCode, InvalidMessage
@@ -150,7 +151,7 @@ def json_result(reply: Reply) -> tuple[int, bytes]:
     try:
         resp.outputs = [tc.from_numpy(t.name, arrays[t.name]) for t in resp.outputs]
     except AiaasError as exc:  # e.g. NaN, which JSON cannot hold: the stored outcome is that error
-        return exc.status_code, error_body(exc)
+        return exc.status_code, error_json(exc)
     return status, resp.to_record()
 
 
@@ -182,7 +183,3 @@ def encode_response(resp: InferenceResponse, arrays: dict[str, Any], parsed: Par
 
 def _binary_body(content: bytes, header_length: str) -> HttpBody:
     return HttpBody(content, 200, {"Inference-Header-Content-Length": header_length}, tc.BINARY)
-
-
-def error_body(exc: AiaasError) -> bytes:
-    return json.dumps(exc.to_dict(), default=str).encode()

@@ -19,7 +19,7 @@ from starlette.datastructures import Headers, QueryParams
 
 from agents.bridge.admission import Ticket
 from agents.bridge.core import Bridge
-from agents.bridge.errors import error_response
+from agents.bridge.errors import error_response, internal_error
 from agents.bridge.keys import Principal
 from agents.bridge.middleware import ASGIApp, ClientGone, Gate, Receive, Scope, Send, refusal
 from agents.bridge.oip import parse_timeout_query
@@ -132,8 +132,7 @@ def _observed(bridge: Bridge, model: str, resp: Response, t0: float) -> Response
 
 def _internal(exc: Exception, close: bool = False) -> Response:
     log.exception("unhandled error on infer")
-    return JSONResponse({"error": "internal error", "code": "internal", "type": type(exc).__name__},
-                        status_code=500, headers={"Connection": "close"} if close else None)
+    return error_response(internal_error(exc), close=close)
 
 
 class _RouteInfo:

@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind
 from agents.bridge import oip
 from agents.bridge.admission import Ticket
 from agents.bridge.core import Bridge
+from agents.bridge.errors import error_body, internal_error
 from agents.bridge.follow import Follow, finish_retrying, stored_answer
 from agents.bridge.idempotency import fingerprint
 from agents.bridge.keys import Principal
@@ -155,7 +156,7 @@ class InferService:
         if exc.retriable:  # let a retry with the same key run again
             assert call.idempotency_key is not None
             await self.b.idempotency.release(call.who.tenant.name, call.idempotency_key, state.id)
-        await self.b.states.finish(state, None, status_code=exc.status_code, error=exc.to_dict())
+        await self.b.states.finish(state, None, status_code=exc.status_code, error=error_body(exc))
 
     def _state(self, call: Call, rid: str, callback: str | None, timeout: float) -> RequestState:
         now = time.time()
@@ -216,11 +217,10 @@ class InferService:
             await finish_retrying(self.b.states, state, body if status == 200 else None, status,
                                   None if status == 200 else json.loads(body))
         except AiaasError as exc:
-            await finish_retrying(self.b.states, state, None, exc.status_code, exc.to_dict())
+            await finish_retrying(self.b.states, state, None, exc.status_code, error_body(exc))
         except Exception as exc:  # record the failure; never lose the request silently
             log.exception("async request %s failed", state.id)
-            await finish_retrying(self.b.states, state, None, 500, {
-                "error": "internal error", "code": "internal", "type": type(exc).__name__})
+            await finish_retrying(self.b.states, state, None, 500, error_body(internal_error(exc)))
 
 
 __all__ = ["Accepted", "Call", "InferService"]

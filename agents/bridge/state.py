@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.typing import EncodableT, FieldT
 
+from agents.bridge.errors import error_body
 from agents.bridge.redisconn import guarded
 from agents.bridge.rediskeys import RedisKeys, blob
 from schemas.errors import Timeout
@@ -46,7 +47,7 @@ class RequestState(BaseModel):
         """What a poll shows (no internal fields beyond what the caller sent)."""
         body = self.model_dump(exclude={"tenant"}, exclude_none=True)
         if self.orphaned():
-            body.update(status="failed", error={"error": "no reply before the deadline", "code": "timeout"})
+            body.update(status="failed", error=error_body(Timeout("no reply before the deadline")))
         return body
 
 

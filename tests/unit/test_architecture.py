@@ -199,6 +199,22 @@ def test_every_error_type_lives_in_schemas_errors() -> None:
     assert not stray, "error types outside schemas/errors.py:\n" + "\n".join(stray)
 
 
+def test_the_bridge_builds_its_error_body_in_one_place() -> None:
+    """Every HTTP error body (answered, or kept as a failed request's ``error``) comes from
+    agents.bridge.errors.error_body: no other bridge module writes ``{"error": ...}`` itself."""
+    built = []
+    for module, path in modules().items():
+        if not module.startswith("agents.bridge.") or module == "agents.bridge.errors":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            literal = isinstance(node, ast.Dict) and any(
+                isinstance(k, ast.Constant) and k.value == "error" for k in node.keys)
+            to_dict = isinstance(node, ast.Call) and ast.unparse(node.func).endswith(".to_dict")
+            if literal or to_dict:
+                built.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert not built, "error bodies built outside agents/bridge/errors.py:\n" + "\n".join(built)
+
+
 def test_the_scan_sees_known_imports() -> None:
     """The scanner itself works: imports written in the code are found, relative ones resolved."""
     pairs = {(i.importer, i.imported) for i in imports()}
