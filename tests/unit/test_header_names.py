@@ -25,7 +25,7 @@ def _constants() -> dict[str, str]:
     return {name: value for name, value in vars(h).items() if name.isupper() and isinstance(value, str)}
 
 
-def _documented() -> dict[str, str]:
+def documented_headers() -> dict[str, str]:
     """header name -> constant name, from the rows of the table under '## Headers'."""
     text = DOC.read_text(encoding="utf-8")
     section = text.split("\n## Headers\n", 1)[1].split("\n## ", 1)[0]
@@ -34,7 +34,7 @@ def _documented() -> dict[str, str]:
 
 def test_every_header_constant_is_documented_and_every_documented_header_defined() -> None:
     consts = _constants()
-    doc = _documented()
+    doc = documented_headers()
     assert doc, "no header table found in docs/wire-protocol.md"
     assert set(doc) == set(consts.values()), (
         f"undocumented: {sorted(set(consts.values()) - set(doc))}, "
