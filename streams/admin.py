@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.protocol.metadata import MetadataRequest
 
 from schemas.errors import Unavailable
 from streams.lifecycle import Service
@@ -122,15 +123,24 @@ class Admin(Service):
         raise Unavailable("consumer group not stable in time", group=group_id, members=members)
 
     async def _wait_visible(self, names: list[str], timeout_s: float = 30.0) -> None:
-        """Wait until metadata shows every partition of the new topics with a leader."""
+        """Wait until every broker's metadata shows every partition of the new topics with a leader:
+        on a cluster a new topic reaches the brokers at different times (0.2 s apart on the local
+        3-node cluster), and the caller's next question may go to any of them (a data push saw 0
+        partitions and refused the topic)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            meta = await self.call("describing new topics", lambda: self.client.describe_topics(names))
-            if all(t["error_code"] == _NO_ERROR and t["partitions"] and
-                   all(p["leader"] >= 0 for p in t["partitions"]) for t in meta):
+            if await self.call("describing new topics", lambda: self._visible_everywhere(names)):
                 return
             await asyncio.sleep(0.05)
         raise Unavailable("topics not visible in time", topics=names)
+
+    async def _visible_everywhere(self, names: list[str]) -> bool:
+        kafka = self.client._client  # aiokafka's admin client has no per-broker metadata call
+        nodes = [b.nodeId for b in kafka.cluster.brokers()]
+        answers = ([(await kafka.send(n, MetadataRequest(names))).to_object()["topics"] for n in nodes]
+                   if nodes else [await self.client.describe_topics(names)])
+        return all(t["error_code"] == _NO_ERROR and t["partitions"] and
+                   all(p["leader"] >= 0 for p in t["partitions"]) for meta in answers for t in meta)
 
 
 async def wait_for_broker(settings: Settings, timeout_s: float | None = None) -> None:
