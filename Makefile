@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)
 export UV_LINK_MODE := copy
 PYTEST_ARGS ?=
 
-.PHONY: setup jars browser infra-up infra-down infra-status test test-unit test-integration test-faults lint bench demo lock clean
+.PHONY: setup jars browser infra-up infra-down infra-status cluster-up cluster-down cluster-status test test-unit test-integration test-faults test-cluster lint bench demo lock clean
 
 setup: $(STAMP) jars
 
@@ -42,6 +42,17 @@ infra-down:
 infra-status:
 	@infra/status.sh
 
+# The local 3-node KRaft cluster (infra/kafka/cluster.sh, ports 49092-49097): the cluster tier
+# starts it itself when down (and stops it again), so `make test` needs no cluster-up.
+cluster-up: jars
+	@infra/kafka/cluster.sh start
+
+cluster-down:
+	@infra/kafka/cluster.sh stop
+
+cluster-status:
+	@infra/kafka/cluster.sh status
+
 test: setup infra-up browser
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
@@ -53,6 +64,9 @@ test-integration: setup infra-up browser
 
 test-faults: setup infra-up
 	$(PY) -m pytest tests/faults $(PYTEST_ARGS)
+
+test-cluster: setup jars
+	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check .
