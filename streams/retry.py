@@ -56,7 +56,8 @@ def hint(bootstrap: str) -> str:
         return "is the local broker up? run `aiaas infra up` (or `make infra-up`)"
     host, _, port = bootstrap.rpartition(":")
     if host in ("127.0.0.1", "localhost") and port.isdigit():
-        return f"is a broker up on port {port}? (`aiaas infra up` starts one; AIAAS_KAFKA_PORT sets its port)"
+        return (f"is a broker up on port {port}? (`AIAAS_KAFKA_PORT={port} aiaas infra up` starts one, "
+                "or point AIAAS_BOOTSTRAP_SERVERS at a running cluster)")
     return "check that AIAAS_BOOTSTRAP_SERVERS points at a running cluster"
 
 

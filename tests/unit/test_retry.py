@@ -83,7 +83,8 @@ async def test_giving_up_at_the_deadline_is_one_clear_line() -> None:
 
     began = time.monotonic()
     with pytest.raises(KafkaUnavailable) as info:
-        await retrying(op, Settings(connect_deadline_s=0.5), "describing trainer group train.j.trainers")
+        await retrying(op, Settings(bootstrap_servers="127.0.0.1:19092", connect_deadline_s=0.5),
+                       "describing trainer group train.j.trainers")
     took = time.monotonic() - began
     assert 0.5 <= took < 2.0 and calls >= 3  # gave up at the deadline, not before
     err = info.value
@@ -146,4 +147,4 @@ async def test_nothing_listening_gives_up_with_the_line_on_a_real_client() -> No
             pass
     assert str(info.value).startswith("starting a producer: Kafka at 127.0.0.1:1 still unavailable")
     assert "KafkaConnectionError" in str(info.value)
-    assert "is a broker up on port 1? (`aiaas infra up` starts one" in str(info.value)
+    assert "is a broker up on port 1? (`AIAAS_KAFKA_PORT=1 aiaas infra up` starts one" in str(info.value)
