@@ -74,7 +74,7 @@ lint: setup
 
 bench: setup infra-up
 	$(PY) -m benchmarks.transport
-	@for b in inference training bridge; do \
+	@for b in inference training bridge faults; do \
 	  if [ -f benchmarks/$$b.py ]; then $(PY) -m benchmarks.$$b || exit 1; fi; done
 
 demo: setup infra-up
