@@ -40,18 +40,22 @@ LOCAL_DEFAULT = Settings.model_fields["bootstrap_servers"].default
 
 
 def gave_up(what: str, bootstrap: str, last: BaseException | None, waited_s: float,
-            tries: int) -> KafkaUnavailable:
+            tries: int, secured: bool = False) -> KafkaUnavailable:
     """The error for Kafka refusing (retriable errors) until the deadline, as one line."""
     last_line = one_line(last) if last is not None else "no answer"
     reason = (f"{what}: Kafka at {bootstrap} still unavailable after {waited_s:.3g}s "
-              f"({tries} tries), last error {last_line}; {hint(bootstrap)}")
+              f"({tries} tries), last error {last_line}; {hint(bootstrap, secured)}")
     return KafkaUnavailable(reason, what=what, bootstrap=bootstrap, last=last_line,
                             waited_s=round(waited_s, 1), tries=tries)
 
 
-def hint(bootstrap: str) -> str:
+def hint(bootstrap: str, secured: bool = False) -> str:
     """What to run: start the local broker when the address is the local default (or another port
-    on this machine); otherwise look at the address."""
+    on this machine); otherwise look at the address. aiokafka reports refused SASL/TLS credentials
+    as the same connection error as a broker that is down, so a secured client is told both."""
+    if secured:
+        return ("check AIAAS_BOOTSTRAP_SERVERS and the credentials (AIAAS_SECURITY_PROTOCOL, "
+                "AIAAS_SASL_*, AIAAS_SSL_*): a refused login looks the same as a broker that is down")
     if bootstrap == LOCAL_DEFAULT:
         return "is the local broker up? run `aiaas infra up` (or `make infra-up`)"
     host, _, port = bootstrap.rpartition(":")
@@ -102,7 +106,8 @@ async def retrying(op: Callable[[], Awaitable[T]], settings: Settings, what: str
                 raise
             waited = time.monotonic() - began
             if waited >= limit:
-                raise gave_up(what, settings.bootstrap_servers, exc, waited, tries) from exc
+                raise gave_up(what, settings.bootstrap_servers, exc, waited, tries,
+                              settings.security_protocol != "PLAINTEXT") from exc
             (log.info if tries == 1 else log.debug)(
                 "%s: %s; retrying for up to %.0fs", what, one_line(exc), limit - waited)
             await asyncio.sleep(min(backoff(tries - 1), limit - waited))  # the last try at the deadline

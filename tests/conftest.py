@@ -3,6 +3,7 @@ integration and fault tiers) the real broker and Redis, started by the project's
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -18,6 +19,17 @@ from tests.infra import ensure_infra
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
     """Every async test runs on uvloop, like every agent does."""
     return {"uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(autouse=True)
+def _environment_restored() -> Iterator[None]:
+    """Whatever a test (or the CLI it runs in-process) sets in ``os.environ`` ends with it: the CLI
+    shortens AIAAS_CONNECT_DEADLINE_S for one-shot commands, and later tests must not inherit that."""
+    saved = dict(os.environ)
+    yield
+    if os.environ != saved:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 @pytest.fixture
