@@ -49,7 +49,7 @@ from streams.registry import Registry
 from streams.runtime import run
 from streams.settings import Settings
 from streams.topics import Topics
-from tests.cluster.control import LocalCluster, leaders, replication
+from tests.cluster.control import LocalCluster, leaders, until_in_sync
 
 MODEL = "faults-mlp"
 PARTITIONS = 8
@@ -133,16 +133,6 @@ async def publish(settings: Settings) -> None:
         await reg.publish(MODEL, examples.mlp([16, 64, 4], seed=7), stage="production")
 
 
-async def until_in_sync(settings: Settings, topic: str, timeout_s: float = 120.0) -> None:
-    """Wait until every partition of ``topic`` has its 3 replicas in sync again (a restarted node)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if all(isr == 3 for _, isr in await replication(settings, topic)):
-            return
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"{topic} not back to 3 in-sync replicas in {timeout_s:.0f} s")
-
-
 async def broker_kill(repeats: int, n: int) -> dict[str, Any]:
     cluster = LocalCluster()
     started = await cluster.start()
@@ -154,6 +144,7 @@ async def broker_kill(repeats: int, n: int) -> dict[str, Any]:
     totals = {"lost": 0, "duplicated": 0, "retried": 0, "dropped_duplicates": 0}
     try:
         await wait_for_broker(settings)
+        await until_in_sync(settings)  # every node caught up before one is lost
         await publish(settings)
         env = {"AIAAS_REPLICATION_FACTOR": "3"}  # INFO: the workers log their partitions
         async with spawn_workers(settings, MODEL, 2, env=env) as procs, InferenceClient(settings) as client:
@@ -168,8 +159,7 @@ async def broker_kill(repeats: int, n: int) -> dict[str, Any]:
                 totals["lost"] += lost(s, n)
                 totals["duplicated"] += s.duplicated
                 await cluster.restart_killed()
-                await until_in_sync(settings, client.reply_topic)
-                await until_in_sync(settings, requests)
+                await until_in_sync(settings)
             totals["dropped_duplicates"] = client.duplicates
             assert all(p.proc.returncode is None for p in procs), "a worker died with the broker"
     finally:

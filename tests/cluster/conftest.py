@@ -13,7 +13,7 @@ import pytest
 
 from streams.admin import drop_prefix, wait_for_broker
 from streams.settings import Settings
-from tests.cluster.control import LocalCluster
+from tests.cluster.control import LocalCluster, until_in_sync
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +28,10 @@ def cluster_session() -> Iterator[LocalCluster]:
 
 @pytest.fixture
 async def cluster(cluster_session: LocalCluster) -> AsyncIterator[LocalCluster]:
-    await cluster_session.start()  # a node lost since (or by an earlier test) comes back first
+    """The cluster with every node up and every replica in sync (a node an earlier test killed, or a
+    whole cluster just started, catches up first); the nodes this test kills are restarted after."""
+    await cluster_session.start()
+    await until_in_sync(cluster_session.settings())
     yield cluster_session
     await cluster_session.restart_killed()
 

@@ -97,6 +97,24 @@ async def replication(settings: Settings, topic: str) -> list[tuple[int, int]]:
     return [(len(p["replicas"]), len(p["isr"])) for p in meta["partitions"]]
 
 
+async def until_in_sync(settings: Settings, topics: list[str] | None = None,
+                        timeout_s: float = 120.0) -> None:
+    """Wait until every partition of ``topics`` (default: every topic there is) has all its replicas
+    in sync: a node that was restarted (or the whole cluster) takes seconds to tens of seconds to
+    catch up, and losing another node before that leaves fewer than min.insync.replicas copies."""
+    deadline = time.monotonic() + timeout_s
+    async with Admin(settings) as admin:
+        while True:
+            names = topics if topics is not None else sorted(await admin.list_topics())
+            lagging = [(t["topic"], p["partition"]) for t in await admin.client.describe_topics(names)
+                       for p in t["partitions"] if len(p["isr"]) < len(p["replicas"])]
+            if not lagging:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replicas still out of sync after {timeout_s:.0f} s: {lagging[:10]}")
+            await asyncio.sleep(0.2)
+
+
 def busiest(leads: dict[int, int], prefer: int | None = None) -> int:
     """The node leading the most partitions (``prefer`` wins a tie): the worst node to lose."""
     counts = Counter(leads.values())
