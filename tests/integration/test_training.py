@@ -104,7 +104,7 @@ async def test_compressed_gradients_converge_with_fewer_bytes(
 
 async def test_a_trainer_joining_mid_job_is_taken_into_the_rounds(settings: Settings) -> None:
     spec = digits_spec("sync", job_id="digits-join", optimizer={"name": "adam", "lr": 5e-4},
-                       eval_interval=2, target=None, epochs=None, steps=300)
+                       eval_interval=2, target=None, epochs=None, steps=1500)
     await submit(settings, spec)
     await push(settings, spec)
     agg = Aggregator(settings, spec, AggregatorSettings(start_wait_s=1.0))
