@@ -1,5 +1,5 @@
 """The cluster tier: the local 3-node KRaft cluster (infra/kafka/cluster.sh, ports 49092-49097),
-started for the session when it is down and stopped again at the end; a node a test kills is
+started for the tier when it is down and stopped again at its end; a node a test kills is
 restarted after that test, so every test begins with three in-sync replicas. ``settings`` here point
 at the cluster with replication factor 3 (the shared single broker is not used)."""
 
@@ -16,9 +16,10 @@ from streams.settings import Settings
 from tests.cluster.control import LocalCluster, until_in_sync
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cluster_session() -> Iterator[LocalCluster]:
-    """Up for the whole tier; stopped at the end unless it ran before (or AIAAS_KEEP_CLUSTER=1)."""
+    """Up for this tier only (three JVMs would burden the other tiers of ``pytest tests``); stopped
+    at its end unless it ran before (or AIAAS_KEEP_CLUSTER=1)."""
     cluster = LocalCluster()
     started = asyncio.run(cluster.start())
     yield cluster
