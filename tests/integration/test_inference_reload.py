@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -33,8 +35,18 @@ async def test_promote_mid_stream_switches_versions_and_loses_nothing(
             seen: list[str | None] = []
             errors: list[InferenceError] = []
             promoted_after = None
-            async for _, r in client.infer_many("m", ({"input": X * i} for i in range(n)),
-                                                binary=True, window=64, timeout=30):
+
+            async def inputs() -> AsyncIterator[dict[str, np.ndarray]]:
+                for i in range(n):
+                    if i == n - 200:  # the last requests go out once the worker follows the promotion
+                        async with asyncio.timeout(20):
+                            while worker.sessions.reloads < 2:
+                                worker.sessions.changed.clear()
+                                if worker.sessions.reloads < 2:
+                                    await worker.sessions.changed.wait()
+                    yield {"input": X * i}
+
+            async for _, r in client.infer_many("m", inputs(), binary=True, window=64, timeout=30):
                 if isinstance(r, InferenceError):
                     errors.append(r)
                     continue
