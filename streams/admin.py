@@ -18,6 +18,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 from schemas.errors import Unavailable
 from streams.lifecycle import Service
+from streams.metadata import kafka_client_of
 from streams.retry import close_quietly, retrying, started
 from streams.settings import Settings
 from streams.topics import TopicSpec
@@ -135,7 +136,7 @@ class Admin(Service):
         raise Unavailable("topics not visible in time", topics=names)
 
     async def _visible_everywhere(self, names: list[str]) -> bool:
-        kafka = self.client._client  # aiokafka's admin client has no per-broker metadata call
+        kafka = kafka_client_of(self.client)  # aiokafka's admin client has no per-broker call
         nodes = [b.nodeId for b in kafka.cluster.brokers()]
         answers = ([(await kafka.send(n, MetadataRequest(names))).to_object()["topics"] for n in nodes]
                    if nodes else [await self.client.describe_topics(names)])

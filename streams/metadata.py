@@ -1,25 +1,49 @@
 """Topic metadata from the broker, asked about one topic at a time.
 
-This is the project's only use of aiokafka private API (pinned by tests/unit/test_metadata_pin.py
-and tests/integration/test_metadata.py). aiokafka 0.14 has no public call that asks the broker
-about one topic and returns at once: ``fetch_all_metadata`` asks about every topic (slow on a big
-cluster), and ``add_topic``/``AIOKafkaProducer.partitions_for`` track the topic for the client's
-life and wait up to ``request_timeout_ms`` (40 s) for one that does not exist, which would turn
-"unknown model" into a 40 s wait.
+aiokafka 0.14 has no public call that asks about one topic and returns at once:
+``fetch_all_metadata`` asks about every topic (slow on a big cluster), and ``add_topic`` or
+``AIOKafkaProducer.partitions_for`` track the topic for the client's life and wait up to
+``request_timeout_ms`` (40 s) for one that does not exist, which would turn "unknown model" into a
+40 s wait. So ``topic_metadata`` sends the metadata request itself with the client's public
+``send``. The project's one use of aiokafka private API is ``kafka_client_of`` below (pinned by
+tests/unit/test_metadata_pin.py; tests/integration/test_metadata.py checks both on the broker).
 """
 
 from __future__ import annotations
 
+import random
+
 from aiokafka import AIOKafkaClient
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.cluster import ClusterMetadata
+from aiokafka.errors import KafkaError
+from aiokafka.protocol.metadata import MetadataRequest
+
+
+def kafka_client_of(admin: AIOKafkaAdminClient) -> AIOKafkaClient:
+    """The AIOKafkaClient inside an admin client (its private ``_client``): aiokafka's admin client
+    has no public way to send a request to one chosen broker, which ``streams.admin`` needs to see
+    that every broker knows a new topic."""
+    return admin._client
 
 
 async def topic_metadata(client: AIOKafkaClient, topic: str) -> ClusterMetadata | None:
-    """One metadata request about ``topic`` only, to any broker the client knows; the answer
-    (which has no partitions for ``topic`` when it does not exist), or None when no broker
-    answered. The client's own metadata and tracked topics are left as they were."""
-    md = ClusterMetadata()
-    return md if await client._metadata_update(md, [topic]) else None
+    """One metadata request about ``topic`` only, to a broker the client knows (the next one when
+    it does not answer); the answer (no partitions for ``topic`` when it does not exist), or None
+    when no broker answered. The client's own metadata and tracked topics are left as they were."""
+    nodes = [b.nodeId for b in client.cluster.brokers()]
+    random.shuffle(nodes)
+    for node in nodes:
+        try:
+            answer = await client.send(node, MetadataRequest([topic]))
+        except (KafkaError, TimeoutError):
+            continue
+        if not answer.brokers:  # a topic still being created may be answered without brokers
+            return None
+        md = ClusterMetadata()
+        md.update_metadata(answer)
+        return md
+    return None
 
 
 async def partition_count(client: AIOKafkaClient, topic: str) -> int:

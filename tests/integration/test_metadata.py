@@ -1,13 +1,15 @@
-"""streams.metadata on the real broker: what its one aiokafka private call gives that no public
-call does (see streams/metadata.py): a question about one topic only, answered at once even for a
-topic that does not exist."""
+"""streams.metadata on the real broker: a question about one topic only, answered at once even
+for a topic that does not exist (no public aiokafka call does that, see streams/metadata.py), and
+the admin client's inner client (the one aiokafka private attribute used) reaching every broker."""
 
 from __future__ import annotations
 
 import time
 
-from streams.admin import ensure
-from streams.metadata import partition_count, topic_exists, topic_metadata
+from aiokafka.protocol.metadata import MetadataRequest
+
+from streams.admin import Admin, ensure
+from streams.metadata import kafka_client_of, partition_count, topic_exists, topic_metadata
 from streams.producer import Producer
 from streams.settings import Settings
 from streams.topics import Topics
@@ -29,3 +31,15 @@ async def test_one_topic_is_asked_about_and_a_missing_one_is_answered_at_once(se
         # AIOKafkaProducer.partitions_for would wait request_timeout_ms (40 s) here
         assert time.monotonic() - t0 < 10
         assert missing not in client.cluster.topics()  # the client's own metadata is untouched
+
+
+async def test_the_admin_clients_inner_client_asks_each_broker(settings: Settings) -> None:
+    spec = Topics(settings).train_ring("meta-admin", partitions=2)
+    await ensure(settings, [spec])  # returns once every broker shows the topic (through the wrapper)
+    async with Admin(settings) as admin:
+        kafka = kafka_client_of(admin.client)
+        nodes = [b.nodeId for b in kafka.cluster.brokers()]
+        assert nodes
+        for node in nodes:
+            answer = (await kafka.send(node, MetadataRequest([spec.name]))).to_object()
+            assert [len(t["partitions"]) for t in answer["topics"]] == [2]
