@@ -42,8 +42,9 @@ import numpy as np
 from agents.bridge.testing import BridgeProcess
 from agents.inference import examples
 from agents.inference.testing import WorkerProcess, spawn_workers, until_processes_balanced
+from agents.inference.worker import group_id
 from benchmarks.common import emit, fresh_prefix, machine
-from streams.admin import drop_prefix, wait_for_broker
+from streams.admin import Admin, drop_prefix, wait_for_broker
 from streams.client import InferenceClient, InferResult
 from streams.registry import Registry
 from streams.runtime import run
@@ -141,6 +142,7 @@ async def broker_kill(repeats: int, n: int) -> dict[str, Any]:
     figures: list[float] = []
     gaps: list[float] = []
     led: list[int] = []
+    coordinator: list[bool] = []  # the victim was also the workers' group coordinator
     totals = {"lost": 0, "duplicated": 0, "retried": 0, "dropped_duplicates": 0}
     try:
         await wait_for_broker(settings)
@@ -153,6 +155,9 @@ async def broker_kill(repeats: int, n: int) -> dict[str, Any]:
             for _ in range(repeats):
                 victim = (await leaders(settings, client.reply_topic))[0]
                 led.append(sum(1 for node in (await leaders(settings, requests)).values() if node == victim))
+                async with Admin(settings) as admin:
+                    found = await admin.client.find_coordinator(group_id(settings, MODEL))
+                coordinator.append(found == victim)
                 s = await stream(client, n, n // 4, functools.partial(cluster.kill, victim))
                 figures.append(s.recovery_s())
                 gaps.append(s.max_gap_after_kill_s())
@@ -169,7 +174,8 @@ async def broker_kill(repeats: int, n: int) -> dict[str, Any]:
         finally:
             if started:
                 await cluster.stop()
-    return {"recovery": figures, "max_gap": gaps, "victim_led_request_partitions": led, **totals}
+    return {"recovery": figures, "max_gap": gaps, "victim_led_request_partitions": led,
+            "victim_was_group_coordinator": coordinator, **totals}
 
 
 async def worker_kill(repeats: int, n: int) -> dict[str, Any]:
@@ -267,6 +273,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "broker_kill_recovery_runs_s": [round(x, 3) for x in broker["recovery"]],
         "broker_kill_max_gap_runs_s": [round(x, 3) for x in broker["max_gap"]],
         "broker_kill_victim_led_request_partitions": broker["victim_led_request_partitions"],
+        "broker_kill_victim_was_group_coordinator": broker["victim_was_group_coordinator"],
         "worker_kill_gap_runs_s": [round(x, 3) for x in worker["gap"]],
         "duplicate_replies_dropped_by_client": broker["dropped_duplicates"] + worker["dropped_duplicates"],
         "bridge_idle_rss_mb": round(bridge["idle_rss_mb"], 1),

@@ -94,17 +94,18 @@ wait_ready() {
   echo "cluster nodes $* not ready in ${AIAAS_CLUSTER_READY_S} s; see $CDIR/node-*/kafka.log" >&2; exit 1
 }
 
-# Serialise start/stop/restart of one state dir (a test tier and a benchmark may both call start).
-exec 9>"$CDIR/.lock"
-flock 9
+# Serialise start/stop/kill/restart of one state dir (a test tier and a benchmark may both call start).
+lock() { exec 9>"$CDIR/.lock"; flock 9; }
 
 case "${1:-status}" in
   start)
+    lock
     "$INFRA_DIR/kafka/fetch.sh"
     for n in "${NODES[@]}"; do launch "$n"; done
     wait_ready "${NODES[@]}"
     echo "kafka cluster up: $(bootstrap)" ;;
   stop)
+    lock
     # all at once: stopped one by one, the last nodes would wait for a quorum that is gone
     for n in "${NODES[@]}"; do if running "$n"; then kill -TERM "$(cat "$(pid_file "$n")")"; fi; done
     for n in "${NODES[@]}"; do stop_pid "$(pid_file "$n")" 30; done
@@ -118,13 +119,13 @@ case "${1:-status}" in
   bootstrap) bootstrap ;;
   pid) check_node "${2:-}"; running "$2" && cat "$(pid_file "$2")" ;;
   kill)
-    check_node "${2:-}"
+    check_node "${2:-}"; lock
     if running "$2"; then pid=$(cat "$(pid_file "$2")"); kill -KILL "$pid"
       for _ in $(seq 100); do gone "$pid" && break; sleep 0.05; done
       rm -f "$(pid_file "$2")"; echo "node $2 killed (pid $pid)"
     else echo "node $2 not running"; fi ;;
   restart)
-    check_node "${2:-}"
+    check_node "${2:-}"; lock
     launch "$2"; wait_ready "$2"
     echo "node $2 up on $AIAAS_KAFKA_HOST:$(port_of "$2")" ;;
   *) echo "usage: $0 start|stop|status|bootstrap|kill N|restart N|pid N" >&2; exit 2 ;;
