@@ -72,6 +72,11 @@ class Consumer(Service):
                 self._consumer = None
 
     @property
+    def running(self) -> bool:
+        """Between ``start()`` and ``stop()``."""
+        return self._consumer is not None
+
+    @property
     def raw(self) -> AIOKafkaConsumer:
         if self._consumer is None:
             raise RuntimeError("Consumer used before start()")

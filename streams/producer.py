@@ -61,6 +61,11 @@ class Producer(Service):
                 self._producer = None
 
     @property
+    def running(self) -> bool:
+        """Between ``start()`` and ``stop()``."""
+        return self._producer is not None
+
+    @property
     def raw(self) -> AIOKafkaProducer:
         if self._producer is None:
             raise RuntimeError("Producer used before start()")

@@ -340,7 +340,7 @@ class Aggregator:
     async def fail(self, error: str) -> None:
         """Report the job failed (best effort: the producer may be what failed)."""
         with contextlib.suppress(Exception):
-            if self.producer._producer is None:
+            if not self.producer.running:
                 await self.producer.start()
             await self._status("failed", error=error)
 

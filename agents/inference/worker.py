@@ -165,7 +165,7 @@ class InferenceWorker(Service):
             await asyncio.shield(self._inflight)
         if self._commits is not None and self._committer is not None and not self._committer.done():
             await self._commits.join()
-        if self._consumer is not None and self._consumer._consumer is not None:
+        if self._consumer is not None and self._consumer.running:
             await self._consumer.commit_quietly()
 
     # ------------------------------------------------------------------ the loop
