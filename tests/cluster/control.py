@@ -11,6 +11,7 @@ import asyncio
 import os
 import time
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,7 @@ async def until_in_sync(settings: Settings, topics: list[str] | None = None,
             await asyncio.sleep(0.2)
 
 
-def busiest(leads: dict[int, int], prefer: int | None = None) -> int:
+def busiest(leads: Mapping[Any, int], prefer: int | None = None) -> int:
     """The node leading the most partitions (``prefer`` wins a tie): the worst node to lose."""
     counts = Counter(leads.values())
     top = max(counts.values())
