@@ -114,13 +114,6 @@ class Cluster:
         self.tasks.append(task)
         return task
 
-    async def caught_up(self, end_offset: int, timeout_s: float = 30.0) -> None:
-        """Wait until every version record before ``end_offset`` has been read."""
-        async with asyncio.timeout(timeout_s):
-            while self.next_offset < end_offset:
-                self._changed.clear()
-                await self._changed.wait()
-
     async def close(self) -> None:
         for task in self.tasks:
             task.cancel()
@@ -226,7 +219,9 @@ async def _committed_offset(settings: Settings, job_id: str) -> int | None:
     consumer = AIOKafkaConsumer(**settings.consumer_kwargs(aggregator_group(settings, job_id)))
     await consumer.start()
     try:
-        return await consumer.committed(TopicPartition(Topics(settings).train_grads(job_id).name, 0))
+        tp = TopicPartition(Topics(settings).train_grads(job_id).name, 0)
+        committed: int | None = await consumer.committed(tp)
+        return committed
     finally:
         await consumer.stop()
 
