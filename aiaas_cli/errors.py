@@ -36,8 +36,10 @@ def set_debug(on: bool) -> None:
         os.environ["AIAAS_DEBUG"] = "1"
         return
     # one-shot commands: the one line below says it; agents (setup_logging) keep WARNING
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
-    logging.getLogger("aiokafka").addFilter(_BootstrapNoise())
+    kafka_log = logging.getLogger("aiokafka")
+    kafka_log.setLevel(logging.CRITICAL)
+    if not any(isinstance(f, _BootstrapNoise) for f in kafka_log.filters):
+        kafka_log.addFilter(_BootstrapNoise())
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:

@@ -3,6 +3,7 @@ integration and fault tiers) the real broker and Redis, started by the project's
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,13 +24,18 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
 
 @pytest.fixture(autouse=True)
 def _environment_restored() -> Iterator[None]:
-    """Whatever a test (or the CLI it runs in-process) sets in ``os.environ`` ends with it: the CLI
-    shortens AIAAS_CONNECT_DEADLINE_S for one-shot commands, and later tests must not inherit that."""
+    """Whatever a test (or the CLI it runs in-process) sets in ``os.environ`` or on the aiokafka
+    logger ends with it: the CLI shortens AIAAS_CONNECT_DEADLINE_S and silences aiokafka for
+    one-shot commands, and later tests must not inherit that."""
     saved = dict(os.environ)
+    kafka_log = logging.getLogger("aiokafka")  # the CLI quiets it for one-shot commands
+    level, filters = kafka_log.level, list(kafka_log.filters)
     yield
     if os.environ != saved:
         os.environ.clear()
         os.environ.update(saved)
+    kafka_log.setLevel(level)
+    kafka_log.filters[:] = filters
 
 
 @pytest.fixture
