@@ -6,8 +6,19 @@ connects, ``stop()`` releases, and a ``Service`` is its own async context manage
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+
+async def cancel(task: asyncio.Task[Any] | None) -> None:
+    """Stop a background task and wait until it has ended (its own CancelledError is expected)."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class Service:

@@ -7,12 +7,12 @@ a partition (a compacted table or a stream) drained by one task; this is their s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from streams.lifecycle import cancel
 from streams.retry import retrying, started
 from streams.settings import Settings
 
@@ -37,9 +37,6 @@ async def open_assigned(settings: Settings, tp: TopicPartition | None = None, *,
 
 async def stop_reader(task: asyncio.Task[None] | None, consumer: AIOKafkaConsumer | None) -> None:
     """Cancel the reading task first (it may be inside ``getmany``), then close the consumer."""
-    if task is not None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+    await cancel(task)
     if consumer is not None:
         await consumer.stop()

@@ -10,7 +10,6 @@ fails a request (a record that cannot be queued is logged).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import Counter
@@ -18,6 +17,7 @@ from typing import Any
 
 from agents.bridge.keys import Principal
 from schemas.records import AuditRecord
+from streams.lifecycle import cancel
 from streams.producer import Producer
 
 log = logging.getLogger(__name__)
@@ -40,11 +40,8 @@ class AuditLog:
         self._task = asyncio.create_task(self._flush_forever(), name="audit-flush")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         await self.flush()
 
     async def record(self, who: Principal, action: str, target: str, **details: Any) -> None:

@@ -11,10 +11,9 @@ late by at most ``every_s``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
-from streams.lifecycle import Service
+from streams.lifecycle import Service, cancel
 
 
 class Deadlines(Service):
@@ -28,11 +27,8 @@ class Deadlines(Service):
         self._ensure()
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await cancel(self._sweeper)
+        self._sweeper = None
 
     def watch(self, seconds: float) -> Watch:
         """``with deadlines.watch(s):`` raises TimeoutError once ``s`` seconds have passed inside."""

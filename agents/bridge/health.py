@@ -14,7 +14,6 @@ probe that notices (``cut_when_down``), not left to their timeout.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -23,7 +22,7 @@ import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
 
 from schemas.errors import KafkaUnavailable
-from streams.lifecycle import Service
+from streams.lifecycle import Service, cancel
 from streams.metadata import topic_metadata
 from streams.producer import Producer
 
@@ -50,11 +49,8 @@ class Health(Service):
         self._task = asyncio.create_task(self._forever(), name="bridge-health")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
 
     @property
     def ok(self) -> bool:
