@@ -14,12 +14,28 @@ import uvloop
 T = TypeVar("T")
 
 
+# What a partition created a moment ago answers until its leader has taken over (aiokafka logs it at
+# ERROR and retries it itself): not an error of ours, and the first thing a new user would see.
+TRANSIENT = ("NotLeaderForPartitionError", "LeaderNotAvailableError", "UnknownTopicOrPartitionError")
+
+
+class TransientFetchErrors(logging.Filter):
+    """Drops aiokafka fetcher lines about errors it retries itself on a partition just created."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        return not (text.startswith("Failed fetch offsets") and any(e in text for e in TRANSIENT))
+
+
 def setup_logging(level: str | None = None) -> None:
     logging.basicConfig(
         level=(level or os.environ.get("AIAAS_LOG_LEVEL", "INFO")).upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    fetcher = logging.getLogger("aiokafka.consumer.fetcher")
+    if not any(isinstance(f, TransientFetchErrors) for f in fetcher.filters):
+        fetcher.addFilter(TransientFetchErrors())
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
