@@ -34,15 +34,14 @@ import redis.asyncio as aioredis
 
 from agents.bridge.keys import KeyStore
 from agents.bridge.rediskeys import RedisKeys
-from agents.bridge.testing import BridgeProcess
-from agents.inference import examples
-from agents.inference.testing import spawn_workers, until_processes_balanced
 from benchmarks.common import emit, fresh_prefix, machine, percentile
 from streams.admin import wait_for_broker
 from streams.client import InferenceClient
 from streams.registry import Registry
 from streams.runtime import run
 from streams.settings import Settings
+from tests import examples
+from tests.spawn import BridgeProcess, spawn_workers, until_processes_balanced
 
 MODEL = "digits-mlp"
 PARTITIONS = 8

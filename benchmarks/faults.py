@@ -39,9 +39,6 @@ from typing import Any
 
 import numpy as np
 
-from agents.bridge.testing import BridgeProcess
-from agents.inference import examples
-from agents.inference.testing import WorkerProcess, spawn_workers, until_processes_balanced
 from agents.inference.worker import group_id
 from benchmarks.common import emit, fresh_prefix, machine
 from streams.admin import Admin, drop_prefix, wait_for_broker
@@ -50,7 +47,9 @@ from streams.registry import Registry
 from streams.runtime import run
 from streams.settings import Settings
 from streams.topics import Topics
+from tests import examples
 from tests.cluster.control import LocalCluster, leaders, until_in_sync
+from tests.spawn import BridgeProcess, WorkerProcess, spawn_workers, until_processes_balanced
 
 MODEL = "faults-mlp"
 PARTITIONS = 8

@@ -20,7 +20,7 @@ process and the clients exist, so it is printed (raw_ort_sweep_per_s) but not co
 worker processes, and the broker when it runs on this machine (it is shared: other traffic on it
 counts too).
 Models: ``mlp-large`` (784-2048-2048-10 FP32, random weights) and ``digits`` (64-128-10, trained on
-scikit-learn's digits through the training area's torch -> ONNX export, or agents.inference.examples
+scikit-learn's digits through the training area's torch -> ONNX export, or tests.examples
 when torch is missing).
 """
 
@@ -36,8 +36,6 @@ from typing import Any
 
 import numpy as np
 
-from agents.inference import examples
-from agents.inference.testing import spawn_workers, until_processes_balanced
 from benchmarks.common import emit, fresh_prefix, machine, percentile
 from benchmarks.inference_echo import EchoProcess, echo_client
 from streams.admin import ensure, wait_for_broker
@@ -46,6 +44,8 @@ from streams.registry import Registry
 from streams.runtime import run
 from streams.settings import Settings
 from streams.topics import Topics
+from tests import examples
+from tests.spawn import spawn_workers, until_processes_balanced
 
 PARTITIONS = 8
 

@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from agents.inference import examples
-from agents.inference.testing import spawn_workers, until_processes_balanced
 from benchmarks.common import emit, fresh_prefix, machine, median
 from streams.client import InferenceClient, InferResult
 from streams.registry import Registry
 from streams.runtime import run
 from streams.settings import Settings
+from tests import examples
+from tests.spawn import spawn_workers, until_processes_balanced
 
 
 async def one_run(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from agents.inference.examples import IR_VERSION, OPSET
+from tests.examples import IR_VERSION, OPSET
 
 WIDEN = 1000  # output columns per input column
 

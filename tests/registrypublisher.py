@@ -13,10 +13,10 @@ import asyncio
 import json
 import sys
 
-from agents.inference import examples
 from streams.registry import Registry
 from streams.runtime import run
 from streams.settings import Settings
+from tests import examples
 
 
 async def publish_all(name: str, seed: int, count: int) -> list[tuple[int, str]]:

@@ -26,9 +26,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from agents.bridge.children import CODE_ROOT, child_env, wait_http_ready
 from agents.bridge.keys import KeyStore
 from agents.bridge.rediskeys import RedisKeys
-from agents.bridge.testing import ROOT, child_env, wait_http_ready
 from schemas.errors import AiaasError, NotFound, Unavailable
 from schemas.registry import ModelVersion
 from streams.admin import wait_for_broker
@@ -38,6 +38,7 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 GRACE_S = 15.0
 PR_SET_PDEATHSIG = 1
+UP_SH = CODE_ROOT / "infra" / "up.sh"  # present in a clone; not shipped as package data yet
 
 
 @dataclass
@@ -68,7 +69,7 @@ async def infrastructure(settings: Settings, timeout_s: float = 60.0) -> None:
         if not _local(settings):
             raise Unavailable("cannot reach Kafka/Redis (not the local ones, so not started here)", **down)
         log.info("starting local infrastructure (infra/up.sh)")
-        proc = await asyncio.create_subprocess_exec(str(ROOT / "infra" / "up.sh"), stdin=subprocess.DEVNULL)
+        proc = await asyncio.create_subprocess_exec(str(UP_SH), stdin=subprocess.DEVNULL)
         try:
             async with asyncio.timeout(timeout_s):
                 if await proc.wait() != 0:
@@ -131,7 +132,7 @@ def _die_with_parent() -> None:
 
 async def _spawn(args: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, *args, cwd=ROOT, env=child_env(env), stdin=subprocess.DEVNULL,
+        sys.executable, *args, env=child_env(env), stdin=subprocess.DEVNULL,
         preexec_fn=_die_with_parent if sys.platform == "linux" else None,
     )
 

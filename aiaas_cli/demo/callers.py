@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import httpx
 import numpy as np
 
-from agents.bridge.testing import Receiver
+from aiaas_cli.demo.receiver import Receiver
 from streams.client import InferenceClient
 from streams.settings import Settings
 from streams.webhooks import SIGNATURE_HEADER, verify_signature

@@ -15,13 +15,14 @@ import numpy as np
 import redis.asyncio as aioredis
 from rich.console import Console
 
+from agents.bridge.children import free_port
 from agents.bridge.keys import KeyStore
 from agents.bridge.rediskeys import RedisKeys
 from agents.bridge.serve import ServePlan, infrastructure, start_children, stop_children
-from agents.bridge.testing import Receiver, free_port
 from agents.launcher import LocalJob
 from aiaas_cli.demo.callers import CONCURRENCY, CallResults, call_http_async, call_http_sync, call_kafka
 from aiaas_cli.demo.progress import follow_training
+from aiaas_cli.demo.receiver import Receiver
 from aiaas_cli.demo.report import Summary, report
 from schemas.jobs import JobSpec
 from schemas.records import JobStatus

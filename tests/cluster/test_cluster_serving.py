@@ -14,13 +14,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from agents.inference import examples
-from agents.inference.testing import spawn_workers, until_processes_balanced
 from streams.client import InferenceClient, InferenceError, InferResult
 from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
+from tests import examples
 from tests.cluster.control import LocalCluster, busiest, leaders, replication
+from tests.spawn import spawn_workers, until_processes_balanced
 
 pytestmark = pytest.mark.timeout(300)
 MODEL = "clustered"

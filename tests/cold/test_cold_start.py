@@ -15,14 +15,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from agents.inference import examples
-from agents.inference.testing import running_worker
 from streams.admin import Admin
 from streams.client import InferenceClient
 from streams.registry import Registry
+from tests import examples
 from tests.cold.conftest import ColdBroker
 from tests.infra import ROOT
 from tests.subprocs import run_to_end
+from tests.workers import running_worker
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -23,14 +23,15 @@ import redis.asyncio as aioredis
 
 from agents.bridge.keys import KeyStore
 from agents.bridge.rediskeys import RedisKeys
-from agents.bridge.testing import BridgeProcess, Receiver
-from agents.inference import examples
-from agents.inference.testing import running_worker
+from aiaas_cli.demo.receiver import Receiver
 from streams.admin import ensure
 from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
 from streams.webhooks import SIGNATURE_HEADER, verify_signature
+from tests import examples
+from tests.spawn import BridgeProcess
+from tests.workers import running_worker
 
 BODY = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1.0, 2.0, 3.0, 4.0]}]}
 

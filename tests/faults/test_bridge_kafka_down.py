@@ -26,13 +26,13 @@ import httpx
 import pytest
 
 from agents.bridge.app import create_app
+from agents.bridge.children import free_port
 from agents.bridge.core import Bridge
 from agents.bridge.settings import BridgeSettings
-from agents.bridge.testing import free_port
-from agents.inference import examples
 from streams.admin import wait_for_broker
 from streams.registry import Registry
 from streams.settings import Settings
+from tests import examples
 from tests.infra import ROOT
 from tests.integration.test_bridge import BODY, serve
 

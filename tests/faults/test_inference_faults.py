@@ -11,11 +11,11 @@ import time
 import numpy as np
 import pytest
 
-from agents.inference import examples
-from agents.inference.testing import spawn_workers, until_processes_balanced
 from streams.client import InferenceClient, InferResult
 from streams.registry import Registry
 from streams.settings import Settings
+from tests import examples
+from tests.spawn import spawn_workers, until_processes_balanced
 
 
 @pytest.mark.timeout(180)

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.inference.testing import spawn_workers, until_processes_balanced
 from streams import headers as h
 from streams.client import InferenceClient, InferenceError, InferResult, Reply, encode_request
 from streams.producer import Producer
@@ -21,6 +20,7 @@ from streams.settings import Settings
 from streams.topics import Topics
 from tests.inferreads import dead_letters
 from tests.poisonmodels import expected, log_tiled
+from tests.spawn import spawn_workers, until_processes_balanced
 
 LIMIT, CHUNK, MAX_REPLY = 256 * 1024, 128 * 1024, 1024 * 1024
 PARTITIONS = 8

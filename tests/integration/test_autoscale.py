@@ -21,7 +21,6 @@ import onnxruntime as ort
 
 from agents.autoscaler.controller import Autoscaler, default_group, local_autoscaler
 from agents.autoscaler.policy import Policy
-from agents.inference import examples
 from streams import headers as h
 from streams.admin import Admin
 from streams.client import InferenceClient
@@ -31,6 +30,7 @@ from streams.record import Record
 from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
+from tests import examples
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "echo"

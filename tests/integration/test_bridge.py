@@ -28,10 +28,8 @@ from agents.bridge.app import create_app
 from agents.bridge.core import Bridge
 from agents.bridge.keys import Scope
 from agents.bridge.settings import BridgeSettings
-from agents.bridge.testing import Receiver
-from agents.inference import examples
-from agents.inference.testing import running_worker
 from agents.inference.worker import InferenceWorker
+from aiaas_cli.demo.receiver import Receiver
 from schemas.errors import SignatureError
 from schemas.records import DeadLetter, JobStatus
 from schemas.training import MetricsMessage
@@ -42,6 +40,8 @@ from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
 from streams.webhooks import SIGNATURE_HEADER, verify_signature
+from tests import examples
+from tests.workers import running_worker
 
 MODEL = "mlp"
 ONNX = examples.mlp([4, 8, 3], seed=7)

@@ -10,7 +10,7 @@ import uuid
 from typing import Any
 
 from agents.bridge.state import RequestState
-from agents.bridge.testing import Receiver
+from aiaas_cli.demo.receiver import Receiver
 from schemas.records import DeadLetter
 from streams.consumer import Consumer
 from streams.topics import Topics

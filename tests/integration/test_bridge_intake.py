@@ -21,11 +21,11 @@ import redis.asyncio as aioredis
 
 from agents.bridge.keys import KeyStore
 from agents.bridge.rediskeys import RedisKeys
-from agents.bridge.testing import BridgeProcess
 from streams.settings import Settings
 from tests.integration import test_bridge
 from tests.integration.test_bridge import BODY, MODEL, StackFactory
 from tests.slowbodies import Partial, partial_request, rss_mb
+from tests.spawn import BridgeProcess
 
 stack = test_bridge.stack  # the fixture: a model, a worker, a bridge on real HTTP, a key
 INFER = f"/v2/models/{MODEL}/infer"

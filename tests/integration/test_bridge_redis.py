@@ -18,11 +18,11 @@ import pytest
 from agents.bridge.app import create_app
 from agents.bridge.core import Bridge
 from agents.bridge.settings import BridgeSettings
-from agents.inference.testing import running_worker
 from streams.registry import Registry
 from streams.settings import Settings
 from tests.integration.test_bridge import BODY, MODEL, ONNX, serve
 from tests.ownredis import OwnRedis
+from tests.workers import running_worker
 
 BURST = 32
 

@@ -12,9 +12,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from agents.bridge.testing import ROOT, child_env, free_port
-from agents.inference import examples
+from agents.bridge.children import child_env, free_port
 from streams.settings import Settings
+from tests import examples
+from tests.infra import ROOT
 
 
 def _alive(pid: int) -> bool:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-from agents.bridge.testing import Receiver
-from agents.inference import examples
+from aiaas_cli.demo.receiver import Receiver
 from streams.registry import Registry
 from streams.webhooks import SIGNATURE_HEADER, verify_signature
+from tests import examples
 from tests.hookservers import HeldReceiver
 from tests.integration.test_bridge import BODY, MODEL, StackFactory
 from tests.integration.test_bridge import stack as stack  # the fixture

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import onnx
 
-from agents.bridge.testing import ROOT, child_env
-from agents.inference import examples
+from agents.bridge.children import child_env
 from streams.admin import Admin
 from streams.registry import Registry
 from streams.settings import Settings
+from tests import examples
+from tests.infra import ROOT
 from tests.subprocs import run_to_end
 
 BODY = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})

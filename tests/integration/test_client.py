@@ -10,8 +10,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from agents.inference import examples
-from agents.inference.testing import running_worker
 from streams import headers as h
 from streams.admin import ensure
 from streams.client import STATUS, InferenceClient, InferenceError, InferResult
@@ -19,6 +17,8 @@ from streams.producer import Producer
 from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
+from tests import examples
+from tests.workers import running_worker
 
 
 @pytest.fixture(scope="module")

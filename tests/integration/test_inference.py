@@ -10,8 +10,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from agents.inference import examples
-from agents.inference.testing import running_worker, until_balanced
 from schemas.errors import NotFound
 from schemas.inference import InferenceResponse
 from streams import headers as h
@@ -22,7 +20,9 @@ from streams.producer import Producer
 from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
+from tests import examples
 from tests.inferreads import dead_letters
+from tests.workers import running_worker, until_balanced
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agents.inference import examples
-from agents.inference.testing import running_worker, until_balanced
 from streams.registry import Registry
 from streams.settings import Settings
+from tests import examples
+from tests.workers import running_worker, until_balanced
 
 
 async def test_weights_three_and_one_get_six_and_two_partitions(settings: Settings) -> None:

@@ -13,8 +13,6 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from agents.inference import examples
-from agents.inference.testing import running_worker
 from streams import blockwire
 from streams import headers as h
 from streams.admin import ensure
@@ -25,7 +23,9 @@ from streams.registry import Registry
 from streams.replywire import REPLY_BATCH, STATUS, Reply
 from streams.settings import Settings
 from streams.topics import Topics
+from tests import examples
 from tests.inferreads import answers, dead_letters
+from tests.workers import running_worker
 
 
 async def publish(settings: Settings, name: str, data: bytes) -> None:

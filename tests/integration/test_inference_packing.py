@@ -14,9 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from aiokafka.structs import TopicPartition
 
-from agents.inference import examples
 from agents.inference.intake import unpack
-from agents.inference.testing import running_worker
 from schemas.records import DeadLetter
 from streams import batchwire, blockwire
 from streams import headers as h
@@ -29,7 +27,9 @@ from streams.registry import Registry
 from streams.replywire import REPLY_BATCH, encode_request
 from streams.settings import Settings
 from streams.topics import Topics
+from tests import examples
 from tests.inferreads import answers, dead_letters
+from tests.workers import running_worker
 
 
 async def publish(settings: Settings, name: str, data: bytes) -> None:

@@ -10,7 +10,6 @@ import asyncio
 import numpy as np
 import pytest
 
-from agents.inference.testing import running_worker
 from schemas.errors import NotFound
 from streams import headers as h
 from streams.admin import Admin
@@ -21,6 +20,7 @@ from streams.settings import Settings
 from streams.topics import Topics, TopicSpec
 from tests.inferreads import dead_letters
 from tests.poisonmodels import expected, log_tiled
+from tests.workers import running_worker
 
 
 async def publish(settings: Settings) -> None:

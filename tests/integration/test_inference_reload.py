@@ -9,11 +9,11 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from agents.inference import examples
-from agents.inference.testing import running_worker
 from streams.client import InferenceClient, InferenceError, InferResult
 from streams.registry import Registry
 from streams.settings import Settings
+from tests import examples
+from tests.workers import running_worker
 
 X = np.ones((1, 4), np.float32)
 

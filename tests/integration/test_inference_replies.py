@@ -10,8 +10,6 @@ import asyncio
 import numpy as np
 import onnxruntime as ort
 
-from agents.inference import examples
-from agents.inference.testing import running_worker
 from streams import blockwire
 from streams import headers as h
 from streams.client import STATUS, InferenceClient, InferenceError, InferResult
@@ -21,6 +19,8 @@ from streams.record import Record
 from streams.registry import Registry
 from streams.replywire import is_batch, unpack_batch, unpack_block
 from streams.settings import Settings
+from tests import examples
+from tests.workers import running_worker
 
 
 async def publish(settings: Settings, name: str, data: bytes) -> None:

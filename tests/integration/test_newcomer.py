@@ -19,11 +19,12 @@ import pytest
 import yaml
 from sklearn.datasets import load_digits
 
-from agents.bridge.testing import ROOT, child_env, free_port
+from agents.bridge.children import child_env, free_port
 from schemas.jobs import JobSpec
 from streams.datasets import raw_split
 from streams.registry import Registry
 from streams.settings import Settings
+from tests.infra import ROOT
 from tests.subprocs import run_to_end
 
 pytestmark = pytest.mark.timeout(300)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from agents.inference import examples
 from schemas.errors import IntegrityError, InvalidMessage, NotFound
 from schemas.registry import Lineage
 from streams.registry import Registry
 from streams.settings import Settings
+from tests import examples
 from tests.infra import ROOT
 
 

@@ -22,8 +22,6 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from agents.inference import examples
-from agents.inference.testing import running_worker
 from schemas.errors import KafkaUnavailable
 from streams import faust_app
 from streams.admin import Admin, wait_for_broker
@@ -33,6 +31,8 @@ from streams.producer import Producer
 from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics, TopicSpec
+from tests import examples
+from tests.workers import running_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 USER, PASSWORD = "alice", "s3cret-scram"

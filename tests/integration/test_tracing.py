@@ -10,8 +10,6 @@ import httpx
 
 from agents.bridge.app import create_app
 from agents.bridge.settings import BridgeSettings
-from agents.inference import examples
-from agents.inference.testing import running_worker
 from streams import headers as h
 from streams import tracing
 from streams.admin import Admin
@@ -20,6 +18,8 @@ from streams.record import Record
 from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
+from tests import examples
+from tests.workers import running_worker
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 INCOMING = f"00-{TRACE_ID}-00f067aa0ba902b7-01"

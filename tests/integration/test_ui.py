@@ -19,7 +19,6 @@ import uvicorn
 
 from agents.bridge.app import create_app
 from agents.bridge.settings import BridgeSettings
-from agents.inference.examples import mlp
 from schemas.jobs import JobSpec
 from schemas.registry import Lineage
 from schemas.training import MetricsMessage
@@ -28,6 +27,7 @@ from streams.producer import Producer
 from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
+from tests.examples import mlp
 from tests.subprocs import run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,13 +18,13 @@ import numpy as np
 import onnxruntime as ort
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from agents.inference import examples
-from agents.inference.testing import running_worker
 from streams.admin import ensure
 from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
+from tests import examples
 from tests.unit.test_header_names import documented_headers
+from tests.workers import running_worker
 
 Headers = list[tuple[str, bytes]]
 

@@ -176,6 +176,34 @@ def test_no_import_circles() -> None:
     assert not circles, "import circles:\n" + "\n".join(lines)
 
 
+
+# Shipped packages (pyproject's packages.find) that may import the test helpers under ``tests/``:
+# benchmarks run from the repository (``python -m benchmarks.<name>``) and share the tests' spawner.
+MAY_IMPORT_TESTS = {"benchmarks"}
+TEST_ONLY_NAMES = {"testing", "examples"}  # test helpers and example models live under tests/
+
+
+def test_shipped_packages_hold_no_test_code() -> None:
+    """Test helpers, example models and process spawners live under ``tests/``: no shipped module
+    is named like one, and none but the benchmarks imports ``tests``."""
+    named = [str(p.relative_to(ROOT)) for m, p in modules().items()
+             if TEST_ONLY_NAMES & set(m.split("."))]
+    uses = []
+    for module, path in modules().items():
+        if module.split(".")[0] in MAY_IMPORT_TESTS:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            uses += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names
+                     if n == "tests" or n.startswith("tests.")]
+    assert not named, "test code in shipped packages:\n" + "\n".join(named)
+    assert not uses, "shipped modules import tests:\n" + "\n".join(uses)
+
 # Exception classes that may live outside schemas/errors.py: module -> class -> why.
 OWN_EXCEPTIONS = {
     "agents.bridge.middleware": {"ClientGone": "an ASGI control-flow signal (the client left), never "

@@ -8,7 +8,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from agents.inference import examples, replies
+from agents.inference import replies
 from agents.inference.batcher import Work, check_inputs, group, run_group
 from agents.inference.sessions import Loaded, canary_pick
 from schemas.errors import BadInput
@@ -16,6 +16,7 @@ from schemas.registry import ModelVersion
 from streams import tensorcodec as tc
 from streams.record import Record
 from streams.registry import signature
+from tests import examples
 
 
 @pytest.fixture(scope="module")

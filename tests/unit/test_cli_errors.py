@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agents.bridge.testing import ROOT, child_env
+from agents.bridge.children import child_env
+from tests.infra import ROOT
 
 CLOSED = {"AIAAS_BOOTSTRAP_SERVERS": "127.0.0.1:1", "AIAAS_REDIS_URL": "redis://127.0.0.1:1/0",
           "AIAAS_DEBUG": "", "AIAAS_LOG_LEVEL": "INFO", "AIAAS_CONNECT_DEADLINE_S": "2"}

@@ -7,7 +7,6 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from agents.inference import examples
 from agents.inference.intake import Intake
 from agents.inference.sessions import Loaded
 from agents.inference.settings import WorkerSettings
@@ -17,6 +16,7 @@ from streams import headers as h
 from streams.record import Record
 from streams.registry import signature
 from streams.replywire import encode_request
+from tests import examples
 
 
 def loaded(version: int) -> Loaded:

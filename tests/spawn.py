@@ -1,62 +1,87 @@
-"""Run inference workers in-process (tests, benchmarks, demos): started, serving, stopped cleanly."""
+"""Child processes for tests and benchmarks: a bridge, inference workers, and waits on them.
+
+``BridgeProcess`` runs ``python -m agents.bridge.main`` and waits until ``/v2/health/ready``
+answers; ``spawn_workers`` runs ``python -m agents.inference`` processes whose log lines say how
+many partitions each owns, so ``until_processes_balanced`` can wait on the group (never a sleep).
+Both run from the repository (``ROOT``), as the tests and ``python -m benchmarks.<name>`` do.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
 
-from agents.inference.settings import WorkerSettings
-from agents.inference.worker import InferenceWorker
+from agents.bridge.children import child_env, free_port, wait_http_ready
+from streams.lifecycle import Service
 from streams.settings import Settings
+from tests.infra import ROOT
 
 
-@asynccontextmanager
-async def running_worker(settings: Settings, **cfg: Any) -> AsyncIterator[InferenceWorker]:
-    """A started worker whose loop runs in a task; stopped (batch answered, offsets committed) on exit."""
-    worker = InferenceWorker(settings, WorkerSettings(**cfg))
-    await worker.start()
-    task = asyncio.create_task(worker.run(), name=f"worker-{cfg.get('model')}")
-    try:
-        yield worker
-    finally:
-        worker.request_stop()
+class BridgeProcess(Service):
+    """One bridge as a child process; ``stop()`` sends SIGTERM (then SIGKILL after a grace)."""
+
+    def __init__(self, env: Mapping[str, str], port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.env = child_env({**env, "AIAAS_BRIDGE_PORT": str(self.port)})
+        self.proc: asyncio.subprocess.Process | None = None
+        self.log: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agents.bridge.main", env=self.env, cwd=ROOT,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        self._reader = asyncio.create_task(self._read_log())
         try:
-            await task
-        finally:
-            await worker.stop()
+            await wait_http_ready(f"{self.url}/v2/health/ready", timeout_s, self.proc)
+        except BaseException:
+            await self.kill()
+            raise
 
+    async def _read_log(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        async for raw in self.proc.stderr:
+            self.log = [*self.log[-200:], raw.decode(errors="replace")]
 
-async def until_balanced(
-    workers: Sequence[InferenceWorker], partitions: int, timeout_s: float = 30.0
-) -> None:
-    """Wait until every worker owns partitions and together they own all ``partitions``."""
-
-    def balanced() -> bool:
-        owned = [w.stats["partitions"] for w in workers]
-        return all(owned) and sum(owned) == partitions
-
-    async with asyncio.timeout(timeout_s):
-        while True:
-            for w in workers:
-                w.rebalanced.clear()
-            if balanced():
-                return
-            waits = [asyncio.ensure_future(w.rebalanced.wait()) for w in workers]
+    async def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM and wait (SIGKILL after ``grace_s``); the exit code is then ``proc.returncode``."""
+        if self.proc is None:
+            return
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for t in waits:
-                    t.cancel()
+                await asyncio.wait_for(self.proc.wait(), grace_s)
+            except TimeoutError:
+                await self.kill()
+        await self._finish()
+
+    async def kill(self) -> None:
+        """SIGKILL: the crash a fault test wants."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+        await self._finish()
+
+    async def _finish(self) -> None:
+        if self._reader is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait_for(self._reader, 5)
+            self._reader = None
 
 
 _ASSIGNED = re.compile(r"assigned (\d+) partitions")
-ROOT = Path(__file__).resolve().parents[2]
 
 
 class WorkerProcess:
@@ -87,8 +112,7 @@ async def spawn_workers(
     settings: Settings, model: str, count: int, *flags: str, env: dict[str, str] | None = None,
 ) -> AsyncIterator[list[WorkerProcess]]:
     """``count`` worker processes for ``model`` (SIGTERM, then SIGKILL, on exit; never left behind)."""
-    root = ROOT
-    full_env = {**os.environ, "PYTHONPATH": str(root), "AIAAS_TOPIC_PREFIX": settings.topic_prefix,
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "AIAAS_TOPIC_PREFIX": settings.topic_prefix,
                 "AIAAS_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
                 "AIAAS_HEARTBEAT_INTERVAL_MS": str(settings.heartbeat_interval_ms),
                 "AIAAS_SESSION_TIMEOUT_MS": str(settings.session_timeout_ms),
@@ -98,7 +122,7 @@ async def spawn_workers(
         for _ in range(count):
             proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "agents.inference", "--model", model, *flags,
-                cwd=root, env=full_env, stdin=asyncio.subprocess.DEVNULL,
+                cwd=ROOT, env=full_env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             )
             started.append(WorkerProcess(proc))
