@@ -4,6 +4,7 @@
 answers; ``spawn_workers`` runs ``python -m agents.inference`` processes whose log lines say how
 many partitions each owns, so ``until_processes_balanced`` can wait on the group (never a sleep).
 Both run from the repository (``ROOT``), as the tests and ``python -m benchmarks.<name>`` do.
+``run_to_end`` runs a command to its end (a CLI call, a script), never outliving the call.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from agents.bridge.children import child_env, free_port, wait_http_ready
 from streams.lifecycle import Service
@@ -170,3 +172,20 @@ def _balanced(procs: Sequence[WorkerProcess], partitions: int) -> bool:
             raise RuntimeError(f"worker exited with {p.proc.returncode}: {''.join(p.log[-5:])}")
     owned = [p.partitions for p in procs]
     return all(owned) and sum(owned) == partitions
+
+
+async def run_to_end(*argv: str, timeout_s: float, merge_stderr: bool = False,
+                     **kwargs: Any) -> tuple[int, bytes, bytes]:
+    """``(returncode, stdout, stderr)`` of ``argv`` (stderr folded into stdout with ``merge_stderr``);
+    the process never outlives the call."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT if merge_stderr else asyncio.subprocess.PIPE, **kwargs)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout_s)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None  # communicate() returned: the process has exited
+    return proc.returncode, out, err or b""

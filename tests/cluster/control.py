@@ -17,6 +17,7 @@ from typing import Any
 
 from streams.admin import Admin
 from streams.settings import Settings
+from tests.spawn import run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "infra" / "kafka" / "cluster.sh"
@@ -36,18 +37,11 @@ class LocalCluster:
         self.bootstrap = ""
 
     async def _script(self, *args: str, timeout_s: float = 300.0) -> str:
-        proc = await asyncio.create_subprocess_exec(
-            str(SCRIPT), *args, env=self.env, stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
+        returncode, out, _ = await run_to_end(str(SCRIPT), *args, timeout_s=timeout_s, merge_stderr=True,
+                                              env=self.env, stdin=asyncio.subprocess.DEVNULL)
         text = out.decode(errors="replace")
-        if proc.returncode != 0:
-            raise ClusterError(f"cluster.sh {' '.join(args)} exited {proc.returncode}: {text[-2000:]}")
+        if returncode != 0:
+            raise ClusterError(f"cluster.sh {' '.join(args)} exited {returncode}: {text[-2000:]}")
         return text
 
     async def running_nodes(self) -> set[int]:

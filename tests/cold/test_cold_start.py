@@ -21,7 +21,7 @@ from streams.registry import Registry
 from tests import examples
 from tests.cold.conftest import ColdBroker
 from tests.infra import ROOT
-from tests.subprocs import run_to_end
+from tests.spawn import run_to_end
 from tests.workers import running_worker
 
 pytestmark = pytest.mark.timeout(240)

@@ -19,7 +19,7 @@ from streams.registry import Registry
 from streams.settings import Settings
 from tests import examples
 from tests.infra import ROOT
-from tests.subprocs import run_to_end
+from tests.spawn import run_to_end
 
 BODY = json.dumps({"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]})
 LONG = "a-model-name-long-enough-that-an-80-column-table-cuts-it"  # 56 of at most 64

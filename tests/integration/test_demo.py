@@ -11,7 +11,7 @@ import pytest
 
 from streams.settings import Settings
 from tests.infra import ROOT
-from tests.subprocs import run_to_end
+from tests.spawn import run_to_end
 
 pytestmark = pytest.mark.timeout(600)
 

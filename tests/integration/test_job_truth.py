@@ -37,7 +37,7 @@ from streams.registry import Registry
 from streams.runtime import run
 from streams.settings import Settings
 from tests.infra import ROOT
-from tests.subprocs import run_to_end
+from tests.spawn import run_to_end
 
 pytestmark = pytest.mark.timeout(180)
 

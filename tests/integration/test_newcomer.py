@@ -25,7 +25,7 @@ from streams.datasets import raw_split
 from streams.registry import Registry
 from streams.settings import Settings
 from tests.infra import ROOT
-from tests.subprocs import run_to_end
+from tests.spawn import run_to_end
 
 pytestmark = pytest.mark.timeout(300)
 

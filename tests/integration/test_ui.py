@@ -28,7 +28,7 @@ from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
 from tests.examples import mlp
-from tests.subprocs import run_to_end
+from tests.spawn import run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / ".run" / "screenshots"
