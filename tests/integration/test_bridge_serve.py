@@ -26,6 +26,18 @@ def _alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").exists() and ") Z " not in Path(f"/proc/{pid}/stat").read_text()
 
 
+async def _lines_until_key(proc: asyncio.subprocess.Process) -> list[str]:
+    """What ``aiaas serve`` printed, up to its last start-up line (the API key)."""
+    assert proc.stdout is not None
+    lines: list[str] = []
+    async with asyncio.timeout(120):
+        while not any(line.startswith("API key") for line in lines):
+            raw = await proc.stdout.readline()
+            assert raw, f"serve exited early: {lines}"
+            lines.append(raw.decode())
+    return lines
+
+
 async def test_serve_brings_up_workers_and_bridge_and_stops_them_all(
     settings: Settings, tmp_path: Path
 ) -> None:
@@ -38,15 +50,9 @@ async def test_serve_brings_up_workers_and_bridge_and_stops_them_all(
         env=child_env({"AIAAS_TOPIC_PREFIX": settings.topic_prefix, "AIAAS_LOG_LEVEL": "WARNING"}),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
-    assert proc.stdout is not None
-    lines: list[str] = []
     pids: list[int] = []
     try:
-        async with asyncio.timeout(120):
-            while not any(line.startswith("API key") for line in lines):
-                raw = await proc.stdout.readline()
-                assert raw, f"serve exited early: {lines}"
-                lines.append(raw.decode())
+        lines = await _lines_until_key(proc)
         found = re.search(r"pids ([\d ]+)\)", "".join(lines))
         assert found, lines
         pids = [int(p) for p in found.group(1).split()]
@@ -77,14 +83,8 @@ async def test_serve_model_serves_a_registered_model_by_name(settings: Settings)
         env=child_env({"AIAAS_TOPIC_PREFIX": settings.topic_prefix, "AIAAS_LOG_LEVEL": "WARNING"}),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
-    assert proc.stdout is not None
-    lines: list[str] = []
     try:
-        async with asyncio.timeout(120):
-            while not any(line.startswith("API key") for line in lines):
-                raw = await proc.stdout.readline()
-                assert raw, f"serve exited early: {lines}"
-                lines.append(raw.decode())
+        lines = await _lines_until_key(proc)
         assert lines[0].startswith("serving named v1 at "), lines
         key = lines[-1].split(": ", 1)[1].strip()
         body = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": list(range(8))}]}
