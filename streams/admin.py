@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.protocol.metadata import MetadataRequest
 
 from schemas.errors import Unavailable
@@ -36,6 +37,7 @@ class Admin(Service):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._client: AIOKafkaAdminClient | None = None
+        self._replication: int | None = settings.replication_factor
 
     async def start(self) -> None:
         kw = self.settings.common_kwargs()
@@ -60,17 +62,37 @@ class Admin(Service):
     async def list_topics(self) -> set[str]:
         return set(await self.call("listing topics", self.client.list_topics))
 
+    async def replication_factor(self) -> int:
+        """Replicas of the topics aiaas creates: ``AIAAS_REPLICATION_FACTOR`` when set, else the
+        broker's own ``default.replication.factor`` (CreateTopics v3, all aiokafka speaks, cannot
+        say "the broker's default"), so a cluster gets its replicas, and its ``min.insync.replicas``
+        can be met, without configuration."""
+        if self._replication is None:
+            self._replication = await self.call("reading the broker's default replication factor",
+                                                self._broker_default_replication)
+        return self._replication
+
+    async def _broker_default_replication(self) -> int:
+        brokers = kafka_client_of(self.client).cluster.brokers()
+        node = str(min(b.nodeId for b in brokers)) if brokers else "0"
+        wanted = ConfigResource(ConfigResourceType.BROKER, node, {"default.replication.factor": None})
+        answer = (await self.client.describe_configs([wanted]))[0].to_object()
+        entries = [e for r in answer["resources"] for e in r["config_entries"]]
+        values = [e["config_value"] for e in entries if e["config_names"] == "default.replication.factor"]
+        return int(values[0]) if values and str(values[0]).isdigit() else 1
+
     async def ensure_topics(self, specs: Iterable[TopicSpec]) -> list[str]:
         """Create the topics that are missing; returns the names created. Safe to call twice."""
         wanted = {s.name: s for s in specs}
         missing = [s for n, s in wanted.items() if n not in await self.list_topics()]
         if not missing:
             return []
+        replication = await self.replication_factor()
         new = [
             NewTopic(
                 name=s.name,
                 num_partitions=s.partitions,
-                replication_factor=self.settings.replication_factor,
+                replication_factor=replication,
                 topic_configs=s.config,
             )
             for s in missing

@@ -57,7 +57,7 @@ def app_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "producer_acks": -1,
         "consumer_max_fetch_size": settings.max_message_bytes,
         "consumer_auto_offset_reset": "earliest",
-        "topic_replication_factor": settings.replication_factor,
+        "topic_replication_factor": settings.replication_factor or 1,  # aiaas' admin creates the topics
         "web_enabled": False,
     }
     cfg.update(overrides)

@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     bootstrap_servers: str = "127.0.0.1:19092"
     client_id: str = "aiaas"
     topic_prefix: str = "aiaas."
-    replication_factor: int = Field(default=1, ge=1)
+    replication_factor: int | None = Field(default=None, ge=1)  # None: the broker's default
 
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None

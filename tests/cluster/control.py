@@ -74,8 +74,9 @@ class LocalCluster:
             await self.restart(node)
 
     def settings(self, **over: Any) -> Settings:
-        """Settings for this cluster: all three bootstrap servers, topics replicated 3 times."""
-        return Settings(bootstrap_servers=self.bootstrap, replication_factor=3, **over)
+        """Settings for this cluster: all three bootstrap servers; topics take the brokers' own
+        replication factor (3), as a user's settings would without AIAAS_REPLICATION_FACTOR."""
+        return Settings(bootstrap_servers=self.bootstrap, **over)
 
 
 async def leaders(settings: Settings, topic: str) -> dict[int, int]:
