@@ -1,5 +1,5 @@
 """Reading what inference workers wrote, in tests on the broker: replies (single records, batched
-reply records and reply blocks split alike) and dead letters."""
+reply records and reply blocks split alike) and dead letters (a model's, or any dead-letter topic's)."""
 
 from __future__ import annotations
 
@@ -32,9 +32,14 @@ async def answers(settings: Settings, topic: str, ids: set[str]) -> tuple[dict[s
 
 async def dead_letters(settings: Settings, model: str, count: int) -> list[DeadLetter]:
     """The first ``count`` dead letters of ``model`` (waits up to 20 s for them)."""
-    async with Consumer(settings, [Topics(settings).infer_dlq(model).name], None) as cons:
+    return await letters_on(settings, Topics(settings).infer_dlq(model).name, count)
+
+
+async def letters_on(settings: Settings, topic: str, count: int, timeout_s: float = 20) -> list[DeadLetter]:
+    """The first ``count`` dead letters on ``topic`` (waits up to ``timeout_s`` for them)."""
+    async with Consumer(settings, [topic], None) as cons:
         out: list[DeadLetter] = []
-        async with asyncio.timeout(20):
+        async with asyncio.timeout(timeout_s):
             while len(out) < count:
                 out += [DeadLetter.from_record(r.value) for r in await cons.getmany(timeout_ms=200)]
     return out

@@ -31,16 +31,16 @@ from agents.bridge.settings import BridgeSettings
 from agents.inference.worker import InferenceWorker
 from aiaas_cli.demo.receiver import Receiver
 from schemas.errors import SignatureError
-from schemas.records import DeadLetter, JobStatus
+from schemas.records import JobStatus
 from schemas.training import MetricsMessage
 from streams.admin import Admin
-from streams.consumer import Consumer
 from streams.producer import Producer
 from streams.registry import Registry
 from streams.settings import Settings
 from streams.topics import Topics
 from streams.webhooks import SIGNATURE_HEADER, verify_signature
 from tests import examples
+from tests.inferreads import letters_on
 from tests.workers import running_worker
 
 MODEL = "mlp"
@@ -226,12 +226,7 @@ async def test_all_attempts_failing_dead_letters_and_marks_failed(stack: StackFa
         resp = await s.infer(params={"callback": rx.url})
         rid = resp.json()["id"]
         await rx.wait_for(3)
-        dlq = Topics(s.settings).dlq("webhooks").name
-        async with Consumer(s.settings, [dlq], None) as cons, asyncio.timeout(30):
-            recs: list[Any] = []
-            while not recs:
-                recs = await cons.getmany(timeout_ms=200)
-        letter = DeadLetter.from_record(recs[0].value)
+        (letter, *_) = await letters_on(s.settings, Topics(s.settings).dlq("webhooks").name, 1, timeout_s=30)
         assert letter.details["request_id"] == rid and letter.details["attempts"] == 3
         assert letter.details["last"] == "status 500"
         async with asyncio.timeout(10):

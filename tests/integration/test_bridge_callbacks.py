@@ -7,13 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Any
 
 from agents.bridge.state import RequestState
 from aiaas_cli.demo.receiver import Receiver
-from schemas.records import DeadLetter
-from streams.consumer import Consumer
 from streams.topics import Topics
+from tests.inferreads import letters_on
 from tests.integration.test_bridge import StackFactory
 from tests.integration.test_bridge import stack as stack  # the fixture
 
@@ -40,12 +38,7 @@ async def test_a_callback_that_can_never_be_sent_is_dead_lettered(stack: StackFa
         await s.bridge.states.create(state)
         await s.bridge.states.finish(state, b'{"outputs":[]}', status_code=200)
         await s.bridge.dispatcher.enqueue(state.id, "acme")
-        dlq = Topics(s.settings).dlq("webhooks").name
-        async with Consumer(s.settings, [dlq], None) as cons, asyncio.timeout(30):
-            recs: list[Any] = []
-            while not recs:
-                recs = await cons.getmany(timeout_ms=200)
-        letter = DeadLetter.from_record(recs[0].value)
+        (letter, *_) = await letters_on(s.settings, Topics(s.settings).dlq("webhooks").name, 1, timeout_s=30)
         assert letter.details["request_id"] == state.id and letter.details["attempts"] == 1
         assert letter.details["last"].startswith("refused: callback URL contains whitespace")
         async with asyncio.timeout(10):  # the letter is written first, then the state and queue
