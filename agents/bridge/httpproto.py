@@ -26,6 +26,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
 from agents.bridge.errors import error_json
+from agents.bridge.middleware import has_body
 from agents.bridge.settings import BridgeSettings
 from schemas.errors import AiaasError, ErrorCode
 
@@ -89,12 +90,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         self._in_head, self._head_bytes, self._tail = True, 0, b""  # a next request may follow
 
     def _has_body(self) -> bool:
-        for name, value in self.headers:
-            if name == b"content-length":
-                return value != b"0"
-            if name == b"transfer-encoding":
-                return True
-        return False
+        return has_body(self.headers)
 
     def linger(self, unread: bool = True) -> None:
         """Close; lingering when the client may still be sending (see the module docstring)."""

@@ -24,6 +24,7 @@ import redis.asyncio as aioredis
 from agents.bridge.redisconn import DOWN, guarded
 from agents.bridge.rediskeys import RedisKeys, text
 from schemas.errors import BadRequest, Conflict
+from streams.lifecycle import cancel
 
 log = logging.getLogger(__name__)
 MAX_KEY = 255
@@ -106,9 +107,7 @@ class Idempotency:
         try:
             yield
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            await cancel(renewer)
             with contextlib.suppress(*DOWN):  # unreleased, it lapses by itself
                 await self._renew(keys=[lease], args=[request_id, 0])
 

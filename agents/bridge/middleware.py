@@ -13,7 +13,7 @@ is then replayed to the app. Requests without a body (GET, health) pass untouche
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
 from starlette.datastructures import Headers
@@ -51,9 +51,10 @@ def body_length(scope: Scope, max_bytes: int) -> int | None:
     return None
 
 
-def has_body(scope: Scope) -> bool:
-    """Whether the request carries a body (a non-zero length, or a streamed one)."""
-    for name, value in scope["headers"]:
+def has_body(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """Whether a request with these (lower-case) headers carries a body (a non-zero length, or a
+    streamed one)."""
+    for name, value in headers:
         if name == b"content-length":
             return bool(value != b"0")
         if name == b"transfer-encoding":
@@ -66,7 +67,7 @@ def unread_is_small(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"content-length":
             return value.isdigit() and len(value) < 10 and int(value) <= KEEP_ALIVE_UNREAD
-    return not has_body(scope)
+    return not has_body(scope["headers"])
 
 
 def refusal(scope: Scope, exc: AiaasError) -> JSONResponse:
@@ -155,7 +156,7 @@ class BodyGate:
         self.gate = gate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not has_body(scope):
+        if scope["type"] != "http" or not has_body(scope["headers"]):
             await self.app(scope, receive, send)
             return
         try:

@@ -103,12 +103,7 @@ async def serve_infer(
             timeout_s=parse_timeout_query(query.get("timeout")), traceparent=headers.get("traceparent"),
             ticket=ticket,
         )
-        if call.idempotency_key is None and call.callback is None and not call.prefer_async \
-                and b"callback_url" not in body:  # plain sync: may be cut short if Kafka goes away
-            with bridge.health.cut_when_down():
-                out = await InferService(bridge).handle(call)
-        else:
-            out = await InferService(bridge).handle(call)
+        out = await InferService(bridge).handle(call)
         if isinstance(out, Accepted):
             location = f"/v2/requests/{out.request_id}"
             resp: Response = JSONResponse(

@@ -126,7 +126,8 @@ class InferService:
             m.observe_reply(call.model, time.perf_counter() - t0)  # a known model: bounded labels
 
     async def _sync(self, call: Call, parsed: oip.ParsedRequest, rid: str, timeout_s: float) -> oip.HttpBody:
-        reply = await self._request(call, parsed, rid, timeout_s)
+        with self.b.health.cut_when_down():  # a plain sync call: its wait ends with a 503 if Kafka goes
+            reply = await self._request(call, parsed, rid, timeout_s)
         await self.b.audit.infer(call.who, call.model, oip.reply_status(reply), rid)
         return oip.reply_to_http(reply, parsed)
 
