@@ -127,8 +127,8 @@ class Replier:
         assert w.reply_to is not None
         partition = await self._partition(w.record, w.reply_to)
         if partition is False:  # no reply topic: every block's record is dead-lettered, not only the first
-            for x in works[1:]:
-                await self._partition(x.record, w.reply_to)
+            for x in works[1:]:  # known missing: no second broker lookup each
+                await self._no_reply_topic(x.record, w.reply_to)
             return 0
         if not sent.fits(value):
             return sum([await self.reply_group(blocks.explode(x), blocks.row_results(x, o), sent)
@@ -211,13 +211,17 @@ class Replier:
         if reply_to not in self._reply_topics:
             parts = await partition_count(self.producer.raw.client, reply_to)
             if parts == 0:
-                self.stats["no_reply_topic"] += 1
                 if letter:
-                    missing = NotFound("reply-to topic does not exist", reply_to=reply_to)
-                    await self.dead_letters.send(rec, missing)
+                    await self._no_reply_topic(rec, reply_to)
+                else:
+                    self.stats["no_reply_topic"] += 1
                 return False
             self._reply_topics[reply_to] = 0 if parts == 1 else None  # one partition: skip hashing the key
         return self._reply_topics[reply_to]
+
+    async def _no_reply_topic(self, rec: Record, reply_to: str) -> None:
+        self.stats["no_reply_topic"] += 1
+        await self.dead_letters.send(rec, NotFound("reply-to topic does not exist", reply_to=reply_to))
 
     async def send_raw(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]],
                        partition: int | None = None) -> Sent:
