@@ -11,17 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from pathlib import Path
 
-from schemas.errors import AiaasError
 from schemas.jobs import JobSpec
 from schemas.records import JobStatus
-from streams.jobs import follow, read_jobs, write_status
-from streams.producer import Producer
+from streams.jobs import follow, mark_failed, read_jobs
 from streams.settings import Settings
 
-from .launcher import LocalJob, run_in_process
+from .launcher import LocalJob, run_in_process, why_failed
 
 log = logging.getLogger(__name__)
 WAITING = (None, "submitted")
@@ -50,11 +47,8 @@ async def _run_one(settings: Settings, spec: JobSpec, trainers: int | None, log_
         log.info("job %s %s: %s", spec.job_id, status.state, status.metrics)
     except Exception as exc:
         log.exception("job %s could not run", spec.job_id)
-        async with Producer(settings) as producer:
-            why = exc.reason if isinstance(exc, AiaasError) else repr(exc)
-            failed = JobStatus(job_id=spec.job_id, state="failed", error=why,
-                               model_name=spec.model_name, ts=time.time())
-            await write_status(producer, settings, failed)
+        # LocalJob may have marked it failed already, or its aggregator ended it: no second opinion
+        await mark_failed(settings, spec, why_failed(exc))
 
 
 async def watch_and_run(settings: Settings, *, trainers: int | None = None,

@@ -36,13 +36,20 @@ from schemas.records import JobStatus
 from streams.datainfo import check_fit, describe, read_info
 from streams.datapush import PushReport, push
 from streams.datasets import Dataset, load_dataset
-from streams.jobs import FINAL_STATES, latest_status, submit, wait_final, write_status
-from streams.producer import Producer
+from streams.jobs import FINAL_STATES, mark_failed, submit, wait_final
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 
+
+
+async def load_checked(spec: JobSpec) -> Dataset:
+    """The job's dataset, loaded (off the event loop) and checked against the spec before anything
+    is submitted: a misfit is one line naming both numbers, not a hung job."""
+    dataset = await asyncio.to_thread(load_dataset, spec.data)
+    check_fit(spec, describe(spec.job_id, spec.data, dataset).info)
+    return dataset
 
 class LocalJob:
     """One job's processes on this machine; ``async with LocalJob(...) as job: await job.wait()``."""
@@ -87,9 +94,7 @@ class LocalJob:
         if not self.push_data:
             await self._check_pushed(required=True)
             return None
-        dataset = await asyncio.to_thread(load_dataset, self.spec.data)
-        check_fit(self.spec, describe(self.spec.job_id, self.spec.data, dataset).info)
-        return dataset
+        return await load_checked(self.spec)
 
     async def _check_pushed(self, required: bool) -> None:
         found = await read_info(self.settings, self.spec.job_id)
@@ -190,17 +195,7 @@ class LocalJob:
         """Write a ``failed`` status when the job was submitted and has no final one (best effort)."""
         if not self.submitted_at or (self.final is not None and self.final.state in FINAL_STATES):
             return
-        with contextlib.suppress(Exception):  # the aggregator may have written one nobody waited for
-            seen = await latest_status(self.settings, self.spec.job_id)
-            if seen is not None and seen.state in FINAL_STATES and seen.ts >= self.submitted_at:
-                return
-        status = JobStatus(job_id=self.spec.job_id, state="failed", error=reason,
-                           model_name=self.spec.model_name, ts=time.time())
-        try:
-            async with Producer(self.settings) as producer:
-                await write_status(producer, self.settings, status)
-        except Exception as exc:  # the caller's own error is what matters
-            log.warning("job %s: could not write its failed status: %r", self.spec.job_id, exc)
+        await mark_failed(self.settings, self.spec, reason, since=self.submitted_at)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM everything still running, SIGKILL what ignores it."""
@@ -230,10 +225,11 @@ class LocalJob:
         """Stop the processes; a job left without a final status is marked failed with why."""
         await self.stop()
         if self.final is None:
-            await self.mark_failed(_why(exc))
+            await self.mark_failed(why_failed(exc))
 
 
-def _why(exc: BaseException | None) -> str:
+def why_failed(exc: BaseException | None) -> str:
+    """The reason a failed job's status gives for ``exc`` (the error's own words when it is ours)."""
     if isinstance(exc, AiaasError):
         return exc.reason
     if exc is None:
@@ -276,10 +272,7 @@ async def run_in_process(settings: Settings, spec: JobSpec, *, trainers: int | N
     from agents.trainer.settings import TrainerSettings
     from agents.trainer.worker import Trainer
 
-    dataset = None
-    if push_data:
-        dataset = await asyncio.to_thread(load_dataset, spec.data)
-        check_fit(spec, describe(spec.job_id, spec.data, dataset).info)
+    dataset = await load_checked(spec) if push_data else None
     await submit(settings, spec)
     if dataset is not None:
         await push(settings, spec, dataset)

@@ -7,7 +7,9 @@ keeps a job's spec beside its latest status. Records are told apart by their env
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from streams.readers import open_assigned
 from streams.settings import Settings
 from streams.topics import Topics
 
+log = logging.getLogger(__name__)
 FINAL_STATES = ("succeeded", "missed_target", "failed")
 LOST_AFTER_BEATS = 3  # a running status not refreshed for this many heartbeats: its writer is gone
 
@@ -102,6 +105,23 @@ def _age(seconds: float) -> str:
 async def latest_status(settings: Settings, job_id: str) -> JobStatus | None:
     """The job's latest status on the topic (None when it has none)."""
     return (await read_jobs(settings))[1].get(job_id)
+
+
+async def mark_failed(settings: Settings, spec: JobSpec, reason: str, since: float = 0.0) -> None:
+    """Write a ``failed`` status unless the job already has a final one written at or after
+    ``since`` (an aggregator may have ended it a moment before its launcher gave up): a final
+    status is never overwritten by a second opinion. Best effort: a failure to write is logged."""
+    with contextlib.suppress(Exception):
+        seen = await latest_status(settings, spec.job_id)
+        if seen is not None and seen.state in FINAL_STATES and seen.ts >= since:
+            return
+    status = JobStatus(job_id=spec.job_id, state="failed", error=reason, model_name=spec.model_name,
+                       ts=time.time())
+    try:
+        async with Producer(settings) as producer:
+            await write_status(producer, settings, status)
+    except Exception as exc:  # the caller's own error is what matters
+        log.warning("job %s: could not write its failed status: %r", spec.job_id, exc)
 
 
 def _decode(rec: ConsumerRecord[bytes, bytes]) -> JobSpec | JobStatus | None:
