@@ -98,7 +98,8 @@ class Reassembler:
     def add(
         self, partition: Hashable, offset: int, values: dict[str, str], data: bytes
     ) -> tuple[bytes, int] | None:
-        """Add one chunk; returns (payload, first offset) when complete, else None."""
+        """Add one chunk; returns (payload, first offset) when complete, else None. A completed
+        chunked payload's chunk headers are dropped from ``values``: they described the pieces."""
         info = chunk_info(values)
         if info is None:
             return data, offset
@@ -128,4 +129,6 @@ class Reassembler:
         payload = b"".join(part.parts)
         if hashlib.sha256(payload).hexdigest() != part.digest:
             raise ChunkError("sha256 mismatch after reassembly", chunk_id=cid)
+        for name in (h.CHUNK_ID, h.CHUNK_INDEX, h.CHUNK_COUNT, h.CHUNK_SHA256):
+            values.pop(name, None)
         return payload, part.first_offset

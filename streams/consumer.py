@@ -182,8 +182,6 @@ class Consumer(Service):
         rec.value, rec.first_offset = done
         if rec.key is not None:
             rec.key = rec.key.rpartition(b"#chunk")[0] or rec.key
-        for name in (h.CHUNK_ID, h.CHUNK_INDEX, h.CHUNK_COUNT, h.CHUNK_SHA256):
-            values.pop(name, None)
         return rec
 
     async def _decode(self, rec: Record, decode: Decoder) -> Record | None:

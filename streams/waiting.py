@@ -128,11 +128,7 @@ class Waiting:
             if rid is not None:
                 self.fail(rid, InferenceError(exc.reason, code=exc.code, request_id=rid, **exc.details))
             return None
-        if done is None:
-            return None
-        for name in (h.CHUNK_ID, h.CHUNK_INDEX, h.CHUNK_COUNT, h.CHUNK_SHA256):
-            values.pop(name, None)
-        return done[0]
+        return None if done is None else done[0]
 
     def _resolve_batch(self, value: bytes | None, headers: dict[str, str], topic: str) -> None:
         try:

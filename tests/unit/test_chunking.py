@@ -74,3 +74,13 @@ def test_redelivered_first_chunk_restarts() -> None:
 def test_malformed_chunk_headers(bad: dict[str, str]) -> None:
     with pytest.raises(chunking.ChunkError):
         chunking.Reassembler().add(0, 0, bad, b"data")
+
+
+def test_a_completed_payload_leaves_no_chunk_headers_behind() -> None:
+    r = chunking.Reassembler()
+    chunks = chunking.split(b"x" * 50, 20)
+    values = [h.decode(c.headers) for c in chunks]
+    done = [r.add(0, i, v, c.data) for i, (v, c) in enumerate(zip(values, chunks, strict=True))]
+    assert done[-1] is not None and done[-1][0] == b"x" * 50
+    assert not any(name.startswith("chunk-") for name in values[-1]), values[-1]
+    assert h.CHUNK_ID in values[0]  # only the record that completed it is the payload's
