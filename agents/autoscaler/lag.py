@@ -11,11 +11,11 @@ import time
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
+from streams.admin import Admin
 from streams.lifecycle import Service
-from streams.retry import retrying, started
+from streams.readers import open_assigned
 from streams.settings import Settings
 
 
@@ -51,44 +51,42 @@ class LagProbe(Service):
     def __init__(self, settings: Settings, topic: str, group: str) -> None:
         self.settings, self.topic, self.group = settings, topic, group
         self._consumer: AIOKafkaConsumer | None = None
-        self._admin: AIOKafkaAdminClient | None = None
+        self._admin: Admin | None = None
 
     async def start(self) -> None:
-        kw = self.settings.consumer_kwargs(None)
-        self._consumer = await started(lambda: AIOKafkaConsumer(**kw), self.settings,
-                                       "starting the lag probe")
-        common = self.settings.common_kwargs()
-        self._admin = await started(lambda: AIOKafkaAdminClient(**common), self.settings,
-                                    "starting the lag probe's admin client")
+        self._consumer = await open_assigned(self.settings)
+        admin = Admin(self.settings)
+        await admin.start()
+        self._admin = admin
 
     async def stop(self) -> None:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
         if self._admin is not None:
-            await self._admin.close()
+            await self._admin.stop()
             self._admin = None
 
     async def sample(self) -> LagSample:
         assert self._consumer is not None and self._admin is not None, "LagProbe used before start()"
-        meta = await self._admin.describe_topics([self.topic])
+        meta = await self._admin.client.describe_topics([self.topic])
         parts = [p["partition"] for t in meta if t["error_code"] == 0 for p in t["partitions"]]
         tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
         if not tps:
             return LagSample(0, 0, 0, time.monotonic())
         end = await self._consumer.end_offsets(tps)
         begin = await self._consumer.beginning_offsets(tps)
-        admin = self._admin
-        raw = await retrying(lambda: admin.list_consumer_group_offsets(self.group, partitions=tps),
-                             self.settings, f"reading the committed offsets of group {self.group}")
+        client = self._admin.client
+        raw = await self._admin.call(f"reading the committed offsets of group {self.group}",
+                                     lambda: client.list_consumer_group_offsets(self.group, partitions=tps))
         committed = {tp: om.offset for tp, om in raw.items()}
         return LagSample(total_lag(end, begin, committed), sum(end.values()), len(tps), time.monotonic())
 
     async def members(self) -> int:
         """Members of the group now (what the broker sees; for tests and the status line)."""
         assert self._admin is not None, "LagProbe used before start()"
-        admin = self._admin
-        responses = await retrying(lambda: admin.describe_consumer_groups([self.group]), self.settings,
-                                   f"describing group {self.group}")
+        client = self._admin.client
+        responses = await self._admin.call(f"describing group {self.group}",
+                                           lambda: client.describe_consumer_groups([self.group]))
         # raw DescribeGroupsResponse: groups are (error, id, state, protocol_type, protocol, members..)
         return sum(len(g[5]) for r in responses for g in r.groups)
