@@ -25,16 +25,23 @@ def unknown_model(name: str, known: list[str]) -> NotFound:
                     known=known or "none yet (train one, or `aiaas models push FILE --name NAME`)")
 
 
+async def versions_of(reg: Any, name: str) -> list[Any]:
+    """The versions of ``name`` in registry ``reg`` (one read); an unknown name raises
+    ``unknown_model``, listing the known ones."""
+    everything = await reg.list()
+    mine = [mv for mv in everything if mv.name == name]
+    if not mine:
+        raise unknown_model(name, sorted({mv.name for mv in everything}))
+    return mine
+
+
 async def require_model(name: str) -> None:
     """Raise ``unknown_model`` unless the registry has a version of ``name``."""
     from streams.registry import Registry
     from streams.settings import Settings
 
     async with Registry(Settings()) as reg:
-        versions = await reg.list()
-    known = sorted({mv.name for mv in versions})
-    if name not in known:
-        raise unknown_model(name, known)
+        await versions_of(reg, name)
 
 
 def checked_worker(worker: Callable[..., None]) -> Callable[..., None]:

@@ -13,7 +13,7 @@ import typer
 
 from agents.inference.cli import inference
 from aiaas_cli import errors
-from aiaas_cli.modelcheck import checked_worker, require_model, unknown_model
+from aiaas_cli.modelcheck import checked_worker, require_model, versions_of
 from aiaas_cli.output import JsonOpt, show, show_json
 
 T = TypeVar("T")
@@ -36,15 +36,6 @@ def _run(body: Callable[[Any], Awaitable[T]]) -> T:
         if errors.describe(exc) is None:
             raise
         errors.report(exc)
-
-
-async def _named(reg: Any, name: str) -> Any:
-    """The versions of ``name``; an unknown name raises an error listing the known ones."""
-    everything = await reg.list()
-    mine = [mv for mv in everything if mv.name == name]
-    if not mine:
-        raise unknown_model(name, sorted({mv.name for mv in everything}))
-    return mine
 
 
 def _show(mv: Any) -> None:
@@ -71,7 +62,7 @@ def list_(name: Annotated[str | None, typer.Argument(help="only this model")] = 
     """Show every version (of NAME) with its stage; an unknown NAME is an error."""
     from rich.table import Table
 
-    found = _run(lambda reg: _named(reg, name) if name is not None else reg.list())
+    found = _run(lambda reg: versions_of(reg, name) if name is not None else reg.list())
     if as_json:
         show_json([mv.model_dump(mode="json", exclude_none=True) for mv in found])
         return
@@ -85,8 +76,8 @@ def list_(name: Annotated[str | None, typer.Argument(help="only this model")] = 
 
 
 async def _pull(reg: Any, name: str, version: int | None) -> tuple[Any, bytes]:
-    await _named(reg, name)
-    mv = await reg.get(name, version)
+    await versions_of(reg, name)
+    mv = reg.pick(name, version)  # from what versions_of just read: no second round trip
     return mv, await reg.load_bytes(mv)
 
 
