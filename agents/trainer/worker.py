@@ -113,13 +113,22 @@ class Trainer(Service):
     async def report_fatal(self, exc: AiaasError) -> None:
         """Tell the aggregator this trainer cannot go on, and why: it fails the job with the reason
         (best effort: the error is raised and logged here anyway)."""
-        header = GradientMessage(job_id=self.spec.job_id, worker_id=self.worker_id, step=self.model.steps,
-                                 base_version=0, samples=0, payload="fatal", error=exc.reason)
-        topic = self.ring_topic.name if self.ring is not None else self.grads_topic.name
+        value = self._signal("fatal", step=self.model.steps, error=exc.reason)
         try:
-            await (await self.producer.send(topic, codecs.pack(header, {}), key=self.worker_id))
+            await (await self.producer.send(self._control_topic, value, key=self.worker_id))
         except Exception as send_exc:  # the caller raises the original error
             log.error("trainer %s: could not report its fatal error: %r", self.worker_id, send_exc)
+
+    @property
+    def _control_topic(self) -> str:
+        """Where the aggregator hears from this trainer: the ring topic in ring mode, else grads."""
+        return self.ring_topic.name if self.ring is not None else self.grads_topic.name
+
+    def _signal(self, payload: str, *, step: int = 0, error: str | None = None) -> bytes:
+        """A message with no tensors that tells the aggregator something (``ready``, ``fatal``)."""
+        header = GradientMessage(job_id=self.spec.job_id, worker_id=self.worker_id, step=step,
+                                 base_version=0, samples=0, payload=payload, error=error)
+        return codecs.pack(header, {})
 
     def _check_data(self) -> None:
         if self.data.fatal is not None:
@@ -139,10 +148,7 @@ class Trainer(Service):
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(READY_QUIET_S):
                             await self._changed.wait()
-        header = GradientMessage(job_id=self.spec.job_id, worker_id=self.worker_id, step=0,
-                                 base_version=0, samples=0, payload="ready")
-        topic = self.ring_topic.name if self.ring is not None else self.grads_topic.name
-        await self.send(topic, codecs.pack(header, {}))
+        await self.send(self._control_topic, self._signal("ready"))
         log.info("trainer %s ready with %d rows of partitions %s", self.worker_id, self.data.rows,
                  sorted(self.data.partitions))
 
