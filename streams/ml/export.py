@@ -123,17 +123,16 @@ class Served(nn.Module):
         return out
 
 
-def _cpu_copy(module: nn.Module, serving: Serving, n_logits: int) -> nn.Module:
+def _cpu_copy(module: nn.Module, serving: Serving, n_features: int) -> tuple[nn.Module, int]:
+    """One CPU copy of ``module`` in eval mode (the original is untouched), wrapped in what
+    ``serving`` adds, and its number of logits (0 for a plain export, which does not need it)."""
     model = copy.deepcopy(module).cpu().eval()
     if serving.plain:
-        return model
-    return Served(model, serving, n_logits).eval()
-
-
-def _n_logits(module: nn.Module, n_features: int) -> int:
+        return model, 0
     with torch.no_grad():
-        out = copy.deepcopy(module).cpu().eval()(torch.zeros(1, n_features))
-    return int(out.shape[-1]) if out.ndim > 1 else 1
+        out = model(torch.zeros(1, n_features))
+    n_logits = int(out.shape[-1]) if out.ndim > 1 else 1
+    return Served(model, serving, n_logits).eval(), n_logits
 
 
 def _serving(stats: Stats | None, serving: Serving | None) -> Serving:
@@ -151,8 +150,7 @@ def export_onnx(module: nn.Module, n_features: int, stats: Stats | None = None, 
     ``serving`` says all the graph adds (stats included); see the module docstring.
     """
     how = _serving(stats, serving)
-    n_logits = _n_logits(module, n_features)
-    model = _cpu_copy(module, how, n_logits)
+    model, n_logits = _cpu_copy(module, how, n_features)
     example = torch.zeros(2, n_features, dtype=torch.float32)
     buf = io.BytesIO()
     try:
@@ -197,7 +195,7 @@ def validate_onnx(onnx_bytes: bytes, module: nn.Module, x: np.ndarray, stats: St
     how = _serving(stats, serving)
     xb = np.ascontiguousarray(x, dtype=np.float32)
     with torch.no_grad():
-        out = _cpu_copy(module, how, _n_logits(module, xb.shape[1]))(torch.from_numpy(xb.copy()))
+        out = _cpu_copy(module, how, xb.shape[1])[0](torch.from_numpy(xb.copy()))
     want = [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
     got = session(onnx_bytes).run(how.outputs, {INPUT: xb})
     worst = 0.0
