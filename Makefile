@@ -78,7 +78,7 @@ bench: setup infra-up
 	  if [ -f benchmarks/$$b.py ]; then $(PY) -m benchmarks.$$b || exit 1; fi; done
 
 demo: setup infra-up
-	$(PY) -m aiaas_cli.main demo
+	$(PY) -m aiaas.cli.main demo
 
 clean:
 	rm -rf .run demo-output

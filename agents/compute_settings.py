@@ -41,7 +41,7 @@ class ComputeSettings(BaseSettings):
 
     def apply(self) -> None:
         """Set threads, GIL switch interval and CPU pinning for this process (call it first)."""
-        from streams.ml.models import set_threads
+        from aiaas.ml.models import set_threads
 
         if self.cpu is not None:
             pin_to_cpu(self.cpu)

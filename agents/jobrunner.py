@@ -2,7 +2,7 @@
 
 A job counts as waiting when its spec is on the topic and its latest status is ``submitted`` (or it
 has none yet, as when the HTTP bridge's ``POST /v1/jobs`` wrote only the spec). Waiting jobs run one
-after another with local processes (``agents.launcher.LocalJob``; or in this process); a job that
+after another with local processes (``aiaas.agents.launcher.LocalJob``; or in this process); a job that
 fails to run gets a ``failed`` status with the reason, and the runner goes on with the next.
 """
 
@@ -13,10 +13,10 @@ import contextlib
 import logging
 from pathlib import Path
 
-from schemas.jobs import JobSpec
-from schemas.records import JobStatus
-from streams.jobs import follow, mark_failed, read_jobs
-from streams.settings import Settings
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.records import JobStatus
+from aiaas.streams.jobs import follow, mark_failed, read_jobs
+from aiaas.streams.settings import Settings
 
 from .launcher import LocalJob, run_in_process, why_failed
 

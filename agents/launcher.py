@@ -4,9 +4,10 @@ The one call the CLI, the benchmark and ``make demo`` need::
 
     status = await run_job(settings, spec, trainers=2)      # JobStatus: succeeded / failed
 
-It checks the spec against its data (``streams.datainfo.check_fit``: a spec that does not fit is
+It checks the spec against its data (``aiaas.data.datainfo.check_fit``: a spec that does not fit is
 refused before anything starts), submits the spec to the ``jobs`` topic, pushes the data unless the
-data topic already holds it, starts ``python -m agents.aggregator`` and ``python -m agents.trainer``
+data topic already holds it, starts
+``python -m aiaas.agents.aggregator`` and ``python -m aiaas.agents.trainer``
 processes (settings travel as ``AIAAS_*`` variables), waits for the job's final status and stops
 whatever still runs. A process that exits with an error (not a kill) ends the wait within seconds
 with its reason, and a job that ends here without a final status gets a ``failed`` one saying why,
@@ -30,14 +31,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from schemas.errors import AiaasError, ErrorCode, NotFound
-from schemas.jobs import JobSpec
-from schemas.records import JobStatus
-from streams.datainfo import check_fit, describe, read_info
-from streams.datapush import PushReport, push
-from streams.datasets import Dataset, load_dataset
-from streams.jobs import FINAL_STATES, mark_failed, submit, wait_final
-from streams.settings import Settings
+from aiaas.data.datainfo import check_fit, describe, read_info
+from aiaas.data.datapush import PushReport, push
+from aiaas.data.datasets import Dataset, load_dataset
+from aiaas.schemas.errors import AiaasError, ErrorCode, NotFound
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.records import JobStatus
+from aiaas.streams.jobs import FINAL_STATES, mark_failed, submit, wait_final
+from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,14 +120,14 @@ class LocalJob:
         return proc
 
     async def start_aggregator(self) -> asyncio.subprocess.Process:
-        self.aggregator = await self._spawn("agents.aggregator", "aggregator")
+        self.aggregator = await self._spawn("aiaas.agents.aggregator", "aggregator")
         return self.aggregator
 
     async def start_trainer(self, worker_id: str | None = None) -> asyncio.subprocess.Process:
         self._n += 1
         wid = worker_id or f"{self.spec.job_id}-t{self._n}"
         pin = {"AIAAS_TRAINER_CPU": str(self._n - 1)} if self.pin_cpus else None
-        proc = await self._spawn("agents.trainer", wid, "--worker-id", wid, env=pin)
+        proc = await self._spawn("aiaas.agents.trainer", wid, "--worker-id", wid, env=pin)
         self.trainer_procs[wid] = proc
         return proc
 
@@ -268,9 +269,9 @@ async def run_in_process(settings: Settings, spec: JobSpec, *, trainers: int | N
                          push_data: bool = True, timeout_s: float = 600.0) -> JobStatus:
     """The same job with the aggregator and trainers as tasks of this process (tests, notebooks):
     no per-process start-up, the same topics, groups and code paths as the processes use."""
-    from agents.aggregator.server import Aggregator
-    from agents.trainer.settings import TrainerSettings
-    from agents.trainer.worker import Trainer
+    from aiaas.agents.aggregator.server import Aggregator
+    from aiaas.agents.trainer.settings import TrainerSettings
+    from aiaas.agents.trainer.worker import Trainer
 
     dataset = await load_checked(spec) if push_data else None
     await submit(settings, spec)

@@ -1,4 +1,4 @@
-"""Bridge benchmark: OIP over HTTP through the bridge vs. the same requests through streams.client.
+"""Bridge benchmark: OIP over HTTP through the bridge vs. the same requests through aiaas.client.inference.
 
     python -m benchmarks.bridge [--quick] [--concurrency 32] [--workers 1]
 
@@ -32,14 +32,14 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 
-from agents.bridge.keys import KeyStore
-from agents.bridge.rediskeys import RedisKeys
+from aiaas.agents.bridge.keys import KeyStore
+from aiaas.agents.bridge.rediskeys import RedisKeys
+from aiaas.client.inference import InferenceClient
+from aiaas.registry.store import Registry
+from aiaas.streams.admin import wait_for_broker
+from aiaas.streams.runtime import run
+from aiaas.streams.settings import Settings
 from benchmarks.common import emit, fresh_prefix, machine, percentile
-from streams.admin import wait_for_broker
-from streams.client import InferenceClient
-from streams.registry import Registry
-from streams.runtime import run
-from streams.settings import Settings
 from tests import examples
 from tests.spawn import BridgeProcess, spawn_workers, until_processes_balanced
 

@@ -22,8 +22,8 @@ def fresh_prefix(name: str) -> str:
 
 
 def _drop_topics(prefix: str) -> None:
-    from streams.admin import drop_prefix
-    from streams.settings import Settings
+    from aiaas.streams.admin import drop_prefix
+    from aiaas.streams.settings import Settings
 
     try:
         asyncio.run(asyncio.wait_for(drop_prefix(Settings(topic_prefix=prefix)), 30))

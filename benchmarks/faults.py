@@ -39,14 +39,14 @@ from typing import Any
 
 import numpy as np
 
-from agents.inference.worker import group_id
+from aiaas.agents.inference.worker import group_id
+from aiaas.client.inference import InferenceClient, InferResult
+from aiaas.registry.store import Registry
+from aiaas.streams.admin import Admin, drop_prefix, wait_for_broker
+from aiaas.streams.runtime import run
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from benchmarks.common import emit, fresh_prefix, machine
-from streams.admin import Admin, drop_prefix, wait_for_broker
-from streams.client import InferenceClient, InferResult
-from streams.registry import Registry
-from streams.runtime import run
-from streams.settings import Settings
-from streams.topics import Topics
 from tests import examples
 from tests.cluster.control import LocalCluster, leaders, until_in_sync
 from tests.spawn import BridgeProcess, WorkerProcess, spawn_workers, until_processes_balanced

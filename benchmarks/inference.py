@@ -8,7 +8,7 @@ kafka_json_per_s, ratio_kafka_vs_limit = kafka_per_s / min(raw_ort_per_s, echo_p
 per_request_per_s (same workers with batching off and a client that sends one record per request:
 one request per poll, per onnxruntime call and per reply, as a one-request-per-call server does),
 speedup_vs_per_request, ratio_kafka_vs_raw_ort (kafka_per_s / raw_ort_per_s, given as well because
-the Kafka path packs requests into request blocks, see streams.blockwire, while the echo moves one
+the Kafka path packs requests into request blocks, see aiaas.streams.blockwire, while the echo moves one
 record per request), and p50/p99 latency in ms at 50 requests/s. Everything runs side by side in
 one run on this machine (broker included): raw onnxruntime, echo and Kafka rounds alternate and the
 best round of each counts, so load from other processes hits all sides alike. The batch-size sweep
@@ -36,14 +36,14 @@ from typing import Any
 
 import numpy as np
 
+from aiaas.client.inference import InferenceClient, InferResult, encode_request
+from aiaas.registry.store import Registry
+from aiaas.streams.admin import ensure, wait_for_broker
+from aiaas.streams.runtime import run
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from benchmarks.common import emit, fresh_prefix, machine, percentile
 from benchmarks.inference_echo import EchoProcess, echo_client
-from streams.admin import ensure, wait_for_broker
-from streams.client import InferenceClient, InferResult, encode_request
-from streams.registry import Registry
-from streams.runtime import run
-from streams.settings import Settings
-from streams.topics import Topics
 from tests import examples
 from tests.spawn import spawn_workers, until_processes_balanced
 
@@ -56,9 +56,9 @@ def digits_model() -> tuple[bytes, int]:
         import torch
         from sklearn.datasets import load_digits
 
-        from schemas.jobs import MLPSpec
-        from streams.ml.export import export_onnx
-        from streams.ml.models import mlp, set_threads
+        from aiaas.ml.export import export_onnx
+        from aiaas.ml.models import mlp, set_threads
+        from aiaas.schemas.jobs import MLPSpec
     except ImportError:
         return examples.digits_mlp()[0], 64
     set_threads(1)

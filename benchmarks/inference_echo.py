@@ -16,10 +16,10 @@ import sys
 import time
 import uuid
 
-from streams.admin import ensure
-from streams.runtime import run
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.streams.admin import ensure
+from aiaas.streams.runtime import run
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 
 async def echo_server(settings: Settings, topic: str) -> None:

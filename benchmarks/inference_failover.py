@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
+from aiaas.client.inference import InferenceClient, InferResult
+from aiaas.registry.store import Registry
+from aiaas.streams.runtime import run
+from aiaas.streams.settings import Settings
 from benchmarks.common import emit, fresh_prefix, machine, median
-from streams.client import InferenceClient, InferResult
-from streams.registry import Registry
-from streams.runtime import run
-from streams.settings import Settings
 from tests import examples
 from tests.spawn import spawn_workers, until_processes_balanced
 

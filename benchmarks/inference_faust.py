@@ -18,20 +18,20 @@ from typing import Any
 
 import numpy as np
 
+from aiaas.client.inference import encode_request
+from aiaas.streams.admin import ensure, wait_for_broker
+from aiaas.streams.runtime import run
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from benchmarks.common import emit, fresh_prefix, machine
 from benchmarks.inference_echo import EchoProcess, echo_client
-from streams.admin import ensure, wait_for_broker
-from streams.client import encode_request
-from streams.runtime import run
-from streams.settings import Settings
-from streams.topics import Topics
 
 
 def faust_echo_server(mode: str, topic: str) -> None:
     """A faust worker echoing each request to its reply-to (``mode``: event or batch)."""
     import faust
 
-    from streams.faust_app import app_config
+    from aiaas.streams.faust_app import app_config
 
     app = faust.App(f"echo-{mode}-{os.getpid()}", **app_config(Settings(), producer_linger_ms=0),
                     datadir=f"/tmp/aiaas-faust-echo-{os.getpid()}")

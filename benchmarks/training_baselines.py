@@ -32,12 +32,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from schemas.jobs import JobSpec
-from streams.datasets import Dataset, load_dataset
-from streams.ml.evaluate import evaluate
-from streams.ml.models import build_model, loss_fn, set_threads
-from streams.ml.optim import build_optimizer, build_scheduler
-from streams.partitioners import assign
+from aiaas.data.datasets import Dataset, load_dataset
+from aiaas.data.partitioners import assign
+from aiaas.ml.evaluate import evaluate
+from aiaas.ml.models import build_model, loss_fn, set_threads
+from aiaas.ml.optim import build_optimizer, build_scheduler
+from aiaas.schemas.jobs import JobSpec
 
 TARGET = 0.95
 BATCH = 64

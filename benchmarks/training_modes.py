@@ -2,7 +2,7 @@
 
 ``run_mode(mode, quick)`` runs ``benchmarks.training_baselines.workload_spec`` (digits, MLP
 64-256-256-10, batch 64 per trainer, Adam 1e-3, target 0.95, evaluation every 640 samples) with
-the aggregator and 2 trainers as local processes (``agents.launcher``), ``repeats(quick)`` times, and
+the aggregator and 2 trainers as local processes (``aiaas.agents.launcher``), ``repeats(quick)`` times, and
 reports the median ``seconds_to_target`` (clock: trainers get version 0 after the rendezvous -> the
 first evaluation at or over the target), plus ``samples_per_s``, ``grad_bytes_per_step`` (tensor
 bytes per message a trainer sends), ``ms_per_sync_round`` (a trainer's gradient -> parameters
@@ -31,13 +31,13 @@ import statistics
 import uuid
 from typing import Any
 
-from agents.launcher import LocalJob
+from aiaas.agents.launcher import LocalJob
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.records import JobStatus
+from aiaas.streams.runtime import run
+from aiaas.streams.settings import Settings
 from benchmarks.common import emit, fresh_prefix
 from benchmarks.training_baselines import FIELDS, empty_result, repeats, workload_spec
-from schemas.jobs import JobSpec
-from schemas.records import JobStatus
-from streams.runtime import run
-from streams.settings import Settings
 
 log = logging.getLogger("benchmarks.training_modes")
 HYBRID_LOCAL_STEPS = 32

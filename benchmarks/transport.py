@@ -16,14 +16,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from aiaas.streams.admin import Admin, wait_for_broker
+from aiaas.streams.checks import aiokafka_extensions_loaded
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.producer import Producer
+from aiaas.streams.runtime import run
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import TopicSpec
 from benchmarks.common import Timer, emit, fresh_prefix, machine, median
-from streams.admin import Admin, wait_for_broker
-from streams.checks import aiokafka_extensions_loaded
-from streams.consumer import Consumer
-from streams.producer import Producer
-from streams.runtime import run
-from streams.settings import Settings
-from streams.topics import TopicSpec
 
 Side = Callable[[Settings, str, list[bytes]], Awaitable[tuple[float, float]]]
 

@@ -4,7 +4,7 @@ This package imports nothing else of aiaas, so producers in any process (or lang
 exported JSON Schemas) can depend on it alone.
 """
 
-from schemas.envelope import Envelope
-from schemas.errors import AiaasError, ErrorCode
+from aiaas.schemas.envelope import Envelope
+from aiaas.schemas.errors import AiaasError, ErrorCode
 
 __all__ = ["AiaasError", "Envelope", "ErrorCode"]

@@ -11,7 +11,7 @@ from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from schemas.errors import InvalidMessage
+from aiaas.schemas.errors import InvalidMessage
 
 
 class Envelope(BaseModel):

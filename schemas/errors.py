@@ -101,7 +101,7 @@ class Unavailable(AiaasError):
 
 
 class KafkaUnavailable(Unavailable):
-    """Kafka cannot be reached: retries ran to their deadline (``streams.retry``; the reason is one
+    """Kafka cannot be reached: retries ran to their deadline (``aiaas.streams.retry``; the reason is one
     line naming what was being done, the address and what to run), or the bridge's last probe of
     the broker failed (503, Retry-After)."""
 
@@ -112,7 +112,7 @@ class StoreUnavailable(Unavailable):
 
 class InferenceError(AiaasError):
     """An error reply from a worker (or no reply in time), with the code and HTTP status it carried
-    (``streams.replywire`` reads it from the reply)."""
+    (``aiaas.streams.replywire`` reads it from the reply)."""
 
 
 class ChunkError(AiaasError):

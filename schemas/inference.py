@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.envelope import Envelope
+from aiaas.schemas.envelope import Envelope
 
 
 class Datatype(StrEnum):

@@ -10,7 +10,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from schemas.envelope import Envelope
+from aiaas.schemas.envelope import Envelope
 
 JOB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
@@ -102,7 +102,7 @@ class DataSpec(_Spec):
     target_column: str | None = None
     strategy: Literal["random", "sequential", "stratified", "label", "hash"] = Field(
         default="random", description="stratified: every class on every partition; label: each class "
-        "on one partition (see streams.partitioners)")
+        "on one partition (see aiaas.data.partitioners)")
     partitions: int = Field(default=2, ge=1, le=1024)
     test_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
     batch_rows: int = Field(default=64, ge=1)

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from schemas.envelope import Envelope
+from aiaas.schemas.envelope import Envelope
 
 
 class DeadLetter(Envelope):
@@ -43,7 +43,7 @@ class JobStatus(Envelope):
     ``missed_target``: the job ran its budget out without meeting its ``target`` (its model is
     still exported and registered); ``error`` says why a job failed or missed its target. A writer
     that sets ``heartbeat_s`` rewrites the status at least that often while the job runs, so a
-    reader can tell a running job from one whose processes are gone (``streams.jobs.shown_state``).
+    reader can tell a running job from one whose processes are gone (``aiaas.streams.jobs.shown_state``).
     """
 
     KIND: ClassVar[str] = "job_status"

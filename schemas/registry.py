@@ -6,8 +6,8 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, Field
 
-from schemas.envelope import Envelope
-from schemas.inference import Datatype
+from aiaas.schemas.envelope import Envelope
+from aiaas.schemas.inference import Datatype
 
 
 class TensorSignature(BaseModel):
@@ -52,7 +52,7 @@ class ModelVersion(Envelope):
 class VersionClaim(Envelope):
     """A publisher's claim of ``version`` of ``name`` on the ``models`` topic (keyed
     ``<name>:claim:<claim_id>``): the first claim of a number in the partition's order wins it
-    (``streams.versionclaims``), so two processes never publish the same number."""
+    (``aiaas.registry.versionclaims``), so two processes never publish the same number."""
 
     KIND: ClassVar[str] = "version_claim"
 

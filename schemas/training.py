@@ -1,7 +1,7 @@
 """Training messages: data batches, gradients, parameter snapshots, metrics, job specs.
 
 Tensors never travel inside the JSON: a message that carries tensors is a JSON header plus
-safetensors bytes (see ``streams.codecs.pack``); these models are the JSON headers.
+safetensors bytes (see ``aiaas.streams.codecs.pack``); these models are the JSON headers.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
-from schemas.envelope import Envelope
+from aiaas.schemas.envelope import Envelope
 
 # Keys of the training topics (the wire contract between trainers and the aggregator; the t-sent
-# header is named in streams.headers).
+# header is named in aiaas.streams.headers).
 PARAMS_KEY = "latest"  # train.<job>.params: every published version
 CHECKPOINT_KEY = "checkpoint"  # train.<job>.params: checkpoints (with optimizer state), transactional
 

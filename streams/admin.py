@@ -1,6 +1,6 @@
 """Ensure topics exist (idempotently) and wait for the broker to be ready.
 
-Every admin call is retried through ``streams.retry`` while the broker answers "not yet" (a broker
+Every admin call is retried through ``aiaas.streams.retry`` while the broker answers "not yet" (a broker
 just formatted has no group coordinator and no leaders for a moment), up to the settings'
 ``connect_deadline_s``; each call here is idempotent, so a retry is safe.
 """
@@ -17,12 +17,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.protocol.metadata import MetadataRequest
 
-from schemas.errors import Unavailable
-from streams.lifecycle import Service
-from streams.metadata import kafka_client_of
-from streams.retry import close_quietly, retrying, started
-from streams.settings import Settings
-from streams.topics import TopicSpec
+from aiaas.schemas.errors import Unavailable
+from aiaas.streams.lifecycle import Service
+from aiaas.streams.metadata import kafka_client_of
+from aiaas.streams.retry import close_quietly, retrying, started
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import TopicSpec
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Admin(Service):
         return self._client
 
     async def call(self, what: str, op: Callable[[], Awaitable[T]], **kw: Any) -> T:
-        """``await op()`` retried while the broker answers "not yet" (see ``streams.retry``)."""
+        """``await op()`` retried while the broker answers "not yet" (see ``aiaas.streams.retry``)."""
         return await retrying(op, self.settings, what, **kw)
 
     async def list_topics(self) -> set[str]:

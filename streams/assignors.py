@@ -25,7 +25,7 @@ from aiokafka.cluster import ClusterMetadata
 from aiokafka.coordinator.assignors.abstract import AbstractPartitionAssignor
 from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 
-from schemas.envelope import json_loads
+from aiaas.schemas.envelope import json_loads
 
 log = logging.getLogger(__name__)
 

@@ -20,11 +20,11 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from schemas.envelope import json_loads
-from schemas.errors import InvalidMessage
-from streams import headers as h
+from aiaas.schemas.envelope import json_loads
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.streams import headers as h
 
-LENGTH = h.INFERENCE_HEADER_LENGTH  # as in the binary tensor encoding (streams.tensorcodec)
+LENGTH = h.INFERENCE_HEADER_LENGTH  # as in the binary tensor encoding (aiaas.streams.tensorcodec)
 REPLIES = "application/vnd.aiaas.reply-batch"
 REQUESTS = "application/vnd.aiaas.request-batch"
 Entry = tuple[dict[str, str], bytes]

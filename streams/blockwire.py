@@ -1,6 +1,6 @@
 """Request and reply blocks: many same-layout binary requests (or replies) as one record, row-stacked.
 
-A request batch record (``streams.batchwire``) keeps each request whole: its own JSON header and
+A request batch record (``aiaas.streams.batchwire``) keeps each request whole: its own JSON header and
 tensor bytes, so a worker still decodes, checks and answers every request on its own. When the
 requests of a burst share one tensor layout (the usual case for ``infer_many``), a *block* carries
 them as what the worker will compute anyway: one stacked tensor per input. The worker decodes and
@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from schemas.errors import InvalidMessage
-from schemas.inference import Datatype
-from streams import batchwire
-from streams import headers as h
-from streams.tensorarrays import BY_DTYPE, DATATYPE_NAMES, FIXED
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.inference import Datatype
+from aiaas.streams import batchwire
+from aiaas.streams import headers as h
+from aiaas.streams.tensorarrays import BY_DTYPE, DATATYPE_NAMES, FIXED
 
 LENGTH = batchwire.LENGTH
 REQUESTS = "application/vnd.aiaas.request-block"

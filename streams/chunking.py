@@ -13,8 +13,8 @@ import uuid
 from collections.abc import Hashable
 from dataclasses import dataclass, field
 
-from schemas.errors import ChunkError
-from streams import headers as h
+from aiaas.schemas.errors import ChunkError
+from aiaas.streams import headers as h
 
 
 @dataclass(slots=True)

@@ -15,8 +15,8 @@ from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from schemas.envelope import Envelope
-from schemas.errors import InvalidMessage
+from aiaas.schemas.envelope import Envelope
+from aiaas.schemas.errors import InvalidMessage
 
 E = TypeVar("E", bound=Envelope)
 _LEN = struct.Struct(">I")

@@ -15,15 +15,15 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
-from schemas.errors import AiaasError, ChunkError, ErrorCode
-from streams import headers as h
-from streams.checks import log_extensions
-from streams.chunking import Reassembler
-from streams.dlq import DeadLetters
-from streams.lifecycle import Service
-from streams.record import Record
-from streams.retry import started
-from streams.settings import Settings
+from aiaas.schemas.errors import AiaasError, ChunkError, ErrorCode
+from aiaas.streams import headers as h
+from aiaas.streams.checks import log_extensions
+from aiaas.streams.chunking import Reassembler
+from aiaas.streams.dlq import DeadLetters
+from aiaas.streams.lifecycle import Service
+from aiaas.streams.record import Record
+from aiaas.streams.retry import started
+from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import base64
 import logging
 import time
 
-from schemas.errors import AiaasError
-from schemas.records import DeadLetter
-from streams.producer import Producer
-from streams.record import Record
+from aiaas.schemas.errors import AiaasError
+from aiaas.schemas.records import DeadLetter
+from aiaas.streams.producer import Producer
+from aiaas.streams.record import Record
 
 log = logging.getLogger(__name__)
 

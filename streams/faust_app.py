@@ -12,7 +12,7 @@ from typing import Any
 from faust.auth import SASLCredentials, SSLCredentials
 from faust.types.auth import CredentialsT
 
-from streams.settings import Settings
+from aiaas.streams.settings import Settings
 
 
 def broker_urls(settings: Settings) -> list[str]:

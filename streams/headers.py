@@ -24,7 +24,7 @@ STATUS_CODE = "status-code"  # a reply's HTTP-like status (200, or the error's)
 REPLY_BATCH = "reply-batch"  # request header: "1" = the sender reads batched reply records
 REPLY_BLOCK = "reply-block"  # request header: "1" = the sender reads reply blocks
 
-# Chunking of payloads over the chunk size (streams.chunking).
+# Chunking of payloads over the chunk size (aiaas.streams.chunking).
 CHUNK_ID = "chunk-id"
 CHUNK_INDEX = "chunk-index"
 CHUNK_COUNT = "chunk-count"

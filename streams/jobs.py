@@ -18,16 +18,16 @@ from typing import Any
 import yaml
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from schemas.errors import InvalidMessage, NotFound
-from schemas.jobs import JobSpec
-from schemas.records import JobStatus
-from schemas.training import PARAMS_KEY, MetricsMessage, ParameterSnapshot
-from streams.admin import ensure
-from streams.codecs import split_header
-from streams.producer import Producer
-from streams.readers import open_assigned
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.schemas.errors import InvalidMessage, NotFound
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.records import JobStatus
+from aiaas.schemas.training import PARAMS_KEY, MetricsMessage, ParameterSnapshot
+from aiaas.streams.admin import ensure
+from aiaas.streams.codecs import split_header
+from aiaas.streams.producer import Producer
+from aiaas.streams.readers import open_assigned
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 FINAL_STATES = ("succeeded", "missed_target", "failed")

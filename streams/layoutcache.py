@@ -4,7 +4,7 @@ A stream of requests (or replies) of one layout repeats the same JSON but for th
 parses the first one (``decode_fast``), remembers the layout (names, shapes, datatypes, sizes) under
 the JSON with the id cut out, and serves the rest with a ``frombuffer`` per tensor and no JSON
 parsing. Anything it cannot vouch for returns None: the caller then uses the validating
-``streams.tensorcodec.decode`` (and its error messages).
+``aiaas.streams.tensorcodec.decode`` (and its error messages).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from schemas.envelope import json_loads
-from schemas.errors import InvalidMessage
-from schemas.inference import Datatype
-from streams import headers as h
-from streams.tensorarrays import BINARY_SIZE, DATATYPE_NAMES, FIXED
-from streams.tensorcodec import HEADER_LENGTH, Decoded, is_binary, split_value
+from aiaas.schemas.envelope import json_loads
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.inference import Datatype
+from aiaas.streams import headers as h
+from aiaas.streams.tensorarrays import BINARY_SIZE, DATATYPE_NAMES, FIXED
+from aiaas.streams.tensorcodec import HEADER_LENGTH, Decoded, is_binary, split_value
 
 __all__ = ["LayoutCache", "decode_fast"]
 

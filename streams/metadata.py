@@ -22,7 +22,7 @@ from aiokafka.protocol.metadata import MetadataRequest
 
 def kafka_client_of(admin: AIOKafkaAdminClient) -> AIOKafkaClient:
     """The AIOKafkaClient inside an admin client (its private ``_client``): aiokafka's admin client
-    has no public way to send a request to one chosen broker, which ``streams.admin`` needs to see
+    has no public way to send a request to one chosen broker, which ``aiaas.streams.admin`` needs to see
     that every broker knows a new topic."""
     return admin._client
 

@@ -6,7 +6,7 @@ by default) or, in the bridge, by serving ``render()`` at ``/metrics``.
 
 Usage::
 
-    from streams import metrics as m
+    from aiaas.streams import metrics as m
     m.TRAINER_SAMPLES.labels(job=job, worker=wid).inc(rows)
     with m.INFER_LATENCY.labels(model=name, stage="compute").time(): ...
     server = m.start_metrics_server(9100)   # ... server.stop()
@@ -33,7 +33,7 @@ from prometheus_client import (
     start_http_server,
 )
 
-from streams.settings import Settings
+from aiaas.streams.settings import Settings
 
 # Our own registry (not prometheus_client's global one), so a library that registers metrics on
 # the default registry cannot clash with ours, and tests can read exactly what we export.

@@ -11,14 +11,14 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
 
-from schemas.envelope import Envelope
-from schemas.errors import TooLarge
-from streams import chunking
-from streams import headers as h
-from streams.checks import log_extensions
-from streams.lifecycle import Service
-from streams.retry import retrying, started
-from streams.settings import Settings
+from aiaas.schemas.envelope import Envelope
+from aiaas.schemas.errors import TooLarge
+from aiaas.streams import chunking
+from aiaas.streams import headers as h
+from aiaas.streams.checks import log_extensions
+from aiaas.streams.lifecycle import Service
+from aiaas.streams.retry import retrying, started
+from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,15 +12,15 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from streams.lifecycle import cancel
-from streams.retry import retrying, started
-from streams.settings import Settings
+from aiaas.streams.lifecycle import cancel
+from aiaas.streams.retry import retrying, started
+from aiaas.streams.settings import Settings
 
 
 async def open_assigned(settings: Settings, tp: TopicPartition | None = None, *,
                         from_beginning: bool = True, **overrides: Any) -> AIOKafkaConsumer:
     """A started consumer without a group, assigned ``tp`` (if given) at its beginning; a broker
-    not ready yet is retried to the settings' deadline (``streams.retry``)."""
+    not ready yet is retried to the settings' deadline (``aiaas.streams.retry``)."""
     kw = settings.consumer_kwargs(None, **overrides)
     what = f"opening a reader of {tp.topic}[{tp.partition}]" if tp is not None else "opening a reader"
     consumer = await started(lambda: AIOKafkaConsumer(**kw), settings, what)

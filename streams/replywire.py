@@ -1,9 +1,9 @@
 """The records of request-reply inference: encoding a request, reading a reply, batched replies.
 
-``streams.client`` sends and awaits these; the inference workers write the replies. Single replies
+``aiaas.client.inference`` sends and awaits these; the inference workers write the replies. Single replies
 are one record each (key = request id). A client that sends the request header ``reply-batch: 1``
 also accepts *batched reply records*: one record per (reply topic, worker batch), in the layout
-``streams.batchwire`` describes (content-type ``application/vnd.aiaas.reply-batch``). Each entry is
+``aiaas.streams.batchwire`` describes (content-type ``application/vnd.aiaas.reply-batch``). Each entry is
 exactly the record a single reply would have been, so splitting a batch gives the same ``Reply``
 objects, and dedup by ``correlation-id`` and per-request errors work as before.
 """
@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from schemas.errors import ErrorCode, InferenceError, InvalidMessage
-from schemas.inference import ErrorReply, InferenceRequest, InferenceResponse, RequestOutput, Tensor
-from streams import batchwire, blockwire
-from streams import headers as h
-from streams import tensorcodec as tc
-from streams.layoutcache import LayoutCache
+from aiaas.schemas.errors import ErrorCode, InferenceError, InvalidMessage
+from aiaas.schemas.inference import ErrorReply, InferenceRequest, InferenceResponse, RequestOutput, Tensor
+from aiaas.streams import batchwire, blockwire
+from aiaas.streams import headers as h
+from aiaas.streams import tensorcodec as tc
+from aiaas.streams.layoutcache import LayoutCache
 
 STATUS = h.STATUS_CODE
 REPLY_BATCH = h.REPLY_BATCH  # request header: "1" = the sender accepts batched reply records
@@ -148,7 +148,7 @@ _BLOCK_HEAD = frozenset({"model_name", "model_version"})
 
 
 def unpack_block(value: bytes | None, headers: Mapping[str, str]) -> list[Reply]:
-    """The replies of a reply block (``streams.blockwire``), decoded; raises InvalidMessage when it
+    """The replies of a reply block (``aiaas.streams.blockwire``), decoded; raises InvalidMessage when it
     is malformed."""
     block = blockwire.decode(value, headers, "outputs", _BLOCK_HEAD)
     name, version = block.head.get("model_name"), block.head.get("model_version")

@@ -12,8 +12,8 @@ and what to run. Errors that retrying cannot fix (bad credentials, a bad request
 
 ``retrying(op, ...)`` retries an idempotent operation; ``started(factory, ...)`` builds and starts
 a client (AIOKafkaProducer/Consumer/AdminClient), closing a half-started one before the next try.
-The shared wrappers (``streams.producer``, ``streams.consumer``, ``streams.admin``,
-``streams.readers``) use them, so their callers get this for free.
+The shared wrappers (``aiaas.streams.producer``, ``aiaas.streams.consumer``, ``aiaas.streams.admin``,
+``aiaas.streams.readers``) use them, so their callers get this for free.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from typing import Any, Protocol, TypeVar
 
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-from schemas.errors import KafkaUnavailable
-from streams.settings import Settings
+from aiaas.schemas.errors import KafkaUnavailable
+from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
     fetch_max_wait_ms: int = 50
-    # how long start-up paths retry what a broker not ready yet refuses (streams.retry)
+    # how long start-up paths retry what a broker not ready yet refuses (aiaas.streams.retry)
     connect_deadline_s: float = Field(default=60.0, gt=0)
 
     @model_validator(mode="after")

@@ -1,6 +1,6 @@
 """OIP v2 tensors <-> numpy arrays: datatypes, JSON ``data`` lists and raw little-endian bytes.
 
-The array half of ``streams.tensorcodec`` (which frames whole messages around these); BYTES
+The array half of ``aiaas.streams.tensorcodec`` (which frames whole messages around these); BYTES
 elements travel as a 4-byte little-endian length then the bytes. Every error raises
 ``InvalidMessage`` (HTTP 400) with the reason.
 """
@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from schemas.errors import InvalidMessage
-from schemas.inference import DATATYPES_BY_NUMPY, NUMPY_DTYPES, Datatype, Tensor
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.inference import DATATYPES_BY_NUMPY, NUMPY_DTYPES, Datatype, Tensor
 
 BINARY_SIZE = "binary_data_size"
 

@@ -10,7 +10,7 @@ can pass bodies through. BYTES elements are each a 4-byte little-endian length t
 
 Decoding thousands of floats from JSON costs more than a small model; the binary form costs a
 ``frombuffer``. Every decode error raises ``InvalidMessage`` (HTTP 400) with the reason. The arrays
-themselves (datatypes, JSON data, raw bytes) are converted in ``streams.tensorarrays``.
+themselves (datatypes, JSON data, raw bytes) are converted in ``aiaas.streams.tensorarrays``.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from schemas.envelope import Envelope, json_loads
-from schemas.errors import InvalidMessage
-from schemas.inference import Tensor
-from streams import headers as h
-from streams.tensorarrays import (
+from aiaas.schemas.envelope import Envelope, json_loads
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.inference import Tensor
+from aiaas.streams import headers as h
+from aiaas.streams.tensorarrays import (
     BINARY_SIZE,
     BY_DTYPE,
     datatype_of,
@@ -39,7 +39,7 @@ from streams.tensorarrays import (
     to_numpy,
 )
 
-__all__ = [  # the array half lives in streams.tensorarrays; these names stay importable from here
+__all__ = [  # the array half lives in aiaas.streams.tensorarrays; these names stay importable from here
     "BINARY", "BINARY_SIZE", "HEADER_LENGTH", "JSON", "BodyTemplates", "Decoded", "Encoded",
     "datatype_of", "decode", "encode", "encode_body", "from_numpy", "is_binary",
     "json_string", "numpy_dtype", "peek_kind", "split_value", "to_numpy",
@@ -130,7 +130,7 @@ def peek_kind(head: bytes) -> str | None:
 
 # --------------------------------------------------------------------------- fast paths
 # The hot path (our client and workers, thousands of records/s) skips pydantic: a body is built
-# or read as a plain dict. ``streams.layoutcache.decode_fast`` only accepts binary tensors with
+# or read as a plain dict. ``aiaas.streams.layoutcache.decode_fast`` only accepts binary tensors with
 # well-formed metadata and returns None for anything else, so the validated ``decode`` still
 # explains every error.
 

@@ -10,7 +10,7 @@ import re
 
 from pydantic import BaseModel, Field
 
-from streams.settings import Settings
+from aiaas.streams.settings import Settings
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
 COMPACT = {"cleanup.policy": "compact"}

@@ -29,7 +29,7 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanContext, SpanKind, T
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
-from streams import headers as h
+from aiaas.streams import headers as h
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import pytest
 import redis.asyncio as aioredis
 import uvloop
 
-from streams.admin import Admin, drop_prefix, wait_for_broker
-from streams.settings import Settings
+from aiaas.streams.admin import Admin, drop_prefix, wait_for_broker
+from aiaas.streams.settings import Settings
 from tests.infra import ensure_infra
 
 

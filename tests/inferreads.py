@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
-from schemas.records import DeadLetter
-from streams import blockwire
-from streams import headers as h
-from streams.consumer import Consumer
-from streams.replywire import Reply, is_batch, unpack_batch, unpack_block
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.schemas.records import DeadLetter
+from aiaas.streams import blockwire
+from aiaas.streams import headers as h
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.replywire import Reply, is_batch, unpack_batch, unpack_block
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 
 async def answers(settings: Settings, topic: str, ids: set[str]) -> tuple[dict[str, Reply], list[str]]:

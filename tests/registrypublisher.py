@@ -13,9 +13,9 @@ import asyncio
 import json
 import sys
 
-from streams.registry import Registry
-from streams.runtime import run
-from streams.settings import Settings
+from aiaas.registry.store import Registry
+from aiaas.streams.runtime import run
+from aiaas.streams.settings import Settings
 from tests import examples
 
 

@@ -1,7 +1,7 @@
 """Child processes for tests and benchmarks: a bridge, inference workers, and waits on them.
 
-``BridgeProcess`` runs ``python -m agents.bridge.main`` and waits until ``/v2/health/ready``
-answers; ``spawn_workers`` runs ``python -m agents.inference`` processes whose log lines say how
+``BridgeProcess`` runs ``python -m aiaas.agents.bridge.main`` and waits until ``/v2/health/ready``
+answers; ``spawn_workers`` runs ``python -m aiaas.agents.inference`` processes whose log lines say how
 many partitions each owns, so ``until_processes_balanced`` can wait on the group (never a sleep).
 Both run from the repository (``ROOT``), as the tests and ``python -m benchmarks.<name>`` do.
 ``run_to_end`` runs a command to its end (a CLI call, a script), never outliving the call.
@@ -19,9 +19,9 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from agents.bridge.children import child_env, free_port, wait_http_ready
-from streams.lifecycle import Service
-from streams.settings import Settings
+from aiaas.agents.bridge.children import child_env, free_port, wait_http_ready
+from aiaas.streams.lifecycle import Service
+from aiaas.streams.settings import Settings
 from tests.infra import ROOT
 
 
@@ -41,7 +41,7 @@ class BridgeProcess(Service):
 
     async def start(self, timeout_s: float = 60.0) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agents.bridge.main", env=self.env, cwd=ROOT,
+            sys.executable, "-m", "aiaas.agents.bridge.main", env=self.env, cwd=ROOT,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )
@@ -87,7 +87,7 @@ _ASSIGNED = re.compile(r"assigned (\d+) partitions")
 
 
 class WorkerProcess:
-    """``python -m agents.inference`` as a subprocess; its log says how many partitions it owns."""
+    """``python -m aiaas.agents.inference`` as a subprocess; its log says how many partitions it owns."""
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self.proc = proc
@@ -123,7 +123,7 @@ async def spawn_workers(
     try:
         for _ in range(count):
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "agents.inference", "--model", model, *flags,
+                sys.executable, "-m", "aiaas.agents.inference", "--model", model, *flags,
                 cwd=ROOT, env=full_env, stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
             )

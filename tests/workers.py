@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from agents.inference.settings import WorkerSettings
-from agents.inference.worker import InferenceWorker
-from streams.settings import Settings
+from aiaas.agents.inference.settings import WorkerSettings
+from aiaas.agents.inference.worker import InferenceWorker
+from aiaas.streams.settings import Settings
 
 
 @asynccontextmanager

@@ -16,16 +16,16 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from schemas.errors import ChunkError, InvalidMessage
-from schemas.training import CHECKPOINT_KEY, PARAMS_KEY, ParameterSnapshot
-from streams import codecs
-from streams import headers as h
-from streams.chunking import Reassembler
-from streams.jobs import aggregator_group
-from streams.producer import Producer
-from streams.readers import open_assigned
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.schemas.errors import ChunkError, InvalidMessage
+from aiaas.schemas.training import CHECKPOINT_KEY, PARAMS_KEY, ParameterSnapshot
+from aiaas.streams import codecs
+from aiaas.streams import headers as h
+from aiaas.streams.chunking import Reassembler
+from aiaas.streams.jobs import aggregator_group
+from aiaas.streams.producer import Producer
+from aiaas.streams.readers import open_assigned
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 from .state import ServerState
 

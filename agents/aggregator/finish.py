@@ -2,7 +2,7 @@
 
 The exported graph takes raw features: the feature scaling the push learned (``DataInfo``), the
 regression target scaling and, for classifiers, ``label`` and ``probabilities`` outputs travel inside
-it (``streams.ml.export.Serving``), so a caller never has to know how training saw the data.
+it (``aiaas.ml.export.Serving``), so a caller never has to know how training saw the data.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import logging
 
 import numpy as np
 
-from schemas.jobs import JobSpec
-from schemas.registry import Lineage, ModelVersion
-from streams.datainfo import JobData
-from streams.ml.export import Head, Serving, export_onnx, validate_onnx
-from streams.registry import Registry, Stage
-from streams.settings import Settings
+from aiaas.data.datainfo import JobData
+from aiaas.ml.export import Head, Serving, export_onnx, validate_onnx
+from aiaas.registry.store import Registry, Stage
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.registry import Lineage, ModelVersion
+from aiaas.streams.settings import Settings
 
 from .reporting import target_note
 from .state import ServerState

@@ -10,9 +10,9 @@ import asyncio
 import logging
 import time
 
-from streams.admin import Admin
-from streams.jobs import trainer_group
-from streams.settings import Settings
+from aiaas.streams.admin import Admin
+from aiaas.streams.jobs import trainer_group
+from aiaas.streams.settings import Settings
 
 from .members import Membership
 
@@ -29,7 +29,7 @@ class GroupView:
     async def read(self, admin: Admin) -> tuple[str, set[str]]:
         """(state, client ids) of the group (a trainer's client id is its worker id); updates the
         membership with it. A broker with no group coordinator yet (freshly formatted: no
-        ``__consumer_offsets``) is asked again until the settings' deadline (``streams.retry``)."""
+        ``__consumer_offsets``) is asked again until the settings' deadline (``aiaas.streams.retry``)."""
         asked = time.monotonic()
         (resp,) = await admin.call(f"describing trainer group {self.group_id}",
                                    lambda: admin.client.describe_consumer_groups([self.group_id]))

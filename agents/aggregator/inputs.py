@@ -9,14 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
-from schemas.errors import InvalidMessage, Unavailable
-from schemas.jobs import JobSpec
-from schemas.training import DATA_INFO_KEY, DataBatch
-from streams import codecs
-from streams.datainfo import JobData
-from streams.readers import open_assigned
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.data.datainfo import JobData
+from aiaas.schemas.errors import InvalidMessage, Unavailable
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.training import DATA_INFO_KEY, DataBatch
+from aiaas.streams import codecs
+from aiaas.streams.readers import open_assigned
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 
 from aiokafka.structs import ConsumerRecord
 
-from schemas.errors import InvalidMessage
-from schemas.jobs import JobSpec
-from schemas.training import GradientMessage
-from streams import codecs
-from streams.headers import SENT_AT
-from streams.ml.compression import decompress, payload_bytes
-from streams.ml.params import Shapes, check_finite_and_shapes
+from aiaas.ml.compression import decompress, payload_bytes
+from aiaas.ml.params import Shapes, check_finite_and_shapes
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.training import GradientMessage
+from aiaas.streams import codecs
+from aiaas.streams.headers import SENT_AT
 
 from .rounds import Contribution
 

@@ -1,16 +1,17 @@
-"""Entry point of the aggregator: ``aiaas worker aggregator --job J`` or ``python -m agents.aggregator``."""
+"""Entry point of the aggregator: ``aiaas worker aggregator --job J``
+(or ``python -m aiaas.agents.aggregator``)."""
 
 from __future__ import annotations
 
 import logging
 
-from schemas.errors import AiaasError
-from schemas.jobs import JobSpec
-from streams import metrics as m
-from streams.admin import wait_for_broker
-from streams.jobs import load_spec_file, read_spec
-from streams.runtime import run, setup_logging, until_signalled
-from streams.settings import Settings
+from aiaas.schemas.errors import AiaasError
+from aiaas.schemas.jobs import JobSpec
+from aiaas.streams import metrics as m
+from aiaas.streams.admin import wait_for_broker
+from aiaas.streams.jobs import load_spec_file, read_spec
+from aiaas.streams.runtime import run, setup_logging, until_signalled
+from aiaas.streams.settings import Settings
 
 from .server import Aggregator
 from .settings import AggregatorSettings

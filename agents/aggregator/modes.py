@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from schemas.jobs import JobSpec
+from aiaas.schemas.jobs import JobSpec
 
 from .members import Membership
 from .rounds import Ahead, Contribution, Round, weighted_mean

@@ -17,8 +17,8 @@ import statistics
 import time
 from collections import defaultdict, deque
 
-from schemas.jobs import JobSpec
-from schemas.training import MetricsMessage
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.training import MetricsMessage
 
 from .rounds import Contribution
 

@@ -12,11 +12,11 @@ import contextlib
 import logging
 import time
 
-from schemas.jobs import JobSpec
-from schemas.records import JobStatus
-from streams.jobs import FINAL_STATES, write_status
-from streams.producer import Producer
-from streams.settings import Settings
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.records import JobStatus
+from aiaas.streams.jobs import FINAL_STATES, write_status
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -18,20 +18,20 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from schemas.jobs import JobSpec
-from schemas.records import JobStatus
-from schemas.training import PARAMS_KEY
-from streams import metrics as m
-from streams.admin import ensure
-from streams.datainfo import JobData, check_fit
-from streams.headers import SENT_AT
-from streams.jobs import aggregator_group
-from streams.ml.evaluate import evaluate
-from streams.offload import Offload
-from streams.producer import Producer
-from streams.retry import started
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.data.datainfo import JobData, check_fit
+from aiaas.ml.evaluate import evaluate
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.records import JobStatus
+from aiaas.schemas.training import PARAMS_KEY
+from aiaas.streams import metrics as m
+from aiaas.streams.admin import ensure
+from aiaas.streams.headers import SENT_AT
+from aiaas.streams.jobs import aggregator_group
+from aiaas.streams.offload import Offload
+from aiaas.streams.producer import Producer
+from aiaas.streams.retry import started
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 from .checkpoint import Checkpointer, checkpoint_record, find_latest
 from .group import GroupView

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from agents.compute_settings import ComputeSettings
+from aiaas.agents.compute_settings import ComputeSettings
 
 
 class AggregatorSettings(ComputeSettings):

@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from schemas.jobs import JobSpec
-from schemas.training import ParameterSnapshot
-from streams import codecs
-from streams.ml.compression import half_floats
-from streams.ml.models import build_model, pick_device
-from streams.ml.optim import build_optimizer, build_scheduler
-from streams.ml.params import load_numpy, param_shapes, set_grads, state_shapes, state_to_numpy
+from aiaas.ml.compression import half_floats
+from aiaas.ml.models import build_model, pick_device
+from aiaas.ml.optim import build_optimizer, build_scheduler
+from aiaas.ml.params import load_numpy, param_shapes, set_grads, state_shapes, state_to_numpy
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.training import ParameterSnapshot
+from aiaas.streams import codecs
 
 OPT = "opt."
 

@@ -12,17 +12,17 @@ from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
-from agents.autoscaler.lag import LagProbe, LagSample, arrival_rate
-from agents.autoscaler.policy import Decision, Observation, Policy, busy, decide, recommend
-from agents.autoscaler.replicas import LocalReplicas
-from streams import metrics as m
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.agents.autoscaler.lag import LagProbe, LagSample, arrival_rate
+from aiaas.agents.autoscaler.policy import Decision, Observation, Policy, busy, decide, recommend
+from aiaas.agents.autoscaler.replicas import LocalReplicas
+from aiaas.streams import metrics as m
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
 # --wait: a worker woken by lag before the model is registered waits for it instead of exiting.
-DEFAULT_WORKER = (sys.executable, "-m", "aiaas_cli.main", "worker", "inference", "--model", "{model}",
+DEFAULT_WORKER = (sys.executable, "-m", "aiaas.cli.main", "worker", "inference", "--model", "{model}",
                   "--wait")
 
 

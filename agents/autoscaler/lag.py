@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from streams.admin import Admin
-from streams.lifecycle import Service
-from streams.readers import open_assigned
-from streams.settings import Settings
+from aiaas.streams.admin import Admin
+from aiaas.streams.lifecycle import Service
+from aiaas.streams.readers import open_assigned
+from aiaas.streams.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,8 @@ import math
 from collections import Counter
 from collections.abc import Callable
 
-from agents.bridge.settings import BridgeSettings
-from schemas.errors import RateLimited, Unavailable
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.schemas.errors import RateLimited, Unavailable
 
 RETRY_AFTER_S = 1.0
 

@@ -16,16 +16,16 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.openapi.utils import get_openapi
 
-from agents.bridge import errors, routes_infer, routes_v1, routes_v2
-from agents.bridge.core import Bridge
-from agents.bridge.middleware import BodyGate, Gate, RouteMetrics
-from agents.bridge.routes_infer import InferFastPath
-from agents.bridge.routes_v2 import principal
-from agents.bridge.settings import BridgeSettings
-from schemas.inference import InferenceRequest, InferenceResponse
-from schemas.jobs import JobSpec
-from streams import metrics as shared
-from streams.settings import Settings
+from aiaas.agents.bridge import errors, routes_infer, routes_v1, routes_v2
+from aiaas.agents.bridge.core import Bridge
+from aiaas.agents.bridge.middleware import BodyGate, Gate, RouteMetrics
+from aiaas.agents.bridge.routes_infer import InferFastPath
+from aiaas.agents.bridge.routes_v2 import principal
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.schemas.inference import InferenceRequest, InferenceResponse
+from aiaas.schemas.jobs import JobSpec
+from aiaas.streams import metrics as shared
+from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +76,10 @@ def create_app(settings: Settings | None = None, bridge_settings: BridgeSettings
 
 
 def _mount_ui(app: FastAPI, bs: BridgeSettings) -> None:
-    """The ops dashboard (agents.bridge.ui, owned by ops) when present and enabled."""
-    if not bs.ui or importlib.util.find_spec("agents.bridge.ui") is None:
+    """The ops dashboard (aiaas.agents.bridge.ui, owned by ops) when present and enabled."""
+    if not bs.ui or importlib.util.find_spec("aiaas.agents.bridge.ui") is None:
         return
-    from agents.bridge import ui
+    from aiaas.agents.bridge import ui
 
     router = getattr(ui, "router", None)
     if router is not None:

@@ -15,10 +15,10 @@ import time
 from collections import Counter
 from typing import Any
 
-from agents.bridge.keys import Principal
-from schemas.records import AuditRecord
-from streams.lifecycle import cancel
-from streams.producer import Producer
+from aiaas.agents.bridge.keys import Principal
+from aiaas.schemas.records import AuditRecord
+from aiaas.streams.lifecycle import cancel
+from aiaas.streams.producer import Producer
 
 log = logging.getLogger(__name__)
 Key = tuple[str, str, str, str, int]  # tenant, key id, action, target, status

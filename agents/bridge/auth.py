@@ -11,9 +11,9 @@ from __future__ import annotations
 import logging
 import time
 
-from agents.bridge.keys import ALL_SCOPES, KeyStore, Principal, digest
-from agents.bridge.settings import BridgeSettings
-from schemas.errors import InsecureConfig, Unauthorized
+from aiaas.agents.bridge.keys import ALL_SCOPES, KeyStore, Principal, digest
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.schemas.errors import InsecureConfig, Unauthorized
 
 log = logging.getLogger(__name__)
 LOCAL_TENANT = "local"

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-from schemas.errors import CallbackRefused, UnresolvedHost
+from aiaas.schemas.errors import CallbackRefused, UnresolvedHost
 
 MAX_URL = 2048
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -1,6 +1,6 @@
 """What ``aiaas serve`` needs to run its children: their environment, a free port, readiness.
 
-``aiaas serve`` starts workers and the bridge as ``python -m agents...`` processes with the same
+``aiaas serve`` starts workers and the bridge as ``python -m aiaas.agents...`` processes with the same
 interpreter; ``child_env`` puts the directory that holds our packages on ``PYTHONPATH`` so those
 modules import in the child as they do here (a clone run without installing, or an install).
 """
@@ -15,9 +15,10 @@ from pathlib import Path
 
 import httpx
 
-import agents
+import aiaas
 
-CODE_ROOT = Path(agents.__file__).resolve().parent.parent  # the directory holding ``agents``
+# The directory holding the ``aiaas`` package (not resolved: its design folders are symlinks in a clone).
+CODE_ROOT = Path(aiaas.__file__).parent.parent
 
 
 def free_port() -> int:

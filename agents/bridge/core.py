@@ -14,31 +14,31 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
 
-from agents.bridge import redisconn
-from agents.bridge.admission import Admission
-from agents.bridge.audit import AuditLog
-from agents.bridge.auth import Authenticator, check_bind
-from agents.bridge.deadlines import Deadlines
-from agents.bridge.dispatcher import Dispatcher
-from agents.bridge.health import Health
-from agents.bridge.idempotency import Idempotency
-from agents.bridge.jobs import JobsView
-from agents.bridge.keys import KeyStore, Principal
-from agents.bridge.metrics import Metrics
-from agents.bridge.ratelimit import RateLimiter
-from agents.bridge.rediskeys import RedisKeys
-from agents.bridge.settings import BridgeSettings
-from agents.bridge.slots import AsyncSlots
-from agents.bridge.state import StateStore
-from schemas.errors import NotFound, Unavailable
-from schemas.registry import ModelVersion
-from streams.admin import Admin
-from streams.client import InferenceClient
-from streams.lifecycle import Service
-from streams.producer import Producer
-from streams.registry import Registry
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.agents.bridge import redisconn
+from aiaas.agents.bridge.admission import Admission
+from aiaas.agents.bridge.audit import AuditLog
+from aiaas.agents.bridge.auth import Authenticator, check_bind
+from aiaas.agents.bridge.deadlines import Deadlines
+from aiaas.agents.bridge.dispatcher import Dispatcher
+from aiaas.agents.bridge.health import Health
+from aiaas.agents.bridge.idempotency import Idempotency
+from aiaas.agents.bridge.jobs import JobsView
+from aiaas.agents.bridge.keys import KeyStore, Principal
+from aiaas.agents.bridge.metrics import Metrics
+from aiaas.agents.bridge.ratelimit import RateLimiter
+from aiaas.agents.bridge.rediskeys import RedisKeys
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.agents.bridge.slots import AsyncSlots
+from aiaas.agents.bridge.state import StateStore
+from aiaas.client.inference import InferenceClient
+from aiaas.registry.store import Registry
+from aiaas.schemas.errors import NotFound, Unavailable
+from aiaas.schemas.registry import ModelVersion
+from aiaas.streams.admin import Admin
+from aiaas.streams.lifecycle import Service
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from streams.lifecycle import Service, cancel
+from aiaas.streams.lifecycle import Service, cancel
 
 
 class Deadlines(Service):

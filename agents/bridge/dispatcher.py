@@ -1,6 +1,6 @@
 """Webhook dispatcher: signed POSTs of results, retried with backoff and jitter, then dead-lettered.
 
-Deliveries are queued in Redis (``agents.bridge.webhookqueue``: per tenant, scored by due time),
+Deliveries are queued in Redis (``aiaas.agents.bridge.webhookqueue``: per tenant, scored by due time),
 not in memory, so any bridge delivers any request's webhook and a bridge killed mid-retry loses
 nothing: a claim is a lease, and a claim whose bridge died comes due again after the lease. A
 tenant holds at most ``webhook_concurrency_per_tenant`` of a bridge's ``webhook_concurrency``
@@ -21,18 +21,18 @@ from collections import Counter
 import redis.asyncio as aioredis
 from pydantic import ValidationError
 
-from agents.bridge.callbacks import CallbackPolicy
-from agents.bridge.errors import error_body
-from agents.bridge.keys import KeyStore
-from agents.bridge.metrics import Metrics
-from agents.bridge.rediskeys import RedisKeys
-from agents.bridge.settings import BridgeSettings
-from agents.bridge.state import ORPHAN_GRACE_S, RequestState, StateStore
-from agents.bridge.webhookpost import Poster, backoff, webhook_body
-from agents.bridge.webhookqueue import WebhookQueue
-from schemas.errors import AiaasError, ErrorCode, StoreUnavailable, Timeout, Unavailable
-from schemas.records import DeadLetter
-from streams.producer import Producer
+from aiaas.agents.bridge.callbacks import CallbackPolicy
+from aiaas.agents.bridge.errors import error_body
+from aiaas.agents.bridge.keys import KeyStore
+from aiaas.agents.bridge.metrics import Metrics
+from aiaas.agents.bridge.rediskeys import RedisKeys
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.agents.bridge.state import ORPHAN_GRACE_S, RequestState, StateStore
+from aiaas.agents.bridge.webhookpost import Poster, backoff, webhook_body
+from aiaas.agents.bridge.webhookqueue import WebhookQueue
+from aiaas.schemas.errors import AiaasError, ErrorCode, StoreUnavailable, Timeout, Unavailable
+from aiaas.schemas.records import DeadLetter
+from aiaas.streams.producer import Producer
 
 log = logging.getLogger(__name__)
 OUTAGE_BACKOFF_MAX_S = 5.0

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from schemas.errors import AiaasError, BadRequest, ErrorCode
+from aiaas.schemas.errors import AiaasError, BadRequest, ErrorCode
 
 log = logging.getLogger(__name__)
 

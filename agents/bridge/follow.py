@@ -1,7 +1,7 @@
 """Following an earlier idempotent request: wait for its state or result, or take it over.
 
 A repeat of an ``Idempotency-Key`` waits for the first request's answer. When the bridge running
-that request died, its in-flight lease lapses (``agents.bridge.idempotency``) and the repeat takes
+that request died, its in-flight lease lapses (``aiaas.agents.bridge.idempotency``) and the repeat takes
 the key over under a fresh request id and runs the request itself, instead of answering 504 for
 the rest of the key's TTL.
 """
@@ -16,11 +16,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from agents.bridge import oip
-from agents.bridge.core import Bridge
-from agents.bridge.errors import error_body
-from agents.bridge.state import ORPHAN_GRACE_S, RequestState, StateStore
-from schemas.errors import AiaasError, Conflict, ErrorCode, StoreUnavailable, Timeout
+from aiaas.agents.bridge import oip
+from aiaas.agents.bridge.core import Bridge
+from aiaas.agents.bridge.errors import error_body
+from aiaas.agents.bridge.state import ORPHAN_GRACE_S, RequestState, StateStore
+from aiaas.schemas.errors import AiaasError, Conflict, ErrorCode, StoreUnavailable, Timeout
 
 log = logging.getLogger(__name__)
 APPEAR_S = 2.0  # the claiming call writes its state right after the claim

@@ -21,10 +21,10 @@ from typing import Any
 import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
 
-from schemas.errors import KafkaUnavailable
-from streams.lifecycle import Service, cancel
-from streams.metadata import topic_metadata
-from streams.producer import Producer
+from aiaas.schemas.errors import KafkaUnavailable
+from aiaas.streams.lifecycle import Service, cancel
+from aiaas.streams.metadata import topic_metadata
+from aiaas.streams.producer import Producer
 
 log = logging.getLogger(__name__)
 

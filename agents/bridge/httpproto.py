@@ -25,10 +25,10 @@ from typing import Any
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 
-from agents.bridge.errors import error_json
-from agents.bridge.middleware import has_body
-from agents.bridge.settings import BridgeSettings
-from schemas.errors import AiaasError, ErrorCode
+from aiaas.agents.bridge.errors import error_json
+from aiaas.agents.bridge.middleware import has_body
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.schemas.errors import AiaasError, ErrorCode
 
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 LINGER_S = 2.0  # after a refusal, read and drop what the client still sends for this long ...

@@ -21,10 +21,10 @@ from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
 
-from agents.bridge.redisconn import DOWN, guarded
-from agents.bridge.rediskeys import RedisKeys, text
-from schemas.errors import BadRequest, Conflict
-from streams.lifecycle import cancel
+from aiaas.agents.bridge.redisconn import DOWN, guarded
+from aiaas.agents.bridge.rediskeys import RedisKeys, text
+from aiaas.schemas.errors import BadRequest, Conflict
+from aiaas.streams.lifecycle import cancel
 
 log = logging.getLogger(__name__)
 MAX_KEY = 255

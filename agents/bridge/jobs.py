@@ -15,16 +15,16 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from schemas.errors import InvalidMessage
-from schemas.jobs import JobSpec
-from schemas.records import JobStatus
-from schemas.training import MetricsMessage
-from streams import headers as h
-from streams import tensorcodec as tc
-from streams.producer import Producer
-from streams.readers import open_assigned, stop_reader
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.records import JobStatus
+from aiaas.schemas.training import MetricsMessage
+from aiaas.streams import headers as h
+from aiaas.streams import tensorcodec as tc
+from aiaas.streams.producer import Producer
+from aiaas.streams.readers import open_assigned, stop_reader
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 

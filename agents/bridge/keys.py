@@ -16,9 +16,9 @@ from typing import Literal
 import redis.asyncio as aioredis
 from pydantic import BaseModel, Field
 
-from agents.bridge.redisconn import guarded
-from agents.bridge.rediskeys import RedisKeys, text
-from schemas.errors import AiaasError, ErrorCode
+from aiaas.agents.bridge.redisconn import guarded
+from aiaas.agents.bridge.rediskeys import RedisKeys, text
+from aiaas.schemas.errors import AiaasError, ErrorCode
 
 TENANT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 Scope = Literal["infer", "models", "jobs", "metrics"]

@@ -17,19 +17,19 @@ from typing import Any
 
 import uvicorn
 
-from agents.bridge.app import create_app
-from agents.bridge.httpproto import protocol_for
-from agents.bridge.settings import BridgeSettings
-from schemas.errors import Unavailable
-from streams.runtime import run, setup_logging
-from streams.settings import Settings
+from aiaas.agents.bridge.app import create_app
+from aiaas.agents.bridge.httpproto import protocol_for
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.schemas.errors import Unavailable
+from aiaas.streams.runtime import run, setup_logging
+from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class _StartupFailure(logging.Filter):
     """Keeps the exception of a failed start-up of the app (Kafka or Redis not there, ...) so the
-    process ends with one line (``aiaas_cli.errors``), not uvicorn's logged traceback (kept with
+    process ends with one line (``aiaas.cli.errors``), not uvicorn's logged traceback (kept with
     AIAAS_DEBUG=1)."""
 
     def __init__(self) -> None:
@@ -107,7 +107,7 @@ async def serve(settings: Settings, bridge_settings: BridgeSettings) -> None:
 
 
 def parse_flags(argv: list[str] | None = None) -> Any:
-    parser = argparse.ArgumentParser(prog="python -m agents.bridge", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m aiaas.agents.bridge", description=__doc__)
     parser.add_argument("--port", type=int, help="HTTP port (default AIAAS_BRIDGE_PORT or 8080)")
     parser.add_argument("--host", help="bind address (default AIAAS_BRIDGE_HOST or 127.0.0.1)")
     return parser.parse_args(argv)

@@ -19,14 +19,14 @@ from typing import Any
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 
-from agents.bridge.admission import Admission, Ticket
-from agents.bridge.auth import Authenticator
-from agents.bridge.deadlines import Deadlines
-from agents.bridge.errors import error_response
-from agents.bridge.keys import Principal
-from agents.bridge.settings import BridgeSettings
-from schemas.errors import AiaasError, BodyTimeout, TooLarge
-from streams import metrics as shared
+from aiaas.agents.bridge.admission import Admission, Ticket
+from aiaas.agents.bridge.auth import Authenticator
+from aiaas.agents.bridge.deadlines import Deadlines
+from aiaas.agents.bridge.errors import error_response
+from aiaas.agents.bridge.keys import Principal
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.schemas.errors import AiaasError, BodyTimeout, TooLarge
+from aiaas.streams import metrics as shared
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

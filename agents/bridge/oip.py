@@ -2,7 +2,7 @@
 
 The bridge forwards a validated HTTP body to Kafka unchanged (JSON, or the binary tensor
 extension: JSON header of ``Inference-Header-Content-Length`` bytes, then raw tensors; the same
-layout ``streams.tensorcodec`` uses on records), and passes the worker's reply straight back when
+layout ``aiaas.streams.tensorcodec`` uses on records), and passes the worker's reply straight back when
 its encoding is the one the caller asked for. Only mismatches (binary in, JSON out; JSON in,
 binary out; per-output choices) decode and re-encode tensors.
 """
@@ -13,14 +13,14 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.bridge.errors import error_json
-from agents.bridge.oipcheck import check_request
-from schemas.envelope import json_loads
-from schemas.errors import AiaasError, ErrorCode, InvalidMessage
-from schemas.inference import InferenceResponse, Tensor
-from streams import headers as h
-from streams import tensorcodec as tc
-from streams.client import STATUS, Reply
+from aiaas.agents.bridge.errors import error_json
+from aiaas.agents.bridge.oipcheck import check_request
+from aiaas.client.inference import STATUS, Reply
+from aiaas.schemas.envelope import json_loads
+from aiaas.schemas.errors import AiaasError, ErrorCode, InvalidMessage
+from aiaas.schemas.inference import InferenceResponse, Tensor
+from aiaas.streams import headers as h
+from aiaas.streams import tensorcodec as tc
 
 HTTP_HEADER_LENGTH = h.INFERENCE_HEADER_LENGTH  # the OIP HTTP binary extension uses the same name
 CALLBACK_PARAM = "callback_url"

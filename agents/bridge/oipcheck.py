@@ -12,8 +12,8 @@ import math
 from itertools import chain
 from typing import Any
 
-from schemas.errors import InvalidMessage
-from schemas.inference import Datatype
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.inference import Datatype
 
 DATATYPES = frozenset(d.value for d in Datatype)
 REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs", "kind", "v"})

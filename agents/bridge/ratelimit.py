@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
-from agents.bridge.keys import Tenant
-from agents.bridge.redisconn import guarded
-from agents.bridge.rediskeys import RedisKeys
-from agents.bridge.settings import BridgeSettings
-from schemas.errors import RateLimited
+from aiaas.agents.bridge.keys import Tenant
+from aiaas.agents.bridge.redisconn import guarded
+from aiaas.agents.bridge.rediskeys import RedisKeys
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.schemas.errors import RateLimited
 
 # ARGV: rate, burst, want, refund. Grants min(want, whole tokens available), at least 1 or nothing;
 # when nothing, says in how many seconds one token will be there.

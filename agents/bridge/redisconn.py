@@ -23,7 +23,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError, TryAgainError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from schemas.errors import StoreUnavailable
+from aiaas.schemas.errors import StoreUnavailable
 
 P = ParamSpec("P")
 T = TypeVar("T")

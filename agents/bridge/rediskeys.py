@@ -6,7 +6,7 @@ prefix each) never see each other's keys in a shared Redis.
 
 from __future__ import annotations
 
-from streams.settings import Settings
+from aiaas.streams.settings import Settings
 
 
 def text(raw: bytes | str) -> str:

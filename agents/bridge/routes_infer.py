@@ -17,15 +17,15 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers, QueryParams
 
-from agents.bridge.admission import Ticket
-from agents.bridge.core import Bridge
-from agents.bridge.errors import error_response, internal_error
-from agents.bridge.keys import Principal
-from agents.bridge.middleware import ASGIApp, ClientGone, Gate, Receive, Scope, Send, refusal
-from agents.bridge.oip import parse_timeout_query
-from agents.bridge.routes_v2 import bridge_of
-from agents.bridge.service import Accepted, Call, InferService
-from schemas.errors import AiaasError
+from aiaas.agents.bridge.admission import Ticket
+from aiaas.agents.bridge.core import Bridge
+from aiaas.agents.bridge.errors import error_response, internal_error
+from aiaas.agents.bridge.keys import Principal
+from aiaas.agents.bridge.middleware import ASGIApp, ClientGone, Gate, Receive, Scope, Send, refusal
+from aiaas.agents.bridge.oip import parse_timeout_query
+from aiaas.agents.bridge.routes_v2 import bridge_of
+from aiaas.agents.bridge.service import Accepted, Call, InferService
+from aiaas.schemas.errors import AiaasError
 
 log = logging.getLogger(__name__)
 

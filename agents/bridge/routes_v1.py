@@ -9,12 +9,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from agents.bridge.rediskeys import text
-from agents.bridge.routes_v2 import bridge_of, principal
-from schemas.envelope import validation_errors
-from schemas.errors import Conflict, InvalidMessage, NotFound
-from schemas.jobs import JOB_ID, JobSpec
-from streams.jobs import shown_state
+from aiaas.agents.bridge.rediskeys import text
+from aiaas.agents.bridge.routes_v2 import bridge_of, principal
+from aiaas.schemas.envelope import validation_errors
+from aiaas.schemas.errors import Conflict, InvalidMessage, NotFound
+from aiaas.schemas.jobs import JOB_ID, JobSpec
+from aiaas.streams.jobs import shown_state
 
 router = APIRouter()
 JOB_BODY: dict[str, Any] = {

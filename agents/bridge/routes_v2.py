@@ -10,10 +10,10 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from agents.bridge.core import Bridge
-from agents.bridge.keys import Principal
-from schemas.errors import NotFound
-from schemas.registry import ModelVersion, TensorSignature
+from aiaas.agents.bridge.core import Bridge
+from aiaas.agents.bridge.keys import Principal
+from aiaas.schemas.errors import NotFound
+from aiaas.schemas.registry import ModelVersion, TensorSignature
 
 router = APIRouter()
 SERVER = {"name": "aiaas", "version": "0.1.0",

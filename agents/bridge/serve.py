@@ -26,14 +26,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from agents.bridge.children import CODE_ROOT, child_env, wait_http_ready
-from agents.bridge.keys import KeyStore
-from agents.bridge.rediskeys import RedisKeys
-from schemas.errors import AiaasError, NotFound, Unavailable
-from schemas.registry import ModelVersion
-from streams.admin import wait_for_broker
-from streams.registry import Registry
-from streams.settings import Settings
+from aiaas.agents.bridge.children import CODE_ROOT, child_env, wait_http_ready
+from aiaas.agents.bridge.keys import KeyStore
+from aiaas.agents.bridge.rediskeys import RedisKeys
+from aiaas.registry.store import Registry
+from aiaas.schemas.errors import AiaasError, NotFound, Unavailable
+from aiaas.schemas.registry import ModelVersion
+from aiaas.streams.admin import wait_for_broker
+from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 GRACE_S = 15.0
@@ -146,12 +146,12 @@ async def start_children(
     stage = ["--stage", "production"] if plan.model_path is not None else []
     for _ in range(plan.replicas):
         plan.children.append(await _spawn(
-            ["-m", "agents.inference", "--model", plan.name, *stage, "--threads", threads],
+            ["-m", "aiaas.agents.inference", "--model", plan.name, *stage, "--threads", threads],
             {"OMP_NUM_THREADS": threads},
         ))
     env = {"AIAAS_BRIDGE_PORT": str(plan.port), "AIAAS_BRIDGE_HOST": plan.host,
            "AIAAS_BRIDGE_AUTH": "true" if plan.auth else "false", **(bridge_env or {})}
-    bridge = await _spawn(["-m", "agents.bridge.main"], env)
+    bridge = await _spawn(["-m", "aiaas.agents.bridge.main"], env)
     plan.children.append(bridge)
     host = "127.0.0.1" if plan.host in ("0.0.0.0", "::") else plan.host
     url = f"http://{host}:{plan.port}"

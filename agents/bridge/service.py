@@ -16,18 +16,18 @@ from dataclasses import dataclass
 
 from opentelemetry.trace import SpanKind
 
-from agents.bridge import oip
-from agents.bridge.admission import Ticket
-from agents.bridge.core import Bridge
-from agents.bridge.errors import error_body, internal_error
-from agents.bridge.follow import Follow, finish_retrying, stored_answer
-from agents.bridge.idempotency import fingerprint
-from agents.bridge.keys import Principal
-from agents.bridge.state import ORPHAN_GRACE_S, RequestState
-from schemas.errors import AiaasError, Unavailable
-from streams import headers as h
-from streams import tracing
-from streams.client import Reply
+from aiaas.agents.bridge import oip
+from aiaas.agents.bridge.admission import Ticket
+from aiaas.agents.bridge.core import Bridge
+from aiaas.agents.bridge.errors import error_body, internal_error
+from aiaas.agents.bridge.follow import Follow, finish_retrying, stored_answer
+from aiaas.agents.bridge.idempotency import fingerprint
+from aiaas.agents.bridge.keys import Principal
+from aiaas.agents.bridge.state import ORPHAN_GRACE_S, RequestState
+from aiaas.client.inference import Reply
+from aiaas.schemas.errors import AiaasError, Unavailable
+from aiaas.streams import headers as h
+from aiaas.streams import tracing
 
 log = logging.getLogger(__name__)
 RETRIABLE_STATUS = {429, 503, 504}

@@ -1,6 +1,6 @@
 """Bridge settings (``AIAAS_BRIDGE_*``): limits, TTLs, auth, callback policy, webhook retries.
 
-Kafka and Redis connection settings stay in ``streams.settings.Settings`` (``AIAAS_*``); this
+Kafka and Redis connection settings stay in ``aiaas.streams.settings.Settings`` (``AIAAS_*``); this
 holds only what the HTTP edge needs.
 """
 
@@ -105,7 +105,7 @@ class BridgeSettings(BaseSettings):
     freeze_gc: bool = Field(
         default=False, description="gc.freeze() after start-up (the bridge process sets it)"
     )
-    ui: bool = Field(default=True, description="mount agents.bridge.ui's router when it exists")
+    ui: bool = Field(default=True, description="mount aiaas.agents.bridge.ui's router when it exists")
 
     @model_validator(mode="after")
     def _lease_outlives_a_post(self) -> BridgeSettings:

@@ -15,10 +15,10 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.typing import EncodableT, FieldT
 
-from agents.bridge.errors import error_body
-from agents.bridge.redisconn import guarded
-from agents.bridge.rediskeys import RedisKeys, blob
-from schemas.errors import Timeout
+from aiaas.agents.bridge.errors import error_body
+from aiaas.agents.bridge.redisconn import guarded
+from aiaas.agents.bridge.rediskeys import RedisKeys, blob
+from aiaas.schemas.errors import Timeout
 
 Status = Literal["pending", "succeeded", "failed"]
 WebhookStatus = Literal["none", "pending", "delivered", "failed"]

@@ -21,16 +21,16 @@ from aiokafka.structs import TopicPartition
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
-from agents.bridge.core import Bridge
-from agents.bridge.keys import Principal
-from agents.bridge.rediskeys import text
-from agents.bridge.routes_v2 import bridge_of, principal
-from schemas.errors import InvalidMessage
-from schemas.jobs import JobSpec
-from schemas.training import MetricsMessage
-from streams.admin import Admin
-from streams.jobs import shown_state
-from streams.readers import open_assigned
+from aiaas.agents.bridge.core import Bridge
+from aiaas.agents.bridge.keys import Principal
+from aiaas.agents.bridge.rediskeys import text
+from aiaas.agents.bridge.routes_v2 import bridge_of, principal
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.training import MetricsMessage
+from aiaas.streams.admin import Admin
+from aiaas.streams.jobs import shown_state
+from aiaas.streams.readers import open_assigned
 
 router = APIRouter(include_in_schema=False)
 MAX_POINTS = 600

@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 
-from agents.bridge.callbacks import CallbackPolicy, Target
-from agents.bridge.keys import KeyStore
-from agents.bridge.settings import BridgeSettings
-from agents.bridge.state import RequestState
-from schemas.errors import AiaasError, UnresolvedHost
-from streams.webhooks import SIGNATURE_HEADER, sign
+from aiaas.agents.bridge.callbacks import CallbackPolicy, Target
+from aiaas.agents.bridge.keys import KeyStore
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.agents.bridge.state import RequestState
+from aiaas.client.webhooks import SIGNATURE_HEADER, sign
+from aiaas.schemas.errors import AiaasError, UnresolvedHost
 
 _rng = random.Random()  # our own generator: jitter never touches (or depends on) the global one
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import redis.asyncio as aioredis
 
-from agents.bridge.rediskeys import RedisKeys, text
+from aiaas.agents.bridge.rediskeys import RedisKeys, text
 
 # KEYS: index, queue. ARGV: due (or '' to remove), request id, tenant. Keeps the index score at the
 # queue's earliest due time (a tenant with an empty queue leaves the index).

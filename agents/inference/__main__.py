@@ -1,5 +1,5 @@
-"""``python -m agents.inference --model NAME ...``: see agents/inference/cli.py for the flags."""
+"""``python -m aiaas.agents.inference --model NAME ...``: see agents/inference/cli.py for the flags."""
 
-from agents.inference.cli import main
+from aiaas.agents.inference.cli import main
 
 main()

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from agents.inference.sessions import Loaded
-from schemas.errors import AiaasError, BadInput
-from schemas.registry import TensorSignature
-from streams import tensorcodec as tc
-from streams.record import Record
+from aiaas.agents.inference.sessions import Loaded
+from aiaas.schemas.errors import AiaasError, BadInput
+from aiaas.schemas.registry import TensorSignature
+from aiaas.streams import tensorcodec as tc
+from aiaas.streams.record import Record
 
 
 @dataclass(slots=True, eq=False)  # identity equality: comparing the arrays would cost O(size)
@@ -36,7 +36,7 @@ class Work:
     outputs: list[str] | None = None  # requested outputs (None: all)
     response_id: str | None = None
     sig: Any = None  # the inputs' names, dtypes and shapes but the batch axis (check_layout's)
-    ids: list[str] | None = None  # a request block's ids (``agents.inference.blocks``); None: one request
+    ids: list[str] | None = None  # a request block's ids (agents.inference.blocks); None: one request
 
     @property
     def count(self) -> int:

@@ -1,4 +1,4 @@
-"""Request blocks in the worker (``streams.blockwire``): one ``Work`` for a block's requests, taken
+"""Request blocks in the worker (``aiaas.streams.blockwire``): one ``Work`` for a block's requests, taken
 apart into per-request ``Work`` when a request has to go its own way, and replies as a reply block.
 
 A block's ``Work`` holds the stacked inputs of all its requests (``rows`` rows, ``len(ids)``
@@ -16,15 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from agents.inference.batcher import Work
-from agents.inference.replies import ReplyHeaders, passed_on
-from agents.inference.sessions import Loaded
-from schemas.inference import InferenceRequest
-from streams import blockwire
-from streams import headers as h
-from streams import tensorcodec as tc
-from streams.record import Record
-from streams.replywire import STATUS
+from aiaas.agents.inference.batcher import Work
+from aiaas.agents.inference.replies import ReplyHeaders, passed_on
+from aiaas.agents.inference.sessions import Loaded
+from aiaas.schemas.inference import InferenceRequest
+from aiaas.streams import blockwire
+from aiaas.streams import headers as h
+from aiaas.streams import tensorcodec as tc
+from aiaas.streams.record import Record
+from aiaas.streams.replywire import STATUS
 
 _REQUESTS = tc.BodyTemplates(InferenceRequest.KIND, "inputs")
 _BLOCK_OWN = frozenset({h.CONTENT_TYPE, blockwire.LENGTH, blockwire.ACCEPT})

@@ -1,6 +1,6 @@
-"""``aiaas worker inference`` / ``python -m agents.inference``: run one inference worker process.
+"""``aiaas worker inference`` / ``python -m aiaas.agents.inference``: run one inference worker process.
 
-    python -m agents.inference --model digits [--version 3 | --stage production]
+    python -m aiaas.agents.inference --model digits [--version 3 | --stage production]
         [--max-batch 128] [--max-wait-ms 2] [--threads 1] [--inter-threads 1] [--weight 1]
         [--providers CUDAExecutionProvider,CPUExecutionProvider] [--partitions 8] [--no-batching]
         [--group-id G] [--log-level INFO]
@@ -38,10 +38,10 @@ def inference(
     log_level: Annotated[str | None, Opt(help="logging level (default AIAAS_LOG_LEVEL or INFO)")] = None,
 ) -> None:
     """Serve one model from its request topic (joins the model's consumer group)."""
-    from agents.inference.settings import WorkerSettings
-    from agents.inference.worker import serve
-    from streams.runtime import run, setup_logging
-    from streams.settings import Settings
+    from aiaas.agents.inference.settings import WorkerSettings
+    from aiaas.agents.inference.worker import serve
+    from aiaas.streams.runtime import run, setup_logging
+    from aiaas.streams.settings import Settings
 
     setup_logging(log_level)
     flags: dict[str, Any] = {

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import time
 
-from agents.inference.outbox import Outbox, Owners, Sent, Unsent
-from streams.consumer import Consumer
-from streams.record import Record
+from aiaas.agents.inference.outbox import Outbox, Owners, Sent, Unsent
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.record import Record
 
 
 class Committer:

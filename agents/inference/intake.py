@@ -1,8 +1,8 @@
 """Request intake: one record in, one checked ``Work`` out (or the AiaasError to reply with).
 
-A request batch record (``streams.batchwire``) is first split into the requests it carries, each a
+A request batch record (``aiaas.streams.batchwire``) is first split into the requests it carries, each a
 ``Record`` of its own (the batch's topic, partition and offset; its own key, headers and value).
-A request block (``streams.blockwire``) stays whole: ``Intake.block`` checks it once for all its
+A request block (``aiaas.streams.blockwire``) stays whole: ``Intake.block`` checks it once for all its
 requests (size, deadline, version, signature) and gives one ``Work`` per version it goes to.
 
 Order of checks: size, deadline, decoding (the layout cache, else the validating decoder with its
@@ -16,17 +16,17 @@ from typing import Any
 
 import numpy as np
 
-from agents.inference import batcher, blocks
-from agents.inference.batcher import Work
-from agents.inference.sessions import Loaded, Sessions
-from agents.inference.settings import WorkerSettings
-from schemas.errors import AiaasError, BadInput, DeadlineExceeded, ErrorCode, TooLarge
-from schemas.inference import InferenceRequest
-from streams import batchwire, blockwire
-from streams import headers as h
-from streams import tensorcodec as tc
-from streams.layoutcache import LayoutCache
-from streams.record import Record
+from aiaas.agents.inference import batcher, blocks
+from aiaas.agents.inference.batcher import Work
+from aiaas.agents.inference.sessions import Loaded, Sessions
+from aiaas.agents.inference.settings import WorkerSettings
+from aiaas.schemas.errors import AiaasError, BadInput, DeadlineExceeded, ErrorCode, TooLarge
+from aiaas.schemas.inference import InferenceRequest
+from aiaas.streams import batchwire, blockwire
+from aiaas.streams import headers as h
+from aiaas.streams import tensorcodec as tc
+from aiaas.streams.layoutcache import LayoutCache
+from aiaas.streams.record import Record
 
 REQUEST_KEYS = frozenset({"v", "id", "parameters", "inputs", "outputs"})
 log = logging.getLogger(__name__)

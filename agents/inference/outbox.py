@@ -1,6 +1,6 @@
 """The replies of one poll: single reply records as they come, batched ones gathered per reply topic.
 
-A request whose sender opted in (header ``reply-batch: 1``, see ``streams.replywire``) has its reply
+A request whose sender opted in (header ``reply-batch: 1``, see ``aiaas.streams.replywire``) has its reply
 gathered with the other opted-in replies to the same topic; ``flush`` writes them as one batched
 record (several when they pass ``limit_bytes``). One record per batch instead of one per request
 saves a producer send on the worker and a consumer record on the client, per request. Every send's
@@ -16,9 +16,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka.structs import RecordMetadata
 
-from streams import headers as h
-from streams.record import Record
-from streams.replywire import pack_batch
+from aiaas.streams import headers as h
+from aiaas.streams.record import Record
+from aiaas.streams.replywire import pack_batch
 
 Sent = asyncio.Future[RecordMetadata]
 Send = Callable[[str, bytes, bytes | None, list[tuple[str, bytes]], int | None], Awaitable[Sent]]

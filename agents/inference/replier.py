@@ -6,7 +6,7 @@ only after all of them. A failure to make or deliver one reply is that request's
 worker's (a poison pill would otherwise kill every worker that reads it): an output JSON cannot
 carry (NaN, infinity), a reply over ``max_reply_bytes`` (413), a reply the broker refuses, or
 anything else that raises while replying gets an error reply and a dead letter with the reason.
-Replies over the record's chunk size go in chunks (``streams.chunking``) that the client puts back
+Replies over the record's chunk size go in chunks (``aiaas.streams.chunking``) that the client puts back
 together.
 """
 
@@ -21,19 +21,19 @@ from typing import Any, Literal
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 from aiokafka.structs import RecordMetadata
 
-from agents.inference import blocks, replies
-from agents.inference.batcher import Result, Work
-from agents.inference.breather import Breather
-from agents.inference.outbox import Outbox, Owners, ReplyHeaders
-from schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, NotFound, TooLarge
-from streams import headers as h
-from streams import metrics as m
-from streams.dlq import DeadLetters
-from streams.metadata import partition_count
-from streams.producer import Producer
-from streams.record import Record
-from streams.replywire import REPLY_BATCH
-from streams.settings import MIB
+from aiaas.agents.inference import blocks, replies
+from aiaas.agents.inference.batcher import Result, Work
+from aiaas.agents.inference.breather import Breather
+from aiaas.agents.inference.outbox import Outbox, Owners, ReplyHeaders
+from aiaas.schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, NotFound, TooLarge
+from aiaas.streams import headers as h
+from aiaas.streams import metrics as m
+from aiaas.streams.dlq import DeadLetters
+from aiaas.streams.metadata import partition_count
+from aiaas.streams.producer import Producer
+from aiaas.streams.record import Record
+from aiaas.streams.replywire import REPLY_BATCH
+from aiaas.streams.settings import MIB
 
 Sent = asyncio.Future[RecordMetadata]
 log = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Reply records: an OIP response or an error, with the headers callers match replies by.
 
 Headers are built as ``{name: str}``: a single reply record encodes them (``wire``); a batched
-reply record (``streams.replywire``) carries them as they are, one object per reply.
+reply record (``aiaas.streams.replywire``) carries them as they are, one object per reply.
 """
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ from collections.abc import Mapping
 import numpy as np
 from opentelemetry.trace import SpanKind
 
-from schemas.errors import AiaasError
-from schemas.inference import ErrorReply, InferenceResponse
-from streams import headers as h
-from streams import tensorcodec as tc
-from streams import tracing
-from streams.replywire import STATUS
-from streams.tensorarrays import json_text
+from aiaas.schemas.errors import AiaasError
+from aiaas.schemas.inference import ErrorReply, InferenceResponse
+from aiaas.streams import headers as h
+from aiaas.streams import tensorcodec as tc
+from aiaas.streams import tracing
+from aiaas.streams.replywire import STATUS
+from aiaas.streams.tensorarrays import json_text
 
 PASS_THROUGH = (h.TENANT,)
 ReplyHeaders = dict[str, str]

@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from agents.inference.settings import WorkerSettings
-from schemas.errors import AiaasError, ErrorCode, NotFound
-from schemas.registry import ModelVersion
-from streams.registry import Registry
+from aiaas.agents.inference.settings import WorkerSettings
+from aiaas.registry.store import Registry
+from aiaas.schemas.errors import AiaasError, ErrorCode, NotFound
+from aiaas.schemas.registry import ModelVersion
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from streams.settings import MIB
+from aiaas.streams.settings import MIB
 
 
 class WorkerSettings(BaseSettings):

@@ -27,29 +27,29 @@ from concurrent.futures import ThreadPoolExecutor
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
 
-from agents.inference import batcher, blocks
-from agents.inference.batcher import Result, Work
-from agents.inference.breather import Breather
-from agents.inference.committer import Committer
-from agents.inference.intake import Intake, request_id, split, unreadable
-from agents.inference.outbox import Outbox
-from agents.inference.replier import Replier
-from agents.inference.sessions import Sessions
-from agents.inference.settings import WorkerSettings
-from schemas.errors import AiaasError, DeadlineExceeded
-from streams import blockwire
-from streams import headers as h
-from streams import metrics as m
-from streams.admin import ensure
-from streams.assignors import WeightedAssignor, default_weight
-from streams.consumer import Consumer
-from streams.dlq import DeadLetters
-from streams.lifecycle import Service
-from streams.producer import Producer
-from streams.record import Record
-from streams.registry import Registry
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.agents.inference import batcher, blocks
+from aiaas.agents.inference.batcher import Result, Work
+from aiaas.agents.inference.breather import Breather
+from aiaas.agents.inference.committer import Committer
+from aiaas.agents.inference.intake import Intake, request_id, split, unreadable
+from aiaas.agents.inference.outbox import Outbox
+from aiaas.agents.inference.replier import Replier
+from aiaas.agents.inference.sessions import Sessions
+from aiaas.agents.inference.settings import WorkerSettings
+from aiaas.registry.store import Registry
+from aiaas.schemas.errors import AiaasError, DeadlineExceeded
+from aiaas.streams import blockwire
+from aiaas.streams import headers as h
+from aiaas.streams import metrics as m
+from aiaas.streams.admin import ensure
+from aiaas.streams.assignors import WeightedAssignor, default_weight
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.dlq import DeadLetters
+from aiaas.streams.lifecycle import Service
+from aiaas.streams.producer import Producer
+from aiaas.streams.record import Record
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -312,7 +312,7 @@ class InferenceWorker(Service):
 
 async def serve(settings: Settings, cfg: WorkerSettings) -> None:
     """Run one worker until SIGINT/SIGTERM (the body of ``aiaas worker inference``)."""
-    from streams.runtime import until_signalled
+    from aiaas.streams.runtime import until_signalled
 
     worker = InferenceWorker(settings, cfg)
     with m.serving(settings):

@@ -1,4 +1,4 @@
-"""``python -m agents.trainer --job J [--spec job.yaml] [--worker-id W] [--threads N]``."""
+"""``python -m aiaas.agents.trainer --job J [--spec job.yaml] [--worker-id W] [--threads N]``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 
 from .main import main
 
-parser = argparse.ArgumentParser(prog="python -m agents.trainer", description=__doc__)
+parser = argparse.ArgumentParser(prog="python -m aiaas.agents.trainer", description=__doc__)
 parser.add_argument("--job", required=True)
 parser.add_argument("--spec", default=None)
 parser.add_argument("--worker-id", default=None)

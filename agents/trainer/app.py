@@ -16,14 +16,14 @@ from typing import Any
 import faust
 import numpy as np
 
-from schemas.errors import InvalidMessage
-from schemas.jobs import JobSpec
-from schemas.training import DataBatch
-from streams import codecs
-from streams.faust_app import app_config
-from streams.jobs import trainer_group
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.training import DataBatch
+from aiaas.streams import codecs
+from aiaas.streams.faust_app import app_config
+from aiaas.streams.jobs import trainer_group
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 from .data import LocalData
 from .settings import TrainerSettings

@@ -1,6 +1,6 @@
 """The torch side of a trainer: gradients of one minibatch, or k local optimizer steps.
 
-Everything here blocks (torch), so the trainer calls it through ``streams.offload.Offload``; one worker
+Everything here blocks (torch), so the trainer calls it through ``aiaas.streams.offload.Offload``; one worker
 object is only ever used by one thread at a time.
 """
 
@@ -13,10 +13,10 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from schemas.jobs import JobSpec
-from streams.ml.models import build_model, loss_fn, pick_device
-from streams.ml.optim import build_optimizer
-from streams.ml.params import grads_to_numpy, load_numpy, state_to_numpy
+from aiaas.ml.models import build_model, loss_fn, pick_device
+from aiaas.ml.optim import build_optimizer
+from aiaas.ml.params import grads_to_numpy, load_numpy, state_to_numpy
+from aiaas.schemas.jobs import JobSpec
 
 Batch = tuple[np.ndarray, np.ndarray]
 

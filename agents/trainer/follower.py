@@ -15,13 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 from aiokafka.structs import TopicPartition
 
-from schemas.errors import InvalidMessage
-from schemas.training import PARAMS_KEY, ParameterSnapshot
-from streams import codecs
-from streams.headers import SENT_AT
-from streams.ml.compression import to_float
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.ml.compression import to_float
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.training import PARAMS_KEY, ParameterSnapshot
+from aiaas.streams import codecs
+from aiaas.streams.headers import SENT_AT
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 from .reader import BackgroundReader
 

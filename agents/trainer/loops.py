@@ -17,10 +17,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from schemas.errors import InvalidMessage
-from schemas.jobs import JobSpec
-from streams.offload import Offload
-from streams.topics import TopicSpec
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.jobs import JobSpec
+from aiaas.streams.offload import Offload
+from aiaas.streams.topics import TopicSpec
 
 from .compute import Batch, LocalModel
 from .data import LocalData
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 
 class Trainer(Protocol):
-    """What a loop needs from the trainer (agents.trainer.worker.Trainer is one): the loops are
+    """What a loop needs from the trainer (aiaas.agents.trainer.worker.Trainer is one): the loops are
     written against this, so the worker imports the loops and not the other way round."""
 
     spec: JobSpec

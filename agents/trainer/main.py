@@ -1,15 +1,16 @@
-"""Entry point of a trainer process: ``aiaas worker trainer --job J`` or ``python -m agents.trainer``."""
+"""Entry point of a trainer process: ``aiaas worker trainer --job J``
+(or ``python -m aiaas.agents.trainer``)."""
 
 from __future__ import annotations
 
 import logging
 
-from schemas.jobs import JobSpec
-from streams import metrics as m
-from streams.admin import wait_for_broker
-from streams.jobs import load_spec_file, read_spec
-from streams.runtime import run, setup_logging, until_signalled
-from streams.settings import Settings
+from aiaas.schemas.jobs import JobSpec
+from aiaas.streams import metrics as m
+from aiaas.streams.admin import wait_for_broker
+from aiaas.streams.jobs import load_spec_file, read_spec
+from aiaas.streams.runtime import run, setup_logging, until_signalled
+from aiaas.streams.settings import Settings
 
 from .settings import TrainerSettings
 from .worker import Trainer

@@ -11,9 +11,9 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer
 
-from streams.lifecycle import Service
-from streams.readers import open_assigned, stop_reader
-from streams.settings import Settings
+from aiaas.streams.lifecycle import Service
+from aiaas.streams.readers import open_assigned, stop_reader
+from aiaas.streams.settings import Settings
 
 FETCH_MAX_WAIT_MS = 20
 

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 import numpy as np
 from aiokafka.structs import TopicPartition
 
-from schemas.errors import InvalidMessage
-from schemas.training import GradientMessage
-from streams import codecs
-from streams.settings import Settings
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.training import GradientMessage
+from aiaas.streams import codecs
+from aiaas.streams.settings import Settings
 
 from .reader import BackgroundReader
 

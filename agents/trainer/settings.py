@@ -8,7 +8,7 @@ import socket
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from agents.compute_settings import ComputeSettings
+from aiaas.agents.compute_settings import ComputeSettings
 
 
 def _default_worker_id() -> str:

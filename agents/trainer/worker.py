@@ -16,19 +16,19 @@ import zlib
 import numpy as np
 from aiokafka.structs import RecordMetadata
 
-from schemas.errors import AiaasError, ErrorCode
-from schemas.jobs import JobSpec
-from schemas.training import GradientMessage
-from streams import codecs
-from streams import metrics as m
-from streams.admin import ensure
-from streams.headers import SENT_AT
-from streams.lifecycle import Service
-from streams.ml.compression import Compressor, half_floats
-from streams.offload import Offload
-from streams.producer import Producer
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.ml.compression import Compressor, half_floats
+from aiaas.schemas.errors import AiaasError, ErrorCode
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.training import GradientMessage
+from aiaas.streams import codecs
+from aiaas.streams import metrics as m
+from aiaas.streams.admin import ensure
+from aiaas.streams.headers import SENT_AT
+from aiaas.streams.lifecycle import Service
+from aiaas.streams.offload import Offload
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 from .app import build_app
 from .compute import Batch, LocalModel

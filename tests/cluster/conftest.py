@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from streams.admin import drop_prefix, wait_for_broker
-from streams.settings import Settings
+from aiaas.streams.admin import drop_prefix, wait_for_broker
+from aiaas.streams.settings import Settings
 from tests.cluster.control import LocalCluster, until_in_sync
 
 

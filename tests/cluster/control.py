@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from streams.admin import Admin
-from streams.settings import Settings
+from aiaas.streams.admin import Admin
+from aiaas.streams.settings import Settings
 from tests.spawn import run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]

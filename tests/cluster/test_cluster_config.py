@@ -7,11 +7,11 @@ from __future__ import annotations
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams.admin import Admin
-from streams.consumer import Consumer
-from streams.producer import Producer
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.streams.admin import Admin
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests.cluster.control import LocalCluster, leaders, replication, until_in_sync
 
 

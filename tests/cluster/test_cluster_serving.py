@@ -14,10 +14,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from streams.client import InferenceClient, InferenceError, InferResult
-from streams.registry import Registry
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.client.inference import InferenceClient, InferenceError, InferResult
+from aiaas.registry.store import Registry
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests import examples
 from tests.cluster.control import LocalCluster, busiest, leaders, replication
 from tests.spawn import spawn_workers, until_processes_balanced

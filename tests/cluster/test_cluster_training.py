@@ -9,9 +9,9 @@ import asyncio
 
 import pytest
 
-from agents.launcher import run_in_process
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.agents.launcher import run_in_process
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests.cluster.control import LocalCluster, busiest, leaders, replication
 from tests.faults.test_training_faults import VersionLog, spec
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings
+from aiaas.streams.settings import Settings
 from tests.infra import ROOT
 
 KAFKA = ROOT / "infra" / "kafka"

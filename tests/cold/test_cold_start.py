@@ -1,7 +1,7 @@
 """First thing on a freshly formatted broker, each on its own: training (``aiaas train``) and serving
 (a registered model, an inference worker, a client request; started before the broker is up). Such
 a broker has no group coordinator until ``__consumer_offsets`` exists, and no leader for a topic
-created a moment ago; every start path must wait that out (``streams.retry``), not fail with
+created a moment ago; every start path must wait that out (``aiaas.streams.retry``), not fail with
 GroupCoordinatorNotAvailable."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from streams.admin import Admin
-from streams.client import InferenceClient
-from streams.registry import Registry
+from aiaas.client.inference import InferenceClient
+from aiaas.registry.store import Registry
+from aiaas.streams.admin import Admin
 from tests import examples
 from tests.cold.conftest import ColdBroker
 from tests.infra import ROOT
@@ -44,7 +44,7 @@ async def train(cold: ColdBroker, tmp: Path) -> tuple[int, str]:
     spec = tmp / "cold.yaml"
     spec.write_text(SPEC)
     env = {**os.environ, **cold.env, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
-    code, out, _ = await run_to_end(sys.executable, "-m", "aiaas_cli.main", "train", "--spec", str(spec),
+    code, out, _ = await run_to_end(sys.executable, "-m", "aiaas.cli.main", "train", "--spec", str(spec),
                                     "--log-dir", str(tmp / "logs"), timeout_s=200, merge_stderr=True,
                                     env=env, cwd=ROOT)
     return code, out.decode(errors="replace")

@@ -21,14 +21,14 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from agents.bridge.keys import KeyStore
-from agents.bridge.rediskeys import RedisKeys
-from aiaas_cli.demo.receiver import Receiver
-from streams.admin import ensure
-from streams.registry import Registry
-from streams.settings import Settings
-from streams.topics import Topics
-from streams.webhooks import SIGNATURE_HEADER, verify_signature
+from aiaas.agents.bridge.keys import KeyStore
+from aiaas.agents.bridge.rediskeys import RedisKeys
+from aiaas.cli.demo.receiver import Receiver
+from aiaas.client.webhooks import SIGNATURE_HEADER, verify_signature
+from aiaas.registry.store import Registry
+from aiaas.streams.admin import ensure
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests import examples
 from tests.spawn import BridgeProcess
 from tests.workers import running_worker

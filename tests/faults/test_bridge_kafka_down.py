@@ -25,13 +25,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agents.bridge.app import create_app
-from agents.bridge.children import free_port
-from agents.bridge.core import Bridge
-from agents.bridge.settings import BridgeSettings
-from streams.admin import wait_for_broker
-from streams.registry import Registry
-from streams.settings import Settings
+from aiaas.agents.bridge.app import create_app
+from aiaas.agents.bridge.children import free_port
+from aiaas.agents.bridge.core import Bridge
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.registry.store import Registry
+from aiaas.streams.admin import wait_for_broker
+from aiaas.streams.settings import Settings
 from tests import examples
 from tests.infra import ROOT
 from tests.integration.test_bridge import BODY, serve

@@ -11,9 +11,9 @@ import time
 import numpy as np
 import pytest
 
-from streams.client import InferenceClient, InferResult
-from streams.registry import Registry
-from streams.settings import Settings
+from aiaas.client.inference import InferenceClient, InferResult
+from aiaas.registry.store import Registry
+from aiaas.streams.settings import Settings
 from tests import examples
 from tests.spawn import spawn_workers, until_processes_balanced
 

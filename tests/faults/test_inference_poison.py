@@ -12,12 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streams import headers as h
-from streams.client import InferenceClient, InferenceError, InferResult, Reply, encode_request
-from streams.producer import Producer
-from streams.registry import Registry
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.client.inference import InferenceClient, InferenceError, InferResult, Reply, encode_request
+from aiaas.registry.store import Registry
+from aiaas.streams import headers as h
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests.inferreads import dead_letters
 from tests.poisonmodels import expected, log_tiled
 from tests.spawn import spawn_workers, until_processes_balanced

@@ -1,7 +1,7 @@
 """A job whose processes are killed is shown as ``lost``, not ``running`` for ever (real broker).
 
 The aggregator rewrites its running status every ``heartbeat_s``; after SIGKILL of every process
-of the job nothing refreshes it, and ``streams.jobs.shown_state`` (what ``aiaas jobs status``
+of the job nothing refreshes it, and ``aiaas.streams.jobs.shown_state`` (what ``aiaas jobs status``
 prints) turns it into ``lost`` with how long the heartbeats have been missing.
 """
 
@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from agents.launcher import LocalJob
-from schemas.jobs import JobSpec
-from schemas.records import JobStatus
-from streams.jobs import LOST_AFTER_BEATS, follow, read_jobs, shown_state
-from streams.settings import Settings
+from aiaas.agents.launcher import LocalJob
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.records import JobStatus
+from aiaas.streams.jobs import LOST_AFTER_BEATS, follow, read_jobs, shown_state
+from aiaas.streams.settings import Settings
 
 pytestmark = pytest.mark.timeout(180)
 BEAT_S = 0.5

@@ -21,18 +21,18 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from agents.aggregator.server import Aggregator
-from agents.launcher import LocalJob, run_in_process
-from agents.trainer.settings import TrainerSettings
-from agents.trainer.worker import Trainer
-from schemas.jobs import JobSpec
-from schemas.training import CHECKPOINT_KEY, PARAMS_KEY, GradientMessage
-from streams import codecs
-from streams.datapush import push
-from streams.jobs import aggregator_group, params_versions, submit
-from streams.producer import Producer
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.agents.aggregator.server import Aggregator
+from aiaas.agents.launcher import LocalJob, run_in_process
+from aiaas.agents.trainer.settings import TrainerSettings
+from aiaas.agents.trainer.worker import Trainer
+from aiaas.data.datapush import push
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.training import CHECKPOINT_KEY, PARAMS_KEY, GradientMessage
+from aiaas.streams import codecs
+from aiaas.streams.jobs import aggregator_group, params_versions, submit
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 pytestmark = pytest.mark.timeout(240)
 SHAPES = {"0.weight": (128, 64), "0.bias": (128,), "2.weight": (10, 128), "2.bias": (10,)}
@@ -159,7 +159,7 @@ async def test_sigkill_one_of_two_trainers_sync_job_still_meets_target(
 async def test_sigkill_aggregator_resumes_from_its_checkpoint(
     settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="agents.aggregator.server")
+    caplog.set_level(logging.INFO, logger="aiaas.agents.aggregator.server")
     job_spec = spec("kill-aggregator")
     cluster = Cluster(settings, job_spec, tmp_path)
     versions = VersionLog(settings, job_spec.job_id)
@@ -257,7 +257,7 @@ def _bad_records(job_id: str) -> list[bytes]:
 async def test_bad_gradients_are_rejected_counted_logged_and_the_job_goes_on(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="agents.aggregator.intake")
+    caplog.set_level(logging.WARNING, logger="aiaas.agents.aggregator.intake")
     job_spec = spec("bad-grads", optimizer={"name": "adam", "lr": 1e-3})
     versions = VersionLog(settings, job_spec.job_id)
     job = asyncio.create_task(run_in_process(settings, job_spec, timeout_s=150))

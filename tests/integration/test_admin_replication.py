@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from streams.admin import Admin
-from streams.settings import Settings
-from streams.topics import TopicSpec
+from aiaas.streams.admin import Admin
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import TopicSpec
 
 
 async def _replicas(admin: Admin, topic: str) -> set[int]:

@@ -19,17 +19,17 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from agents.autoscaler.controller import Autoscaler, default_group, local_autoscaler
-from agents.autoscaler.policy import Policy
-from streams import headers as h
-from streams.admin import Admin
-from streams.client import InferenceClient
-from streams.consumer import Consumer
-from streams.producer import Producer
-from streams.record import Record
-from streams.registry import Registry
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.agents.autoscaler.controller import Autoscaler, default_group, local_autoscaler
+from aiaas.agents.autoscaler.policy import Policy
+from aiaas.client.inference import InferenceClient
+from aiaas.registry.store import Registry
+from aiaas.streams import headers as h
+from aiaas.streams.admin import Admin
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.producer import Producer
+from aiaas.streams.record import Record
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests import examples
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ PARTITIONS = 4
 
 async def _serve(model: str) -> None:
     """The stand-in worker: echo each request to its reply-to topic, commit after replying."""
-    from streams.runtime import until_signalled
+    from aiaas.streams.runtime import until_signalled
 
     settings = Settings()
     topic = Topics(settings).infer_requests(model).name
@@ -168,6 +168,6 @@ async def test_real_inference_worker_wakes_from_zero_and_goes_back(
 
 
 if __name__ == "__main__":
-    from streams.runtime import run
+    from aiaas.streams.runtime import run
 
     run(_serve(sys.argv[1]))

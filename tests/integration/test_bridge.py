@@ -24,21 +24,21 @@ import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
 
-from agents.bridge.app import create_app
-from agents.bridge.core import Bridge
-from agents.bridge.keys import Scope
-from agents.bridge.settings import BridgeSettings
-from agents.inference.worker import InferenceWorker
-from aiaas_cli.demo.receiver import Receiver
-from schemas.errors import SignatureError
-from schemas.records import JobStatus
-from schemas.training import MetricsMessage
-from streams.admin import Admin
-from streams.producer import Producer
-from streams.registry import Registry
-from streams.settings import Settings
-from streams.topics import Topics
-from streams.webhooks import SIGNATURE_HEADER, verify_signature
+from aiaas.agents.bridge.app import create_app
+from aiaas.agents.bridge.core import Bridge
+from aiaas.agents.bridge.keys import Scope
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.agents.inference.worker import InferenceWorker
+from aiaas.cli.demo.receiver import Receiver
+from aiaas.client.webhooks import SIGNATURE_HEADER, verify_signature
+from aiaas.registry.store import Registry
+from aiaas.schemas.errors import SignatureError
+from aiaas.schemas.records import JobStatus
+from aiaas.schemas.training import MetricsMessage
+from aiaas.streams.admin import Admin
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests import examples
 from tests.inferreads import letters_on
 from tests.workers import running_worker

@@ -8,9 +8,9 @@ import asyncio
 import time
 import uuid
 
-from agents.bridge.state import RequestState
-from aiaas_cli.demo.receiver import Receiver
-from streams.topics import Topics
+from aiaas.agents.bridge.state import RequestState
+from aiaas.cli.demo.receiver import Receiver
+from aiaas.streams.topics import Topics
 from tests.inferreads import letters_on
 from tests.integration.test_bridge import StackFactory
 from tests.integration.test_bridge import stack as stack  # the fixture

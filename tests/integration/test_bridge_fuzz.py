@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.routing import Route
 
-from aiaas_cli.demo.receiver import Receiver
+from aiaas.cli.demo.receiver import Receiver
 from tests.integration import test_bridge
 from tests.integration.test_bridge import BODY, MODEL, StackFactory
 

@@ -19,9 +19,9 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 
-from agents.bridge.keys import KeyStore
-from agents.bridge.rediskeys import RedisKeys
-from streams.settings import Settings
+from aiaas.agents.bridge.keys import KeyStore
+from aiaas.agents.bridge.rediskeys import RedisKeys
+from aiaas.streams.settings import Settings
 from tests.integration import test_bridge
 from tests.integration.test_bridge import BODY, MODEL, StackFactory
 from tests.slowbodies import Partial, partial_request, rss_mb

@@ -8,11 +8,11 @@ import time
 
 import redis.asyncio as aioredis
 
-from agents.bridge.idempotency import Idempotency, fingerprint
-from agents.bridge.rediskeys import RedisKeys
-from agents.bridge.state import RequestState, StateStore
-from agents.bridge.webhookqueue import WebhookQueue
-from streams.settings import Settings
+from aiaas.agents.bridge.idempotency import Idempotency, fingerprint
+from aiaas.agents.bridge.rediskeys import RedisKeys
+from aiaas.agents.bridge.state import RequestState, StateStore
+from aiaas.agents.bridge.webhookqueue import WebhookQueue
+from aiaas.streams.settings import Settings
 
 
 async def test_claim_gives_each_tenant_its_share_and_leases_what_it_took(

@@ -15,11 +15,11 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
-from agents.bridge.app import create_app
-from agents.bridge.core import Bridge
-from agents.bridge.settings import BridgeSettings
-from streams.registry import Registry
-from streams.settings import Settings
+from aiaas.agents.bridge.app import create_app
+from aiaas.agents.bridge.core import Bridge
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.registry.store import Registry
+from aiaas.streams.settings import Settings
 from tests.integration.test_bridge import BODY, MODEL, ONNX, serve
 from tests.ownredis import OwnRedis
 from tests.workers import running_worker
@@ -90,7 +90,7 @@ async def test_keys_and_secrets_survive_a_redis_restart_and_no_request_fails_aft
 async def test_redis_outage_is_503_with_retry_after_and_one_log_line(
     settings: Settings, own_redis: OwnRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="agents.bridge")
+    caplog.set_level(logging.INFO, logger="aiaas.agents.bridge")
     async with live_bridge(settings, own_redis) as live:
         assert await live.burst() == [200] * BURST
         await own_redis.stop()
@@ -101,7 +101,7 @@ async def test_redis_outage_is_503_with_retry_after_and_one_log_line(
         assert poll.status_code == 503, poll.text
 
         def dispatcher_lines() -> list[logging.LogRecord]:
-            return [r for r in caplog.records if r.name == "agents.bridge.dispatcher"]
+            return [r for r in caplog.records if r.name == "aiaas.agents.bridge.dispatcher"]
 
         await eventually(lambda: bool(dispatcher_lines()))  # the dispatcher noticed the outage
         await asyncio.sleep(1.5)  # an observation window: the old loop logged a traceback per 200 ms

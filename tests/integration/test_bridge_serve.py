@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from agents.bridge.children import child_env, free_port
-from streams.settings import Settings
+from aiaas.agents.bridge.children import child_env, free_port
+from aiaas.streams.settings import Settings
 from tests import examples
 from tests.infra import ROOT
 
@@ -45,7 +45,7 @@ async def test_serve_brings_up_workers_and_bridge_and_stops_them_all(
     onnx_file.write_bytes(examples.mlp([4, 6, 2], seed=2))
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiaas_cli.main", "serve", str(onnx_file), "--name", "served",
+        sys.executable, "-m", "aiaas.cli.main", "serve", str(onnx_file), "--name", "served",
         "--port", str(port), "--replicas", "2", cwd=ROOT,
         env=child_env({"AIAAS_TOPIC_PREFIX": settings.topic_prefix, "AIAAS_LOG_LEVEL": "WARNING"}),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
@@ -73,13 +73,13 @@ async def test_serve_brings_up_workers_and_bridge_and_stops_them_all(
 
 async def test_serve_model_serves_a_registered_model_by_name(settings: Settings) -> None:
     """``aiaas serve --model NAME``: no file; a model with no production version serves its latest."""
-    from streams.registry import Registry
+    from aiaas.registry.store import Registry
 
     async with Registry(settings) as reg:
         await reg.publish("named", examples.mlp([4, 6, 3], seed=5))
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiaas_cli.main", "serve", "--model", "named", "--port", str(port), cwd=ROOT,
+        sys.executable, "-m", "aiaas.cli.main", "serve", "--model", "named", "--port", str(port), cwd=ROOT,
         env=child_env({"AIAAS_TOPIC_PREFIX": settings.topic_prefix, "AIAAS_LOG_LEVEL": "WARNING"}),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )
@@ -103,7 +103,7 @@ async def test_bridge_says_listening_only_once_it_answers(settings: Settings) ->
     """The port is bound before Kafka connections open, and "listening" is logged once it serves."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agents.bridge", "--port", str(port), cwd=ROOT,
+        sys.executable, "-m", "aiaas.agents.bridge", "--port", str(port), cwd=ROOT,
         env=child_env({"AIAAS_TOPIC_PREFIX": settings.topic_prefix, "AIAAS_LOG_LEVEL": "INFO"}),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )

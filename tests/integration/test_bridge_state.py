@@ -10,19 +10,19 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from agents.bridge.audit import AuditLog
-from agents.bridge.idempotency import Idempotency, fingerprint
-from agents.bridge.keys import KeyStore, Principal
-from agents.bridge.ratelimit import RateLimiter
-from agents.bridge.rediskeys import RedisKeys
-from agents.bridge.settings import BridgeSettings
-from schemas.errors import Conflict, RateLimited
-from schemas.records import AuditRecord
-from streams.admin import ensure
-from streams.consumer import Consumer
-from streams.producer import Producer
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.agents.bridge.audit import AuditLog
+from aiaas.agents.bridge.idempotency import Idempotency, fingerprint
+from aiaas.agents.bridge.keys import KeyStore, Principal
+from aiaas.agents.bridge.ratelimit import RateLimiter
+from aiaas.agents.bridge.rediskeys import RedisKeys
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.schemas.errors import Conflict, RateLimited
+from aiaas.schemas.records import AuditRecord
+from aiaas.streams.admin import ensure
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 
 async def test_busy_tenant_leases_tokens_and_never_exceeds_its_bucket(

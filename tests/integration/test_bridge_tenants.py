@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import time
 
-from aiaas_cli.demo.receiver import Receiver
-from streams.registry import Registry
-from streams.webhooks import SIGNATURE_HEADER, verify_signature
+from aiaas.cli.demo.receiver import Receiver
+from aiaas.client.webhooks import SIGNATURE_HEADER, verify_signature
+from aiaas.registry.store import Registry
 from tests import examples
 from tests.hookservers import HeldReceiver
 from tests.integration.test_bridge import BODY, MODEL, StackFactory

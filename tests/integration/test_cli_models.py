@@ -1,6 +1,6 @@
 """The CLI a newcomer uses on the real broker: models pull, unknown names, --json listings, topics.
 
-Each command runs as its own process (``python -m aiaas_cli.main``), as a shell would run it.
+Each command runs as its own process (``python -m aiaas.cli.main``), as a shell would run it.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import onnx
 
-from agents.bridge.children import child_env
-from streams.admin import Admin
-from streams.registry import Registry
-from streams.settings import Settings
+from aiaas.agents.bridge.children import child_env
+from aiaas.registry.store import Registry
+from aiaas.streams.admin import Admin
+from aiaas.streams.settings import Settings
 from tests import examples
 from tests.infra import ROOT
 from tests.spawn import run_to_end
@@ -27,7 +27,7 @@ LONG = "a-model-name-long-enough-that-an-80-column-table-cuts-it"  # 56 of at mo
 
 async def aiaas(settings: Settings, *args: str, timeout_s: float = 60) -> tuple[int, str, str]:
     rc, out, err = await run_to_end(
-        sys.executable, "-m", "aiaas_cli.main", *args, timeout_s=timeout_s, cwd=ROOT,
+        sys.executable, "-m", "aiaas.cli.main", *args, timeout_s=timeout_s, cwd=ROOT,
         env=child_env({"AIAAS_TOPIC_PREFIX": settings.topic_prefix, "AIAAS_DEBUG": "",
                        "AIAAS_LOG_LEVEL": "WARNING"}))
     return rc, out.decode(), err.decode()
@@ -67,7 +67,7 @@ async def test_unknown_model_names_are_errors_that_list_the_known_ones(settings:
 
 async def test_worker_with_wait_waits_for_an_unknown_model(settings: Settings) -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiaas_cli.main", "worker", "inference", "--model", "later", "--wait",
+        sys.executable, "-m", "aiaas.cli.main", "worker", "inference", "--model", "later", "--wait",
         cwd=ROOT, env=child_env({"AIAAS_TOPIC_PREFIX": settings.topic_prefix, "AIAAS_LOG_LEVEL": "INFO"}),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     assert proc.stderr is not None

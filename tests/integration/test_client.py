@@ -10,13 +10,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from streams import headers as h
-from streams.admin import ensure
-from streams.client import STATUS, InferenceClient, InferenceError, InferResult
-from streams.producer import Producer
-from streams.registry import Registry
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.client.inference import STATUS, InferenceClient, InferenceError, InferResult
+from aiaas.registry.store import Registry
+from aiaas.streams import headers as h
+from aiaas.streams.admin import ensure
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests import examples
 from tests.workers import running_worker
 

@@ -10,18 +10,18 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from aiaas_cli.main import app
-from schemas.errors import AiaasError
-from schemas.jobs import JobSpec
-from schemas.training import DataBatch
-from streams import codecs
-from streams.admin import Admin
-from streams.consumer import Consumer
-from streams.datapush import push
-from streams.datasets import Dataset, load_dataset
-from streams.partitioners import assign, row_hash
-from streams.record import Record
-from streams.settings import Settings
+from aiaas.cli.main import app
+from aiaas.data.datapush import push
+from aiaas.data.datasets import Dataset, load_dataset
+from aiaas.data.partitioners import assign, row_hash
+from aiaas.schemas.errors import AiaasError
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.training import DataBatch
+from aiaas.streams import codecs
+from aiaas.streams.admin import Admin
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.record import Record
+from aiaas.streams.settings import Settings
 
 PARTS = 3
 

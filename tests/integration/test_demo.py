@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import Settings
+from aiaas.streams.settings import Settings
 from tests.infra import ROOT
 from tests.spawn import run_to_end
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(600)
 async def test_demo_trains_serves_and_answers_every_caller(settings: Settings, tmp_path: Path) -> None:
     env = {**os.environ, "AIAAS_TOPIC_PREFIX": settings.topic_prefix, "PYTHONPATH": str(ROOT)}
     code, out, _ = await run_to_end(
-        sys.executable, "-m", "aiaas_cli.main", "demo", "--out", str(tmp_path / "out"),
+        sys.executable, "-m", "aiaas.cli.main", "demo", "--out", str(tmp_path / "out"),
         cwd=str(ROOT), env=env, merge_stderr=True, timeout_s=540,
     )
     text = out.decode(errors="replace")

@@ -10,16 +10,16 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from schemas.errors import NotFound
-from schemas.inference import InferenceResponse
-from streams import headers as h
-from streams import tensorcodec as tc
-from streams.client import InferenceClient, InferenceError, InferResult, encode_request
-from streams.consumer import Consumer
-from streams.producer import Producer
-from streams.registry import Registry
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.client.inference import InferenceClient, InferenceError, InferResult, encode_request
+from aiaas.registry.store import Registry
+from aiaas.schemas.errors import NotFound
+from aiaas.schemas.inference import InferenceResponse
+from aiaas.streams import headers as h
+from aiaas.streams import tensorcodec as tc
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests import examples
 from tests.inferreads import dead_letters
 from tests.workers import running_worker, until_balanced

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from streams.registry import Registry
-from streams.settings import Settings
+from aiaas.registry.store import Registry
+from aiaas.streams.settings import Settings
 from tests import examples
 from tests.workers import running_worker, until_balanced
 

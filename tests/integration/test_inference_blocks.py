@@ -1,4 +1,4 @@
-"""Request blocks on the real broker (``streams.blockwire``): a hand-built block is checked once and
+"""Request blocks on the real broker (``aiaas.streams.blockwire``): a hand-built block is checked once and
 answered with one reply block; a bad, late or malformed block gets an error reply per request and
 (but for lateness) one dead letter holding the block; a sender that does not read reply blocks, or a
 block without ``reply-to``, gets one answer per request; a request that fails in onnxruntime fails
@@ -13,16 +13,16 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-from streams import blockwire
-from streams import headers as h
-from streams.admin import ensure
-from streams.client import InferenceClient, InferenceError, InferResult
-from streams.consumer import Consumer
-from streams.producer import Producer
-from streams.registry import Registry
-from streams.replywire import REPLY_BATCH, STATUS, Reply
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.client.inference import InferenceClient, InferenceError, InferResult
+from aiaas.registry.store import Registry
+from aiaas.streams import blockwire
+from aiaas.streams import headers as h
+from aiaas.streams.admin import ensure
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.producer import Producer
+from aiaas.streams.replywire import REPLY_BATCH, STATUS, Reply
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests import examples
 from tests.inferreads import answers, dead_letters
 from tests.workers import running_worker

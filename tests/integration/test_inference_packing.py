@@ -14,19 +14,19 @@ import numpy as np
 import onnxruntime as ort
 from aiokafka.structs import TopicPartition
 
-from agents.inference.intake import unpack
-from schemas.records import DeadLetter
-from streams import batchwire, blockwire
-from streams import headers as h
-from streams.admin import Admin, ensure
-from streams.client import InferenceClient, InferResult
-from streams.consumer import Consumer
-from streams.producer import Producer
-from streams.record import Record
-from streams.registry import Registry
-from streams.replywire import REPLY_BATCH, encode_request
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.agents.inference.intake import unpack
+from aiaas.client.inference import InferenceClient, InferResult
+from aiaas.registry.store import Registry
+from aiaas.schemas.records import DeadLetter
+from aiaas.streams import batchwire, blockwire
+from aiaas.streams import headers as h
+from aiaas.streams.admin import Admin, ensure
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.producer import Producer
+from aiaas.streams.record import Record
+from aiaas.streams.replywire import REPLY_BATCH, encode_request
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests import examples
 from tests.inferreads import answers, dead_letters
 from tests.workers import running_worker

@@ -10,14 +10,14 @@ import asyncio
 import numpy as np
 import pytest
 
-from schemas.errors import NotFound
-from streams import headers as h
-from streams.admin import Admin
-from streams.client import InferenceClient, InferenceError, encode_request
-from streams.producer import Producer
-from streams.registry import Registry
-from streams.settings import Settings
-from streams.topics import Topics, TopicSpec
+from aiaas.client.inference import InferenceClient, InferenceError, encode_request
+from aiaas.registry.store import Registry
+from aiaas.schemas.errors import NotFound
+from aiaas.streams import headers as h
+from aiaas.streams.admin import Admin
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics, TopicSpec
 from tests.inferreads import dead_letters
 from tests.poisonmodels import expected, log_tiled
 from tests.workers import running_worker

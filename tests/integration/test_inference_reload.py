@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest
 
-from streams.client import InferenceClient, InferenceError, InferResult
-from streams.registry import Registry
-from streams.settings import Settings
+from aiaas.client.inference import InferenceClient, InferenceError, InferResult
+from aiaas.registry.store import Registry
+from aiaas.streams.settings import Settings
 from tests import examples
 from tests.workers import running_worker
 

@@ -10,15 +10,15 @@ import asyncio
 import numpy as np
 import onnxruntime as ort
 
-from streams import blockwire
-from streams import headers as h
-from streams.client import STATUS, InferenceClient, InferenceError, InferResult
-from streams.consumer import Consumer
-from streams.producer import Producer
-from streams.record import Record
-from streams.registry import Registry
-from streams.replywire import is_batch, unpack_batch, unpack_block
-from streams.settings import Settings
+from aiaas.client.inference import STATUS, InferenceClient, InferenceError, InferResult
+from aiaas.registry.store import Registry
+from aiaas.streams import blockwire
+from aiaas.streams import headers as h
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.producer import Producer
+from aiaas.streams.record import Record
+from aiaas.streams.replywire import is_batch, unpack_batch, unpack_block
+from aiaas.streams.settings import Settings
 from tests import examples
 from tests.workers import running_worker
 

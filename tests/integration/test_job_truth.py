@@ -22,20 +22,20 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from agents.aggregator.server import Aggregator
-from agents.aggregator.settings import AggregatorSettings
-from agents.launcher import LocalJob, run_in_process
-from agents.trainer.settings import TrainerSettings
-from agents.trainer.worker import Trainer
-from aiaas_cli.main import app
-from schemas.errors import AiaasError
-from schemas.jobs import JobSpec
-from streams.admin import drop_prefix
-from streams.datapush import push
-from streams.jobs import read_jobs, shown_state, submit
-from streams.registry import Registry
-from streams.runtime import run
-from streams.settings import Settings
+from aiaas.agents.aggregator.server import Aggregator
+from aiaas.agents.aggregator.settings import AggregatorSettings
+from aiaas.agents.launcher import LocalJob, run_in_process
+from aiaas.agents.trainer.settings import TrainerSettings
+from aiaas.agents.trainer.worker import Trainer
+from aiaas.cli.main import app
+from aiaas.data.datapush import push
+from aiaas.registry.store import Registry
+from aiaas.schemas.errors import AiaasError
+from aiaas.schemas.jobs import JobSpec
+from aiaas.streams.admin import drop_prefix
+from aiaas.streams.jobs import read_jobs, shown_state, submit
+from aiaas.streams.runtime import run
+from aiaas.streams.settings import Settings
 from tests.infra import ROOT
 from tests.spawn import run_to_end
 
@@ -82,7 +82,7 @@ async def test_a_trainer_crash_ends_train_within_seconds_and_the_status_says_why
            "AIAAS_TRAINER_SESSION_TIMEOUT_MS": "5"}  # the trainer's settings refuse it: it exits 1
     started = time.monotonic()
     code, out, _ = await run_to_end(
-        sys.executable, "-m", "aiaas_cli.main", "train", "--spec", str(path), "--log-dir", str(tmp_path),
+        sys.executable, "-m", "aiaas.cli.main", "train", "--spec", str(path), "--log-dir", str(tmp_path),
         cwd=str(ROOT), env=env, merge_stderr=True, timeout_s=150)
     text = out.decode(errors="replace")
     assert code == 1, text[-3000:]

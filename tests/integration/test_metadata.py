@@ -1,4 +1,4 @@
-"""streams.metadata on the real broker: a question about one topic only, answered at once even
+"""aiaas.streams.metadata on the real broker: a question about one topic only, answered at once even
 for a topic that does not exist (no public aiokafka call does that, see streams/metadata.py), and
 the admin client's inner client (the one aiokafka private attribute used) reaching every broker."""
 
@@ -8,11 +8,11 @@ import time
 
 from aiokafka.protocol.metadata import MetadataRequest
 
-from streams.admin import Admin, ensure
-from streams.metadata import kafka_client_of, partition_count, topic_exists, topic_metadata
-from streams.producer import Producer
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.streams.admin import Admin, ensure
+from aiaas.streams.metadata import kafka_client_of, partition_count, topic_exists, topic_metadata
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 
 async def test_one_topic_is_asked_about_and_a_missing_one_is_answered_at_once(settings: Settings) -> None:

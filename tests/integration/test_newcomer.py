@@ -19,11 +19,11 @@ import pytest
 import yaml
 from sklearn.datasets import load_digits
 
-from agents.bridge.children import child_env, free_port
-from schemas.jobs import JobSpec
-from streams.datasets import raw_split
-from streams.registry import Registry
-from streams.settings import Settings
+from aiaas.agents.bridge.children import child_env, free_port
+from aiaas.data.datasets import raw_split
+from aiaas.registry.store import Registry
+from aiaas.schemas.jobs import JobSpec
+from aiaas.streams.settings import Settings
 from tests.infra import ROOT
 from tests.spawn import run_to_end
 
@@ -49,7 +49,7 @@ def _spec(path: Path, csv_path: Path) -> JobSpec:
 
 
 async def _aiaas(env: dict[str, str], *args: str, timeout_s: float = 200) -> str:
-    rc, out, err = await run_to_end(sys.executable, "-m", "aiaas_cli.main", *args, timeout_s=timeout_s,
+    rc, out, err = await run_to_end(sys.executable, "-m", "aiaas.cli.main", *args, timeout_s=timeout_s,
                                     cwd=ROOT, env=env)
     assert rc == 0, (args, out.decode()[-2000:], err.decode()[-2000:])
     return out.decode()
@@ -59,7 +59,7 @@ async def _serve_and_ask(env: dict[str, str], model: Path, x: np.ndarray) -> np.
     """``aiaas serve FILE`` (no auth), the raw rows over HTTP in a few requests; the labels back."""
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiaas_cli.main", "serve", str(model), "--name", "mydigits", "--port",
+        sys.executable, "-m", "aiaas.cli.main", "serve", str(model), "--name", "mydigits", "--port",
         str(port), "--no-auth", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL)
     assert proc.stdout is not None

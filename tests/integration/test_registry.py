@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from schemas.errors import IntegrityError, InvalidMessage, NotFound
-from schemas.registry import Lineage
-from streams.registry import Registry
-from streams.settings import Settings
+from aiaas.registry.store import Registry
+from aiaas.schemas.errors import IntegrityError, InvalidMessage, NotFound
+from aiaas.schemas.registry import Lineage
+from aiaas.streams.settings import Settings
 from tests import examples
 from tests.infra import ROOT
 
@@ -116,7 +116,7 @@ def test_models_cli_push_list_promote_rollback(settings: Settings, tmp_path: Pat
     """``aiaas models ...`` end to end (each command runs its own uvloop, like a shell would)."""
     from typer.testing import CliRunner
 
-    from aiaas_cli.main import app
+    from aiaas.cli.main import app
 
     monkeypatch.setenv("AIAAS_TOPIC_PREFIX", settings.topic_prefix)
     runner = CliRunner()

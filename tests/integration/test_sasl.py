@@ -1,6 +1,6 @@
 """Secured Kafka: a second broker with a SASL_PLAINTEXT/SCRAM-SHA-256 listener (the shared broker is
 left alone). An authenticated client produces and consumes; unauthenticated and wrong-password
-clients are refused; faust's credentials from ``streams.faust_app`` authenticate too."""
+clients are refused; faust's credentials from ``aiaas.streams.faust_app`` authenticate too."""
 
 from __future__ import annotations
 
@@ -22,15 +22,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from schemas.errors import KafkaUnavailable
-from streams import faust_app
-from streams.admin import Admin, wait_for_broker
-from streams.client import InferenceClient
-from streams.consumer import Consumer
-from streams.producer import Producer
-from streams.registry import Registry
-from streams.settings import Settings
-from streams.topics import Topics, TopicSpec
+from aiaas.client.inference import InferenceClient
+from aiaas.registry.store import Registry
+from aiaas.schemas.errors import KafkaUnavailable
+from aiaas.streams import faust_app
+from aiaas.streams.admin import Admin, wait_for_broker
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics, TopicSpec
 from tests import examples
 from tests.workers import running_worker
 

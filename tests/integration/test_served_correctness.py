@@ -19,12 +19,12 @@ import numpy as np
 import pytest
 from sklearn.datasets import load_breast_cancer, load_wine
 
-from agents.launcher import run_in_process
-from schemas.jobs import JobSpec
-from streams.datasets import raw_split
-from streams.ml.export import metadata, session
-from streams.registry import Registry
-from streams.settings import Settings
+from aiaas.agents.launcher import run_in_process
+from aiaas.data.datasets import raw_split
+from aiaas.ml.export import metadata, session
+from aiaas.registry.store import Registry
+from aiaas.schemas.jobs import JobSpec
+from aiaas.streams.settings import Settings
 
 pytestmark = pytest.mark.timeout(180)
 

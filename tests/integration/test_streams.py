@@ -9,16 +9,16 @@ import os
 import numpy as np
 import pytest
 
-from schemas.records import DeadLetter
-from schemas.training import DataBatch
-from streams import codecs
-from streams.admin import Admin
-from streams.consumer import Consumer
-from streams.dlq import DeadLetters
-from streams.producer import Producer
-from streams.record import Record
-from streams.settings import Settings
-from streams.topics import Topics, TopicSpec
+from aiaas.schemas.records import DeadLetter
+from aiaas.schemas.training import DataBatch
+from aiaas.streams import codecs
+from aiaas.streams.admin import Admin
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.dlq import DeadLetters
+from aiaas.streams.producer import Producer
+from aiaas.streams.record import Record
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics, TopicSpec
 
 
 async def drain(consumer: Consumer, want: int, timeout_s: float = 30.0, **kw: object) -> list[Record]:

@@ -8,16 +8,16 @@ import uuid
 
 import httpx
 
-from agents.bridge.app import create_app
-from agents.bridge.settings import BridgeSettings
-from streams import headers as h
-from streams import tracing
-from streams.admin import Admin
-from streams.consumer import Consumer
-from streams.record import Record
-from streams.registry import Registry
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.agents.bridge.app import create_app
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.registry.store import Registry
+from aiaas.streams import headers as h
+from aiaas.streams import tracing
+from aiaas.streams.admin import Admin
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.record import Record
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests import examples
 from tests.workers import running_worker
 

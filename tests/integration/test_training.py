@@ -12,18 +12,18 @@ from typing import Any
 
 import pytest
 
-from agents.aggregator.server import Aggregator
-from agents.aggregator.settings import AggregatorSettings
-from agents.launcher import run_in_process
-from agents.trainer.settings import TrainerSettings
-from agents.trainer.worker import Trainer
-from schemas.jobs import JobSpec
-from streams.datapush import push
-from streams.datasets import load_dataset
-from streams.jobs import follow_metrics, params_versions, read_jobs, read_metrics, submit
-from streams.ml.reference import fit_reference
-from streams.registry import Registry
-from streams.settings import Settings
+from aiaas.agents.aggregator.server import Aggregator
+from aiaas.agents.aggregator.settings import AggregatorSettings
+from aiaas.agents.launcher import run_in_process
+from aiaas.agents.trainer.settings import TrainerSettings
+from aiaas.agents.trainer.worker import Trainer
+from aiaas.data.datapush import push
+from aiaas.data.datasets import load_dataset
+from aiaas.ml.reference import fit_reference
+from aiaas.registry.store import Registry
+from aiaas.schemas.jobs import JobSpec
+from aiaas.streams.jobs import follow_metrics, params_versions, read_jobs, read_metrics, submit
+from aiaas.streams.settings import Settings
 
 pytestmark = pytest.mark.timeout(180)
 

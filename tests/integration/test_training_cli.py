@@ -1,7 +1,7 @@
 """The training CLI and the jobs worker on the real broker.
 
 ``aiaas jobs status`` reads the jobs topic; ``aiaas train`` refuses a bad spec naming the field;
-``aiaas worker jobs`` (``agents.jobrunner``) picks up a spec written to the jobs topic (as the HTTP
+``aiaas worker jobs`` (``aiaas.agents.jobrunner``) picks up a spec written to the jobs topic (as the HTTP
 bridge's ``POST /v1/jobs`` does) and runs it (in-process here: the process path of ``LocalJob`` is
 what the fault tests and ``make demo`` run).
 """
@@ -16,16 +16,16 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from agents.jobrunner import watch_and_run
-from aiaas_cli.main import app
-from schemas.jobs import JobSpec
-from schemas.records import JobStatus
-from streams.admin import ensure
-from streams.jobs import spec_key, submit, wait_final, write_status
-from streams.producer import Producer
-from streams.runtime import run
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.agents.jobrunner import watch_and_run
+from aiaas.cli.main import app
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.records import JobStatus
+from aiaas.streams.admin import ensure
+from aiaas.streams.jobs import spec_key, submit, wait_final, write_status
+from aiaas.streams.producer import Producer
+from aiaas.streams.runtime import run
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 
-from agents.launcher import run_in_process
-from schemas.jobs import JobSpec
-from streams import metrics as m
-from streams.settings import Settings
+from aiaas.agents.launcher import run_in_process
+from aiaas.schemas.jobs import JobSpec
+from aiaas.streams import metrics as m
+from aiaas.streams.settings import Settings
 
 pytestmark = pytest.mark.timeout(180)
 

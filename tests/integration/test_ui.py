@@ -17,16 +17,16 @@ import httpx
 import pytest
 import uvicorn
 
-from agents.bridge.app import create_app
-from agents.bridge.settings import BridgeSettings
-from schemas.jobs import JobSpec
-from schemas.registry import Lineage
-from schemas.training import MetricsMessage
-from streams.admin import Admin
-from streams.producer import Producer
-from streams.registry import Registry
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.agents.bridge.app import create_app
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.registry.store import Registry
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.registry import Lineage
+from aiaas.schemas.training import MetricsMessage
+from aiaas.streams.admin import Admin
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests.examples import mlp
 from tests.spawn import run_to_end
 

@@ -18,10 +18,10 @@ import numpy as np
 import onnxruntime as ort
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.admin import ensure
-from streams.registry import Registry
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.registry.store import Registry
+from aiaas.streams.admin import ensure
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests import examples
 from tests.unit.test_header_names import documented_headers
 from tests.workers import running_worker

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from streams.admin import Admin
-from streams.settings import Settings
+from aiaas.streams.admin import Admin
+from aiaas.streams.settings import Settings
 
 
 async def test_a_set_replication_factor_needs_no_broker() -> None:

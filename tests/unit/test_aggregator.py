@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 from aiokafka.structs import ConsumerRecord
 
-from agents.aggregator.intake import Intake, Ready
-from agents.aggregator.members import Membership
-from agents.aggregator.modes import AsyncMode, RingMode, RoundMode
-from agents.aggregator.progress import Progress
-from agents.aggregator.rounds import Ahead, Contribution, Round, weighted_mean
-from agents.aggregator.state import ServerState
-from schemas.jobs import JobSpec
-from schemas.training import GradientMessage, ParameterSnapshot
-from streams import codecs
-from streams.headers import SENT_AT
-from streams.ml.compression import Compressor
+from aiaas.agents.aggregator.intake import Intake, Ready
+from aiaas.agents.aggregator.members import Membership
+from aiaas.agents.aggregator.modes import AsyncMode, RingMode, RoundMode
+from aiaas.agents.aggregator.progress import Progress
+from aiaas.agents.aggregator.rounds import Ahead, Contribution, Round, weighted_mean
+from aiaas.agents.aggregator.state import ServerState
+from aiaas.ml.compression import Compressor
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.training import GradientMessage, ParameterSnapshot
+from aiaas.streams import codecs
+from aiaas.streams.headers import SENT_AT
 
 
 class Clock:

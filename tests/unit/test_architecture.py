@@ -1,14 +1,18 @@
 """The architecture's import contracts, checked on the source (an AST scan; nothing is imported).
 
-Layers, bottom to top: ``schemas`` (messages and errors) < ``streams`` (Kafka plumbing, wire,
-client) < ``agents`` (trainer, aggregator, inference, bridge, autoscaler) < ``aiaas_cli`` and
-``benchmarks``. A module may import only its own layer or the ones below. The agents meet on topics,
-never by import: ``agents.<role>`` imports no other ``agents.<role>``. The shared modules at the top
-of ``agents/`` (``launcher``, ``jobrunner``, ``compute_settings``) import no agent either: the
-launcher starts agents as processes by module name (``python -m agents.trainer``). Process entry
-points (``agents.<role>.__main__``, the same commands as ``aiaas ...``) sit with the CLI on top, and
-nothing imports them. No two modules import each other, directly or through others; every import
-counts (module level, inside functions and under ``TYPE_CHECKING``), since each is a dependency.
+Everything installs under ``aiaas``; its rooms, and which rooms each may import (``MAY_IMPORT``):
+``schemas`` (messages and errors) imports nothing of ours; ``streams`` (Kafka plumbing and the wire)
+only schemas; ``data`` (datasets, partitioners, the push), ``registry`` and ``client`` sit on
+streams; ``ml`` (the torch toolkit) on data; ``agents`` (trainer, aggregator, inference, bridge,
+autoscaler) on all of those; ``cli`` and ``benchmarks`` on top. The agents meet on topics, never by
+import: ``aiaas.agents.<role>`` imports no other role. The shared modules at the top of
+``agents/`` (``launcher``, ``jobrunner``, ``compute_settings``) import no agent either: the launcher
+starts agents as processes by module name (``python -m aiaas.agents.trainer``). Process entry
+points (``aiaas.agents.<role>.__main__``, the same commands as ``aiaas ...``) sit with the CLI on
+top, and nothing imports them. No two modules import each other, directly or through others; every
+import counts (module level, inside functions and under ``TYPE_CHECKING``), since each is a
+dependency. No module imports a design folder by its bare name (``streams``, ``agents``...): in
+the repository those folders are on the path too, and a bare import would load a second copy.
 
 A deliberate exception is listed in ``ALLOWED`` with its reason; anything else fails with the file
 and line of the offending import.
@@ -17,21 +21,35 @@ and line of the offending import.
 from __future__ import annotations
 
 import ast
+import os
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("schemas", "streams", "agents", "aiaas_cli", "benchmarks")
-LAYER = {"schemas": 0, "streams": 1, "agents": 2, "aiaas_cli": 3, "benchmarks": 3}
-SHARED_AGENT_MODULES = {"agents.launcher", "agents.jobrunner", "agents.compute_settings"}
+LOWER = {"schemas", "streams", "data", "registry", "client", "ml"}
+MAY_IMPORT = {
+    "schemas": set(),
+    "streams": {"schemas"},
+    "data": {"schemas", "streams"},
+    "registry": {"schemas", "streams"},
+    "client": {"schemas", "streams"},
+    "ml": {"schemas", "data"},
+    "aiaas": {"schemas", "streams", "client"},  # the public surface, aiaas/__init__.py
+    "agents": LOWER | {"aiaas"},
+    "cli": LOWER | {"aiaas", "agents"},
+    "benchmarks": LOWER | {"aiaas", "agents", "cli"},
+}
+SHARED_AGENT_MODULES = {"aiaas.agents.launcher", "aiaas.agents.jobrunner", "aiaas.agents.compute_settings"}
+BARE = {"streams", "schemas", "agents", "aiaas_cli"}  # names that must be imported as aiaas.<name>
 
 # (importer, imported): why this crossing is deliberate.
 ALLOWED = {
-    ("agents.launcher", "agents.aggregator.server"): "run_in_process composes one job's aggregator "
-    "and trainers as tasks of one process (aiaas worker jobs --in-process, tests); imported lazily",
-    ("agents.launcher", "agents.trainer.worker"): "run_in_process, as above",
-    ("agents.launcher", "agents.trainer.settings"): "run_in_process, as above",
+    ("aiaas.agents.launcher", "aiaas.agents.aggregator.server"): "run_in_process composes one job's "
+    "aggregator and trainers as tasks of one process (aiaas worker jobs --in-process, tests); "
+    "imported lazily",
+    ("aiaas.agents.launcher", "aiaas.agents.trainer.worker"): "run_in_process, as above",
+    ("aiaas.agents.launcher", "aiaas.agents.trainer.settings"): "run_in_process, as above",
 }
 
 
@@ -49,7 +67,12 @@ def _name(path: Path) -> str:
 
 @cache
 def modules() -> dict[str, Path]:
-    return {_name(p): p for pkg in PACKAGES for p in sorted((ROOT / pkg).rglob("*.py"))}
+    """Every module of ``aiaas`` (through the links to the design folders) and of ``benchmarks``."""
+    found = {}
+    for pkg in ("aiaas", "benchmarks"):
+        for folder, _, files in os.walk(ROOT / pkg, followlinks=True):
+            found.update({_name(Path(folder) / f): Path(folder) / f for f in files if f.endswith(".py")})
+    return dict(sorted(found.items()))
 
 
 def _ours(name: str) -> str | None:
@@ -88,8 +111,8 @@ def imports() -> tuple[Import, ...]:
 def _role(module: str) -> str | None:
     """``agents.<role>`` for a module inside an agent's package, else None."""
     parts = module.split(".")
-    if parts[0] == "agents" and len(parts) > 1 and (ROOT / "agents" / parts[1]).is_dir():
-        return parts[1]
+    if parts[:2] == ["aiaas", "agents"] and len(parts) > 2 and (ROOT / "agents" / parts[2]).is_dir():
+        return parts[2]
     return None
 
 
@@ -97,18 +120,22 @@ def _entry_point(module: str) -> bool:
     return module.endswith(".__main__") or module == "__main__"
 
 
-def _layer(module: str) -> int:
-    return LAYER["aiaas_cli"] if _entry_point(module) else LAYER[module.split(".")[0]]
+def _room(module: str) -> str:
+    """``aiaas.streams.x`` -> ``streams``; the package ``aiaas`` itself -> ``aiaas``."""
+    if _entry_point(module):
+        return "cli"
+    parts = module.split(".")
+    return parts[1] if parts[0] == "aiaas" and len(parts) > 1 else parts[0]
 
 
 def _breach(imp: Import) -> str | None:
     src, dst = imp.importer, imp.imported
     if _entry_point(dst):
         return "imports a process entry point"
-    if _layer(dst) > _layer(src):
-        return f"layer {src.split('.')[0]} imports the higher layer {dst.split('.')[0]}"
+    if _room(dst) != _room(src) and _room(dst) not in MAY_IMPORT[_room(src)]:
+        return f"{_room(src)} may not import {_room(dst)}"
     if _role(dst) and _role(src) != _role(dst) and (_role(src) or src in SHARED_AGENT_MODULES):
-        return f"imports the agent agents.{_role(dst)} (agents meet on topics)"
+        return f"imports the agent aiaas.agents.{_role(dst)} (agents meet on topics)"
     return None
 
 
@@ -176,6 +203,23 @@ def test_no_import_circles() -> None:
     assert not circles, "import circles:\n" + "\n".join(lines)
 
 
+def test_design_folders_are_imported_under_aiaas() -> None:
+    """``import streams`` would work in a clone (the folder is on the path) but load a second copy of
+    every module beside ``aiaas.streams``, with its own settings and caches; installed, it fails."""
+    paths = [*modules().values(), *sorted((ROOT / "tests").rglob("*.py"))]
+    bare = []
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            bare += [f"{path}:{node.lineno}: {n}" for n in names if n.split(".")[0] in BARE]
+    assert not bare, "bare imports of design folders:\n" + "\n".join(bare)
+
+
 
 # Shipped packages (pyproject's packages.find) that may import the test helpers under ``tests/``:
 # benchmarks run from the repository (``python -m benchmarks.<name>``) and share the tests' spawner.
@@ -206,7 +250,7 @@ def test_shipped_packages_hold_no_test_code() -> None:
 
 # Exception classes that may live outside schemas/errors.py: module -> class -> why.
 OWN_EXCEPTIONS = {
-    "agents.bridge.middleware": {"ClientGone": "an ASGI control-flow signal (the client left), never "
+    "aiaas.agents.bridge.middleware": {"ClientGone": "an ASGI control-flow signal (the client left), never "
                                  "an error anyone is answered with, so not an AiaasError"},
 }
 
@@ -218,7 +262,7 @@ def test_every_error_type_lives_in_schemas_errors() -> None:
     stray = []
     for module, path in modules().items():
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if not isinstance(node, ast.ClassDef) or module == "schemas.errors":
+            if not isinstance(node, ast.ClassDef) or module == "aiaas.schemas.errors":
                 continue
             bases = {ast.unparse(b).rpartition(".")[2] for b in node.bases}
             is_error = any(b in ours or b.endswith(("Error", "Exception")) for b in bases)
@@ -229,10 +273,10 @@ def test_every_error_type_lives_in_schemas_errors() -> None:
 
 def test_the_bridge_builds_its_error_body_in_one_place() -> None:
     """Every HTTP error body (answered, or kept as a failed request's ``error``) comes from
-    agents.bridge.errors.error_body: no other bridge module writes ``{"error": ...}`` itself."""
+    aiaas.agents.bridge.errors.error_body: no other bridge module writes ``{"error": ...}`` itself."""
     built = []
     for module, path in modules().items():
-        if not module.startswith("agents.bridge.") or module == "agents.bridge.errors":
+        if not module.startswith("aiaas.agents.bridge.") or module == "aiaas.agents.bridge.errors":
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             literal = isinstance(node, ast.Dict) and any(
@@ -246,10 +290,10 @@ def test_the_bridge_builds_its_error_body_in_one_place() -> None:
 def test_the_scan_sees_known_imports() -> None:
     """The scanner itself works: imports written in the code are found, relative ones resolved."""
     pairs = {(i.importer, i.imported) for i in imports()}
-    assert ("streams.client", "streams.settings") in pairs
-    assert ("agents.trainer.worker", "agents.trainer.settings") in pairs  # a relative import
-    assert ("aiaas_cli.main", "aiaas_cli.training") in pairs  # from a package import a module
-    assert _breach(Import("streams.client", "agents.bridge.app", "x")) is not None
-    assert _breach(Import("agents.bridge.app", "agents.inference.worker", "x")) is not None
-    assert _breach(Import("agents.bridge.app", "agents.bridge.core", "x")) is None
+    assert ("aiaas.client.inference", "aiaas.streams.settings") in pairs
+    assert ("aiaas.agents.trainer.worker", "aiaas.agents.trainer.settings") in pairs  # a relative import
+    assert ("aiaas.cli.main", "aiaas.cli.training") in pairs  # from a package import a module
+    assert _breach(Import("aiaas.client.inference", "aiaas.agents.bridge.app", "x")) is not None
+    assert _breach(Import("aiaas.agents.bridge.app", "aiaas.agents.inference.worker", "x")) is not None
+    assert _breach(Import("aiaas.agents.bridge.app", "aiaas.agents.bridge.core", "x")) is None
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

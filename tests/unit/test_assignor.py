@@ -9,7 +9,7 @@ from aiokafka.coordinator.protocol import ConsumerProtocolMemberMetadata
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.assignors import WeightedAssignor, decode_weight, shares
+from aiaas.streams.assignors import WeightedAssignor, decode_weight, shares
 
 
 class Cluster:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from aiaas_cli.main import app
+from aiaas.cli.main import app
 
 
 def test_autoscale_is_a_command() -> None:

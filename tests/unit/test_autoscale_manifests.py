@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
-from agents.autoscaler.controller import default_group
-from agents.autoscaler.policy import Policy
-from aiaas_cli.ops import autoscale
-from streams.settings import Settings
-from streams.topics import Topics
+from aiaas.agents.autoscaler.controller import default_group
+from aiaas.agents.autoscaler.policy import Policy
+from aiaas.cli.ops import autoscale
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 
 K8S = Path(__file__).resolve().parents[2] / "infra" / "k8s"
 MODEL = "digits"
@@ -79,7 +79,7 @@ def test_configmap_and_secret_make_valid_settings(docs: dict[str, dict[str, Any]
 
 
 def test_the_watched_group_is_the_inference_workers_group() -> None:
-    from agents.inference.worker import group_id
+    from aiaas.agents.inference.worker import group_id
 
     s = Settings(topic_prefix="x.")
     assert default_group(s, MODEL) == group_id(s, MODEL)

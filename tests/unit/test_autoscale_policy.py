@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from agents.autoscaler.lag import LagSample, arrival_rate, total_lag
-from agents.autoscaler.policy import Observation, Policy, busy, decide, recommend
+from aiaas.agents.autoscaler.lag import LagSample, arrival_rate, total_lag
+from aiaas.agents.autoscaler.policy import Observation, Policy, busy, decide, recommend
 
 P = Policy(min_replicas=0, max_replicas=4, lag_threshold=10, activation_lag=0, rate_per_replica=100,
            cooldown_s=15, idle_s=30)

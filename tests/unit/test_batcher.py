@@ -8,14 +8,14 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from agents.inference import replies
-from agents.inference.batcher import Work, check_inputs, group, run_group
-from agents.inference.sessions import Loaded, canary_pick
-from schemas.errors import BadInput
-from schemas.registry import ModelVersion
-from streams import tensorcodec as tc
-from streams.record import Record
-from streams.registry import signature
+from aiaas.agents.inference import replies
+from aiaas.agents.inference.batcher import Work, check_inputs, group, run_group
+from aiaas.agents.inference.sessions import Loaded, canary_pick
+from aiaas.registry.store import signature
+from aiaas.schemas.errors import BadInput
+from aiaas.schemas.registry import ModelVersion
+from aiaas.streams import tensorcodec as tc
+from aiaas.streams.record import Record
 from tests import examples
 
 

@@ -1,5 +1,5 @@
-"""Request batch records (streams.batchwire) without a broker: round trip, the worker's split into
-requests (agents.inference.intake.unpack), and malformed records refused with a reason."""
+"""Request batch records (aiaas.streams.batchwire) without a broker: round trip, the worker's split into
+requests (aiaas.agents.inference.intake.unpack), and malformed records refused with a reason."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from agents.inference.intake import unpack as split_record
-from schemas.errors import InvalidMessage
-from streams import batchwire
-from streams import headers as h
-from streams.record import Record
-from streams.replywire import encode_request
+from aiaas.agents.inference.intake import unpack as split_record
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.streams import batchwire
+from aiaas.streams import headers as h
+from aiaas.streams.record import Record
+from aiaas.streams.replywire import encode_request
 
 
 def _decoded(headers: list[tuple[str, bytes]]) -> dict[str, str]:

@@ -1,6 +1,6 @@
-"""Request and reply blocks without a broker: the wire format (streams.blockwire), reply blocks read
-by the client (streams.replywire), blocks in the worker (agents.inference.blocks, the batcher's
-grouping) and the client's packing of rows into block records (streams.tickbatches)."""
+"""Request and reply blocks without a broker: the wire format (aiaas.streams.blockwire), reply blocks read
+by the client (aiaas.streams.replywire), blocks in the worker (aiaas.agents.inference.blocks, the batcher's
+grouping) and the client's packing of rows into block records (aiaas.client.tickbatches)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.inference import blocks
-from agents.inference.batcher import Work, batch_signature, group
-from schemas.errors import InvalidMessage
-from schemas.inference import InferenceRequest
-from streams import blockwire
-from streams import headers as h
-from streams import tensorcodec as tc
-from streams.blockwire import LENGTH, REPLIES, REQUESTS
-from streams.record import Record
-from streams.replywire import STATUS, unpack_block
-from streams.tickbatches import RowStream, TickBatches
+from aiaas.agents.inference import blocks
+from aiaas.agents.inference.batcher import Work, batch_signature, group
+from aiaas.client.tickbatches import RowStream, TickBatches
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.inference import InferenceRequest
+from aiaas.streams import blockwire
+from aiaas.streams import headers as h
+from aiaas.streams import tensorcodec as tc
+from aiaas.streams.blockwire import LENGTH, REPLIES, REQUESTS
+from aiaas.streams.record import Record
+from aiaas.streams.replywire import STATUS, unpack_block
 
 NONE: frozenset[str] = frozenset()
 

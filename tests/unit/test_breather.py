@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from agents.inference.breather import Breather
+from aiaas.agents.inference.breather import Breather
 
 
 def busy(seconds: float) -> None:

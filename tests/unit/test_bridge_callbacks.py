@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agents.bridge.callbacks import CallbackPolicy, Target, embedded_ipv4, has_bad_characters
-from agents.bridge.slots import AsyncSlots
-from schemas.errors import CallbackRefused
+from aiaas.agents.bridge.callbacks import CallbackPolicy, Target, embedded_ipv4, has_bad_characters
+from aiaas.agents.bridge.slots import AsyncSlots
+from aiaas.schemas.errors import CallbackRefused
 
 CONTROL = ["http://8.8.8.8/a\r\nX-Injected: 1", "http://8.8.8.8/a\nb", "http://8.8.8.8/a\tb",
            "http://8.8.8.8/a b", "http://8.8.8.8/\x00", "http://8.8.8.8/\x7f", "http://8.8.8.8/\u2028",

@@ -8,14 +8,21 @@ from typing import Any
 
 import pytest
 
-from agents.bridge.admission import Admission
-from agents.bridge.deadlines import Deadlines
-from agents.bridge.health import Health
-from agents.bridge.httpproto import protocol_for
-from agents.bridge.middleware import ClientGone, body_length, has_body, read_body, unread_is_small
-from agents.bridge.oipcheck import check_request, nested_shape
-from agents.bridge.settings import BridgeSettings
-from schemas.errors import BodyTimeout, InvalidMessage, KafkaUnavailable, RateLimited, TooLarge, Unavailable
+from aiaas.agents.bridge.admission import Admission
+from aiaas.agents.bridge.deadlines import Deadlines
+from aiaas.agents.bridge.health import Health
+from aiaas.agents.bridge.httpproto import protocol_for
+from aiaas.agents.bridge.middleware import ClientGone, body_length, has_body, read_body, unread_is_small
+from aiaas.agents.bridge.oipcheck import check_request, nested_shape
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.schemas.errors import (
+    BodyTimeout,
+    InvalidMessage,
+    KafkaUnavailable,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+)
 
 
 def settings(**kw: Any) -> BridgeSettings:

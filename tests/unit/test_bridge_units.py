@@ -12,18 +12,18 @@ from fastapi import FastAPI
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agents.bridge import errors
-from agents.bridge.auth import check_bind, presented_key
-from agents.bridge.callbacks import CallbackPolicy
-from agents.bridge.dispatcher import backoff, webhook_body
-from agents.bridge.keys import Principal, Tenant
-from agents.bridge.oip import ParsedRequest, encode_response, json_result, parse_request
-from agents.bridge.settings import BridgeSettings
-from agents.bridge.state import RequestState
-from schemas.errors import AiaasError, CallbackRefused, InsecureConfig, InvalidMessage, RateLimited
-from schemas.inference import InferenceResponse, Tensor
-from streams import tensorcodec as tc
-from streams.replywire import Reply
+from aiaas.agents.bridge import errors
+from aiaas.agents.bridge.auth import check_bind, presented_key
+from aiaas.agents.bridge.callbacks import CallbackPolicy
+from aiaas.agents.bridge.dispatcher import backoff, webhook_body
+from aiaas.agents.bridge.keys import Principal, Tenant
+from aiaas.agents.bridge.oip import ParsedRequest, encode_response, json_result, parse_request
+from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.agents.bridge.state import RequestState
+from aiaas.schemas.errors import AiaasError, CallbackRefused, InsecureConfig, InvalidMessage, RateLimited
+from aiaas.schemas.inference import InferenceResponse, Tensor
+from aiaas.streams import tensorcodec as tc
+from aiaas.streams.replywire import Reply
 
 X = np.arange(8, dtype=np.float32).reshape(2, 4)
 JSON_BODY = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": X.ravel().tolist()}]}

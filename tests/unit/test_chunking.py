@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import chunking
-from streams import headers as h
+from aiaas.streams import chunking
+from aiaas.streams import headers as h
 
 
 def feed(r: chunking.Reassembler, chunks: list[chunking.Chunk], partition: int = 0) -> list[bytes]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agents.bridge.children import child_env
+from aiaas.agents.bridge.children import child_env
 from tests.infra import ROOT
 
 CLOSED = {"AIAAS_BOOTSTRAP_SERVERS": "127.0.0.1:1", "AIAAS_REDIS_URL": "redis://127.0.0.1:1/0",
@@ -26,7 +26,7 @@ def _run(*args: str, env: dict[str, str] | None = None,
 
 
 def _aiaas(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    return _run("-m", "aiaas_cli.main", *args, **kw)  # type: ignore[arg-type]
+    return _run("-m", "aiaas.cli.main", *args, **kw)  # type: ignore[arg-type]
 
 
 def _errors(proc: subprocess.CompletedProcess[str]) -> list[str]:
@@ -107,7 +107,7 @@ def test_bridge_port_in_use_is_one_line() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = _run("-m", "agents.bridge", "--port", str(port))
+        proc = _run("-m", "aiaas.agents.bridge", "--port", str(port))
     assert proc.returncode == 1
     assert _errors(proc)[-1].startswith("error: cannot bind the bridge's HTTP port")
     assert f"port={port}" in proc.stderr

@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from schemas.errors import InvalidMessage
-from schemas.training import DataBatch, GradientMessage
-from streams import codecs
-from streams import headers as h
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.training import DataBatch, GradientMessage
+from aiaas.streams import codecs
+from aiaas.streams import headers as h
 
 DTYPES = st.sampled_from([np.float32, np.float64, np.float16, np.int64, np.int32, np.uint8, np.bool_])
 

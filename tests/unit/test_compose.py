@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.settings import Settings
+from aiaas.streams.settings import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "infra" / "kafka" / "docker-compose.yml"
 

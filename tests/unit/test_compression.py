@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from schemas.errors import InvalidMessage
-from schemas.jobs import CompressionSpec
-from streams.ml.compression import IDX, VAL, Compressor, decompress, payload_bytes, to_float, to_half
+from aiaas.ml.compression import IDX, VAL, Compressor, decompress, payload_bytes, to_float, to_half
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.jobs import CompressionSpec
 
 SHAPES = {"w1": (256, 64), "b1": (256,), "w2": (10, 256), "b2": (10,)}
 

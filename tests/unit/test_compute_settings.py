@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
-from agents.trainer.settings import TrainerSettings
+from aiaas.agents.trainer.settings import TrainerSettings
 
 PROBE = """
 import json, os, threading
-from agents.trainer.settings import TrainerSettings
+from aiaas.agents.trainer.settings import TrainerSettings
 TrainerSettings(worker_id="probe").apply()
 seen = {}
 t = threading.Thread(target=lambda: seen.update(cpus=sorted(os.sched_getaffinity(0))))

@@ -9,9 +9,9 @@ import pytest
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
 
-from streams.consumer import Consumer
-from streams.record import Record
-from streams.settings import Settings
+from aiaas.streams.consumer import Consumer
+from aiaas.streams.record import Record
+from aiaas.streams.settings import Settings
 
 TP = TopicPartition("t", 0)
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from schemas.errors import AiaasError
-from schemas.jobs import DataSpec
-from streams.datasets import load_dataset, raw_split
+from aiaas.data.datasets import load_dataset, raw_split
+from aiaas.schemas.errors import AiaasError
+from aiaas.schemas.jobs import DataSpec
 
 
 def _table(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -65,7 +65,7 @@ def test_missing_file_names_the_field(tmp_path: Path) -> None:
 
 def test_data_info_carries_the_scaling_and_survives_the_wire() -> None:
     """What the push writes beside the test split: the statistics the served graph folds in."""
-    from streams.datainfo import JobData, describe
+    from aiaas.data.datainfo import JobData, describe
 
     spec = DataSpec(source="digits")
     ds = load_dataset(spec)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.jobs import load_spec_file
+from aiaas.streams.jobs import load_spec_file
 
 EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
 

@@ -7,8 +7,8 @@ from faust.auth import SASLCredentials, SSLCredentials
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import ValidationError
 
-from streams import faust_app
-from streams.settings import Settings
+from aiaas.streams import faust_app
+from aiaas.streams.settings import Settings
 
 
 def test_plaintext_has_no_credentials_and_urls_per_host() -> None:

@@ -1,4 +1,4 @@
-"""streams.headers owns every Kafka header name, and the docs say what each one is.
+"""aiaas.streams.headers owns every Kafka header name, and the docs say what each one is.
 
 The header table of docs/wire-protocol.md is what producers in other languages read: a header the
 code uses but the table leaves out, or a documented header no code defines, is a defect. The wire
@@ -11,7 +11,7 @@ import ast
 import re
 from pathlib import Path
 
-from streams import headers as h
+from aiaas.streams import headers as h
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "wire-protocol.md"
@@ -38,9 +38,9 @@ def test_every_header_constant_is_documented_and_every_documented_header_defined
     assert doc, "no header table found in docs/wire-protocol.md"
     assert set(doc) == set(consts.values()), (
         f"undocumented: {sorted(set(consts.values()) - set(doc))}, "
-        f"documented but not in streams.headers: {sorted(set(doc) - set(consts.values()))}")
+        f"documented but not in aiaas.streams.headers: {sorted(set(doc) - set(consts.values()))}")
     for name, const in doc.items():
-        assert consts.get(const) == name, f"the table says {name!r} is streams.headers.{const}"
+        assert consts.get(const) == name, f"the table says {name!r} is aiaas.streams.headers.{const}"
 
 
 def test_header_names_are_unique_lowercase_tokens() -> None:

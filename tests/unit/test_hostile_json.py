@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import pytest
 
-from schemas.envelope import json_loads
-from schemas.errors import InvalidMessage
-from schemas.inference import InferenceRequest
-from streams import batchwire, blockwire
-from streams import headers as h
-from streams import tensorcodec as tc
-from streams.layoutcache import LayoutCache, decode_fast
+from aiaas.schemas.envelope import json_loads
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.inference import InferenceRequest
+from aiaas.streams import batchwire, blockwire
+from aiaas.streams import headers as h
+from aiaas.streams import tensorcodec as tc
+from aiaas.streams.layoutcache import LayoutCache, decode_fast
 
 NESTED = b"[" * 100_000
 DEEP_OBJECT = b'{"a":' * 100_000
@@ -66,13 +66,13 @@ def test_length_headers_of_thousands_of_digits_are_invalid() -> None:
 
 
 def test_the_bridge_answers_deep_nesting_with_invalid_message() -> None:
-    from agents.bridge.oip import parse_request
+    from aiaas.agents.bridge.oip import parse_request
 
     with pytest.raises(InvalidMessage, match="not valid JSON"):  # a 400, not a 500 from RecursionError
         parse_request(NESTED, None)
 
 
 def test_a_member_advertising_deep_nesting_weighs_one() -> None:
-    from streams.assignors import decode_weight
+    from aiaas.streams.assignors import decode_weight
 
     assert decode_weight(DEEP_OBJECT) == 1.0

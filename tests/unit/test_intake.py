@@ -7,15 +7,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from agents.inference.intake import Intake
-from agents.inference.sessions import Loaded
-from agents.inference.settings import WorkerSettings
-from schemas.errors import AiaasError
-from schemas.registry import ModelVersion
-from streams import headers as h
-from streams.record import Record
-from streams.registry import signature
-from streams.replywire import encode_request
+from aiaas.agents.inference.intake import Intake
+from aiaas.agents.inference.sessions import Loaded
+from aiaas.agents.inference.settings import WorkerSettings
+from aiaas.registry.store import signature
+from aiaas.schemas.errors import AiaasError
+from aiaas.schemas.registry import ModelVersion
+from aiaas.streams import headers as h
+from aiaas.streams.record import Record
+from aiaas.streams.replywire import encode_request
 from tests import examples
 
 

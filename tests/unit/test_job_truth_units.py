@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from agents.launcher import _last_error
-from aiaas_cli.demo.callers import CallResults
-from aiaas_cli.demo.report import Summary, report
-from schemas.errors import AiaasError
-from schemas.jobs import JobSpec
-from schemas.records import JobStatus
-from schemas.training import DataInfo, MetricsMessage
-from streams.jobs import shown_state
+from aiaas.agents.launcher import _last_error
+from aiaas.cli.demo.callers import CallResults
+from aiaas.cli.demo.report import Summary, report
+from aiaas.schemas.errors import AiaasError
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.records import JobStatus
+from aiaas.schemas.training import DataInfo, MetricsMessage
+from aiaas.streams.jobs import shown_state
 
 
 def _spec(**over: Any) -> JobSpec:
@@ -49,7 +49,7 @@ def test_shown_state_tells_running_from_lost_and_says_why() -> None:
     ({}, {"partitions": 4}, "data.partitions is 2 but the data of job j was pushed to 4 partitions"),
 ])
 def test_check_fit_names_both_numbers(spec: dict[str, Any], info: dict[str, Any], says: str) -> None:
-    from streams.datainfo import check_fit
+    from aiaas.data.datainfo import check_fit
 
     with pytest.raises(AiaasError) as err:
         check_fit(_spec(**spec), _info(**info))

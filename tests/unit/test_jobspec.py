@@ -8,9 +8,9 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from schemas.envelope import validation_errors
-from schemas.errors import InvalidMessage
-from schemas.jobs import JobSpec
+from aiaas.schemas.envelope import validation_errors
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.jobs import JobSpec
 
 GOOD: dict[str, Any] = {
     "job_id": "digits-1",

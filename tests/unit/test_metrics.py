@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from streams import metrics as m
+from aiaas.streams import metrics as m
 
 
 def test_catalogue_names_are_exported_from_our_registry() -> None:
@@ -65,7 +65,7 @@ def test_rate_over_a_sliding_window() -> None:
 
 
 def test_start_from_settings_only_when_a_port_is_set() -> None:
-    from streams.settings import Settings
+    from aiaas.streams.settings import Settings
 
     assert m.start_from_settings(Settings()) is None
     server = m.start_from_settings(Settings(metrics_port=0))

@@ -6,13 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from schemas.errors import AiaasError, InvalidMessage
-from schemas.jobs import JobSpec
-from streams.ml.evaluate import evaluate
-from streams.ml.export import export_onnx, validate_onnx
-from streams.ml.models import build_model, loss_fn, pick_device, set_threads
-from streams.ml.optim import build_optimizer, build_scheduler, lr_factor
-from streams.ml.params import (
+from aiaas.ml.evaluate import evaluate
+from aiaas.ml.export import export_onnx, validate_onnx
+from aiaas.ml.models import build_model, loss_fn, pick_device, set_threads
+from aiaas.ml.optim import build_optimizer, build_scheduler, lr_factor
+from aiaas.ml.params import (
     check_finite_and_shapes,
     grads_to_numpy,
     load_numpy,
@@ -20,6 +18,8 @@ from streams.ml.params import (
     set_grads,
     state_to_numpy,
 )
+from aiaas.schemas.errors import AiaasError, InvalidMessage
+from aiaas.schemas.jobs import JobSpec
 
 set_threads(1)
 
@@ -170,7 +170,7 @@ def test_export_folds_standardisation() -> None:
     mean, std = raw.mean(axis=0), raw.std(axis=0)
     onnx_bytes = export_onnx(m, 8, stats=(mean, std))
     assert validate_onnx(onnx_bytes, m, raw, stats=(mean, std)) < 1e-4
-    from streams.ml.export import session
+    from aiaas.ml.export import session
     got = session(onnx_bytes).run(["output"], {"input": raw})[0]
     with torch.no_grad():
         want = m.eval()(torch.from_numpy((raw - mean) / std)).numpy()
@@ -199,8 +199,8 @@ def test_cuda_round_trip() -> None:
 
 
 def test_reference_fit_reaches_the_digits_target_and_counts_steps() -> None:
-    from streams.datasets import load_dataset
-    from streams.ml.reference import fit_reference, total_steps
+    from aiaas.data.datasets import load_dataset
+    from aiaas.ml.reference import fit_reference, total_steps
 
     spec = _spec(model={"input_dim": 64, "hidden": [256, 256], "output_dim": 10}, steps=None, epochs=3)
     ds = load_dataset(spec.data)
@@ -212,7 +212,7 @@ def test_reference_fit_reaches_the_digits_target_and_counts_steps() -> None:
 def test_export_adds_classifier_outputs_and_target_scaling() -> None:
     """Served graphs: logits first, then label (class values when integral, else indices) and
     probabilities; regression outputs in target units; the aiaas.* metadata says so."""
-    from streams.ml.export import Serving, metadata, session
+    from aiaas.ml.export import Serving, metadata, session
 
     rng = np.random.default_rng(3)
     raw = rng.normal(50.0, 20.0, size=(30, 8)).astype(np.float32)

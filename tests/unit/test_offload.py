@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from streams.offload import Offload
+from aiaas.streams.offload import Offload
 
 
 def where() -> int:

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.errors import AiaasError
-from streams.partitioners import STRATEGIES, assign, row_hash
+from aiaas.data.partitioners import STRATEGIES, assign, row_hash
+from aiaas.schemas.errors import AiaasError
 
 
 def _data(n: int, classes: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

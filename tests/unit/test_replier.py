@@ -9,14 +9,14 @@ from typing import Any
 
 import numpy as np
 
-from agents.inference import replies
-from agents.inference.batcher import Work
-from agents.inference.outbox import Outbox
-from agents.inference.replier import Replier
-from schemas.errors import AiaasError, ErrorCode
-from streams import headers as h
-from streams.record import Record
-from streams.replywire import REPLY_BATCH, unpack_batch
+from aiaas.agents.inference import replies
+from aiaas.agents.inference.batcher import Work
+from aiaas.agents.inference.outbox import Outbox
+from aiaas.agents.inference.replier import Replier
+from aiaas.schemas.errors import AiaasError, ErrorCode
+from aiaas.streams import headers as h
+from aiaas.streams.record import Record
+from aiaas.streams.replywire import REPLY_BATCH, unpack_batch
 
 
 class Model:

@@ -16,17 +16,17 @@ import numpy as np
 import pytest
 from aiokafka.errors import MessageSizeTooLargeError
 
-from agents.inference import replies
-from agents.inference.batcher import Work
-from agents.inference.committer import Committer
-from agents.inference.outbox import Outbox, Owners
-from agents.inference.replier import Replier
-from schemas.errors import AiaasError, InvalidMessage
-from streams import chunking
-from streams import headers as h
-from streams.record import Record
-from streams.replywire import REPLY_BATCH, Reply, unpack_batch
-from streams.waiting import Waiting
+from aiaas.agents.inference import replies
+from aiaas.agents.inference.batcher import Work
+from aiaas.agents.inference.committer import Committer
+from aiaas.agents.inference.outbox import Outbox, Owners
+from aiaas.agents.inference.replier import Replier
+from aiaas.client.waiting import Waiting
+from aiaas.schemas.errors import AiaasError, InvalidMessage
+from aiaas.streams import chunking
+from aiaas.streams import headers as h
+from aiaas.streams.record import Record
+from aiaas.streams.replywire import REPLY_BATCH, Reply, unpack_batch
 
 
 class Model:
@@ -57,7 +57,7 @@ class Letters:
 
 
 class Producer:
-    """Both sends of ``streams.producer.Producer`` (``raw.send`` and the chunking ``send``), kept."""
+    """Both sends of ``aiaas.streams.producer.Producer`` (``raw.send`` and the chunking ``send``), kept."""
 
     def __init__(self) -> None:
         self.raw = self

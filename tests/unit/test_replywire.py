@@ -1,13 +1,13 @@
-"""Batched reply records (streams.replywire) without a broker: round trip and malformed input."""
+"""Batched reply records (aiaas.streams.replywire) without a broker: round trip and malformed input."""
 
 from __future__ import annotations
 
 import pytest
 
-from schemas.errors import InvalidMessage
-from streams import headers as h
-from streams.replywire import BATCH, STATUS, is_batch, pack_batch, unpack_batch
-from streams.tensorcodec import HEADER_LENGTH
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.streams import headers as h
+from aiaas.streams.replywire import BATCH, STATUS, is_batch, pack_batch, unpack_batch
+from aiaas.streams.tensorcodec import HEADER_LENGTH
 
 
 def _decoded(headers: list[tuple[str, bytes]]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""streams.retry: retriable Kafka errors are retried with backoff to the deadline, others pass at
+"""aiaas.streams.retry: retriable Kafka errors are retried with backoff to the deadline, others pass at
 once, and giving up is one line that says what, where, why and what to run."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
-from schemas.errors import AiaasError, ErrorCode, KafkaUnavailable
-from streams.retry import backoff, is_retriable, one_line, retrying, started
-from streams.settings import Settings
+from aiaas.schemas.errors import AiaasError, ErrorCode, KafkaUnavailable
+from aiaas.streams.retry import backoff, is_retriable, one_line, retrying, started
+from aiaas.streams.settings import Settings
 
 COLD = [GroupCoordinatorNotAvailableError, NotCoordinatorError, LeaderNotAvailableError,
         UnknownTopicOrPartitionError, KafkaConnectionError]
@@ -139,7 +139,7 @@ async def test_started_makes_a_fresh_client_per_try_and_closes_the_failed_ones()
 
 async def test_nothing_listening_gives_up_with_the_line_on_a_real_client() -> None:
     """A real aiokafka producer against a port nothing listens on (no broker needed)."""
-    from streams.producer import Producer
+    from aiaas.streams.producer import Producer
 
     settings = Settings(bootstrap_servers="127.0.0.1:1", connect_deadline_s=1.0, request_timeout_ms=500)
     with pytest.raises(KafkaUnavailable) as info:

@@ -7,7 +7,7 @@ import logging
 
 from aiokafka.errors import KafkaConnectionError, NotLeaderForPartitionError
 
-from streams.runtime import TransientFetchErrors
+from aiaas.streams.runtime import TransientFetchErrors
 
 
 def _record(err: Exception) -> logging.LogRecord:

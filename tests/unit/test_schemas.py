@@ -8,10 +8,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.errors import AiaasError, ErrorCode, InvalidMessage
-from schemas.inference import Datatype, InferenceRequest, Tensor
-from schemas.jobs import JobSpec
-from schemas.records import DeadLetter, JobStatus
+from aiaas.schemas.errors import AiaasError, ErrorCode, InvalidMessage
+from aiaas.schemas.inference import Datatype, InferenceRequest, Tensor
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.records import DeadLetter, JobStatus
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from aiaas_cli.main import app
+from aiaas.cli.main import app
 
 
 def test_export_writes_every_kind(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from streams.settings import Settings
-from streams.topics import Topics, check_part
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics, check_part
 
 
 def test_env_prefix_and_kwargs(monkeypatch: pytest.MonkeyPatch) -> None:

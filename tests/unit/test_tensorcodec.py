@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 
-from schemas.errors import InvalidMessage
-from schemas.inference import Datatype, InferenceRequest, InferenceResponse, Tensor
-from streams import tensorcodec as tc
-from streams.client import encode_request
-from streams.layoutcache import LayoutCache, _cut_id
+from aiaas.client.inference import encode_request
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.inference import Datatype, InferenceRequest, InferenceResponse, Tensor
+from aiaas.streams import tensorcodec as tc
+from aiaas.streams.layoutcache import LayoutCache, _cut_id
 
 ARRAYS = {
     "f32": np.arange(6, dtype=np.float32).reshape(2, 3) / 7,

@@ -7,8 +7,8 @@ import re
 import pytest
 from opentelemetry import trace
 
-from streams import headers as h
-from streams import tracing
+from aiaas.streams import headers as h
+from aiaas.streams import tracing
 
 TP_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 INCOMING = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"

@@ -7,14 +7,14 @@ from typing import Any
 import numpy as np
 import pytest
 
-from agents.trainer.app import decode_batch
-from agents.trainer.compute import LocalModel
-from agents.trainer.data import LocalData
-from agents.trainer.ring import ring_target
-from schemas.errors import InvalidMessage
-from schemas.jobs import JobSpec
-from schemas.training import DataBatch
-from streams import codecs
+from aiaas.agents.trainer.app import decode_batch
+from aiaas.agents.trainer.compute import LocalModel
+from aiaas.agents.trainer.data import LocalData
+from aiaas.agents.trainer.ring import ring_target
+from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.training import DataBatch
+from aiaas.streams import codecs
 
 
 def job(**over: Any) -> JobSpec:

@@ -1,9 +1,9 @@
-"""streams.versionclaims: the first claim of a number in log order wins it; every reader agrees."""
+"""aiaas.registry.versionclaims: the first claim of a number in log order wins it; every reader agrees."""
 
 from __future__ import annotations
 
-from schemas.registry import ModelVersion, TensorSignature, VersionClaim
-from streams.versionclaims import Numbering
+from aiaas.registry.versionclaims import Numbering
+from aiaas.schemas.registry import ModelVersion, TensorSignature, VersionClaim
 
 SHA = "ab" * 32
 

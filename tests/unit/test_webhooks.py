@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.errors import SignatureError
-from streams.webhooks import compute_signature, parse_header, sign, verify_signature
+from aiaas.client.webhooks import compute_signature, parse_header, sign, verify_signature
+from aiaas.schemas.errors import SignatureError
 
 SECRET = "s3cr3t"
 BODY = b'{"id":"r1","status":"succeeded"}'

@@ -1,0 +1,157 @@
+"""Serving commands: ``aiaas models push|pull|list|promote|rollback|canary``, ``aiaas infer`` and
+``aiaas worker inference`` (one inference worker process; flags in agents/inference/cli.py, plus
+``--wait``: without it an unknown model name exits with an error instead of waiting)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from aiaas.agents.inference.cli import inference
+from aiaas.cli import errors
+from aiaas.cli.modelcheck import checked_worker, require_model, versions_of
+from aiaas.cli.output import JsonOpt, show, show_json
+
+T = TypeVar("T")
+models = typer.Typer(no_args_is_help=True, help="Model registry: versions, stages, canaries.")
+
+
+def _run(body: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``body(registry)`` on uvloop with the environment's settings; errors exit 1 with one line."""
+    from aiaas.registry.store import Registry
+    from aiaas.streams.runtime import run
+    from aiaas.streams.settings import Settings
+
+    async def main() -> T:
+        async with Registry(Settings()) as reg:
+            return await body(reg)
+
+    try:
+        return run(main())
+    except Exception as exc:
+        if errors.describe(exc) is None:
+            raise
+        errors.report(exc)
+
+
+def _show(mv: Any) -> None:
+    typer.echo(json.dumps(mv.model_dump(mode="json", exclude_none=True), indent=2))
+
+
+@models.command("push")
+def push(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ONNX file")],
+    name: Annotated[str, typer.Option(help="model name")],
+    stage: Annotated[str, typer.Option(help="staging | production")] = "staging",
+    job_id: Annotated[str | None, typer.Option(help="lineage: training job id")] = None,
+) -> None:
+    """Register an ONNX file as the next version of NAME (sha256 and signature recorded)."""
+    from aiaas.schemas.registry import Lineage
+
+    data = file.read_bytes()
+    _show(_run(lambda reg: reg.publish(name, data, stage=stage, lineage=Lineage(job_id=job_id))))
+
+
+@models.command("list")
+def list_(name: Annotated[str | None, typer.Argument(help="only this model")] = None,
+          as_json: JsonOpt = False) -> None:
+    """Show every version (of NAME) with its stage; an unknown NAME is an error."""
+    from rich.table import Table
+
+    found = _run(lambda reg: versions_of(reg, name) if name is not None else reg.list())
+    if as_json:
+        show_json([mv.model_dump(mode="json", exclude_none=True) for mv in found])
+        return
+    table = Table("model", "version", "stage", "canary", "size", "sha256", "inputs", "job")
+    for mv in found:
+        sig = ", ".join(f"{t.name}:{t.datatype.value}{t.shape}" for t in mv.inputs)
+        canary = f"{mv.canary_weight:.0%}" if mv.stage == "canary" else ""
+        table.add_row(mv.name, str(mv.version), mv.stage, canary, f"{mv.size_bytes:,}", mv.sha256[:12],
+                      sig, mv.lineage.job_id or "")
+    show(table)
+
+
+async def _pull(reg: Any, name: str, version: int | None) -> tuple[Any, bytes]:
+    await versions_of(reg, name)
+    mv = reg.pick(name, version)  # from what versions_of just read: no second round trip
+    return mv, await reg.load_bytes(mv)
+
+
+@models.command("pull")
+def pull(
+    model: Annotated[str, typer.Argument(help="NAME or NAME:VERSION (default: production, else the latest)")],
+    out: Annotated[Path, typer.Option("-o", "--output", dir_okay=False, help="ONNX file to write")],
+) -> None:
+    """Write a registered model's ONNX file (sha256 checked), e.g. to serve or inspect it elsewhere."""
+    name, _, ver = model.partition(":")
+    if ver and not ver.isdigit():
+        raise typer.BadParameter(f"version must be a number, not {ver!r}", param_hint="MODEL")
+    mv, data = _run(lambda reg: _pull(reg, name, int(ver) if ver else None))
+    out.write_bytes(data)
+    typer.echo(f"wrote {out} ({mv.name} v{mv.version}, {mv.stage}, {len(data):,} bytes, sha256 {mv.sha256})")
+
+
+@models.command("promote")
+def promote(name: str, version: int) -> None:
+    """Make VERSION the production version of NAME (workers following production hot-reload)."""
+    _show(_run(lambda reg: reg.promote(name, version)))
+
+
+@models.command("rollback")
+def rollback(name: str) -> None:
+    """Undo the last promotion of NAME."""
+    _show(_run(lambda reg: reg.rollback(name)))
+
+
+@models.command("canary")
+def canary(name: str, version: int,
+           weight: Annotated[float, typer.Option(help="share of requests, 0..1 (0 ends it)")]) -> None:
+    """Serve VERSION to WEIGHT of NAME's requests beside production."""
+    _show(_run(lambda reg: reg.set_canary(name, version, weight)))
+
+
+def infer(
+    model: Annotated[str, typer.Argument(help="model name")],
+    data: Annotated[str, typer.Option(help="OIP request JSON, or @file with it")],
+    binary: Annotated[bool, typer.Option(help="binary tensor encoding on Kafka")] = False,
+    version: Annotated[int | None, typer.Option(help="pin a version")] = None,
+    timeout: Annotated[float, typer.Option(help="seconds")] = 30.0,
+) -> None:
+    """Send one inference request over Kafka and print the OIP response."""
+    from aiaas.client.inference import InferenceClient
+    from aiaas.schemas.errors import AiaasError
+    from aiaas.schemas.inference import InferenceRequest
+    from aiaas.streams.runtime import run
+    from aiaas.streams.settings import Settings
+
+    if data.startswith("@") and not Path(data[1:]).is_file():
+        errors.fail(f"no such file: {data[1:]} (--data takes OIP request JSON, or @FILE holding it)", 2)
+    raw = Path(data[1:]).read_text() if data.startswith("@") else data
+    try:
+        req = InferenceRequest.from_record(raw.encode())
+    except AiaasError as exc:
+        errors.fail(errors.describe(exc) or exc.reason, 2)
+
+    async def main() -> str:
+        await require_model(model)
+        async with InferenceClient(Settings()) as client:
+            result = await client.infer(model, req.inputs, timeout=timeout, version=version, binary=binary,
+                                        parameters=req.parameters,
+                                        outputs=[o.name for o in req.outputs] if req.outputs else None)
+            return result.to_response().model_dump_json(exclude_none=True, indent=2)
+
+    try:
+        typer.echo(run(main()))
+    except AiaasError as exc:
+        errors.report(exc)
+
+
+def register(app: typer.Typer, worker: typer.Typer) -> None:
+    """Add this area's commands to the top-level `app` and its agents to `aiaas worker`."""
+    app.add_typer(models, name="models")
+    app.command("infer")(infer)
+    worker.command("inference")(checked_worker(inference))

@@ -1,0 +1,310 @@
+"""Request-reply inference over Kafka: ``InferenceClient.infer`` and the pipelined ``infer_many``.
+
+One client instance serves many concurrent callers (the HTTP bridge keeps one per process): it owns
+one reply topic ``replies.<client-id>``, one producer and one reply reader; each request's future is
+kept under its request id until the reply with that ``correlation-id`` arrives. Replies for ids no
+longer waited for (duplicates after a worker restart, or late replies after a timeout) are dropped
+and counted in ``duplicates``. ``max_in_flight`` bounds outstanding requests (backpressure).
+
+    async with InferenceClient(settings) as client:
+        result = await client.infer("digits", {"input": x}, timeout=5, binary=True)
+        result.outputs["logits"]                    # numpy arrays
+        async for i, r in client.infer_many("digits", ({"input": row} for row in xs)):
+            ...                                     # r: InferResult or InferenceError
+
+Wire protocol (for producers in any language)
+---------------------------------------------
+Request record, topic ``<prefix>infer.<model>.requests`` (prefix default ``aiaas.``):
+
+- key: the request id (UTF-8); it also spreads requests over the partitions.
+- headers (UTF-8 strings): ``correlation-id`` = request id; ``reply-to`` = the full topic name for
+  the reply (without it the request is a *stream record* and its result goes to
+  ``<prefix>infer.<model>.results`` with the same key); optional ``deadline`` (epoch milliseconds,
+  expired requests get a 504 error instead of compute); optional ``model-version`` (pin a version);
+  ``content-type``: ``application/json`` (default) or ``application/octet-stream`` for the binary
+  form, which also needs ``inference-header-content-length`` (see ``aiaas.streams.tensorcodec``);
+  optional ``traceparent`` and ``tenant`` are passed through; optional ``reply-batch: 1`` says the
+  sender reads batched reply records (below).
+- value: an Open Inference Protocol v2 request body, e.g.
+  ``{"id": "r1", "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
+  "data": [0.0, ...]}]}`` (``"kind": "inference_request"`` may be added; nested ``data`` is allowed).
+
+Reply record on the ``reply-to`` topic: key = request id, headers ``correlation-id``,
+``status-code`` (``200`` or the HTTP status of the error), ``model-version`` and ``content-type``
+(the request's encoding); value = an OIP response ``{"kind": "inference_response", "model_name",
+"model_version", "id", "outputs": [...]}`` or an error ``{"kind": "error_reply", "error", "code",
+"status_code", "retriable", ...}``. Delivery is at-least-once: drop replies whose id you have seen.
+A reply over the chunk size comes as chunks (``aiaas.streams.chunking`` headers) to put back together.
+
+Topics are not created on first use: the request topic exists once a worker of the model started
+(before that ``infer`` raises NotFound at once), and the ``reply-to`` topic must exist before the
+request is sent (this client creates its own in ``start``); a request whose reply topic is missing
+gets no reply, only a dead letter on ``<prefix>infer.<model>.dlq`` that says so.
+
+Batched reply records: the requests of ``infer_many`` carry ``reply-batch: 1`` (unless
+``batch_replies=False``), so a worker may answer a batch of them with one record in the format that
+``aiaas.streams.replywire`` describes; single calls get a reply record of their own.
+
+Request batch records: ``infer_many`` packs up to ``pack_requests`` (default 32) of its requests into
+one record (``aiaas.streams.batchwire``); each keeps its own id, deadline and reply. Its binary requests
+of numeric arrays go as rows of request blocks instead (``aiaas.streams.blockwire``: one stacked tensor
+per input, answered with reply blocks). ``pack_requests=1`` sends one record per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.structs import TopicPartition
+
+from aiaas.client.pipelined import Pipeline
+from aiaas.client.tickbatches import RowStream, TickBatches
+from aiaas.client.waiting import Sink, Waiting
+from aiaas.schemas.errors import AiaasError, ErrorCode, InferenceError, NotFound, Unavailable
+from aiaas.streams import blockwire
+from aiaas.streams import headers as h
+from aiaas.streams.admin import ensure
+from aiaas.streams.lifecycle import Service
+from aiaas.streams.metadata import partition_count, topic_exists
+from aiaas.streams.replywire import (
+    BATCH,
+    REPLY_BATCH,
+    RESPONSE_KEYS,
+    STATUS,
+    InferResult,
+    Inputs,
+    Reply,
+    encode_request,
+)
+from aiaas.streams.retry import started
+from aiaas.streams.settings import Settings
+from aiaas.streams.tensorcodec import HEADER_LENGTH, Encoded
+from aiaas.streams.topics import Topics
+
+__all__ = [  # the record formats live in aiaas.streams.replywire; these names stay importable from here
+    "BATCH", "REPLY_BATCH", "RESPONSE_KEYS", "STATUS", "InferResult", "InferenceClient", "InferenceError",
+    "Inputs", "Reply", "encode_request", "partition_count", "topic_exists",
+]
+log = logging.getLogger(__name__)
+
+_OURS = frozenset({h.CORRELATION_ID, h.REPLY_TO, h.DEADLINE, REPLY_BATCH, blockwire.ACCEPT})
+_BATCH_HEADER = (REPLY_BATCH, b"1")
+_ENTRY_OWN = frozenset({h.CONTENT_TYPE, HEADER_LENGTH})  # a request batch record has its own
+
+
+class InferenceClient(Service):
+    """Send inference requests and await their replies; safe to share across tasks."""
+
+    def __init__(self, settings: Settings, *, client_id: str | None = None, max_in_flight: int = 4096,
+                 timeout_s: float = 30.0, linger_ms: int = 0, batch_replies: bool = True,
+                 pack_requests: int = 32, compression: str | None = None) -> None:
+        self.settings = settings
+        self.linger_ms = linger_ms  # 0: send at once (aiokafka still batches what queues meanwhile)
+        # Tensor bytes rarely compress: lz4 over float32 requests was 40% of this client's CPU and
+        # saved nothing, so requests go uncompressed unless asked (e.g. "lz4" for JSON bodies).
+        self.compression = compression
+        self.batch_replies = batch_replies  # infer_many asks for batched reply records (replywire)
+        # infer_many packs up to this many requests per request batch record (1: a record each)
+        self.pack_requests, self.pack_bytes = pack_requests, min(128 * 1024, settings.max_batch_size // 2)
+        self.topics = Topics(settings)
+        self.client_id = client_id or f"{settings.client_id}-{uuid.uuid4().hex[:8]}"
+        self.reply_topic = self.topics.replies(self.client_id).name
+        self._reply_to = self.reply_topic.encode()
+        self.timeout_s = timeout_s
+        self.waiting = Waiting(max_in_flight)
+        self._id_prefix = f"{uuid.uuid4().hex[:12]}-"
+        self._ids = 0
+        self._sweeper: asyncio.Task[None] | None = None
+        self._partitions: dict[str, int] = {}  # request topic -> partition count
+        self._topic_of: dict[str, str] = {}
+        self._checking: dict[str, asyncio.Future[int]] = {}
+        self._producer: AIOKafkaProducer | None = None
+        self._batches: TickBatches | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await ensure(self.settings, [self.topics.replies(self.client_id)])
+        pkw = self.settings.producer_kwargs(linger_ms=self.linger_ms, compression_type=self.compression)
+        self._producer = await started(lambda: AIOKafkaProducer(**pkw), self.settings,
+                                       "starting the client's producer")
+        self._batches = TickBatches(self._producer, self._not_sent, pack_max=self.pack_requests,
+                                    pack_bytes=self.pack_bytes)
+        # the broker answers a waiting fetch as soon as a reply lands, so a longer wait adds no latency;
+        # a short one only costs CPU while idle (5 ms: 200 empty fetches/s, 7% of a core here)
+        ckw = self.settings.consumer_kwargs(None, auto_offset_reset="latest")
+        self._consumer = await started(lambda: AIOKafkaConsumer(**ckw), self.settings,
+                                       f"starting the client's reader of {self.reply_topic}")
+        tp = TopicPartition(self.reply_topic, 0)
+        self._consumer.assign([tp])
+        await self._consumer.seek_to_end(tp)
+        await self._consumer.position(tp)  # resolve now: replies to our first request are after it
+        self._reader = asyncio.create_task(self.waiting.read_forever(self._consumer, self.reply_topic),
+                                           name=f"replies-{self.client_id}")
+        self._sweeper = asyncio.create_task(self.waiting.expire_forever(), name=f"timeouts-{self.client_id}")
+
+    async def stop(self) -> None:
+        for task in (self._reader, self._sweeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._reader = self._sweeper = None
+        if self._batches is not None:
+            await self._batches.drain()
+        self.waiting.fail_all(self.waiting.ids(), Unavailable("client stopped before the reply came"))
+        for part in (self._consumer, self._producer):
+            if part is not None:
+                await part.stop()
+        self._consumer = self._producer = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def duplicates(self) -> int:
+        """Replies dropped because their request was already answered (or given up)."""
+        return self.waiting.duplicates
+
+    @property
+    def malformed(self) -> int:
+        """Reply records that could not be read (logged and dropped)."""
+        return self.waiting.malformed
+
+    # ------------------------------------------------------------------ API
+
+    async def infer(
+        self, model: str, inputs: Inputs, *, timeout: float | None = None,  # noqa: ASYNC109 - also the deadline
+        version: int | str | None = None,
+        binary: bool = False, headers: Mapping[str, str] | None = None, request_id: str | None = None,
+        parameters: dict[str, Any] | None = None, outputs: Sequence[str] | None = None,
+    ) -> InferResult:
+        """One request; returns the decoded outputs or raises InferenceError (with status_code)."""
+        rid = request_id or self.new_id()
+        enc = encode_request(inputs, request_id=rid, binary=binary, parameters=parameters, outputs=outputs)
+        extra = {**(headers or {}), h.MODEL_VERSION: str(version) if version is not None else None}
+        reply = await self.request(model, enc.value, {**enc.headers, **_present(extra)},
+                                   request_id=rid, timeout=timeout)
+        return reply.result()
+
+    async def request(
+        self, model: str, value: bytes, headers: Mapping[str, str], *, request_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - also sent as the deadline header
+    ) -> Reply:
+        """Send an already encoded request and await its raw reply (the bridge's pass-through)."""
+        fut = await self.submit(model, value, headers, request_id=request_id, timeout=timeout)
+        return await fut
+
+    async def submit(
+        self, model: str, value: bytes, headers: Mapping[str, str], *, request_id: str | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - also sent as the deadline header
+        batched: bool = False,
+    ) -> asyncio.Future[Reply]:
+        """Send a request; returns once it is queued, with a future for its reply (or error).
+
+        ``batched``: the reply may come in a batched reply record (``infer_many`` asks for that; a
+        single call gets a record of its own, whose headers trace observers can read)."""
+        topic, partitions = await self.route(model)
+        rid = request_id or self.new_id()
+        if rid in self.waiting:
+            raise AiaasError("request id already in flight", code=ErrorCode.CONFLICT, request_id=rid)
+        timeout_s = self.timeout_s if timeout is None else timeout
+        fut = await self.waiting.add(rid, timeout_s)
+        rid_b = rid.encode()
+        hdrs = [(k, v.encode()) for k, v in headers.items() if k not in _OURS]
+        hdrs += [(h.CORRELATION_ID, rid_b), (h.REPLY_TO, self._reply_to),
+                 (h.DEADLINE, (headers.get(h.DEADLINE) or str(h.deadline_ms(timeout_s))).encode())]
+        if batched:
+            hdrs.append(_BATCH_HEADER)
+        assert self._batches is not None
+        try:
+            self._batches.add(topic, partitions, rid, rid_b, value, hdrs)
+        except BaseException:
+            self.waiting.fail(rid, Unavailable("request could not be sent", model=model))
+            raise
+        return fut
+
+    async def submit_entry(self, topic: str, partitions: int, shared: tuple[tuple[str, bytes], ...],
+                            enc: Encoded, rid: str, timeout_s: float, deadline: str | None,
+                            ) -> asyncio.Future[Reply]:
+        """``submit`` for ``infer_many``: the request travels packed in a request batch record
+        (``aiaas.streams.batchwire``) with the others of this tick that share ``shared`` headers."""
+        fut = await self.waiting.add(rid, timeout_s)
+        entry = {**enc.headers, h.CORRELATION_ID: rid, h.DEADLINE: deadline or str(h.deadline_ms(timeout_s))}
+        assert self._batches is not None
+        self._batches.add_entry(topic, partitions, rid, shared, entry, enc.value)
+        return fut
+
+    async def submit_row(self, stream: RowStream, layout: tuple[Any, ...], rid: str,
+                         arrays: dict[str, np.ndarray[Any, Any]], timeout_s: float, sink: Sink) -> None:
+        """``submit`` for ``infer_many``: the request travels as a row of a request block
+        (``aiaas.streams.blockwire``); ``sink`` gets its reply or error."""
+        await self.waiting.slots.acquire()
+        self.waiting.put(rid, asyncio.get_running_loop().time() + timeout_s, sink)
+        assert self._batches is not None
+        self._batches.add_row(stream, layout, rid, arrays)
+
+    async def route(self, model: str) -> tuple[str, int]:
+        """The request topic of ``model`` and its partition count (NotFound when there is none)."""
+        producer = self._producer
+        if producer is None:
+            raise RuntimeError("InferenceClient used before start()")
+        topic = self._topic_of.get(model)
+        if topic is None:
+            topic = self._topic_of[model] = self.topics.infer_requests(model).name
+        return topic, self._partitions.get(topic) or await self._check_model(producer, model, topic)
+
+    def new_id(self) -> str:
+        """A request id unique to this client instance (cheaper than a uuid per request)."""
+        self._ids += 1
+        return f"{self._id_prefix}{self._ids:x}"
+
+    def infer_many(
+        self, model: str, inputs: Iterable[Inputs] | AsyncIterable[Inputs], *, window: int = 256,
+        timeout: float | None = None,
+        version: int | str | None = None, binary: bool = False, headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[tuple[int, InferResult | InferenceError]]:
+        """Keep up to ``window`` requests in flight; yield ``(index, result or error)`` as replies come
+        (``aiaas.client.pipelined``)."""
+        extra = _present({**(headers or {}), h.MODEL_VERSION: str(version) if version is not None else None})
+        pipeline = Pipeline(self, model, inputs, window=window, timeout=timeout, extra=extra, binary=binary)
+        return pipeline.results()
+
+    # ------------------------------------------------------------------ internals
+
+    def shared_headers(self, extra: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
+        """The record headers of ``infer_many``'s request batch records (entries add their own)."""
+        shared = [(k, v.encode()) for k, v in extra.items() if k not in _OURS and k not in _ENTRY_OWN]
+        shared.append((h.REPLY_TO, self._reply_to))
+        if self.batch_replies:
+            shared.append(_BATCH_HEADER)
+        return tuple(shared)
+
+    def _not_sent(self, rids: list[str], exc: BaseException) -> None:
+        self.waiting.fail_all(rids, Unavailable("request not delivered", detail=str(exc)))
+
+    async def _check_model(self, producer: AIOKafkaProducer, model: str, topic: str) -> int:
+        """The request topic's partition count (one broker question, however many callers ask)."""
+        asking = self._checking.get(topic)
+        if asking is None:
+            asking = self._checking[topic] = asyncio.ensure_future(partition_count(producer.client, topic))
+            asking.add_done_callback(lambda _: self._checking.pop(topic, None))
+        count = await asyncio.shield(asking)
+        if count == 0:  # workers create it (brokers here do not auto-create topics)
+            raise NotFound("unknown model: no inference worker has served it yet (its request topic does "
+                           "not exist)", model=model, topic=topic,
+                           hint=f"aiaas worker inference --model {model}")
+        self._partitions[topic] = count
+        return count
+
+
+def _present(values: Mapping[str, str | None]) -> dict[str, str]:
+    return {k: v for k, v in values.items() if v is not None}

@@ -1,0 +1,82 @@
+"""Parameters and gradients between torch modules and numpy (what travels as safetensors).
+
+Anything that arrives from the wire is checked with ``check_finite_and_shapes`` before it touches a
+model: wrong names, wrong shapes, non-float dtypes and NaN/Inf raise InvalidMessage with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from aiaas.schemas.errors import InvalidMessage
+
+Shapes = dict[str, tuple[int, ...]]
+
+
+def state_to_numpy(module: nn.Module) -> dict[str, np.ndarray]:
+    """Every entry of the state dict (parameters and buffers) as a CPU numpy copy."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def param_shapes(module: nn.Module) -> Shapes:
+    """Shapes of the trainable parameters (the names gradients carry)."""
+    return {k: tuple(p.shape) for k, p in module.named_parameters()}
+
+
+def state_shapes(module: nn.Module) -> Shapes:
+    return {k: tuple(v.shape) for k, v in module.state_dict().items()}
+
+
+def _tensor(arr: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """numpy -> torch on ``like``'s device and dtype (copies read-only wire buffers)."""
+    src = arr if arr.flags.writeable else arr.copy()
+    return torch.from_numpy(np.ascontiguousarray(src)).to(device=like.device, dtype=like.dtype)
+
+
+def load_numpy(module: nn.Module, tensors: Mapping[str, np.ndarray]) -> None:
+    """Overwrite the module's state with ``tensors`` (validated first; all names required)."""
+    current = module.state_dict()
+    check_finite_and_shapes(tensors, {k: tuple(v.shape) for k, v in current.items()})
+    with torch.no_grad():
+        for name, value in current.items():
+            value.copy_(_tensor(tensors[name], value))
+
+
+def grads_to_numpy(module: nn.Module) -> dict[str, np.ndarray]:
+    """Gradients of every trainable parameter (zeros where backward left none)."""
+    out: dict[str, np.ndarray] = {}
+    for name, p in module.named_parameters():
+        g = p.grad
+        out[name] = np.zeros(tuple(p.shape), np.float32) if g is None else g.detach().cpu().numpy().copy()
+    return out
+
+
+def set_grads(module: nn.Module, tensors: Mapping[str, np.ndarray]) -> None:
+    """Set ``.grad`` of every trainable parameter from ``tensors`` (validated first)."""
+    check_finite_and_shapes(tensors, param_shapes(module))
+    for name, p in module.named_parameters():
+        p.grad = _tensor(tensors[name], p)
+
+
+def check_finite_and_shapes(
+    tensors: Mapping[str, np.ndarray], reference_shapes: Mapping[str, tuple[int, ...]]
+) -> None:
+    """Raise InvalidMessage unless ``tensors`` has exactly the reference names and shapes, real
+    (float or integer) dtypes and only finite values."""
+    missing = sorted(set(reference_shapes) - set(tensors))
+    extra = sorted(set(tensors) - set(reference_shapes))
+    if missing or extra:
+        raise InvalidMessage("tensor names do not match the model", missing=missing, unexpected=extra)
+    for name, want in reference_shapes.items():
+        arr = tensors[name]
+        if tuple(arr.shape) != tuple(want):
+            raise InvalidMessage("tensor has the wrong shape", tensor=name, shape=list(arr.shape),
+                                 expected=list(want))
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise InvalidMessage("tensor is not a real number type", tensor=name, dtype=str(arr.dtype))
+        if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+            raise InvalidMessage("tensor holds NaN or Inf", tensor=name)
