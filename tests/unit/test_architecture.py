@@ -27,13 +27,14 @@ from functools import cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-LOWER = {"schemas", "streams", "data", "registry", "client", "ml"}
+LOWER = {"schemas", "streams", "data", "registry", "client", "ml", "sources"}
 MAY_IMPORT = {
     "schemas": set(),
     "streams": {"schemas"},
     "data": {"schemas", "streams"},
     "registry": {"schemas", "streams"},
     "client": {"schemas", "streams"},
+    "sources": {"schemas", "streams"},  # the user's topics: declared sources compiled into decoders
     "ml": {"schemas", "data"},
     "aiaas": {"schemas", "streams", "client"},  # the public surface, aiaas/__init__.py
     "agents": LOWER | {"aiaas"},
