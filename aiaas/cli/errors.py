@@ -1,8 +1,9 @@
 """One line per failure for people at a terminal: what is wrong, the address tried, what to run.
 
-``aiaas`` and the ``python -m agents.<role>`` entry points run their command through ``guard``:
-an ``AiaasError``, an unreachable Kafka broker or Redis, or a missing file becomes one line on
-stderr and a non-zero exit code. ``--debug`` (or ``AIAAS_DEBUG=1``) shows the traceback instead.
+``aiaas`` and the ``python -m aiaas.agents.<role>`` entry points run their command through
+``guard``: an ``AiaasError``, an unreachable Kafka broker or Redis, a missing file, or a package of
+an extra that is not installed becomes one line on stderr and a non-zero exit code. ``--debug``
+(or ``AIAAS_DEBUG=1``) shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ from typing import Any, NoReturn, TypeVar
 
 T = TypeVar("T")
 INFRA_HINT = "start the local broker and Redis with `aiaas infra up`"
+# top-level packages of pyproject.toml's extras -> the extra that installs them
+EXTRA_OF = {**dict.fromkeys(("torch", "faust", "sklearn", "matplotlib", "onnxscript"), "train"),
+            **dict.fromkeys(("onnxruntime", "onnx", "redis", "fastapi", "uvicorn", "httpx", "safetensors",
+                             "uvloop", "prometheus_client", "opentelemetry"), "serve")}
 
 
 def debug_enabled() -> bool:
@@ -100,16 +105,29 @@ def _aiaas_line(exc: Any) -> str:
     return line
 
 
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    """Redis's connection errors, or none when the serve extra (redis) is not installed."""
+    try:
+        import redis.exceptions as redis_errors
+    except ModuleNotFoundError:
+        return ()
+    return (redis_errors.ConnectionError, redis_errors.TimeoutError)
+
+
 def describe(exc: BaseException) -> str | None:
     """The one line for a failure a user can act on, or None for a bug (show the traceback)."""
-    import redis.exceptions as redis_errors
     from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable
 
     from aiaas.schemas.errors import AiaasError
 
     chain = list(_chain(exc))
+    for cur in chain:
+        missing = (cur.name or "").partition(".")[0] if isinstance(cur, ModuleNotFoundError) else ""
+        if missing in EXTRA_OF:
+            return (f"this command needs {missing}, which the {EXTRA_OF[missing]!r} extra installs: "
+                    f"pip install 'aiaas[{EXTRA_OF[missing]}]'")
     # Redis first: the bridge's stores wrap its errors in an AiaasError that does not name the address.
-    for kinds, line in ((redis_errors.ConnectionError | redis_errors.TimeoutError, _redis_line),
+    for kinds, line in ((_redis_errors(), _redis_line),
                         (AiaasError, _aiaas_line),
                         (KafkaConnectionError | KafkaTimeoutError | NoBrokersAvailable, _kafka_line)):
         for cur in chain:

@@ -99,3 +99,12 @@ async def test_readme_client_example_runs_against_the_broker(
     for name, value in zip(names, want, strict=True):
         np.testing.assert_allclose(np.asarray(outputs[name]), value, rtol=1e-5, atol=1e-6)
     assert second.startswith("error: not_found")
+
+
+async def test_a_command_of_a_missing_extra_says_which_to_install(client_venv: Path) -> None:
+    clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    code, _, err = await run_to_end(str(client_venv / "bin" / "aiaas"), "worker", "inference",
+                                    "--model", "digits", timeout_s=60, env=clean, cwd="/")
+    assert code != 0
+    assert "pip install 'aiaas[serve]'" in err.decode(), err.decode()
+    assert "Traceback" not in err.decode()
