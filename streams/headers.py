@@ -30,6 +30,11 @@ CHUNK_INDEX = "chunk-index"
 CHUNK_COUNT = "chunk-count"
 CHUNK_SHA256 = "chunk-sha256"
 
+# Stream scoring (agents/inference/scoring.py): where a prediction record's input record was.
+SOURCE_TOPIC = "source-topic"
+SOURCE_PARTITION = "source-partition"
+SOURCE_OFFSET = "source-offset"
+
 # Training topics.
 SENT_AT = "t-sent"  # sender's wall clock (epoch seconds, float) when a gradient/params record was produced
 
