@@ -72,8 +72,11 @@ async def test_client_extra_imports_no_heavy_packages(client_venv: Path) -> None
         f"print(sorted(m for m in {HEAVY!r} if m in sys.modules)); "
         "print(aiaas.__file__); "
         "up = pathlib.Path(aiaas.__file__).parent / 'infra' / 'up.sh'; "
-        "print(up.is_file() and not up.is_symlink())"))
-    installed, imported, where, infra_file = out.strip().splitlines()
+        "print(up.is_file() and not up.is_symlink()); "
+        "print(sorted(m for m in ('streams', 'schemas', 'agents', 'benchmarks', 'tests', 'aiaas_cli') "
+        "if importlib.util.find_spec(m) is not None))"))
+    installed, imported, where, infra_file, generic = out.strip().splitlines()
+    assert generic == "[]", f"generic top-level packages installed: {generic}"
     assert installed == "[]", f"the client extra installed {installed}"
     assert imported == "[]"
     assert "site-packages" in where and str(ROOT) not in where  # the wheel, not this checkout
