@@ -6,6 +6,10 @@ VENV ?= $(HOME)/.cache/aiaas/venv
 PY := $(VENV)/bin/python
 STAMP := .run/setup.stamp
 export PYTHONPATH := $(CURDIR)
+# A clone keeps its infrastructure's state (broker data, logs, pids) in .run/ and the broker's jars in
+# infra/kafka/libs (both git-ignored); an installed aiaas uses ~/.cache/aiaas/state (docs/operations.md).
+export AIAAS_STATE_DIR ?= $(CURDIR)/.run
+export AIAAS_KAFKA_LIBS ?= $(CURDIR)/infra/kafka/libs
 export UV_LINK_MODE := copy
 PYTEST_ARGS ?=
 

@@ -17,6 +17,10 @@ case "${1:-start}" in
     if pid_alive "$REDIS_PID" && port_open "$AIAAS_REDIS_PORT"; then
       echo "redis already running (pid $(cat "$REDIS_PID"), port $AIAAS_REDIS_PORT)"; exit 0
     fi
+    if port_open "$AIAAS_REDIS_PORT"; then
+      echo "port $AIAAS_REDIS_PORT is taken by a process not started with state dir $AIAAS_STATE_DIR;" \
+        "set AIAAS_REDIS_PORT, or AIAAS_STATE_DIR to the state dir of the redis that runs there" >&2; exit 1
+    fi
     ensure_installed
     mkdir -p "$REDIS_DATA"
     redis-server --port "$AIAAS_REDIS_PORT" --bind 127.0.0.1 --dir "$REDIS_DATA" \
@@ -31,6 +35,8 @@ case "${1:-start}" in
   stop)
     if pid_alive "$REDIS_PID"; then stop_pid "$REDIS_PID" 10; echo "redis stopped"; else rm -f "$REDIS_PID"; echo "redis not running"; fi ;;
   status)
-    if pid_alive "$REDIS_PID"; then echo "redis: running (pid $(cat "$REDIS_PID"), port $AIAAS_REDIS_PORT)"; else echo "redis: stopped"; fi ;;
+    if pid_alive "$REDIS_PID"; then echo "redis: running (pid $(cat "$REDIS_PID"), port $AIAAS_REDIS_PORT)"
+    elif port_open "$AIAAS_REDIS_PORT"; then echo "redis: port $AIAAS_REDIS_PORT answers, but not a redis started with state dir $AIAAS_STATE_DIR"
+    else echo "redis: stopped"; fi ;;
   *) echo "usage: $0 start|stop|status" >&2; exit 2 ;;
 esac

@@ -2,7 +2,8 @@
 
 faust keeps its own names for what ``Settings.common_kwargs`` says to aiokafka: a ``kafka://`` URL
 list, a credentials object for SASL/TLS, and its own size limits. Building them here keeps the
-broker address, security and the 8 MiB record limit in one place (docs/operations.md).
+broker address, security and the 8 MiB record limit in one place (docs/operations.md). faust's
+own folder goes under the state dir (``AIAAS_STATE_DIR``), not into the current directory.
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def app_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "consumer_auto_offset_reset": "earliest",
         "topic_replication_factor": settings.replication_factor or 1,  # aiaas' admin creates the topics
         "web_enabled": False,
+        # faust's table folder, else ``<app id>-data`` in the current directory (docs/operations.md)
+        "datadir": str(settings.state_dir / "faust" / "{conf.name}-data"),
     }
     cfg.update(overrides)
     return cfg

@@ -7,12 +7,22 @@ tuning agree in one place (see docs/operations.md: limits that disagree stall si
 from __future__ import annotations
 
 import json
+import os
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIB = 1024 * 1024
+
+
+def default_state_dir() -> Path:
+    """``$XDG_CACHE_HOME/aiaas/state`` (``~/.cache/aiaas/state``): local state (the broker's data,
+    logs, pid files, faust's table folders) belongs to the user, never to the installed package
+    (site-packages may be read-only) nor to whatever directory a command runs in."""
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(cache) / "aiaas" / "state"
 
 
 class Settings(BaseSettings):
@@ -34,6 +44,8 @@ class Settings(BaseSettings):
     ssl_keyfile: str | None = None
 
     redis_url: str = "redis://127.0.0.1:16379/0"
+    # where local processes keep state; infra/kafka/env.sh has the same default (docs/operations.md)
+    state_dir: Path = Field(default_factory=default_state_dir)
 
     metrics_port: int | None = Field(default=None, ge=0, le=65535)  # None: no exposition server
     metrics_addr: str = "127.0.0.1"  # loopback unless exposing on purpose (a pod: 0.0.0.0)

@@ -14,7 +14,9 @@ import uvloop
 
 from aiaas.streams.admin import Admin, drop_prefix, wait_for_broker
 from aiaas.streams.settings import Settings
-from tests.infra import ensure_infra
+from tests.infra import ensure_infra, use_clone_state
+
+use_clone_state()
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:

@@ -1,15 +1,18 @@
 # Shared settings for the local infrastructure scripts (sourced, not run).
-# Every value can be overridden from the environment.
+# Every value can be overridden from the environment. The scripts ship inside the installed package
+# (aiaas/infra), which may be read-only: everything they write (broker data, logs, pid files, the
+# fetched jars) goes under AIAAS_STATE_DIR, by default the user's cache dir, the same default as
+# aiaas' Settings.state_dir (docs/operations.md). A clone's Makefile passes its own .run/.
 INFRA_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-REPO_DIR="$(cd "$INFRA_DIR/.." && pwd)"
-: "${AIAAS_STATE_DIR:=$REPO_DIR/.run}"
+: "${AIAAS_STATE_DIR:=${XDG_CACHE_HOME:-$HOME/.cache}/aiaas/state}"
 : "${AIAAS_KAFKA_HOST:=127.0.0.1}"
 : "${AIAAS_KAFKA_PORT:=19092}"
 : "${AIAAS_KAFKA_CONTROLLER_PORT:=19093}"
 : "${AIAAS_KAFKA_SASL_PORT:=19094}"
 : "${AIAAS_KAFKA_HEAP:=-Xms256m -Xmx1g}"
 : "${AIAAS_REDIS_PORT:=16379}"
-KAFKA_LIBS="$INFRA_DIR/kafka/libs"
+# the broker's jars (fetch.sh); several state dirs may share one copy
+KAFKA_LIBS="${AIAAS_KAFKA_LIBS:-$AIAAS_STATE_DIR/kafka-libs}"
 KAFKA_DATA="$AIAAS_STATE_DIR/kafka"
 KAFKA_PID="$AIAAS_STATE_DIR/kafka.pid"
 KAFKA_LOG="$AIAAS_STATE_DIR/kafka.log"

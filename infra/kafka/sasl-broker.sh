@@ -2,13 +2,16 @@
 # Start/stop/status of a SECOND, SASL-enabled broker beside the shared one (which is left alone):
 # own state dir and ports, a SASL_PLAINTEXT/SCRAM-SHA-256 listener with one user.
 #   infra/kafka/sasl-broker.sh start|stop|status
-# Defaults (override from the environment): state dir .run/sasl, PLAINTEXT 29092, controller 29093,
+# Defaults (override from the environment): state dir $AIAAS_STATE_DIR/sasl (the jars are the main
+# state dir's, $AIAAS_KAFKA_LIBS), PLAINTEXT 29092, controller 29093,
 # SASL 29094, user aiaas / aiaas-secret. Clients then use
 #   AIAAS_BOOTSTRAP_SERVERS=127.0.0.1:29094 AIAAS_SECURITY_PROTOCOL=SASL_PLAINTEXT
 #   AIAAS_SASL_MECHANISM=SCRAM-SHA-256 AIAAS_SASL_USERNAME=aiaas AIAAS_SASL_PASSWORD=aiaas-secret
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-export AIAAS_STATE_DIR="${AIAAS_SASL_STATE_DIR:-$(cd "$here/../.." && pwd)/.run/sasl}"
+source "$here/env.sh"  # the main state dir's defaults, kept for the jars
+export AIAAS_KAFKA_LIBS="$KAFKA_LIBS"
+export AIAAS_STATE_DIR="${AIAAS_SASL_STATE_DIR:-$AIAAS_STATE_DIR/sasl}"
 export AIAAS_KAFKA_PORT="${AIAAS_SASL_PLAINTEXT_PORT:-29092}"
 export AIAAS_KAFKA_CONTROLLER_PORT="${AIAAS_SASL_CONTROLLER_PORT:-29093}"
 export AIAAS_KAFKA_SASL_PORT="${AIAAS_SASL_PORT:-29094}"

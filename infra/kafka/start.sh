@@ -11,7 +11,8 @@ if pid_alive "$KAFKA_PID" && port_open "$AIAAS_KAFKA_PORT"; then
   echo "kafka already running (pid $(cat "$KAFKA_PID"), port $AIAAS_KAFKA_PORT)"; exit 0
 fi
 if port_open "$AIAAS_KAFKA_PORT"; then
-  echo "port $AIAAS_KAFKA_PORT is taken by another process; set AIAAS_KAFKA_PORT" >&2; exit 1
+  echo "port $AIAAS_KAFKA_PORT is taken by a process not started with state dir $AIAAS_STATE_DIR;" \
+    "set AIAAS_KAFKA_PORT, or AIAAS_STATE_DIR to the state dir of the broker that runs there" >&2; exit 1
 fi
 "$INFRA_DIR/kafka/fetch.sh"
 CONFIG="$AIAAS_STATE_DIR/server.properties"

@@ -17,6 +17,7 @@ from typing import Any
 
 from aiaas.streams.admin import Admin
 from aiaas.streams.settings import Settings
+from tests.infra import CLONE_STATE
 from tests.spawn import run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,7 +33,7 @@ class LocalCluster:
     """Drive cluster.sh; ``killed`` remembers the nodes killed and not restarted yet."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**CLONE_STATE, **os.environ, **(env or {})}  # the clone's state dir unless set
         self.killed: set[int] = set()
         self.bootstrap = ""
 
