@@ -29,6 +29,7 @@ class Decoded:
     passthrough: list[dict[str, Any]] = field(default_factory=list)  # per ok record, when asked
     rejected: list[Rejection] = field(default_factory=list)
     schema_ids: set[int] = field(default_factory=set)  # Avro writer schemas seen (lineage)
+    keys: list[Any] | None = None  # per ok record, the value at source.key (None where absent)
 
 
 class Decoder(Protocol):

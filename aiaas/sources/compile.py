@@ -1,0 +1,23 @@
+"""``compile_source``: a Source -> its decoder, built once (see docs/sources.md)."""
+
+from __future__ import annotations
+
+from aiaas.schemas.errors import AiaasError, ErrorCode
+from aiaas.schemas.sources import Source
+from aiaas.sources.decoded import Decoder
+from aiaas.sources.jsondec import JsonDecoder
+from aiaas.sources.plan import Plan
+from aiaas.sources.structs import StructForm
+
+
+def compile_source(source: Source, *, labels: bool = True) -> Decoder:
+    """The decoder of ``source``'s record values.
+
+    ``labels=False`` ignores the declared label (scoring reads records that may carry none); with
+    it, a record without its label is refused. Raises AiaasError (bad_request) for a spec that
+    cannot be compiled (a path both a value and an object, an unreadable schema file...).
+    """
+    plan = Plan(source, labels=labels)
+    if source.format == "json":
+        return JsonDecoder(StructForm(plan))
+    raise AiaasError(f"format {source.format!r} is not supported yet", code=ErrorCode.BAD_REQUEST)
