@@ -17,12 +17,13 @@ REPLY_TO = "reply-to"  # the topic to answer on; absent: answers go to infer.<mo
 DEADLINE = "deadline"  # epoch milliseconds; past it a request is answered 504, not computed
 TRACEPARENT = "traceparent"  # W3C trace context
 TENANT = "tenant"  # the tenant a bridge request (or a job it submitted) belongs to
-CONTENT_TYPE = "content-type"  # the record's kind: JSON, binary tensors, a batch or a block
+CONTENT_TYPE = "content-type"  # the record's kind: a frame, or an OIP JSON or binary request
 MODEL_VERSION = "model-version"  # a request's pinned version; the version that answered a reply
 INFERENCE_HEADER_LENGTH = "inference-header-content-length"  # bytes of the JSON part before raw data
 STATUS_CODE = "status-code"  # a reply's HTTP-like status (200, or the error's)
 REPLY_BATCH = "reply-batch"  # request header: "1" = the sender reads batched reply records
 REPLY_BLOCK = "reply-block"  # request header: "1" = the sender reads reply blocks
+WIRE_VERSION = "wire-version"  # the frame layout's version (aiaas.streams.frame); a newer one is refused
 
 # Chunking of payloads over the chunk size (aiaas.streams.chunking).
 CHUNK_ID = "chunk-id"
