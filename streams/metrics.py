@@ -85,6 +85,14 @@ INFER_QUEUE_DEPTH = Gauge(
 INFER_MODEL_VERSION = Gauge(
     "aiaas_inference_model_version", "Model version being served.", ["model"], registry=REGISTRY)
 
+# stream scoring (aiaas score): a user's topic scored into another
+SCORE_RECORDS = Counter(
+    "aiaas_scoring_records", "Input records scored or dead-lettered, by outcome.",
+    ["model", "topic", "outcome"], registry=REGISTRY)
+SCORE_LAG = Gauge(
+    "aiaas_scoring_lag", "Committed input records not yet scored, over this worker's partitions.",
+    ["model", "topic"], registry=REGISTRY)
+
 # bridge: every HTTP route (the middleware); agents/bridge/metrics.py keeps the per-model inference
 # metrics on a registry per app (several apps can share one test process).
 BRIDGE_REQUESTS = Counter(

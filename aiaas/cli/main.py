@@ -12,7 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
-from aiaas.cli import bridge, data, demo, errors, infra, ops, schemas_cmd, serving, topics, training
+from aiaas.cli import audit as audit_area
+from aiaas.cli import bridge, data, demo, errors, infra, ops, schemas_cmd, score, serving, topics, training
 
 HELP = ("AI as a service on Kafka: data, training, the model registry, serving over Kafka and HTTP."
         "\n\nStart with `aiaas infra up` (a local Kafka broker and Redis). Every command reads AIAAS_* "
@@ -29,7 +30,7 @@ class App(typer.Typer):
 app = App(no_args_is_help=True, add_completion=False, help=HELP)
 # Commands that run for long keep the settings' connect deadline (a broker may still be starting);
 # one-shot commands give up sooner: a person is waiting for the answer.
-LONG_RUNNING = {"worker", "serve", "autoscale", "demo", "train"}
+LONG_RUNNING = {"worker", "serve", "autoscale", "demo", "train", "score"}
 ONE_SHOT_CONNECT_DEADLINE_S = "10"
 
 
@@ -49,7 +50,7 @@ app.add_typer(schemas_cmd.app, name="schemas")
 worker = typer.Typer(no_args_is_help=True, help="Run one agent process.")
 app.add_typer(worker, name="worker")
 
-for area in (data, training, serving, bridge, ops, demo, topics):
+for area in (data, training, serving, bridge, ops, demo, topics, score, audit_area):
     area.register(app, worker)
 
 

@@ -1,0 +1,375 @@
+"""Stream scoring: score every record of the user's topic into another topic, exactly once.
+
+``aiaas score --model M --from IN --to OUT --source spec.yaml`` (README, "Score your topic"). A
+worker is one member of a consumer group over ``IN``; start more with the same group to share its
+partitions. Loop: poll up to ``max_batch`` records, decode them with the source's compiled decoder
+(``aiaas.sources``; a record that does not decode is a ``Rejection`` naming the field), run the
+decoded rows as one onnxruntime call on the version the registry says to serve (``Sessions``: a
+promoted version takes over between two batches, no record is skipped), and write one prediction
+record per scored input record (same key; headers ``source-topic``/``-partition``/``-offset``)
+and one dead letter per rejected one, with the consumed offsets, in one Kafka transaction per
+input partition (``transactions``). While one poll's transactions commit, the next poll is
+decoded and scored.
+
+Exactly once, with a rebalance or a kill -9: a partition's new owner fences the old one through the
+partition's transactional id before it reads the committed offset (``_Rebalance``), and records
+fetched before a rebalance are only scored when they are still ours and past what we have already
+handed to a transaction (``_fresh``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeAlias
+
+import numpy as np
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.structs import ConsumerRecord, TopicPartition
+
+from aiaas.agents.inference import predictions
+from aiaas.agents.inference.scoring_settings import ScoringSettings
+from aiaas.agents.inference.sessions import Loaded, Sessions
+from aiaas.agents.inference.transactions import Outgoing, PlainSink, Target, TransactionalSink
+from aiaas.registry.store import Registry
+from aiaas.schemas.errors import AiaasError, BadInput, InvalidMessage, NotFound
+from aiaas.schemas.sources import Source
+from aiaas.sources.decoded import Decoded, Decoder, Rejection
+from aiaas.streams import headers as h
+from aiaas.streams import metrics as m
+from aiaas.streams.admin import Admin
+from aiaas.streams.lifecycle import Service
+from aiaas.streams.record import Record
+from aiaas.streams.retry import started
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import TopicSpec
+
+log = logging.getLogger(__name__)
+Raw: TypeAlias = ConsumerRecord[bytes, bytes]
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Revoked: finish the poll in flight (its transactions commit). Assigned: fence the previous
+    owners, then read where each partition's committed offset stands."""
+
+    def __init__(self, worker: ScoringWorker) -> None:
+        self.worker = worker
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.worker.drain()
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        await self.worker.assigned(set(assigned))
+
+
+@dataclass(slots=True)
+class Scored:
+    """A poll after decoding and onnxruntime: what each partition writes."""
+
+    outs: list[Outgoing]
+    scored: int
+    rejected: int
+
+
+class ScoringWorker(Service):
+    def __init__(self, settings: Settings, cfg: ScoringSettings, source: Source, decoder: Decoder) -> None:
+        self.settings = settings
+        self.cfg = cfg
+        self.source = source
+        self.decoder = decoder
+        self.group = cfg.group(settings)
+        self.registry = Registry(settings)
+        self.sessions = Sessions(self.registry, cfg.worker_settings())
+        self.stats: Counter[str] = Counter()
+        self.consumer: AIOKafkaConsumer | None = None
+        self.sink: TransactionalSink | PlainSink | None = None
+        self.owned: set[TopicPartition] = set()
+        self.next: dict[TopicPartition, int | None] = {}  # past what was handed to a transaction
+        self._lock = asyncio.Lock()  # a poll being scored, or a rebalance step: one at a time
+        self._inflight: asyncio.Task[None] | None = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"score-{cfg.model}")
+        self._stopping = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.rebalanced = asyncio.Event()
+        self._m_scored = m.SCORE_RECORDS.labels(model=cfg.model, topic=cfg.from_topic, outcome="scored")
+        self._m_rejected = m.SCORE_RECORDS.labels(model=cfg.model, topic=cfg.from_topic,
+                                                  outcome="dead_lettered")
+        self._m_lag = m.SCORE_LAG.labels(model=cfg.model, topic=cfg.from_topic)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        target = await self._topics()
+        await self.registry.start()
+        await self.sessions.start()
+        self._check_width(self.sessions.default)
+        start = self.source.start if isinstance(self.source.start, str) else "earliest"
+        kw = self.settings.consumer_kwargs(
+            self.group, auto_offset_reset=start, isolation_level="read_committed",
+            session_timeout_ms=self.cfg.session_timeout_ms,
+            heartbeat_interval_ms=self.cfg.heartbeat_interval_ms)
+        self.consumer = await started(lambda: AIOKafkaConsumer(**kw), self.settings,
+                                      f"starting a consumer of {self.cfg.from_topic} (group {self.group})")
+        if self.cfg.exactly_once:
+            self.sink = TransactionalSink(self.settings, self.group, target,
+                                          deadline_s=self.cfg.retry_deadline_s,
+                                          transaction_timeout_ms=self.cfg.transaction_timeout_ms)
+        else:
+            self.sink = PlainSink(self.settings, target, self._commit)
+        await self.sink.start()
+        self.consumer.subscribe([self.cfg.from_topic], listener=_Rebalance(self))
+        log.info("scoring %s -> %s with model %s: group %s, %s, max_batch %d", self.cfg.from_topic,
+                 self.cfg.to_topic, self.cfg.model, self.group,
+                 "exactly once" if self.cfg.exactly_once else "at least once", self.cfg.max_batch)
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(Exception):
+            await self.drain()
+        log.info("scoring worker stopping: %s", dict(self.stats))
+        if self.consumer is not None:
+            await self.consumer.stop()
+        if self.sink is not None:
+            await self.sink.stop()
+        await self.sessions.stop()
+        await self.registry.stop()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    async def _topics(self) -> Target:
+        """The output and dead-letter topics (created like the input when missing)."""
+        async with Admin(self.settings) as admin:
+            if self.cfg.from_topic not in await admin.list_topics():
+                raise NotFound("input topic does not exist", topic=self.cfg.from_topic)
+            parts = self.cfg.partitions or await admin.partitions(self.cfg.from_topic)
+            limit = {"max.message.bytes": str(self.settings.max_message_bytes)}
+            dlq = self.cfg.dead_letter_topic()
+            await admin.ensure_topics([TopicSpec(name=self.cfg.to_topic, partitions=parts, config=limit),
+                                       TopicSpec(name=dlq, partitions=1, config=limit)])
+            return Target(self.cfg.to_topic, await admin.partitions(self.cfg.to_topic), dlq)
+
+    def _check_width(self, loaded: Loaded | None) -> None:
+        """Refuse a model whose input is not as wide as the source's rows (one line, at start)."""
+        if loaded is None or not loaded.mv.inputs:
+            return
+        dim = loaded.mv.inputs[0].shape[-1] if loaded.mv.inputs[0].shape else None
+        if isinstance(dim, int) and dim > 0 and dim != self.source.width():
+            raise BadInput("the model's input width is not the source's", model=self.cfg.model,
+                           version=loaded.version, model_width=dim, source_width=self.source.width())
+
+    # ------------------------------------------------------------------ rebalances
+
+    async def drain(self) -> None:
+        """Wait for the poll being scored and for its transactions (rebalance, stop)."""
+        async with self._lock:
+            await self._settle()
+
+    async def assigned(self, tps: set[TopicPartition]) -> None:
+        assert self.consumer is not None and self.sink is not None
+        async with self._lock:
+            await self._settle()
+            await self.sink.assign(tps)  # fences every previous owner before we read offsets
+            self.owned = tps
+            self.next = {}
+            for tp in tps:
+                committed = await self.consumer.committed(tp)
+                if committed is not None:
+                    self.consumer.seek(tp, committed)
+                elif isinstance(self.source.start, datetime):
+                    await self._seek_to_time(tp, self.source.start)
+                self.next[tp] = committed
+        log.info("assigned %d partitions: %s", len(tps), sorted(tp.partition for tp in tps))
+        self.stats["partitions"] = len(tps)
+        self.rebalanced.set()
+
+    async def _seek_to_time(self, tp: TopicPartition, when: datetime) -> None:
+        assert self.consumer is not None
+        found = await self.consumer.offsets_for_times({tp: int(when.timestamp() * 1000)})
+        at = found.get(tp)
+        if at is not None:
+            self.consumer.seek(tp, at.offset)
+        else:  # nothing at or after that time yet
+            await self.consumer.seek_to_end(tp)
+
+    async def _commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """At-least-once: commit offsets after the acks (partitions still ours only)."""
+        assert self.consumer is not None
+        mine = {tp: o for tp, o in offsets.items() if tp in self.owned}
+        if mine:
+            await self.consumer.commit(mine)
+
+    # ------------------------------------------------------------------ the loop
+
+    async def run(self) -> None:
+        """Score until ``stop()``; a write that fails past its retry deadline is raised."""
+        consumer = self.consumer
+        if consumer is None:
+            raise RuntimeError("ScoringWorker.run before start()")
+        self.ready.set()
+        while not self._stopping.is_set():
+            batches = await consumer.getmany(timeout_ms=100, max_records=self.cfg.max_batch)
+            async with self._lock:
+                fresh = self._fresh(batches)
+                if fresh:
+                    scored = await self._score(fresh)
+                    await self._settle()
+                    self._inflight = asyncio.create_task(self._write(scored))
+            self._update_lag(consumer)
+
+    async def _settle(self) -> None:
+        """Wait for the transactions in flight; their failure (past the retry deadline) is raised.
+        A cancelled caller (SIGTERM) does not cut them short: ``stop()`` waits for them again."""
+        task = self._inflight
+        if task is not None:
+            await asyncio.shield(task)
+            self._inflight = None
+
+    def _fresh(self, batches: dict[TopicPartition, list[Raw]]) -> dict[TopicPartition, list[Raw]]:
+        """The records still ours and not yet handed to a transaction (a poll fetched before a
+        rebalance may hold records of partitions gone, or from before the committed offset)."""
+        out = {}
+        for tp, recs in batches.items():
+            if tp not in self.owned:
+                continue
+            nxt = self.next.get(tp)
+            if nxt is not None and recs and recs[0].offset < nxt:
+                recs = [r for r in recs if r.offset >= nxt]
+            if recs:
+                out[tp] = recs
+                self.next[tp] = recs[-1].offset + 1
+        return out
+
+    async def _score(self, batches: dict[TopicPartition, list[Raw]]) -> Scored:
+        loaded = self.sessions.default
+        assert loaded is not None
+        flat = [r for recs in batches.values() for r in recs]
+        loop = asyncio.get_running_loop()
+        decoded, values, failed = await loop.run_in_executor(self._pool, self._compute, flat, loaded)
+        return self._outgoing(batches, flat, decoded, values, failed)
+
+    def _compute(self, flat: list[Raw], loaded: Loaded) -> tuple[Decoded, list[bytes], dict[int, str]]:
+        """Decode, run and encode one poll (in the worker thread). Rows onnxruntime refuses are
+        found one by one and returned as ``failed`` (batch index -> reason)."""
+        decoded = decode_contained(self.decoder, [r.value or b"" for r in flat])
+        if not len(decoded.ok):
+            return decoded, [], {}
+        name = loaded.session.get_inputs()[0].name
+        try:
+            outs = loaded.run({name: decoded.x})
+        except Exception:  # a row the model refuses must not fail the rest
+            return self._row_by_row(decoded, loaded, name)
+        return decoded, predictions.encode(outs, loaded.output_names, loaded.version, decoded.passthrough), {}
+
+    def _row_by_row(self, decoded: Decoded, loaded: Loaded, name: str,
+                    ) -> tuple[Decoded, list[bytes], dict[int, str]]:
+        keep, values, failed = [], [], {}
+        for i, idx in enumerate(decoded.ok.tolist()):
+            try:
+                outs = loaded.run({name: decoded.x[i:i + 1]})
+            except Exception as exc:
+                failed[idx] = " ".join(str(exc).split())[:300]
+                continue
+            keep.append(i)
+            extra = [decoded.passthrough[i]] if decoded.passthrough else None
+            values += predictions.encode(outs, loaded.output_names, loaded.version, extra)
+        decoded.ok = decoded.ok[keep]
+        decoded.passthrough = [decoded.passthrough[i] for i in keep] if decoded.passthrough else []
+        return decoded, values, failed
+
+    def _outgoing(self, batches: dict[TopicPartition, list[Raw]], flat: list[Raw], decoded: Decoded,
+                  values: list[bytes], failed: dict[int, str]) -> Scored:
+        value_of = dict(zip(decoded.ok.tolist(), values, strict=True))
+        why = {r.index: r for r in decoded.rejected}
+        outs, i = [], 0
+        for tp, recs in batches.items():
+            out = Outgoing(tp, recs[-1].offset + 1)
+            topic = tp.topic.encode()
+            part = str(tp.partition).encode()
+            for r in recs:
+                value = value_of.get(i)
+                if value is not None:
+                    hdrs = [(h.SOURCE_TOPIC, topic), (h.SOURCE_PARTITION, part),
+                            (h.SOURCE_OFFSET, str(r.offset).encode())]
+                    out.predictions.append((r.key, value, hdrs))
+                else:
+                    out.rejects.append((_record(r), _error(why.get(i), failed.get(i))))
+                i += 1
+            outs.append(out)
+        return Scored(outs, len(values), len(flat) - len(values))
+
+    async def _write(self, scored: Scored) -> None:
+        assert self.sink is not None
+        fenced = await self.sink.write(scored.outs)
+        for tp in fenced:  # another worker owns it now: forget it until the group says otherwise
+            self.owned.discard(tp)
+            self.stats["fenced"] += 1
+        self.stats["scored"] += scored.scored
+        self.stats["dead_lettered"] += scored.rejected
+        self._m_scored.inc(scored.scored)
+        self._m_rejected.inc(scored.rejected)
+
+    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        lag = 0
+        for tp in self.owned:
+            end = consumer.last_stable_offset(tp)
+            nxt = self.next.get(tp)
+            if end is not None and nxt is not None:
+                lag += max(0, end - nxt)
+        self._m_lag.set(lag)
+
+
+def decode_contained(decoder: Decoder, values: Sequence[bytes]) -> Decoded:
+    """``decoder.decode(values)``; a decoder that raises instead of rejecting fails only the
+    records it raises on (decoded one by one to find them)."""
+    try:
+        return decoder.decode(values)
+    except Exception:
+        log.exception("the source decoder raised on a batch of %d; decoding record by record", len(values))
+    rows, ok, passthrough, rejected = [], [], [], []
+    for i, v in enumerate(values):
+        try:
+            one = decoder.decode([v])
+        except Exception as exc:
+            rejected.append(Rejection(i, "", f"decoder failed: {' '.join(str(exc).split())[:200]}"))
+            continue
+        if len(one.ok):
+            rows.append(one.x)
+            ok.append(i)
+            passthrough += one.passthrough
+        rejected += [Rejection(i, r.field, r.reason) for r in one.rejected]
+    width = rows[0].shape[1] if rows else 0
+    x = np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
+    return Decoded(x=x, ok=np.asarray(ok, dtype=np.int64), passthrough=passthrough, rejected=rejected)
+
+
+def _record(r: Raw) -> Record:
+    return Record(r.topic, r.partition, r.offset, r.key, r.value, h.decode(r.headers), r.timestamp, r.offset)
+
+
+def _error(rejection: Rejection | None, failure: str | None) -> AiaasError:
+    """The dead letter's error: the decoder's reason naming the field, or the model's refusal."""
+    if rejection is not None:
+        where = f"field {rejection.field!r}" if rejection.field else "record"
+        return InvalidMessage(f"{where}: {rejection.reason}", field=rejection.field, why=rejection.reason)
+    return BadInput("the model refused the record's features", detail=failure or "no result")
+
+
+async def score(settings: Settings, cfg: ScoringSettings, source: Source) -> None:
+    """Run one scoring worker until SIGINT/SIGTERM (the body of ``aiaas score``)."""
+    from aiaas.sources import compile_source
+    from aiaas.streams.runtime import until_signalled
+
+    worker = ScoringWorker(settings, cfg, source, compile_source(source, labels=False))
+    with m.serving(settings):
+        await worker.start()
+        gc.freeze()
+        await until_signalled(worker.run, worker.stop)

@@ -1,0 +1,115 @@
+"""Stream scoring on the real broker: a user's JSON topic scored into another, one prediction per
+input record with the key, source headers and passthrough fields; malformed records dead-lettered
+naming the field while the next good record is scored; a promoted version takes over mid-stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from aiaas.agents.inference.scoring import ScoringWorker
+from aiaas.agents.inference.scoring_settings import ScoringSettings
+from aiaas.registry.store import Registry
+from aiaas.schemas.records import DeadLetter
+from aiaas.schemas.sources import Source
+from aiaas.sources import compile_source
+from aiaas.streams.lifecycle import cancel
+from aiaas.streams.settings import Settings
+from tests import examples
+from tests.inferreads import letters_on
+from tests.scoredreads import Prediction, make_topic, produce, read_committed
+
+FEATURES = ["a", "b.c", "d"]
+
+
+def good(i: int) -> dict[str, Any]:
+    return {"id": f"r{i}", "a": i / 10, "b": {"c": -i / 7}, "d": 1.5}
+
+
+@asynccontextmanager
+async def scoring(settings: Settings, source: Source, **cfg: Any) -> AsyncIterator[ScoringWorker]:
+    """One scoring worker in this process, stopped (gracefully) at the end."""
+    conf = ScoringSettings(from_topic=source.topic, **cfg)
+    worker = ScoringWorker(settings, conf, source, compile_source(source, labels=False))
+    await worker.start()
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.request_stop()
+        await cancel(task)
+        await worker.stop()
+
+
+def expected(model: bytes, rows: list[dict[str, Any]]) -> np.ndarray:
+    x = np.array([[r["a"], r["b"]["c"], r["d"]] for r in rows], np.float32)
+    sess = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"input": x})[0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("exactly_once", [True, False], ids=["exactly-once", "at-least-once"])
+async def test_json_scored_and_malformed_dead_lettered(settings: Settings, exactly_once: bool) -> None:
+    src, out = settings.topic("events"), settings.topic("scored")
+    model = examples.mlp([3, 8, 2], seed=4)
+    await make_topic(settings, src, 2)
+    async with Registry(settings) as reg:
+        await reg.publish("m", model, stage="production")
+    bad = {5: b'{"id": "r5", "a": 1, "d": 2}',  # b.c missing
+           9: b'{"id": "r9", "a": "x", "b": {"c": 1}, "d": 2}',  # a is not a number
+           12: b"not json"}
+    values = [bad.get(i, json.dumps(good(i)).encode()) for i in range(20)]
+    await produce(settings, src, [(f"k{i}".encode(), v) for i, v in enumerate(values)], partitions=1)
+    source = Source(topic=src, format="json", features=FEATURES, passthrough=["id"])
+    async with scoring(settings, source, model="m", to_topic=out, exactly_once=exactly_once) as worker:
+        preds: list[Prediction] = await read_committed(settings, out, until=lambda n: n >= 17, timeout_s=30)
+        letters = await letters_on(settings, f"{out}.dlq", 3)
+        assert worker.stats["scored"] == 17 and worker.stats["dead_lettered"] == 3
+    assert [p.source[2] for p in preds] == [i for i in range(20) if i not in bad]  # in order, once each
+    want = expected(model, [good(i) for i in range(20) if i not in bad])
+    for p, logits in zip(preds, want, strict=True):
+        i = p.source[2]
+        assert p.key == f"k{i}".encode() and p.source[:2] == (src, 0) and p.partition == 0
+        assert p.value["id"] == f"r{i}" and p.value["model_version"] == 1
+        np.testing.assert_allclose(p.value["scores"], logits, rtol=1e-5)
+        assert p.value["prediction"] == int(np.argmax(logits))
+    by_offset = {dl.source_offset: dl for dl in letters}
+    assert sorted(by_offset) == [5, 9, 12]
+    assert isinstance(by_offset[5], DeadLetter) and by_offset[5].details["field"] == "b.c"
+    assert "'b.c'" in by_offset[5].reason and "missing" in by_offset[5].reason
+    assert by_offset[9].details["field"] == "a" and "number" in by_offset[9].reason
+    assert by_offset[12].code == "invalid_message" and by_offset[12].value_b64  # the bytes are kept
+
+
+async def test_promoted_version_takes_over_without_a_gap(settings: Settings) -> None:
+    src, out = settings.topic("stream"), settings.topic("stream.scored")
+    await make_topic(settings, src, 2)
+    v1, v2 = examples.mlp([3, 8, 2], seed=1), examples.mlp([3, 8, 2], seed=2)
+    source = Source(topic=src, format="json", features=FEATURES)
+    rows = [(f"k{i}".encode(), json.dumps(good(i)).encode()) for i in range(3000)]
+    async with Registry(settings) as reg:
+        await reg.publish("p", v1, stage="production")
+        await reg.publish("p", v2)
+        await produce(settings, src, rows[:1500], partitions=2)
+        async with scoring(settings, source, model="p", stage="production", to_topic=out,
+                           max_batch=200) as worker:
+            await read_committed(settings, out, until=lambda n: n >= 1500, timeout_s=30)
+            await reg.promote("p", 2)
+            async with asyncio.timeout(20):
+                while worker.sessions.default is None or worker.sessions.default.version != 2:
+                    worker.sessions.changed.clear()
+                    await worker.sessions.changed.wait()
+            await produce(settings, src, rows[1500:], partitions=2)
+            preds: list[Prediction] = await read_committed(settings, out, until=lambda n: n >= 3000,
+                                                           timeout_s=30)
+    assert len(preds) == 3000
+    assert len({p.source for p in preds}) == 3000  # every input record once
+    versions = {p.source: p.value["model_version"] for p in preds}
+    assert {versions[(src, i % 2, i // 2)] for i in range(1500)} == {1}
+    assert {versions[(src, i % 2, i // 2)] for i in range(1500, 3000)} == {2}
