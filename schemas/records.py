@@ -6,6 +6,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
+from aiaas.schemas.audit import AuditRecord as AuditRecord  # its home is schemas/audit.py
 from aiaas.schemas.envelope import Envelope
 
 
@@ -24,17 +25,6 @@ class DeadLetter(Envelope):
     value_b64: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     ts: float = 0.0
-
-
-class AuditRecord(Envelope):
-    KIND: ClassVar[str] = "audit"
-
-    tenant: str
-    actor: str
-    action: str
-    target: str
-    ts: float
-    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class JobStatus(Envelope):

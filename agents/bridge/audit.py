@@ -1,6 +1,7 @@
-"""Audit records on the ``audit`` topic: who did what, when.
+"""The bridge's audit records on the ``audit`` topic: who did what, when, with what outcome.
 
-Control-plane actions (job submissions, async requests, key use on jobs) are recorded one by one.
+Records go through the writer the CLI uses too (``aiaas.streams.audit``), so both speak one schema
+(``aiaas.schemas.audit``). Control-plane actions (job submissions, async requests) are recorded one by one.
 Sync inference, the high-volume data plane, is summarised: one record per (tenant, key, model,
 status) per ``interval_s`` with the count, unless ``each`` asks for one record per request. Records
 are queued on the producer without awaiting the broker's ack: auditing never adds latency or
@@ -10,17 +11,16 @@ fails a request (a record that cannot be queued is logged).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import Counter
 from typing import Any
 
 from aiaas.agents.bridge.keys import Principal
-from aiaas.schemas.records import AuditRecord
+from aiaas.schemas.audit import AuditRecord
+from aiaas.streams.audit import AuditWriter
 from aiaas.streams.lifecycle import cancel
 from aiaas.streams.producer import Producer
 
-log = logging.getLogger(__name__)
 Key = tuple[str, str, str, str, int]  # tenant, key id, action, target, status
 
 
@@ -30,6 +30,7 @@ class AuditLog:
     ) -> None:
         self.producer = producer
         self.topic = topic
+        self.writer = AuditWriter(producer, topic)
         self.each = each
         self.interval_s = interval_s
         self._counts: Counter[Key] = Counter()
@@ -44,9 +45,13 @@ class AuditLog:
         self._task = None
         await self.flush()
 
-    async def record(self, who: Principal, action: str, target: str, **details: Any) -> None:
+    async def record(self, who: Principal, action: str, target: str, *, error: str | None = None,
+                     **details: Any) -> None:
+        """One record of ``action`` by ``who``: ``failed`` with the reason when ``error`` is given."""
         await self._send(AuditRecord(tenant=who.tenant.name, actor=who.key_id, action=action,
-                                     target=target, ts=time.time(), details=details))
+                                     target=target, ts=time.time(), source="bridge",
+                                     outcome="ok" if error is None else "failed", error=error,
+                                     details=details))
 
     async def infer(self, who: Principal, model: str, status: int, request_id: str) -> None:
         if self.each:
@@ -68,7 +73,4 @@ class AuditLog:
             await self.flush()
 
     async def _send(self, rec: AuditRecord) -> None:
-        try:
-            await self.producer.send_message(self.topic, rec, key=rec.tenant)
-        except Exception:  # a lost audit record is logged, never a failed request
-            log.exception("audit record %s %s not queued", rec.action, rec.target)
+        await self.writer.queue(rec)  # not awaiting the ack: no latency; a failure is logged there

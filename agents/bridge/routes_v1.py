@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from aiaas.agents.bridge.rediskeys import text
 from aiaas.agents.bridge.routes_v2 import bridge_of, principal
+from aiaas.schemas.audit import JOB_START
 from aiaas.schemas.envelope import validation_errors
 from aiaas.schemas.errors import Conflict, InvalidMessage, NotFound
 from aiaas.schemas.jobs import JOB_ID, JobSpec
@@ -43,13 +44,14 @@ async def submit_job(request: Request) -> JSONResponse:
         raise InvalidMessage("invalid job spec", errors=validation_errors(exc)) from exc
     owner_key = bridge.rk.job_owner(spec.job_id)
     if not await bridge.redis.set(owner_key, who.tenant.name, nx=True):
+        await bridge.audit.record(who, JOB_START, spec.job_id, error="conflict: a job with this id exists")
         raise Conflict("a job with this id exists", job_id=spec.job_id)
     try:
         await bridge.jobs.submit(spec, who.tenant.name)
     except BaseException:
         await bridge.redis.delete(owner_key)
         raise
-    await bridge.audit.record(who, "submit_job", spec.job_id, model=spec.model_name)
+    await bridge.audit.record(who, JOB_START, spec.job_id, model=spec.model_name)
     location = f"/v1/jobs/{spec.job_id}"
     return JSONResponse({"job_id": spec.job_id, "state": "submitted", "location": location},
                         status_code=201, headers={"Location": location})

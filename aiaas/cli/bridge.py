@@ -1,4 +1,5 @@
-"""Bridge commands: ``aiaas worker bridge``, ``aiaas keys create|list|revoke``, ``aiaas serve``."""
+"""Bridge commands: ``aiaas worker bridge``, ``aiaas keys create|list|revoke`` (create and revoke
+audited), ``aiaas serve``."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from aiaas.cli.output import JsonOpt, show, show_json
+from aiaas.schemas.audit import KEY_CREATE, KEY_REVOKE
 
 if TYPE_CHECKING:
     from aiaas.agents.bridge.keys import KeyStore, Scope
@@ -47,8 +49,13 @@ def create(
     scopes: list[Scope] | None = [s for s in ALL_SCOPES if s in scope] if scope else None
 
     async def body() -> dict[str, object]:
-        key, record, ten = await _store_call(
-            lambda store: store.create(tenant, scopes, rate_per_s=rate, burst=burst))
+        from aiaas.streams.audit import audited
+        from aiaas.streams.settings import Settings
+
+        async with audited(Settings(), KEY_CREATE, tenant, tenant=tenant, scopes=scope or "all") as extra:
+            key, record, ten = await _store_call(
+                lambda store: store.create(tenant, scopes, rate_per_s=rate, burst=burst))
+            extra["key_id"] = record.key_id  # never the key itself
         return {"tenant": ten.name, "key_id": record.key_id, "api_key": key, "scopes": record.scopes,
                 "webhook_secret": ten.secret}
 
@@ -96,12 +103,21 @@ def list_(
 def revoke(key_id: Annotated[str, typer.Argument(help="the key id (aiaas_<key id>_...)")]) -> None:
     """Revoke a key by its id (bridges stop accepting it within their auth cache time)."""
 
-    async def body() -> bool:
-        return bool(await _store_call(lambda store: store.revoke(key_id)))
+    from aiaas.schemas.errors import NotFound
 
-    if not _run(body()):
+    async def body() -> None:
+        from aiaas.streams.audit import audited
+        from aiaas.streams.settings import Settings
+
+        async with audited(Settings(), KEY_REVOKE, key_id):
+            if not await _store_call(lambda store: store.revoke(key_id)):
+                raise NotFound("no such key", key_id=key_id)
+
+    try:
+        _run(body())
+    except NotFound as exc:
         typer.secho(f"no key {key_id}", fg="red", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(1) from exc
     typer.echo(f"revoked {key_id}")
 
 

@@ -1,6 +1,7 @@
-"""Serving commands: ``aiaas models push|pull|list|promote|rollback|canary``, ``aiaas infer`` and
-``aiaas worker inference`` (one inference worker process; flags in agents/inference/cli.py, plus
-``--wait``: without it an unknown model name exits with an error instead of waiting)."""
+"""Serving commands: ``aiaas models push|pull|list|promote|rollback|canary`` (the changes audited),
+``aiaas infer`` and ``aiaas worker inference`` (one inference worker process; flags in
+agents/inference/cli.py, plus ``--wait``: without it an unknown model name exits with an error
+instead of waiting)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from aiaas.agents.inference.cli import inference
 from aiaas.cli import errors
 from aiaas.cli.modelcheck import checked_worker, require_model, versions_of
 from aiaas.cli.output import JsonOpt, show, show_json
+from aiaas.schemas.audit import MODEL_CANARY, MODEL_PROMOTE, MODEL_PUSH, MODEL_ROLLBACK
 
 T = TypeVar("T")
 models = typer.Typer(no_args_is_help=True, help="Model registry: versions, stages, canaries.")
@@ -38,6 +40,20 @@ def _run(body: Callable[[Any], Awaitable[T]]) -> T:
         errors.report(exc)
 
 
+def _audited(action: str, target: str, body: Callable[[Any], Awaitable[Any]], **details: Any) -> Any:
+    """``_run(body)`` as one audited action (aiaas.streams.audit): ok with the version it left, or
+    failed with why; the record goes out through the registry's own producer."""
+    from aiaas.streams.audit import audited
+
+    async def wrapped(reg: Any) -> Any:
+        async with audited(reg.settings, action, target, producer=reg.producer, **details) as extra:
+            mv = await body(reg)
+            extra.update(version=mv.version, stage=mv.stage)
+            return mv
+
+    return _run(wrapped)
+
+
 def _show(mv: Any) -> None:
     typer.echo(json.dumps(mv.model_dump(mode="json", exclude_none=True), indent=2))
 
@@ -53,7 +69,9 @@ def push(
     from aiaas.schemas.registry import Lineage
 
     data = file.read_bytes()
-    _show(_run(lambda reg: reg.publish(name, data, stage=stage, lineage=Lineage(job_id=job_id))))
+    _show(_audited(MODEL_PUSH, name, lambda reg: reg.publish(name, data, stage=stage,
+                                                             lineage=Lineage(job_id=job_id)),
+                   file=file.name, requested_stage=stage))
 
 
 @models.command("list")
@@ -98,20 +116,21 @@ def pull(
 @models.command("promote")
 def promote(name: str, version: int) -> None:
     """Make VERSION the production version of NAME (workers following production hot-reload)."""
-    _show(_run(lambda reg: reg.promote(name, version)))
+    _show(_audited(MODEL_PROMOTE, name, lambda reg: reg.promote(name, version), requested_version=version))
 
 
 @models.command("rollback")
 def rollback(name: str) -> None:
     """Undo the last promotion of NAME."""
-    _show(_run(lambda reg: reg.rollback(name)))
+    _show(_audited(MODEL_ROLLBACK, name, lambda reg: reg.rollback(name)))
 
 
 @models.command("canary")
 def canary(name: str, version: int,
            weight: Annotated[float, typer.Option(help="share of requests, 0..1 (0 ends it)")]) -> None:
     """Serve VERSION to WEIGHT of NAME's requests beside production."""
-    _show(_run(lambda reg: reg.set_canary(name, version, weight)))
+    _show(_audited(MODEL_CANARY, name, lambda reg: reg.set_canary(name, version, weight),
+                   requested_version=version, weight=weight))
 
 
 def infer(

@@ -3,7 +3,8 @@
 ``aiaas train --spec job.yaml`` checks the spec against its data (refused in one line when they do
 not fit), submits the job, pushes its data, starts the aggregator and the trainers as local
 processes and follows the job with a progress bar (step, loss, accuracy, samples/s) until its final
-status, then prints the result as one JSON line. The exit code is 0 when the job succeeded, 1 when
+status, then prints the result as one JSON line; the job's start and end are audited
+(``aiaas audit tail``). The exit code is 0 when the job succeeded, 1 when
 it failed or missed its target, 2 when it was refused. The workers can also be started one by one
 (on other machines) with ``aiaas worker trainer --job J`` and ``aiaas worker aggregator --job J``.
 """
@@ -13,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -107,19 +110,50 @@ async def _follow(settings: Any, spec: Any, progress: Progress, task: Any) -> No
         progress.update(task, completed=done, info=_info(m))
 
 
+@dataclass
+class _Run:
+    started: bool = False
+    status: Any = None
+
+
+def _audit_stop(settings: Any, job_id: str, run: _Run) -> Callable[..., Awaitable[bool]]:
+    """An exit callback that audits the job's end once its processes are stopped: ok when it
+    succeeded, else failed with why (its final state, or the error that ended the run)."""
+    from aiaas.schemas.audit import JOB_STOP
+    from aiaas.streams.audit import cli_actor, record, write_one
+
+    async def on_exit(_type: Any, exc: BaseException | None, _tb: Any) -> bool:
+        if run.started:
+            state = run.status.state if run.status is not None else None
+            error = exc or (None if state == "succeeded" else f"{state}: {run.status.error or ''}")
+            await write_one(settings, record(JOB_STOP, job_id, actor=cli_actor(), error=error, state=state))
+        return False
+
+    return on_exit
+
+
 async def _train(spec: Any, trainers: int | None, push: bool, timeout_s: float, log_dir: Path | None) -> Any:
     from aiaas.agents.launcher import LocalJob
+    from aiaas.schemas.audit import JOB_START
+    from aiaas.streams.audit import audited
     from aiaas.streams.settings import get_settings
 
     settings = get_settings()
     progress, task = _progress(spec)
-    async with LocalJob(settings, spec, trainers=trainers, log_dir=log_dir, push_data=push) as job:
+    run = _Run()
+    async with contextlib.AsyncExitStack() as stack:  # job.start and job.stop audited around the job
+        stack.push_async_exit(_audit_stop(settings, spec.job_id, run))
+        async with audited(settings, JOB_START, spec.job_id, model=spec.model_name, mode=spec.sync.mode):
+            job = await stack.enter_async_context(
+                LocalJob(settings, spec, trainers=trainers, log_dir=log_dir, push_data=push))
+        run.started = True
         console.print(f"job [bold]{spec.job_id}[/]: {spec.sync.mode} mode, "
                       f"{job.trainers} trainers, logs in {job.log_dir}")
         with progress:
             follower = asyncio.create_task(_follow(settings, spec, progress, task))
             try:
-                return await job.wait(timeout_s)
+                run.status = await job.wait(timeout_s)
+                return run.status
             finally:
                 follower.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
