@@ -61,11 +61,13 @@ def _prediction(partition: int, key: bytes | None, value: bytes | None,
 
 
 async def read_committed(settings: Settings, topic: str, *, until: Callable[[int], bool] | None = None,
-                         timeout_s: float = 60.0, parse: bool = True) -> list[Any]:
+                         timeout_s: float = 60.0, parse: bool = True,
+                         isolation: str = "read_committed") -> list[Any]:
     """The committed records of ``topic`` (as ``Prediction`` when ``parse``, else raw): up to its
-    end as of now (its last stable offsets), or, with ``until``, until ``until(count)`` holds."""
+    end as of now (its last stable offsets), or, with ``until``, until ``until(count)`` holds.
+    ``isolation="read_uncommitted"`` reads aborted records too (what a transaction left behind)."""
     tps = await _partitions(settings, topic)
-    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None, isolation_level="read_committed"))
+    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(None, isolation_level=isolation))
     await consumer.start()
     out: list[Any] = []
     try:
@@ -84,6 +86,17 @@ async def read_committed(settings: Settings, topic: str, *, until: Callable[[int
     finally:
         await consumer.stop()
     return out
+
+
+async def committed_total(settings: Settings, group: str, topic: str) -> int:
+    """How many records of ``topic`` ``group`` has committed (the sum of its committed offsets)."""
+    tps = await _partitions(settings, topic)
+    consumer = AIOKafkaConsumer(**settings.consumer_kwargs(group))
+    await consumer.start()
+    try:
+        return sum([await consumer.committed(tp) or 0 for tp in tps])
+    finally:
+        await consumer.stop()
 
 
 async def group_caught_up(settings: Settings, group: str, topic: str, timeout_s: float = 60.0) -> None:
