@@ -1,7 +1,9 @@
-"""Shared benchmark helpers: one JSON object as the last stdout line, a fresh topic prefix, timing."""
+"""Shared benchmark helpers: one JSON object as the last stdout line, a fresh topic prefix, timing,
+``--repeat N`` with min / median / max summaries, and the machine a figure was measured on."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import atexit
 import json
@@ -11,6 +13,7 @@ import statistics
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 
@@ -32,7 +35,33 @@ def _drop_topics(prefix: str) -> None:
 
 
 def machine() -> dict[str, Any]:
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": sys.platform}
+    """Where a figure was measured: core count and CPU model travel with every result."""
+    return {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "python": platform.python_version(),
+            "platform": sys.platform}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def add_repeat(parser: argparse.ArgumentParser, default: int = 3) -> None:
+    """``--repeat N``: every benchmark repeats its measurement and reports min / median / max."""
+    parser.add_argument("--repeat", type=int, default=default, metavar="N",
+                        help=f"measure N times, report min/median/max (default {default})")
+
+
+def spread(name: str, values: list[float], digits: int = 2) -> dict[str, float]:
+    """``{name: median, name_min: min, name_max: max}`` over the repeats of one figure."""
+    if not values:
+        raise ValueError(f"no values for {name}")
+    return {name: round(median(values), digits), f"{name}_min": round(min(values), digits),
+            f"{name}_max": round(max(values), digits)}
 
 
 def median(values: list[float]) -> float:

@@ -1,0 +1,189 @@
+"""The servers ``benchmarks.peers`` compares: MLServer in its own virtual environment, and ``aiaas serve``.
+
+MLServer 1.7.1 is installed with ``uv`` into ``~/.cache/aiaas/peers/mlserver-1.7.1`` (reused when it
+is there; never the project's venv), with uvloop 0.21 (newer crashes its workers) and the same
+onnxruntime version as aiaas's venv. Each server runs in its own process group, logs to a file and
+is stopped by its group id; a server that cannot be installed or started raises ``PeerUnavailable``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+
+import httpx
+
+MLSERVER_VERSION = "1.7.1"
+RUNTIME = Path(__file__).with_name("mlserver_runtime.py")
+
+
+class PeerUnavailable(Exception):
+    """The peer (or aiaas itself) could not be installed or started: no figure can be measured."""
+
+
+@dataclass
+class Server:
+    """A running server: where to send requests, its process group, its log, its serving pids."""
+
+    name: str
+    port: int
+    path: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    headers: dict[str, str] = field(default_factory=dict)
+    pids: dict[str, list[int]] = field(default_factory=dict)
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def peers_dir() -> Path:
+    return Path(os.environ.get("AIAAS_PEERS_DIR", Path.home() / ".cache" / "aiaas" / "peers"))
+
+
+def ensure_mlserver(venv: Path | None = None) -> Path:
+    """The python of a venv holding MLServer 1.7.1 + onnxruntime (aiaas's version) + py-spy."""
+    venv = venv or peers_dir() / f"mlserver-{MLSERVER_VERSION}"
+    python = venv / "bin" / "python"
+    want = f"{MLSERVER_VERSION} {version('onnxruntime')}"
+    if python.exists() and _probe(python) == want:
+        return python
+    uv = shutil.which("uv")
+    if uv is None:
+        raise PeerUnavailable("uv is not installed: it is needed to install MLServer into its own venv")
+    base = getattr(sys, "_base_executable", sys.executable)  # the interpreter under aiaas's venv
+    steps = [] if python.exists() else [[uv, "venv", "-q", "--python", base, str(venv)]]
+    steps.append([uv, "pip", "install", "-q", "--python", str(python), f"mlserver=={MLSERVER_VERSION}",
+                  "uvloop>=0.21,<0.22", f"onnxruntime=={version('onnxruntime')}", "py-spy"])
+    for step in steps:
+        print(f"peers: {' '.join(step)}", file=sys.stderr)
+        done = subprocess.run(step, capture_output=True, text=True, timeout=900)
+        if done.returncode != 0:
+            why = done.stderr.strip()[-800:]
+            raise PeerUnavailable(f"could not install MLServer {MLSERVER_VERSION}: {why}")
+    if (got := _probe(python)) != want:
+        raise PeerUnavailable(f"MLServer venv {venv} has {got!r}, wanted {want!r}")
+    return python
+
+
+def _probe(python: Path) -> str:
+    code = "import mlserver, uvloop, onnxruntime; print(mlserver.__version__, onnxruntime.__version__)"
+    done = subprocess.run([str(python), "-c", code], capture_output=True, text=True, timeout=120)
+    return done.stdout.strip() if done.returncode == 0 else f"import failed: {done.stderr.strip()[-300:]}"
+
+
+def _spawn(
+    argv: list[str], log: Path, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.Popen[bytes]:
+    with log.open("wb") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env},
+                                cwd=cwd, start_new_session=True)
+
+
+async def wait_ready(server: Server, url: str, timeout_s: float) -> None:
+    """Poll ``url`` until 200; a server that exits or stays unready raises PeerUnavailable."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            if server.proc.poll() is not None:
+                raise PeerUnavailable(f"{server.name} exited ({server.proc.returncode}):\n{server.tail()}")
+            try:
+                if (await client.get(url)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise PeerUnavailable(f"{server.name} not ready at {url} after {timeout_s:.0f} s:\n{server.tail()}")
+
+
+async def start_mlserver(python: Path, workdir: Path, onnx_file: Path, model: str,
+                         workers: int, max_batch: int, max_batch_time_s: float) -> Server:
+    """MLServer serving ``onnx_file`` as ``model`` with adaptive batching, ``workers`` parallel workers."""
+    folder = workdir / "mlserver"
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(RUNTIME, folder / "mlserver_runtime.py")
+    shutil.copy(onnx_file, folder / "model.onnx")
+    port = free_port()
+    settings = {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+                "parallel_workers": workers, "debug": False}
+    model_settings = {"name": model, "implementation": "mlserver_runtime.OnnxModel",
+                      "parameters": {"uri": "./model.onnx"},
+                      "max_batch_size": max_batch, "max_batch_time": max_batch_time_s}
+    (folder / "settings.json").write_text(json.dumps(settings, indent=2))
+    (folder / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    proc = _spawn([str(python.parent / "mlserver"), "start", str(folder)], workdir / "mlserver.log",
+                  {"PEER_THREADS": threads, "OMP_NUM_THREADS": threads}, cwd=folder)
+    server = Server("mlserver", port, f"/v2/models/{model}/infer", proc, workdir / "mlserver.log")
+    await _ready_or_stop(server, f"http://127.0.0.1:{port}/v2/models/{model}/ready", 180)
+    server.pids = {"server": [proc.pid]}
+    return server
+
+
+async def start_aiaas(workdir: Path, onnx_file: Path, model: str, replicas: int, prefix: str) -> Server:
+    """``aiaas serve FILE --name MODEL`` (auth on) and an API key made with ``aiaas keys create``."""
+    env = {"AIAAS_TOPIC_PREFIX": prefix, "AIAAS_LOG_LEVEL": "WARNING"}
+    port = free_port()
+    log = workdir / "aiaas.log"
+    proc = _spawn([sys.executable, "-m", "aiaas.cli.main", "serve", str(onnx_file), "--name", model,
+                   "--port", str(port), "--replicas", str(replicas)], log, env)
+    server = Server("aiaas", port, f"/v2/models/{model}/infer", proc, log)
+    await _ready_or_stop(server, f"http://127.0.0.1:{port}/v2/health/ready", 240)
+    pids = await _serving_pids(server, 60)
+    server.pids = {"workers": pids[:-1], "bridge": pids[-1:]}
+    created = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiaas.cli.main", "keys", "create", "--tenant", "bench-peers",
+        "--rate", "1000000", "--burst", "1000000", env={**os.environ, **env},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(created.communicate(), 120)
+    if created.returncode != 0:
+        server.stop()
+        raise PeerUnavailable(f"aiaas keys create failed: {err.decode().strip()[-500:]}")
+    server.headers = {"Authorization": f"Bearer {json.loads(out)['api_key']}"}
+    return server
+
+
+async def _ready_or_stop(server: Server, url: str, timeout_s: float) -> None:
+    try:
+        await wait_ready(server, url, timeout_s)
+    except BaseException:
+        server.stop()
+        raise
+
+
+async def _serving_pids(server: Server, timeout_s: float) -> list[int]:
+    """The pids ``aiaas serve`` prints on its "serving ..." line: the workers, then the bridge."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = re.search(r"pids ([\d ]+)\)", server.log.read_text(errors="replace"))
+        if found:
+            return [int(p) for p in found.group(1).split()]
+        await asyncio.sleep(0.2)
+    server.stop()
+    raise PeerUnavailable(f"aiaas serve printed no pids:\n{server.tail()}")
