@@ -111,6 +111,9 @@ AUTOSCALER_LAG = Gauge(
 AUTOSCALER_ARRIVAL_RATE = Gauge(
     "aiaas_autoscaler_arrival_rate", "Requests per second arriving on the request topic.",
     ["model"], registry=REGISTRY)
+AUTOSCALER_FORECAST = Gauge(
+    "aiaas_autoscaler_forecast_rate", "Highest arrival rate forecast over the next worker start-up "
+    "time (predictive policy; 0 for the reactive one).", ["model"], registry=REGISTRY)
 
 
 def render() -> tuple[bytes, str]:

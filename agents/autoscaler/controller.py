@@ -1,19 +1,22 @@
-"""The control loop: look at the request topic, decide, start or stop workers, export metrics."""
+"""The control loop: look at the request topic, decide (agents/autoscaler/planner.py), start or stop
+workers, export metrics. For the predictive policy it also measures the workers' start-up time: from
+a scale-up until the group has that many members."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import math
 import sys
 import time
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
+from aiaas.agents.autoscaler.forecast import Forecasting
 from aiaas.agents.autoscaler.lag import LagProbe, LagSample, arrival_rate
-from aiaas.agents.autoscaler.policy import Decision, Observation, Policy, busy, decide, recommend
+from aiaas.agents.autoscaler.planner import Planner, PolicyKind
+from aiaas.agents.autoscaler.policy import Decision, Observation, Policy
 from aiaas.agents.autoscaler.replicas import LocalReplicas
 from aiaas.streams import metrics as m
 from aiaas.streams.settings import Settings
@@ -44,6 +47,8 @@ class Autoscaler:
         group: str | None = None,
         interval_s: float = 1.0,
         rate_window_s: float = 5.0,
+        kind: PolicyKind = "reactive",
+        forecasting: Forecasting | None = None,
     ) -> None:
         self.settings, self.model, self.policy, self.replicas = settings, model, policy, replicas
         self.topic = Topics(settings).infer_requests(model).name
@@ -54,8 +59,9 @@ class Autoscaler:
         self.last: Decision | None = None
         self.last_observation: Observation | None = None
         self._samples: deque[LagSample] = deque()
-        self._history: deque[tuple[float, int]] = deque()
-        self._last_busy = -math.inf
+        self.planner = Planner(policy, kind, forecasting)
+        self._rate_now = 0.0  # arrivals/s since the previous look (the forecaster's input)
+        self._starting: tuple[int, float] | None = None  # (replicas, since): a scale-up being timed
         self._stop = asyncio.Event()
         self.stepped = asyncio.Event()  # set after every step (status pages, tests wait on it)
         self.replica_log: deque[int] = deque(maxlen=10_000)  # replicas after each step
@@ -75,19 +81,19 @@ class Autoscaler:
         while self._samples and cur.at - self._samples[0].at > self.rate_window_s:
             self._samples.popleft()
         rate = arrival_rate(self._samples[0] if self._samples else None, cur)
+        self._rate_now = arrival_rate(self._samples[-1] if self._samples else None, cur)
         self._samples.append(cur)
         return Observation(lag=cur.lag, arrival_rate=rate, partitions=cur.partitions)
 
     async def step(self) -> Decision:
         obs = await self.observe()
         now = time.monotonic()
-        if busy(self.policy, obs):
-            self._last_busy = now
         current = self.replicas.count
-        decision = decide(self.policy, obs, current, self._history, now, self._last_busy)
-        self._history.append((now, recommend(self.policy, obs)))
-        while self._history and now - self._history[0][0] > self.policy.cooldown_s:
-            self._history.popleft()
+        if self.planner.forecaster is not None:
+            await self._time_startup(current, now)
+        decision = self.planner.plan(obs, current, now, self._rate_now)
+        if decision.replicas > current and self._starting is None:
+            self._starting = (decision.replicas, now)
         if decision.replicas != current:
             log.info("%s: %d -> %d replicas (%s)", self.model, current, decision.replicas, decision.reason)
             await self.replicas.scale_to(decision.replicas, model=self.model)
@@ -97,7 +103,22 @@ class Autoscaler:
         m.AUTOSCALER_REPLICAS.labels(model=self.model).set(self.replicas.count)
         m.AUTOSCALER_LAG.labels(model=self.model).set(obs.lag)
         m.AUTOSCALER_ARRIVAL_RATE.labels(model=self.model).set(obs.arrival_rate)
+        m.AUTOSCALER_FORECAST.labels(model=self.model).set(self.planner.forecast_rate)
         return decision
+
+    async def _time_startup(self, current: int, now: float) -> None:
+        """Once the group has as many members as the last scale-up asked for, that took the
+        workers' start-up time: the forecast horizon follows it."""
+        if self._starting is None:
+            return
+        want, since = self._starting
+        if current < want:  # scaled down (or a worker died) before it was up: no measurement
+            self._starting = None
+        elif await self.probe.members() >= want:
+            self.planner.measured_startup(now - since)
+            log.info("%s: %d workers up in %.1f s (start-up estimate %.1f s)", self.model, want,
+                     now - since, self.planner.startup_s)
+            self._starting = None
 
     async def next_step(self) -> None:
         """Wait for the next step of ``run()`` to finish."""
@@ -126,8 +147,11 @@ def local_autoscaler(
     interval_s: float = 1.0,
     stop_timeout_s: float = 30.0,
     extra_env: dict[str, str] | None = None,
+    kind: PolicyKind = "reactive",
+    forecasting: Forecasting | None = None,
 ) -> Autoscaler:
     """An autoscaler whose workers are local processes that inherit ``settings`` (AIAAS_* env)."""
     env = {**settings.to_env(), **(extra_env or {})}
     replicas = LocalReplicas(command, env=env, log_dir=log_dir, stop_timeout_s=stop_timeout_s)
-    return Autoscaler(settings, model, policy, replicas, group=group, interval_s=interval_s)
+    return Autoscaler(settings, model, policy, replicas, group=group, interval_s=interval_s, kind=kind,
+                      forecasting=forecasting)

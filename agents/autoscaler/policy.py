@@ -8,7 +8,10 @@ It follows KEDA's Kafka scaler and the HPA so the local autoscaler and infra/k8s
 * never more replicas than partitions (an extra consumer would sit idle) nor than ``max``;
 * up at once; down only to the highest recommendation of the last ``cooldown_s`` seconds (HPA
   scale-down stabilisation), and to zero only after ``idle_s`` of no lag and no arrivals
-  (KEDA ``cooldownPeriod``).
+  (KEDA ``cooldownPeriod``);
+* predictive (``forecast_rate``, from agents/autoscaler/forecast.py): also enough replicas for the
+  highest rate forecast over the next worker start-up time, so they are up when the load comes;
+  the lag rule still holds, so a forecast never leaves fewer replicas than the lag asks for.
 """
 
 from __future__ import annotations
@@ -58,12 +61,23 @@ def ceiling(policy: Policy, partitions: int) -> int:
     return max(0, min(policy.max_replicas, partitions))
 
 
-def recommend(policy: Policy, obs: Observation) -> int:
-    """Replicas the current load asks for, within [min, ceiling] (no stabilisation)."""
+FORECAST_FLOOR = 0.05  # a forecast under this share of one replica's rate asks for no replica
+
+
+def by_forecast(policy: Policy, forecast_rate: float) -> int:
+    """Replicas for the rate forecast (0 for a forecast too small to be worth a worker)."""
+    if forecast_rate < FORECAST_FLOOR * policy.rate_per_replica:
+        return 0
+    return math.ceil(forecast_rate / policy.rate_per_replica)
+
+
+def recommend(policy: Policy, obs: Observation, forecast_rate: float = 0.0) -> int:
+    """Replicas the current load (and the forecast, if any) asks for, within [min, ceiling] (no
+    stabilisation)."""
     top = ceiling(policy, obs.partitions)
     by_lag = math.ceil(obs.lag / policy.lag_threshold) if obs.lag > policy.activation_lag else 0
     by_rate = math.ceil(obs.arrival_rate / policy.rate_per_replica) if obs.arrival_rate > 0 else 0
-    want = max(by_lag, by_rate)
+    want = max(by_lag, by_rate, by_forecast(policy, forecast_rate))
     if want == 0 and busy(policy, obs):
         want = 1
     return max(min(policy.min_replicas, top), min(want, top))
@@ -81,17 +95,21 @@ def decide(
     history: Sequence[tuple[float, int]],
     now: float,
     last_busy: float,
+    forecast_rate: float = 0.0,
 ) -> Decision:
     """Replicas to run now.
 
     ``history`` holds (time, recommendation) pairs of earlier looks (any order, may include
-    ones older than the window); ``last_busy`` is when ``busy()`` was last true.
+    ones older than the window); ``last_busy`` is when ``busy()`` was last true;
+    ``forecast_rate`` the highest rate forecast over the next start-up time (predictive policy).
     """
-    rec = recommend(policy, obs)
+    rec = recommend(policy, obs, forecast_rate)
     top = ceiling(policy, obs.partitions)
     if current > top:
         return Decision(top, f"over the ceiling ({top} = min(max, partitions))")
     if rec > current:
+        if rec > recommend(policy, obs):
+            return Decision(rec, f"scale ahead: forecast {forecast_rate:.1f} req/s (lag {obs.lag})")
         return Decision(rec, f"scale up: lag {obs.lag}, {obs.arrival_rate:.1f} req/s")
     window = [r for t, r in history if now - t <= policy.cooldown_s]
     target = max([rec, *window])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from pydantic import ValidationError
@@ -24,6 +24,11 @@ def autoscale(
     idle: Annotated[float, typer.Option(help="Idle seconds before scaling to zero.")] = 30.0,
     interval: Annotated[float, typer.Option(help="Seconds between looks.")] = 1.0,
     group: Annotated[str | None, typer.Option(help="Consumer group of the workers.")] = None,
+    policy_kind: Annotated[str, typer.Option(
+        "--policy", help="reactive (lag and arrival rate) or predictive (also scale ahead of the "
+                         "forecast arrival rate by the measured worker start-up time).")] = "reactive",
+    season: Annotated[float, typer.Option(help="predictive: the traffic's cycle (s), a day.")] = 86_400.0,
+    startup: Annotated[float, typer.Option(help="predictive: worker start-up (s) until measured.")] = 10.0,
     worker_cmd: Annotated[str | None, typer.Option(
         help="Worker command line; {model} and {index} are filled in. "
              "Default: aiaas worker inference --model {model} --wait.")] = None,
@@ -31,6 +36,7 @@ def autoscale(
 ) -> None:
     """Start and stop local inference workers from consumer lag and arrival rate."""
     from aiaas.agents.autoscaler.controller import DEFAULT_WORKER, local_autoscaler
+    from aiaas.agents.autoscaler.forecast import Forecasting
     from aiaas.agents.autoscaler.policy import Policy
     from aiaas.streams import metrics
     from aiaas.streams.runtime import run, setup_logging, until_signalled
@@ -40,6 +46,8 @@ def autoscale(
         policy = Policy(min_replicas=min_replicas, max_replicas=max_replicas, lag_threshold=lag_threshold,
                         activation_lag=activation_lag, rate_per_replica=rate_per_replica,
                         cooldown_s=cooldown, idle_s=idle)
+        # a step per look, coarser for a season of over 100,000 looks
+        forecasting = Forecasting(season_s=season, step_s=max(interval, season / 100_000), startup_s=startup)
     except ValidationError as exc:
         raise typer.BadParameter("; ".join(e["msg"] for e in exc.errors())) from exc
     setup_logging()
@@ -48,7 +56,7 @@ def autoscale(
     # Workers must not inherit our metrics port (they would all fight for it).
     scaler = local_autoscaler(settings.model_copy(update={"metrics_port": None}), model, policy,
                               command=command, group=group, log_dir=log_dir / model,
-                              interval_s=interval)
+                              interval_s=interval, kind=_kind(policy_kind), forecasting=forecasting)
 
     async def main() -> None:
         server = metrics.start_from_settings(settings)
@@ -61,6 +69,12 @@ def autoscale(
                 server.stop()
 
     run(main())
+
+
+def _kind(name: str) -> Literal["reactive", "predictive"]:
+    if name not in ("reactive", "predictive"):
+        raise typer.BadParameter(f"{name!r}: use reactive or predictive", param_hint="--policy")
+    return "predictive" if name == "predictive" else "reactive"
 
 
 def register(app: typer.Typer, worker: typer.Typer) -> None:

@@ -1,0 +1,53 @@
+"""One scaling decision per look, with the memory it needs: the recent recommendations (scale-down
+window), when the load was last busy (scale to zero) and, for the predictive policy, the arrival
+rate forecaster and the measured worker start-up time. Pure (no broker, no processes): the
+controller feeds it what it observed, and so does the autoscale benchmark's replay.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Literal
+
+from aiaas.agents.autoscaler.forecast import Forecasting, RateForecaster
+from aiaas.agents.autoscaler.policy import Decision, Observation, Policy, busy, decide, recommend
+
+PolicyKind = Literal["reactive", "predictive"]
+STARTUP_WEIGHT = 0.5  # each new start-up measurement's weight in the running estimate
+
+
+class Planner:
+    """``plan()`` turns one observation into a decision under ``policy`` (reactive or predictive)."""
+
+    def __init__(self, policy: Policy, kind: PolicyKind = "reactive",
+                 forecasting: Forecasting | None = None) -> None:
+        self.policy, self.kind = policy, kind
+        self.forecasting = forecasting or Forecasting()
+        self.forecaster = RateForecaster(self.forecasting) if kind == "predictive" else None
+        self.startup_s = self.forecasting.startup_s
+        self.startups_measured = 0
+        self.forecast_rate = 0.0  # the last peak forecast (0 for the reactive policy)
+        self._history: deque[tuple[float, int]] = deque()
+        self._last_busy = -math.inf
+
+    def measured_startup(self, seconds: float) -> None:
+        """A worker took ``seconds`` from start to serving: the horizon follows the measurements."""
+        self.startups_measured += 1
+        w = 1.0 if self.startups_measured == 1 else STARTUP_WEIGHT
+        self.startup_s = (1 - w) * self.startup_s + w * seconds
+
+    def plan(self, obs: Observation, current: int, now: float, rate_now: float | None = None) -> Decision:
+        """The decision for ``obs`` at ``now``; ``rate_now`` is the arrival rate since the previous
+        look (the forecaster's input; default the observation's smoothed rate)."""
+        if self.forecaster is not None:
+            self.forecaster.observe(now, obs.arrival_rate if rate_now is None else rate_now)
+            self.forecast_rate = self.forecaster.peak(self.startup_s + self.forecasting.step_s)
+        if busy(self.policy, obs):
+            self._last_busy = now
+        decision = decide(self.policy, obs, current, self._history, now, self._last_busy,
+                          forecast_rate=self.forecast_rate)
+        self._history.append((now, recommend(self.policy, obs, self.forecast_rate)))
+        while self._history and now - self._history[0][0] > self.policy.cooldown_s:
+            self._history.popleft()
+        return decision
