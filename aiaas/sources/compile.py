@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from aiaas.schemas.errors import AiaasError, ErrorCode
 from aiaas.schemas.sources import Source
+from aiaas.sources.avrodec import AvroDecoder
+from aiaas.sources.csvdec import CsvDecoder
 from aiaas.sources.decoded import Decoder
 from aiaas.sources.jsondec import JsonDecoder
 from aiaas.sources.plan import Plan
 from aiaas.sources.structs import StructForm
+from aiaas.sources.tensordec import TensorDecoder
 
 
 def compile_source(source: Source, *, labels: bool = True) -> Decoder:
@@ -20,4 +22,8 @@ def compile_source(source: Source, *, labels: bool = True) -> Decoder:
     plan = Plan(source, labels=labels)
     if source.format == "json":
         return JsonDecoder(StructForm(plan))
-    raise AiaasError(f"format {source.format!r} is not supported yet", code=ErrorCode.BAD_REQUEST)
+    if source.format == "avro":
+        return AvroDecoder(source, StructForm(plan))
+    if source.format == "csv":
+        return CsvDecoder(source, plan)
+    return TensorDecoder(source, plan)

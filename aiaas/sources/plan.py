@@ -53,6 +53,28 @@ def label_vocab(source: Source) -> dict[Any, int] | None:
     return names
 
 
+@dataclass
+class Part:
+    """Raw rows of some records of a batch (one schema's, one format reader's), before ``finish``."""
+
+    raw: np.ndarray  # float32 [rows, plan.raw_width]
+    passthrough: list[dict[str, Any]] | None = None
+    keys: list[Any] | None = None
+
+
+def merge(parts: list[tuple[np.ndarray, Part]]) -> tuple[np.ndarray, Part]:
+    """Parts at batch positions (ok arrays) -> one Part in batch order."""
+    if len(parts) == 1:
+        return parts[0]
+    ok = np.concatenate([o for o, _ in parts])
+    order = np.argsort(ok, kind="stable")
+    raw = np.concatenate([p.raw for _, p in parts])[order]
+    pt = [x for _, p in parts for x in (p.passthrough or [])]
+    keys = [x for _, p in parts for x in (p.keys or [])]
+    return ok[order], Part(raw, [pt[i] for i in order] if pt else None,
+                           [keys[i] for i in order] if parts[0][1].keys is not None else None)
+
+
 def _kept(items: list[Any] | None, keep: np.ndarray) -> list[Any] | None:
     return None if items is None else [p for p, k in zip(items, keep, strict=True) if k]
 
@@ -86,7 +108,7 @@ class Plan:
             raw, ok = raw[keep], ok[keep]
             passthrough = _kept(passthrough, keep)
             keys = _kept(keys, keep)
-            rejected.sort(key=lambda r: r.index)
+        rejected.sort(key=lambda r: r.index)
         x = self._expand(raw)
         y = None
         if self.label is not None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from aiaas.schemas.errors import AiaasError, ErrorCode
 from aiaas.sources.decoded import Decoded, Rejection
-from aiaas.sources.plan import Column, Plan
+from aiaas.sources.plan import Column, Part, Plan
 
 
 @dataclass
@@ -115,6 +115,7 @@ class StructForm:
         for p in [*source.passthrough, *([source.key] if source.key else [])]:
             _insert(self.tree, Leaf(Any, True, p), weak=True)
         self.struct, _ = _struct(self.tree, "Record")
+        self.struct_list = list[self.struct]  # type: ignore[name-defined]
         self.rows = self._generate()
 
     def access(self, path: str) -> str:
@@ -155,16 +156,21 @@ class StructForm:
         rows: Callable[[Sequence[Any]], list[tuple[Any, ...]]] = env["rows"]
         return rows
 
+    def extract(self, recs: Sequence[Any]) -> Part:
+        """The raw matrix, passthrough and keys of validated Structs."""
+        with np.errstate(over="ignore"):
+            raw = np.array(self.rows(recs), dtype=np.float32).reshape(len(recs), self.plan.raw_width)
+        pt = self._passthrough(recs) if self.plan.source.passthrough else None
+        keys = self._keys(recs) if self.plan.source.key else None
+        return Part(raw, pt, keys)
+
     def decoded(self, recs: list[Any], ok: np.ndarray, rejected: list[Rejection],
                 schema_ids: set[int] | None = None) -> Decoded:
         """Decoded of validated Structs (records at batch positions ``ok``)."""
         if not recs:
             return self.plan.empty(rejected, schema_ids)
-        with np.errstate(over="ignore"):
-            raw = np.array(self.rows(recs), dtype=np.float32)
-        pt = self._passthrough(recs) if self.plan.source.passthrough else None
-        keys = self._keys(recs) if self.plan.source.key else None
-        return self.plan.finish(raw, ok, rejected, pt, keys, schema_ids)
+        part = self.extract(recs)
+        return self.plan.finish(part.raw, ok, rejected, part.passthrough, part.keys, schema_ids)
 
     def explain(self, error: Exception) -> tuple[str, str]:
         """(field path, reason) of a msgspec validation error."""
