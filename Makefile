@@ -80,6 +80,9 @@ bench: setup infra-up
 	$(PY) -m benchmarks.transport
 	@for b in inference training bridge faults; do \
 	  if [ -f benchmarks/$$b.py ]; then $(PY) -m benchmarks.$$b || exit 1; fi; done
+	@mkdir -p .run
+	$(PY) -m benchmarks.peers --repeat 5 > .run/peers.out
+	$(PY) -m benchmarks.report .run/peers.out
 
 demo: setup infra-up
 	$(PY) -m aiaas.cli.main demo

@@ -59,9 +59,9 @@ async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
     parts = []
     while True:
         size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-        parts.append(await reader.readexactly(size + 2))
+        parts.append((await reader.readexactly(size + 2))[:size])  # each chunk ends with CRLF
         if size == 0:
-            return b"".join(parts)[:-2]
+            return b"".join(parts)
 
 
 async def post_json(host: str, port: int, path: str, body: dict[str, Any],

@@ -1,0 +1,116 @@
+"""The benchmark helpers behind the figures: repeats summarised, results turned into the report,
+py-spy profiles ranked, and the load generator's HTTP/1.1 reading, on a real local socket."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import hotspots, report
+from benchmarks.common import add_repeat, machine, spread
+from benchmarks.httpload import Round, read_response, request_bytes, run_round
+from benchmarks.peers import summarize
+
+
+def _rounds(rates: list[float], latency: float) -> list[Round]:
+    return [Round(1, requests=int(r * 2), seconds=2.0, latencies_ms=[latency] * 95 + [latency * 3] * 5)
+            for r in rates]
+
+
+def test_spread_is_median_with_min_and_max() -> None:
+    assert spread("req_per_s", [3.0, 1.0, 2.0, 10.0, 4.0], 1) == {
+        "req_per_s": 3.0, "req_per_s_min": 1.0, "req_per_s_max": 10.0}
+    with pytest.raises(ValueError):
+        spread("x", [])
+
+
+def test_repeat_defaults_to_three_and_machine_names_the_cpu() -> None:
+    parser = argparse.ArgumentParser()
+    add_repeat(parser)
+    assert parser.parse_args([]).repeat == 3
+    assert parser.parse_args(["--repeat", "5"]).repeat == 5
+    m = machine()
+    assert m["cpus"] >= 1 and isinstance(m["cpu_model"], str) and m["cpu_model"]
+
+
+def test_summarize_gives_medians_and_the_median_of_per_repeat_ratios() -> None:
+    rounds = {"mlserver": {1: _rounds([100, 110, 90], 5.0), 32: _rounds([1000, 900, 800], 30.0)},
+              "aiaas": {1: _rounds([200, 330, 180], 2.0), 32: _rounds([1500, 1800, 1600], 20.0)}}
+    result = summarize(rounds)
+    assert set(result) == {"peers", "ratio_vs_mlserver_c32", "ratio_vs_mlserver_c1", "machine"}
+    c32 = result["peers"]["aiaas"]["c32"]
+    assert (c32["req_per_s"], c32["req_per_s_min"], c32["req_per_s_max"]) == (1600, 1500, 1800)
+    assert c32["p50_ms"] == 20.0 and c32["p99_ms"] == 60.0
+    assert result["ratio_vs_mlserver_c32"] == 2.0  # per repeat: 1.5, 2.0, 2.0
+    assert result["ratio_vs_mlserver_c1"] == 2.0  # per repeat: 2.0, 3.0, 2.0
+
+
+def test_report_writes_the_table_and_both_plots(tmp_path: Path) -> None:
+    rounds = {"mlserver": {1: _rounds([100, 110], 5.0), 32: _rounds([1000, 900], 30.0)},
+              "aiaas": {1: _rounds([200, 220], 2.0), 32: _rounds([1500, 1800], 20.0)}}
+    text = "peers: some progress on stderr\n" + json.dumps(summarize(rounds)) + "\n"
+    result = report.last_json(text)
+    assert result is not None and report.levels(result) == [1, 32]
+    md = report.write_report({"peers": result, "bridge": {"http_per_s": 812.5, "nested": {}}},
+                             tmp_path, "2026-01-02")
+    body = md.read_text()
+    assert md.name == "2026-01-02.md"
+    assert "| 32 | 950 (900-1000) | 1650 (1500-1800) | **1.75** |" in body
+    assert "| http_per_s | 812.5 |" in body and "nested" not in body
+    for png in ("2026-01-02-peers-throughput.png", "2026-01-02-peers-p99.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert f"({png})" in body
+    assert report.last_json("no json here\n{broken") is None
+
+
+def test_hotspots_rank_self_and_inclusive_time_per_function() -> None:
+    text = ("main (app.py:1);loop (aio/base.py:10);parse (json/dec.py:5) 30\n"
+            "main (app.py:1);loop (aio/base.py:12);run (site-packages/ort/s.py:7) 60\n"
+            "main (app.py:2);loop (aio/base.py:10) 10\n")
+    ranked = hotspots.top(hotspots.parse_collapsed(text), 2)
+    assert ranked["self"] == [("run (ort/s.py)", 60.0), ("parse (json/dec.py)", 30.0)]
+    assert set(ranked["inclusive"]) == {("main (app.py)", 100.0), ("loop (aio/base.py)", 100.0)}
+
+
+async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """A tiny keep-alive HTTP/1.1 server: 200 with Content-Length, one chunked reply, 503 on /fail."""
+    n = 0
+    try:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            n += 1
+            if n == 2:
+                writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            elif head.startswith(b"POST /fail "):
+                writer.write(b"HTTP/1.1 503 Busy\r\nContent-Length: 4\r\n\r\nbusy")
+            else:
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            await writer.drain()
+    except (asyncio.IncompleteReadError, ConnectionError):
+        writer.close()
+
+
+async def test_load_generator_reads_both_framings_and_fails_on_an_error_reply() -> None:
+    server = await asyncio.start_server(_serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    payload = request_bytes("127.0.0.1", port, "/x", b"{}", {"Authorization": "Bearer k"})
+    async with server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        replies = []
+        for _ in range(2):
+            writer.write(payload)
+            replies.append(await read_response(reader))
+        assert replies == [(200, b"ok"), (200, b"abcde")]
+        writer.close()
+        done = await run_round("127.0.0.1", port, payload, 2, 0.2)
+        assert done.requests == len(done.latencies_ms) > 0 and done.req_per_s > 0
+        failing = request_bytes("127.0.0.1", port, "/fail", b"{}", {})
+        with pytest.raises(RuntimeError, match="HTTP 503"):
+            await run_round("127.0.0.1", port, failing, 1, 30.0)
