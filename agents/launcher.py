@@ -91,7 +91,10 @@ class LocalJob:
 
     async def _check_data(self) -> Dataset | None:
         """The dataset to push (loaded here, checked against the spec), or None when the data is
-        on Kafka already (``push_data=False``: checked against what the push recorded)."""
+        on Kafka already (``push_data=False``: checked against what the push recorded), or when the
+        job trains from its declared source (its aggregator reads the user's topic)."""
+        if self.spec.source is not None:
+            return None
         if not self.push_data:
             await self._check_pushed(required=True)
             return None
@@ -273,7 +276,7 @@ async def run_in_process(settings: Settings, spec: JobSpec, *, trainers: int | N
     from aiaas.agents.trainer.settings import TrainerSettings
     from aiaas.agents.trainer.worker import Trainer
 
-    dataset = await load_checked(spec) if push_data else None
+    dataset = await load_checked(spec) if push_data and spec.source is None else None
     await submit(settings, spec)
     if dataset is not None:
         await push(settings, spec, dataset)

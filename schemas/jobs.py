@@ -11,6 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from aiaas.schemas.envelope import Envelope
+from aiaas.schemas.sources import Source
 
 JOB_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
@@ -116,6 +117,29 @@ class DataSpec(_Spec):
         return self
 
 
+class ContinuousSpec(_Spec):
+    """``mode: continuous``: how often a candidate is scored and when it replaces production
+    (README, "Train from your topic"). Every ``publish_every_records`` source records or
+    ``publish_every_s`` seconds, whichever comes first, the aggregator scores the current parameters
+    and the production version on the latest held-out window; the candidate is promoted when it is
+    not worse than production there by more than ``tolerance`` and scores at least ``min_score``
+    (a floor that keeps a model trained on noise out of production)."""
+
+    publish_every_records: int | None = Field(default=2000, ge=1)
+    publish_every_s: float | None = Field(default=10.0, gt=0.0)
+    tolerance: float = Field(default=0.02, ge=0.0, description="accuracy (or loss) a candidate may lose")
+    min_score: float | None = Field(default=None, description="never promote below this accuracy "
+                                    "(above this loss, for mse)")
+    window_rows: int = Field(default=4000, ge=1, description="each trainer trains on its newest rows")
+    holdout_rows: int = Field(default=500, ge=1, description="the held-out window candidates are scored on")
+
+    @model_validator(mode="after")
+    def _some_cadence(self) -> ContinuousSpec:
+        if self.publish_every_records is None and self.publish_every_s is None:
+            raise ValueError("continuous: set publish_every_records or publish_every_s")
+        return self
+
+
 class ExportSpec(_Spec):
     model_name: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
     register_model: bool = True
@@ -142,13 +166,25 @@ class JobSpec(Envelope):
     target: TargetSpec | None = None
     trainers: int = Field(default=2, ge=1, le=1024, description="expected trainers (data partitions)")
     data: DataSpec = Field(default_factory=DataSpec)
+    source: Source | None = Field(default=None, description="train from the user's topic instead of "
+                                  "pushed data; data.strategy/partitions/test_fraction still apply")
+    mode: Literal["bounded", "continuous"] = "bounded"
+    continuous: ContinuousSpec = Field(default_factory=ContinuousSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
     seed: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> JobSpec:
-        if (self.epochs is None) == (self.steps is None):
+        if self.mode == "continuous":
+            if self.source is None:
+                raise ValueError("mode 'continuous' needs a source: (the topic it keeps training from)")
+            if self.epochs is not None:
+                raise ValueError("mode 'continuous' has no epochs (use steps to bound it, or none)")
+        elif (self.epochs is None) == (self.steps is None):
             raise ValueError("set exactly one of 'epochs' or 'steps'")
+        if self.source is not None and self.source.width() != self.model.input_dim:
+            raise ValueError(f"model.input_dim is {self.model.input_dim} but the source's features "
+                             f"give {self.source.width()} columns")
         if self.loss == "cross_entropy" and self.model.output_dim < 2:
             raise ValueError("loss 'cross_entropy' needs model.output_dim >= 2 (one logit per class)")
         if self.data.partitions < self.trainers:
@@ -158,3 +194,23 @@ class JobSpec(Envelope):
     @property
     def model_name(self) -> str:
         return self.export.model_name or self.job_id
+
+
+class CandidateDecision(Envelope):
+    """A continuous job's verdict on one candidate (on ``train.<job>.metrics`` beside the metrics):
+    its score and production's on the same newest held-out window, and whether it was promoted."""
+
+    KIND: ClassVar[str] = "candidate_decision"
+
+    job_id: str
+    version: int = Field(ge=0, description="parameter version scored")
+    metric: Literal["accuracy", "mse"]
+    candidate: float
+    production: float | None = None  # None: nothing served yet
+    production_version: int | None = None
+    tolerance: float = 0.0
+    window_rows: int = 0
+    promoted: bool = False
+    model_version: int | None = None  # the registered version, when promoted
+    source_read: int = 0  # source records the aggregator had read
+    ts: float = 0.0

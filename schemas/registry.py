@@ -16,6 +16,16 @@ class TensorSignature(BaseModel):
     shape: list[int | None]  # None for a dynamic axis (e.g. batch)
 
 
+class SourceLineage(BaseModel):
+    """Where a version trained from the user's own topic took its rows (README, "Train from your
+    topic"): partition -> [first offset, end offset) read, and the Avro writer schemas seen."""
+
+    topic: str
+    offsets: dict[int, list[int]] = Field(default_factory=dict)
+    schema_ids: list[int] = Field(default_factory=list)
+    format: str = "json"
+
+
 class Lineage(BaseModel):
     job_id: str | None = None
     parameter_version: int | None = None
@@ -23,6 +33,7 @@ class Lineage(BaseModel):
     metrics: dict[str, float] = Field(default_factory=dict)
     # a classifier's classes, in label-index order (its ``label`` output holds these values)
     classes: list[str] = Field(default_factory=list)
+    source: SourceLineage | None = None  # a job that trained from a declared source
 
 
 class ModelVersion(Envelope):

@@ -16,7 +16,7 @@ from aiaas.data.datainfo import JobData
 from aiaas.ml.export import Head, Serving, export_onnx, validate_onnx
 from aiaas.registry.store import Registry, Stage
 from aiaas.schemas.jobs import JobSpec
-from aiaas.schemas.registry import Lineage, ModelVersion
+from aiaas.schemas.registry import Lineage, ModelVersion, SourceLineage
 from aiaas.streams.settings import Settings
 
 from .reporting import target_note
@@ -38,7 +38,8 @@ def serving_of(spec: JobSpec, data: JobData | None) -> Serving:
 
 async def export_and_register(
     settings: Settings, spec: JobSpec, state: ServerState, x_check: np.ndarray, data: JobData | None,
-    offsets: dict[str, int], metrics: dict[str, float], stage: Stage | None = None,
+    offsets: dict[str, int], metrics: dict[str, float], stage: Stage | None = None, *,
+    source: SourceLineage | None = None, registry: Registry | None = None,
 ) -> tuple[float, ModelVersion | None]:
     """(max abs difference onnxruntime vs torch, the registered version or None when not asked).
     ``x_check`` are test rows as trained on (scaled); they are checked as the raw rows they were.
@@ -54,10 +55,15 @@ async def export_and_register(
         return diff, None
     lineage = Lineage(job_id=spec.job_id, parameter_version=state.version, offsets=offsets,
                       metrics={**metrics, "onnx_max_abs_diff": diff},
-                      classes=[f"{c:g}" for c in serving.classes] if serving.head == "softmax" else [])
-    async with Registry(settings) as registry:
+                      classes=[f"{c:g}" for c in serving.classes] if serving.head == "softmax" else [],
+                      source=source)
+    if registry is not None:  # continuous training keeps one open
         mv = await registry.publish(spec.model_name, onnx_bytes, lineage=lineage,
                                     stage=stage or spec.export.stage)
+    else:
+        async with Registry(settings) as reg:
+            mv = await reg.publish(spec.model_name, onnx_bytes, lineage=lineage,
+                                   stage=stage or spec.export.stage)
     log.info("job %s: registered %s version %d (%s)", spec.job_id, mv.name, mv.version, mv.stage)
     return diff, mv
 
@@ -65,6 +71,7 @@ async def export_and_register(
 async def conclude(
     settings: Settings, spec: JobSpec, state: ServerState, x_check: np.ndarray, data: JobData | None,
     offsets: dict[str, int], metrics: dict[str, float], *, met_target: bool, stop_reason: str | None,
+    source: SourceLineage | None = None,
 ) -> tuple[str, str | None, int | None]:
     """Export and register, then the job's final (state, error, model version): ``failed`` when
     the export fails, ``missed_target`` when a target was not met: the model is registered all the
@@ -72,7 +79,8 @@ async def conclude(
     missed = None if met_target else target_note(spec, metrics, stop_reason)
     held: Stage | None = "staging" if missed and spec.export.stage == "production" else None
     try:
-        diff, mv = await export_and_register(settings, spec, state, x_check, data, offsets, metrics, held)
+        diff, mv = await export_and_register(settings, spec, state, x_check, data, offsets, metrics, held,
+                                             source=source)
     except Exception as exc:
         log.exception("job %s: export/registration failed", spec.job_id)
         return "failed", f"export/registration failed: {exc!r}", None

@@ -20,6 +20,8 @@ from aiokafka.structs import TopicPartition
 
 from aiaas.data.datainfo import JobData, check_fit
 from aiaas.ml.evaluate import evaluate
+from aiaas.registry.store import Registry
+from aiaas.schemas.errors import Unavailable
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.records import JobStatus
 from aiaas.schemas.training import PARAMS_KEY
@@ -34,6 +36,7 @@ from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
 
 from .checkpoint import Checkpointer, checkpoint_record, find_latest
+from .gate import Gate
 from .group import GroupView
 from .inputs import load_test_split, train_rows
 from .intake import Fatal, Intake, Ready
@@ -42,6 +45,7 @@ from .modes import AsyncMode, Mode, RingMode, RoundMode, Work
 from .progress import Progress
 from .reporting import StatusReporter, job_status
 from .settings import AggregatorSettings
+from .source import Holdout, job_data
 from .state import ServerState
 
 log = logging.getLogger(__name__)
@@ -88,6 +92,9 @@ class Aggregator:
         self.stop_reason: str | None = None
         self.gang = spec.trainers
         self.ready: set[str] = set()  # trainers that said they hold their data
+        self.holdout: Holdout | None = None  # a job that trains from the user's topic (source.py)
+        self.gate: Gate | None = None  # continuous mode's promotion gate (gate.py)
+        self.registry: Registry | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -102,11 +109,15 @@ class Aggregator:
             topics.jobs()])
         await self.producer.start()
         await self.checkpointer.start()  # fences an earlier aggregator of this job
-        held = await load_test_split(self.settings, self.spec, self.cfg.data_wait_s)
-        self._x_test, self._y_test, self.data = held.x, held.y, held.data
-        if self.data is not None:
-            check_fit(self.spec, self.data.info)  # a spec that does not fit its data fails now
-        self.progress = Progress(self.spec, await train_rows(self.settings, self.spec, self.cfg.data_wait_s))
+        if self.spec.source is not None:
+            rows = await self._open_source()
+        else:
+            held = await load_test_split(self.settings, self.spec, self.cfg.data_wait_s)
+            self._x_test, self._y_test, self.data = held.x, held.y, held.data
+            if self.data is not None:
+                check_fit(self.spec, self.data.info)  # a spec that does not fit its data fails now
+            rows = await train_rows(self.settings, self.spec, self.cfg.data_wait_s)
+        self.progress = Progress(self.spec, rows)
         await self._resume()
         await self._open_input()
         self._tasks.append(asyncio.create_task(self.group.watch(self.cfg.group_poll_s), name="group-watch"))
@@ -117,8 +128,35 @@ class Aggregator:
                  self.state.version, f" (resumed from checkpoint {self.resumed_from})"
                  if self.resumed_from is not None else "")
 
+    async def _open_source(self) -> int:
+        """The user's topic: its range and scaling (fixed once per job), the held-out rows (all of
+        a bounded range now; a continuous job's newest window as they come) and, continuous, the
+        gate. Returns the rows that train (a bounded range's; 1 for a stream)."""
+        self.data = await job_data(self.settings, self.spec, self.cfg.data_wait_s)
+        check_fit(self.spec, self.data.info)
+        self.holdout = Holdout(self.settings, self.spec, self.data)
+        await self.holdout.start()
+        if self.spec.mode == "continuous":
+            self.holdout.follow()
+            self.registry = Registry(self.settings)
+            await self.registry.start()
+            self.gate = Gate(self.spec, self.data, self.holdout, self.registry)
+            await self.gate.start()
+            return 1
+        await self.holdout.read_all()
+        held = self.holdout.arrays()
+        if held is None:
+            raise Unavailable("the source range holds no held-out rows (too few records?)",
+                              topic=self.holdout.reader.source.topic)
+        self._x_test, self._y_test = held
+        return self.holdout.train_rows
+
     async def stop(self) -> None:
         await self.reporter.stop()
+        if self.holdout is not None:
+            await self.holdout.stop()
+        if self.registry is not None:
+            await self.registry.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -192,7 +230,21 @@ class Aggregator:
         while self.stop_reason is None:
             await self._poll(self._poll_ms())
             await self._advance()
+            if self.gate is not None and self.stop_reason is None and self.gate.due():
+                await self._candidate()
         return await self._finish()
+
+    async def _candidate(self) -> None:
+        """Continuous mode: score the current parameters against production, promote them if they
+        pass; the decision goes to the metrics topic and the job's status."""
+        assert self.gate is not None
+        decision = await self.gate.consider(self.state, self._metrics())
+        await self.producer.send_message(self.metrics_topic, decision, key=self.spec.job_id)
+        extra = {"candidates": float(self.gate.candidates), "promotions": float(self.gate.promotions),
+                 "candidate_score": decision.candidate}
+        if decision.production is not None:
+            extra["production_score"] = decision.production
+        await self._status("running", self._metrics() | extra)
 
     async def _poll(self, timeout_ms: int) -> None:
         """Read what arrived: contributions go to the mode, ready signals to ``self.ready``."""
@@ -279,6 +331,11 @@ class Aggregator:
     async def _evaluate(self) -> bool:
         assert self.progress is not None and self.mode is not None
         assert self._x_test is not None and self._y_test is not None
+        if self.holdout is not None and self.gate is not None:  # continuous: the newest window
+            held = self.holdout.arrays()
+            if held is None:
+                return False
+            self._x_test, self._y_test = held
         metrics = await self.eval_offload(evaluate, self.state.model, self._x_test, self._y_test, self.spec)
         self._evaluated_version = self.state.version
         met = self.progress.evaluated(metrics)
@@ -325,7 +382,8 @@ class Aggregator:
         state, error, model_version = await conclude(
             self.settings, self.spec, self.state, self._x_test[: self.cfg.validate_rows], self.data,
             {f"{self.input_topic.name}:{p}": o for p, o in self.offsets.items()}, metrics,
-            met_target=self.progress.reached_at is not None, stop_reason=self.stop_reason)
+            met_target=self.progress.reached_at is not None, stop_reason=self.stop_reason,
+            source=self.holdout.lineage() if self.holdout is not None else None)
         return await self._status(state, metrics, error=error, model_version=model_version)
 
     def _metrics(self) -> dict[str, float]:

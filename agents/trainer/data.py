@@ -4,10 +4,13 @@ The faust agent reads the partitions from the beginning (the data topic is a dat
 nothing is committed on it) and files every batch under (partition, offset), so a re-delivery after a
 rebalance overwrites instead of duplicating. Later epochs replay these rows from memory; when a
 rebalance takes a partition away its rows go, and a partition handed over is read from its start.
+A continuous job (``window``) keeps only the newest rows: the oldest batches filed go first, so the
+trainer follows the stream as it moves (README, "Train from your topic").
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable
 
 import numpy as np
@@ -16,8 +19,10 @@ import numpy as np
 class LocalData:
     """Rows per owned partition; ``next_batch`` deals shuffled minibatches, one epoch after another."""
 
-    def __init__(self, batch_size: int, seed: int = 0) -> None:
+    def __init__(self, batch_size: int, seed: int = 0, window: int | None = None) -> None:
         self.batch_size = batch_size
+        self.window = window  # keep at most this many rows, the newest
+        self._filed: deque[tuple[int, int]] = deque()  # (partition, offset) in filing order
         self._rng = np.random.default_rng(seed)
         self._parts: dict[int, dict[int, tuple[np.ndarray, np.ndarray]]] = {}
         self._owned: set[int] = set()
@@ -49,8 +54,27 @@ class LocalData:
         """File one batch (a re-delivered offset replaces the earlier copy)."""
         if self._owned and partition not in self._owned:
             return
-        self._parts.setdefault(partition, {})[offset] = (x, y)
+        part = self._parts.setdefault(partition, {})
+        if self.window is not None and offset not in part:
+            self._filed.append((partition, offset))
+        part[offset] = (x, y)
+        self._evict()
         self._invalidate()
+
+    def _evict(self) -> None:
+        """Drop the oldest batches while more than ``window`` rows are held."""
+        if self.window is None:
+            return
+        held = self.rows
+        while self._filed and held - self._oldest_rows() >= self.window:
+            p, o = self._filed.popleft()
+            batch = self._parts.get(p, {}).pop(o, None)
+            held -= 0 if batch is None else len(batch[0])
+
+    def _oldest_rows(self) -> int:
+        p, o = self._filed[0]
+        batch = self._parts.get(p, {}).get(o)
+        return 0 if batch is None else len(batch[0])
 
     def _invalidate(self) -> None:
         self._x = self._y = None

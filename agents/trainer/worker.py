@@ -33,6 +33,7 @@ from aiaas.streams.topics import Topics
 from .app import build_app
 from .compute import Batch, LocalModel
 from .data import LocalData
+from .feed import SourceFeed
 from .follower import ParamFollower, Snapshot
 from .loops import LOOPS
 from .ring import RingInbox
@@ -59,7 +60,9 @@ class Trainer(Service):
         self.grads_topic = topics.train_grads(spec.job_id)
         self.ring_topic = topics.train_ring(spec.job_id, spec.data.partitions)
         self.params_topic = topics.train_params(spec.job_id)
-        self.data = LocalData(spec.batch_size, seed=spec.seed + zlib.crc32(self.worker_id.encode()))
+        window = spec.continuous.window_rows if spec.mode == "continuous" else None
+        self.data = LocalData(spec.batch_size, seed=spec.seed + zlib.crc32(self.worker_id.encode()),
+                              window=window)
         self.model = LocalModel(spec)
         self.compressor = Compressor(spec.compression)
         self.follower = ParamFollower(settings, spec.job_id)
@@ -68,6 +71,8 @@ class Trainer(Service):
             if spec.sync.mode == "ring" else None
         self._changed = asyncio.Event()
         self.app = build_app(settings, self.ts, spec, self.data, self._changed.set)
+        self.feed = SourceFeed(settings, spec, self.data, self._changed.set, self.ts.spec_timeout_s) \
+            if spec.source is not None else None  # the user's topic instead of pushed data
         self.offload = Offload(self.ts.inline_below_ms)  # torch work: inline while it is short
         self.timings: dict[str, float] = {}
         self.sent = 0
@@ -81,17 +86,24 @@ class Trainer(Service):
         self.ts.apply()  # threads, GIL switch interval, CPU pinning
         self.offload.prime(await asyncio.to_thread(self.model.warm_up))
         specs = [self.grads_topic, self.params_topic] + ([self.ring_topic] if self.ring else [])
+        if self.feed is not None:  # no push created it: the group's partitions come from it
+            specs += [Topics(self.settings).train_data(self.spec.job_id, self.spec.data.partitions),
+                      Topics(self.settings).train_test(self.spec.job_id)]
         await ensure(self.settings, specs)
         await self.producer.start()
         await self.follower.start()
         if self.ring is not None:
             await self.ring.start()
         await self.app.start()
+        if self.feed is not None:
+            await self.feed.start()
         cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "any"
         log.info("trainer %s started for job %s (%s mode, device %s, cpus %s)", self.worker_id,
                  self.spec.job_id, self.spec.sync.mode, self.model.device, cpus)
 
     async def stop(self) -> None:
+        if self.feed is not None:
+            await self.feed.stop()
         with contextlib.suppress(Exception):
             await self.app.stop()
         if self.ring is not None:

@@ -32,9 +32,16 @@ class JobData:
     info: DataInfo
     x_mean: np.ndarray
     x_std: np.ndarray
+    # a job trained from a declared source: partition -> [first, end) offsets it reads (end -1:
+    # unbounded), fixed once by its aggregator so every trainer reads the same range
+    ranges: dict[int, tuple[int, int]] | None = None
 
     def pack(self) -> bytes:
-        return codecs.pack(self.info, {"x_mean": self.x_mean, "x_std": self.x_std})
+        tensors = {"x_mean": self.x_mean, "x_std": self.x_std}
+        if self.ranges is not None:
+            tensors["src_ranges"] = np.asarray([(p, lo, hi) for p, (lo, hi) in sorted(self.ranges.items())],
+                                               np.int64).reshape(-1, 3)
+        return codecs.pack(self.info, tensors)
 
     @classmethod
     def unpack(cls, value: bytes | None) -> JobData:
@@ -43,7 +50,9 @@ class JobData:
         if mean is None or std is None or mean.shape != (info.n_features,) or std.shape != mean.shape:
             raise InvalidMessage("data info needs x_mean and x_std of n_features values",
                                  n_features=info.n_features, found=sorted(tensors))
-        return cls(info, mean.astype(np.float32), std.astype(np.float32))
+        src = tensors.get("src_ranges")
+        ranges = None if src is None else {int(p): (int(lo), int(hi)) for p, lo, hi in src.reshape(-1, 3)}
+        return cls(info, mean.astype(np.float32), std.astype(np.float32), ranges)
 
 
 def describe(job_id: str, data: DataSpec, ds: Dataset) -> JobData:
@@ -60,6 +69,8 @@ def describe(job_id: str, data: DataSpec, ds: Dataset) -> JobData:
 def check_fit(spec: JobSpec, info: DataInfo) -> None:
     """Raise a BAD_REQUEST naming the spec's field and the data's number when they disagree."""
     m, what = spec.model, f"the data of job {info.job_id}"
+    if m.kind == "transformer-classifier":
+        _check_text(spec, info)
     if m.input_dim != info.n_features:
         raise _misfit(f"model.input_dim is {m.input_dim} but {what} has {info.n_features} features",
                       "model.input_dim", m.input_dim, info.n_features)
@@ -78,6 +89,22 @@ def check_fit(spec: JobSpec, info: DataInfo) -> None:
         raise _misfit(f"data.partitions is {spec.data.partitions} but {what} was pushed to "
                       f"{info.partitions} partitions", "data.partitions", spec.data.partitions,
                       info.partitions)
+
+
+def _check_text(spec: JobSpec, info: DataInfo) -> None:
+    """A text model reads token rows made by its own tokenizer at its own length."""
+    m, text = spec.model, spec.data.text
+    assert m.kind == "transformer-classifier"
+    if info.source != "debian" or spec.data.source != "debian":
+        raise _misfit(f"model kind transformer-classifier needs text data (data.source: debian), not "
+                      f"{info.source}", "data.source", spec.data.source, info.source)
+    if text.tokenizer != m.pretrained:
+        raise _misfit(f"data.text.tokenizer is {text.tokenizer} but model.pretrained is {m.pretrained}",
+                      "data.text.tokenizer", text.tokenizer, m.pretrained)
+    if info.n_features != m.input_dim:
+        raise _misfit(f"model.max_seq_len is {m.max_seq_len} but the data of job {info.job_id} was "
+                      f"tokenized to {info.n_features // 2} tokens (data.text.max_length)",
+                      "model.max_seq_len", m.max_seq_len, info.n_features // 2)
 
 
 def _misfit(reason: str, field: str, spec_value: object, data_value: object) -> AiaasError:
