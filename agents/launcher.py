@@ -8,7 +8,8 @@ It checks the spec against its data (``aiaas.data.datainfo.check_fit``: a spec t
 refused before anything starts), submits the spec to the ``jobs`` topic, pushes the data unless the
 data topic already holds it, starts
 ``python -m aiaas.agents.aggregator`` and ``python -m aiaas.agents.trainer``
-processes (settings travel as ``AIAAS_*`` variables), waits for the job's final status and stops
+processes (through aiaas.agents.processes; settings travel as ``AIAAS_*`` variables; logs go to
+``<state dir>/jobs/<job>-*/``), waits for the job's final status and stops
 whatever still runs. A process that exits with an error (not a kill) ends the wait within seconds
 with its reason, and a job that ends here without a final status gets a ``failed`` one saying why,
 so the ``jobs`` topic never shows a job as submitted or running after its processes are gone.
@@ -20,10 +21,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable
@@ -31,6 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from aiaas.agents.processes import spawn_module, terminate
 from aiaas.data.datainfo import check_fit, describe, read_info
 from aiaas.data.datapush import PushReport, push
 from aiaas.data.datasets import Dataset, load_dataset
@@ -41,7 +41,6 @@ from aiaas.streams.jobs import FINAL_STATES, mark_failed, submit, wait_final
 from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
-ROOT = Path(__file__).resolve().parent.parent
 
 
 
@@ -60,10 +59,9 @@ class LocalJob:
                  push_data: bool = True, threads: int = 1, pin_cpus: bool = False) -> None:
         self.settings, self.spec = settings, spec
         self.trainers = trainers if trainers is not None else spec.trainers
-        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.mkdtemp(prefix=f"aiaas-{spec.job_id}-"))
+        self.log_dir = Path(log_dir) if log_dir else _new_log_dir(settings, spec.job_id)
         self.push_data = push_data
-        self.env = {**os.environ, **settings.to_env(), "PYTHONPATH": str(ROOT),
-                    "OMP_NUM_THREADS": str(threads), **(env or {})}
+        self.env = {**settings.to_env(), "OMP_NUM_THREADS": str(threads), **(env or {})}
         self.threads = threads
         self.pin_cpus = pin_cpus  # trainer i on CPU i (mod the CPUs there are)
         self.aggregator: asyncio.subprocess.Process | None = None
@@ -110,15 +108,8 @@ class LocalJob:
 
     async def _spawn(self, module: str, name: str, *args: str,
                      env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        out = (self.log_dir / f"{name}.log").open("ab")  # the child writes it; we close our copy
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", module, "--job", self.spec.job_id, "--threads", str(self.threads),
-                *args, cwd=str(ROOT), env={**self.env, **(env or {})}, stdout=out,
-                stderr=asyncio.subprocess.STDOUT)
-        finally:
-            out.close()
+        proc = await spawn_module(module, "--job", self.spec.job_id, "--threads", str(self.threads), *args,
+                                  env={**self.env, **(env or {})}, log=self.log_dir / f"{name}.log")
         self._all.append(proc)
         return proc
 
@@ -203,14 +194,7 @@ class LocalJob:
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """SIGTERM everything still running, SIGKILL what ignores it."""
-        for proc in self._all:
-            self.kill(proc, signal.SIGTERM)
-        for proc in self._all:
-            try:
-                await asyncio.wait_for(proc.wait(), grace_s)
-            except TimeoutError:
-                self.kill(proc)
-                await proc.wait()
+        await terminate(self._all, grace_s)
 
     async def __aenter__(self) -> Self:
         try:
@@ -230,6 +214,13 @@ class LocalJob:
         await self.stop()
         if self.final is None:
             await self.mark_failed(why_failed(exc))
+
+
+def _new_log_dir(settings: Settings, job_id: str) -> Path:
+    """A fresh folder for one run's process logs, under the state dir (never the cwd)."""
+    parent = settings.state_dir / "jobs"
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{job_id}-", dir=parent))
 
 
 def why_failed(exc: BaseException | None) -> str:

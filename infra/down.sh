@@ -2,5 +2,5 @@
 # Stop what up.sh started, and nothing else.
 set -euo pipefail
 dir="$(cd "$(dirname "$0")" && pwd)"
-"$dir/redis.sh" stop
-"$dir/kafka/stop.sh"
+bash "$dir/redis.sh" stop
+bash "$dir/kafka/stop.sh"

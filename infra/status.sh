@@ -7,4 +7,4 @@ if pid_alive "$KAFKA_PID" && port_open "$AIAAS_KAFKA_PORT"; then
 elif port_open "$AIAAS_KAFKA_PORT"; then
   echo "kafka: port $AIAAS_KAFKA_PORT answers, but not a broker started with state dir $AIAAS_STATE_DIR (AIAAS_STATE_DIR)"
 else echo "kafka: stopped"; fi
-"$(dirname "$0")/redis.sh" status
+bash "$(dirname "$0")/redis.sh" status

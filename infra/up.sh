@@ -2,5 +2,5 @@
 # Bring up the local infrastructure (Kafka broker + Redis). Idempotent.
 set -euo pipefail
 dir="$(cd "$(dirname "$0")" && pwd)"
-"$dir/kafka/start.sh"
-"$dir/redis.sh" start
+bash "$dir/kafka/start.sh"
+bash "$dir/redis.sh" start

@@ -46,6 +46,8 @@ def app_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     Connection, security and size limits come from ``settings``; ``overrides`` win (e.g.
     ``web_enabled=True`` or ``store="rocksdb://"``).
     """
+    faust_dir = settings.state_dir / "faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)  # faust makes only the last level itself
     cfg: dict[str, Any] = {
         "broker": broker_urls(settings),
         "broker_credentials": broker_credentials(settings),
@@ -61,7 +63,7 @@ def app_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
         "topic_replication_factor": settings.replication_factor or 1,  # aiaas' admin creates the topics
         "web_enabled": False,
         # faust's table folder, else ``<app id>-data`` in the current directory (docs/operations.md)
-        "datadir": str(settings.state_dir / "faust" / "{conf.name}-data"),
+        "datadir": str(faust_dir / "{conf.name}-data"),
     }
     cfg.update(overrides)
     return cfg

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
-from aiaas.agents.bridge.children import child_env, free_port, wait_http_ready
+from aiaas.agents.processes import child_env, free_port, wait_http_ready
 from aiaas.streams.lifecycle import Service
 from aiaas.streams.settings import Settings
 from tests.infra import ROOT

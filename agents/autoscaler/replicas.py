@@ -2,18 +2,19 @@
 
 A stopped worker gets SIGTERM and time to finish its batch and commit (our workers stop
 gracefully on it); only after ``stop_timeout_s`` is it killed. Whatever it had not committed is
-delivered again to the group, so a scale-down loses nothing.
+delivered again to the group, so a scale-down loses nothing. Workers start and stop through
+aiaas.agents.processes, in a session of their own (a ^C to the autoscaler is not sent to them twice).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import signal
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from aiaas.agents.processes import spawn, terminate
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ class LocalReplicas:
         stop_timeout_s: float = 30.0,
     ) -> None:
         self.command = list(command)
-        self.env = {**os.environ, **(env or {})}
+        self.env = dict(env or {})  # on top of ours (aiaas.agents.processes.child_env)
         self.log_dir = log_dir
         self.stop_timeout_s = stop_timeout_s
         self._procs: list[asyncio.subprocess.Process] = []
@@ -60,25 +61,11 @@ class LocalReplicas:
         index = self._started
         self._started += 1
         argv = [part.format(index=index, **fill) for part in self.command]
-        fd = self._log_fd(index)
-        out = asyncio.subprocess.DEVNULL if fd is None else fd
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, env=self.env, stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
-                start_new_session=True,  # a ^C to the autoscaler is not sent to workers twice
-            )
-        finally:
-            if fd is not None:
-                os.close(fd)
+        log_file = None if self.log_dir is None else self.log_dir / f"worker-{index}.log"
+        proc = await spawn(argv, env=self.env, log=log_file, own_session=True)
         self._procs.append(proc)
         log.info("started worker %d (pid %d): %s", index, proc.pid, " ".join(argv))
         return proc.pid
-
-    def _log_fd(self, index: int) -> int | None:
-        if self.log_dir is None:
-            return None
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        return os.open(self.log_dir / f"worker-{index}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     async def stop_one(self) -> None:
         """Stop the newest worker (LIFO keeps the longest-lived, warmest ones)."""
@@ -92,15 +79,8 @@ class LocalReplicas:
         await asyncio.gather(*(self._stop(p) for p in procs))
 
     async def _stop(self, proc: asyncio.subprocess.Process) -> None:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), self.stop_timeout_s)
-            except TimeoutError:
-                log.warning("worker pid %d did not stop in %.0f s; killing it", proc.pid,
-                            self.stop_timeout_s)
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+        running = proc.returncode is None
+        await terminate([proc], self.stop_timeout_s)
+        if running and proc.returncode == -signal.SIGKILL:
+            log.warning("worker pid %d did not stop in %.0f s; killed it", proc.pid, self.stop_timeout_s)
         log.info("worker pid %d stopped (rc %s)", proc.pid, proc.returncode)

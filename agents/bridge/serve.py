@@ -2,33 +2,31 @@
 K workers and a bridge in one go.
 
 The supervisor checks that Kafka and Redis answer; when they do not and the settings point at the
-local ones (``AIAAS_KAFKA_PORT``/``AIAAS_REDIS_PORT`` on loopback) it starts them with
-``infra/up.sh`` and waits up to ``infra_timeout_s``; otherwise it fails at once with one line.
+local ones (``AIAAS_KAFKA_PORT``/``AIAAS_REDIS_PORT`` on loopback) it starts them with the shipped
+``infra/up.sh`` (state in ``AIAAS_STATE_DIR``, so it works from any directory) and waits up to
+``infra_timeout_s``; otherwise it fails at once with one line.
 It registers the ONNX file as the production version of ``N`` (or checks that the registered
 model ``N`` exists), starts ``replicas`` inference worker processes and one bridge process, prints
 where to send requests, and on SIGINT/SIGTERM (or when a child dies) stops them all: SIGTERM
 first, SIGKILL after a grace period. On Linux the children also get SIGTERM if the supervisor
-itself is killed, so they never outlive it.
+itself is killed, so they never outlive it. Children start through aiaas.agents.processes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import logging
 import os
 import signal
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from aiaas.agents.bridge.children import CODE_ROOT, child_env, wait_http_ready
 from aiaas.agents.bridge.keys import KeyStore
 from aiaas.agents.bridge.rediskeys import RedisKeys
+from aiaas.agents.processes import run_infra, spawn_module, terminate, wait_http_ready
 from aiaas.registry.store import Registry
 from aiaas.schemas.errors import AiaasError, NotFound, Unavailable
 from aiaas.schemas.registry import ModelVersion
@@ -37,8 +35,6 @@ from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
 GRACE_S = 15.0
-PR_SET_PDEATHSIG = 1
-UP_SH = CODE_ROOT / "infra" / "up.sh"  # present in a clone; not shipped as package data yet
 
 
 @dataclass
@@ -68,15 +64,13 @@ async def infrastructure(settings: Settings, timeout_s: float = 60.0) -> None:
             return
         if not _local(settings):
             raise Unavailable("cannot reach Kafka/Redis (not the local ones, so not started here)", **down)
-        log.info("starting local infrastructure (infra/up.sh)")
-        proc = await asyncio.create_subprocess_exec(str(UP_SH), stdin=subprocess.DEVNULL)
+        log.info("starting local infrastructure (infra/up.sh, state in %s)", settings.state_dir)
         try:
-            async with asyncio.timeout(timeout_s):
-                if await proc.wait() != 0:
-                    raise Unavailable("infra/up.sh failed; see its output above", returncode=proc.returncode)
+            returncode = await run_infra("up.sh", settings.state_dir, timeout_s)
         except TimeoutError:
-            proc.kill()
             raise Unavailable("infra/up.sh did not finish in time", seconds=timeout_s) from None
+        if returncode != 0:
+            raise Unavailable("infra/up.sh failed; see its output above", returncode=returncode)
         await wait_for_broker(settings, timeout_s=timeout_s)
     finally:
         quiet.setLevel(level)
@@ -121,22 +115,6 @@ async def register(settings: Settings, plan: ServePlan) -> ModelVersion:
         return await reg.publish(plan.name, data, stage="production")
 
 
-def _die_with_parent() -> None:
-    """Linux: the child gets SIGTERM when the supervisor dies, even by SIGKILL."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
-
-
-async def _spawn(args: list[str], env: dict[str, str]) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, *args, env=child_env(env), stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-    )
-
-
 async def start_children(
     settings: Settings, plan: ServePlan, bridge_env: dict[str, str] | None = None
 ) -> str:
@@ -145,13 +123,13 @@ async def start_children(
     # A file is registered as production; a registered model is served as production, else latest.
     stage = ["--stage", "production"] if plan.model_path is not None else []
     for _ in range(plan.replicas):
-        plan.children.append(await _spawn(
-            ["-m", "aiaas.agents.inference", "--model", plan.name, *stage, "--threads", threads],
-            {"OMP_NUM_THREADS": threads},
+        plan.children.append(await spawn_module(
+            "aiaas.agents.inference", "--model", plan.name, *stage, "--threads", threads,
+            env={"OMP_NUM_THREADS": threads}, die_with_parent=True,
         ))
     env = {"AIAAS_BRIDGE_PORT": str(plan.port), "AIAAS_BRIDGE_HOST": plan.host,
            "AIAAS_BRIDGE_AUTH": "true" if plan.auth else "false", **(bridge_env or {})}
-    bridge = await _spawn(["-m", "aiaas.agents.bridge.main"], env)
+    bridge = await spawn_module("aiaas.agents.bridge.main", env=env, die_with_parent=True)
     plan.children.append(bridge)
     host = "127.0.0.1" if plan.host in ("0.0.0.0", "::") else plan.host
     url = f"http://{host}:{plan.port}"
@@ -167,16 +145,7 @@ async def start_children(
 
 async def stop_children(plan: ServePlan, grace_s: float = GRACE_S) -> None:
     """SIGTERM every child, wait, SIGKILL the ones still running."""
-    for proc in plan.children:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-    waits = [asyncio.ensure_future(p.wait()) for p in plan.children]
-    if waits:
-        await asyncio.wait(waits, timeout=grace_s)
-    for proc in plan.children:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+    await terminate(plan.children, grace_s)
 
 
 async def supervise(settings: Settings, plan: ServePlan) -> int:

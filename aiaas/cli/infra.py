@@ -1,18 +1,24 @@
-"""``aiaas infra up|down|status``: the project's own Kafka broker and Redis scripts."""
+"""``aiaas infra up|down|status``: the project's own Kafka broker and Redis scripts.
+
+The scripts ship inside the package (``aiaas/infra``), so these commands work from any directory
+after a plain install; what they write (broker data, logs, pid files, the broker's jars) goes to
+the state dir, ``AIAAS_STATE_DIR`` (default ``~/.cache/aiaas/state``; docs/operations.md).
+"""
 
 from __future__ import annotations
 
-import subprocess
-from pathlib import Path
+import asyncio
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="Local Kafka broker and Redis.")
-INFRA = Path(__file__).resolve().parent.parent / "infra"
+app = typer.Typer(no_args_is_help=True, help="Local Kafka broker and Redis (state in AIAAS_STATE_DIR).")
 
 
 def _run(script: str) -> None:
-    rc = subprocess.call([str(INFRA / script)])
+    from aiaas.agents.processes import run_infra
+    from aiaas.streams.settings import get_settings
+
+    rc = asyncio.run(run_infra(script, get_settings().state_dir))
     if rc:
         raise typer.Exit(rc)
 

@@ -32,7 +32,8 @@ def autoscale(
     worker_cmd: Annotated[str | None, typer.Option(
         help="Worker command line; {model} and {index} are filled in. "
              "Default: aiaas worker inference --model {model} --wait.")] = None,
-    log_dir: Annotated[Path, typer.Option(help="Where worker logs go.")] = Path(".run/autoscaler"),
+    log_dir: Annotated[Path | None, typer.Option(
+        help="Where worker logs go. Default: <state dir>/autoscaler (AIAAS_STATE_DIR).")] = None,
 ) -> None:
     """Start and stop local inference workers from consumer lag and arrival rate."""
     from aiaas.agents.autoscaler.controller import DEFAULT_WORKER, local_autoscaler
@@ -55,7 +56,8 @@ def autoscale(
     command = shlex.split(worker_cmd) if worker_cmd else list(DEFAULT_WORKER)
     # Workers must not inherit our metrics port (they would all fight for it).
     scaler = local_autoscaler(settings.model_copy(update={"metrics_port": None}), model, policy,
-                              command=command, group=group, log_dir=log_dir / model,
+                              command=command, group=group,
+                              log_dir=(log_dir or settings.state_dir / "autoscaler") / model,
                               interval_s=interval, kind=_kind(policy_kind), forecasting=forecasting)
 
     async def main() -> None:

@@ -100,7 +100,7 @@ lock() { exec 9>"$CDIR/.lock"; flock 9; }
 case "${1:-status}" in
   start)
     lock
-    "$INFRA_DIR/kafka/fetch.sh"
+    bash "$INFRA_DIR/kafka/fetch.sh"
     for n in "${NODES[@]}"; do launch "$n"; done
     wait_ready "${NODES[@]}"
     echo "kafka cluster up: $(bootstrap)" ;;

@@ -20,8 +20,8 @@ export AIAAS_KAFKA_SASL=1
 export AIAAS_KAFKA_SASL_USER="${AIAAS_KAFKA_SASL_USER:-aiaas}"
 export AIAAS_KAFKA_SASL_PASSWORD="${AIAAS_KAFKA_SASL_PASSWORD:-aiaas-secret}"
 case "${1:-start}" in
-  start) "$here/start.sh" ;;
-  stop) "$here/stop.sh" ;;
+  start) bash "$here/start.sh" ;;
+  stop) bash "$here/stop.sh" ;;
   status)
     source "$here/env.sh"
     if pid_alive "$KAFKA_PID"; then echo "sasl kafka: running (pid $(cat "$KAFKA_PID"), SASL port $AIAAS_KAFKA_SASL_PORT)"

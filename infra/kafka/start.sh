@@ -14,7 +14,7 @@ if port_open "$AIAAS_KAFKA_PORT"; then
   echo "port $AIAAS_KAFKA_PORT is taken by a process not started with state dir $AIAAS_STATE_DIR;" \
     "set AIAAS_KAFKA_PORT, or AIAAS_STATE_DIR to the state dir of the broker that runs there" >&2; exit 1
 fi
-"$INFRA_DIR/kafka/fetch.sh"
+bash "$INFRA_DIR/kafka/fetch.sh"
 CONFIG="$AIAAS_STATE_DIR/server.properties"
 sasl_listener="" sasl_adv="" sasl_cfg=""
 if [ "${AIAAS_KAFKA_SASL:-0}" = "1" ]; then

@@ -26,9 +26,9 @@ import httpx
 import pytest
 
 from aiaas.agents.bridge.app import create_app
-from aiaas.agents.bridge.children import free_port
 from aiaas.agents.bridge.core import Bridge
 from aiaas.agents.bridge.settings import BridgeSettings
+from aiaas.agents.processes import free_port
 from aiaas.registry.store import Registry
 from aiaas.streams.admin import wait_for_broker
 from aiaas.streams.settings import Settings

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from aiaas.agents.bridge.children import child_env, free_port
+from aiaas.agents.processes import child_env, free_port
 from aiaas.streams.settings import Settings
 from tests import examples
 from tests.infra import ROOT

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import onnx
 
-from aiaas.agents.bridge.children import child_env
+from aiaas.agents.processes import child_env
 from aiaas.registry.store import Registry
 from aiaas.streams.admin import Admin
 from aiaas.streams.settings import Settings

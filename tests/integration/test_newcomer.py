@@ -19,7 +19,7 @@ import pytest
 import yaml
 from sklearn.datasets import load_digits
 
-from aiaas.agents.bridge.children import child_env, free_port
+from aiaas.agents.processes import child_env, free_port
 from aiaas.data.datasets import raw_split
 from aiaas.registry.store import Registry
 from aiaas.schemas.jobs import JobSpec

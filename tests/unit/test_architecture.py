@@ -41,7 +41,8 @@ MAY_IMPORT = {
     "cli": LOWER | {"aiaas", "agents"},
     "benchmarks": LOWER | {"aiaas", "agents", "cli"},
 }
-SHARED_AGENT_MODULES = {"aiaas.agents.launcher", "aiaas.agents.jobrunner", "aiaas.agents.compute_settings"}
+SHARED_AGENT_MODULES = {"aiaas.agents.launcher", "aiaas.agents.jobrunner", "aiaas.agents.compute_settings",
+                        "aiaas.agents.processes"}  # processes: the one way children start
 BARE = {"streams", "schemas", "agents", "aiaas_cli"}  # names that must be imported as aiaas.<name>
 
 # (importer, imported): why this crossing is deliberate.

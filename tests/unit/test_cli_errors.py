@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from aiaas.agents.bridge.children import child_env
+from aiaas.agents.processes import child_env
 from tests.infra import ROOT
 
 CLOSED = {"AIAAS_BOOTSTRAP_SERVERS": "127.0.0.1:1", "AIAAS_REDIS_URL": "redis://127.0.0.1:1/0",

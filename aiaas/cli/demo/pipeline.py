@@ -15,11 +15,11 @@ import numpy as np
 import redis.asyncio as aioredis
 from rich.console import Console
 
-from aiaas.agents.bridge.children import free_port
 from aiaas.agents.bridge.keys import KeyStore
 from aiaas.agents.bridge.rediskeys import RedisKeys
 from aiaas.agents.bridge.serve import ServePlan, infrastructure, start_children, stop_children
 from aiaas.agents.launcher import LocalJob
+from aiaas.agents.processes import free_port
 from aiaas.cli.demo.callers import CONCURRENCY, CallResults, call_http_async, call_http_sync, call_kafka
 from aiaas.cli.demo.progress import follow_training
 from aiaas.cli.demo.receiver import Receiver

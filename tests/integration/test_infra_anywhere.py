@@ -1,0 +1,161 @@
+"""The tools work from any directory after a plain install, and write nothing where they run.
+
+``aiaas infra status|up|down`` here is the command of a fresh venv holding the base install of a
+wheel built from this tree (not this checkout): its scripts come from the installed package, its
+state goes to ``AIAAS_STATE_DIR``, and the directory it runs in stays empty.
+
+- ``status`` and ``up`` on the shared broker and Redis (their state dir is the clone's, as the
+  Makefile passes it) find both running; ``up`` is a no-op;
+- an up/status/up/down/status cycle on a broker and Redis of the test's own, on free ports in a
+  temporary state dir (the jars are the clone's, ``AIAAS_KAFKA_LIBS``, so nothing is downloaded);
+- a training job run from an empty directory leaves nothing there (faust's table folder was
+  ``<job>.trainers-data`` in the current directory).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from aiaas.agents.launcher import LocalJob
+from aiaas.agents.processes import free_port
+from aiaas.schemas.jobs import JobSpec
+from aiaas.streams.admin import wait_for_broker
+from aiaas.streams.settings import Settings
+from tests.infra import ROOT
+from tests.spawn import run_to_end
+
+pytestmark = pytest.mark.timeout(240)
+CLEAN = ("PYTHONPATH", "VIRTUAL_ENV")  # the installed command must not see this checkout
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv with the base install of aiaas (sdist, then a wheel from it, as from an index)."""
+    uv = shutil.which("uv")
+    assert uv, "uv is not on PATH (make setup installs it)"
+    tmp = tmp_path_factory.mktemp("installed")
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN}
+
+    def run(*argv: str) -> None:
+        done = subprocess.run([uv, *argv], env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"uv {argv[0]} failed:\n{done.stderr[-3000:]}"
+
+    run("build", "--quiet", "--out-dir", str(tmp / "dist"), str(ROOT))
+    wheel = next((tmp / "dist").glob("aiaas-*.whl"))
+    run("venv", "--quiet", "--python", sys.executable, str(tmp / "venv"))
+    run("pip", "install", "--quiet", "--python", str(tmp / "venv" / "bin" / "python"),
+        f"aiaas @ {wheel.as_uri()}")
+    return tmp / "venv"
+
+
+async def _aiaas(venv: Path, *args: str, cwd: Path, env: dict[str, str]) -> tuple[int, str]:
+    clean = {k: v for k, v in os.environ.items() if k not in CLEAN}
+    code, out, _ = await run_to_end(str(venv / "bin" / "aiaas"), *args, timeout_s=180, merge_stderr=True,
+                                    cwd=str(cwd), env={**clean, **env})
+    return code, out.decode(errors="replace")
+
+
+def _tree(path: Path) -> list[str]:
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*"))
+
+
+async def test_the_installed_infra_commands_find_the_shared_broker_from_anywhere(
+    installed: Path, infra: None, tmp_path: Path
+) -> None:
+    where = "import aiaas.agents.processes as p; print(p.INFRA.resolve())"
+    code, script_dir, _ = await run_to_end(
+        str(installed / "bin" / "python"), "-c", where,
+        timeout_s=60, cwd=str(tmp_path), env={k: v for k, v in os.environ.items() if k not in CLEAN})
+    assert code == 0 and "site-packages" in script_dir.decode() and str(ROOT) not in script_dir.decode()
+    shared = {"AIAAS_STATE_DIR": os.environ["AIAAS_STATE_DIR"]}  # the clone's .run (tests/conftest.py)
+    code, status = await _aiaas(installed, "infra", "status", cwd=tmp_path, env=shared)
+    assert code == 0 and "kafka: running" in status and "redis: running" in status, status
+    code, up = await _aiaas(installed, "infra", "up", cwd=tmp_path, env=shared)
+    assert code == 0, up
+    assert "kafka already running" in up and "redis already running" in up, up
+    assert _tree(tmp_path) == []  # nothing written where the command ran
+
+
+@pytest.fixture
+def own_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Ports and a state dir of this test's own; whatever it started is stopped by pid at the end."""
+    state = tmp_path / "state"
+    env = {
+        "AIAAS_STATE_DIR": str(state), "AIAAS_KAFKA_PORT": str(free_port()),
+        "AIAAS_KAFKA_CONTROLLER_PORT": str(free_port()), "AIAAS_KAFKA_SASL_PORT": str(free_port()),
+        "AIAAS_REDIS_PORT": str(free_port()), "AIAAS_KAFKA_HEAP": "-Xms128m -Xmx384m",
+        "AIAAS_KAFKA_LIBS": os.environ["AIAAS_KAFKA_LIBS"],  # the clone's jars: nothing to download
+        # a fresh cluster id from here saves start.sh one JVM start (StorageTool random-uuid)
+        "AIAAS_KAFKA_CLUSTER_ID": base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode(),
+    }
+    try:
+        yield env
+    finally:
+        for name in ("kafka.pid", "redis.pid"):
+            pid_file = state / name
+            if pid_file.exists():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+async def test_up_down_cycle_from_an_installed_package_on_own_ports(
+    installed: Path, own_env: dict[str, str], tmp_path: Path
+) -> None:
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    state = Path(own_env["AIAAS_STATE_DIR"])
+    package = next((installed / "lib").glob("python*/site-packages/aiaas"))
+    shipped = _tree(package)
+    code, out = await _aiaas(installed, "infra", "up", cwd=cwd, env=own_env)
+    assert code == 0, out
+    kafka, redis_port = own_env["AIAAS_KAFKA_PORT"], own_env["AIAAS_REDIS_PORT"]
+    assert f"kafka up on 127.0.0.1:{kafka}" in out and f"redis up on 127.0.0.1:{redis_port}" in out, out
+    await wait_for_broker(Settings(bootstrap_servers=f"127.0.0.1:{kafka}"), timeout_s=30)
+    client = aioredis.from_url(f"redis://127.0.0.1:{redis_port}/0")
+    try:
+        assert await client.ping()
+    finally:
+        await client.aclose()
+    assert (state / "kafka.pid").is_file() and (state / "kafka" / "meta.properties").is_file()
+    assert (state / "redis.pid").is_file() and (state / "kafka.log").is_file()
+    code, out = await _aiaas(installed, "infra", "status", cwd=cwd, env=own_env)
+    assert code == 0 and f"state {state}" in out and "redis: running" in out, out
+    code, out = await _aiaas(installed, "infra", "up", cwd=cwd, env=own_env)  # idempotent
+    assert code == 0 and "kafka already running" in out and "redis already running" in out, out
+    code, out = await _aiaas(installed, "infra", "down", cwd=cwd, env=own_env)
+    assert code == 0 and "kafka stopped" in out and "redis stopped" in out, out
+    code, out = await _aiaas(installed, "infra", "status", cwd=cwd, env=own_env)
+    assert code == 0 and "kafka: stopped" in out and "redis: stopped" in out, out
+    assert _tree(cwd) == []
+    assert _tree(package) == shipped  # nothing written into the installed package
+
+
+async def test_a_training_job_writes_nothing_into_its_directory(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    here = tmp_path / "cwd"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    state = tmp_path / "state"
+    own = settings.model_copy(update={"state_dir": state})
+    spec = JobSpec.model_validate({
+        "job_id": "cwd-check", "model": {"input_dim": 64, "hidden": [16], "output_dim": 10},
+        "trainers": 1, "optimizer": {"name": "adam", "lr": 3e-3}, "steps": 10, "eval_interval": 5,
+        "sync": {"mode": "sync"}, "data": {"source": "digits", "partitions": 1}})
+    async with LocalJob(own, spec) as job:
+        status = await job.wait(180)
+    assert status.state == "succeeded", job.log_text()
+    assert _tree(here) == []  # no <job>.trainers-data, no logs
+    assert (state / "faust").is_dir() and any((state / "jobs").iterdir())  # they went to the state dir
