@@ -287,22 +287,26 @@ class ScoringWorker(Service):
 
     def _outgoing(self, batches: dict[TopicPartition, list[Raw]], flat: list[Raw], decoded: Decoded,
                   values: list[bytes], failed: dict[int, str]) -> Scored:
-        value_of = dict(zip(decoded.ok.tolist(), values, strict=True))
+        """Each partition's predictions (in offset order) and dead letters."""
+        per: list[bytes | None]
+        if len(values) == len(flat):  # every record scored: the common case
+            per = list(values)
+        else:
+            per = [None] * len(flat)
+            for idx, v in zip(decoded.ok.tolist(), values, strict=True):
+                per[idx] = v
         why = {r.index: r for r in decoded.rejected}
         outs, i = [], 0
         for tp, recs in batches.items():
             out = Outgoing(tp, recs[-1].offset + 1)
-            topic = tp.topic.encode()
-            part = str(tp.partition).encode()
-            for r in recs:
-                value = value_of.get(i)
+            topic, part = (h.SOURCE_TOPIC, tp.topic.encode()), (h.SOURCE_PARTITION, b"%d" % tp.partition)
+            for r, value in zip(recs, per[i:i + len(recs)], strict=True):
                 if value is not None:
-                    hdrs = [(h.SOURCE_TOPIC, topic), (h.SOURCE_PARTITION, part),
-                            (h.SOURCE_OFFSET, str(r.offset).encode())]
-                    out.predictions.append((r.key, value, hdrs))
+                    out.predictions.append((r.key, value, [topic, part, (h.SOURCE_OFFSET, b"%d" % r.offset)]))
                 else:
-                    out.rejects.append((_record(r), _error(why.get(i), failed.get(i))))
-                i += 1
+                    j = i + len(out.predictions) + len(out.rejects)
+                    out.rejects.append((_record(r), _error(why.get(j), failed.get(j))))
+            i += len(recs)
             outs.append(out)
         return Scored(outs, len(values), len(flat) - len(values))
 

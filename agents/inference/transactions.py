@@ -14,8 +14,10 @@ unknown) is aborted and tried again with backoff until ``deadline_s``: the abort
 never read, and the offsets did not move (``aiaas.streams.retry``). The producer is replaced
 before the next try (a new one under the same id aborts whatever the old one left open).
 
-``PlainSink`` (``--at-least-once``): one idempotent producer, offsets committed after the acks; a
-crash may write some predictions twice, never skip one.
+Predictions are small JSON values: compressing them cost the worker more CPU (lz4 took a sixth of
+the event loop's time) than it saved. ``PlainSink`` (``--at-least-once``): one idempotent
+producer, offsets committed after the acks; a crash may write some predictions twice, never skip
+one.
 """
 
 from __future__ import annotations
@@ -52,14 +54,6 @@ class Outgoing:
     next_offset: int
     predictions: list[tuple[bytes | None, bytes, h.Headers]] = field(default_factory=list)
     rejects: list[tuple[Record, AiaasError]] = field(default_factory=list)
-
-
-class Fenced(Exception):
-    """Another worker now owns this partition (its producer fenced ours): drop our work for it."""
-
-    def __init__(self, tp: TopicPartition) -> None:
-        super().__init__(f"{tp.topic}[{tp.partition}]")
-        self.tp = tp
 
 
 class Target:
@@ -122,21 +116,22 @@ class TransactionalSink:
         await asyncio.gather(*(self._open(tp) for tp in owned if tp not in self.producers))
 
     async def write(self, outs: Sequence[Outgoing]) -> list[TopicPartition]:
-        """One transaction per partition, all at once; returns the partitions we were fenced from."""
-        results = await asyncio.gather(*(self._write_one(o) for o in outs), return_exceptions=True)
-        fenced = []
-        for r in results:
-            if isinstance(r, Fenced):
-                fenced.append(r.tp)
-            elif isinstance(r, BaseException):
-                raise r
-        return fenced
+        """One transaction per partition, all at once; returns the partitions another worker
+        fenced us from (it owns them now: our work for them is dropped, theirs goes on)."""
+        fenced = await asyncio.gather(*(self._write_one(o) for o in outs))
+        return [tp for tp in fenced if tp is not None]
 
-    async def _write_one(self, out: Outgoing) -> None:
+    async def _write_one(self, out: Outgoing) -> TopicPartition | None:
         what = f"scoring transaction for {out.tp.topic}[{out.tp.partition}]"
-        await retrying(lambda: self._transaction(out), self.settings, what,
-                       deadline_s=self.deadline_s, metadata_wait=True)
+        try:
+            await retrying(lambda: self._transaction(out), self.settings, what,
+                           deadline_s=self.deadline_s, metadata_wait=True)
+        except ProducerFenced:  # not retriable: retrying passes it at once
+            log.warning("%s[%d]: fenced by a newer owner; leaving it to them", out.tp.topic, out.tp.partition)
+            await self._close(out.tp)
+            return out.tp
         self.transactions += 1
+        return None
 
     async def _transaction(self, out: Outgoing) -> None:
         producer = self.producers.get(out.tp)
@@ -155,16 +150,14 @@ class TransactionalSink:
             await self._close(out.tp)
             raise KafkaTimeoutError(f"transaction not committed in {self.attempt_s:.0f}s") from None
         except ProducerFenced:
-            log.warning("%s[%d]: fenced by a newer owner; leaving it to them", out.tp.topic, out.tp.partition)
-            await self._close(out.tp)
-            raise Fenced(out.tp) from None
+            raise
         except Exception:
             await self._close(out.tp)  # the next try starts a fresh producer, aborting what is open
             raise
 
     async def _open(self, tp: TopicPartition) -> Producer:
         producer = Producer(self.settings, transactional_id=self.transactional_id(tp),
-                            transaction_timeout_ms=self.transaction_timeout_ms)
+                            transaction_timeout_ms=self.transaction_timeout_ms, compression_type=None)
         await producer.start()  # InitProducerId: fences the previous owner, ends its transaction
         self.producers[tp] = producer
         return producer
@@ -184,7 +177,7 @@ class PlainSink:
     def __init__(self, settings: Settings, target: Target, commit: Commit) -> None:
         self.target = target
         self.commit = commit
-        self.producer = Producer(settings)
+        self.producer = Producer(settings, compression_type=None)
         self.transactions = 0
 
     async def start(self) -> None:
