@@ -35,9 +35,16 @@ def _drop_topics(prefix: str) -> None:
 
 
 def machine() -> dict[str, Any]:
-    """Where a figure was measured: core count and CPU model travel with every result."""
+    """Where a figure was measured: core count and CPU model travel with every result, and the load
+    average when it ends (others' work on a shared machine moves the figures)."""
     return {"cpus": os.cpu_count(), "cpu_model": cpu_model(), "python": platform.python_version(),
-            "platform": sys.platform}
+            "platform": sys.platform, "loadavg": [round(x, 2) for x in os.getloadavg()]}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc): its own cost, whatever else loads the machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_model() -> str:

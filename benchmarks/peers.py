@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from aiaas.schemas.errors import AiaasError, InferenceError
 from aiaas.streams.runtime import run
 from benchmarks import hotspots
-from benchmarks.common import add_repeat, emit, fresh_prefix, machine, percentile, spread
+from benchmarks.common import add_repeat, cpu_seconds, emit, fresh_prefix, machine, percentile, spread
 from benchmarks.httpload import Round, post_json, request_bytes, run_round
-from benchmarks.peerservers import PeerUnavailable, Server, ensure_mlserver, start_aiaas, start_mlserver
+from benchmarks.peerservers import Server, ensure_mlserver, start_aiaas, start_mlserver
 from tests import examples
 
 MODEL = "mlp-large"
@@ -65,10 +66,12 @@ async def check_replies(servers: list[Server], onnx_file: Path, rows: np.ndarray
         for row in rows:
             status, reply = await post_json(HOST, server.port, server.path, body_of(row), server.headers)
             if status != 200:
-                raise PeerUnavailable(f"{server.name} answered HTTP {status}: {str(reply)[:300]}")
+                raise InferenceError("a check request failed", server=server.name, status=status,
+                                     reply=str(reply)[:300])
             got.append(argmax_of(reply))
         if got != expected:
-            raise PeerUnavailable(f"{server.name} argmax {got} != onnxruntime's {expected}")
+            raise InferenceError("replies differ from onnxruntime's", server=server.name,
+                                 argmax=got, expected=expected)
         print(f"peers: {server.name} replies checked on {len(rows)} rows (argmax {got})", file=sys.stderr)
 
 
@@ -113,6 +116,7 @@ async def profile(server: Server, py_spy: Path, seconds: float, payload: bytes, 
     targets = {"bridge": server.pids["bridge"][0], "worker": server.pids["workers"][0]}
     load = asyncio.ensure_future(run_round(HOST, server.port, payload, 32, seconds + 3))
     await asyncio.sleep(1.0)
+    cpu0 = {role: cpu_seconds(pid) for role, pid in targets.items()}
     spies = [await asyncio.create_subprocess_exec(
         str(py_spy), "record", "--nonblocking", "--rate", "200", "--duration", str(int(seconds)),
         "--format", "raw", "--pid", str(pid), "--output", str(out / f"{role}.txt"),
@@ -121,7 +125,11 @@ async def profile(server: Server, py_spy: Path, seconds: float, payload: bytes, 
         _, err = await spy.communicate()
         if spy.returncode != 0:
             print(f"peers: py-spy on the {role} failed: {err.decode()[-500:]}", file=sys.stderr)
-    rate = (await load).req_per_s
+    used = {role: cpu_seconds(pid) - cpu0[role] for role, pid in targets.items()}
+    done = await load
+    rate = done.req_per_s
+    per_request = {role: round(1e6 * cpu / (rate * seconds)) for role, cpu in used.items()}
+    print(f"peers: CPU per request at c32 (us, over {seconds:g} s): {per_request}", file=sys.stderr)
     for role in targets:
         if (out / f"{role}.txt").exists():
             text = hotspots.summary(out / f"{role}.txt", f"aiaas {role}, c32 ({rate:.0f} req/s)")
@@ -173,8 +181,10 @@ def cli() -> None:
         Path(args.profile_dir).mkdir(parents=True, exist_ok=True)
     try:
         result = run(main(args))
-    except PeerUnavailable as exc:
-        print(f"peers: error: {exc}", file=sys.stderr)
+    except AiaasError as exc:  # no figure is printed for a server that could not be measured
+        print(f"peers: error: {exc.reason}", file=sys.stderr)
+        for name, value in exc.details.items():
+            print(f"  {name}: {value}", file=sys.stderr)
         raise SystemExit(2) from None
     emit(result)
 

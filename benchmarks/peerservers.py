@@ -3,7 +3,7 @@
 MLServer 1.7.1 is installed with ``uv`` into ``~/.cache/aiaas/peers/mlserver-1.7.1`` (reused when it
 is there; never the project's venv), with uvloop 0.21 (newer crashes its workers) and the same
 onnxruntime version as aiaas's venv. Each server runs in its own process group, logs to a file and
-is stopped by its group id; a server that cannot be installed or started raises ``PeerUnavailable``.
+is stopped by its group id; a server that cannot be installed or started raises ``Unavailable``.
 """
 
 from __future__ import annotations
@@ -24,12 +24,10 @@ from pathlib import Path
 
 import httpx
 
+from aiaas.schemas.errors import Unavailable
+
 MLSERVER_VERSION = "1.7.1"
 RUNTIME = Path(__file__).with_name("mlserver_runtime.py")
-
-
-class PeerUnavailable(Exception):
-    """The peer (or aiaas itself) could not be installed or started: no figure can be measured."""
 
 
 @dataclass
@@ -76,7 +74,7 @@ def ensure_mlserver(venv: Path | None = None) -> Path:
         return python
     uv = shutil.which("uv")
     if uv is None:
-        raise PeerUnavailable("uv is not installed: it is needed to install MLServer into its own venv")
+        raise Unavailable("uv is not installed: it is needed to install MLServer into its own venv")
     base = getattr(sys, "_base_executable", sys.executable)  # the interpreter under aiaas's venv
     steps = [] if python.exists() else [[uv, "venv", "-q", "--python", base, str(venv)]]
     steps.append([uv, "pip", "install", "-q", "--python", str(python), f"mlserver=={MLSERVER_VERSION}",
@@ -86,9 +84,9 @@ def ensure_mlserver(venv: Path | None = None) -> Path:
         done = subprocess.run(step, capture_output=True, text=True, timeout=900)
         if done.returncode != 0:
             why = done.stderr.strip()[-800:]
-            raise PeerUnavailable(f"could not install MLServer {MLSERVER_VERSION}: {why}")
+            raise Unavailable("could not install MLServer", version=MLSERVER_VERSION, stderr=why)
     if (got := _probe(python)) != want:
-        raise PeerUnavailable(f"MLServer venv {venv} has {got!r}, wanted {want!r}")
+        raise Unavailable("the MLServer venv has other versions", venv=str(venv), got=got, wanted=want)
     return python
 
 
@@ -107,19 +105,21 @@ def _spawn(
 
 
 async def wait_ready(server: Server, url: str, timeout_s: float) -> None:
-    """Poll ``url`` until 200; a server that exits or stays unready raises PeerUnavailable."""
+    """Poll ``url`` until 200; a server that exits or stays unready raises Unavailable."""
     deadline = time.monotonic() + timeout_s
     async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
         while time.monotonic() < deadline:
             if server.proc.poll() is not None:
-                raise PeerUnavailable(f"{server.name} exited ({server.proc.returncode}):\n{server.tail()}")
+                raise Unavailable("the server exited before it was ready", server=server.name,
+                                  returncode=server.proc.returncode, log=server.tail())
             try:
                 if (await client.get(url)).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
             await asyncio.sleep(0.2)
-    raise PeerUnavailable(f"{server.name} not ready at {url} after {timeout_s:.0f} s:\n{server.tail()}")
+    raise Unavailable("the server did not become ready", server=server.name, url=url,
+                      timeout_s=timeout_s, log=server.tail())
 
 
 async def start_mlserver(python: Path, workdir: Path, onnx_file: Path, model: str,
@@ -130,7 +130,7 @@ async def start_mlserver(python: Path, workdir: Path, onnx_file: Path, model: st
     shutil.copy(RUNTIME, folder / "mlserver_runtime.py")
     shutil.copy(onnx_file, folder / "model.onnx")
     port = free_port()
-    settings = {"http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
+    settings = {"host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
                 "parallel_workers": workers, "debug": False}
     model_settings = {"name": model, "implementation": "mlserver_runtime.OnnxModel",
                       "parameters": {"uri": "./model.onnx"},
@@ -164,7 +164,7 @@ async def start_aiaas(workdir: Path, onnx_file: Path, model: str, replicas: int,
     out, err = await asyncio.wait_for(created.communicate(), 120)
     if created.returncode != 0:
         server.stop()
-        raise PeerUnavailable(f"aiaas keys create failed: {err.decode().strip()[-500:]}")
+        raise Unavailable("aiaas keys create failed", stderr=err.decode().strip()[-500:])
     server.headers = {"Authorization": f"Bearer {json.loads(out)['api_key']}"}
     return server
 
@@ -186,4 +186,4 @@ async def _serving_pids(server: Server, timeout_s: float) -> list[int]:
             return [int(p) for p in found.group(1).split()]
         await asyncio.sleep(0.2)
     server.stop()
-    raise PeerUnavailable(f"aiaas serve printed no pids:\n{server.tail()}")
+    raise Unavailable("aiaas serve printed no pids", log=server.tail())

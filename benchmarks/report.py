@@ -96,7 +96,9 @@ def plot_peers(result: dict[str, Any], out: Path, stem: str) -> list[Path]:
 
 def machine_line(result: dict[str, Any]) -> str:
     m = result.get("machine", {})
-    return f"Machine: {m.get('cpus', '?')} cores, {m.get('cpu_model', '?')}, Python {m.get('python', '?')}."
+    load = f", load average {m['loadavg']} at the end" if "loadavg" in m else ""
+    return (f"Machine: {m.get('cpus', '?')} cores, {m.get('cpu_model', '?')}, "
+            f"Python {m.get('python', '?')}{load}.")
 
 
 def other_section(name: str, result: dict[str, Any]) -> list[str]:
