@@ -1,7 +1,7 @@
 """Prediction records of stream scoring: one JSON value per scored input record.
 
-``{"prediction": ..., "scores": [...], "model_version": N, <passthrough fields>}`` (docs/wire-protocol.md,
-"Prediction records"). What ``prediction`` and ``scores`` are depends on the model's outputs:
+``{"prediction": ..., "scores": [...], "model_version": N, <passthrough fields>}`` (README, "Score
+your topic"). What ``prediction`` and ``scores`` are depends on the model's outputs:
 
 - a ``label`` output (aiaas-exported classifiers): ``prediction`` is the label (the class as in the
   training data), ``scores`` the ``probabilities`` (else the first other output);
