@@ -92,8 +92,8 @@ class Autoscaler:
         if self.planner.forecaster is not None:
             await self._time_startup(current, now)
         decision = self.planner.plan(obs, current, now, self._rate_now)
-        if decision.replicas > current and self._starting is None:
-            self._starting = (decision.replicas, now)
+        if decision.replicas > max(current, self._starting[0] if self._starting else 0):
+            self._starting = (decision.replicas, now)  # time the newest, largest scale-up
         if decision.replicas != current:
             log.info("%s: %d -> %d replicas (%s)", self.model, current, decision.replicas, decision.reason)
             await self.replicas.scale_to(decision.replicas, model=self.model)
