@@ -161,7 +161,8 @@ class Consumer(Service):
                     err = AiaasError("handler failed", code=ErrorCode.INTERNAL, detail=repr(exc))
                     for r in records:
                         await self.reject(r, err)
-            await self.commit(records)
+            self.mark_done(records)
+            await self.commit_quietly()  # a rebalance meanwhile must not end the loop (at-least-once)
 
     def request_stop(self) -> None:
         self._stopping.set()
