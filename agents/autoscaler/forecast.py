@@ -9,8 +9,9 @@ the same phase is forecast from the second season on, while an unscheduled burst
 only a little (``alpha``) and is left to the lag rule.
 
 Rates are averaged into fixed steps of ``step_s`` (observations come at the controller's pace,
-which jitters); a season is ``season_s / step_s`` steps. Until one full season has been seen the
-forecast is the last level (no seasonal term yet).
+which jitters); a season is ``season_s / step_s`` steps. Until one full season has been seen there
+is no forecast (``peak`` is 0) and the predictive policy acts as the reactive one: a running mean
+of part of a day says nothing about the next seconds.
 """
 
 from __future__ import annotations
@@ -115,8 +116,8 @@ class RateForecaster:
         self._step, self._sum, self._n = upto, 0.0, 0
 
     def peak(self, horizon_s: float) -> float:
-        """The highest rate forecast from now to ``horizon_s`` seconds ahead."""
-        if self.model.t == 0:
+        """The highest rate forecast from now to ``horizon_s`` seconds ahead (0 before a season)."""
+        if not self.model.seasonal_ready:
             return 0.0
         steps = max(1, math.ceil(horizon_s / self.cfg.step_s) + 1)  # +1: the step being filled
         return max(self.model.forecast(h) for h in range(1, steps + 1))

@@ -2,6 +2,11 @@
 window), when the load was last busy (scale to zero) and, for the predictive policy, the arrival
 rate forecaster and the measured worker start-up time. Pure (no broker, no processes): the
 controller feeds it what it observed, and so does the autoscale benchmark's replay.
+
+Once the forecaster has seen a season, the predictive policy's scale-down window shrinks from
+``cooldown_s`` to the forecast horizon (start-up time + one step): the window exists so a worker
+is not stopped just before it is needed again, and a worker needed within the horizon is already
+kept by the forecast; holding it longer only spends replica-seconds.
 """
 
 from __future__ import annotations
@@ -40,14 +45,19 @@ class Planner:
     def plan(self, obs: Observation, current: int, now: float, rate_now: float | None = None) -> Decision:
         """The decision for ``obs`` at ``now``; ``rate_now`` is the arrival rate since the previous
         look (the forecaster's input; default the observation's smoothed rate)."""
+        policy = self.policy
         if self.forecaster is not None:
+            horizon = self.startup_s + self.forecasting.step_s
             self.forecaster.observe(now, obs.arrival_rate if rate_now is None else rate_now)
-            self.forecast_rate = self.forecaster.peak(self.startup_s + self.forecasting.step_s)
-        if busy(self.policy, obs):
+            self.forecast_rate = self.forecaster.peak(horizon)
+            if self.forecaster.model.seasonal_ready:  # the forecast covers what a worker stopped now
+                policy = policy.model_copy(  # could not be back for: hold only that long
+                    update={"cooldown_s": min(policy.cooldown_s, horizon)})
+        if busy(policy, obs):
             self._last_busy = now
-        decision = decide(self.policy, obs, current, self._history, now, self._last_busy,
+        decision = decide(policy, obs, current, self._history, now, self._last_busy,
                           forecast_rate=self.forecast_rate)
-        self._history.append((now, recommend(self.policy, obs, self.forecast_rate)))
+        self._history.append((now, recommend(policy, obs, self.forecast_rate)))
         while self._history and now - self._history[0][0] > self.policy.cooldown_s:
             self._history.popleft()
         return decision

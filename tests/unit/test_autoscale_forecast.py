@@ -45,13 +45,16 @@ def test_the_next_season_is_forecast_shape_and_burst() -> None:
     assert hw.forecast(BURST.start) < 200  # the step before it is no burst
 
 
-def test_before_one_season_the_forecast_is_the_level() -> None:
+def test_before_one_season_the_forecast_is_the_level_and_no_peak_is_claimed() -> None:
     hw = HoltWinters(M, alpha=0.2, beta=0.0, gamma=0.5)
+    fc = RateForecaster(Forecasting(season_s=M, step_s=1.0))
     for t in range(M // 2):
         hw.update(daily(t))
+        fc.observe(float(t), daily(t))
     assert not hw.seasonal_ready
     mean = sum(daily(t) for t in range(M // 2)) / (M // 2)
     assert hw.forecast(1) == pytest.approx(mean) and hw.forecast(20) == pytest.approx(mean)
+    assert fc.peak(10.0) == 0.0  # the predictive policy acts as the reactive one until a season is seen
 
 
 def test_an_unscheduled_burst_barely_moves_the_rest_of_the_day() -> None:
@@ -122,6 +125,15 @@ def test_predictive_scales_before_the_scheduled_burst_reactive_only_at_it() -> N
     before = slice(2 * M + BURST.start - 4, 2 * M + BURST.start)  # the start-up time before it
     assert min(predictive[before]) >= 5 and max(reactive[before]) <= 2, (predictive[before], reactive[before])
     assert predictive[2 * M + 10] <= 2  # not all day long: only ahead of the burst
+
+
+def test_predictive_scales_down_after_the_burst_once_the_horizon_has_passed() -> None:
+    forecasting = Forecasting(season_s=M, step_s=1.0, startup_s=4.0)
+    after = 2 * M + BURST.stop + 6  # 6 s after the burst: past the 5 s horizon, inside the 10 s window
+    policy = POLICY.model_copy(update={"cooldown_s": 10})
+    predictive = replay(Planner(policy, "predictive", forecasting), 2, BURST.stop + 7)
+    reactive = replay(Planner(policy, "reactive", forecasting), 2, BURST.stop + 7)
+    assert predictive[after] <= 2 < reactive[after], (predictive[after], reactive[after])
 
 
 def test_the_horizon_follows_the_measured_startup() -> None:
