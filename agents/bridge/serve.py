@@ -28,9 +28,11 @@ from aiaas.agents.bridge.keys import KeyStore
 from aiaas.agents.bridge.rediskeys import RedisKeys
 from aiaas.agents.processes import run_infra, spawn_module, terminate, wait_http_ready
 from aiaas.registry.store import Registry
+from aiaas.schemas.audit import KEY_CREATE, MODEL_PUSH
 from aiaas.schemas.errors import AiaasError, NotFound, Unavailable
 from aiaas.schemas.registry import ModelVersion
 from aiaas.streams.admin import wait_for_broker
+from aiaas.streams.audit import audited
 from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,11 @@ async def register(settings: Settings, plan: ServePlan) -> ModelVersion:
                                known=sorted({mv.name for mv in everything}) or "none yet")
             return await reg.get(plan.name)
         data = await asyncio.to_thread(plan.model_path.read_bytes)
-        return await reg.publish(plan.name, data, stage="production")
+        async with audited(settings, MODEL_PUSH, plan.name, producer=reg.producer,
+                           file=plan.model_path.name, requested_stage="production") as extra:
+            mv = await reg.publish(plan.name, data, stage="production")
+            extra.update(version=mv.version, stage=mv.stage)
+        return mv
 
 
 async def start_children(
@@ -173,7 +179,9 @@ async def supervise(settings: Settings, plan: ServePlan) -> int:
 async def _print_key(settings: Settings, plan: ServePlan) -> None:
     client = aioredis.from_url(settings.redis_url)
     try:
-        key, _, tenant = await KeyStore(client, RedisKeys(settings)).create(plan.tenant)
+        async with audited(settings, KEY_CREATE, plan.tenant, tenant=plan.tenant, scopes="all") as extra:
+            key, record, tenant = await KeyStore(client, RedisKeys(settings)).create(plan.tenant)
+            extra["key_id"] = record.key_id  # never the key itself
     finally:
         await client.aclose()
     print(f"API key (tenant {tenant.name}): {key}", flush=True)

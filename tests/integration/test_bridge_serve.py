@@ -13,6 +13,7 @@ import httpx
 import numpy as np
 
 from aiaas.agents.processes import child_env, free_port
+from aiaas.streams.audit import tail
 from aiaas.streams.settings import Settings
 from tests import examples
 from tests.infra import ROOT
@@ -69,6 +70,8 @@ async def test_serve_brings_up_workers_and_bridge_and_stops_them_all(
             proc.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(proc.wait(), 60) == 0
     assert not any(_alive(p) for p in pids)
+    audited = [(r.action, r.target, r.outcome) async for r in tail(settings)]  # docs/operations.md
+    assert audited[0] == ("model.push", "served", "ok") and audited[1][::2] == ("key.create", "ok"), audited
 
 
 async def test_serve_model_serves_a_registered_model_by_name(settings: Settings) -> None:
