@@ -36,6 +36,7 @@ from aiaas.schemas.errors import SignatureError
 from aiaas.schemas.records import JobStatus
 from aiaas.schemas.training import MetricsMessage
 from aiaas.streams.admin import Admin
+from aiaas.streams.audit import tail
 from aiaas.streams.producer import Producer
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
@@ -377,3 +378,12 @@ async def test_jobs_api_submits_and_reports_status_and_metrics(stack: StackFacto
         assert got["state"] == "lost" and "no heartbeat" in got["why"], got
         other = await s.new_key("other")
         assert (await s.http.get(f"/v1/jobs/{job_id}", headers={"X-API-Key": other})).status_code == 404
+        starts = []  # audited (docs/operations.md): the submission, and the refused second one
+        async with asyncio.timeout(30), contextlib.aclosing(tail(s.settings, last=100, follow=True)) as recs:
+            async for rec in recs:
+                if rec.action == "job.start" and rec.target == job_id:
+                    starts.append(rec)
+                    if len(starts) == 2:
+                        break
+        assert [(r.source, r.outcome) for r in starts] == [("bridge", "ok"), ("bridge", "failed")], starts
+        assert starts[1].error is not None and "conflict" in starts[1].error
