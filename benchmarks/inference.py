@@ -8,7 +8,7 @@ kafka_json_per_s, ratio_kafka_vs_limit = kafka_per_s / min(raw_ort_per_s, echo_p
 per_request_per_s (same workers with batching off and a client that sends one record per request:
 one request per poll, per onnxruntime call and per reply, as a one-request-per-call server does),
 speedup_vs_per_request, ratio_kafka_vs_raw_ort (kafka_per_s / raw_ort_per_s, given as well because
-the Kafka path packs requests into request blocks, see aiaas.streams.blockwire, while the echo moves one
+the Kafka path packs requests as rows of frames, see aiaas.streams.frame, while the echo moves one
 record per request), and p50/p99 latency in ms at 50 requests/s. Everything runs side by side in
 one run on this machine (broker included): raw onnxruntime, echo and Kafka rounds alternate and the
 best round of each counts, so load from other processes hits all sides alike. The batch-size sweep

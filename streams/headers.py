@@ -21,8 +21,6 @@ CONTENT_TYPE = "content-type"  # the record's kind: a frame, or an OIP JSON or b
 MODEL_VERSION = "model-version"  # a request's pinned version; the version that answered a reply
 INFERENCE_HEADER_LENGTH = "inference-header-content-length"  # bytes of the JSON part before raw data
 STATUS_CODE = "status-code"  # a reply's HTTP-like status (200, or the error's)
-REPLY_BATCH = "reply-batch"  # request header: "1" = the sender reads batched reply records
-REPLY_BLOCK = "reply-block"  # request header: "1" = the sender reads reply blocks
 WIRE_VERSION = "wire-version"  # the frame layout's version (aiaas.streams.frame); a newer one is refused
 
 # Chunking of payloads over the chunk size (aiaas.streams.chunking).

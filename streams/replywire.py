@@ -1,16 +1,16 @@
-"""The records of request-reply inference: encoding a request, reading a reply, batched replies.
+"""Replies as the caller sees them: ``Reply`` (one answer, raw or decoded) and ``InferResult``.
 
-``aiaas.client.inference`` sends and awaits these; the inference workers write the replies. Single replies
-are one record each (key = request id). A client that sends the request header ``reply-batch: 1``
-also accepts *batched reply records*: one record per (reply topic, worker batch), in the layout
-``aiaas.streams.batchwire`` describes (content-type ``application/vnd.aiaas.reply-batch``). Each entry is
-exactly the record a single reply would have been, so splitting a batch gives the same ``Reply``
-objects, and dedup by ``correlation-id`` and per-request errors work as before.
+A reply comes as an entry of a reply frame (``aiaas.streams.frame``: what the worker writes for
+framed requests, the Python client's) or as a single OIP record (JSON or binary, for OIP requests
+such as the HTTP bridge's pass-through). ``replies_of`` turns a reply frame into one ``Reply`` per
+request id, so dedup by ``correlation-id`` and per-request errors work alike for both.
+``encode_request`` builds the OIP form of a request (what callers in other languages send).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,18 +18,11 @@ import numpy as np
 
 from aiaas.schemas.errors import ErrorCode, InferenceError, InvalidMessage
 from aiaas.schemas.inference import ErrorReply, InferenceRequest, InferenceResponse, RequestOutput, Tensor
-from aiaas.streams import batchwire, blockwire
+from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams import tensorcodec as tc
-from aiaas.streams.layoutcache import LayoutCache
 
 STATUS = h.STATUS_CODE
-REPLY_BATCH = h.REPLY_BATCH  # request header: "1" = the sender accepts batched reply records
-BATCH = batchwire.REPLIES  # content-type of a batched reply record
-BLOCK = blockwire.REPLIES  # content-type of a reply block
-RESPONSE_KEYS = frozenset({"v", "model_name", "model_version", "id", "parameters", "outputs"})
-_REPLY_LAYOUTS = LayoutCache(InferenceResponse.KIND, "outputs", RESPONSE_KEYS)
-_REQUESTS = tc.BodyTemplates(InferenceRequest.KIND, "inputs")
 Inputs = Mapping[str, np.ndarray] | Sequence[Tensor]
 
 
@@ -46,12 +39,12 @@ def error_of(reply: ErrorReply) -> InferenceError:
 
 @dataclass(slots=True)
 class Reply:
-    """A raw reply record: what the bridge forwards without decoding the tensors."""
+    """A reply: raw (what the bridge forwards without decoding the tensors) or, from a frame, decoded."""
 
     request_id: str
     value: bytes
     headers: dict[str, str]
-    decoded: InferResult | None = None  # a row of a reply block comes decoded (``value`` is empty)
+    decoded: InferResult | None = None  # an entry of a reply frame comes decoded (``value`` is empty)
 
     @property
     def ok(self) -> bool:
@@ -71,18 +64,9 @@ class Reply:
             return self.decoded
         if not self.ok:
             raise self.error()
-        fast = _REPLY_LAYOUTS.decode(self.value, self.headers)
-        if fast is not None and isinstance(fast.body.get("model_name"), str):
-            b = fast.body
-            return InferResult(str(b.get("id") or self.request_id), b["model_name"],
-                               _opt_str(b.get("model_version")), fast.arrays, b.get("parameters") or {})
         resp, arrays = tc.decode(self.value, self.headers, InferenceResponse, "outputs")
         return InferResult(resp.id or self.request_id, resp.model_name, resp.model_version,
                            arrays, resp.parameters or {}, resp)
-
-
-def _opt_str(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 @dataclass(slots=True)
@@ -101,24 +85,52 @@ class InferResult:
                                  id=self.id, parameters=self.parameters or None, outputs=tensors)
 
 
+def replies_of(value: bytes | None, headers: Mapping[str, str]) -> list[Reply]:
+    """One Reply per request id of a reply frame; raises InvalidMessage when it is malformed."""
+    out: list[Reply] = []
+    for e in frame.decode(value, headers):
+        f = e.fields
+        status, name, version = f.get("status"), f.get("model_name"), f.get("model_version")
+        if status != 200:
+            out.append(_error_reply(e, headers))
+            continue
+        if not isinstance(name, str) or not isinstance(version, str | None):
+            raise InvalidMessage("reply entry needs a model_name and a model_version", id=e.id)
+        hd = {**headers, **e.headers, STATUS: "200"}
+        if version is not None:
+            hd[h.MODEL_VERSION] = version
+        params = f.get("parameters") or {}
+        if not e.rows:
+            out.append(Reply(e.id, b"", {**hd, h.CORRELATION_ID: e.id},
+                             InferResult(e.id, name, version, e.tensors, params)))
+            continue
+        tensors = e.tensors.items()
+        out += [Reply(rid, b"", {**hd, h.CORRELATION_ID: rid},
+                      InferResult(rid, name, version, {n: a[k] for n, a in tensors}, params))
+                for k, rid in enumerate(e.ids)]
+    return out
+
+
+def _error_reply(e: frame.Entry, headers: Mapping[str, str]) -> Reply:
+    """An error entry as the single error reply record it stands for (JSON value)."""
+    status, err = e.fields.get("status"), e.fields.get("error")
+    if type(status) is not int or not isinstance(err, dict) or e.rows:
+        raise InvalidMessage("reply entry needs status 200, or an error status and an error", id=e.id)
+    value = json.dumps({**err, "kind": ErrorReply.KIND, "id": e.id, "status_code": status}).encode()
+    return Reply(e.id, value, {**headers, **e.headers, h.CORRELATION_ID: e.id, STATUS: str(status),
+                               h.CONTENT_TYPE: tc.JSON})
+
+
 def encode_request(
     inputs: Inputs, *, request_id: str, binary: bool, parameters: dict[str, Any] | None = None,
     outputs: Sequence[str] | None = None,
 ) -> tc.Encoded:
-    """The record value + content headers of an OIP request for ``inputs``."""
-    if isinstance(inputs, Mapping) and binary and not parameters and not outputs:
-        return _REQUESTS.encode(request_id, {n: np.asarray(a) for n, a in inputs.items()})
-    if isinstance(inputs, Mapping):
-        body: dict[str, Any] = {"id": request_id}
-        if parameters:
-            body["parameters"] = parameters
-        if outputs:
-            body["outputs"] = [{"name": o} for o in outputs]
-        arrays = {n: np.asarray(a) for n, a in inputs.items()}
-        return tc.encode_body(InferenceRequest.KIND, body, "inputs", arrays, binary=binary)
-    tensors, raw = list(inputs), []
-    if binary:
-        raw = [tc.to_numpy(t) for t in tensors]
+    """The record value + content headers of an OIP request for ``inputs`` (JSON or binary)."""
+    tensors = [tc.from_numpy(n, np.asarray(a), binary=binary) for n, a in inputs.items()] \
+        if isinstance(inputs, Mapping) else list(inputs)
+    raw = [np.asarray(inputs[t.name]) if isinstance(inputs, Mapping) else tc.to_numpy(t) for t in tensors] \
+        if binary else []
+    if binary and not isinstance(inputs, Mapping):
         tensors = [tc.from_numpy(t.name, a, binary=True) for t, a in zip(tensors, raw, strict=True)]
     req = InferenceRequest.model_construct(
         id=request_id, parameters=parameters, inputs=tensors,
@@ -127,34 +139,16 @@ def encode_request(
     return tc.encode(req, tensors, raw, binary=binary)
 
 
-# --------------------------------------------------------------------------- batched replies
-
-
-def pack_batch(replies: Iterable[tuple[Mapping[str, str], bytes]]) -> tuple[bytes, list[tuple[str, bytes]]]:
-    """Value and headers of one batched reply record holding ``(headers, value)`` replies."""
-    return batchwire.pack(replies, BATCH)
-
-
-def is_batch(headers: Mapping[str, str]) -> bool:
-    return headers.get(h.CONTENT_TYPE) == BATCH
-
-
-def unpack_batch(value: bytes | None, headers: Mapping[str, str]) -> list[Reply]:
-    """The replies of a batched reply record; raises InvalidMessage when it is malformed."""
-    return [Reply(hd[h.CORRELATION_ID], v, hd) for hd, v in batchwire.unpack(value, headers)]
-
-
-_BLOCK_HEAD = frozenset({"model_name", "model_version"})
-
-
-def unpack_block(value: bytes | None, headers: Mapping[str, str]) -> list[Reply]:
-    """The replies of a reply block (``aiaas.streams.blockwire``), decoded; raises InvalidMessage when it
-    is malformed."""
-    block = blockwire.decode(value, headers, "outputs", _BLOCK_HEAD)
-    name, version = block.head.get("model_name"), block.head.get("model_version")
-    if headers.get(STATUS) != "200" or not isinstance(name, str) or not isinstance(version, str | None):
-        raise InvalidMessage("reply block needs status-code 200, a model_name and a model_version")
-    hd = dict(headers)
-    arrays = block.arrays.items()
-    return [Reply(rid, b"", hd, InferResult(rid, name, version, {n: a[k] for n, a in arrays}))
-            for k, rid in enumerate(block.ids)]
+def entry_of(inputs: Inputs, request_id: str, parameters: dict[str, Any] | None = None,
+             outputs: Sequence[str] | None = None) -> frame.Entry:
+    """The frame entry of one request."""
+    arrays = {n: np.asarray(a) for n, a in inputs.items()} if isinstance(inputs, Mapping) else \
+        {t.name: tc.to_numpy(t) for t in inputs}
+    for a in arrays.values():
+        frame.datatype_of(a)  # an array of no OIP datatype fails here, not in a later frame
+    fields: dict[str, Any] = {}
+    if parameters:
+        fields["parameters"] = parameters
+    if outputs:
+        fields["outputs"] = [{"name": o} for o in outputs]
+    return frame.Entry([request_id], arrays, {}, fields)

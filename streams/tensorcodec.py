@@ -1,22 +1,18 @@
-"""Open Inference Protocol v2 tensors <-> numpy, in JSON form and in binary form.
+"""Open Inference Protocol v2 records: one request or reply as JSON, or in the OIP binary extension.
 
-JSON (the default, ``content-type: application/json``) is the OIP v2 body with ``data`` in each
-tensor. The binary form follows the OIP/Triton binary-data extension: the record value is the same
-JSON body with ``"parameters": {"binary_data_size": N}`` instead of ``data`` for each tensor,
-followed directly by the raw tensor bytes (little-endian, row-major, in the order of the tensors in
-the JSON). The JSON part's length travels in the ``inference-header-content-length`` header and the
-content type is ``application/octet-stream`` — the same names the HTTP extension uses, so the bridge
-can pass bodies through. BYTES elements are each a 4-byte little-endian length then the bytes.
-
-Decoding thousands of floats from JSON costs more than a small model; the binary form costs a
-``frombuffer``. Every decode error raises ``InvalidMessage`` (HTTP 400) with the reason. The arrays
-themselves (datatypes, JSON data, raw bytes) are converted in ``aiaas.streams.tensorarrays``.
+These are the forms callers in other languages send (kcat, any Kafka client) and the HTTP bridge
+passes through; aiaas's own client speaks the frame (``aiaas.streams.frame``). JSON
+(``content-type: application/json``, the default) is the OIP v2 body with ``data`` in each tensor.
+The binary form is the same JSON body with ``"parameters": {"binary_data_size": N}`` instead of
+``data``, followed directly by the raw tensor bytes (as in a frame: little-endian, row-major, BYTES
+length-prefixed), with the JSON part's length in ``inference-header-content-length`` and
+``content-type: application/octet-stream`` (the OIP HTTP extension's names). Every decode error
+raises ``InvalidMessage`` (HTTP 400) with the reason.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -25,29 +21,17 @@ import numpy as np
 
 from aiaas.schemas.envelope import Envelope, json_loads
 from aiaas.schemas.errors import InvalidMessage
-from aiaas.schemas.inference import Tensor
+from aiaas.schemas.inference import Datatype, Tensor
 from aiaas.streams import headers as h
-from aiaas.streams.tensorarrays import (
-    BINARY_SIZE,
-    BY_DTYPE,
-    datatype_of,
-    from_numpy,
-    from_raw,
-    json_data,
-    numpy_dtype,
-    raw_bytes,
-    to_numpy,
-)
+from aiaas.streams.frame import FIXED, datatype_of, from_raw, raw_bytes
 
-__all__ = [  # the array half lives in aiaas.streams.tensorarrays; these names stay importable from here
-    "BINARY", "BINARY_SIZE", "HEADER_LENGTH", "JSON", "BodyTemplates", "Decoded", "Encoded",
-    "datatype_of", "decode", "encode", "encode_body", "from_numpy", "is_binary",
-    "json_string", "numpy_dtype", "peek_kind", "split_value", "to_numpy",
-]
+__all__ = ["BINARY", "BINARY_SIZE", "HEADER_LENGTH", "JSON", "Encoded", "datatype_of", "decode", "encode",
+           "encode_body", "from_numpy", "is_binary", "json_text", "peek_kind", "split_value", "to_numpy"]
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
 HEADER_LENGTH = h.INFERENCE_HEADER_LENGTH
+BINARY_SIZE = "binary_data_size"
 
 E = TypeVar("E", bound=Envelope)
 
@@ -60,7 +44,6 @@ class Encoded:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-# --------------------------------------------------------------------------- messages
 
 
 def encode(message: Envelope, tensors: Sequence[Tensor], arrays: Sequence[np.ndarray], *,
@@ -112,7 +95,7 @@ def decode(value: bytes | None, headers: Mapping[str, str], cls: type[E],
             continue
         if not isinstance(size, int) or size < 0 or pos + size > len(tail):
             raise InvalidMessage("binary tensor data missing or truncated", tensor=t.name, size=size)
-        arrays[t.name] = from_raw(t, tail[pos : pos + size])
+        arrays[t.name] = from_raw(tail[pos : pos + size], t.datatype, t.shape, t.name)
         pos += size
     if pos != len(tail):
         raise InvalidMessage("binary record has trailing bytes", extra=len(tail) - pos)
@@ -126,20 +109,6 @@ def peek_kind(head: bytes) -> str | None:
     except ValueError:
         return None
     return obj.get("kind") if isinstance(obj, dict) else None
-
-
-# --------------------------------------------------------------------------- fast paths
-# The hot path (our client and workers, thousands of records/s) skips pydantic: a body is built
-# or read as a plain dict. ``aiaas.streams.layoutcache.decode_fast`` only accepts binary tensors with
-# well-formed metadata and returns None for anything else, so the validated ``decode`` still
-# explains every error.
-
-
-@dataclass(slots=True)
-class Decoded:
-    body: dict[str, Any]  # the JSON part (without tensor bytes)
-    arrays: dict[str, np.ndarray]
-    layout: Any = None  # LayoutCache: the cached layout it came from (one object per layout)
 
 
 def encode_body(kind: str, body: dict[str, Any], field: str, tensors: Mapping[str, np.ndarray], *,
@@ -163,57 +132,60 @@ def encode_body(kind: str, body: dict[str, Any], field: str, tensors: Mapping[st
     return Encoded(b"".join([head, *raws]), {h.CONTENT_TYPE: BINARY, HEADER_LENGTH: str(len(head))})
 
 
-def json_string(value: str) -> bytes:
-    """``value`` as a JSON string (ASCII-escaped like ``json.dumps``), quickly for plain ids."""
-    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
-        return b'"' + value.encode() + b'"'
-    return json.dumps(value).encode()
+# --------------------------------------------------------------------------- JSON tensors
 
 
-_LITTLE = sys.byteorder == "little"
+def to_numpy(t: Tensor) -> np.ndarray:
+    """A validated JSON tensor as a numpy array of its shape and datatype."""
+    if t.data is None:
+        raise InvalidMessage("tensor has no JSON data (binary tensor without its bytes)", tensor=t.name)
+    if t.datatype is Datatype.BYTES:
+        arr = np.empty(len(t.data), dtype=object)
+        arr[:] = [x.encode() if isinstance(x, str) else x for x in t.data]
+        return arr.reshape(t.shape)
+    try:
+        return np.asarray(t.data, dtype=FIXED[t.datatype]).reshape(t.shape)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidMessage("tensor data does not fit its datatype", tensor=t.name, detail=str(exc)) from exc
 
 
-class BodyTemplates:
-    """Encode binary bodies that differ only in their id, without building JSON each time.
-
-    The JSON for one tensor layout is built once by ``encode_body`` (with a marker id) and cut
-    around the id; the output is byte-for-byte what ``encode_body`` gives (a test checks it).
-    """
-
-    _MARK = "\x00id\x00"
-
-    def __init__(self, kind: str, field: str, max_layouts: int = 256) -> None:
-        self.kind, self.field, self.max_layouts = kind, field, max_layouts
-        self._cuts: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
-
-    def encode(self, request_id: str, tensors: Mapping[str, np.ndarray],
-               extra: Mapping[str, Any] | None = None) -> Encoded:
-        """Binary body ``{"v":1, **extra, "id": request_id, field: tensors}`` (``extra``: hashable values)."""
-        return self.fill(self.cut(tensors, extra), request_id, tensors)
-
-    @staticmethod
-    def fill(cut: tuple[bytes, bytes], request_id: str, tensors: Mapping[str, np.ndarray]) -> Encoded:
-        """The body for ``cut`` (``cut()`` of this layout) with ``request_id`` and the tensors' bytes."""
-        head = cut[0] + json_string(request_id) + cut[1]
-        # native little-endian fixed-size arrays are already in wire form: tobytes() is the copy
-        raws = [a.tobytes() if a.dtype in BY_DTYPE and _LITTLE else raw_bytes(a, datatype_of(a))
-                for a in tensors.values()]
-        return Encoded(b"".join([head, *raws]), {h.CONTENT_TYPE: BINARY, HEADER_LENGTH: str(len(head))})
-
-    def cut(self, tensors: Mapping[str, np.ndarray],
-            extra: Mapping[str, Any] | None = None) -> tuple[bytes, bytes]:
-        """The JSON part of a body for this layout, before and after its id (a JSON string)."""
-        key = (tuple([(n, a.dtype, a.shape) for n, a in tensors.items()]),
-               tuple(extra.items()) if extra else ())
-        cut = self._cuts.get(key)
-        if cut is None:
-            sample = encode_body(self.kind, {**(extra or {}), "id": self._MARK}, self.field, tensors,
-                                 binary=True)
-            head = sample.value[: int(sample.headers[HEADER_LENGTH])]
-            before, _, after = head.partition(json.dumps(self._MARK).encode())
-            if len(self._cuts) >= self.max_layouts:
-                self._cuts.clear()
-            cut = self._cuts[key] = (before, after)
-        return cut
+def from_numpy(name: str, arr: np.ndarray, *, binary: bool = False) -> Tensor:
+    """A Tensor for ``arr``: with JSON ``data``, or only ``binary_data_size`` when ``binary``."""
+    dt = datatype_of(arr)
+    shape = [int(d) for d in arr.shape]
+    if binary:
+        size = len(raw_bytes(arr, dt)) if dt is Datatype.BYTES else arr.size * FIXED[dt].itemsize
+        return Tensor.model_construct(name=name, shape=shape, datatype=dt,
+                                      parameters={BINARY_SIZE: size}, data=None)
+    return Tensor.model_construct(name=name, shape=shape, datatype=dt, parameters=None,
+                                  data=json_data(arr, dt, name))
 
 
+def json_data(arr: np.ndarray, dt: Datatype, name: str | None = None) -> list[Any]:
+    """The flat JSON ``data`` list of ``arr``. JSON has no NaN or infinity: a float tensor holding
+    them raises InvalidMessage (a worker answers that request with an error reply saying so)."""
+    flat = arr.reshape(-1)
+    if dt is Datatype.BYTES:
+        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in flat]
+    _json_safe(flat, dt, name)
+    return flat.tolist()
+
+
+def _json_safe(flat: np.ndarray, dt: Datatype, name: str | None) -> None:
+    if dt in (Datatype.FP16, Datatype.FP32, Datatype.FP64) and not (finite := np.isfinite(flat)).all():
+        raise InvalidMessage("NaN or infinity cannot be sent as JSON; use the binary encoding "
+                             "(content-type application/octet-stream)", tensor=name,
+                             non_finite=int(flat.size - np.count_nonzero(finite)))
+
+
+def json_text(arr: np.ndarray, dt: Datatype, name: str | None = None, slice_elements: int = 16384) -> str:
+    """``json_data`` as JSON text, encoded a slice at a time: run in a thread, a big tensor lets
+    the event loop have the GIL between slices (one ``json.dumps`` of millions of floats holds it
+    for seconds, longer than a consumer group's session)."""
+    flat = arr.reshape(-1)
+    if dt is Datatype.BYTES or flat.size <= slice_elements:
+        return json.dumps(json_data(arr, dt, name), separators=(",", ":"))
+    _json_safe(flat, dt, name)
+    parts = [json.dumps(flat[i:i + slice_elements].tolist(), separators=(",", ":"))[1:-1]
+             for i in range(0, flat.size, slice_elements)]
+    return "[" + ",".join(parts) + "]"

@@ -1,21 +1,23 @@
-"""Reading what inference workers wrote, in tests on the broker: replies (single records, batched
-reply records and reply blocks split alike) and dead letters (a model's, or any dead-letter topic's)."""
+"""Reading what inference workers wrote, in tests on the broker: replies (single records and reply
+frames split alike) and dead letters (a model's, or any dead-letter topic's)."""
 
 from __future__ import annotations
 
 import asyncio
 
 from aiaas.schemas.records import DeadLetter
-from aiaas.streams import blockwire
+from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams.consumer import Consumer
-from aiaas.streams.replywire import Reply, is_batch, unpack_batch, unpack_block
+from aiaas.streams.replywire import Reply, replies_of
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
 
 
-async def answers(settings: Settings, topic: str, ids: set[str]) -> tuple[dict[str, Reply], list[str]]:
-    """The replies to ``ids`` on ``topic``, and the content-type of each record they came in."""
+async def answers(settings: Settings, topic: str, ids: set[str],
+                  records: list[list[str]] | None = None) -> tuple[dict[str, Reply], list[str]]:
+    """The replies to ``ids`` on ``topic``, and the content-type of each record they came in
+    (``records``, when given, gets the ids each record answered)."""
     got: dict[str, Reply] = {}
     kinds: list[str] = []
     async with Consumer(settings, [topic], None) as cons:
@@ -23,10 +25,11 @@ async def answers(settings: Settings, topic: str, ids: set[str]) -> tuple[dict[s
             while not ids <= got.keys():
                 for rec in await cons.getmany(timeout_ms=200):
                     kinds.append(rec.headers.get("content-type", ""))
-                    batch = unpack_block(rec.value, rec.headers) if blockwire.kind_of(rec.headers) else \
-                        unpack_batch(rec.value, rec.headers) if is_batch(rec.headers) else \
+                    batch = replies_of(rec.value, rec.headers) if frame.is_frame(rec.headers) else \
                         [Reply(rec.headers[h.CORRELATION_ID], rec.value or b"", rec.headers)]
                     got.update((r.request_id, r) for r in batch)
+                    if records is not None:
+                        records.append([r.request_id for r in batch])
     return got, kinds
 
 

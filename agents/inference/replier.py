@@ -1,5 +1,6 @@
-"""Where a request's answer goes: its ``reply-to`` topic (single or batched reply record), the
-model's results topic for stream records, and the dead letters for errors.
+"""Where a request's answer goes: its ``reply-to`` topic (an entry of a reply frame for a framed
+request, a single OIP record for an OIP one), the model's results topic for stream records, and the
+dead letters for errors.
 
 Every send's ack future lands in the poll's ``Outbox.sent``: the worker commits the poll's offsets
 only after all of them. A failure to make or deliver one reply is that request's alone, never the
@@ -24,20 +25,22 @@ from aiokafka.structs import RecordMetadata
 from aiaas.agents.inference import blocks, replies
 from aiaas.agents.inference.batcher import Result, Work
 from aiaas.agents.inference.breather import Breather
+from aiaas.agents.inference.intake import whole
 from aiaas.agents.inference.outbox import Outbox, Owners, ReplyHeaders
 from aiaas.schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, NotFound, TooLarge
+from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams import metrics as m
 from aiaas.streams.dlq import DeadLetters
 from aiaas.streams.metadata import partition_count
 from aiaas.streams.producer import Producer
 from aiaas.streams.record import Record
-from aiaas.streams.replywire import REPLY_BATCH
 from aiaas.streams.settings import MIB
 
 Sent = asyncio.Future[RecordMetadata]
 log = logging.getLogger(__name__)
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
+Answer = frame.Entry | tuple[bytes, ReplyHeaders]  # a reply frame's entry, or a single record
 
 
 def unanswerable(exc: BaseException) -> AiaasError:
@@ -58,33 +61,25 @@ class Replier:
         self.dead_letters, self.stats = dead_letters, stats
         self.chunk_bytes, self.max_reply_bytes = chunk_bytes, max_reply_bytes
         self.breathe = breathe or Breather()  # a poll's replies may take seconds of JSON
-        self._binary = replies.BinaryResponses(model)
         self._reply_topics: dict[str, int | None] = {}  # reply topic -> fixed partition (1-partition topics)
 
-    async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox,
-                    cut: tuple[bytes, bytes] | None = None) -> None:
-        """The successful reply, in the request's encoding (``cut``: see ``BinaryResponses.encode``)."""
-        if w.binary:
-            value, headers = self._binary.encode(w.model.version, w.request_id, w.response_id, outputs,
-                                                 w.record.headers, cut)
-        elif sum(a.size for a in outputs.values()) > replies.LARGE_JSON:  # seconds of JSON: off the loop
-            value, headers = await asyncio.to_thread(
+    async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
+        """The successful reply: a frame entry for a framed request, else in the request's encoding."""
+        if frame.is_frame(w.record.headers):
+            answer: Answer = replies.ok_entry(self.model, w.model.version, [w.request_id], outputs,
+                                              w.record.headers)
+        elif not w.binary and sum(a.size for a in outputs.values()) > replies.LARGE_JSON:  # off the loop
+            answer = await asyncio.to_thread(
                 replies.large_json, self.model, w.model.version, w.request_id, w.response_id, outputs,
                 request_headers=w.record.headers)
         else:
-            value, headers = replies.response(
-                self.model, w.model.version, w.request_id, w.response_id, outputs,
-                binary=False, request_headers=w.record.headers,
-            )
-        await self.send(w.record, w.request_id, w.reply_to, value, headers, sent)
+            answer = replies.response(self.model, w.model.version, w.request_id, w.response_id, outputs,
+                                      binary=w.binary, request_headers=w.record.headers)
+        await self.send(w.record, w.request_id, w.reply_to, answer, sent)
 
     async def reply_group(self, works: Sequence[Work], results: Sequence[Result], sent: Outbox) -> int:
-        """The replies (or error replies) of one onnxruntime call; returns how many succeeded. The JSON
-        around a binary reply's id is looked up once per output layout, not once per reply; request
-        blocks are answered with reply blocks (one per reply topic and layout) when their senders
-        read them, else request by request."""
-        cuts: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
-        gathered: dict[tuple[Any, ...], tuple[list[Work], list[dict[str, Any]]]] = {}
+        """The replies (or error replies) of one onnxruntime call; returns how many succeeded. A block
+        is answered with one rows entry (request by request when that would be too big)."""
         ok = 0
         for w, res in zip(works, results, strict=True):
             await self.breathe()
@@ -92,50 +87,20 @@ class Replier:
                 await self.fail_work(w, res, sent)
                 continue
             try:
-                if w.ids is not None:
-                    if blocks.accepts_blocks(w) and blocks.blockable(res):
-                        into = gathered.setdefault(blocks.reply_key(w, res), ([], []))
-                        into[0].append(w)
-                        into[1].append(res)
-                    else:
-                        ok += await self.reply_group(blocks.explode(w), blocks.row_results(w, res), sent)
+                if w.ids is None:
+                    await self.reply(w, res, sent)
+                elif sum(o.nbytes for o in res.values()) > self.max_reply_bytes // 2:
+                    ok += await self.reply_group(blocks.explode(w), blocks.row_results(w, res), sent)
                     continue
-                cut = None
-                if w.binary:  # one version per group: names and shapes fix the layout (dtypes: the model's)
-                    layout = tuple([(n, a.shape) for n, a in res.items()])
-                    if layout not in cuts:
-                        cuts[layout] = self._binary.cut(w.model.version, res)
-                    cut = cuts[layout]
-                await self.reply(w, res, sent, cut)
+                else:
+                    entry = replies.ok_entry(self.model, w.model.version, w.ids, blocks.stacked(w, res),
+                                             w.record.headers, rows=True)
+                    await self.send(w.record, w.request_id, w.reply_to, entry, sent, ids=w.ids)
             except Exception as exc:  # one reply's failure is its request's alone
                 await self.fail_work(w, unanswerable(exc), sent)
                 continue
-            ok += 1
-        for block_works, outputs in gathered.values():
-            try:
-                ok += await self._reply_blocks(block_works, outputs, sent)
-            except Exception as exc:  # nothing of these blocks was sent
-                for x in block_works:
-                    await self.fail_work(x, unanswerable(exc), sent)
+            ok += w.count
         return ok
-
-    async def _reply_blocks(self, works: list[Work], outputs: list[dict[str, Any]], sent: Outbox) -> int:
-        """One reply block for request blocks of one reply topic and layout (request by request when
-        it would be too big for one record)."""
-        w = works[0]
-        value, headers = blocks.reply_block(self.model, w.model.version, works, outputs)
-        assert w.reply_to is not None
-        partition = await self._partition(w.record, w.reply_to)
-        if partition is False:  # no reply topic: every block's record is dead-lettered, not only the first
-            for x in works[1:]:  # known missing: no second broker lookup each
-                await self._no_reply_topic(x.record, w.reply_to)
-            return 0
-        if not sent.fits(value):
-            return sum([await self.reply_group(blocks.explode(x), blocks.row_results(x, o), sent)
-                        for x, o in zip(works, outputs, strict=True)])
-        owners = [(x.record, x.ids or (x.request_id,)) for x in works]
-        sent.track(await self.send_raw(w.reply_to, value, w.request_id.encode(), headers, partition), owners)
-        return sum(x.count for x in works)
 
     async def fail_work(self, w: Work, exc: AiaasError, sent: Outbox) -> None:
         """``fail`` for a request or a request block."""
@@ -156,12 +121,14 @@ class Replier:
         m.INFER_REQUESTS.labels(model=self.model, outcome=exc.code.value).inc(max(1, len(ids)))
         lettered = not isinstance(exc, DeadlineExceeded)
         if lettered:
-            await self.dead_letters.send(rec, exc)
+            await self.dead_letters.send(whole(rec), exc)
         reply_to = rec.headers.get(h.REPLY_TO)
+        framed = frame.is_frame(rec.headers)
         for rid in ids:
-            value, headers = replies.error(self.model, rid, exc, request_headers=rec.headers)
+            answer: Answer = replies.error_entry(self.model, rid, exc, rec.headers) if framed else \
+                replies.error(self.model, rid, exc, request_headers=rec.headers)
             try:
-                await self.send(rec, rid, reply_to, value, headers, sent, lettered=lettered)
+                await self.send(rec, rid, reply_to, answer, sent, lettered=lettered)
             except Exception as err:  # the dead letter holds the request
                 self.stats["error_reply_failed"] += 1
                 log.warning("error reply for %s to %s not sent: %r", rid, reply_to, err)
@@ -184,25 +151,26 @@ class Replier:
             self.stats["error_reply_failed"] += 1
             log.warning("error replies not delivered either: %r", again)
 
-    async def send(self, rec: Record, rid: str, reply_to: str | None, value: bytes,
-                   headers: ReplyHeaders, sent: Outbox, *, lettered: bool = False) -> None:
-        """``lettered``: ``rec`` is dead-lettered already (an error reply), not again for a missing
-        reply topic."""
-        if len(value) > self.max_reply_bytes:
-            raise TooLarge("reply over the worker's size limit (max_reply_bytes)", size=len(value),
+    async def send(self, rec: Record, rid: str, reply_to: str | None, answer: Answer, sent: Outbox, *,
+                   lettered: bool = False, ids: Sequence[str] | None = None) -> None:
+        """Deliver one answer (``ids``: the requests a rows entry answers). ``lettered``: ``rec`` is
+        dead-lettered already (an error reply), not again for a missing reply topic."""
+        size = answer.nbytes if isinstance(answer, frame.Entry) else len(answer[0])
+        if size > self.max_reply_bytes:
+            raise TooLarge("reply over the worker's size limit (max_reply_bytes)", size=size,
                            limit=self.max_reply_bytes)
-        if reply_to is None:  # a stream record: the result goes to the results topic, keyed alike
-            fut = await self.send_raw(self.results_topic, value, rec.key, replies.wire(headers))
-            sent.track(fut, ((rec, (rid,)),))
+        owner = (rec, ids or (rid,))
+        topic, partition = self.results_topic, None  # a stream record: its result goes to the results topic
+        if reply_to is not None:
+            found = await self._partition(rec, reply_to, letter=not lettered)
+            if found is False:
+                return
+            topic, partition = reply_to, found
+        if isinstance(answer, frame.Entry):
+            await sent.add(topic, partition, answer, owner)
             return
-        partition = await self._partition(rec, reply_to, letter=not lettered)
-        if partition is False:
-            return
-        if rec.headers.get(REPLY_BATCH) == "1" and sent.fits(value):
-            await sent.add(reply_to, partition, headers, value, (rec, (rid,)))
-        else:
-            fut = await self.send_raw(reply_to, value, rid.encode(), replies.wire(headers), partition)
-            sent.track(fut, ((rec, (rid,)),))
+        key = rec.key if reply_to is None else rid.encode()
+        sent.track(await self.send_raw(topic, answer[0], key, replies.wire(answer[1]), partition), (owner,))
 
     async def _partition(self, rec: Record, reply_to: str,
                          letter: bool = True) -> int | Literal[False] | None:

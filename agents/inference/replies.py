@@ -1,7 +1,8 @@
-"""Reply records: an OIP response or an error, with the headers callers match replies by.
+"""Replies: an entry of a reply frame (``aiaas.streams.frame``) for a framed request, or a single OIP
+record (JSON or binary, in the request's encoding) for an OIP request; an answer or an error.
 
-Headers are built as ``{name: str}``: a single reply record encodes them (``wire``); a batched
-reply record (``aiaas.streams.replywire``) carries them as they are, one object per reply.
+Headers are built as ``{name: str}``: a single reply record encodes them (``wire``); an entry
+carries the ones it passes on from its request (tenant, traceparent) as they are.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from aiaas.schemas.inference import ErrorReply, InferenceResponse
 from aiaas.streams import headers as h
 from aiaas.streams import tensorcodec as tc
 from aiaas.streams import tracing
-from aiaas.streams.replywire import STATUS
-from aiaas.streams.tensorarrays import json_text
+from aiaas.streams.frame import Entry
+from aiaas.streams.tensorcodec import json_text
+
+STATUS = h.STATUS_CODE
 
 PASS_THROUGH = (h.TENANT,)
 ReplyHeaders = dict[str, str]
@@ -79,41 +82,22 @@ def large_json(
     return value, _headers(request_id, request_headers, extra)
 
 
-class BinaryResponses:
-    """Binary replies of one model, fast: the JSON around the id is cached per output layout.
+def ok_entry(model: str, version: int, ids: list[str], outputs: dict[str, np.ndarray],
+             request_headers: Mapping[str, str], *, rows: bool = False) -> Entry:
+    """The reply frame's entry answering a framed request (or, ``rows``, the requests of a block)."""
+    passed = dict(passed_on(request_headers)) if h.TENANT in request_headers or \
+        h.TRACEPARENT in request_headers else {}
+    return Entry(ids, outputs, passed, {"status": 200, "model_name": model, "model_version": str(version)},
+                 rows)
 
-    Produces the same bytes as ``response(..., binary=True)`` (a test checks it).
-    """
 
-    def __init__(self, model: str) -> None:
-        self.model = model
-        self._templates = tc.BodyTemplates(InferenceResponse.KIND, "outputs")
-        self._extra: dict[int, dict[str, str]] = {}  # version -> body fields around the outputs
-
-    def encode(
-        self, version: int, request_id: str, response_id: str | None, outputs: Mapping[str, np.ndarray],
-        request_headers: Mapping[str, str], cut: tuple[bytes, bytes] | None = None,
-    ) -> tuple[bytes, ReplyHeaders]:
-        """``cut``: this layout's ``cut()``, when the caller already has it (a batch of replies)."""
-        extra = self._extra_of(version)
-        mv = extra["model_version"]
-        cut = cut or self._templates.cut(outputs, extra)
-        enc = self._templates.fill(cut, response_id or request_id, outputs)
-        hdrs = {h.CORRELATION_ID: request_id, h.CONTENT_TYPE: tc.BINARY,
-                tc.HEADER_LENGTH: enc.headers[tc.HEADER_LENGTH], STATUS: "200", h.MODEL_VERSION: mv}
-        if h.TENANT in request_headers or h.TRACEPARENT in request_headers:
-            hdrs.update(passed_on(request_headers))
-        return enc.value, hdrs
-
-    def cut(self, version: int, outputs: Mapping[str, np.ndarray]) -> tuple[bytes, bytes]:
-        """The reply JSON around the id for outputs of this layout."""
-        return self._templates.cut(outputs, self._extra_of(version))
-
-    def _extra_of(self, version: int) -> dict[str, str]:
-        extra = self._extra.get(version)
-        if extra is None:
-            extra = self._extra[version] = {"model_name": self.model, "model_version": str(version)}
-        return extra
+def error_entry(model: str, request_id: str, exc: AiaasError, request_headers: Mapping[str, str]) -> Entry:
+    """The reply frame's entry for a framed request that failed: its error, as an error reply says it."""
+    body = json.loads(error(model, request_id, exc, request_headers={})[0])
+    err = {k: body[k] for k in ("model_name", "error", "code", "retriable", "details") if k in body}
+    passed = dict(passed_on(request_headers)) if h.TENANT in request_headers or \
+        h.TRACEPARENT in request_headers else {}
+    return Entry([request_id], {}, passed, {"status": exc.status_code, "error": err})
 
 
 def error(

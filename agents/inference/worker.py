@@ -4,8 +4,8 @@ Loop: poll up to ``max_batch`` requests (waiting at most ``max_wait_ms`` for mor
 record counts as the requests it carries, see ``intake.split``), decode and check them in the event
 loop, run compatible ones as one onnxruntime call in a worker thread (so Kafka heartbeats and fetches
 keep flowing), produce each reply to its ``reply-to`` topic (or to ``infer.<model>.results`` when
-there is none; replies to requests with ``reply-batch: 1`` go as one batched reply record per topic
-and poll, see ``replier`` and ``outbox``), and commit the offsets only after every reply of the poll
+there is none; replies to framed requests go as one reply frame per topic and poll, see
+``replier`` and ``outbox``), and commit the offsets only after every reply of the poll
 is acknowledged (``committer``). While one batch computes, the next is fetched and decoded. Bad
 input gets an error reply and a dead letter; expired deadlines get a 504 reply without compute;
 a failure to make or deliver one reply (NaN in a JSON reply, a reply over the size limits, a
@@ -38,7 +38,7 @@ from aiaas.agents.inference.sessions import Sessions
 from aiaas.agents.inference.settings import WorkerSettings
 from aiaas.registry.store import Registry
 from aiaas.schemas.errors import AiaasError, DeadlineExceeded
-from aiaas.streams import blockwire
+from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams import metrics as m
 from aiaas.streams.admin import ensure
@@ -181,14 +181,14 @@ class InferenceWorker(Service):
             if not records:
                 continue
             sent = Outbox(self.replier.send_raw, self._batch_limit, self.replier.undelivered)
-            requests = await self._unpacked(records)
+            requests = await self._unpacked(records, sent)
             self._m_depth.inc(len(records))
             counted = self.stats["requests"]
             works: list[Work] = []
             for r in requests:
                 await self.breathe()
-                if r.headers.get(h.CONTENT_TYPE) == blockwire.REQUESTS:
-                    works += await self._prepare_block(r, sent)
+                if isinstance(r.message, frame.Entry) and r.message.rows:
+                    works += await self._prepare_block(r, r.message, sent)
                 elif (w := await self._prepare(r, sent)) is not None:
                     works.append(w)
             per_record = (self.stats["requests"] - counted) / len(records)
@@ -215,13 +215,12 @@ class InferenceWorker(Service):
             records += more
         return records
 
-    async def _unpacked(self, records: list[Record]) -> list[Record]:
-        """The requests of a poll; a malformed request batch record goes to the dead letters whole
-        (without its index no request in it can be answered)."""
+    async def _unpacked(self, records: list[Record], sent: Outbox) -> list[Record]:
+        """The requests of a poll; a malformed frame goes to the dead letters whole, and the requests
+        whose ids its head still tells get an error reply."""
         requests, rejected = split(records)
         for rec, exc in rejected:
-            self.stats[f"error_{exc.code.value}"] += 1
-            await self.dead_letters.send(rec, exc)
+            await self.replier.fail_block(rec, frame.ids_of(rec.value, rec.headers), exc, sent)
         return requests
 
     async def _prepare(self, rec: Record, sent: Outbox) -> Work | None:
@@ -234,16 +233,9 @@ class InferenceWorker(Service):
             await self.replier.fail(rec, rid, unreadable(exc), sent)
             return None
 
-    async def _prepare_block(self, rec: Record, sent: Outbox) -> list[Work]:
-        """``_prepare`` for a request block: checked once; a failure answers each of its requests
-        (and dead-letters the block once)."""
-        try:
-            block = blockwire.decode(rec.value, rec.headers, "inputs", frozenset())
-        except AiaasError as exc:
-            ids = blockwire.ids_of(rec.value, rec.headers)
-            self.stats["requests"] += max(1, len(ids))
-            await self.replier.fail_block(rec, ids, exc, sent)
-            return []
+    async def _prepare_block(self, rec: Record, block: frame.Entry, sent: Outbox) -> list[Work]:
+        """``_prepare`` for an entry of stacked rows: checked once; a failure answers each of its
+        requests (and dead-letters the entry once)."""
         self.stats["requests"] += len(block.ids)
         try:
             return await self.intake.block(rec, block)

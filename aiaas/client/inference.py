@@ -12,43 +12,18 @@ and counted in ``duplicates``. ``max_in_flight`` bounds outstanding requests (ba
         async for i, r in client.infer_many("digits", ({"input": row} for row in xs)):
             ...                                     # r: InferResult or InferenceError
 
-Wire protocol (for producers in any language)
----------------------------------------------
-Request record, topic ``<prefix>infer.<model>.requests`` (prefix default ``aiaas.``):
-
-- key: the request id (UTF-8); it also spreads requests over the partitions.
-- headers (UTF-8 strings): ``correlation-id`` = request id; ``reply-to`` = the full topic name for
-  the reply (without it the request is a *stream record* and its result goes to
-  ``<prefix>infer.<model>.results`` with the same key); optional ``deadline`` (epoch milliseconds,
-  expired requests get a 504 error instead of compute); optional ``model-version`` (pin a version);
-  ``content-type``: ``application/json`` (default) or ``application/octet-stream`` for the binary
-  form, which also needs ``inference-header-content-length`` (see ``aiaas.streams.tensorcodec``);
-  optional ``traceparent`` and ``tenant`` are passed through; optional ``reply-batch: 1`` says the
-  sender reads batched reply records (below).
-- value: an Open Inference Protocol v2 request body, e.g.
-  ``{"id": "r1", "inputs": [{"name": "input", "shape": [1, 64], "datatype": "FP32",
-  "data": [0.0, ...]}]}`` (``"kind": "inference_request"`` may be added; nested ``data`` is allowed).
-
-Reply record on the ``reply-to`` topic: key = request id, headers ``correlation-id``,
-``status-code`` (``200`` or the HTTP status of the error), ``model-version`` and ``content-type``
-(the request's encoding); value = an OIP response ``{"kind": "inference_response", "model_name",
-"model_version", "id", "outputs": [...]}`` or an error ``{"kind": "error_reply", "error", "code",
-"status_code", "retriable", ...}``. Delivery is at-least-once: drop replies whose id you have seen.
-A reply over the chunk size comes as chunks (``aiaas.streams.chunking`` headers) to put back together.
+The records (for producers in any language) are described in docs/wire-protocol.md: a plain OIP v2
+JSON request (or the OIP binary extension) is answered in kind; this client speaks the frame.
 
 Topics are not created on first use: the request topic exists once a worker of the model started
 (before that ``infer`` raises NotFound at once), and the ``reply-to`` topic must exist before the
 request is sent (this client creates its own in ``start``); a request whose reply topic is missing
 gets no reply, only a dead letter on ``<prefix>infer.<model>.dlq`` that says so.
 
-Batched reply records: the requests of ``infer_many`` carry ``reply-batch: 1`` (unless
-``batch_replies=False``), so a worker may answer a batch of them with one record in the format that
-``aiaas.streams.replywire`` describes; single calls get a reply record of their own.
-
-Request batch records: ``infer_many`` packs up to ``pack_requests`` (default 32) of its requests into
-one record (``aiaas.streams.batchwire``); each keeps its own id, deadline and reply. Its binary requests
-of numeric arrays go as rows of request blocks instead (``aiaas.streams.blockwire``: one stacked tensor
-per input, answered with reply blocks). ``pack_requests=1`` sends one record per request.
+Frames: this client sends every request as an entry of a frame (``aiaas.streams.frame``): the
+requests of one event-loop tick that share a topic and headers travel as one record (up to
+``pack_requests`` of them), numeric ones of one layout stacked as rows; the worker answers with
+reply frames. ``request`` sends an OIP record as it is (the bridge's pass-through).
 """
 
 from __future__ import annotations
@@ -60,58 +35,45 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from aiaas.client.pipelined import Pipeline
-from aiaas.client.tickbatches import RowStream, TickBatches
+from aiaas.client.tickbatches import Layout, Shared, TickBatches, layout_of
 from aiaas.client.waiting import Sink, Waiting
 from aiaas.schemas.errors import AiaasError, ErrorCode, InferenceError, NotFound, Unavailable
-from aiaas.streams import blockwire
+from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams.admin import ensure
 from aiaas.streams.lifecycle import Service
 from aiaas.streams.metadata import partition_count, topic_exists
-from aiaas.streams.replywire import (
-    BATCH,
-    REPLY_BATCH,
-    RESPONSE_KEYS,
-    STATUS,
-    InferResult,
-    Inputs,
-    Reply,
-    encode_request,
-)
+from aiaas.streams.replywire import STATUS, InferResult, Inputs, Reply, encode_request, entry_of
 from aiaas.streams.retry import started
 from aiaas.streams.settings import Settings
-from aiaas.streams.tensorcodec import HEADER_LENGTH, Encoded
 from aiaas.streams.topics import Topics
 
 __all__ = [  # the record formats live in aiaas.streams.replywire; these names stay importable from here
-    "BATCH", "REPLY_BATCH", "RESPONSE_KEYS", "STATUS", "InferResult", "InferenceClient", "InferenceError",
-    "Inputs", "Reply", "encode_request", "partition_count", "topic_exists",
+    "STATUS", "InferResult", "InferenceClient", "InferenceError", "Inputs", "Reply", "encode_request",
+    "partition_count", "topic_exists",
 ]
 log = logging.getLogger(__name__)
 
-_OURS = frozenset({h.CORRELATION_ID, h.REPLY_TO, h.DEADLINE, REPLY_BATCH, blockwire.ACCEPT})
-_BATCH_HEADER = (REPLY_BATCH, b"1")
-_ENTRY_OWN = frozenset({h.CONTENT_TYPE, HEADER_LENGTH})  # a request batch record has its own
+_OURS = frozenset({h.CORRELATION_ID, h.REPLY_TO, h.DEADLINE})
+_FRAME_OWN = frozenset({h.CONTENT_TYPE, h.INFERENCE_HEADER_LENGTH, h.WIRE_VERSION})  # a frame has its own
 
 
 class InferenceClient(Service):
     """Send inference requests and await their replies; safe to share across tasks."""
 
     def __init__(self, settings: Settings, *, client_id: str | None = None, max_in_flight: int = 4096,
-                 timeout_s: float = 30.0, linger_ms: int = 0, batch_replies: bool = True,
-                 pack_requests: int = 32, compression: str | None = None) -> None:
+                 timeout_s: float = 30.0, linger_ms: int = 0, pack_requests: int = 32,
+                 compression: str | None = None) -> None:
         self.settings = settings
         self.linger_ms = linger_ms  # 0: send at once (aiokafka still batches what queues meanwhile)
         # Tensor bytes rarely compress: lz4 over float32 requests was 40% of this client's CPU and
         # saved nothing, so requests go uncompressed unless asked (e.g. "lz4" for JSON bodies).
         self.compression = compression
-        self.batch_replies = batch_replies  # infer_many asks for batched reply records (replywire)
-        # infer_many packs up to this many requests per request batch record (1: a record each)
+        # up to this many requests travel in one frame (1: a record each)
         self.pack_requests, self.pack_bytes = pack_requests, min(128 * 1024, settings.max_batch_size // 2)
         self.topics = Topics(settings)
         self.client_id = client_id or f"{settings.client_id}-{uuid.uuid4().hex[:8]}"
@@ -184,15 +146,23 @@ class InferenceClient(Service):
     async def infer(
         self, model: str, inputs: Inputs, *, timeout: float | None = None,  # noqa: ASYNC109 - also the deadline
         version: int | str | None = None,
-        binary: bool = False, headers: Mapping[str, str] | None = None, request_id: str | None = None,
+        binary: bool = True, headers: Mapping[str, str] | None = None, request_id: str | None = None,
         parameters: dict[str, Any] | None = None, outputs: Sequence[str] | None = None,
     ) -> InferResult:
-        """One request; returns the decoded outputs or raises InferenceError (with status_code)."""
+        """One request; returns the decoded outputs or raises InferenceError (with status_code).
+        ``binary`` is kept for callers of older versions: every request travels in a binary frame."""
         rid = request_id or self.new_id()
-        enc = encode_request(inputs, request_id=rid, binary=binary, parameters=parameters, outputs=outputs)
-        extra = {**(headers or {}), h.MODEL_VERSION: str(version) if version is not None else None}
-        reply = await self.request(model, enc.value, {**enc.headers, **_present(extra)},
-                                   request_id=rid, timeout=timeout)
+        entry = entry_of(inputs, rid, parameters, outputs)
+        extra = _present({**(headers or {}), h.MODEL_VERSION: str(version) if version is not None else None})
+        topic, partitions = await self.route(model)
+        if rid in self.waiting:
+            raise AiaasError("request id already in flight", code=ErrorCode.CONFLICT, request_id=rid)
+        timeout_s = self.timeout_s if timeout is None else timeout
+        fut = await self.waiting.add(rid, timeout_s)
+        layout = layout_of(entry.tensors) if not entry.fields else None
+        shared = self.shared_headers(extra)
+        self.send_entry(topic, partitions, shared, entry, _deadline(extra, timeout_s), layout)
+        reply = await fut
         return reply.result()
 
     async def request(
@@ -206,12 +176,8 @@ class InferenceClient(Service):
     async def submit(
         self, model: str, value: bytes, headers: Mapping[str, str], *, request_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - also sent as the deadline header
-        batched: bool = False,
     ) -> asyncio.Future[Reply]:
-        """Send a request; returns once it is queued, with a future for its reply (or error).
-
-        ``batched``: the reply may come in a batched reply record (``infer_many`` asks for that; a
-        single call gets a record of its own, whose headers trace observers can read)."""
+        """Send an encoded record as it is; returns once it is queued, with a future for its reply."""
         topic, partitions = await self.route(model)
         rid = request_id or self.new_id()
         if rid in self.waiting:
@@ -222,8 +188,6 @@ class InferenceClient(Service):
         hdrs = [(k, v.encode()) for k, v in headers.items() if k not in _OURS]
         hdrs += [(h.CORRELATION_ID, rid_b), (h.REPLY_TO, self._reply_to),
                  (h.DEADLINE, (headers.get(h.DEADLINE) or str(h.deadline_ms(timeout_s))).encode())]
-        if batched:
-            hdrs.append(_BATCH_HEADER)
         assert self._batches is not None
         try:
             self._batches.add(topic, partitions, rid, rid_b, value, hdrs)
@@ -232,25 +196,22 @@ class InferenceClient(Service):
             raise
         return fut
 
-    async def submit_entry(self, topic: str, partitions: int, shared: tuple[tuple[str, bytes], ...],
-                            enc: Encoded, rid: str, timeout_s: float, deadline: str | None,
-                            ) -> asyncio.Future[Reply]:
-        """``submit`` for ``infer_many``: the request travels packed in a request batch record
-        (``aiaas.streams.batchwire``) with the others of this tick that share ``shared`` headers."""
-        fut = await self.waiting.add(rid, timeout_s)
-        entry = {**enc.headers, h.CORRELATION_ID: rid, h.DEADLINE: deadline or str(h.deadline_ms(timeout_s))}
+    def send_entry(self, topic: str, partitions: int, shared: Shared, entry: frame.Entry, deadline: str,
+                   layout: Layout | None) -> None:
+        """Queue a request (its reply already waited for) as an entry of this tick's frame for
+        ``topic`` and ``shared`` headers; a failure to queue fails the request."""
         assert self._batches is not None
-        self._batches.add_entry(topic, partitions, rid, shared, entry, enc.value)
-        return fut
+        try:
+            self._batches.add_entry(topic, partitions, shared, entry, deadline, layout)
+        except Exception as exc:
+            self.waiting.fail(entry.id, Unavailable("request could not be sent", detail=str(exc)[:200]))
 
-    async def submit_row(self, stream: RowStream, layout: tuple[Any, ...], rid: str,
-                         arrays: dict[str, np.ndarray[Any, Any]], timeout_s: float, sink: Sink) -> None:
-        """``submit`` for ``infer_many``: the request travels as a row of a request block
-        (``aiaas.streams.blockwire``); ``sink`` gets its reply or error."""
+    async def submit_entry(self, topic: str, partitions: int, shared: Shared, entry: frame.Entry,
+                           timeout_s: float, deadline: str, layout: Layout | None, sink: Sink) -> None:
+        """``infer_many``'s send: ``sink`` gets the reply or error (no future per request)."""
         await self.waiting.slots.acquire()
-        self.waiting.put(rid, asyncio.get_running_loop().time() + timeout_s, sink)
-        assert self._batches is not None
-        self._batches.add_row(stream, layout, rid, arrays)
+        self.waiting.put(entry.id, asyncio.get_running_loop().time() + timeout_s, sink)
+        self.send_entry(topic, partitions, shared, entry, deadline, layout)
 
     async def route(self, model: str) -> tuple[str, int]:
         """The request topic of ``model`` and its partition count (NotFound when there is none)."""
@@ -270,22 +231,20 @@ class InferenceClient(Service):
     def infer_many(
         self, model: str, inputs: Iterable[Inputs] | AsyncIterable[Inputs], *, window: int = 256,
         timeout: float | None = None,
-        version: int | str | None = None, binary: bool = False, headers: Mapping[str, str] | None = None,
+        version: int | str | None = None, binary: bool = True, headers: Mapping[str, str] | None = None,
     ) -> AsyncIterator[tuple[int, InferResult | InferenceError]]:
         """Keep up to ``window`` requests in flight; yield ``(index, result or error)`` as replies come
         (``aiaas.client.pipelined``)."""
         extra = _present({**(headers or {}), h.MODEL_VERSION: str(version) if version is not None else None})
-        pipeline = Pipeline(self, model, inputs, window=window, timeout=timeout, extra=extra, binary=binary)
+        pipeline = Pipeline(self, model, inputs, window=window, timeout=timeout, extra=extra)
         return pipeline.results()
 
     # ------------------------------------------------------------------ internals
 
-    def shared_headers(self, extra: Mapping[str, str]) -> tuple[tuple[str, bytes], ...]:
-        """The record headers of ``infer_many``'s request batch records (entries add their own)."""
-        shared = [(k, v.encode()) for k, v in extra.items() if k not in _OURS and k not in _ENTRY_OWN]
+    def shared_headers(self, extra: Mapping[str, str]) -> Shared:
+        """The record headers of a frame of requests (its entries add their own)."""
+        shared = [(k, v.encode()) for k, v in extra.items() if k not in _OURS and k not in _FRAME_OWN]
         shared.append((h.REPLY_TO, self._reply_to))
-        if self.batch_replies:
-            shared.append(_BATCH_HEADER)
         return tuple(shared)
 
     def _not_sent(self, rids: list[str], exc: BaseException) -> None:
@@ -304,6 +263,10 @@ class InferenceClient(Service):
                            hint=f"aiaas worker inference --model {model}")
         self._partitions[topic] = count
         return count
+
+
+def _deadline(extra: Mapping[str, str], timeout_s: float) -> str:
+    return extra.get(h.DEADLINE) or str(h.deadline_ms(timeout_s))
 
 
 def _present(values: Mapping[str, str | None]) -> dict[str, str]:

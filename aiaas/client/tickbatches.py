@@ -1,20 +1,13 @@
-"""Requests sent in one event-loop tick leave as one record batch per topic (aiokafka's batch API).
+"""Requests sent in one event-loop tick leave as one record batch per topic (aiokafka's batch API),
+their requests packed as entries of frames (``aiaas.streams.frame``).
 
-``AIOKafkaProducer.send`` costs a partitioner call, an accumulator lookup and a future per record;
-the pipelined client sends bursts (a reply batch frees many slots at once), so it appends a burst's
-records to one ``BatchBuilder`` per topic and hands each over with ``send_batch`` at the next loop
-iteration. Every request is still its own Kafka record with its own key and headers; a burst goes to
-one partition and the next burst to the next one (round-robin by burst instead of by record).
-
-``add_entry`` goes one step further for the pipelined client: requests with the same topic and shared
-headers are packed as entries of *request batch records* (``aiaas.streams.batchwire``), up to ``pack_max``
-requests or ``pack_bytes`` per record, each record to the next partition. The broker then validates,
-stores and serves one record per pack, and the worker fetches one. Each entry keeps its own request
-id, encoding and deadline, and gets its own reply or error.
-``add_row`` goes further still for requests that share a tensor layout too: they travel as one
-*request block* (``aiaas.streams.blockwire``), one stacked tensor per input, which a worker checks once and
-runs as rows of its batch.
-``Slots`` is the counting semaphore of the client's flow control.
+``AIOKafkaProducer.send`` costs a partitioner call, an accumulator lookup and a future per record,
+and Kafka's costs are per record, so the requests of a tick that share a topic and record headers
+go as entries of one frame, up to ``pack_max`` requests or ``pack_bytes`` per frame, each frame to
+the next partition (round-robin by frame). Requests of numeric arrays of one layout are stacked as
+the rows of one entry: what the worker computes anyway, checked once. Each request keeps its own id
+and deadline, and gets its own reply or error. ``add`` queues a record as it is (the bridge's OIP
+pass-through). ``Slots`` is the counting semaphore of the client's flow control.
 """
 
 from __future__ import annotations
@@ -22,30 +15,31 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaProducer
 
-from aiaas.streams import batchwire, blockwire
+from aiaas.streams import frame
 from aiaas.streams import headers as h
 
 Failed = Callable[[list[str], BaseException], None]
-PackKey = tuple[str, int, tuple[tuple[str, bytes], ...]]  # topic, its partitions, shared record headers
-RowKey = tuple["RowStream", tuple[Any, ...]]  # ... and the rows' tensor layout
+Shared = tuple[tuple[str, bytes], ...]  # the record headers a frame's entries have in common
+PackKey = tuple[str, int, Shared]  # topic, its partitions, shared record headers
+Layout = tuple[tuple[str, Any, tuple[int, ...]], ...]
 
 
-class RowStream:
-    """What the rows of one ``infer_many`` share: topic, its partitions, record headers, timeout (or
-    an explicit ``deadline`` header). Hashed by identity: one per call, cheap as part of a key."""
-
-    __slots__ = ("deadline", "partitions", "shared", "timeout_s", "topic")
-
-    def __init__(self, topic: str, partitions: int, shared: tuple[tuple[str, bytes], ...],
-                 timeout_s: float, deadline: str | None) -> None:
-        self.topic, self.partitions, self.shared = topic, partitions, shared
-        self.timeout_s, self.deadline = timeout_s, deadline
+def layout_of(arrays: Mapping[str, Any]) -> Layout | None:
+    """The layout (names, dtypes, shapes) of a request that can travel as a row: fixed-size numeric
+    native arrays; None when it cannot."""
+    out = []
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.dtype not in frame.BY_DTYPE or a.dtype.kind == "b" \
+                or a.dtype.byteorder not in "=<|":
+            return None
+        out.append((name, a.dtype, a.shape))
+    return tuple(out) if out else None
 
 
 class _Open:
@@ -57,21 +51,13 @@ class _Open:
 
 
 class _Pack:
-    __slots__ = ("bytes", "entries", "rids")
+    __slots__ = ("bytes", "entries", "rids", "rows")
 
     def __init__(self) -> None:
-        self.entries: list[tuple[dict[str, str], bytes]] = []
+        self.entries: list[frame.Entry] = []
+        self.rows: dict[Layout, tuple[list[str], list[Mapping[str, np.ndarray]], str]] = {}
         self.rids: list[str] = []
         self.bytes = 0
-
-
-class _Rows:
-    __slots__ = ("deadline", "rids", "row_bytes", "rows")
-
-    def __init__(self, deadline: str, row_bytes: int) -> None:
-        self.deadline, self.row_bytes = deadline, row_bytes  # the first row's deadline: the earliest
-        self.rows: list[dict[str, np.ndarray]] = []
-        self.rids: list[str] = []
 
 
 class TickBatches:
@@ -81,7 +67,6 @@ class TickBatches:
         self.failed = failed  # called with the request ids of a batch that was not delivered
         self.pack_max, self.pack_bytes = pack_max, pack_bytes
         self._packs: dict[PackKey, _Pack] = {}
-        self._blocks: dict[RowKey, _Rows] = {}
         self._open: dict[str, _Open] = {}
         self._full: list[tuple[str, _Open]] = []
         self._next = 0
@@ -89,7 +74,7 @@ class TickBatches:
 
     def add(self, topic: str, partitions: int, rid: str, key: bytes, value: bytes,
             headers: list[tuple[str, bytes]]) -> None:
-        """Queue one record (sent at the next loop iteration with the rest of this tick's records)."""
+        """Queue one record as it is (sent at the next loop iteration with the rest of this tick's)."""
         batch = self._open.get(topic) or self._start(topic, partitions)
         if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
             self._full.append((topic, self._open.pop(topic)))  # full: it goes as it is
@@ -98,60 +83,52 @@ class TickBatches:
                 raise ValueError("request record larger than the producer's batch size")
         batch.rids.append(rid)
 
-    def add_entry(self, topic: str, partitions: int, rid: str, shared: tuple[tuple[str, bytes], ...],
-                  headers: dict[str, str], value: bytes) -> None:
-        """Queue one request as an entry of a request batch record (``headers``: its own, with its
-        correlation-id; ``shared``: the record headers every entry of the pack has in common)."""
+    def add_entry(self, topic: str, partitions: int, shared: Shared, entry: frame.Entry, deadline: str,
+                  layout: Layout | None = None) -> None:
+        """Queue one request as an entry of a frame (``shared``: the record headers of the frame;
+        ``layout``: its arrays' ``layout_of``, to travel as a row of an entry with the others of it)."""
         key = (topic, partitions, shared)
         pack = self._packs.get(key)
         if pack is None:
             self._schedule()
             pack = self._packs[key] = _Pack()
-        pack.entries.append((headers, value))
-        pack.rids.append(rid)
-        pack.bytes += len(value) + 64
+        size = entry.nbytes
+        if layout is None or size > self.pack_bytes // 2:
+            entry.headers[h.DEADLINE] = deadline
+            pack.entries.append(entry)
+        else:
+            rows = pack.rows.get(layout)
+            if rows is None:
+                rows = pack.rows[layout] = ([], [], deadline)  # the first row's deadline: the earliest
+            rows[0].append(entry.id)
+            rows[1].append(entry.tensors)
+        pack.rids.append(entry.id)
+        pack.bytes += size + 64
         if len(pack.rids) >= self.pack_max or pack.bytes >= self.pack_bytes:
             self._seal(key)
 
-    def add_row(self, stream: RowStream, layout: tuple[Any, ...], rid: str,
-                arrays: dict[str, np.ndarray]) -> None:
-        """Queue one request as a row of a request block (``arrays``: ``blockwire.blockable``, of
-        ``layout``: their names, dtypes and shapes). Rows of one stream and layout go together; the
-        block's deadline is its first row's, the earliest."""
-        key = (stream, layout)
-        rows = self._blocks.get(key)
-        if rows is None:
-            self._schedule()
-            rows = self._blocks[key] = _Rows(stream.deadline or str(h.deadline_ms(stream.timeout_s)),
-                                             sum(a.nbytes for a in arrays.values()))
-        rows.rows.append(arrays)
-        rows.rids.append(rid)
-        if len(rows.rids) >= self.pack_max or len(rows.rids) * rows.row_bytes >= self.pack_bytes:
-            self._seal_rows(key)
-
-    def _seal_rows(self, key: RowKey) -> None:
-        """One request block record, alone in a record batch for the next partition."""
-        rows = self._blocks.pop(key)
-        stream = key[0]
-        stacked = {n: np.stack([r[n] for r in rows.rows]) for n in rows.rows[0]}
-        value, kind = blockwire.encode(blockwire.REQUESTS, {}, "inputs", rows.rids, stacked)
-        self._append_sealed(stream.topic, stream.partitions, rows.rids, value,
-                            [*stream.shared, (h.DEADLINE, rows.deadline.encode()), *kind])
-
     def _seal(self, key: PackKey) -> None:
-        """One request batch record for a pack, alone in a record batch for the next partition."""
+        """One frame for a pack, alone in a record batch for the next partition."""
         pack = self._packs.pop(key)
         topic, partitions, shared = key
-        value, kind = batchwire.pack(pack.entries, batchwire.REQUESTS)
-        self._append_sealed(topic, partitions, pack.rids, value, [*shared, *kind])
-
-    def _append_sealed(self, topic: str, partitions: int, rids: list[str], value: bytes,
-                       headers: list[tuple[str, bytes]]) -> None:
-        batch = self._fresh(partitions)
-        if batch.builder.append(timestamp=None, key=rids[0].encode(), value=value, headers=headers) is None:
-            self.failed(rids, ValueError("request record larger than the producer's batch size"))
+        entries = pack.entries
+        for rids, rows, deadline in pack.rows.values():
+            if len(rids) == 1:
+                entries.append(frame.Entry(rids, dict(rows[0]), {h.DEADLINE: deadline}))
+            else:
+                stacked = {n: np.stack([r[n] for r in rows]) for n in rows[0]}
+                entries.append(frame.Entry(rids, stacked, {h.DEADLINE: deadline}, rows=True))
+        try:
+            value, kind = frame.encode(entries)
+        except Exception as exc:  # e.g. an array of no OIP datatype: those requests fail, not the tick
+            self.failed(pack.rids, exc)
             return
-        batch.rids = rids
+        batch = self._fresh(partitions)
+        if batch.builder.append(timestamp=None, key=pack.rids[0].encode(), value=value,
+                                headers=[*shared, *kind]) is None:
+            self.failed(pack.rids, ValueError("request record larger than the producer's batch size"))
+            return
+        batch.rids = pack.rids
         self._full.append((topic, batch))
 
     async def drain(self) -> None:
@@ -161,7 +138,7 @@ class TickBatches:
 
     def _schedule(self) -> None:
         """Start a flush at the next loop iteration, unless one is already due."""
-        if not self._open and not self._full and not self._packs and not self._blocks:
+        if not self._open and not self._full and not self._packs:
             task = asyncio.get_running_loop().create_task(self._flush())
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
@@ -179,8 +156,6 @@ class TickBatches:
     async def _flush(self) -> None:
         for key in list(self._packs):
             self._seal(key)
-        for rkey in list(self._blocks):
-            self._seal_rows(rkey)
         ready, self._full = [*self._full, *self._open.items()], []
         self._open = {}
         for topic, batch in ready:

@@ -1,8 +1,8 @@
 """The client's requests awaiting replies: a future (or a callback) per request id, matched,
 deduplicated, timed out.
 
-A reply (single record, an entry of a batched reply record or a row of a reply block) resolves the
-waiter of its ``correlation-id``; a reply for an id no longer waited for (a duplicate after a worker
+A reply (an entry, or a row of an entry, of a reply frame; or a single OIP reply record) resolves
+the waiter of its ``correlation-id``; a reply for an id no longer waited for (a duplicate after a worker
 restart, or a late reply after a timeout) is dropped and counted in ``duplicates``. A reply over
 the record limit comes in chunks (``aiaas.streams.chunking``) and is put back together first (a chunk
 that does not fit fails its request). ``Slots`` bounds how many requests wait at once (the
@@ -21,7 +21,8 @@ from aiaas.client.tickbatches import Slots
 from aiaas.schemas.errors import AiaasError, ChunkError, ErrorCode, InferenceError
 from aiaas.streams import headers as h
 from aiaas.streams.chunking import Reassembler
-from aiaas.streams.replywire import BATCH, BLOCK, Reply, unpack_batch, unpack_block
+from aiaas.streams.frame import is_frame
+from aiaas.streams.replywire import Reply, replies_of
 
 log = logging.getLogger(__name__)
 Sink = Callable[[Reply | BaseException], None]
@@ -97,7 +98,7 @@ class Waiting:
                 self.fail(rid, InferenceError("no reply in time", code=ErrorCode.TIMEOUT, request_id=rid))
 
     async def read_forever(self, consumer: AIOKafkaConsumer, topic: str) -> None:
-        """Resolve replies as they arrive on ``topic`` (single or batched reply records, reply blocks)."""
+        """Resolve replies as they arrive on ``topic`` (reply frames, single OIP reply records)."""
         while True:
             batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
             for records in batches.values():
@@ -107,9 +108,8 @@ class Waiting:
                     if h.CHUNK_ID in values and (value := self._reassembled(rec.partition, rec.offset, values,
                                                                            value, topic)) is None:
                         continue
-                    kind = values.get(h.CONTENT_TYPE)
-                    if kind in (BATCH, BLOCK):
-                        self._resolve_batch(value, values, topic)
+                    if is_frame(values):
+                        self._resolve_frame(value, values, topic)
                         continue
                     rid = values.get(h.CORRELATION_ID) or (rec.key or b"").decode("utf-8", "replace")
                     self.resolve(Reply(rid, value or b"", values))
@@ -130,12 +130,12 @@ class Waiting:
             return None
         return None if done is None else done[0]
 
-    def _resolve_batch(self, value: bytes | None, headers: dict[str, str], topic: str) -> None:
+    def _resolve_frame(self, value: bytes | None, headers: dict[str, str], topic: str) -> None:
         try:
-            replies = (unpack_block if headers.get(h.CONTENT_TYPE) == BLOCK else unpack_batch)(value, headers)
+            replies = replies_of(value, headers)
         except AiaasError as exc:
             self.malformed += 1
-            log.warning("dropped a malformed reply batch on %s: %s", topic, exc)
+            log.warning("dropped a malformed reply frame on %s: %s", topic, exc)
             return
         for reply in replies:
             self.resolve(reply)

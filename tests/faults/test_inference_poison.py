@@ -80,11 +80,16 @@ async def test_oversized_and_nan_replies_with_two_workers_both_alive_after(setti
             err = error_of(r)
             assert err.status_code == 413 and err.details["limit"] == MAX_REPLY
 
-        # the pipelined paths: batched reply records (JSON) and reply blocks (binary), poison inside
-        mixed: list[dict[str, Any]] = [{"x": nan if i % 4 == 0 else one} for i in range(32)]
+        # the pipelined path (frames, rows of one layout stacked), poison inside: replies over the
+        # worker's limit fail alone (413), NaN travels in the binary frame
+        mixed: list[dict[str, Any]] = [{"x": huge if i % 4 == 0 else nan if i % 4 == 1 else one}
+                                       for i in range(32)]
         out = {i: r async for i, r in client.infer_many("poison", mixed, window=32, timeout=60)}
-        assert all(isinstance(out[i], InferenceError) and out[i].status_code == 400 for i in range(0, 32, 4))
+        assert all(isinstance(out[i], InferenceError) and out[i].status_code == 413 for i in range(0, 32, 4)), out
         assert all(isinstance(out[i], InferResult) for i in range(32) if i % 4)
+        for i in range(1, 32, 4):
+            r = out[i]
+            assert isinstance(r, InferResult) and np.isnan(r.outputs["y"]).all()
         rows = [{"x": big} for _ in range(12)]
         out = {i: r async for i, r in client.infer_many("poison", rows, window=12, timeout=60, binary=True)}
         for r in out.values():

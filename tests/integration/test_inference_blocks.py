@@ -1,8 +1,8 @@
-"""Request blocks on the real broker (``aiaas.streams.blockwire``): a hand-built block is checked once and
-answered with one reply block; a bad, late or malformed block gets an error reply per request and
-(but for lateness) one dead letter holding the block; a sender that does not read reply blocks, or a
-block without ``reply-to``, gets one answer per request; a request that fails in onnxruntime fails
-alone; a version pin holds for the whole block; the worker keeps serving throughout."""
+"""Entries of stacked rows (blocks) on the real broker (``aiaas.streams.frame``): a hand-built block is
+checked once and answered with one entry of rows; a bad, late or malformed block gets an error reply
+per request and (but for lateness) one dead letter holding the block; a block without ``reply-to``
+is answered on the results topic; a request that fails in onnxruntime fails alone; a version pin
+holds for the whole block; the worker keeps serving throughout."""
 
 from __future__ import annotations
 
@@ -15,12 +15,12 @@ import onnxruntime as ort
 
 from aiaas.client.inference import InferenceClient, InferenceError, InferResult
 from aiaas.registry.store import Registry
-from aiaas.streams import blockwire
+from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams.admin import ensure
 from aiaas.streams.consumer import Consumer
 from aiaas.streams.producer import Producer
-from aiaas.streams.replywire import REPLY_BATCH, STATUS, Reply
+from aiaas.streams.replywire import STATUS, replies_of
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
 from tests import examples
@@ -39,8 +39,8 @@ def direct(data: bytes, x: np.ndarray) -> np.ndarray:
 
 def block(ids: list[str], x: np.ndarray, *, deadline_s: float = 20.0,
           **extra: str) -> tuple[bytes, list[tuple[str, bytes]]]:
-    """A request block of ``ids`` (``x``: one row per id) with its record headers."""
-    value, kind = blockwire.encode(blockwire.REQUESTS, {}, "inputs", ids, {"input": x[:, None, :]})
+    """A frame of one block of ``ids`` (``x``: one row per id) with its record headers."""
+    value, kind = frame.encode([frame.Entry(ids, {"input": x[:, None, :]}, rows=True)])
     deadline = str(int((time.time() + deadline_s) * 1000))
     return value, [*kind, (h.DEADLINE, deadline.encode()), *((k, v.encode()) for k, v in extra.items())]
 
@@ -52,12 +52,12 @@ async def test_blocks_are_answered_whole_and_bad_ones_per_request(settings: Sett
     reply_topic = topics.replies("blk-hand")
     await ensure(settings, [reply_topic])
     x = np.random.default_rng(7).normal(size=(3, 4)).astype(np.float32)
-    to_me = {h.REPLY_TO: reply_topic.name, REPLY_BATCH: "1", blockwire.ACCEPT: "1"}
+    to_me = {h.REPLY_TO: reply_topic.name}
     good = block(["g0", "g1", "g2"], x, **to_me)
     bad = block(["b0", "b1"], np.ones((2, 5), np.float32), **to_me)  # wrong shape
     late = block(["l0"], x[:1], deadline_s=-1.0, **to_me)
     broken_value, broken_kind = block(["m0", "m1"], x[:2], **to_me)  # trailing bytes: ids still readable
-    junk = (b"{not json", [("content-type", blockwire.REQUESTS.encode()), (blockwire.LENGTH, b"9"),
+    junk = (b"{not json", [("content-type", frame.CONTENT_TYPE.encode()), (frame.LENGTH, b"9"),
                            (h.REPLY_TO, reply_topic.name.encode())])
     request_topic = topics.infer_requests("blk").name
     async with running_worker(settings, model="blk", max_wait_ms=20) as worker, Producer(settings) as prod, \
@@ -66,7 +66,8 @@ async def test_blocks_are_answered_whole_and_bad_ones_per_request(settings: Sett
                                       "broken": (broken_value + b"xx", broken_kind), "junk": junk}.items():
             await prod.send_and_wait(request_topic, value, key=key, headers=headers)
         ids = {"g0", "g1", "g2", "b0", "b1", "l0", "m0", "m1"}
-        got, kinds = await answers(settings, reply_topic.name, ids)
+        records: list[list[str]] = []
+        got, kinds = await answers(settings, reply_topic.name, ids, records)
         dead = {d.key_b64: d for d in await dead_letters(settings, "blk", 3)}
         later = await client.infer("blk", {"input": x[:2]}, timeout=20, binary=True)  # still serving
         assert worker.stats["replies"] == 4 and worker.stats["error_bad_request"] == 2
@@ -78,19 +79,24 @@ async def test_blocks_are_answered_whole_and_bad_ones_per_request(settings: Sett
         assert result.id == f"g{i}" and result.model_version == "1"
         assert result.outputs["logits"].shape == (1, 3)
         np.testing.assert_allclose(result.outputs["logits"][0], want[i], rtol=1e-5, atol=1e-6)
-    assert kinds.count(blockwire.REPLIES) == 1  # the good block's three answers: one record
+    assert set(kinds) == {frame.CONTENT_TYPE}
+    assert [r for r in records if "g0" in r or "g1" in r or "g2" in r] == [  # the good block's three
+        next(r for r in records if "g0" in r)] and {"g1", "g2"} <= set(next(r for r in records if "g0" in r))
     for rid, (status, reason) in {"b0": (400, "wrong shape"), "b1": (400, "wrong shape"),
-                                  "l0": (504, "deadline"), "m0": (400, "trailing bytes")}.items():
+                                  "l0": (504, "deadline"), "m0": (400, "do not add up"),
+                                  "m1": (400, "do not add up")}.items():
         assert got[rid].headers[STATUS] == str(status)
         assert reason in got[rid].error().reason
     assert set(dead) == {base64.b64encode(k).decode() for k in (b"bad", b"broken", b"junk")}  # not "late"
     letter = dead[base64.b64encode(b"bad").decode()]
     assert letter.reason == "wrong shape" and base64.b64decode(letter.value_b64 or "") == bad[0]
-    assert letter.headers["content-type"] == blockwire.REQUESTS
-    assert dead[base64.b64encode(b"junk").decode()].reason == "request block head is not JSON"
+    assert letter.headers["content-type"] == frame.CONTENT_TYPE
+    assert dead[base64.b64encode(b"junk").decode()].reason == "frame head is not JSON"
+    broken = dead[base64.b64encode(b"broken").decode()]
+    assert base64.b64decode(broken.value_b64 or "") == broken_value + b"xx"  # the whole record
 
 
-async def test_blocks_to_senders_without_reply_blocks_are_answered_per_request(settings: Settings) -> None:
+async def test_blocks_are_answered_on_their_reply_topic_or_the_results_topic(settings: Settings) -> None:
     data = examples.mlp([4, 3], seed=22)
     await publish(settings, "per", data)
     topics = Topics(settings)
@@ -108,16 +114,17 @@ async def test_blocks_to_senders_without_reply_blocks_are_answered_per_request(s
         results = topics.infer_results("per").name
         async with Consumer(settings, [results], None) as cons, asyncio.timeout(20):
             streamed = []
-            while len(streamed) < 2:
+            while len(streamed) < 1:
                 streamed += await cons.getmany(timeout_ms=200)
-    assert kinds == ["application/octet-stream"] * 2  # one binary reply record each
+    assert kinds == [frame.CONTENT_TYPE]  # one reply frame for the block
     for i, rid in enumerate(("p0", "p1")):
         np.testing.assert_allclose(got[rid].result().outputs["logits"][0], want[i], rtol=1e-5, atol=1e-6)
-    assert sorted(r.key or b"" for r in streamed) == [b"s0", b"s1"]  # keyed like the request
-    for rec in streamed:
-        i = 2 + int((rec.key or b"s0")[1:])
-        result = Reply(rec.headers[h.CORRELATION_ID], rec.value or b"", rec.headers).result()
-        np.testing.assert_allclose(result.outputs["logits"][0], want[i], rtol=1e-5, atol=1e-6)
+    [rec] = streamed
+    assert rec.key == b"s0" and frame.is_frame(rec.headers)
+    answered = replies_of(rec.value, rec.headers)
+    assert [r.request_id for r in answered] == ["s0", "s1"]
+    for i, reply in enumerate(answered):
+        np.testing.assert_allclose(reply.result().outputs["logits"][0], want[2 + i], rtol=1e-5, atol=1e-6)
 
 
 def gather_model() -> bytes:
@@ -147,9 +154,11 @@ async def test_a_request_that_fails_in_the_model_fails_alone_in_its_block(settin
     bad = got.pop(2)
     assert isinstance(bad, InferenceError) and bad.status_code == 400 and "model failed" in bad.reason
     assert {i: float(r.outputs["out"][0, 0]) for i, r in got.items()} == {0: 10.0, 1: 13.0, 3: 11.0}
-    (letter,) = await dead_letters(settings, "gather", 1)  # that request alone, as a single binary request
+    (letter,) = await dead_letters(settings, "gather", 1)  # that request alone, as a frame of one
     assert letter.headers[h.CORRELATION_ID] == bad.details["request_id"]
-    assert letter.headers["content-type"] == "application/octet-stream"
+    assert letter.headers["content-type"] == frame.CONTENT_TYPE
+    [entry] = frame.decode(base64.b64decode(letter.value_b64 or ""), letter.headers)
+    assert entry.ids == [bad.details["request_id"]] and entry.tensors["idx"].tolist() == [[99]]
 
 
 async def test_a_block_pinned_to_a_version_is_served_by_it(settings: Settings) -> None:

@@ -1,8 +1,8 @@
-"""Request batch records on the real broker: ``infer_many`` packs many requests per record (JSON ones
-into request batch records, binary ones into request blocks; one per record with
-``pack_requests=1``); in a hand-built batch every entry is checked and answered on its own (a bad one
-gets an error reply and a dead letter, an expired one a 504, the others results); a malformed batch
-goes to the dead letters whole; the worker keeps serving throughout."""
+"""Frames on the real broker: ``infer_many`` packs many requests per frame (those of one layout as
+rows of one entry; one per record with ``pack_requests=1``); in a hand-built frame every entry is
+checked and answered on its own (a bad one gets an error reply and a dead letter holding that entry,
+an expired one a 504, the others results); a malformed frame goes to the dead letters whole; the
+worker keeps serving throughout."""
 
 from __future__ import annotations
 
@@ -18,13 +18,12 @@ from aiaas.agents.inference.intake import unpack
 from aiaas.client.inference import InferenceClient, InferResult
 from aiaas.registry.store import Registry
 from aiaas.schemas.records import DeadLetter
-from aiaas.streams import batchwire, blockwire
+from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams.admin import Admin, ensure
 from aiaas.streams.consumer import Consumer
 from aiaas.streams.producer import Producer
 from aiaas.streams.record import Record
-from aiaas.streams.replywire import REPLY_BATCH, encode_request
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
 from tests import examples
@@ -62,7 +61,7 @@ async def test_infer_many_packs_requests_into_fewer_records(settings: Settings) 
     x = np.random.default_rng(4).normal(size=(96, 4)).astype(np.float32)
     want = direct(data, x)
     async with running_worker(settings, model="packed", max_batch=64, max_wait_ms=20) as worker:
-        async with InferenceClient(settings) as client:  # JSON: request batch records
+        async with InferenceClient(settings) as client:  # frames of rows
             got = {i: r async for i, r in client.infer_many(
                 "packed", ({"input": x[i : i + 1]} for i in range(64)), binary=False, timeout=20)}
         packed = await every_record(settings, topic)
@@ -70,7 +69,7 @@ async def test_infer_many_packs_requests_into_fewer_records(settings: Settings) 
             got |= {64 + i: r async for i, r in client.infer_many(
                 "packed", ({"input": x[i : i + 1]} for i in range(64, 80)), binary=False, timeout=20)}
         after_singles = await every_record(settings, topic)
-        async with InferenceClient(settings) as client:  # binary: request blocks, reply blocks
+        async with InferenceClient(settings) as client:  # binary: the same
             got |= {80 + i: r async for i, r in client.infer_many(
                 "packed", ({"input": x[i : i + 1]} for i in range(80, 96)), binary=True, timeout=20)}
         assert worker.stats["replies"] == 96
@@ -79,25 +78,32 @@ async def test_infer_many_packs_requests_into_fewer_records(settings: Settings) 
         assert isinstance(r, InferResult), (i, r)
         np.testing.assert_allclose(r.outputs["logits"][0], want[i], rtol=1e-5, atol=1e-6)
         assert r.outputs["logits"].shape == (1, 3) and r.model_version == "1"
-    sizes = [len(unpack(r)) for r in packed]
-    assert all(batchwire.kind_of(r.headers) == batchwire.REQUESTS for r in packed)
+    def ids_in(rec: Record) -> list[str]:
+        return [i for r in unpack(rec) for i in r.message.ids]
+
+    sizes = [len(ids_in(r)) for r in packed]
+    assert all(frame.is_frame(r.headers) for r in packed)
     assert sum(sizes) == 64 and len(packed) < 64 and max(sizes) <= 32, sizes
-    singles = [r for r in after_singles if batchwire.kind_of(r.headers) is None]
-    assert len(after_singles) == len(packed) + 16 and len(singles) == 16
-    assert len({r.headers[h.CORRELATION_ID] for r in singles}) == 16
-    blocks = [r for r in await every_record(settings, topic) if blockwire.kind_of(r.headers)]
-    ids = [i for r in blocks for i in blockwire.decode(r.value, r.headers, "inputs", frozenset()).ids]
+    def place(rec: Record) -> tuple[int, int]:
+        return rec.partition, rec.offset
+
+    seen = {place(r) for r in packed}
+    singles = [r for r in after_singles if place(r) not in seen]
+    assert len(after_singles) == len(packed) + 16 and all(len(ids_in(r)) == 1 for r in singles)
+    assert len({ids_in(r)[0] for r in singles}) == 16
+    seen |= {place(r) for r in after_singles}
+    blocks = [r for r in await every_record(settings, topic) if place(r) not in seen]
+    ids = [i for r in blocks for i in ids_in(r)]
     assert len(ids) == len(set(ids)) == 16 and len(blocks) < 16
+    assert all(e.rows for r in blocks for e in frame.decode(r.value, r.headers))
 
 
-def _entry(rid: str, x: np.ndarray, *, binary: bool = True, deadline_s: float = 20.0,
-           **extra: str) -> tuple[dict[str, str], bytes]:
-    enc = encode_request({"input": x}, request_id=rid, binary=binary)
+def _entry(rid: str, x: np.ndarray, *, deadline_s: float = 20.0, **fields: object) -> frame.Entry:
     deadline = str(int((time.time() + deadline_s) * 1000))
-    return {**enc.headers, h.CORRELATION_ID: rid, h.DEADLINE: deadline, **extra}, enc.value
+    return frame.Entry([rid], {"input": x}, {h.DEADLINE: deadline}, dict(fields))
 
 
-async def test_entries_of_a_hand_built_batch_are_answered_one_by_one(settings: Settings) -> None:
+async def test_entries_of_a_hand_built_frame_are_answered_one_by_one(settings: Settings) -> None:
     data = examples.mlp([4, 3], seed=12)
     await publish(settings, "hand", data)
     topics = Topics(settings)
@@ -107,14 +113,13 @@ async def test_entries_of_a_hand_built_batch_are_answered_one_by_one(settings: S
     entries = {
         "ok0": _entry("ok0", x[0:1]),
         "bad": _entry("bad", np.ones((1, 5), np.float32)),  # wrong shape
-        "ok1": _entry("ok1", x[1:2], binary=False),
+        "ok1": _entry("ok1", x[1:2], outputs=[{"name": "logits"}]),
         "late": _entry("late", x[0:1], deadline_s=-1.0),  # its deadline has passed
         "ok2": _entry("ok2", x[2:3]),
     }
-    hd, v = entries["ok0"]  # a length header that str.isdigit() accepts but int() does not
-    entries["odd"] = ({**hd, h.CORRELATION_ID: "odd", "inference-header-content-length": "\u00b2"}, v)
-    value, kind = batchwire.pack(entries.values(), batchwire.REQUESTS)
-    shared = [(h.REPLY_TO, reply_topic.name.encode()), (REPLY_BATCH, b"1")]
+    entries["odd"] = _entry("odd", x[0:1], outputs="logits")  # fields of the wrong type
+    value, kind = frame.encode(list(entries.values()))
+    shared = [(h.REPLY_TO, reply_topic.name.encode())]
     async with running_worker(settings, model="hand", max_wait_ms=20) as worker, Producer(settings) as prod, \
             InferenceClient(settings) as client:
         meta = await prod.send_and_wait(topics.infer_requests("hand").name, value, key="hand",
@@ -132,30 +137,32 @@ async def test_entries_of_a_hand_built_batch_are_answered_one_by_one(settings: S
     errors = {rid: got[rid].error() for rid in ("bad", "late", "odd")}
     assert errors["bad"].status_code == 400 and errors["bad"].reason == "wrong shape"
     assert errors["late"].status_code == 504 and "deadline" in errors["late"].reason
-    assert errors["odd"].status_code == 400 and "inference-header-content-length" in errors["odd"].reason
+    assert errors["odd"].status_code == 400 and "outputs a list" in errors["odd"].reason
     # every reply is in, so every dead letter is (a worker writes the letter before the error reply)
     dlq = await every_record(settings, topics.infer_dlq("hand").name)
     letters = {d.headers[h.CORRELATION_ID]: d for d in (DeadLetter.from_record(r.value) for r in dlq)}
     assert len(dlq) == 2 and set(letters) == {"bad", "odd"}  # an expired request is not dead-lettered
     bad = letters["bad"]
     assert bad.reason == "wrong shape" and bad.code == "bad_request"
-    assert base64.b64decode(bad.value_b64 or "") == entries["bad"][1]  # that entry, not the batch
+    [held] = frame.decode(base64.b64decode(bad.value_b64 or ""), bad.headers)  # that entry, not the frame
+    assert held.ids == ["bad"] and held.headers == entries["bad"].headers
+    np.testing.assert_array_equal(held.tensors["input"], entries["bad"].tensors["input"])
     assert (bad.source_topic, bad.source_partition, bad.source_offset) == (meta.topic, meta.partition,
                                                                           meta.offset)
-    assert bad.headers[h.REPLY_TO] == reply_topic.name and "content-type" in bad.headers
-    assert bad.headers["content-type"] != batchwire.REQUESTS
+    assert bad.headers[h.REPLY_TO] == reply_topic.name and frame.is_frame(bad.headers)
 
 
-async def test_a_malformed_batch_goes_to_the_dead_letters_whole(settings: Settings) -> None:
+async def test_a_malformed_frame_goes_to_the_dead_letters_whole(settings: Settings) -> None:
     await publish(settings, "junk", examples.mlp([4, 2], seed=13))
     topic = Topics(settings).infer_requests("junk").name
-    past_end = b'[[{"correlation-id":"x"},99]]'
+    past_end = (b'{"entries":[{"id":"x","tensors":[{"name":"input","datatype":"FP32","shape":[1,4],'
+                b'"offset":0,"length":99}]}]}')
     junk = {"not-json": (b"{junk index}...", "12"), "past-end": (past_end, str(len(past_end)))}
     async with running_worker(settings, model="junk") as worker, Producer(settings) as prod, \
             InferenceClient(settings) as client:
         for key, (value, length) in junk.items():
             await prod.send_and_wait(topic, value, key=key, headers=[
-                ("content-type", batchwire.REQUESTS.encode()), (batchwire.LENGTH, length.encode()),
+                ("content-type", frame.CONTENT_TYPE.encode()), (frame.LENGTH, length.encode()),
                 (h.REPLY_TO, client.reply_topic.encode())])
         letters = {d.key_b64: d for d in await dead_letters(settings, "junk", 2)}
         ok = await client.infer("junk", {"input": np.ones((1, 4), np.float32)}, timeout=20)  # still serving
@@ -165,6 +172,6 @@ async def test_a_malformed_batch_goes_to_the_dead_letters_whole(settings: Settin
         letter = letters[base64.b64encode(key.encode()).decode()]
         assert letter.code == "invalid_message" and letter.source_topic == topic
         assert base64.b64decode(letter.value_b64 or "") == value  # the whole record
-        assert letter.headers["content-type"] == batchwire.REQUESTS
-    assert letters[base64.b64encode(b"not-json").decode()].reason == "request batch index is not JSON"
-    assert letters[base64.b64encode(b"past-end").decode()].reason == "request batch entry is malformed"
+        assert letter.headers["content-type"] == frame.CONTENT_TYPE
+    assert letters[base64.b64encode(b"not-json").decode()].reason == "frame head is not JSON"
+    assert letters[base64.b64encode(b"past-end").decode()].reason == "tensor bytes lie outside the frame"

@@ -1,4 +1,4 @@
-"""Batcher and reply encoding without a broker: signature checks, grouping, concat/split, fast replies."""
+"""Batcher and reply encoding without a broker: signature checks, grouping, concat/split, frame replies."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ from aiaas.agents.inference.sessions import Loaded, canary_pick
 from aiaas.registry.store import signature
 from aiaas.schemas.errors import BadInput
 from aiaas.schemas.registry import ModelVersion
+from aiaas.streams import frame
+from aiaas.streams import headers as h
 from aiaas.streams import tensorcodec as tc
 from aiaas.streams.record import Record
+from aiaas.streams.replywire import replies_of
 from tests import examples
 
 
@@ -95,22 +98,29 @@ def test_a_failing_request_does_not_fail_its_batch(multi: Loaded) -> None:
     assert isinstance(results[0], dict) and isinstance(results[2], dict)
 
 
-def test_binary_fast_replies_equal_the_generic_encoder() -> None:
-    fast = replies.BinaryResponses("m")
+def test_frame_replies_say_what_single_replies_say() -> None:
     outs = {"y": np.arange(6, dtype=np.float32).reshape(2, 3), "k": np.array([[1], [2]], np.int64)}
     trace = "4bf92f3577b34da6a3ce929d0e0e4736"
     hdrs = {"traceparent": f"00-{trace}-00f067aa0ba902b7-01", "tenant": "acme"}
     for rid in ("r1", "naïve \"id\""):
-        value, headers = fast.encode(3, rid, None, outs, hdrs)
-        want_value, want_headers = replies.response("m", 3, rid, None, outs, binary=True,
-                                                    request_headers=hdrs)
-        got, want = dict(headers), dict(want_headers)
+        entry = replies.ok_entry("m", 3, [rid], outs, hdrs)
+        value, headers = replies.response("m", 3, rid, None, outs, binary=True, request_headers=hdrs)
+        got, want = dict(entry.headers), dict(headers)
         # each reply is its own span in the caller's trace: same trace id, fresh span id
         for tp in (got.pop("traceparent"), want.pop("traceparent")):
             assert tp.split("-")[1] == trace and tp.split("-")[2] != "00f067aa0ba902b7"
-        assert value == want_value and got == want
+        assert got == {"tenant": "acme"} and want["tenant"] == "acme"
+        [back] = replies_of(*_framed(entry))
+        result = back.result()
         body = json.loads(value[: int(headers[tc.HEADER_LENGTH])])
-        assert body["id"] == rid and body["model_version"] == "3"
+        assert (result.id, result.model_version) == (body["id"], body["model_version"]) == (rid, "3")
+        for name, arr in outs.items():
+            np.testing.assert_array_equal(result.outputs[name], arr)
+
+
+def _framed(entry: frame.Entry) -> tuple[bytes, dict[str, str]]:
+    value, headers = frame.encode([entry])
+    return value, h.decode(headers)
 
 
 def test_canary_pick_is_sticky_and_proportional() -> None:

@@ -37,8 +37,8 @@ def arrays(draw: Any, rows: int | None = None) -> np.ndarray:
     raw = draw(st.binary(min_size=int(np.prod(shape)) * dtype.itemsize,
                          max_size=int(np.prod(shape)) * dtype.itemsize))
     arr = np.frombuffer(raw, np.uint8).copy().view(dtype).reshape(shape)
-    out: np.ndarray = (arr.view(np.uint8) & 1).view(dtype) if dtype.kind == "b" else arr
-    return out
+    got: np.ndarray = (arr.view(np.uint8) & 1).view(dtype) if dtype.kind == "b" else arr
+    return got
 
 
 @st.composite
@@ -170,6 +170,23 @@ def test_wrong_lengths_and_versions_are_refused() -> None:
         frame.decode(GOOD_VALUE, {**GOOD, h.WIRE_VERSION: "2"})
     assert err.value.details["got"] == "2"
     assert frame.ids_of(b"{nope", {h.INFERENCE_HEADER_LENGTH: "5"}) == []
+
+
+_NESTED = b"[" * 100_000
+
+
+@pytest.mark.parametrize("head", [  # each once escaped as ValueError or RecursionError
+    _NESTED,
+    json.dumps({"entries": [{"id": "a", "tensors": [  # zero elements, so no byte check; reshape refuses
+        {"name": "x", "datatype": "FP32", "shape": [0, 10**30], "offset": 0, "length": 0}]}]}).encode(),
+    json.dumps({"entries": [{"id": "a", "tensors": [  # every dimension allowed, their product overflows
+        {"name": "x", "datatype": "FP32", "shape": [0, 2**30, 2**30, 2**30], "offset": 0,
+         "length": 0}]}]}).encode(),
+])
+def test_hostile_heads_raise_invalid_message(head: bytes) -> None:
+    with pytest.raises(InvalidMessage):
+        frame.decode(head, {**GOOD, h.INFERENCE_HEADER_LENGTH: str(len(head))})
+    assert frame.ids_of(head, {h.INFERENCE_HEADER_LENGTH: str(len(head))}) in ([], ["a"])
 
 
 @settings(max_examples=300)

@@ -1,6 +1,6 @@
 """Hostile bytes where a record's JSON or length header is read: JSON nested deeper than the parser's
-recursion and length headers of thousands of digits are bad input like any other (InvalidMessage,
-or the fast path's "not mine" None), never a RecursionError or ValueError that would stop a loop."""
+recursion and length headers of thousands of digits are bad input like any other (InvalidMessage),
+never a RecursionError or ValueError that would stop a loop."""
 
 from __future__ import annotations
 
@@ -9,10 +9,9 @@ import pytest
 from aiaas.schemas.envelope import json_loads
 from aiaas.schemas.errors import InvalidMessage
 from aiaas.schemas.inference import InferenceRequest
-from aiaas.streams import batchwire, blockwire
+from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams import tensorcodec as tc
-from aiaas.streams.layoutcache import LayoutCache, decode_fast
 
 NESTED = b"[" * 100_000
 DEEP_OBJECT = b'{"a":' * 100_000
@@ -30,20 +29,15 @@ def test_decoders_answer_deep_nesting_with_invalid_message(value: bytes) -> None
         tc.decode(value, {"content-type": tc.JSON}, InferenceRequest, "inputs")
     with pytest.raises(InvalidMessage, match="not JSON"):
         InferenceRequest.from_record(value)
-    length = {batchwire.LENGTH: str(len(value))}
-    with pytest.raises(InvalidMessage, match="index is not JSON"):
-        batchwire.unpack(value, {"content-type": batchwire.REQUESTS, **length})
+    length = {frame.LENGTH: str(len(value))}
     with pytest.raises(InvalidMessage, match="head is not JSON"):
-        blockwire.decode(value, {"content-type": blockwire.REQUESTS, **length}, "inputs", frozenset())
-    assert blockwire.ids_of(value, length) == []
+        frame.decode(value, {"content-type": frame.CONTENT_TYPE, **length})
+    assert frame.ids_of(value, length) == []
     assert tc.peek_kind(value) is None
 
 
-def test_fast_binary_paths_leave_deep_nesting_to_the_validating_decoder() -> None:
+def test_binary_oip_records_answer_deep_nesting_with_invalid_message() -> None:
     headers = {"content-type": tc.BINARY, tc.HEADER_LENGTH: str(len(NESTED))}
-    keys = frozenset({"v", "id", "inputs"})
-    assert decode_fast(NESTED, headers, InferenceRequest.KIND, "inputs", keys) is None
-    assert LayoutCache(InferenceRequest.KIND, "inputs", keys).decode(NESTED, headers) is None
     with pytest.raises(InvalidMessage):
         tc.decode(NESTED, headers, InferenceRequest, "inputs")
 
@@ -57,12 +51,12 @@ def test_count_headers(raw: str | None, want: int | None) -> None:
 
 
 def test_length_headers_of_thousands_of_digits_are_invalid() -> None:
-    value = b'[[{"correlation-id":"a"},0]]'
+    value = b'{"entries":[{"id":"a","tensors":[]}]}'
     with pytest.raises(InvalidMessage, match="valid inference-header-content-length"):
-        batchwire.unpack(value, {"content-type": batchwire.REQUESTS, batchwire.LENGTH: "9" * 5000})
+        frame.decode(value, {"content-type": frame.CONTENT_TYPE, frame.LENGTH: "9" * 5000})
     headers = {"content-type": tc.BINARY, tc.HEADER_LENGTH: "9" * 5000}
-    layouts = LayoutCache(InferenceRequest.KIND, "inputs", frozenset({"id", "inputs"}))
-    assert layouts.decode(value, headers) is None
+    with pytest.raises(InvalidMessage, match="valid inference-header-content-length"):
+        tc.decode(value, headers, InferenceRequest, "inputs")
 
 
 def test_the_bridge_answers_deep_nesting_with_invalid_message() -> None:

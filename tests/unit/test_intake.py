@@ -1,5 +1,6 @@
 """Request intake without a broker: a layout checked once for a version is not checked again, and
-what the layout does not fix (id length, version, deadline) still is."""
+what the layout does not fix (id length, version, deadline) still is; a frame's entry and the OIP
+binary request give the same work."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from aiaas.agents.inference.intake import Intake
+from aiaas.agents.inference.intake import Intake, unpack
 from aiaas.agents.inference.sessions import Loaded
 from aiaas.agents.inference.settings import WorkerSettings
 from aiaas.registry.store import signature
 from aiaas.schemas.errors import AiaasError
 from aiaas.schemas.registry import ModelVersion
+from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams.record import Record
 from aiaas.streams.replywire import encode_request
@@ -38,7 +40,12 @@ class OneVersion:
         return self.default
 
 
-def record(rid: str, x: np.ndarray, **extra: str) -> Record:
+def record(rid: str, x: np.ndarray, *, framed: bool = False, **extra: str) -> Record:
+    """An OIP binary request, or (``framed``) the request split from a frame of one."""
+    if framed:
+        value, hd = frame.encode([frame.Entry([rid], {"input": x}, dict(extra))])
+        [rec] = unpack(Record("t", 0, 7, b"k", value, h.decode(hd)))
+        return rec
     enc = encode_request({"input": x}, request_id=rid, binary=True)
     return Record("t", 0, 7, rid.encode(), enc.value, {**enc.headers, h.CORRELATION_ID: rid, **extra})
 
@@ -50,11 +57,14 @@ def intake() -> Intake:
 
 async def test_known_layouts_skip_the_checks_and_give_the_same_work(intake: Intake) -> None:
     x = np.ones((1, 4), np.float32)
-    works = [await intake.work(record(f"r{i}", x * i), f"r{i}") for i in range(4)]
+    works = [await intake.work(record(f"r{i}", x * i, framed=i % 2 == 1), f"r{i}") for i in range(4)]
     model = intake.sessions.default
-    assert len(model.known) == 1  # remembered after the layout cache first served it
+    assert len(model.checked) == 1  # the layout's verdict, remembered for this version
     for i, w in enumerate(works):
-        assert (w.request_id, w.response_id, w.rows, w.binary, w.outputs) == (f"r{i}", f"r{i}", 1, True, None)
+        framed = i % 2 == 1
+        assert (w.request_id, w.response_id, w.rows, w.binary, w.outputs) == (
+            f"r{i}", None if framed else f"r{i}", 1, True, None)
+        assert frame.is_frame(w.record.headers) is framed
         np.testing.assert_array_equal(w.inputs["input"], x * i)
     assert works[-1].sig == works[0].sig and works[-1].model is model
 
@@ -67,9 +77,10 @@ async def test_what_a_layout_does_not_fix_is_still_checked(intake: Intake) -> No
     with pytest.raises(AiaasError) as info:  # same layout, but an id over 128 characters
         await intake.work(record(long_id, x), long_id)
     assert info.value.status_code == 400
-    with pytest.raises(AiaasError) as info:
-        await intake.work(record("late", x, deadline="1000"), "late")
-    assert info.value.status_code == 504
+    for framed in (False, True):
+        with pytest.raises(AiaasError) as info:
+            await intake.work(record("late", x, framed=framed, deadline="1000"), "late")
+        assert info.value.status_code == 504
     with pytest.raises(AiaasError) as info:  # another layout: checked, and refused
         await intake.work(record("wide", np.ones((1, 5), np.float32)), "wide")
     assert info.value.status_code == 400 and "shape" in info.value.reason
@@ -81,7 +92,7 @@ async def test_a_new_version_checks_its_layouts_again(intake: Intake) -> None:
         await intake.work(record(f"r{i}", x), f"r{i}")
     old = intake.sessions.default
     new = intake.sessions.default = loaded(2)  # type: ignore[misc]
-    assert not new.known
+    assert not new.checked
     w = await intake.work(record("after", x), "after")
     assert w.model is new and w.rows == 1  # checked afresh for the new version, and remembered there
-    assert len(new.known) == 1 and len(old.known) == 1
+    assert len(new.checked) == 1 and len(old.checked) == 1

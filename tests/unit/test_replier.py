@@ -1,5 +1,5 @@
-"""Replies of a compute group without a broker: with the JSON around the id looked up once per output
-layout, they are the same records as reply by reply (tenant passed on, errors dead-lettered)."""
+"""Replies of a compute group without a broker: the replies to framed requests go as one reply frame
+whose entries are what reply by reply would say (tenant passed on, errors dead-lettered)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,10 @@ from aiaas.agents.inference.batcher import Work
 from aiaas.agents.inference.outbox import Outbox
 from aiaas.agents.inference.replier import Replier
 from aiaas.schemas.errors import AiaasError, ErrorCode
+from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams.record import Record
-from aiaas.streams.replywire import REPLY_BATCH, unpack_batch
+from aiaas.streams.replywire import replies_of
 
 
 class Model:
@@ -26,9 +27,9 @@ class Model:
 
 
 def work(rid: str, rows: int, **headers: str) -> Work:
-    hd = {h.REPLY_TO: "rep", REPLY_BATCH: "1", **headers}
-    return Work(Record("t", 0, 0, rid.encode(), b"", hd), rid, "rep", True, {}, Model(),  # type: ignore[arg-type]
-                rows, None, f"body-{rid}")
+    hd = {h.REPLY_TO: "rep", h.CONTENT_TYPE: frame.CONTENT_TYPE, **headers}
+    rec = Record("t", 0, 0, rid.encode(), None, hd, message=frame.Entry([rid], {}))
+    return Work(rec, rid, "rep", True, {}, Model(), rows, None, None)  # type: ignore[arg-type]
 
 
 class Letters:
@@ -69,12 +70,20 @@ async def test_group_replies_equal_one_by_one_replies() -> None:
     assert await replier.reply_group(works, results, sent) == 4
     await sent.flush()
     [(topic, value, headers)] = sends.records
-    got = {r.request_id: r for r in unpack_batch(value, {k: v.decode() for k, v in headers})}
+    hd = {k: v.decode() for k, v in headers}
+    assert hd[h.WIRE_VERSION] == "1" and frame.is_frame(hd)
+    entries = {e.id: e for e in frame.decode(value, hd)}
+    got = {r.request_id: r for r in replies_of(value, hd)}
     assert topic == "rep" and sorted(got) == ["a", "b", "c", "d", "e"]
-    encoder = replies.BinaryResponses("m")
     for w, res in [*zip(works[:3], results[:3], strict=True), (works[4], results[4])]:
-        want_value, want_headers = encoder.encode(3, w.request_id, w.response_id, res, w.record.headers)
-        assert got[w.request_id].value == want_value and got[w.request_id].headers == want_headers
-        np.testing.assert_array_equal(got[w.request_id].result().outputs["logits"], res["logits"])
-    assert got["c"].headers[h.TENANT] == "acme"  # the reply-by-reply path passed the tenant on
+        want = replies.ok_entry("m", 3, [w.request_id], res, w.record.headers)
+        e = entries[w.request_id]
+        assert (e.fields, e.headers) == (want.fields, want.headers)
+        result = got[w.request_id].result()
+        assert (result.id, result.model_name, result.model_version) == (w.request_id, "m", "3")
+        np.testing.assert_array_equal(result.outputs["logits"], res["logits"])
+        assert got[w.request_id].headers[h.CORRELATION_ID] == w.request_id
+    assert got["c"].headers[h.TENANT] == "acme"  # the reply passed the tenant on
     assert got["d"].headers["status-code"] == "400" and letters.sent == [(b"d", "boom")]
+    err = got["d"].error()
+    assert err.reason == "boom" and err.status_code == 400 and err.details["request_id"] == "d"

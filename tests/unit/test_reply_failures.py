@@ -23,20 +23,36 @@ from aiaas.agents.inference.outbox import Outbox, Owners
 from aiaas.agents.inference.replier import Replier
 from aiaas.client.waiting import Waiting
 from aiaas.schemas.errors import AiaasError, InvalidMessage
-from aiaas.streams import chunking
+from aiaas.streams import chunking, frame
 from aiaas.streams import headers as h
 from aiaas.streams.record import Record
-from aiaas.streams.replywire import REPLY_BATCH, Reply, unpack_batch
+from aiaas.streams.replywire import Reply, replies_of
 
 
 class Model:
     version = 1
 
 
-def work(rid: str, binary: bool, **headers: str) -> Work:
-    hd = {h.REPLY_TO: "rep", REPLY_BATCH: "1", **headers}
-    return Work(Record("t", 0, 7, rid.encode(), b"", hd), rid, "rep", binary, {}, Model(),  # type: ignore[arg-type]
-                1, None, rid)
+def work(rid: str, binary: bool, *, framed: bool = False, **headers: str) -> Work:
+    """A request: an OIP one (JSON or binary), or an entry of a frame."""
+    hd = {h.REPLY_TO: "rep", **headers}
+    if framed:
+        hd[h.CONTENT_TYPE] = frame.CONTENT_TYPE
+    rec = Record("t", 0, 7, rid.encode(), None if framed else b"", hd,
+                 message=frame.Entry([rid], {}) if framed else None)
+    return Work(rec, rid, "rep", binary, {}, Model(), 1, None, rid)  # type: ignore[arg-type]
+
+
+def answers(records: list[tuple[str, bytes, Any]]) -> dict[str, Reply]:
+    """The replies in produced records (reply frames split; chunks left out)."""
+    out: dict[str, Reply] = {}
+    for _, value, headers in records:
+        hd = {k: v.decode() for k, v in headers}
+        if h.CHUNK_ID in hd:
+            continue
+        found = replies_of(value, hd) if frame.is_frame(hd) else [Reply(hd[h.CORRELATION_ID], value, hd)]
+        out |= {r.request_id: r for r in found}
+    return out
 
 
 def done(value: Any = None, exc: BaseException | None = None) -> asyncio.Future[Any]:
@@ -78,22 +94,22 @@ def replier(**kw: int) -> tuple[Replier, Producer, Letters]:
 
 async def test_nan_in_a_json_reply_and_an_oversized_reply_fail_alone() -> None:
     r, producer, letters = replier(chunk_bytes=2048, max_reply_bytes=64 * 1024)
-    works = [work("fine", False), work("nan", False), work("inf", True), work("big", True),
-             work("huge", True)]
+    works = [work("fine", False), work("nan", False), work("inf", True, framed=True),
+             work("big", True, framed=True), work("huge", True, framed=True)]
     results: list[Any] = [{"y": np.ones((1, 2), np.float32)}, {"y": np.array([[np.nan, 1]], np.float32)},
                           {"y": np.array([[np.inf]], np.float32)},  # binary carries it
                           {"y": np.ones((1, 4096), np.float32)},  # 16 KB: chunked
                           {"y": np.ones((1, 32768), np.float32)}]  # 128 KB: over the limit
-    sent = Outbox(producer.send, 8192)  # replies over 4 KB go alone
+    sent = Outbox(r.send_raw, 8192)  # replies over 4 KB go alone (the worker's send: chunks)
     assert await r.reply_group(works, results, sent) == 3
     await sent.flush()
     assert letters.sent == [("nan", "invalid_message"), ("huge", "too_large")]
     assert r.stats["chunked_replies"] == 1
-    batch = next(v for t, v, hd in producer.records if dict(hd).get("content-type") == b"application/"
-                 b"vnd.aiaas.reply-batch")
-    [(_, _, hd)] = [rec for rec in producer.records if rec[1] is batch]
-    got = {x.request_id: x for x in unpack_batch(batch, {k: v.decode() for k, v in hd})}
-    assert sorted(got) == ["fine", "huge", "inf", "nan"]
+    got = answers(producer.records)
+    assert sorted(got) == ["big", "fine", "huge", "inf", "nan"]
+    assert got["big"].result().outputs["y"].shape == (1, 4096)  # alone in its frame, chunked
+    assert got["fine"].result().outputs["y"].shape == (1, 2)
+    assert got["nan"].headers["content-type"] == "application/json"
     nan, huge = got["nan"].error(), got["huge"].error()
     assert nan.status_code == 400 and "NaN or infinity" in nan.reason and nan.details["tensor"] == "y"
     assert huge.status_code == 413 and huge.details["limit"] == 64 * 1024
@@ -112,15 +128,15 @@ async def test_a_refused_batch_fails_its_requests_and_the_poll_commits() -> None
         raise MessageSizeTooLargeError("too big for the topic")
 
     sent = Outbox(refuse, 1 << 20, unsent)
-    a, b = work("a", True), work("b", True)
-    await sent.add("rep", 0, {h.CORRELATION_ID: "a"}, b"x", (a.record, ("a",)))
-    await sent.add("rep", 0, {h.CORRELATION_ID: "b"}, b"y", (b.record, ("b",)))
+    a, b = work("a", True, framed=True), work("b", True, framed=True)
+    await sent.add("rep", 0, frame.Entry(["a"], {"x": np.ones(2)}), (a.record, ("a",)))
+    await sent.add("rep", 0, frame.Entry(["b"], {"y": np.ones(2)}), (b.record, ("b",)))
     await sent.flush()
     assert [ids for own, _ in failed for _, ids in own] == [("a",), ("b",)]
     assert letters.sent == [("a", "too_large"), ("b", "too_large")] and r.stats["undelivered"] == 2
     assert sent.sent == []  # nothing to wait for: the poll may commit
-    [(topic, value, hd)] = producer.records  # the error replies, batched as the requests asked
-    errors = unpack_batch(value, {k: v.decode() for k, v in hd})
+    [(topic, value, hd)] = producer.records  # the error replies: one frame, as the requests came
+    errors = replies_of(value, {k: v.decode() for k, v in hd})
     assert topic == "rep" and [e.error().status_code for e in errors] == [413, 413]
 
 

@@ -11,7 +11,6 @@ from aiaas.client.inference import encode_request
 from aiaas.schemas.errors import InvalidMessage
 from aiaas.schemas.inference import Datatype, InferenceRequest, InferenceResponse, Tensor
 from aiaas.streams import tensorcodec as tc
-from aiaas.streams.layoutcache import LayoutCache, _cut_id
 
 ARRAYS = {
     "f32": np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
@@ -121,29 +120,16 @@ def test_bool_bytes_must_be_0_or_1_and_nan_needs_binary() -> None:
         "binary_data_size": 4}
 
 
-def test_templates_and_layout_cache_match_the_generic_codec() -> None:
+def test_the_workers_oip_encoder_matches_the_validated_codec() -> None:
+    """``encode_body`` (the worker's OIP replies, no pydantic) reads back through the validating
+    decoder as the same message and arrays, JSON and binary."""
     x = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([[7]], dtype=np.int64)}
-    templates = tc.BodyTemplates("inference_request", "inputs")
-    cache = LayoutCache("inference_request", "inputs", frozenset({"v", "id", "inputs"}))
-    for rid in ("r-1", "r-2", 'q"uote', "ünï"):
-        enc = templates.encode(rid, x)
-        generic = tc.encode_body("inference_request", {"id": rid}, "inputs", x, binary=True)
-        assert enc.value == generic.value and enc.headers == generic.headers
-        got = cache.decode(enc.value, enc.headers)
-        assert got is not None and got.body["id"] == rid
-        for name, arr in x.items():
-            np.testing.assert_array_equal(got.arrays[name], arr)
-    assert len(cache._layouts) == 1  # one layout learnt; escaped ids took the validating path
-    other = templates.encode("r-3", {"a": np.zeros((5, 3), np.float32), "b": x["b"]})
-    got = cache.decode(other.value, other.headers)
-    assert got is not None and got.arrays["a"].shape == (5, 3) and len(cache._layouts) == 2
-    truncated = cache.decode(enc.value[:-4], enc.headers)
-    assert truncated is None  # sizes that do not add up never come from the cache
-
-
-@pytest.mark.parametrize("head", [
-    b'{"parameters":{"id":"x"},"id":"r","inputs":[]}',
-    b'{"v":1,"inputs":[{"id":"x"}],"id":"r"}',
-])
-def test_layout_cache_ignores_ids_that_are_not_top_level(head: bytes) -> None:
-    assert _cut_id(head) is None
+    for rid in ("r-1", 'q"uote', "ünï"):
+        for binary in (False, True):
+            enc = tc.encode_body("inference_response", {"model_name": "m", "id": rid}, "outputs", x,
+                                 binary=binary)
+            assert tc.is_binary(enc.headers) is binary
+            resp, arrays = tc.decode(enc.value, enc.headers, InferenceResponse, "outputs")
+            assert resp.id == rid and resp.model_name == "m" and list(arrays) == ["a", "b"]
+            for name, arr in x.items():
+                np.testing.assert_array_equal(arrays[name], arr)
