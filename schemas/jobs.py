@@ -212,5 +212,5 @@ class CandidateDecision(Envelope):
     window_rows: int = 0
     promoted: bool = False
     model_version: int | None = None  # the registered version, when promoted
-    source_read: int = 0  # source records the aggregator had read
+    source_position: int = 0  # the aggregator's read positions in the source, summed
     ts: float = 0.0

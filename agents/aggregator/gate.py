@@ -60,6 +60,7 @@ class Gate:
         self._since_t = time.monotonic()
         self.candidates = 0
         self.promotions = 0
+        self.decided = asyncio.Event()  # set after every decision (tests and benchmarks wait on it)
 
     async def start(self) -> None:
         """Production as the registry has it (a restarted aggregator compares with what serves)."""
@@ -105,9 +106,11 @@ class Gate:
             job_id=self.spec.job_id, version=state.version, candidate=cand, production=prod,
             production_version=self.production.version if self.production else None,
             metric="accuracy" if self.accuracy else "mse", window_rows=len(x), promoted=promote,
-            tolerance=self.cfg.tolerance, source_read=self.holdout.reader.read, ts=time.time())
+            tolerance=self.cfg.tolerance, ts=time.time(),
+            source_position=sum(self.holdout.reader.positions.values()))
         if promote:
             decision.model_version = await self._promote(state, x, metrics | scored)
+        self.decided.set()
         log.info("job %s candidate v%d: %s %.4f vs production %s -> %s", self.spec.job_id,
                  state.version, decision.metric, cand, "none" if prod is None else f"{prod:.4f}",
                  "promoted" if promote else "kept production")

@@ -330,12 +330,12 @@ class Aggregator:
 
     async def _evaluate(self) -> bool:
         assert self.progress is not None and self.mode is not None
-        assert self._x_test is not None and self._y_test is not None
         if self.holdout is not None and self.gate is not None:  # continuous: the newest window
             held = self.holdout.arrays()
             if held is None:
                 return False
             self._x_test, self._y_test = held
+        assert self._x_test is not None and self._y_test is not None
         metrics = await self.eval_offload(evaluate, self.state.model, self._x_test, self._y_test, self.spec)
         self._evaluated_version = self.state.version
         met = self.progress.evaluated(metrics)
