@@ -11,11 +11,14 @@ See docs/sources.md.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 PATH = r"^[A-Za-z_][\w-]*(\.[A-Za-z_0-9][\w-]*)*(\[\])?$"  # dotted path; a trailing [] expands an array
+
+
+PathStr = Annotated[str, Field(pattern=PATH)]
 
 
 class _Spec(BaseModel):
@@ -41,9 +44,13 @@ class FeatureField(_Spec):
     def _consistent(self) -> FeatureField:
         if self.path.endswith("[]") and self.width is None:
             raise ValueError(f"array field {self.path!r} needs its width (number of columns)")
-        if self.vocabulary is not None and isinstance(self.default, str) \
-                and self.default not in self.vocabulary:
+        if self.vocabulary is not None and self.default is not None \
+                and (not isinstance(self.default, str) or self.default not in self.vocabulary):
             raise ValueError(f"default {self.default!r} is not in the vocabulary of {self.path!r}")
+        if self.vocabulary is None and isinstance(self.default, str):
+            raise ValueError(f"numeric field {self.path!r} needs a number as its default")
+        if self.vocabulary is not None and self.path.endswith("[]"):
+            raise ValueError(f"categorical field {self.path!r} cannot be an array")
         return self
 
     def columns(self) -> int:
@@ -83,7 +90,7 @@ class Source(_Spec):
     label: str | None = Field(default=None, pattern=PATH)
     label_vocabulary: list[str] | None = None  # class names, when the label is a string
     key: str | None = Field(default=None, pattern=PATH)  # split and partitioning; default: record key
-    passthrough: list[str] = Field(default_factory=list)  # fields copied to each prediction record
+    passthrough: list[PathStr] = Field(default_factory=list)  # fields copied to each prediction record
     csv: CsvLayout | None = None
     avro: AvroSchema | None = None
     start: Literal["earliest", "latest"] | datetime = "earliest"

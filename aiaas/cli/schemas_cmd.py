@@ -14,6 +14,7 @@ import aiaas.schemas.records as records
 import aiaas.schemas.registry as registry
 import aiaas.schemas.training as training
 from aiaas.schemas.envelope import Envelope
+from aiaas.schemas.sources import Source
 
 app = typer.Typer(no_args_is_help=True, help="Message contracts.")
 
@@ -37,3 +38,6 @@ def export(directory: Path) -> None:
         schema.setdefault("properties", {})["kind"] = {"const": kind}
         (directory / f"{kind}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
         typer.echo(f"wrote {directory / f'{kind}.schema.json'}")
+    # the source: block (JobSpec, aiaas score --source); a spec, not a message: no kind (docs/sources.md)
+    (directory / "source.schema.json").write_text(json.dumps(Source.model_json_schema(), indent=2) + "\n")
+    typer.echo(f"wrote {directory / 'source.schema.json'}")
