@@ -2,7 +2,9 @@
 
 Each line is ``frame;frame;...;leaf COUNT`` with frames like ``func (path/file.py:123)``. Self time
 counts the leaf frame of each sample; inclusive time counts every function on the stack once. Both
-are grouped by function and file (line numbers dropped) and given as a share of all samples.
+are grouped by function and file (line numbers dropped) and given as a share of all samples; self
+time is also summed per package (``aiaas/agents/<role>`` for our own code), to see where a process
+spends its time at a glance: the HTTP server, Kafka's client, JSON, onnxruntime, ours.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ def function_of(frame: str) -> str:
     return frame.replace("site-packages/", "").replace("/work/main/", "")
 
 
+def package_of(function: str) -> str:
+    """``run (ort/capi/s.py)`` -> ``ort``; ``f (aiaas/agents/bridge/core.py)`` -> ``aiaas/agents/bridge``."""
+    parts = function[function.rfind("(") + 1:].rstrip(")").split("/")
+    keep = min(3, len(parts) - 1) if parts[0] == "aiaas" else 1  # aiaas/streams, aiaas/agents/bridge
+    return "/".join(parts[:keep]).removesuffix(".py")
+
+
 def parse_collapsed(text: str) -> list[tuple[list[str], int]]:
     """(frames root first, sample count) per line; blank or malformed lines are skipped."""
     stacks = []
@@ -35,15 +44,17 @@ def top(stacks: list[tuple[list[str], int]], n: int = 10) -> dict[str, list[tupl
     total = sum(count for _, count in stacks)
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
     for frames, count in stacks:
         names = [function_of(f) for f in frames]
         own[names[-1]] += count
+        packages[package_of(names[-1])] += count
         for name in set(names):
             inclusive[name] += count
     if not total:
-        return {"self": [], "inclusive": []}
+        return {"self": [], "inclusive": [], "package": []}
     return {kind: [(name, round(100 * c / total, 1)) for name, c in counter.most_common(n)]
-            for kind, counter in (("self", own), ("inclusive", inclusive))}
+            for kind, counter in (("self", own), ("inclusive", inclusive), ("package", packages))}
 
 
 def summary(path: Path, title: str, n: int = 10) -> str:
@@ -53,4 +64,5 @@ def summary(path: Path, title: str, n: int = 10) -> str:
     lines = [f"## {title}: {sum(c for _, c in stacks)} samples ({path.name})", "self %  function"]
     lines += [f"{pct:6.1f}  {name}" for name, pct in ranked["self"]]
     lines += ["incl %  function"] + [f"{pct:6.1f}  {name}" for name, pct in ranked["inclusive"]]
+    lines += ["self %  package"] + [f"{pct:6.1f}  {name}" for name, pct in ranked["package"]]
     return "\n".join(lines)

@@ -74,6 +74,9 @@ def test_hotspots_rank_self_and_inclusive_time_per_function() -> None:
     ranked = hotspots.top(hotspots.parse_collapsed(text), 2)
     assert ranked["self"] == [("run (ort/s.py)", 60.0), ("parse (json/dec.py)", 30.0)]
     assert set(ranked["inclusive"]) == {("main (app.py)", 100.0), ("loop (aio/base.py)", 100.0)}
+    assert ranked["package"] == [("ort", 60.0), ("json", 30.0)]
+    assert hotspots.package_of("f (aiaas/agents/bridge/core.py)") == "aiaas/agents/bridge"
+    assert hotspots.package_of("g (<frozen runpy>)") == "<frozen runpy>"
 
 
 async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
