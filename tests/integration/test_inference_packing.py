@@ -153,6 +153,7 @@ async def test_entries_of_a_hand_built_frame_are_answered_one_by_one(settings: S
 
 
 async def test_a_malformed_frame_goes_to_the_dead_letters_whole(settings: Settings) -> None:
+    """... and so does a frame of a newer wire-version, whose requests get an error reply saying so."""
     await publish(settings, "junk", examples.mlp([4, 2], seed=13))
     topic = Topics(settings).infer_requests("junk").name
     past_end = (b'{"entries":[{"id":"x","tensors":[{"name":"input","datatype":"FP32","shape":[1,4],'
@@ -164,10 +165,23 @@ async def test_a_malformed_frame_goes_to_the_dead_letters_whole(settings: Settin
             await prod.send_and_wait(topic, value, key=key, headers=[
                 ("content-type", frame.CONTENT_TYPE.encode()), (frame.LENGTH, length.encode()),
                 (h.REPLY_TO, client.reply_topic.encode())])
-        letters = {d.key_b64: d for d in await dead_letters(settings, "junk", 2)}
+        rid = client.new_id()
+        future = await client.waiting.add(rid, 20)
+        value, kind = frame.encode([frame.Entry([rid], {"input": np.ones((1, 4), np.float32)})])
+        newer = [(k, b"2" if k == h.WIRE_VERSION else v) for k, v in kind]
+        await prod.send_and_wait(topic, value, key="newer", headers=[*newer, (h.REPLY_TO,
+                                                                              client.reply_topic.encode())])
+        refused = (await future).error()
+        assert refused.status_code == 400 and "unsupported wire-version" in refused.reason
+        assert refused.details["got"] == "2"
+        letters = {d.key_b64: d for d in await dead_letters(settings, "junk", 3)}
         ok = await client.infer("junk", {"input": np.ones((1, 4), np.float32)}, timeout=20)  # still serving
         assert ok.outputs["logits"].shape == (1, 2)
-        assert worker.stats["error_invalid_message"] == 2 and worker.stats["replies"] == 1
+        assert worker.stats["error_invalid_message"] == 3 and worker.stats["replies"] == 1
+    newer_letter = letters[base64.b64encode(b"newer").decode()]
+    assert base64.b64decode(newer_letter.value_b64 or "") == value
+    assert newer_letter.headers[h.WIRE_VERSION] == "2"
+    assert newer_letter.reason.startswith("unsupported wire-version")
     for key, (value, _) in junk.items():
         letter = letters[base64.b64encode(key.encode()).decode()]
         assert letter.code == "invalid_message" and letter.source_topic == topic
