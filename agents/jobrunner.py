@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from pathlib import Path
 
+from aiaas.schemas.audit import JOB_STOP
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.records import JobStatus
+from aiaas.streams.audit import record, write_one
 from aiaas.streams.jobs import follow, mark_failed, read_jobs
 from aiaas.streams.settings import Settings
 
@@ -49,6 +52,18 @@ async def _run_one(settings: Settings, spec: JobSpec, trainers: int | None, log_
         log.exception("job %s could not run", spec.job_id)
         # LocalJob may have marked it failed already, or its aggregator ended it: no second opinion
         await mark_failed(settings, spec, why_failed(exc))
+        await _audit_stop(settings, spec, None, exc)
+        return
+    await _audit_stop(settings, spec, status, None)
+
+
+async def _audit_stop(settings: Settings, spec: JobSpec, status: JobStatus | None,
+                      exc: BaseException | None) -> None:
+    """The job's end on the audit topic (docs/operations.md, "Audit"): ok when it succeeded."""
+    state = status.state if status is not None else "failed"
+    error = exc or (None if state == "succeeded" else f"{state}: {status.error if status else ''}")
+    await write_one(settings, record(JOB_STOP, spec.job_id, actor=f"jobs-worker@{socket.gethostname()}",
+                                     source="agent", error=error, state=state))
 
 
 async def watch_and_run(settings: Settings, *, trainers: int | None = None,

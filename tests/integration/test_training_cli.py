@@ -9,6 +9,7 @@ what the fault tests and ``make demo`` run).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from aiaas.cli.main import app
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.records import JobStatus
 from aiaas.streams.admin import ensure
+from aiaas.streams.audit import tail
 from aiaas.streams.jobs import spec_key, submit, wait_final, write_status
 from aiaas.streams.producer import Producer
 from aiaas.streams.runtime import run
@@ -99,8 +101,12 @@ async def test_jobs_worker_runs_a_job_submitted_to_the_topic(settings: Settings)
             await producer.send_and_wait(Topics(settings).jobs().name, spec.to_record(),
                                          key=spec_key(spec.job_id))
         status = await wait_final(settings, spec.job_id, timeout_s=150)
+        async with asyncio.timeout(30), contextlib.aclosing(tail(settings, follow=True)) as recs:
+            stop = await anext(r async for r in recs if r.action == "job.stop")  # audited (agent)
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
     assert status.state == "succeeded", status.error
     assert status.metrics["test_accuracy"] >= 0.93
+    assert (stop.target, stop.source, stop.outcome, stop.details["state"]) == (
+        spec.job_id, "agent", "ok", "succeeded")
