@@ -126,17 +126,13 @@ def encode_request(
     outputs: Sequence[str] | None = None,
 ) -> tc.Encoded:
     """The record value + content headers of an OIP request for ``inputs`` (JSON or binary)."""
-    tensors = [tc.from_numpy(n, np.asarray(a), binary=binary) for n, a in inputs.items()] \
-        if isinstance(inputs, Mapping) else list(inputs)
-    raw = [np.asarray(inputs[t.name]) if isinstance(inputs, Mapping) else tc.to_numpy(t) for t in tensors] \
-        if binary else []
-    if binary and not isinstance(inputs, Mapping):
-        tensors = [tc.from_numpy(t.name, a, binary=True) for t, a in zip(tensors, raw, strict=True)]
+    arrays = entry_of(inputs, request_id).tensors
+    tensors = [tc.from_numpy(n, a, binary=binary) for n, a in arrays.items()]
     req = InferenceRequest.model_construct(
         id=request_id, parameters=parameters, inputs=tensors,
         outputs=[RequestOutput(name=o) for o in outputs] if outputs else None, v=1,
     )
-    return tc.encode(req, tensors, raw, binary=binary)
+    return tc.encode(req, tensors, list(arrays.values()) if binary else [], binary=binary)
 
 
 def entry_of(inputs: Inputs, request_id: str, parameters: dict[str, Any] | None = None,

@@ -71,12 +71,9 @@ def split_value(value: bytes | None, headers: Mapping[str, str]) -> tuple[bytes,
     if not is_binary(headers):
         return value, memoryview(b"")
     raw_len = headers.get(HEADER_LENGTH)
-    try:
-        n = int(raw_len) if raw_len is not None else -1
-    except ValueError:
-        n = -1
+    n = h.count(raw_len) or 0
     if not 0 < n <= len(value):
-        raise InvalidMessage(f"binary record needs a valid {HEADER_LENGTH} header", got=raw_len)
+        raise InvalidMessage(f"binary record needs a valid {HEADER_LENGTH} header", got=(raw_len or "")[:40])
     return value[:n], memoryview(value)[n:]
 
 
