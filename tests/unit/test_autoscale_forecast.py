@@ -152,3 +152,17 @@ def test_a_forecast_never_asks_for_fewer_replicas_than_the_lag(lag: int, rate: f
                                                                partitions: int) -> None:
     obs = Observation(lag=lag, arrival_rate=rate, partitions=partitions)
     assert recommend(POLICY, obs, forecast) >= recommend(POLICY, obs)
+
+
+def test_autoscale_takes_a_policy_and_refuses_an_unknown_one() -> None:
+    from typer.testing import CliRunner
+
+    from aiaas.cli.main import app
+
+    shown = CliRunner().invoke(app, ["autoscale", "--help"])
+    assert shown.exit_code == 0 and "--policy" in shown.output and "--season" in shown.output
+    bad = CliRunner().invoke(app, ["autoscale", "--model", "m", "--policy", "magic"])
+    assert bad.exit_code == 2 and "use reactive or predictive" in bad.output
+    season = CliRunner().invoke(app, ["autoscale", "--model", "m", "--policy", "predictive", "--season", "1",
+                                      "--interval", "1"])
+    assert season.exit_code == 2 and "at least 2 steps" in season.output  # refused before any broker
