@@ -53,6 +53,8 @@ class SourceFeed:
         self.jd: JobData | None = None
         self.reader: SourceReader | None = None
         self.kept = 0
+        self.resumed_at: dict[int, int] | None = None  # where a continuous restart started reading
+        self.filed = asyncio.Event()  # set whenever rows were kept (tests wait on it)
         self.unusable = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -137,6 +139,7 @@ class SourceFeed:
         keep = 1.0 - self.spec.data.test_fraction
         back = math.ceil(self.spec.continuous.window_rows * self.spec.data.partitions / share / keep)
         reader.seek({p: done[p] - back for p in done})
+        self.resumed_at = dict(reader.positions)
         log.info("feed: resuming the source at %s (committed %s, one window back)", reader.positions, done)
 
     def _file(self, rows: Rows, owned: set[int]) -> None:
@@ -156,3 +159,4 @@ class SourceFeed:
                 x, y = prepared(self.spec, self.jd, rows, keep)
                 self.data.add(p, (rows.partition << 40) | int(rows.offsets[keep][0]), x, y)
                 self.kept += len(x)
+                self.filed.set()
