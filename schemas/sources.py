@@ -86,7 +86,7 @@ class Source(_Spec):
 
     topic: str = Field(min_length=1, max_length=249)
     format: Literal["json", "avro", "csv", "tensor"] = "json"
-    features: list[FeatureField | str] = Field(min_length=1)  # a bare string is a numeric path
+    features: list[FeatureField | PathStr] = Field(min_length=1)  # a bare string is a numeric path
     label: str | None = Field(default=None, pattern=PATH)
     label_vocabulary: list[str] | None = None  # class names, when the label is a string
     key: str | None = Field(default=None, pattern=PATH)  # split and partitioning; default: record key
@@ -102,6 +102,9 @@ class Source(_Spec):
             raise ValueError("format csv needs a csv: block naming the columns")
         if self.format == "avro" and self.avro is None:
             raise ValueError("format avro needs an avro: block (file, registry_url or ids)")
+        for f in self.features:
+            if isinstance(f, str) and f.endswith("[]"):
+                raise ValueError(f"array field {f!r} needs its width: write {{path: {f}, width: N}}")
         return self
 
     def fields(self) -> list[FeatureField]:
