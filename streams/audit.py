@@ -91,9 +91,17 @@ class AuditWriter:
             async with asyncio.timeout(timeout_s):
                 await fut
         except Exception as exc:
-            log.warning("audit record %s %s not written: %s", rec.action, rec.target, error_text(exc))
+            _not_written(rec, exc)
             return False
         return True
+
+
+def _not_written(rec: AuditRecord, exc: BaseException) -> None:
+    """One log line for a record that could not be written: a warning when the action happened
+    (it is now unaudited); for a failed action only at INFO, as the action's own error line (often
+    the same unreachable broker) already tells the user, and says it in one line."""
+    level = logging.WARNING if rec.outcome == "ok" else logging.INFO
+    log.log(level, "audit record %s %s not written: %s", rec.action, rec.target, error_text(exc))
 
 
 def record(action: str, target: str, *, actor: str, source: Source = "cli", tenant: str = "",
@@ -116,7 +124,7 @@ async def write_one(settings: Settings, rec: AuditRecord, producer: Producer | N
         async with Producer(settings) as own:
             return await AuditWriter(own, topic.name).write(rec)
     except Exception as exc:  # the action happened (or failed) all the same: say so, do not hide it
-        log.warning("audit record %s %s not written: %s", rec.action, rec.target, error_text(exc))
+        _not_written(rec, exc)
         return False
 
 
