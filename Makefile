@@ -82,7 +82,7 @@ bench: setup infra-up
 	  if [ -f benchmarks/$$b.py ]; then $(PY) -m benchmarks.$$b || exit 1; fi; done
 	@mkdir -p .run
 	$(PY) -m benchmarks.peers --repeat 5 > .run/peers.out
-	$(PY) -m benchmarks.report .run/peers.out
+	$(PY) -m benchmarks.report .run/peers.out --note "make bench: python -m benchmarks.peers --repeat 5"
 
 demo: setup infra-up
 	$(PY) -m aiaas.cli.main demo

@@ -108,10 +108,10 @@ def other_section(name: str, result: dict[str, Any]) -> list[str]:
     return [*lines, ""]
 
 
-def write_report(results: dict[str, dict[str, Any]], out: Path, date: str) -> Path:
+def write_report(results: dict[str, dict[str, Any]], out: Path, date: str, note: str = "") -> Path:
     """Write ``<out>/<date>.md`` (and the peers plots beside it); returns the markdown's path."""
     out.mkdir(parents=True, exist_ok=True)
-    lines = [f"# Benchmarks, {date}", ""]
+    lines = [f"# Benchmarks, {date}", "", *([note, ""] if note else [])]
     for name, result in results.items():
         if "peers" in result:
             pngs = plot_peers(result, out, date)
@@ -131,6 +131,7 @@ def cli() -> None:
     parser.add_argument("outputs", nargs="+", type=Path, help="files holding a benchmark's output")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--date", default=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"))
+    parser.add_argument("--note", default="", help="a paragraph under the title: the command, the conditions")
     args = parser.parse_args()
     results = {}
     for path in args.outputs:
@@ -138,7 +139,7 @@ def cli() -> None:
         if result is None:
             raise SystemExit(f"{path}: no JSON result line")
         results[path.stem] = result
-    print(write_report(results, args.out, args.date))
+    print(write_report(results, args.out, args.date, args.note))
 
 
 if __name__ == "__main__":
