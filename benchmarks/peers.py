@@ -14,9 +14,11 @@ give the same argmax as onnxruntime in this process on a few rows.
 Last stdout line, one JSON object: ``peers.<mlserver|aiaas>.c<N>`` with ``req_per_s``, ``p50_ms``,
 ``p99_ms`` (medians over the repeats, ``_min``/``_max`` beside each), ``ratio_vs_mlserver_c32`` and
 ``ratio_vs_mlserver_c1`` (medians of the per-repeat aiaas/MLServer throughput ratios) and
-``machine``. A server that cannot be installed or started is reported on stderr, exit 2, and no
-figure is printed. ``--profile S`` then records py-spy on aiaas's bridge and one worker for S
-seconds under concurrency-32 load and prints their hot spots to stderr (files in ``--profile-dir``).
+``machine``. Each round's line on stderr also gives the server's own CPU time per request (all its
+processes; aiaas's Kafka broker not counted), steadier than rates on a shared machine. A server
+that cannot be installed or started is reported on stderr, exit 2, and no figure is printed.
+``--profile S`` then records py-spy on aiaas's bridge and one worker for S seconds under
+concurrency-32 load and prints their hot spots to stderr (files in ``--profile-dir``).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import onnxruntime as ort
 
 from aiaas.schemas.errors import AiaasError, InferenceError
 from aiaas.streams.runtime import run
-from benchmarks import hotspots
+from benchmarks import common, hotspots
 from benchmarks.common import add_repeat, cpu_seconds, emit, fresh_prefix, machine, percentile, spread
 from benchmarks.httpload import Round, post_json, request_bytes, run_round
 from benchmarks.peerservers import Server, ensure_mlserver, start_aiaas, start_mlserver
@@ -81,15 +83,23 @@ async def measure(servers: list[Server], payload: dict[str, bytes], levels: tupl
     rounds: dict[str, dict[int, list[Round]]] = {s.name: {c: [] for c in levels} for s in servers}
     for server in servers:  # warm-up: onnxruntime's arenas, connection pools, JIT-less caches
         await run_round(HOST, server.port, payload[server.name], 32, min(seconds, 3.0))
+    cpu: dict[str, dict[int, list[float]]] = {s.name: {c: [] for c in levels} for s in servers}
     for rep in range(repeat):
         order = servers if rep % 2 == 0 else servers[::-1]
         for c in levels:
             for server in order:
+                cpu0 = server.cpu_seconds()
                 r = await run_round(HOST, server.port, payload[server.name], c, seconds)
+                cpu[server.name][c].append(1e6 * (server.cpu_seconds() - cpu0) / max(1, r.requests))
                 rounds[server.name][c].append(r)
                 p50, p99 = percentile(r.latencies_ms, 50), percentile(r.latencies_ms, 99)
                 print(f"peers: repeat {rep + 1}/{repeat} c{c} {server.name}: {r.req_per_s:.1f} req/s "
-                      f"p50 {p50:.2f} ms p99 {p99:.2f} ms", file=sys.stderr)
+                      f"p50 {p50:.2f} ms p99 {p99:.2f} ms, server CPU {cpu[server.name][c][-1]:.0f} us/req",
+                      file=sys.stderr)
+    for name, by_c in cpu.items():  # stderr only: the result object's keys are fixed (see the docstring)
+        medians = {f"c{c}": round(common.median(v)) for c, v in by_c.items()}
+        print(f"peers: {name} server CPU per request (us, median; Kafka broker not counted): {medians}",
+              file=sys.stderr)
     return rounds
 
 
