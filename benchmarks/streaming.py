@@ -2,8 +2,7 @@
 
     python -m benchmarks.streaming [--quick] [--records N] [--repeat R]
 
-The input: N JSON records ``{"id": i, "x": [64 numbers]}`` on a 4-partition topic, produced once
-before any measurement (a backlog, so every side reads the same records at full speed). Figures:
+The input: N JSON records ``{"id": i, "x": [64 numbers]}`` on a 4-partition topic. Figures:
 
 - ``decode_json_per_s`` / ``decode_avro_per_s``: the source decoder (``aiaas.sources``) on one core,
   records/s, 64 numeric features (``benchmarks.streaming_decode`` when present, else the same
@@ -18,10 +17,12 @@ before any measurement (a backlog, so every side reads the same records at full 
 - ``drift_recovery_s``: from the continuous-training benchmark when there is one (else null, with
   ``drift_recovery_note``).
 
-Throughput of a 2-process side is counted once both processes own partitions: the output records
-with a timestamp after that moment over the time to the last one (the first process to start
-works alone for a moment, and that start is not what is measured). Each side runs ``--repeat``
-times with a fresh consumer group and output topic; medians are reported with min and max.
+Each run of a 2-process side writes the N records to a fresh input topic in one open transaction,
+starts its processes and waits until both own partitions; then the transaction commits, so all N
+records become readable at once (every side reads read_committed), and the clock runs from the
+commit until the group has committed every input record: the processes drain a backlog, and
+neither their start nor the writer's CPU is measured. Each side runs ``--repeat`` times, sides
+alternating; medians are reported with min and max.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ import signal
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -45,13 +48,13 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from aiaas.registry.store import Registry
 from aiaas.schemas.sources import Source
-from aiaas.streams.admin import wait_for_broker
+from aiaas.streams.admin import Admin, wait_for_broker
 from aiaas.streams.runtime import run
 from aiaas.streams.settings import Settings
 from benchmarks.common import Timer, add_repeat, emit, fresh_prefix, machine, spread
 from tests import examples
 from tests.infra import ROOT
-from tests.scoredreads import group_caught_up, make_topic, produce, read_committed
+from tests.scoredreads import group_caught_up, make_topic
 from tests.spawn import WorkerProcess, spawn_workers, until_processes_balanced
 
 PARTITIONS, FEATURES, BATCH = 4, 64, 2000
@@ -122,7 +125,7 @@ async def copy_member(src: str, out: str, group: str) -> None:
     s = Settings()
     kw = s.consumer_kwargs(group, session_timeout_ms=6000, heartbeat_interval_ms=1000)
     consumer = AIOKafkaConsumer(**kw)
-    producer = AIOKafkaProducer(**s.producer_kwargs())
+    producer = AIOKafkaProducer(**s.producer_kwargs(compression_type=None))  # as the scoring workers
     await consumer.start()
     await producer.start()
     consumer.subscribe([src], listener=_Logged())
@@ -151,17 +154,9 @@ async def copy_member(src: str, out: str, group: str) -> None:
 
 # ---------------------------------------------------------------------- two-process sides
 
-async def rate_after(settings: Settings, out: str, since: float) -> float:
-    """Output records per second from ``since`` (epoch s) to the last output record."""
-    recs = await read_committed(settings, out, timeout_s=120, parse=False)
-    stamps = [r.timestamp / 1000 for r in recs if r.timestamp / 1000 >= since]
-    if len(stamps) < 2 or max(stamps) <= since:
-        raise RuntimeError(f"too few records after both processes started ({len(stamps)}): raise --records")
-    return float(len(stamps) / (max(stamps) - since))
-
-
-async def copy_run(settings: Settings, src: str) -> float:
-    out, group = settings.topic(f"copy-{uuid.uuid4().hex[:6]}"), settings.topic(f"g-{uuid.uuid4().hex[:6]}")
+@asynccontextmanager
+async def copy_side(settings: Settings, src: str, out: str, group: str) -> AsyncIterator[None]:
+    """Two bare copy processes in ``group``, both owning partitions."""
     await make_topic(settings, out, PARTITIONS)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "AIAAS_TOPIC_PREFIX": settings.topic_prefix,
            "AIAAS_BOOTSTRAP_SERVERS": settings.bootstrap_servers}
@@ -171,33 +166,76 @@ async def copy_run(settings: Settings, src: str) -> float:
         stderr=asyncio.subprocess.PIPE)) for _ in range(2)]
     try:
         await until_processes_balanced(procs, PARTITIONS, timeout_s=60)
-        since = time.time()
-        await group_caught_up(settings, group, src, timeout_s=300)
+        yield
     finally:
         for p in procs:
             if p.proc.returncode is None:
                 p.proc.terminate()
             await p.proc.wait()
-    return await rate_after(settings, out, since)
 
 
-async def score_run(settings: Settings, src: str, spec: Path, exactly_once: bool) -> float:
-    out, group = settings.topic(f"scored-{uuid.uuid4().hex[:6]}"), settings.topic(f"g-{uuid.uuid4().hex[:6]}")
+@asynccontextmanager
+async def score_side(settings: Settings, src: str, out: str, group: str, spec: Path,
+                     exactly_once: bool) -> AsyncIterator[None]:
+    """Two scoring worker processes in ``group``, both owning partitions."""
     flags = ["--score", "--from", src, "--to", out, "--source", str(spec), "--group", group,
              "--max-batch", str(BATCH)]
     if not exactly_once:
         flags.append("--at-least-once")
     async with spawn_workers(settings, MODEL, 2, *flags) as procs:
         await until_processes_balanced(procs, PARTITIONS, timeout_s=90)
-        since = time.time()
-        await group_caught_up(settings, group, src, timeout_s=300)
-    return await rate_after(settings, out, since)
+        yield
+
+
+async def staged(settings: Settings, topic: str, data: list[tuple[bytes, bytes]]) -> AIOKafkaProducer:
+    """``data`` written to ``topic`` in one open transaction: read_committed readers (every side)
+    see none of it until ``commit_transaction()``, then all of it at once."""
+    producer = AIOKafkaProducer(**settings.producer_kwargs(
+        transactional_id=f"{topic}.stage", transaction_timeout_ms=600_000, linger_ms=20))
+    await producer.start()
+    await producer.begin_transaction()
+    batches = [producer.create_batch() for _ in range(PARTITIONS)]
+    acks = []
+    for i, (key, value) in enumerate(data):
+        p = i % PARTITIONS
+        if batches[p].append(key=key, value=value, timestamp=None) is None:
+            acks.append(await producer.send_batch(batches[p], topic, partition=p))
+            batches[p] = producer.create_batch()
+            batches[p].append(key=key, value=value, timestamp=None)
+    for p, b in enumerate(batches):
+        if b.record_count():
+            acks.append(await producer.send_batch(b, topic, partition=p))
+    await asyncio.gather(*acks)
+    return producer
+
+
+async def timed(settings: Settings, data: list[tuple[bytes, bytes]], side: str, spec: Path) -> float:
+    """Records/s of one side: the input waits in an open transaction while its 2 processes start
+    and take their partitions; the clock runs from the commit (all N records readable at once)
+    until the group has committed every record."""
+    tag = uuid.uuid4().hex[:6]
+    src, out, group = settings.topic(f"in-{tag}"), settings.topic(f"out-{tag}"), settings.topic(f"g-{tag}")
+    await make_topic(settings, src, PARTITIONS)
+    writer = await staged(settings, src, data)
+    running = copy_side(settings, src, out, group) if side == "copy" else \
+        score_side(settings, src, out, group, spec, exactly_once=side == "exactly_once")
+    try:
+        async with running:
+            began = time.perf_counter()
+            await writer.commit_transaction()
+            per_partition = {p: len(range(p, len(data), PARTITIONS)) for p in range(PARTITIONS)}
+            await group_caught_up(settings, group, src, timeout_s=600, ends=per_partition, poll_s=0.02)
+            return len(data) / (time.perf_counter() - began)
+    finally:
+        await writer.stop()
+        async with Admin(settings) as admin:  # a full run writes GBs: drop each run's topics
+            await admin.delete_topics([t for t in (src, out, f"{out}.dlq") if t in await admin.list_topics()])
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     settings = Settings(topic_prefix=fresh_prefix("streaming"))
     await wait_for_broker(settings)
-    n = args.records or (60_000 if args.quick else 200_000)
+    n = args.records or (100_000 if args.quick else 300_000)
     repeat = args.repeat if args.repeat is not None else (2 if args.quick else 3)
     model = examples.mlp([FEATURES, 128, 10], seed=0)
     data = records(n)
@@ -205,20 +243,17 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                               "records": n, "partitions": PARTITIONS, "repeat": repeat}
     result.update(decode_figures([v for _, v in data[:40_000]], args.quick))
     raw = [raw_ort_per_s(model, 1.0 if args.quick else 3.0) for _ in range(repeat)]
-    src = settings.topic("events")
-    await make_topic(settings, src, PARTITIONS)
-    await produce(settings, src, data, PARTITIONS)
     async with Registry(settings) as reg:
         await reg.publish(MODEL, model, stage="production")
-    spec = write_spec(settings.topic_prefix, src)
-    copy, eo, alo = [], [], []
+    spec = write_spec(settings.topic_prefix, settings.topic("in"))  # each run gives its topic (--from)
+    runs: dict[str, list[float]] = {"copy": [], "exactly_once": [], "at_least_once": []}
     for i in range(repeat):  # sides alternate, so load from other processes hits them alike
-        copy.append(await copy_run(settings, src))
-        eo.append(await score_run(settings, src, spec, exactly_once=True))
-        alo.append(await score_run(settings, src, spec, exactly_once=False))
-        print(f"round {i + 1}: copy {copy[-1]:.0f}/s, exactly once {eo[-1]:.0f}/s, at least once "
-              f"{alo[-1]:.0f}/s", file=sys.stderr, flush=True)
+        for side, got in runs.items():
+            got.append(await timed(settings, data, side, spec))
+        print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in runs.items()),
+              file=sys.stderr, flush=True)
     os.unlink(spec)
+    copy, eo, alo = runs["copy"], runs["exactly_once"], runs["at_least_once"]
     result.update(spread("copy_per_s", copy, 0) | spread("raw_ort_per_s", raw, 0)
                   | spread("score_per_s", eo, 0) | spread("score_at_least_once_per_s", alo, 0))
     limit = min(result["copy_per_s"], result["raw_ort_per_s"])
@@ -260,7 +295,7 @@ def cli() -> None:
         return
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="short runs (under 3 minutes in all)")
-    p.add_argument("--records", type=int, default=None, help="input records (default 200,000; quick 60,000)")
+    p.add_argument("--records", type=int, default=None, help="input records (default 300,000; quick 100,000)")
     add_repeat(p, default=3)
     p.set_defaults(repeat=None)
     emit(run(main(p.parse_args())))

@@ -99,19 +99,23 @@ async def committed_total(settings: Settings, group: str, topic: str) -> int:
         await consumer.stop()
 
 
-async def group_caught_up(settings: Settings, group: str, topic: str, timeout_s: float = 60.0) -> None:
-    """Wait until ``group`` has committed every partition of ``topic`` to its end (all scored)."""
+async def group_caught_up(settings: Settings, group: str, topic: str, timeout_s: float = 60.0,
+                          ends: dict[int, int] | None = None, poll_s: float = 0.2) -> None:
+    """Wait until ``group`` has committed every partition of ``topic`` to its end (all scored), or
+    to ``ends`` (partition -> offset): a topic written in transactions ends with a commit marker,
+    which takes an offset no reader commits past."""
     tps = await _partitions(settings, topic)
     consumer = AIOKafkaConsumer(**settings.consumer_kwargs(group))
     await consumer.start()
     try:
-        ends = await consumer.end_offsets(tps)
+        ends_at = await consumer.end_offsets(tps) if ends is None else \
+            {TopicPartition(topic, p): o for p, o in ends.items()}
         async with asyncio.timeout(timeout_s):
             while True:
                 committed = {tp: await consumer.committed(tp) for tp in tps}
-                if all((committed[tp] or 0) >= ends[tp] for tp in tps):
+                if all((committed[tp] or 0) >= ends_at[tp] for tp in tps):
                     return
-                await asyncio.sleep(0.2)  # polling the broker's committed offsets, not a synchronising sleep
+                await asyncio.sleep(poll_s)  # polling the committed offsets, not a synchronising sleep
     finally:
         await consumer.stop()
 

@@ -7,6 +7,8 @@ API: open on loopback with auth off, else an API key with the ``models`` scope, 
 as ``/ui#key=...`` and sent as a bearer token). Each poll opens one short-lived Kafka consumer
 that reads what is new on ``train.<job>.metrics`` and the end offsets of the request topics, so
 the page owns no background task that could outlive the app; results are cached for a second.
+Stream scoring (``aiaas score``) shows per scoring group of a visible model the input records done
+and the lag (records not yet scored), from the group's committed offsets.
 """
 
 from __future__ import annotations
@@ -60,7 +62,8 @@ class StatusFeed:
             for job in jobs:
                 job["points"] = self.points.get(job["job_id"], [])
             body = {"ts": time.time(), "tenant": who.tenant.name, "jobs": jobs,
-                    "models": [_model_row(m) for m in models], "throughput": self._throughput()}
+                    "models": [_model_row(m) for m in models], "throughput": self._throughput(),
+                    "scoring": await self._scoring(sorted({m.name for m in models}))}
             self._cache[who.tenant.name] = (time.monotonic(), body)
             return body
 
@@ -84,6 +87,8 @@ class StatusFeed:
             wanted += [self.b.topics.infer_requests(m).name for m in models]
             meta = await admin.client.describe_topics(wanted)
         parts = {t["topic"]: [p["partition"] for p in t["partitions"]] for t in meta if t["error_code"] == 0}
+        if not parts:  # nothing to read (and aiokafka's stop() right after start() can raise CancelledError)
+            return
         consumer = await open_assigned(self.b.settings)
         try:
             metric_tps = {TopicPartition(self.b.topics.train_metrics(j).name, 0): j for j in job_ids}
@@ -94,6 +99,33 @@ class StatusFeed:
                     await self._sample_ends(consumer, m, [TopicPartition(topic, p) for p in parts[topic]])
         finally:
             await consumer.stop()
+
+    async def _scoring(self, models: list[str]) -> list[dict[str, Any]]:
+        """Stream-scoring groups of the visible models (``aiaas score``'s default group name,
+        ``<prefix>score.<model>.<topic>``) and their lag: input records not yet scored, the last
+        stable offsets minus the group's committed offsets."""
+        heads = {self.b.settings.topic(f"score.{m}."): m for m in models}
+        rows: list[dict[str, Any]] = []
+        async with Admin(self.b.settings) as admin:
+            for group, *_ in sorted(await admin.client.list_consumer_groups()):
+                model = next((m for head, m in heads.items() if group.startswith(head)), None)
+                if model is not None:
+                    done = await admin.client.list_consumer_group_offsets(group)
+                    rows.append({"group": group, "model": model,
+                                 "done": {tp: o.offset for tp, o in done.items()}})
+        if not rows:
+            return rows
+        consumer = await open_assigned(self.b.settings)  # read_committed: end offsets are the LSOs
+        try:
+            ends = await consumer.end_offsets(sorted({tp for r in rows for tp in r["done"]}))
+        finally:
+            await consumer.stop()
+        for r in rows:
+            done = r.pop("done")
+            r["topics"] = sorted({tp.topic for tp in done})
+            r["scored"] = sum(done.values())
+            r["lag"] = sum(max(0, ends[tp] - o) for tp, o in done.items())
+        return rows
 
     async def _read_metrics(self, consumer: AIOKafkaConsumer, tps: dict[TopicPartition, str]) -> None:
         if not tps:
@@ -200,6 +232,8 @@ td,th{text-align:left;padding:3px 8px;border-bottom:1px solid #eef0f3}
 <section><h2>Training jobs</h2><div id="jobs"></div></section>
 <section><h2>Inference throughput</h2><table id="throughput"><thead><tr><th>model</th>
 <th>requests/s (last 10 s)</th><th>requests total</th></tr></thead><tbody></tbody></table></section>
+<section><h2>Stream scoring</h2><table id="scoring"><thead><tr><th>model</th><th>input</th>
+<th>input records done</th><th>lag</th><th>group</th></tr></thead><tbody></tbody></table></section>
 </main>
 <script>
 const DASH = "\u2013";
@@ -274,6 +308,7 @@ function render(s) {
   const jobs = s.jobs.length ? s.jobs.map(job) : [el("span", "no jobs", "muted")];
   document.getElementById("jobs").replaceChildren(...jobs);
   fill("throughput", s.throughput.map(t => row([t.model, fmt(t.rate_per_s, 1), t.requests])));
+  fill("scoring", s.scoring.map(g => row([g.model, g.topics.join(", "), g.scored, g.lag, g.group])));
   const u = document.getElementById("updated");
   u.className = "muted";
   u.textContent = `tenant ${s.tenant} \u00b7 updated ${new Date(s.ts * 1000).toLocaleTimeString()}`;

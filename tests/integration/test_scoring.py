@@ -1,19 +1,26 @@
 """Stream scoring on the real broker: a user's JSON topic scored into another, one prediction per
 input record with the key, source headers and passthrough fields; malformed records dead-lettered
-naming the field while the next good record is scored; a promoted version takes over mid-stream."""
+naming the field while the next good record is scored; a promoted version takes over mid-stream;
+the bridge's status page shows a scoring group's progress and lag."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+import uvicorn
 
+from aiaas.agents.bridge.app import create_app
+from aiaas.agents.bridge.settings import BridgeSettings
 from aiaas.agents.inference.scoring import ScoringWorker
 from aiaas.agents.inference.scoring_settings import ScoringSettings
 from aiaas.registry.store import Registry
@@ -113,3 +120,42 @@ async def test_promoted_version_takes_over_without_a_gap(settings: Settings) -> 
     versions = {p.source: p.value["model_version"] for p in preds}
     assert {versions[(src, i % 2, i // 2)] for i in range(1500)} == {1}
     assert {versions[(src, i % 2, i // 2)] for i in range(1500, 3000)} == {2}
+
+
+@asynccontextmanager
+async def bridge(settings: Settings) -> AsyncIterator[str]:
+    """The real bridge app (auth off, loopback) on a free port; its base URL."""
+    app = create_app(settings, BridgeSettings(auth=False, instance=f"sc{uuid.uuid4().hex[:6]}"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    task = asyncio.create_task(server.serve())
+    try:
+        async with asyncio.timeout(60):
+            while not server.started:
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.05)  # polling the started flag (a condition), not timing
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 30)
+
+
+async def test_status_page_shows_scoring_progress_and_lag(settings: Settings, redis_client: object) -> None:
+    src, out = settings.topic("clicks"), settings.topic("clicks.scored")
+    await make_topic(settings, src, 2)
+    async with Registry(settings) as reg:
+        await reg.publish("s", examples.mlp([3, 8, 2], seed=5), stage="production")
+    await produce(settings, src, [(b"k", json.dumps(good(i)).encode()) for i in range(300)], partitions=2)
+    source = Source(topic=src, format="json", features=FEATURES)
+    async with scoring(settings, source, model="s", to_topic=out) as worker, bridge(settings) as url, \
+            httpx.AsyncClient(base_url=url) as http:
+        await read_committed(settings, out, until=lambda n: n >= 300, timeout_s=30, parse=False)
+        rows = (await http.get("/ui/api/status")).json()["scoring"]
+        assert rows == [{"group": worker.group, "model": "s", "topics": [src], "scored": 300, "lag": 0}]
+        page = (await http.get("/ui")).text
+        assert "Stream scoring" in page
+    await produce(settings, src, [(b"k", json.dumps(good(i)).encode()) for i in range(40)], partitions=2)
+    async with bridge(settings) as url, httpx.AsyncClient(base_url=url) as http:  # no worker: lag grows
+        rows = (await http.get("/ui/api/status")).json()["scoring"]
+        assert rows[0]["lag"] == 40 and rows[0]["scored"] == 300
