@@ -37,3 +37,10 @@ def test_values_carry_version_and_passthrough_but_passthrough_never_overrides() 
     assert first == {"id": "a", "prediction": 1, "scores": [0.0, 1.0], "model_version": 3}
     assert second["id"] == "b" and second["nested.path"] == 4
     assert second["scores"] == [None, None]  # NaN and infinity are not JSON: null
+
+
+def test_passthrough_values_msgspec_cannot_encode_become_plain_values() -> None:
+    values = encode({"logits": np.zeros((2, 2), np.float32)}, ["logits"], 1,
+                    [{"n": np.int64(7), "x": np.float32(0.5)}, {"when": object}])
+    first, second = (json.loads(v) for v in values)
+    assert first["n"] == 7 and first["x"] == 0.5 and isinstance(second["when"], str)
