@@ -9,31 +9,38 @@ state goes to ``AIAAS_STATE_DIR``, and the directory it runs in stays empty.
 - an up/status/up/down/status cycle on a broker and Redis of the test's own, on free ports in a
   temporary state dir (the jars are the clone's, ``AIAAS_KAFKA_LIBS``, so nothing is downloaded);
 - a training job run from an empty directory leaves nothing there (faust's table folder was
-  ``<job>.trainers-data`` in the current directory).
+  ``<job>.trainers-data`` in the current directory);
+- ``aiaas serve`` run from an empty directory with its local Kafka and Redis down starts them with
+  the shipped scripts in its state dir, serves, and leaves the directory empty.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
 
 from aiaas.agents.launcher import LocalJob
-from aiaas.agents.processes import free_port
+from aiaas.agents.processes import child_env, free_port
 from aiaas.schemas.jobs import JobSpec
 from aiaas.streams.admin import wait_for_broker
 from aiaas.streams.settings import Settings
+from tests import examples
 from tests.infra import ROOT
+from tests.integration.test_bridge_serve import _lines_until_key
 from tests.spawn import run_to_end
 
 pytestmark = pytest.mark.timeout(240)
@@ -88,14 +95,24 @@ async def test_the_installed_infra_commands_find_the_shared_broker_from_anywhere
     assert _tree(tmp_path) == []  # nothing written where the command ran
 
 
+def _distinct_free_ports(n: int) -> list[str]:
+    """``n`` loopback ports free right now, all different (held open together while picked)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [str(sock.getsockname()[1]) for sock in socks]
+
+
 @pytest.fixture
 def own_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """Ports and a state dir of this test's own; whatever it started is stopped by pid at the end."""
     state = tmp_path / "state"
+    kafka, controller, sasl, redis_port = _distinct_free_ports(4)
     env = {
-        "AIAAS_STATE_DIR": str(state), "AIAAS_KAFKA_PORT": str(free_port()),
-        "AIAAS_KAFKA_CONTROLLER_PORT": str(free_port()), "AIAAS_KAFKA_SASL_PORT": str(free_port()),
-        "AIAAS_REDIS_PORT": str(free_port()), "AIAAS_KAFKA_HEAP": "-Xms128m -Xmx384m",
+        "AIAAS_STATE_DIR": str(state), "AIAAS_KAFKA_PORT": kafka, "AIAAS_KAFKA_CONTROLLER_PORT": controller,
+        "AIAAS_KAFKA_SASL_PORT": sasl, "AIAAS_REDIS_PORT": redis_port,
+        "AIAAS_KAFKA_HEAP": "-Xms128m -Xmx384m",
         "AIAAS_KAFKA_LIBS": os.environ["AIAAS_KAFKA_LIBS"],  # the clone's jars: nothing to download
         # a fresh cluster id from here saves start.sh one JVM start (StorageTool random-uuid)
         "AIAAS_KAFKA_CLUSTER_ID": base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode(),
@@ -159,3 +176,41 @@ async def test_a_training_job_writes_nothing_into_its_directory(
     assert status.state == "succeeded", job.log_text()
     assert _tree(here) == []  # no <job>.trainers-data, no logs
     assert (state / "faust").is_dir() and any((state / "jobs").iterdir())  # they went to the state dir
+
+
+async def test_serve_starts_its_infrastructure_from_the_package_in_any_directory(
+    own_env: dict[str, str], tmp_path: Path
+) -> None:
+    """``aiaas serve`` with its local Kafka and Redis down starts them with the shipped up.sh, in the
+    state dir, from a directory that is not the clone; SIGTERM stops its children, not the infra."""
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(examples.mlp([4, 6, 2], seed=3))
+    kafka, redis_port, port = own_env["AIAAS_KAFKA_PORT"], own_env["AIAAS_REDIS_PORT"], free_port()
+    env = child_env({**own_env, "AIAAS_BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka}", "AIAAS_LOG_LEVEL": "WARNING",
+                     "AIAAS_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"})
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aiaas.cli.main", "serve", str(onnx_file), "--name", "anywhere",
+            "--port", str(port), "--infra-timeout", "180", cwd=str(cwd), env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=log_file)
+    try:
+        try:
+            lines = await _lines_until_key(proc)
+        except (AssertionError, TimeoutError) as exc:
+            raise AssertionError(f"{exc!r}; serve's log:\n{log_path.read_text()[-3000:]}") from exc
+        key = lines[-1].split(": ", 1)[1].strip()
+        body = {"inputs": [{"name": "input", "shape": [1, 4], "datatype": "FP32", "data": [1, 2, 3, 4]}]}
+        url = f"http://127.0.0.1:{port}"
+        async with httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
+            resp = await http.post("/v2/models/anywhere/infer", json=body, headers={"X-API-Key": key})
+        assert resp.status_code == 200, resp.text
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(proc.wait(), 60) == 0
+    state = Path(own_env["AIAAS_STATE_DIR"])
+    assert (state / "kafka.pid").is_file() and (state / "redis.pid").is_file()  # started there
+    assert _tree(cwd) == []
