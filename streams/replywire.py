@@ -126,7 +126,7 @@ def encode_request(
     outputs: Sequence[str] | None = None,
 ) -> tc.Encoded:
     """The record value + content headers of an OIP request for ``inputs`` (JSON or binary)."""
-    arrays = entry_of(inputs, request_id).tensors
+    arrays = arrays_of(inputs)
     tensors = [tc.from_numpy(n, a, binary=binary) for n, a in arrays.items()]
     req = InferenceRequest.model_construct(
         id=request_id, parameters=parameters, inputs=tensors,
@@ -135,16 +135,18 @@ def encode_request(
     return tc.encode(req, tensors, list(arrays.values()) if binary else [], binary=binary)
 
 
-def entry_of(inputs: Inputs, request_id: str, parameters: dict[str, Any] | None = None,
-             outputs: Sequence[str] | None = None) -> frame.Entry:
-    """The frame entry of one request."""
-    arrays = {n: np.asarray(a) for n, a in inputs.items()} if isinstance(inputs, Mapping) else \
-        {t.name: tc.to_numpy(t) for t in inputs}
-    for a in arrays.values():
-        frame.datatype_of(a)  # an array of no OIP datatype fails here, not in a later frame
+def arrays_of(inputs: Inputs) -> dict[str, np.ndarray]:
+    """A request's inputs as named arrays."""
+    if isinstance(inputs, dict | Mapping):
+        return {n: a if type(a) is np.ndarray else np.asarray(a) for n, a in inputs.items()}
+    return {t.name: tc.to_numpy(t) for t in inputs}
+
+
+def request_fields(parameters: dict[str, Any] | None, outputs: Sequence[str] | None) -> dict[str, Any]:
+    """The fields of a request's frame entry besides its tensors."""
     fields: dict[str, Any] = {}
     if parameters:
         fields["parameters"] = parameters
     if outputs:
         fields["outputs"] = [{"name": o} for o in outputs]
-    return frame.Entry([request_id], arrays, {}, fields)
+    return fields

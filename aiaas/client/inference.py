@@ -35,19 +35,27 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from aiaas.client.pipelined import Pipeline
-from aiaas.client.tickbatches import Layout, Shared, TickBatches, layout_of
+from aiaas.client.tickbatches import Layout, Shared, Stream, TickBatches, layout_of
 from aiaas.client.waiting import Sink, Waiting
 from aiaas.schemas.errors import AiaasError, ErrorCode, InferenceError, NotFound, Unavailable
-from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams.admin import ensure
 from aiaas.streams.lifecycle import Service
 from aiaas.streams.metadata import partition_count, topic_exists
-from aiaas.streams.replywire import STATUS, InferResult, Inputs, Reply, encode_request, entry_of
+from aiaas.streams.replywire import (
+    STATUS,
+    InferResult,
+    Inputs,
+    Reply,
+    arrays_of,
+    encode_request,
+    request_fields,
+)
 from aiaas.streams.retry import started
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
@@ -85,6 +93,7 @@ class InferenceClient(Service):
         self._ids = 0
         self._sweeper: asyncio.Task[None] | None = None
         self._partitions: dict[str, int] = {}  # request topic -> partition count
+        self._streams: dict[tuple[str, Shared], Stream] = {}
         self._topic_of: dict[str, str] = {}
         self._checking: dict[str, asyncio.Future[int]] = {}
         self._producer: AIOKafkaProducer | None = None
@@ -152,16 +161,15 @@ class InferenceClient(Service):
         """One request; returns the decoded outputs or raises InferenceError (with status_code).
         ``binary`` is kept for callers of older versions: every request travels in a binary frame."""
         rid = request_id or self.new_id()
-        entry = entry_of(inputs, rid, parameters, outputs)
+        arrays, fields = arrays_of(inputs), request_fields(parameters, outputs)
+        layout = layout_of(arrays, rows=not fields)
         extra = _present({**(headers or {}), h.MODEL_VERSION: str(version) if version is not None else None})
-        topic, partitions = await self.route(model)
+        stream = await self.stream(model, extra)
         if rid in self.waiting:
             raise AiaasError("request id already in flight", code=ErrorCode.CONFLICT, request_id=rid)
         timeout_s = self.timeout_s if timeout is None else timeout
         fut = await self.waiting.add(rid, timeout_s)
-        layout = layout_of(entry.tensors) if not entry.fields else None
-        shared = self.shared_headers(extra)
-        self.send_entry(topic, partitions, shared, entry, _deadline(extra, timeout_s), layout)
+        self.send_request(stream, rid, arrays, timeout_s, extra.get(h.DEADLINE), fields, layout)
         reply = await fut
         return reply.result()
 
@@ -196,22 +204,34 @@ class InferenceClient(Service):
             raise
         return fut
 
-    def send_entry(self, topic: str, partitions: int, shared: Shared, entry: frame.Entry, deadline: str,
-                   layout: Layout | None) -> None:
+    def send_request(self, stream: Stream, rid: str, arrays: dict[str, np.ndarray], timeout_s: float,
+                     deadline: str | None, fields: dict[str, Any] | None, layout: Layout | None) -> None:
         """Queue a request (its reply already waited for) as an entry of this tick's frame for
-        ``topic`` and ``shared`` headers; a failure to queue fails the request."""
+        ``stream``; a failure to queue fails the request."""
         assert self._batches is not None
         try:
-            self._batches.add_entry(topic, partitions, shared, entry, deadline, layout)
+            self._batches.add_request(stream, rid, arrays, timeout_s, deadline, fields, layout)
         except Exception as exc:
-            self.waiting.fail(entry.id, Unavailable("request could not be sent", detail=str(exc)[:200]))
+            self.waiting.fail(rid, Unavailable("request could not be sent", detail=str(exc)[:200]))
 
-    async def submit_entry(self, topic: str, partitions: int, shared: Shared, entry: frame.Entry,
-                           timeout_s: float, deadline: str, layout: Layout | None, sink: Sink) -> None:
+    async def submit_request(self, stream: Stream, rid: str, arrays: dict[str, np.ndarray],
+                             timeout_s: float, deadline: str | None, layout: Layout | None,
+                             sink: Sink) -> None:
         """``infer_many``'s send: ``sink`` gets the reply or error (no future per request)."""
         await self.waiting.slots.acquire()
-        self.waiting.put(entry.id, asyncio.get_running_loop().time() + timeout_s, sink)
-        self.send_entry(topic, partitions, shared, entry, deadline, layout)
+        self.waiting.put(rid, asyncio.get_running_loop().time() + timeout_s, sink)
+        self.send_request(stream, rid, arrays, timeout_s, deadline, None, layout)
+
+    async def stream(self, model: str, extra: Mapping[str, str]) -> Stream:
+        """Where requests to ``model`` with the headers ``extra`` go (one object per topic and headers)."""
+        topic, partitions = await self.route(model)
+        key = (topic, self.shared_headers(extra))
+        found = self._streams.get(key)
+        if found is None or found.partitions != partitions:
+            if len(self._streams) >= 1024:
+                self._streams.clear()
+            found = self._streams[key] = Stream(topic, partitions, key[1])
+        return found
 
     async def route(self, model: str) -> tuple[str, int]:
         """The request topic of ``model`` and its partition count (NotFound when there is none)."""
@@ -263,10 +283,6 @@ class InferenceClient(Service):
                            hint=f"aiaas worker inference --model {model}")
         self._partitions[topic] = count
         return count
-
-
-def _deadline(extra: Mapping[str, str], timeout_s: float) -> str:
-    return extra.get(h.DEADLINE) or str(h.deadline_ms(timeout_s))
 
 
 def _present(values: Mapping[str, str | None]) -> dict[str, str]:

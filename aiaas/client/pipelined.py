@@ -16,12 +16,13 @@ from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from typing import Protocol
 
-from aiaas.client.tickbatches import Layout, Shared, Slots, layout_of
+import numpy as np
+
+from aiaas.client.tickbatches import Layout, Slots, Stream, layout_of
 from aiaas.client.waiting import Sink
 from aiaas.schemas.errors import AiaasError, ErrorCode, InferenceError
-from aiaas.streams import frame
 from aiaas.streams import headers as h
-from aiaas.streams.replywire import InferResult, Inputs, Reply, entry_of
+from aiaas.streams.replywire import InferResult, Inputs, Reply, arrays_of
 
 Outcome = tuple[int, InferResult | InferenceError]
 
@@ -34,10 +35,10 @@ class Sender(Protocol):
     pack_requests: int  # > 1: requests of one layout travel as rows of one entry
 
     def new_id(self) -> str: ...
-    async def route(self, model: str) -> tuple[str, int]: ...
-    def shared_headers(self, extra: Mapping[str, str]) -> Shared: ...
-    async def submit_entry(self, topic: str, partitions: int, shared: Shared, entry: frame.Entry,
-                           timeout_s: float, deadline: str, layout: Layout | None, sink: Sink) -> None: ...
+    async def stream(self, model: str, extra: Mapping[str, str]) -> Stream: ...
+    async def submit_request(self, stream: Stream, rid: str, arrays: dict[str, np.ndarray],
+                             timeout_s: float, deadline: str | None, layout: Layout | None,
+                             sink: Sink) -> None: ...
 
 
 class Pipeline:
@@ -68,23 +69,21 @@ class Pipeline:
 
     async def _feed(self) -> int:
         c, extra = self.client, self.extra
-        topic, partitions = await c.route(self.model)
+        stream = await c.stream(self.model, extra)
         timeout_s = c.timeout_s if self.timeout is None else self.timeout
-        shared = c.shared_headers(extra)
-        rows = c.pack_requests > 1
+        deadline, rows = extra.get(h.DEADLINE), c.pack_requests > 1
         n = 0
         async for item in _aiter(self.inputs):
             await self.room.acquire()
             try:
-                entry = entry_of(item, c.new_id())
+                arrays = arrays_of(item)
+                layout = layout_of(arrays, rows)
             except AiaasError as exc:
                 self._landed(n, exc)
                 n += 1
                 continue
-            deadline = extra.get(h.DEADLINE) or str(h.deadline_ms(timeout_s))
-            layout = layout_of(entry.tensors) if rows else None
-            await c.submit_entry(topic, partitions, shared, entry, timeout_s, deadline, layout,
-                                 functools.partial(self._landed, n))
+            await c.submit_request(stream, c.new_id(), arrays, timeout_s, deadline, layout,
+                                   functools.partial(self._landed, n))
             n += 1
         return n
 

@@ -26,17 +26,30 @@ from aiaas.streams import headers as h
 
 Failed = Callable[[list[str], BaseException], None]
 Shared = tuple[tuple[str, bytes], ...]  # the record headers a frame's entries have in common
-PackKey = tuple[str, int, Shared]  # topic, its partitions, shared record headers
 Layout = tuple[tuple[str, Any, tuple[int, ...]], ...]
+RowsKey = tuple[Layout, float, str | None]  # the rows' layout, timeout and explicit deadline
 
 
-def layout_of(arrays: Mapping[str, Any]) -> Layout | None:
-    """The layout (names, dtypes, shapes) of a request that can travel as a row: fixed-size numeric
-    native arrays; None when it cannot."""
+class Stream:
+    """Where a frame goes and the record headers its requests share: topic, its partitions, headers.
+    Hashed by identity (the client keeps one per topic and headers): cheap as a key per request."""
+
+    __slots__ = ("partitions", "shared", "topic")
+
+    def __init__(self, topic: str, partitions: int, shared: Shared) -> None:
+        self.topic, self.partitions, self.shared = topic, partitions, shared
+
+
+def layout_of(arrays: Mapping[str, Any], rows: bool = True) -> Layout | None:
+    """The layout (names, dtypes, shapes) of a request that can travel as a row (fixed-size numeric
+    native arrays; ``rows``: the caller allows it), else None once every array is known to have an
+    OIP datatype (raises InvalidMessage: the request fails now, not the frame later)."""
     out = []
     for name, a in arrays.items():
-        if not isinstance(a, np.ndarray) or a.dtype not in frame.BY_DTYPE or a.dtype.kind == "b" \
+        if not rows or type(a) is not np.ndarray or a.dtype not in frame.BY_DTYPE or a.dtype.kind == "b" \
                 or a.dtype.byteorder not in "=<|":
+            for x in arrays.values():
+                frame.datatype_of(x)
             return None
         out.append((name, a.dtype, a.shape))
     return tuple(out) if out else None
@@ -55,7 +68,7 @@ class _Pack:
 
     def __init__(self) -> None:
         self.entries: list[frame.Entry] = []
-        self.rows: dict[Layout, tuple[list[str], list[Mapping[str, np.ndarray]], str]] = {}
+        self.rows: dict[RowsKey, tuple[list[str], list[Mapping[str, np.ndarray]], str]] = {}
         self.rids: list[str] = []
         self.bytes = 0
 
@@ -66,7 +79,7 @@ class TickBatches:
         self.producer = producer
         self.failed = failed  # called with the request ids of a batch that was not delivered
         self.pack_max, self.pack_bytes = pack_max, pack_bytes
-        self._packs: dict[PackKey, _Pack] = {}
+        self._packs: dict[Stream, _Pack] = {}
         self._open: dict[str, _Open] = {}
         self._full: list[tuple[str, _Open]] = []
         self._next = 0
@@ -83,34 +96,37 @@ class TickBatches:
                 raise ValueError("request record larger than the producer's batch size")
         batch.rids.append(rid)
 
-    def add_entry(self, topic: str, partitions: int, shared: Shared, entry: frame.Entry, deadline: str,
-                  layout: Layout | None = None) -> None:
-        """Queue one request as an entry of a frame (``shared``: the record headers of the frame;
-        ``layout``: its arrays' ``layout_of``, to travel as a row of an entry with the others of it)."""
-        key = (topic, partitions, shared)
-        pack = self._packs.get(key)
+    def add_request(self, stream: Stream, rid: str, tensors: dict[str, np.ndarray], timeout_s: float,
+                    deadline: str | None = None, fields: dict[str, Any] | None = None,
+                    layout: Layout | None = None) -> None:
+        """Queue one request as an entry of this tick's frame for ``stream`` (``layout``: its
+        tensors' ``layout_of``, to travel as a row of an entry with the others of that layout and
+        timeout; the entry's deadline is its first row's, the earliest)."""
+        pack = self._packs.get(stream)
         if pack is None:
             self._schedule()
-            pack = self._packs[key] = _Pack()
-        size = entry.nbytes
+            pack = self._packs[stream] = _Pack()
+        size = 0
+        for a in tensors.values():
+            size += a.nbytes
         if layout is None or size > self.pack_bytes // 2:
-            entry.headers[h.DEADLINE] = deadline
-            pack.entries.append(entry)
+            own = {h.DEADLINE: deadline or str(h.deadline_ms(timeout_s))}
+            pack.entries.append(frame.Entry([rid], tensors, own, fields or {}))
         else:
-            rows = pack.rows.get(layout)
+            key = (layout, timeout_s, deadline)
+            rows = pack.rows.get(key)
             if rows is None:
-                rows = pack.rows[layout] = ([], [], deadline)  # the first row's deadline: the earliest
-            rows[0].append(entry.id)
-            rows[1].append(entry.tensors)
-        pack.rids.append(entry.id)
+                rows = pack.rows[key] = ([], [], deadline or str(h.deadline_ms(timeout_s)))
+            rows[0].append(rid)
+            rows[1].append(tensors)
+        pack.rids.append(rid)
         pack.bytes += size + 64
         if len(pack.rids) >= self.pack_max or pack.bytes >= self.pack_bytes:
-            self._seal(key)
+            self._seal(stream)
 
-    def _seal(self, key: PackKey) -> None:
+    def _seal(self, stream: Stream) -> None:
         """One frame for a pack, alone in a record batch for the next partition."""
-        pack = self._packs.pop(key)
-        topic, partitions, shared = key
+        pack = self._packs.pop(stream)
         entries = pack.entries
         for rids, rows, deadline in pack.rows.values():
             if len(rids) == 1:
@@ -123,13 +139,13 @@ class TickBatches:
         except Exception as exc:  # e.g. an array of no OIP datatype: those requests fail, not the tick
             self.failed(pack.rids, exc)
             return
-        batch = self._fresh(partitions)
+        batch = self._fresh(stream.partitions)
         if batch.builder.append(timestamp=None, key=pack.rids[0].encode(), value=value,
-                                headers=[*shared, *kind]) is None:
+                                headers=[*stream.shared, *kind]) is None:
             self.failed(pack.rids, ValueError("request record larger than the producer's batch size"))
             return
         batch.rids = pack.rids
-        self._full.append((topic, batch))
+        self._full.append((stream.topic, batch))
 
     async def drain(self) -> None:
         """Wait until everything queued so far is handed to the producer."""
@@ -154,8 +170,8 @@ class TickBatches:
         return _Open(self.producer.create_batch(), self._next % partitions)
 
     async def _flush(self) -> None:
-        for key in list(self._packs):
-            self._seal(key)
+        for stream in list(self._packs):
+            self._seal(stream)
         ready, self._full = [*self._full, *self._open.items()], []
         self._open = {}
         for topic, batch in ready:

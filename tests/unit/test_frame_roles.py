@@ -17,7 +17,7 @@ import pytest
 from aiaas.agents.inference import blocks, replies
 from aiaas.agents.inference.batcher import Work, batch_signature, group
 from aiaas.agents.inference.intake import unpack, whole
-from aiaas.client.tickbatches import TickBatches, layout_of
+from aiaas.client.tickbatches import Stream, TickBatches, layout_of
 from aiaas.schemas.errors import AiaasError, ErrorCode, InvalidMessage
 from aiaas.streams import frame
 from aiaas.streams import headers as h
@@ -207,7 +207,7 @@ def test_group_counts_a_blocks_requests() -> None:
 ])
 def test_rowable(dtype: Any, ok: bool) -> None:
     assert (layout_of({"x": np.zeros((2, 3), dtype)}) is not None) is ok
-    assert layout_of({}) is None and layout_of({"x": [1.0]}) is None
+    assert layout_of({}) is None and layout_of({"x": np.zeros(2, np.float32)}, rows=False) is None
 
 
 class _Builder:
@@ -240,17 +240,17 @@ class _Producer:
 
 
 SHARED_WIRE = ((h.REPLY_TO, b"replies"),)
-Call = tuple[str, dict[str, np.ndarray], str]  # request id, arrays, deadline
+Call = tuple[str, dict[str, np.ndarray], float]  # request id, arrays, timeout
 
 
-async def _send(reqs: list[Call], shared: list[tuple[tuple[str, bytes], ...]] | None = None,
-                rows: bool = True, **limits: int) -> list[dict[str, Any]]:
+async def _send(reqs: list[Call], streams: list[Stream] | None = None, rows: bool = True,
+                **limits: int) -> list[dict[str, Any]]:
     producer, failed = _Producer(), list[list[str]]()
     tb = TickBatches(producer, lambda rids, exc: failed.append(rids), **limits)
-    for i, (rid, arrays, deadline) in enumerate(reqs):
-        entry = frame.Entry([rid], arrays)
-        tb.add_entry("t.requests", 4, shared[i] if shared else SHARED_WIRE, entry, deadline,
-                     layout_of(arrays) if rows else None)
+    default = Stream("t.requests", 4, SHARED_WIRE)
+    for i, (rid, arrays, timeout_s) in enumerate(reqs):
+        tb.add_request(streams[i] if streams else default, rid, arrays, timeout_s,
+                       layout=layout_of(arrays, rows))
     await tb.drain()
     assert not failed and all(len(b.records) == 1 for _, _, b in producer.sent)
     out = []
@@ -263,8 +263,8 @@ async def _send(reqs: list[Call], shared: list[tuple[tuple[str, bytes], ...]] | 
     return out
 
 
-def _deadline(s: float = 30.0) -> str:
-    return str(h.deadline_ms(s))
+def _deadline(s: float = 30.0) -> float:
+    return s
 
 
 async def test_rows_become_entries_of_stacked_rows() -> None:
@@ -301,14 +301,20 @@ async def test_rows_of_other_layouts_singles_and_the_byte_limit() -> None:
     assert list(s["entries"][0].tensors["s"]) == [b"x", b"yz"] and s["entries"][0].headers[h.DEADLINE]
 
 
-async def test_requests_of_other_headers_go_in_other_frames() -> None:
+async def test_requests_of_other_streams_or_timeouts_go_apart() -> None:
     x = np.ones((1, 4), np.float32)
-    tenant = (*SHARED_WIRE, (h.TENANT, b"acme"))
-    sent = await _send([(f"r{i}", {"a": x}, _deadline()) for i in range(4)],
-                       shared=[SHARED_WIRE, tenant, SHARED_WIRE, tenant])
+    plain = Stream("t.requests", 4, SHARED_WIRE)
+    tenant = Stream("t.requests", 4, (*SHARED_WIRE, (h.TENANT, b"acme")))
+    sent = await _send([(f"r{i}", {"a": x}, 30.0) for i in range(4)], streams=[plain, tenant, plain, tenant])
     by_ids = {tuple(s["entries"][0].ids): s["headers"] for s in sent}
     assert set(by_ids) == {("r0", "r2"), ("r1", "r3")}
     assert by_ids[("r1", "r3")][h.TENANT] == "acme" and h.TENANT not in by_ids[("r0", "r2")]
+    [s] = await _send([(f"r{i}", {"a": x}, 1.0 if i % 2 else 30.0) for i in range(4)])
+    deadlines = {tuple(e.ids): int(e.headers[h.DEADLINE]) for e in s["entries"]}
+    assert set(deadlines) == {("r0", "r2"), ("r1", "r3")}  # rows of one deadline each
+    assert deadlines[("r1", "r3")] < deadlines[("r0", "r2")]  # 1 s before 30 s: never the other's
+    with pytest.raises(InvalidMessage, match="no OIP datatype"):  # refused before it is queued
+        layout_of({"c": np.zeros(2, np.complex64)})
 
 
 def test_the_frame_head_is_documented_json() -> None:
