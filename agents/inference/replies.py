@@ -18,10 +18,11 @@ from aiaas.schemas.inference import ErrorReply, InferenceResponse
 from aiaas.streams import headers as h
 from aiaas.streams import tensorcodec as tc
 from aiaas.streams import tracing
-from aiaas.streams.frame import Entry
+from aiaas.streams.frame import VERSION, Entry
 from aiaas.streams.tensorcodec import json_text
 
 STATUS = h.STATUS_CODE
+_VERSION = str(VERSION)
 
 PASS_THROUGH = (h.TENANT,)
 ReplyHeaders = dict[str, str]
@@ -44,7 +45,7 @@ def wire(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
 
 
 def _headers(request_id: str, request_headers: Mapping[str, str], extra: Mapping[str, str]) -> ReplyHeaders:
-    out = {h.CORRELATION_ID: request_id, **extra}
+    out = {h.CORRELATION_ID: request_id, h.WIRE_VERSION: _VERSION, **extra}
     if h.TENANT in request_headers or h.TRACEPARENT in request_headers:
         out.update(passed_on(request_headers))
     return out

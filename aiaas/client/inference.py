@@ -43,6 +43,7 @@ from aiaas.client.pipelined import Pipeline
 from aiaas.client.tickbatches import Layout, Shared, Stream, TickBatches, layout_of
 from aiaas.client.waiting import Sink, Waiting
 from aiaas.schemas.errors import AiaasError, ErrorCode, InferenceError, NotFound, Unavailable
+from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams.admin import ensure
 from aiaas.streams.lifecycle import Service
@@ -66,7 +67,8 @@ __all__ = [  # the record formats live in aiaas.streams.replywire; these names s
 ]
 log = logging.getLogger(__name__)
 
-_OURS = frozenset({h.CORRELATION_ID, h.REPLY_TO, h.DEADLINE})
+_OURS = frozenset({h.CORRELATION_ID, h.REPLY_TO, h.DEADLINE, h.WIRE_VERSION})
+_WIRE_VERSION = (h.WIRE_VERSION, str(frame.VERSION).encode())
 _FRAME_OWN = frozenset({h.CONTENT_TYPE, h.INFERENCE_HEADER_LENGTH, h.WIRE_VERSION})  # a frame has its own
 
 
@@ -194,7 +196,7 @@ class InferenceClient(Service):
         fut = await self.waiting.add(rid, timeout_s)
         rid_b = rid.encode()
         hdrs = [(k, v.encode()) for k, v in headers.items() if k not in _OURS]
-        hdrs += [(h.CORRELATION_ID, rid_b), (h.REPLY_TO, self._reply_to),
+        hdrs += [(h.CORRELATION_ID, rid_b), (h.REPLY_TO, self._reply_to), _WIRE_VERSION,
                  (h.DEADLINE, (headers.get(h.DEADLINE) or str(h.deadline_ms(timeout_s))).encode())]
         assert self._batches is not None
         try:
