@@ -80,8 +80,8 @@ def split(records: list[Record]) -> tuple[list[Record], list[tuple[Record, Aiaas
             continue
         try:
             out += unpack(rec)
-        except AiaasError as exc:
-            rejected.append((rec, exc))
+        except Exception as exc:  # a frame that cannot be read is its own failure, never the worker's
+            rejected.append((rec, unreadable(exc)))
     return out, rejected
 
 
