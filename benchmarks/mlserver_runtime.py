@@ -21,6 +21,8 @@ class OnnxModel(MLModel):  # type: ignore[misc]  # mlserver lives in the peer's 
     async def load(self) -> bool:
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(os.environ.get("PEER_THREADS", os.cpu_count() or 1))
+        if os.environ.get("PEER_SPIN") == "0":  # benchmarks.peers --mlserver-no-spin
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         uri = await get_model_uri(self._settings)
         self._session = ort.InferenceSession(uri, options, providers=["CPUExecutionProvider"])
         self._inputs = [i.name for i in self._session.get_inputs()]

@@ -156,7 +156,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         onnx_file = work / f"{MODEL}.onnx"
         onnx_file.write_bytes(examples.mlp(SIZES, seed=0))
         servers = [await start_mlserver(python, work, onnx_file, MODEL, args.mlserver_workers,
-                                        args.max_batch, args.max_batch_time)]
+                                        args.max_batch, args.max_batch_time, not args.mlserver_no_spin)]
         try:
             servers.append(await start_aiaas(work, onnx_file, MODEL, args.replicas, fresh_prefix("peers")))
             await check_replies(servers, onnx_file, rows)
@@ -182,6 +182,8 @@ def cli() -> None:
     parser.add_argument("--mlserver-workers", type=int, default=1, help="MLServer parallel_workers")
     parser.add_argument("--max-batch", type=int, default=64, help="MLServer max_batch_size")
     parser.add_argument("--max-batch-time", type=float, default=0.002, help="MLServer max_batch_time (s)")
+    parser.add_argument("--mlserver-no-spin", action="store_true",
+                        help="MLServer's onnxruntime threads do not spin (default: they do, as in aiaas)")
     parser.add_argument("--profile", type=float, default=0.0, metavar="S",
                         help="then py-spy the aiaas bridge and a worker for S seconds at c32")
     parser.add_argument("--profile-dir", default=".run/peers-profile")

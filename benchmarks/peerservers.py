@@ -135,8 +135,8 @@ async def wait_ready(server: Server, url: str, timeout_s: float) -> None:
                       timeout_s=timeout_s, log=server.tail())
 
 
-async def start_mlserver(python: Path, workdir: Path, onnx_file: Path, model: str,
-                         workers: int, max_batch: int, max_batch_time_s: float) -> Server:
+async def start_mlserver(python: Path, workdir: Path, onnx_file: Path, model: str, workers: int,
+                         max_batch: int, max_batch_time_s: float, spin: bool = True) -> Server:
     """MLServer serving ``onnx_file`` as ``model`` with adaptive batching, ``workers`` parallel workers."""
     folder = workdir / "mlserver"
     folder.mkdir(parents=True, exist_ok=True)
@@ -152,7 +152,8 @@ async def start_mlserver(python: Path, workdir: Path, onnx_file: Path, model: st
     (folder / "model-settings.json").write_text(json.dumps(model_settings, indent=2))
     threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
     proc = _spawn([str(python.parent / "mlserver"), "start", str(folder)], workdir / "mlserver.log",
-                  {"PEER_THREADS": threads, "OMP_NUM_THREADS": threads}, cwd=folder)
+                  {"PEER_THREADS": threads, "OMP_NUM_THREADS": threads, "PEER_SPIN": "1" if spin else "0"},
+                  cwd=folder)
     server = Server("mlserver", port, f"/v2/models/{model}/infer", proc, workdir / "mlserver.log")
     await _ready_or_stop(server, f"http://127.0.0.1:{port}/v2/models/{model}/ready", 180)
     server.pids = {"server": [proc.pid]}
