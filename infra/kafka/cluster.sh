@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A local 3-node KRaft cluster from the same jars as the single broker (infra/kafka/libs), no Docker.
+# A local 3-node KRaft cluster from the same jars as the single broker ($AIAAS_KAFKA_LIBS), no Docker.
 #
 #   infra/kafka/cluster.sh start|stop|status|bootstrap|kill N|restart N|pid N
 #
