@@ -6,14 +6,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
+from aiaas.schemas.errors import Unavailable
 from benchmarks import hotspots, report
 from benchmarks.common import add_repeat, machine, spread
 from benchmarks.httpload import Round, read_response, request_bytes, run_round
 from benchmarks.peers import summarize
+from benchmarks.peerservers import Server, ensure_mlserver
 
 
 def _rounds(rates: list[float], latency: float) -> list[Round]:
@@ -117,3 +122,28 @@ async def test_load_generator_reads_both_framings_and_fails_on_an_error_reply() 
         failing = request_bytes("127.0.0.1", port, "/fail", b"{}", {})
         with pytest.raises(RuntimeError, match="HTTP 503"):
             await run_round("127.0.0.1", port, failing, 1, 30.0)
+
+
+def test_server_cpu_counts_every_process_of_its_session(tmp_path: Path) -> None:
+    """A parent that burns CPU in a child: the child's time is the server's too."""
+    code = ("import subprocess, sys, time; subprocess.run([sys.executable, '-c', "
+            "'import time\\nend = time.process_time() + 0.3\\nwhile time.process_time() < end: pass']); "
+            "time.sleep(30)")
+    log = tmp_path / "log"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=log.open("wb"), start_new_session=True)
+    server = Server("busy", 0, "/", proc, log)
+    try:
+        deadline = time.monotonic() + 20
+        while server.cpu_seconds() < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)  # polling the measured quantity, not synchronising on a guess
+        assert server.cpu_seconds() >= 0.3
+    finally:
+        server.stop(grace_s=5)
+    assert proc.returncode is not None
+
+
+def test_a_peer_that_cannot_be_installed_is_an_error_not_a_figure(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no uv on it
+    with pytest.raises(Unavailable, match="uv is not installed"):
+        ensure_mlserver(tmp_path / "mlserver")
