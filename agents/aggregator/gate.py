@@ -1,7 +1,8 @@
 """Continuous training's promotion gate: a candidate replaces production only when it is no worse.
 
 Every ``continuous.publish_every_records`` source records or ``publish_every_s`` seconds (whichever
-comes first) the current parameters are a candidate. It and the production version are scored on
+comes first; by time only when records arrived since the last promotion) the current parameters are
+a candidate. It and the production version are scored on
 the same rows, the newest held-out window: the candidate with torch on the rows as trained on, the
 production version with onnxruntime on the raw rows (what is served, scaling in the graph; after a
 restart it is read back from the registry). The candidate is promoted (exported, registered as
@@ -58,6 +59,7 @@ class Gate:
         self.production: Production | None = None
         self._since_read = 0
         self._since_t = time.monotonic()
+        self._read_at_promotion = 0
         self.candidates = 0
         self.promotions = 0
         self.decided = asyncio.Event()  # set after every decision (tests and benchmarks wait on it)
@@ -78,8 +80,11 @@ class Gate:
         read = self.holdout.reader.read
         by_records = self.cfg.publish_every_records is not None and \
             read - self._since_read >= self.cfg.publish_every_records
+        # by time only while something arrived since the last promotion: an idle stream is no
+        # reason to register the same concept again and again
         by_time = self.cfg.publish_every_s is not None and \
-            time.monotonic() - self._since_t >= self.cfg.publish_every_s
+            time.monotonic() - self._since_t >= self.cfg.publish_every_s and \
+            (self.production is None or read > self._read_at_promotion)
         return (by_records or by_time) and self.holdout.arrays() is not None
 
     def _better(self, cand: float, prod: float | None) -> bool:
@@ -127,4 +132,5 @@ class Gate:
         onnx_bytes = await self.registry.load_bytes(mv)
         self.production = Production(mv.version, await asyncio.to_thread(session, onnx_bytes))
         self.promotions += 1
+        self._read_at_promotion = self.holdout.reader.read
         return mv.version

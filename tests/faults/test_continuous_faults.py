@@ -31,7 +31,7 @@ from aiaas.streams.settings import Settings
 from tests.driftscenario import GOOD, Prober, continuous_spec
 from tests.sourcestreams import PERMUTATION, digits_split, make_topic, produce, records
 
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(300)
 PRE, POST = 6000, 6000
 
 
@@ -78,7 +78,7 @@ async def drift_is_followed(settings: Settings, job: Job, prober: Prober, data: 
     x, y, px, py = data
     await produce(settings, job.spec.source.topic if job.spec.source else "",
                   records(x, y, PRE, POST, label_map=PERMUTATION))
-    version, acc = await prober.wait_until(px, PERMUTATION[py], GOOD, 90.0)
+    version, acc = await prober.wait_until(px, PERMUTATION[py], GOOD, 150.0)  # generous: a fault test
     assert acc >= GOOD
     return version
 
