@@ -25,6 +25,7 @@ from .launcher import LocalJob, run_in_process, why_failed
 
 log = logging.getLogger(__name__)
 WAITING = (None, "submitted")
+FOREVER_S = 10.0 ** 9
 
 
 async def _feed(settings: Settings, queue: asyncio.Queue[JobSpec], seen: set[str],
@@ -41,12 +42,13 @@ async def _feed(settings: Settings, queue: asyncio.Queue[JobSpec], seen: set[str
 async def _run_one(settings: Settings, spec: JobSpec, trainers: int | None, log_dir: Path | None,
                    in_process: bool) -> None:
     job_logs = log_dir / spec.job_id if log_dir else None
+    timeout_s = FOREVER_S if spec.mode == "continuous" else 600.0  # a continuous job never ends
     try:
         if in_process:
-            status = await run_in_process(settings, spec, trainers=trainers)
+            status = await run_in_process(settings, spec, trainers=trainers, timeout_s=timeout_s)
         else:
             async with LocalJob(settings, spec, trainers=trainers, log_dir=job_logs) as job:
-                status = await job.wait()
+                status = await job.wait(timeout_s)
         log.info("job %s %s: %s", spec.job_id, status.state, status.metrics)
     except Exception as exc:
         log.exception("job %s could not run", spec.job_id)

@@ -160,6 +160,7 @@ async def _train(spec: Any, trainers: int | None, push: bool, timeout_s: float, 
                     await follower
 
 
+FOREVER_S = 10.0 ** 9
 STATE_STYLE = {"succeeded": "green", "failed": "red", "lost": "red", "missed_target": "yellow"}
 SUMMARY_KEYS = ("test_accuracy", "test_loss", "test_r2", "epochs", "seconds", "seconds_to_target",
                 "samples_per_s", "ms_per_sync_round", "onnx_max_abs_diff")
@@ -206,7 +207,8 @@ def train(
     spec: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="Job spec YAML.")],
     trainers: Annotated[int | None, typer.Option(help="Trainer processes (default: the spec's).")] = None,
     push: Annotated[bool, typer.Option(help="Push the spec's data first (kept if already there).")] = True,
-    timeout: Annotated[float, typer.Option(help="Give up after this many seconds.")] = 3600.0,
+    timeout: Annotated[float | None, typer.Option(
+        help="Give up after this many seconds (default 3600; a continuous job: none).")] = None,
     log_dir: Annotated[Path | None, typer.Option(help="Where the job processes write their logs.")] = None,
 ) -> None:
     """Submit a job and run it with local processes, following it until it ends."""
@@ -214,6 +216,8 @@ def train(
     from aiaas.streams.runtime import run
 
     job_spec = _load_spec(spec)
+    if timeout is None:  # a continuous job runs until it is stopped
+        timeout = FOREVER_S if job_spec.mode == "continuous" else 3600.0
     try:
         status = run(_train(job_spec, trainers, push, timeout, log_dir))
     except AiaasError as exc:
