@@ -32,6 +32,7 @@ from typing import TypeAlias
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
+from aiokafka.errors import CommitFailedError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 
 from aiaas.agents.inference import predictions
@@ -204,8 +205,12 @@ class ScoringWorker(Service):
         """At-least-once: commit offsets after the acks (partitions still ours only)."""
         assert self.consumer is not None
         mine = {tp: o for tp, o in offsets.items() if tp in self.owned}
-        if mine:
+        if not mine:
+            return
+        try:
             await self.consumer.commit(mine)
+        except CommitFailedError as exc:  # the group rebalanced: the new owner re-reads (at least once)
+            log.warning("commit refused (the group rebalanced): %s", str(exc).splitlines()[0])
 
     # ------------------------------------------------------------------ the loop
 
