@@ -182,6 +182,8 @@ class JobSpec(Envelope):
                 raise ValueError("mode 'continuous' has no epochs (use steps to bound it, or none)")
         elif (self.epochs is None) == (self.steps is None):
             raise ValueError("set exactly one of 'epochs' or 'steps'")
+        if self.source is not None and self.source.label is None:
+            raise ValueError("a job's source needs a label: (the field training learns)")
         if self.source is not None and self.source.width() != self.model.input_dim:
             raise ValueError(f"model.input_dim is {self.model.input_dim} but the source's features "
                              f"give {self.source.width()} columns")
