@@ -41,6 +41,26 @@ class ModuleSpec(_Spec):
     output_dim: int = Field(ge=1)
 
 
+class TransformerClassifierSpec(_Spec):
+    """A pretrained text encoder (installed with the package, never downloaded) + mean pooling + a
+    linear head (docs/transformers.md). The bottom ``frozen_layers`` encoder layers, and the
+    embeddings with them, keep their pretrained weights and never travel: every process loads them
+    from the package; only the layers above and the head are trained and exchanged."""
+
+    kind: Literal["transformer-classifier"] = "transformer-classifier"
+    pretrained: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"
+    output_dim: int = Field(ge=1, description="classes")
+    frozen_layers: int = Field(default=0, ge=0, le=64, description="bottom encoder layers frozen "
+                               "(>= 1 freezes the embeddings too); at most the encoder's layers")
+    max_seq_len: int = Field(default=64, ge=2, le=512, description="tokens per text (truncated)")
+    dropout: float = Field(default=0.1, ge=0.0, lt=1.0, description="before the head")
+
+    @property
+    def input_dim(self) -> int:
+        """Width of a data row: ``input_ids`` then ``attention_mask``, ``max_seq_len`` each."""
+        return 2 * self.max_seq_len
+
+
 def _model_kind(value: Any) -> str:
     """``kind`` defaults to ``mlp`` so short YAML specs stay short."""
     kind = value.get("kind", "mlp") if isinstance(value, dict) else getattr(value, "kind", "mlp")
@@ -48,7 +68,9 @@ def _model_kind(value: Any) -> str:
 
 
 ModelSpec = Annotated[
-    Annotated[MLPSpec, Tag("mlp")] | Annotated[ModuleSpec, Tag("module")], Discriminator(_model_kind)
+    Annotated[MLPSpec, Tag("mlp")] | Annotated[ModuleSpec, Tag("module")]
+    | Annotated[TransformerClassifierSpec, Tag("transformer-classifier")],
+    Discriminator(_model_kind),
 ]
 
 
@@ -95,10 +117,21 @@ class TargetSpec(_Spec):
         return self.metric == "test_accuracy"
 
 
+class TextSpec(_Spec):
+    """Labelled text for ``source: debian`` (Debian package descriptions labelled by Section), tokenized
+    at push time into ``input_ids`` + ``attention_mask`` (``aiaas.data.textdata``)."""
+
+    tokenizer: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"
+    max_length: int = Field(default=64, ge=2, le=512, description="tokens per text; = model.max_seq_len")
+    sections: list[str] = Field(default_factory=lambda: ["games", "graphics", "science", "sound"],
+                                min_length=2, description="Debian sections, one class each")
+    per_class: int = Field(default=400, ge=2, description="texts per section (a stable-hash sample)")
+
+
 class DataSpec(_Spec):
     """Where ``aiaas data push`` takes the data from and how it spreads it over partitions."""
 
-    source: Literal["digits", "diabetes", "csv", "npy"] = "digits"
+    source: Literal["digits", "diabetes", "csv", "npy", "debian"] = "digits"
     path: str | None = None
     target_column: str | None = None
     strategy: Literal["random", "sequential", "stratified", "label", "hash"] = Field(
@@ -109,6 +142,7 @@ class DataSpec(_Spec):
     batch_rows: int = Field(default=64, ge=1)
     seed: int = 0
     task: Literal["auto", "classification", "regression"] = "auto"
+    text: TextSpec = Field(default_factory=TextSpec, description="source debian: what to tokenize")
 
     @model_validator(mode="after")
     def _path_needed(self) -> DataSpec:

@@ -84,6 +84,11 @@ def _batches(x: np.ndarray, y: np.ndarray, rows: int) -> list[tuple[np.ndarray, 
     return [(x[i:i + rows], y[i:i + rows]) for i in range(0, len(x), rows)]
 
 
+def _x_wire(x: np.ndarray) -> np.ndarray:
+    """float32 features, or int64 token rows (input_ids then attention_mask) as they are."""
+    return np.ascontiguousarray(x, np.int64 if x.dtype == np.int64 else np.float32)
+
+
 def _y_wire(y: np.ndarray, task: str) -> np.ndarray:
     return y.astype(np.int64) if task == "classification" else y.astype(np.float32)
 
@@ -96,7 +101,7 @@ async def _send_split(
     futures, size = [], 0
     for i, (part, xb, yb) in enumerate(batches):
         head = header.model_copy(update={"batch_index": header.batch_index + i, "rows": len(xb)})
-        value = codecs.pack(head, {"x": np.ascontiguousarray(xb, np.float32), "y": _y_wire(yb, task)})
+        value = codecs.pack(head, {"x": _x_wire(xb), "y": _y_wire(yb, task)})
         size += len(value)
         futures.append(await prod.send(topic, value, key=f"{header.split}:{head.batch_index}",
                                        partition=part))

@@ -189,9 +189,25 @@ def raw_split(spec: DataSpec) -> RawSplit:
                     name=name)
 
 
+def text_dataset(spec: DataSpec) -> Dataset:
+    """``source: debian``: labelled texts tokenized into int64 rows (``aiaas.data.textdata``); nothing
+    to standardise (mean 0, std 1), classes are label indices (the names are ``data.text.sections``)."""
+    from aiaas.data.textdata import debian_split, token_rows
+
+    split = debian_split(spec)
+    x_tr, x_te = token_rows(spec, split.train_texts), token_rows(spec, split.test_texts)
+    width = x_tr.shape[1]
+    return Dataset(x_train=x_tr, y_train=split.y_train, x_test=x_te, y_test=split.y_test,
+                   task="classification", n_features=width, n_classes=len(split.labels), name="debian",
+                   x_mean=np.zeros(width, np.float32), x_std=np.ones(width, np.float32),
+                   classes=np.arange(len(split.labels), dtype=np.float64))
+
+
 def load_dataset(spec: DataSpec) -> Dataset:
     """``raw_split``, then features standardised with the train split's statistics (and regression
     targets too); the statistics travel with the data (``aiaas.data.datapush``) into the served graph."""
+    if spec.source == "debian":
+        return text_dataset(spec)
     raw = raw_split(spec)
     x_tr, x_te, mean, std = _standardise(raw.x_train, raw.x_test)
     y_tr, y_te = raw.y_train, raw.y_test

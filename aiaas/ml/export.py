@@ -12,7 +12,9 @@ training travels inside the artifact and callers send raw features:
   logits; ``head="sigmoid"`` (bce) adds ``label`` (int64, logit > 0) and ``probabilities``.
 
 The class values and the preprocessing are also written to the ONNX model's metadata
-(``aiaas.*`` keys) for whoever reads the artifact.
+(``aiaas.*`` keys) for whoever reads the artifact. A text model (``transformer-classifier``) is
+exported by ``aiaas.ml.textexport`` instead: inputs ``input_ids``/``attention_mask``, outputs
+``scores`` and ``label``.
 """
 
 from __future__ import annotations
@@ -149,6 +151,10 @@ def export_onnx(module: nn.Module, n_features: int, stats: Stats | None = None, 
     standardisation into the graph; without it the graph expects standardised features.
     ``serving`` says all the graph adds (stats included); see the module docstring.
     """
+    if getattr(module, "TEXT_MODEL", False):  # input_ids/attention_mask in, scores/label out
+        from aiaas.ml.textexport import export_text
+
+        return export_text(module)  # type: ignore[arg-type]
     how = _serving(stats, serving)
     model, n_logits = _cpu_copy(module, how, n_features)
     example = torch.zeros(2, n_features, dtype=torch.float32)
@@ -192,6 +198,10 @@ def validate_onnx(onnx_bytes: bytes, module: nn.Module, x: np.ndarray, stats: St
                   serving: Serving | None = None) -> float:
     """Max abs difference between torch and onnxruntime float outputs on ``x`` (both on CPU); pass
     the same ``stats``/``serving`` as to ``export_onnx`` (``x`` is then raw features)."""
+    if getattr(module, "TEXT_MODEL", False):  # x: data rows, input_ids then attention_mask
+        from aiaas.ml.textexport import validate_text
+
+        return validate_text(onnx_bytes, module, x)  # type: ignore[arg-type]
     how = _serving(stats, serving)
     xb = np.ascontiguousarray(x, dtype=np.float32)
     with torch.no_grad():

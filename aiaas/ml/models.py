@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aiaas.schemas.errors import AiaasError, ErrorCode
-from aiaas.schemas.jobs import JobSpec, MLPSpec, ModuleSpec
+from aiaas.schemas.jobs import JobSpec, MLPSpec, ModuleSpec, TransformerClassifierSpec
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -67,6 +67,10 @@ def build_model(spec: JobSpec) -> nn.Module:
     """The job's model with deterministic initial weights (same seed -> same weights everywhere)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.seed)
+        if isinstance(spec.model, TransformerClassifierSpec):
+            from aiaas.ml.transformer import build_text_classifier
+
+            return build_text_classifier(spec)
         model = mlp(spec.model) if isinstance(spec.model, MLPSpec) else import_module(spec.model)
     return model
 
