@@ -36,6 +36,18 @@ class Lineage(BaseModel):
     source: SourceLineage | None = None  # a job that trained from a declared source
 
 
+class BundleFile(BaseModel):
+    """A file of a bundle besides its ONNX graph (tokenizer.json, labels.json, config.json), stored
+    like the graph: chunks on ``artifacts`` from ``artifact_offset``, or a file:// ``uri``."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size_bytes: int = Field(ge=0)
+    chunks: int = Field(default=0, ge=0)
+    artifact_offset: int | None = Field(default=None, ge=0)
+    uri: str | None = None
+
+
 class ModelVersion(Envelope):
     """One registered version of a model (the ``models`` topic is compacted on name:version)."""
 
@@ -56,6 +68,7 @@ class ModelVersion(Envelope):
     canary_weight: float = Field(default=0.0, ge=0.0, le=1.0)
     promoted_at: float | None = None  # when it last became production (rollback goes by this)
     lineage: Lineage = Field(default_factory=Lineage)
+    files: list[BundleFile] = Field(default_factory=list, description="a bundle's other files")
     created_at: float = 0.0
     tenant: str | None = None
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from aiaas.agents.inference.cli import inference
-from aiaas.cli import errors
+from aiaas.cli import errors, textmodels
 from aiaas.cli.modelcheck import checked_worker, require_model, versions_of
 from aiaas.cli.output import JsonOpt, show, show_json
 from aiaas.schemas.audit import MODEL_CANARY, MODEL_PROMOTE, MODEL_PUSH, MODEL_ROLLBACK
@@ -60,17 +60,18 @@ def _show(mv: Any) -> None:
 
 @models.command("push")
 def push(
-    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="ONNX file")],
+    file: Annotated[Path, typer.Argument(exists=True, help="ONNX file, or a bundle directory")],
     name: Annotated[str, typer.Option(help="model name")],
     stage: Annotated[str, typer.Option(help="staging | production")] = "staging",
     job_id: Annotated[str | None, typer.Option(help="lineage: training job id")] = None,
 ) -> None:
-    """Register an ONNX file as the next version of NAME (sha256 and signature recorded)."""
+    """Register an ONNX file as the next version of NAME (sha256 and signature recorded), or a
+    bundle directory: model.onnx + config.json (+ tokenizer.json, labels.json), a sha256 each."""
     from aiaas.schemas.registry import Lineage
 
-    data = file.read_bytes()
+    data, files = textmodels.read_bundle(file) if file.is_dir() else (file.read_bytes(), None)
     _show(_audited(MODEL_PUSH, name, lambda reg: reg.publish(name, data, stage=stage,
-                                                             lineage=Lineage(job_id=job_id)),
+                                                             lineage=Lineage(job_id=job_id), files=files),
                    file=file.name, requested_stage=stage))
 
 
@@ -102,13 +103,20 @@ async def _pull(reg: Any, name: str, version: int | None) -> tuple[Any, bytes]:
 @models.command("pull")
 def pull(
     model: Annotated[str, typer.Argument(help="NAME or NAME:VERSION (default: production, else the latest)")],
-    out: Annotated[Path, typer.Option("-o", "--output", dir_okay=False, help="ONNX file to write")],
+    out: Annotated[Path, typer.Option("-o", "--output", help="ONNX file to write (a bundle: a directory)")],
+    bundle: Annotated[bool, typer.Option(help="a text model's bundle directory, also for a model "
+                                         "registered as one ONNX file (from its metadata)")] = False,
 ) -> None:
-    """Write a registered model's ONNX file (sha256 checked), e.g. to serve or inspect it elsewhere."""
+    """Write a registered model's ONNX file (sha256 checked), e.g. to serve or inspect it elsewhere;
+    a bundle's files all go to the directory OUT, each sha256 checked."""
     name, _, ver = model.partition(":")
     if ver and not ver.isdigit():
         raise typer.BadParameter(f"version must be a number, not {ver!r}", param_hint="MODEL")
     mv, data = _run(lambda reg: _pull(reg, name, int(ver) if ver else None))
+    if mv.files or bundle:
+        files = _run(lambda reg: textmodels.pull_files(reg, mv, data))
+        typer.echo(textmodels.write_bundle(out, mv, data, files))
+        return
     out.write_bytes(data)
     typer.echo(f"wrote {out} ({mv.name} v{mv.version}, {mv.stage}, {len(data):,} bytes, sha256 {mv.sha256})")
 
@@ -171,6 +179,7 @@ def infer(
 
 def register(app: typer.Typer, worker: typer.Typer) -> None:
     """Add this area's commands to the top-level `app` and its agents to `aiaas worker`."""
+    models.command("export-encoder")(textmodels.export_encoder)
     app.add_typer(models, name="models")
     app.command("infer")(infer)
     worker.command("inference")(checked_worker(inference))

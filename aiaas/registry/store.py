@@ -43,6 +43,7 @@ from typing import Literal
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
+from aiaas.registry import bundles
 from aiaas.registry.artifactlog import RegistrySettings, load, store
 from aiaas.registry.artifacts import signature
 from aiaas.registry.versionclaims import Numbering, claim_key
@@ -170,18 +171,25 @@ class Registry(Service):
         """The ONNX bytes of ``mv``; raises IntegrityError when they do not match its sha256."""
         return await load(self.settings, self.topics.artifacts().name, mv)
 
+    async def load_file(self, mv: ModelVersion, name: str) -> bytes:
+        """A bundle file of ``mv`` (``model.onnx`` is ``load_bytes``); sha256 checked."""
+        return await bundles.load_file(self.settings, self.topics.artifacts().name, mv, name)
+
     # ------------------------------------------------------------------ writing
 
     async def publish(
         self, name: str, onnx_bytes: bytes, *, lineage: Lineage | None = None,
-        stage: Stage = "staging", tenant: str | None = None,
+        stage: Stage = "staging", tenant: str | None = None, files: dict[str, bytes] | None = None,
     ) -> ModelVersion:
-        """Register ``onnx_bytes`` as the next version of ``name`` (signature read from the graph)."""
+        """Register ``onnx_bytes`` as the next version of ``name`` (signature read from the graph);
+        ``files`` makes it a bundle: tokenizer.json, labels.json, config.json beside the graph, a
+        sha256 each (``aiaas.registry.bundles``)."""
         inputs, outputs = await asyncio.to_thread(signature, onnx_bytes)
         digest = hashlib.sha256(onnx_bytes).hexdigest()
         async with self._write_lock:
             await self.refresh()
-            same = [mv for (n, _), mv in self.versions.items() if n == name and mv.sha256 == digest]
+            same = [mv for (n, _), mv in self.versions.items()
+                    if n == name and mv.sha256 == digest and bundles.same_files(mv, files or {})]
             if same:
                 log.info("model %s: bytes already registered as version %d", name, same[0].version)
                 return same[0] if stage in ("staging", same[0].stage) else await self._stage(same[0], stage)
@@ -191,6 +199,9 @@ class Registry(Service):
                 inputs=inputs, outputs=outputs, lineage=lineage or Lineage(),
                 created_at=time.time(), tenant=tenant,
             )
+            if files:  # before the graph's chunks: its reader starts at artifact_offset
+                mv.files = await bundles.store_files(self.producer, self.topics.artifacts().name,
+                                                     self.artifact_dir, mv, files)
             mv = await store(self.producer, self.topics.artifacts().name, self.artifact_dir, mv, onnx_bytes)
             await self._write(mv)
             return mv if stage == "staging" else await self._stage(mv, stage)
