@@ -18,6 +18,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.protocol.metadata import MetadataRequest
 
 from aiaas.schemas.errors import Unavailable
+from aiaas.streams.authz import AUTHORIZATION_CODES, forbidden
 from aiaas.streams.lifecycle import Service
 from aiaas.streams.metadata import kafka_client_of
 from aiaas.streams.retry import close_quietly, retrying, started
@@ -102,6 +103,8 @@ class Admin(Service):
         for name, code, *rest in resp.topic_errors:
             if code == _NO_ERROR:
                 created.append(name)
+            elif code in AUTHORIZATION_CODES:  # ACLs (docs/operations.md): retrying cannot help
+                raise forbidden(self.settings, name, "creating the topic", AUTHORIZATION_CODES[code])
             elif code != _TOPIC_EXISTS:
                 raise Unavailable("topic creation failed", topic=name, kafka_error=code, message=str(rest))
         await self._wait_visible([s.name for s in missing])

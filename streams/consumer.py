@@ -12,11 +12,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import CommitFailedError
+from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata, TopicPartition
 
 from aiaas.schemas.errors import AiaasError, ChunkError, ErrorCode
 from aiaas.streams import headers as h
+from aiaas.streams.authz import forbidden_from
 from aiaas.streams.checks import log_extensions
 from aiaas.streams.chunking import Reassembler
 from aiaas.streams.dlq import DeadLetters
@@ -86,7 +87,13 @@ class Consumer(Service):
         self, timeout_ms: int = 100, max_records: int | None = 500, decode: Decoder | None = None
     ) -> list[Record]:
         """Next batch of whole records; undecodable ones go to the DLQ and count as done."""
-        batches = await self.raw.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        try:
+            batches = await self.raw.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        except KafkaError as exc:  # an ACL refusal: one line naming the principal and the topic
+            denied = forbidden_from(self.settings, exc, "reading")
+            if denied is None:
+                raise
+            raise denied from exc
         out: list[Record] = []
         for tp, raws in batches.items():
             for raw in raws:

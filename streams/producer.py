@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import RecordMetadata
 
@@ -15,6 +16,7 @@ from aiaas.schemas.envelope import Envelope
 from aiaas.schemas.errors import TooLarge
 from aiaas.streams import chunking
 from aiaas.streams import headers as h
+from aiaas.streams.authz import forbidden_from
 from aiaas.streams.checks import log_extensions
 from aiaas.streams.lifecycle import Service
 from aiaas.streams.retry import retrying, started
@@ -91,7 +93,13 @@ class Producer(Service):
         return await self._send_chunked(topic, value, kb, hdrs, partition)
 
     async def send_and_wait(self, topic: str, value: bytes, **kw: Any) -> RecordMetadata:
-        return await (await self.send(topic, value, **kw))
+        try:
+            return await (await self.send(topic, value, **kw))
+        except KafkaError as exc:  # an ACL refusal: one line naming the principal and the topic
+            denied = forbidden_from(self.settings, exc, "writing", topic)
+            if denied is None:
+                raise
+            raise denied from exc
 
     async def send_message(
         self, topic: str, message: Envelope, *, key: bytes | str | None = None,

@@ -29,6 +29,7 @@ from typing import Any, Protocol, TypeVar
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from aiaas.schemas.errors import KafkaUnavailable
+from aiaas.streams.authz import forbidden_from
 from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,9 @@ async def retrying(op: Callable[[], Awaitable[T]], settings: Settings, what: str
             return await op()
         except Exception as exc:
             if not is_retriable(exc, metadata_wait=metadata_wait):
+                denied = forbidden_from(settings, exc, what)  # an ACL refusal: who, on what, one line
+                if denied is not None:
+                    raise denied from exc
                 raise
             waited = time.monotonic() - began
             if waited >= limit:

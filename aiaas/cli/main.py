@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from aiaas.cli import acl as acl_area
 from aiaas.cli import audit as audit_area
 from aiaas.cli import bridge, data, demo, errors, infra, ops, schemas_cmd, score, serving, topics, training
 
@@ -50,7 +51,7 @@ app.add_typer(schemas_cmd.app, name="schemas")
 worker = typer.Typer(no_args_is_help=True, help="Run one agent process.")
 app.add_typer(worker, name="worker")
 
-for area in (data, training, serving, bridge, ops, demo, topics, score, audit_area):
+for area in (data, training, serving, bridge, ops, demo, topics, score, audit_area, acl_area):
     area.register(app, worker)
 
 

@@ -28,6 +28,8 @@ sed -e "s|@HOST@|$AIAAS_KAFKA_HOST|g" -e "s|@PORT@|$AIAAS_KAFKA_PORT|g" \
     -e "s|@SASL_LISTENER@|$sasl_listener|g" -e "s|@SASL_ADVERTISED@|$sasl_adv|g" \
     -e "/@SASL_CONFIG@/d" "$INFRA_DIR/kafka/server.properties.in" > "$CONFIG"
 if [ -n "$sasl_cfg" ]; then printf '%s\n' "$sasl_cfg" >> "$CONFIG"; fi
+# extra broker properties appended last (later keys win): sasl-broker.sh --acl's authorizer
+if [ -n "${AIAAS_KAFKA_EXTRA_CONFIG:-}" ]; then printf '%s\n' "$AIAAS_KAFKA_EXTRA_CONFIG" >> "$CONFIG"; fi
 CP="$KAFKA_LIBS/*"
 LOG4J="$INFRA_DIR/kafka/log4j.properties"
 if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
