@@ -20,7 +20,7 @@ from typing import Literal
 from aiokafka.errors import for_code
 from pydantic import BaseModel
 
-from aiaas.schemas.errors import AiaasError, Forbidden
+from aiaas.schemas.errors import AiaasError, BadRequest, Forbidden
 from aiaas.streams.aclwire import (
     AlterUserScramCredentials,
     Binding,
@@ -66,7 +66,11 @@ def role_user(role: str) -> str:
 
 
 def tenant_user(tenant: str) -> str:
-    return f"tenant-{check_part(tenant)}"
+    """``tenant-<T>``; T has no '-': tenant a's reply prefix ``replies.a-`` would cover tenant a-b's."""
+    if "-" in check_part(tenant):
+        raise BadRequest(f"invalid tenant name {tenant!r}: no '-' (it ends the tenant in reply topic names)",
+                         tenant=tenant)
+    return f"tenant-{tenant}"
 
 
 class Plan(BaseModel):
