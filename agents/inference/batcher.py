@@ -10,7 +10,7 @@ call; a failing batch is retried one request at a time so one bad request cannot
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,8 @@ from aiaas.streams.record import Record
 
 @dataclass(slots=True, eq=False)  # identity equality: comparing the arrays would cost O(size)
 class Work:
-    """One decoded, validated request waiting for compute."""
+    """Decoded, validated requests waiting for compute: one request, or the stacked rows of a block
+    (``ids``; ``inputs`` hold ``rows_each`` rows per id). One request is a block of one."""
 
     record: Record
     request_id: str
@@ -36,12 +37,16 @@ class Work:
     outputs: list[str] | None = None  # requested outputs (None: all)
     response_id: str | None = None
     sig: Any = None  # the inputs' names, dtypes and shapes but the batch axis (check_layout's)
-    ids: list[str] | None = None  # a request block's ids (agents.inference.blocks); None: one request
+    ids: list[str] = field(default_factory=list)  # the requests' ids; left out: [request_id]
+
+    def __post_init__(self) -> None:
+        if not self.ids:
+            self.ids = [self.request_id]
 
     @property
     def count(self) -> int:
         """Requests in this work."""
-        return 1 if self.ids is None else len(self.ids)
+        return len(self.ids)
 
     @property
     def rows_each(self) -> int:

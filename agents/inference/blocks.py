@@ -35,7 +35,7 @@ def block_work(rec: Record, ids: list[str], arrays: dict[str, np.ndarray], model
 
 def explode(w: Work) -> list[Work]:
     """The single requests of a block's ``Work`` (views of its rows)."""
-    ids = w.ids or [w.request_id]
+    ids = w.ids
     per = w.rows_each
     rec = w.record
     out = []

@@ -64,10 +64,13 @@ class Replier:
         self._reply_topics: dict[str, int | None] = {}  # reply topic -> fixed partition (1-partition topics)
 
     async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
-        """The successful reply: a frame entry for a framed request, else in the request's encoding."""
+        """The successful reply: an entry of the reply frame for framed requests (an entry of rows
+        for a block), else one record in the request's encoding."""
         if frame.is_frame(w.record.headers):
-            answer: Answer = replies.ok_entry(self.model, w.model.version, [w.request_id], outputs,
-                                              w.record.headers)
+            rows = w.count > 1
+            answer: Answer = replies.ok_entry(self.model, w.model.version, w.ids,
+                                              blocks.stacked(w, outputs) if rows else outputs,
+                                              w.record.headers, rows=rows)
         elif not w.binary and sum(a.size for a in outputs.values()) > replies.LARGE_JSON:  # off the loop
             answer = await asyncio.to_thread(
                 replies.large_json, self.model, w.model.version, w.request_id, w.response_id, outputs,
@@ -75,11 +78,11 @@ class Replier:
         else:
             answer = replies.response(self.model, w.model.version, w.request_id, w.response_id, outputs,
                                       binary=w.binary, request_headers=w.record.headers)
-        await self.send(w.record, w.request_id, w.reply_to, answer, sent)
+        await self.send(w.record, w.request_id, w.reply_to, answer, sent, ids=w.ids)
 
     async def reply_group(self, works: Sequence[Work], results: Sequence[Result], sent: Outbox) -> int:
         """The replies (or error replies) of one onnxruntime call; returns how many succeeded. A block
-        is answered with one rows entry (request by request when that would be too big)."""
+        is answered with one entry of rows (request by request when that would be too big)."""
         ok = 0
         for w, res in zip(works, results, strict=True):
             await self.breathe()
@@ -87,27 +90,18 @@ class Replier:
                 await self.fail_work(w, res, sent)
                 continue
             try:
-                if w.ids is None:
-                    await self.reply(w, res, sent)
-                elif sum(o.nbytes for o in res.values()) > self.max_reply_bytes // 2:
+                if w.count > 1 and sum(o.nbytes for o in res.values()) > self.max_reply_bytes // 2:
                     ok += await self.reply_group(blocks.explode(w), blocks.row_results(w, res), sent)
                     continue
-                else:
-                    entry = replies.ok_entry(self.model, w.model.version, w.ids, blocks.stacked(w, res),
-                                             w.record.headers, rows=True)
-                    await self.send(w.record, w.request_id, w.reply_to, entry, sent, ids=w.ids)
-            except Exception as exc:  # one reply's failure is its request's alone
+                await self.reply(w, res, sent)
+            except Exception as exc:  # one reply's failure is its requests' alone
                 await self.fail_work(w, unanswerable(exc), sent)
                 continue
             ok += w.count
         return ok
 
     async def fail_work(self, w: Work, exc: AiaasError, sent: Outbox) -> None:
-        """``fail`` for a request or a request block."""
-        if w.ids is None:
-            await self.fail(w.record, w.request_id, exc, sent)
-        else:
-            await self.fail_block(w.record, w.ids, exc, sent)
+        await self.fail_block(w.record, w.ids, exc, sent)
 
     async def fail(self, rec: Record, rid: str, exc: AiaasError, sent: Outbox) -> None:
         """The error reply, and a dead letter (but for a deadline: the request was fine, only late)."""

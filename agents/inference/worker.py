@@ -261,7 +261,7 @@ class InferenceWorker(Service):
                 self._m_queue.observe(max(0.0, time.time() - live[0].record.timestamp_ms / 1000))
             started = time.perf_counter()
             results = await loop.run_in_executor(self._pool, batcher.run_group, live)
-            if any(isinstance(r, AiaasError) and w.ids for w, r in zip(live, results, strict=True)):
+            if any(isinstance(r, AiaasError) and w.count > 1 for w, r in zip(live, results, strict=True)):
                 live, results = await self._retry_blocks(live, results)
             self._m_compute.observe(time.perf_counter() - started)
             self._m_batch.observe(sum(w.count for w in live))
@@ -282,7 +282,7 @@ class InferenceWorker(Service):
         out_r: list[Result] = []
         loop = asyncio.get_running_loop()
         for w, r in zip(works, results, strict=True):
-            if w.ids is None or not isinstance(r, AiaasError):
+            if w.count == 1 or not isinstance(r, AiaasError):
                 out_w.append(w)
                 out_r.append(r)
                 continue

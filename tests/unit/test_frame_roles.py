@@ -148,7 +148,7 @@ def test_explode_gives_the_single_requests(per: int | None) -> None:
     assert [p.request_id for p in parts] == ids
     for k, (rid, p) in enumerate(zip(ids, parts, strict=True)):
         rows = w.inputs["x"].shape[0] // 3 if per else None
-        assert p.rows == rows and p.ids is None and p.count == 1
+        assert p.rows == rows and p.ids == [rid] and p.count == 1
         assert (p.reply_to, p.model, p.sig, p.binary) == ("replies", MODEL, w.sig, True)
         want = {n: a[k * per:(k + 1) * per] for n, a in w.inputs.items()} if per else \
             {n: a[k] for n, a in w.inputs.items()}
