@@ -1,0 +1,54 @@
+"""Exactly-once stream scoring across a broker crash. The broker is this test's own (free ports, a
+temporary state dir, started with infra/kafka/start.sh; the shared broker is never touched),
+SIGKILLed mid-stream and started again on the same ports and state (~50-70 s in all, two broker
+starts). The transaction in flight either waits out the gap (aiokafka retries its requests; what
+the runs here saw) or fails with a retriable error and is aborted and tried again to the retry
+deadline (agents/inference/transactions.py); either way, read committed, the output holds exactly
+one prediction per input offset and the worker goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+
+import pytest
+
+from aiaas.registry.store import Registry
+from aiaas.schemas.sources import Source
+from aiaas.streams.admin import wait_for_broker
+from aiaas.streams.settings import Settings
+from tests import examples
+from tests.faults.test_bridge_kafka_down import OwnBroker, own_broker  # noqa: F401 (the fixture)
+from tests.integration.test_scoring import FEATURES, good, scoring
+from tests.scoredreads import Prediction, group_caught_up, make_topic, produce, read_committed
+
+N, PARTITIONS = 20_000, 2
+
+
+@pytest.mark.timeout(300)
+async def test_broker_killed_mid_stream_scoring_resumes_exactly_once(
+    own_broker: OwnBroker, prefix: str  # noqa: F811 (the fixture)
+) -> None:
+    settings = Settings(bootstrap_servers=f"127.0.0.1:{own_broker.port}", topic_prefix=prefix,
+                        client_id=f"test-{prefix}")
+    await wait_for_broker(settings)
+    src, out = settings.topic("events"), settings.topic("scored")
+    await make_topic(settings, src, PARTITIONS)
+    async with Registry(settings) as reg:
+        await reg.publish("m", examples.mlp([3, 8, 2], seed=6), stage="production")
+    await produce(settings, src, [(f"k{i}".encode(), json.dumps(good(i)).encode()) for i in range(N)],
+                  PARTITIONS)
+    source = Source(topic=src, format="json", features=FEATURES)
+    async with scoring(settings, source, model="m", to_topic=out, max_batch=500,
+                       retry_deadline_s=150) as worker:
+        early = await read_committed(settings, out, until=lambda n: n >= N // 10, timeout_s=60, parse=False)
+        assert len(early) < N, "all scored before the crash: it would test nothing"
+        await asyncio.to_thread(own_broker.kill)  # SIGKILL: the transaction in flight is cut off
+        await asyncio.to_thread(own_broker.start)  # same ports and state
+        await group_caught_up(settings, worker.group, src, timeout_s=150)
+        assert worker.stats["scored"] >= N - N // 10
+        preds: list[Prediction] = await read_committed(settings, out, timeout_s=60)
+    seen = Counter(p.source[1:] for p in preds)
+    assert set(seen) == {(p, o) for p in range(PARTITIONS) for o in range(N // PARTITIONS)}
+    assert max(seen.values()) == 1, [k for k, c in seen.items() if c > 1][:5]
