@@ -7,7 +7,8 @@
 #   infra/schema-registry.sh start|stop|status|url|fetch
 #
 # `start` is idempotent (fetches the app once, then waits until the API answers); `stop` stops only
-# the pid this script started; `url` prints the Confluent-compatible base URL.
+# the pid this script started; `url` prints the Confluent-compatible base URL. Exit status 3: the
+# registry cannot be installed here (no java, Maven Central unreachable); tests skip on it alone.
 # Schemas are kept in an H2 file database under the state dir, so ids survive a restart.
 # Settings: AIAAS_SCHEMA_REGISTRY_PORT (18081), AIAAS_SCHEMA_REGISTRY_VERSION (3.0.9: the last 3.x
 # line built for Java 17; 3.1+ need Java 21), AIAAS_SCHEMA_REGISTRY_HEAP (-Xms64m -Xmx384m),
@@ -40,8 +41,8 @@ fetch() {
   local name="apicurio-registry-app-$V-all.tar.gz"
   local src="$AIAAS_MAVEN_URL/io/apicurio/apicurio-registry-app/$V/$name"
   echo "schema-registry: fetching $src" >&2
-  curl -fsS -m 900 -o "$DIR/$name.part" "$src"
-  local want; want=$(curl -fsS -m 60 "$src.sha1" | cut -c1-40)
+  curl -fsS -m 900 -o "$DIR/$name.part" "$src" || { echo "schema-registry: cannot fetch $src" >&2; exit 3; }
+  local want; want=$(curl -fsS -m 60 "$src.sha1" | cut -c1-40) || { echo "schema-registry: cannot fetch $src.sha1" >&2; exit 3; }
   [ "$(sha1sum "$DIR/$name.part" | cut -c1-40)" = "$want" ] || { echo "schema-registry: sha1 mismatch for $name" >&2; exit 3; }
   mkdir -p "$APP.part" && tar xzf "$DIR/$name.part" -C "$APP.part" && mv "$APP.part" "$APP" && rm -f "$DIR/$name.part"
 }
@@ -57,7 +58,7 @@ start() {
     nohup java $AIAAS_SCHEMA_REGISTRY_HEAP -Dquarkus.http.host=127.0.0.1 -Dquarkus.http.port="$PORT" \
       -Dapicurio.storage.sql.kind=h2 \
       -Dapicurio.datasource.url="jdbc:h2:file:$DIR/data-$PORT/registry;DB_CLOSE_ON_EXIT=FALSE" \
-      -Dquarkus.log.level=WARN -jar "$(runner)" >"$LOG" 2>&1 </dev/null &
+      -Dquarkus.log.level=WARN -jar "$(runner)" >"$LOG" 2>&1 </dev/null 9>&- &  # 9: our lock, not its
     echo $! >"$PID"
   fi
   local deadline=$((SECONDS + AIAAS_SCHEMA_REGISTRY_READY_S))
