@@ -88,7 +88,7 @@ async def in_process(settings: Settings, spec: JobSpec, trainers: int = 2) -> As
         await asyncio.gather(agg.start(), *(w.start() for w in workers))
         tasks = [asyncio.create_task(agg.run())] + [asyncio.create_task(w.run()) for w in workers]
         for t in tasks:
-            t.add_done_callback(_ended)
+            t.add_done_callback(log_if_failed)
         yield agg
     finally:
         for t in tasks:
@@ -97,7 +97,7 @@ async def in_process(settings: Settings, spec: JobSpec, trainers: int = 2) -> As
         await asyncio.gather(agg.stop(), *(w.stop() for w in workers), return_exceptions=True)
 
 
-def _ended(task: asyncio.Task[Any]) -> None:
+def log_if_failed(task: asyncio.Task[Any]) -> None:
     """A job task that ends before the block does is a failure: say so in the log."""
     if not task.cancelled() and task.exception() is not None:
         log.error("a task of the continuous job ended: %r", task.exception(), exc_info=task.exception())

@@ -71,7 +71,9 @@ class SourceFeed:
 
     async def _info(self) -> JobData:
         """The DataInfo the aggregator wrote (ranges and scaling), waiting for it."""
-        async with asyncio.timeout(self.wait_s):
+        # a continuous job may start on a topic still empty: its aggregator fits the scaling once
+        # rows arrive, so its trainers wait as long as that takes
+        async with asyncio.timeout(None if self.continuous else self.wait_s):
             while True:
                 found = await read_info(self.settings, self.spec.job_id)
                 if found is not None and found.ranges is not None:
@@ -147,7 +149,11 @@ class SourceFeed:
         if len(rows.offsets) == 0:
             return
         ok = usable(self.spec, rows)
-        self.unusable += int((~ok).sum())
+        if not ok.all():
+            self.unusable += int((~ok).sum())
+            log.warning("source %s[%d]: %d records without a usable label (none, or not a class index "
+                        "below %d) are not trained on", self.source.topic, rows.partition,
+                        int((~ok).sum()), self.spec.model.output_dim)
         train = ok & ~held_out(rows.hashes, self.spec.data.test_fraction)
         lo, hi = self.jd.ranges[rows.partition]
         parts = route(self.spec.data.strategy, self.spec.data.partitions, seed=self.spec.data.seed,

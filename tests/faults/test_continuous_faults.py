@@ -28,7 +28,7 @@ from aiaas.registry.store import Registry
 from aiaas.schemas.jobs import JobSpec
 from aiaas.streams.jobs import submit
 from aiaas.streams.settings import Settings
-from tests.driftscenario import GOOD, Prober, continuous_spec
+from tests.driftscenario import GOOD, Prober, continuous_spec, log_if_failed
 from tests.sourcestreams import PERMUTATION, digits_split, make_topic, produce, records
 
 pytestmark = pytest.mark.timeout(300)
@@ -47,7 +47,8 @@ class Job:
     async def start(self, part: Aggregator | Trainer) -> None:
         self.parts.append(part)
         await part.start()
-        self.tasks.append(asyncio.create_task(part.run()))
+        self.tasks.append(task := asyncio.create_task(part.run()))
+        task.add_done_callback(log_if_failed)
 
     async def close(self) -> None:
         for task in self.tasks:
