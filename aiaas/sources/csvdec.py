@@ -80,7 +80,12 @@ class CsvDecoder:
                 rows[i] = None
                 continue
             text = bytes(v).decode("utf-8", "replace").rstrip("\r\n")
-            got = next(csv.reader([text], delimiter=d.decode()), [])
+            try:
+                got = next(csv.reader([text], delimiter=d.decode()), [])
+            except csv.Error as exc:  # a newline or NUL inside the line
+                rows[i] = None
+                rejected.append(Rejection(i, "", f"not a CSV line: {exc}"))
+                continue
             rows[i] = [c.encode() for c in got] if len(got) == n else None
             if len(got) != n:
                 rejected.append(Rejection(i, "", f"expected {n} columns, got {len(got)}"))

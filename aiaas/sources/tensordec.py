@@ -16,7 +16,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from aiaas.schemas.errors import AiaasError, ErrorCode
+from aiaas.schemas.errors import AiaasError, ErrorCode, InvalidMessage
 from aiaas.schemas.sources import Source
 from aiaas.sources.decoded import Decoded, Rejection
 from aiaas.sources.plan import Part, Plan, merge
@@ -25,24 +25,21 @@ from aiaas.streams.codecs import MAGIC, decode_tensors
 _HEAD = len(MAGIC) + 4
 
 
-class BadRecord(Exception):
-    """A tensor record this Source cannot read (internal: becomes a Rejection)."""
-
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(reason)
-        self.field, self.reason = field, reason
+def _bad(field: str, reason: str) -> InvalidMessage:
+    """A tensor record this Source cannot read (caught here: it becomes a Rejection)."""
+    return InvalidMessage(reason, field=field)
 
 
 def _split(value: Any) -> tuple[dict[str, Any], bytes]:
     if not isinstance(value, bytes) or len(value) < _HEAD or value[: len(MAGIC)] != MAGIC:
-        raise BadRecord("", "not a tensor record (bad magic or too short)")
+        raise _bad("", "not a tensor record (bad magic or too short)")
     n = int.from_bytes(value[len(MAGIC) : _HEAD], "big")
     if _HEAD + n > len(value):
-        raise BadRecord("", "tensor record header is truncated")
+        raise _bad("", "tensor record header is truncated")
     try:
         head = msgspec.json.decode(value[_HEAD : _HEAD + n])
     except msgspec.DecodeError as exc:
-        raise BadRecord("", f"tensor record header is not JSON: {exc}") from exc
+        raise _bad("", f"tensor record header is not JSON: {exc}") from exc
     return head if isinstance(head, dict) else {}, value[_HEAD + n :]
 
 
@@ -64,12 +61,12 @@ class TensorDecoder:
         for path, name, width in self.reads:
             t = tensors.get(name)
             if t is None:
-                raise BadRecord(path, "missing")
+                raise _bad(path, "missing")
             if not np.issubdtype(t.dtype, np.number) and t.dtype != np.bool_:
-                raise BadRecord(path, f"not numbers ({t.dtype})")
+                raise _bad(path, f"not numbers ({t.dtype})")
             t = t.reshape(-1, width) if t.ndim <= 1 or (t.ndim == 2 and t.shape[1] == width) else None
             if t is None or (rows is not None and len(t) != rows):
-                raise BadRecord(path, f"expected [rows, {width}] matching the other tensors")
+                raise _bad(path, f"expected [rows, {width}] matching the other tensors")
             rows = len(t)
             cols.append(t.astype(np.float32))
         out = np.concatenate(cols, axis=1)
@@ -80,11 +77,7 @@ class TensorDecoder:
 
     def _one(self, value: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         head, body = _split(value)
-        try:
-            tensors = decode_tensors(body)
-        except AiaasError as exc:
-            raise BadRecord("", exc.reason) from exc
-        return self._rows(tensors), head
+        return self._rows(decode_tensors(body)), head  # decode_tensors raises InvalidMessage
 
     def decode(self, values: Sequence[bytes]) -> Decoded:
         rejected: list[Rejection] = []
@@ -93,8 +86,8 @@ class TensorDecoder:
         for i, v in enumerate(values):
             try:
                 raw, head = self._one(v)
-            except BadRecord as exc:
-                rejected.append(Rejection(i, exc.field, exc.reason))
+            except InvalidMessage as exc:
+                rejected.append(Rejection(i, exc.details.get("field", ""), exc.reason))
                 continue
             n = len(raw)
             pt = [{p: head.get(p) for p in pt_paths}] * n if pt_paths else None

@@ -66,7 +66,7 @@ AVSC = {"type": "record", "name": "R",
 junk = st.one_of(
     st.binary(max_size=64),
     st.sampled_from([b"{}", b'{"a": {"b": 1}, "v": [1, 2], "c": "x", "y": 1}', b"1,2,x", b"1,2",
-                     b"null", b"\x00\x00\x00\x00\x01", b"AIT1",
+                     b"null", b"\x00\x00\x00\x00\x01", b"AIT1", b"\r\x00", b'1,"x\ry",2',  # csv.Error
                      b"\x00\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\xf0?\x02s"]),
     st.none(),
 )
