@@ -108,9 +108,10 @@ def _trainer(s: Settings, jobs: Sequence[str]) -> list[Grant]:
 def _aggregator(s: Settings) -> list[Grant]:
     u, t = role_user("aggregator"), Topics(s)
     out = _registry_reader(u, t) + _g(u, "TOPIC", t.jobs().name, [Op.READ, Op.DESCRIBE])
-    for spec in (t.models(), t.artifacts()):
+    for spec in (t.models(), t.artifacts(), t.jobs()):  # the registry; the job's status
         out += _g(u, "TOPIC", spec.name, [Op.WRITE])
     out += _g(u, "TOPIC", s.topic("train."), [Op.READ, Op.WRITE, Op.CREATE, Op.DESCRIBE], prefixed=True)
+    out += _g(u, "TRANSACTIONAL_ID", s.topic("train."), [Op.WRITE, Op.DESCRIBE], prefixed=True)  # checkpoints
     return out + _g(u, "GROUP", s.topic("train."), [Op.READ, Op.DESCRIBE], prefixed=True)
 
 

@@ -12,7 +12,7 @@ from aiaas.schemas.errors import Forbidden
 from aiaas.streams.settings import Settings
 
 AUTHORIZATION_CODES = {29: "TopicAuthorizationFailedError", 30: "GroupAuthorizationFailedError",
-                       31: "ClusterAuthorizationFailedError", 53: "TransactionalIdAuthorizationFailedError"}
+                       31: "ClusterAuthorizationFailedError", 53: "TransactionalIdAuthorizationFailed"}
 
 
 def principal(settings: Settings) -> str:

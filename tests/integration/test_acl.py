@@ -75,7 +75,7 @@ def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
 
 def _admin(port: int, prefix: str, state: Path) -> Settings:
     return Settings(bootstrap_servers=f"127.0.0.1:{port}", topic_prefix=prefix, client_id=f"acl-{prefix}",
-                    request_timeout_ms=5000, security_protocol="SASL_PLAINTEXT",
+                    request_timeout_ms=10000, security_protocol="SASL_PLAINTEXT",
                     sasl_mechanism="SCRAM-SHA-256", sasl_username=ADMIN, sasl_password=ADMIN_PASSWORD,
                     state_dir=state)
 
@@ -184,3 +184,41 @@ async def test_acl_list_shows_the_least_privilege_grants(applied: Settings) -> N
     assert params_writers == {"User:aiaas-aggregator"}
     registry_writers = {g.principal for g in mine if g.operation == "WRITE" and g.name == t.models().name}
     assert registry_writers == {"User:aiaas-aggregator"}
+
+
+async def test_training_job_under_trainer_and_aggregator_users(applied: Settings) -> None:
+    """A small sync job: the admin submits it and pushes its data, the aggregator and two trainers
+    run under their own users (the trainers' write ACLs are per job: acl apply --job)."""
+    from aiaas.agents.aggregator.server import Aggregator
+    from aiaas.agents.trainer.settings import TrainerSettings
+    from aiaas.agents.trainer.worker import Trainer
+    from aiaas.data.datapush import push
+    from aiaas.schemas.jobs import JobSpec
+    from aiaas.streams.admin import Admin
+    from aiaas.streams.jobs import submit
+
+    spec = JobSpec.model_validate({
+        "job_id": "digits-acl", "model": {"input_dim": 64, "hidden": [32], "output_dim": 10},
+        "optimizer": {"name": "adam", "lr": 3e-3}, "batch_size": 64, "epochs": 10, "eval_interval": 5,
+        "sync": {"mode": "sync", "straggler_deadline_ms": 1000},
+        "target": {"metric": "test_accuracy", "value": 0.85},
+        "data": {"source": "digits", "partitions": 2, "strategy": "random"},
+    })
+    async with Admin(applied) as admin:
+        await acls.AclAdmin(admin).apply(acls.plan(applied, jobs=[spec.job_id], roles=["trainer"]),
+                                         acls.Credentials(applied))
+    await submit(applied, spec)
+    await push(applied, spec)
+    agg = Aggregator(_as(applied, "aiaas-aggregator"), spec)
+    trainer = _as(applied, "aiaas-trainer")
+    workers = [Trainer(trainer, spec, TrainerSettings(worker_id=f"{spec.job_id}-p{i}")) for i in range(2)]
+    try:
+        await asyncio.gather(agg.start(), *(w.start() for w in workers))
+        runs = [asyncio.create_task(w.run()) for w in workers]
+        async with asyncio.timeout(150):
+            status = await agg.run()
+            await asyncio.gather(*runs, return_exceptions=True)
+    finally:
+        await asyncio.gather(agg.stop(), *(w.stop() for w in workers), return_exceptions=True)
+    assert status.state == "succeeded", status.error
+    assert status.metrics["test_accuracy"] >= 0.85
