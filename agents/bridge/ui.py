@@ -14,6 +14,7 @@ and the lag (records not yet scored), from the group's committed offsets.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from typing import Any
@@ -28,7 +29,7 @@ from aiaas.agents.bridge.keys import Principal
 from aiaas.agents.bridge.rediskeys import text
 from aiaas.agents.bridge.routes_v2 import bridge_of, principal
 from aiaas.schemas.errors import InvalidMessage
-from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.jobs import CandidateDecision, JobSpec
 from aiaas.schemas.training import MetricsMessage
 from aiaas.streams.admin import Admin
 from aiaas.streams.jobs import shown_state
@@ -45,6 +46,7 @@ class StatusFeed:
     def __init__(self, bridge: Bridge) -> None:
         self.b = bridge
         self.points: dict[str, list[dict[str, Any]]] = {}
+        self.decisions: dict[str, dict[str, Any]] = {}  # a continuous job's latest candidate decision
         self._pos: dict[TopicPartition, int] = {}
         self._ends: dict[str, deque[tuple[float, int]]] = {}
         self._lock = asyncio.Lock()
@@ -61,6 +63,7 @@ class StatusFeed:
             await self._catch_up([j["job_id"] for j in jobs], sorted({m.name for m in models}))
             for job in jobs:
                 job["points"] = self.points.get(job["job_id"], [])
+                job["decision"] = self.decisions.get(job["job_id"])
             body = {"ts": time.time(), "tenant": who.tenant.name, "jobs": jobs,
                     "models": [_model_row(m) for m in models], "throughput": self._throughput(),
                     "scoring": await self._scoring(sorted({m.name for m in models}))}
@@ -146,6 +149,8 @@ class StatusFeed:
         try:
             msg = MetricsMessage.from_record(value)
         except InvalidMessage:
+            with contextlib.suppress(InvalidMessage):  # continuous training's gate writes these too
+                self.decisions[job_id] = CandidateDecision.from_record(value).model_dump(mode="json")
             return
         pts = self.points.setdefault(job_id, [])
         pts.append(msg.model_dump(include={"version", "epoch", "loss", "test_loss", "test_accuracy",
@@ -296,6 +301,10 @@ function job(j) {
                              + `accuracy ${fmt(last.test_accuracy, 3)}`));
   info.appendChild(el("div", `${fmt(last.samples_per_s, 0)} samples/s \u00b7 `
                              + `${last.live_workers ?? DASH} workers`, "muted"));
+  const c = j.decision;
+  const verdict = c && (c.promoted ? `promoted v${c.model_version}` : "kept production");
+  if (c) info.appendChild(el("div", `candidate v${c.version}: ${c.metric} ${fmt(c.candidate, 3)} `
+                                  + `vs production ${fmt(c.production, 3)} \u00b7 ${verdict}`, "muted"));
   d.appendChild(info);
   d.appendChild(chart(pts));
   d.dataset.job = j.job_id;

@@ -20,7 +20,7 @@ import uvicorn
 from aiaas.agents.bridge.app import create_app
 from aiaas.agents.bridge.settings import BridgeSettings
 from aiaas.registry.store import Registry
-from aiaas.schemas.jobs import JobSpec
+from aiaas.schemas.jobs import CandidateDecision, JobSpec
 from aiaas.schemas.registry import Lineage
 from aiaas.schemas.training import MetricsMessage
 from aiaas.streams.admin import Admin
@@ -86,6 +86,9 @@ async def _seed(settings: Settings, admin: Admin, job: str, model: str) -> None:
             msg = MetricsMessage(job_id=job, version=v, loss=2.3 / v ** 0.5, test_accuracy=1 - 0.9 / v ** 0.5,
                                  samples_per_s=1200.0, live_workers=2)
             await prod.send(topics.train_metrics(job).name, msg.to_record(), key=job)
+        decision = CandidateDecision(job_id=job, version=STEPS, metric="accuracy", candidate=0.97,
+                                     production=0.95, production_version=1, promoted=True, model_version=2)
+        await prod.send(topics.train_metrics(job).name, decision.to_record(), key=job)  # continuous gate
         for i in range(50):
             await prod.send(topics.infer_requests(model, 2).name, b"{}", key=str(i))
         await prod.flush()
@@ -106,6 +109,7 @@ async def test_status_page_in_headless_chromium(
     async with httpx.AsyncClient(base_url=bridge_url) as http:
         status = (await http.get("/ui/api/status")).json()
     assert [j["job_id"] for j in status["jobs"]] == [job] and len(status["jobs"][0]["points"]) == STEPS
+    assert status["jobs"][0]["decision"]["promoted"] and status["jobs"][0]["decision"]["model_version"] == 2
     (row,) = status["throughput"]
     assert row["model"] == model and row["requests"] == 50
 
@@ -115,6 +119,7 @@ async def test_status_page_in_headless_chromium(
     row = f"<td>{model}</td><td>1</td><td>production</td><td>0.962</td><td>{job}</td>"
     assert models and row in models[0]
     assert f'data-job="{job}"' in dom and "step 40" in dom and "50%" in dom
+    assert f"candidate v{STEPS}: accuracy 0.970 vs production 0.950 · promoted v2" in dom
     for cls in ("loss", "accuracy"):
         line = re.search(rf'<polyline points="([^"]+)"[^>]*class="{cls}"', dom)
         assert line and len(line[1].split()) == STEPS, cls
