@@ -23,7 +23,7 @@ import pytest
 
 from aiaas.client.inference import InferenceClient
 from aiaas.registry.store import Registry
-from aiaas.schemas.errors import Forbidden
+from aiaas.schemas.errors import Forbidden, NotFound
 from aiaas.streams import acls
 from aiaas.streams.admin import ensure, wait_for_broker
 from aiaas.streams.consumer import Consumer
@@ -143,6 +143,11 @@ async def test_tenant_calls_only_its_models(applied: Settings) -> None:
         with pytest.raises(Forbidden) as info:
             await prod.send_and_wait(t.infer_requests(OTHER, 1).name, b"not allowed")
     _refused(info, "tenant-a", t.infer_requests(OTHER, 1).name)
+    # through the client: a model it may not call looks like one that does not exist (its request
+    # topic is not even visible), answered at once; nothing says what other tenants' models are
+    async with asyncio.timeout(20), InferenceClient(a) as client:
+        with pytest.raises(NotFound):
+            await client.infer(OTHER, {"input": np.ones((1, 4), dtype=np.float32)}, timeout=15)
 
 
 async def test_trainer_cannot_write_parameters(applied: Settings) -> None:
