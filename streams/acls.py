@@ -129,7 +129,8 @@ def _bridge(s: Settings, client: str) -> list[Grant]:
     u, t = role_user("bridge"), Topics(s)
     out = _registry_reader(u, t) + _g(u, "TOPIC", t.audit().name, [Op.WRITE, Op.DESCRIBE, Op.CREATE])
     out += _g(u, "TOPIC", s.topic("infer."), [Op.WRITE, Op.DESCRIBE], prefixed=True)
-    return out + _g(u, "TOPIC", s.topic(f"replies.{check_part(client)}"), [Op.READ, Op.CREATE, Op.DESCRIBE],
+    # its reply topics are replies.bridge-<instance> (agents/bridge/settings.py, reply_client)
+    return out + _g(u, "TOPIC", s.topic(f"replies.{check_part(client)}-"), [Op.READ, Op.CREATE, Op.DESCRIBE],
                     prefixed=True)
 
 
@@ -162,6 +163,9 @@ def plan(settings: Settings, *, tenants: dict[str, list[str]] | None = None, job
                "scoring": lambda: _scoring(settings, score)}
     grants = {role_user(r): by_role[r]() for r in roles}
     for tenant, models in (tenants or {}).items():
+        if tenant == bridge_client:  # its reply prefix would be the bridge's
+            raise BadRequest(f"invalid tenant name {tenant!r}: the bridge's reply topics use it",
+                             tenant=tenant)
         grants[tenant_user(tenant)] = _tenant(settings, tenant, models)
     return Plan(grants=grants)
 

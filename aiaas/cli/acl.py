@@ -45,7 +45,7 @@ def apply(
     job: Annotated[list[str], typer.Option(help="job whose topics trainers write (repeatable)")] = [],  # noqa: B006
     score: Annotated[list[str], typer.Option(help="IN:OUT topics of stream scoring (repeatable)")] = [],  # noqa: B006
     role: Annotated[list[str], typer.Option(help="roles to create (default: all)")] = [],  # noqa: B006
-    bridge_client: Annotated[str, typer.Option(help="the bridge's AIAAS_CLIENT_ID")] = "bridge",
+    bridge_client: Annotated[str, typer.Option(help="bridge reply topics: replies.<this>-*")] = "bridge",
 ) -> None:
     """Create the users and ACLs; prints each user and where its credentials are."""
     from aiaas.streams import acls

@@ -56,6 +56,11 @@ def test_a_tenant_writes_the_requests_of_its_models_only() -> None:
 def test_a_tenant_name_cannot_reach_into_another_tenants_reply_prefix() -> None:
     with pytest.raises(BadRequest):
         acls.plan(S, tenants={"a-b": ["m1"]})
+    with pytest.raises(BadRequest):
+        acls.plan(S, tenants={"bridge": ["m1"]})
+    assert _who(PLAN, "READ", T.replies("bridge-1").name) == {"User:aiaas-bridge"}
+    assert "User:aiaas-bridge" not in _who(acls.plan(S, tenants={"bridgeco": []}), "READ",
+                                           T.replies("bridgeco-1").name)
 
 
 def test_credentials_are_made_once_and_private(tmp_path: Path) -> None:
