@@ -127,7 +127,10 @@ def _inference(s: Settings) -> list[Grant]:
 def _bridge(s: Settings, client: str) -> list[Grant]:
     """The bridge sends any tenant's request (it checks API keys itself) and reads its own replies."""
     u, t = role_user("bridge"), Topics(s)
-    out = _registry_reader(u, t) + _g(u, "TOPIC", t.audit().name, [Op.WRITE, Op.DESCRIBE, Op.CREATE])
+    out = _registry_reader(u, t)
+    for spec in (t.audit(), t.dlq("webhooks")):  # audit records; webhooks it could not deliver
+        out += _g(u, "TOPIC", spec.name, [Op.WRITE, Op.DESCRIBE, Op.CREATE])
+    out += _g(u, "TOPIC", t.jobs().name, [Op.READ, Op.WRITE, Op.DESCRIBE])  # POST /v1/jobs, job status
     out += _g(u, "TOPIC", s.topic("infer."), [Op.WRITE, Op.DESCRIBE], prefixed=True)
     # its reply topics are replies.bridge-<instance> (agents/bridge/settings.py, reply_client)
     return out + _g(u, "TOPIC", s.topic(f"replies.{check_part(client)}-"), [Op.READ, Op.CREATE, Op.DESCRIBE],

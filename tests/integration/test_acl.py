@@ -227,3 +227,22 @@ async def test_training_job_under_trainer_and_aggregator_users(applied: Settings
         await asyncio.gather(agg.stop(), *(w.stop() for w in workers), return_exceptions=True)
     assert status.state == "succeeded", status.error
     assert status.metrics["test_accuracy"] >= 0.85
+
+
+async def test_bridge_under_its_user_serves_an_http_call(applied: Settings, infra: None) -> None:
+    """The bridge (its own user; the shared Redis for keys) and a worker (its user): one HTTP call."""
+    import httpx
+
+    from aiaas.agents.bridge.app import create_app
+    from aiaas.agents.bridge.settings import BridgeSettings
+    from tests.integration.test_bridge import BODY, serve
+
+    async with Registry(applied) as reg:
+        await reg.publish(MODEL, examples.mlp([4, 2]), stage="production")
+    app = create_app(_as(applied, "aiaas-bridge"), BridgeSettings(instance=uuid.uuid4().hex[:8]))
+    async with running_worker(_as(applied, "aiaas-inference"), model=MODEL), serve(app) as url, \
+            httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
+        key, _, _ = await app.state.bridge.keys.create("acme")
+        resp = await http.post(f"/v2/models/{MODEL}/infer", json=BODY, headers={"X-API-Key": key})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["outputs"][0]["shape"] == [2, 2]
