@@ -107,10 +107,10 @@ class ScoringWorker(Service):
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        target = await self._topics()
         await self.registry.start()
         await self.sessions.start()
-        self._check_width(self.sessions.default)
+        self._check_width(self.sessions.default)  # before anything is created: a wrong spec leaves no trace
+        target = await self._topics()
         start = self.source.start if isinstance(self.source.start, str) else "earliest"
         kw = self.settings.consumer_kwargs(
             self.group, auto_offset_reset=start, isolation_level="read_committed",

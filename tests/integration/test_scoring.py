@@ -11,6 +11,7 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import uvicorn
+import yaml
 
 from aiaas.agents.bridge.app import create_app
 from aiaas.agents.bridge.settings import BridgeSettings
@@ -27,10 +29,12 @@ from aiaas.registry.store import Registry
 from aiaas.schemas.records import DeadLetter
 from aiaas.schemas.sources import Source
 from aiaas.sources import compile_source
+from aiaas.streams import metrics as m
 from aiaas.streams.lifecycle import cancel
 from aiaas.streams.settings import Settings
 from tests import examples
 from tests.inferreads import letters_on
+from tests.integration.test_cli_models import aiaas
 from tests.scoredreads import Prediction, make_topic, produce, read_committed
 
 FEATURES = ["a", "b.c", "d"]
@@ -78,6 +82,10 @@ async def test_json_scored_and_malformed_dead_lettered(settings: Settings, exact
         preds: list[Prediction] = await read_committed(settings, out, until=lambda n: n >= 17, timeout_s=30)
         letters = await letters_on(settings, f"{out}.dlq", 3)
         assert worker.stats["scored"] == 17 and worker.stats["dead_lettered"] == 3
+        counted = {o: m.sample("aiaas_scoring_records_total", {"model": "m", "topic": src, "outcome": o})
+                   for o in ("scored", "dead_lettered")}
+        assert counted == {"scored": 17, "dead_lettered": 3}
+        assert m.sample("aiaas_scoring_lag", {"model": "m", "topic": src}) == 0
     assert [p.source[2] for p in preds] == [i for i in range(20) if i not in bad]  # in order, once each
     want = expected(model, [good(i) for i in range(20) if i not in bad])
     for p, logits in zip(preds, want, strict=True):
@@ -159,3 +167,19 @@ async def test_status_page_shows_scoring_progress_and_lag(settings: Settings, re
     async with bridge(settings) as url, httpx.AsyncClient(base_url=url) as http:  # no worker: lag grows
         rows = (await http.get("/ui/api/status")).json()["scoring"]
         assert rows[0]["lag"] == 40 and rows[0]["scored"] == 300
+
+
+async def test_aiaas_score_refuses_an_unknown_model_and_a_misfit_one_in_one_line(
+    settings: Settings, tmp_path: Path
+) -> None:
+    src = settings.topic("misfit")
+    await make_topic(settings, src, 1)
+    spec = tmp_path / "source.yaml"
+    spec.write_text(yaml.safe_dump({"source": {"topic": src, "format": "json", "features": FEATURES}}))
+    async with Registry(settings) as reg:
+        await reg.publish("four", examples.mlp([4, 8, 2]), stage="production")  # 4 inputs; the source has 3
+    args = ("score", "--to", settings.topic("misfit.out"), "--source", str(spec))
+    rc, _, err = await aiaas(settings, *args, "--model", "nope")
+    assert rc == 1 and "no such model" in err and len(err.strip().splitlines()) == 1, err
+    rc, _, err = await aiaas(settings, *args, "--model", "four")
+    assert rc == 1 and "input width" in err and "source_width=3" in err and "model_width=4" in err, err
