@@ -246,3 +246,28 @@ async def test_bridge_under_its_user_serves_an_http_call(applied: Settings, infr
         resp = await http.post(f"/v2/models/{MODEL}/infer", json=BODY, headers={"X-API-Key": key})
     assert resp.status_code == 200, resp.text
     assert resp.json()["outputs"][0]["shape"] == [2, 2]
+
+
+async def test_stream_scoring_under_its_user_exactly_once(applied: Settings) -> None:
+    """A scoring worker (exactly once: transactions) under the scoring user, granted one IN:OUT pair."""
+    import json
+
+    from aiaas.schemas.sources import Source
+    from aiaas.streams.admin import Admin
+    from tests.integration.test_scoring import FEATURES, good, scoring
+    from tests.scoredreads import make_topic, produce, read_committed
+
+    src, out = applied.topic("events"), applied.topic("scored")
+    await make_topic(applied, src, 1)
+    records = [(f"k{i}".encode(), json.dumps(good(i)).encode()) for i in range(5)]
+    await produce(applied, src, records, partitions=1)
+    async with Registry(applied) as reg:
+        await reg.publish("scorer", examples.mlp([3, 2]), stage="production")
+    async with Admin(applied) as admin:
+        await acls.AclAdmin(admin).apply(acls.plan(applied, score=[(src, out)], roles=["scoring"]),
+                                         acls.Credentials(applied))
+    source = Source(topic=src, format="json", features=FEATURES, passthrough=["id"])
+    scorer = _as(applied, "aiaas-scoring")
+    async with scoring(scorer, source, model="scorer", to_topic=out, exactly_once=True):
+        preds = await read_committed(applied, out, until=lambda n: n >= 5, timeout_s=30)
+    assert sorted(p.value["id"] for p in preds) == [f"r{i}" for i in range(5)]
