@@ -20,7 +20,7 @@ from typing import Literal
 from aiokafka.errors import for_code
 from pydantic import BaseModel
 
-from aiaas.schemas.errors import AiaasError, BadRequest, Forbidden
+from aiaas.schemas.errors import AiaasError, BadRequest, ErrorCode, Forbidden
 from aiaas.streams.aclwire import (
     AlterUserScramCredentials,
     Binding,
@@ -39,6 +39,7 @@ from aiaas.streams.topics import Topics, check_part
 Role = Literal["trainer", "aggregator", "inference", "bridge", "scoring"]
 ROLES: tuple[Role, ...] = ("trainer", "aggregator", "inference", "bridge", "scoring")
 CLUSTER = "kafka-cluster"
+SECURITY_DISABLED = 54  # the broker runs no authorizer
 Op = Operation
 
 
@@ -224,13 +225,15 @@ class AclAdmin:
         req = CreateAcls(bindings)
         resp = await self.admin.call("creating ACLs", lambda: self.admin.client._send_request(req))
         for binding, (code, message) in zip(bindings, resp.creation_responses, strict=True):
-            _check(code, message, f"creating ACL {binding}")
+            what = f"creating ACL {binding[3]} {Operation(binding[5]).name} {binding[1]}"
+            _check(code, message, what)
 
     async def apply(self, p: Plan, creds: Credentials) -> int:
-        """Create the plan's users and ACLs; returns the number of bindings."""
-        await self.create_users({user: creds.password(user) for user in p.grants})
+        """Create the plan's ACLs, then its users; returns the number of bindings. ACLs first: a
+        broker without an authorizer refuses them, and then no user nor credentials file is made."""
         bindings = p.bindings()
         await self.create(bindings)
+        await self.create_users({user: creds.password(user) for user in p.grants})
         return len(bindings)
 
     async def list(self) -> list[Grant]:
@@ -245,6 +248,10 @@ class AclAdmin:
 
 
 def _check(code: int, message: str | None, what: str) -> None:
+    if code == SECURITY_DISABLED:
+        raise AiaasError(f"{what} failed: the broker has no authorizer (authorizer.class.name); start one "
+                         "with infra/kafka/sasl-broker.sh start --acl (docs/operations.md, 'Access control')",
+                         code=ErrorCode.BAD_REQUEST, kafka_error="SecurityDisabledError")
     if code:
         err = for_code(code)
         cls = Forbidden if "Authorization" in err.__name__ else AiaasError

@@ -271,3 +271,16 @@ async def test_stream_scoring_under_its_user_exactly_once(applied: Settings) -> 
     async with scoring(scorer, source, model="scorer", to_topic=out, exactly_once=True):
         preds = await read_committed(applied, out, until=lambda n: n >= 5, timeout_s=30)
     assert sorted(p.value["id"] for p in preds) == [f"r{i}" for i in range(5)]
+
+
+async def test_apply_on_a_broker_without_authorizer_says_so(settings: Settings, tmp_path: Path) -> None:
+    """The shared broker runs no authorizer: apply refuses in one line and makes no user nor file."""
+    from aiaas.schemas.errors import AiaasError
+    from aiaas.streams.admin import Admin
+
+    s = settings.model_copy(update={"state_dir": tmp_path})
+    async with Admin(s) as admin:
+        with pytest.raises(AiaasError) as info:
+            await acls.AclAdmin(admin).apply(acls.plan(s, tenants={"x": ["m"]}), acls.Credentials(s))
+    assert "no authorizer" in str(info.value) and "\n" not in str(info.value)
+    assert not (tmp_path / "credentials").exists()
