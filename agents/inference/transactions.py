@@ -97,6 +97,8 @@ class TransactionalSink:
         self.transaction_timeout_ms = transaction_timeout_ms
         self.producers: dict[TopicPartition, Producer] = {}
         self.transactions = 0
+        self.failed_attempts = 0  # aborted and tried again
+        self.attempt_failed = asyncio.Event()  # set on the first (tests wait on it)
         self.attempt_s = settings.request_timeout_ms / 1000 + 5.0
 
     def transactional_id(self, tp: TopicPartition) -> str:
@@ -147,13 +149,19 @@ class TransactionalSink:
                 await raw.commit_transaction()
                 await asyncio.gather(*acks)  # settled by the commit; a failure there has raised already
         except TimeoutError:
+            self._failed()
             await self._close(out.tp)
             raise KafkaTimeoutError(f"transaction not committed in {self.attempt_s:.0f}s") from None
         except ProducerFenced:
             raise
         except Exception:
+            self._failed()
             await self._close(out.tp)  # the next try starts a fresh producer, aborting what is open
             raise
+
+    def _failed(self) -> None:
+        self.failed_attempts += 1
+        self.attempt_failed.set()
 
     async def _open(self, tp: TopicPartition) -> Producer:
         producer = Producer(self.settings, transactional_id=self.transactional_id(tp),

@@ -1,10 +1,10 @@
 """Exactly-once stream scoring across a broker crash. The broker is this test's own (free ports, a
 temporary state dir, started with infra/kafka/start.sh; the shared broker is never touched),
-SIGKILLed mid-stream and started again on the same ports and state (~50-70 s in all, two broker
-starts). The transaction in flight either waits out the gap (aiokafka retries its requests; what
-the runs here saw) or fails with a retriable error and is aborted and tried again to the retry
-deadline (agents/inference/transactions.py); either way, read committed, the output holds exactly
-one prediction per input offset and the worker goes on."""
+SIGKILLed mid-stream and kept down until a transaction attempt has failed (one attempt may take
+the request timeout + 5 s, 12 s here), then started again on the same ports and state. The failed
+transaction is aborted and tried again with a fresh producer until the broker answers
+(agents/inference/transactions.py); read committed, the output holds exactly one prediction per
+input offset, and the worker goes on (~60 s in all: two broker starts)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from collections import Counter
 
 import pytest
 
+from aiaas.agents.inference.transactions import TransactionalSink
 from aiaas.registry.store import Registry
 from aiaas.schemas.sources import Source
 from aiaas.streams.admin import wait_for_broker
@@ -31,7 +32,7 @@ async def test_broker_killed_mid_stream_scoring_resumes_exactly_once(
     own_broker: OwnBroker, prefix: str  # noqa: F811 (the fixture)
 ) -> None:
     settings = Settings(bootstrap_servers=f"127.0.0.1:{own_broker.port}", topic_prefix=prefix,
-                        client_id=f"test-{prefix}")
+                        client_id=f"test-{prefix}", request_timeout_ms=7000)
     await wait_for_broker(settings)
     src, out = settings.topic("events"), settings.topic("scored")
     await make_topic(settings, src, PARTITIONS)
@@ -45,6 +46,10 @@ async def test_broker_killed_mid_stream_scoring_resumes_exactly_once(
         early = await read_committed(settings, out, until=lambda n: n >= N // 10, timeout_s=60, parse=False)
         assert len(early) < N, "all scored before the crash: it would test nothing"
         await asyncio.to_thread(own_broker.kill)  # SIGKILL: the transaction in flight is cut off
+        sink = worker.sink
+        assert isinstance(sink, TransactionalSink)
+        async with asyncio.timeout(60):
+            await sink.attempt_failed.wait()
         await asyncio.to_thread(own_broker.start)  # same ports and state
         await group_caught_up(settings, worker.group, src, timeout_s=150)
         assert worker.stats["scored"] >= N - N // 10
