@@ -3,13 +3,13 @@
 ``aiaas score --model M --from IN --to OUT --source spec.yaml`` (README, "Score your topic"). A
 worker is one member of a consumer group over ``IN``; start more with the same group to share its
 partitions. Loop: poll up to ``max_batch`` records, decode them with the source's compiled decoder
-(``aiaas.sources``; a record that does not decode is a ``Rejection`` naming the field), run the
-decoded rows as one onnxruntime call on the version the registry says to serve (``Sessions``: a
-promoted version takes over between two batches, no record is skipped), and write one prediction
-record per scored input record (same key; headers ``source-topic``/``-partition``/``-offset``)
-and one dead letter per rejected one, with the consumed offsets, in one Kafka transaction per
-input partition (``transactions``). While one poll's transactions commit, the next poll is
-decoded and scored.
+(``aiaas.sources``; a record that does not decode is a ``Rejection`` naming the field; see
+``scoringbatch``), run the decoded rows as one onnxruntime call on the version the registry says
+to serve (``Sessions``: a promoted version takes over between two batches, no record is skipped),
+and write one prediction record per scored input record (same key; headers ``source-topic``,
+``-partition``, ``-offset``) and one dead letter per rejected one, with the consumed offsets, in
+one Kafka transaction per input partition (``transactions``). While one poll's transactions
+commit, the next poll is decoded and scored.
 
 Exactly once, with a rebalance or a kill -9: a partition's new owner fences the old one through the
 partition's transactional id before it reads the committed offset (``_Rebalance``), and records
@@ -24,36 +24,29 @@ import contextlib
 import gc
 import logging
 from collections import Counter
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from datetime import datetime
-from typing import TypeAlias
 
-import numpy as np
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
-from aiokafka.structs import ConsumerRecord, TopicPartition
+from aiokafka.structs import TopicPartition
 
-from aiaas.agents.inference import predictions
 from aiaas.agents.inference.scoring_settings import ScoringSettings
+from aiaas.agents.inference.scoringbatch import Raw, Scored, compute, outgoing
 from aiaas.agents.inference.sessions import Loaded, Sessions
-from aiaas.agents.inference.transactions import Outgoing, PlainSink, Target, TransactionalSink
+from aiaas.agents.inference.transactions import PlainSink, Target, TransactionalSink
 from aiaas.registry.store import Registry
-from aiaas.schemas.errors import AiaasError, BadInput, InvalidMessage, NotFound
+from aiaas.schemas.errors import BadInput, NotFound
 from aiaas.schemas.sources import Source
-from aiaas.sources.decoded import Decoded, Decoder, Rejection
-from aiaas.streams import headers as h
+from aiaas.sources.decoded import Decoder
 from aiaas.streams import metrics as m
 from aiaas.streams.admin import Admin
 from aiaas.streams.lifecycle import Service
-from aiaas.streams.record import Record
 from aiaas.streams.retry import started
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import TopicSpec
 
 log = logging.getLogger(__name__)
-Raw: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -68,15 +61,6 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         await self.worker.assigned(set(assigned))
-
-
-@dataclass(slots=True)
-class Scored:
-    """A poll after decoding and onnxruntime: what each partition writes."""
-
-    outs: list[Outgoing]
-    scored: int
-    rejected: int
 
 
 class ScoringWorker(Service):
@@ -97,6 +81,7 @@ class ScoringWorker(Service):
         self._inflight: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"score-{cfg.model}")
         self._stopping = asyncio.Event()
+        self._failure: Exception | None = None  # taking partitions over failed (see assigned)
         self.ready = asyncio.Event()
         self.rebalanced = asyncio.Event()
         self._m_scored = m.SCORE_RECORDS.labels(model=cfg.model, topic=cfg.from_topic, outcome="scored")
@@ -175,6 +160,14 @@ class ScoringWorker(Service):
             await self._settle()
 
     async def assigned(self, tps: set[TopicPartition]) -> None:
+        """Take ``tps`` over. aiokafka only logs a listener's failure and would leave the worker
+        fetching partitions it does not score: ``run()`` raises it instead (the worker stops)."""
+        try:
+            await self._take(tps)
+        except Exception as exc:
+            self.owned, self._failure = set(), exc
+
+    async def _take(self, tps: set[TopicPartition]) -> None:
         assert self.consumer is not None and self.sink is not None
         async with self._lock:
             await self._settle()
@@ -221,6 +214,8 @@ class ScoringWorker(Service):
             raise RuntimeError("ScoringWorker.run before start()")
         self.ready.set()
         while not self._stopping.is_set():
+            if self._failure is not None:
+                raise self._failure
             batches = await consumer.getmany(timeout_ms=100, max_records=self.cfg.max_batch)
             async with self._lock:
                 fresh = self._fresh(batches)
@@ -258,62 +253,8 @@ class ScoringWorker(Service):
         assert loaded is not None
         flat = [r for recs in batches.values() for r in recs]
         loop = asyncio.get_running_loop()
-        decoded, values, failed = await loop.run_in_executor(self._pool, self._compute, flat, loaded)
-        return self._outgoing(batches, flat, decoded, values, failed)
-
-    def _compute(self, flat: list[Raw], loaded: Loaded) -> tuple[Decoded, list[bytes], dict[int, str]]:
-        """Decode, run and encode one poll (in the worker thread). Rows onnxruntime refuses are
-        found one by one and returned as ``failed`` (batch index -> reason)."""
-        decoded = decode_contained(self.decoder, [r.value or b"" for r in flat])
-        if not len(decoded.ok):
-            return decoded, [], {}
-        name = loaded.session.get_inputs()[0].name
-        try:
-            outs = loaded.run({name: decoded.x})
-        except Exception:  # a row the model refuses must not fail the rest
-            return self._row_by_row(decoded, loaded, name)
-        return decoded, predictions.encode(outs, loaded.output_names, loaded.version, decoded.passthrough), {}
-
-    def _row_by_row(self, decoded: Decoded, loaded: Loaded, name: str,
-                    ) -> tuple[Decoded, list[bytes], dict[int, str]]:
-        keep, values, failed = [], [], {}
-        for i, idx in enumerate(decoded.ok.tolist()):
-            try:
-                outs = loaded.run({name: decoded.x[i:i + 1]})
-            except Exception as exc:
-                failed[idx] = " ".join(str(exc).split())[:300]
-                continue
-            keep.append(i)
-            extra = [decoded.passthrough[i]] if decoded.passthrough else None
-            values += predictions.encode(outs, loaded.output_names, loaded.version, extra)
-        decoded.ok = decoded.ok[keep]
-        decoded.passthrough = [decoded.passthrough[i] for i in keep] if decoded.passthrough else []
-        return decoded, values, failed
-
-    def _outgoing(self, batches: dict[TopicPartition, list[Raw]], flat: list[Raw], decoded: Decoded,
-                  values: list[bytes], failed: dict[int, str]) -> Scored:
-        """Each partition's predictions (in offset order) and dead letters."""
-        per: list[bytes | None]
-        if len(values) == len(flat):  # every record scored: the common case
-            per = list(values)
-        else:
-            per = [None] * len(flat)
-            for idx, v in zip(decoded.ok.tolist(), values, strict=True):
-                per[idx] = v
-        why = {r.index: r for r in decoded.rejected}
-        outs, i = [], 0
-        for tp, recs in batches.items():
-            out = Outgoing(tp, recs[-1].offset + 1)
-            topic, part = (h.SOURCE_TOPIC, tp.topic.encode()), (h.SOURCE_PARTITION, b"%d" % tp.partition)
-            for r, value in zip(recs, per[i:i + len(recs)], strict=True):
-                if value is not None:
-                    out.predictions.append((r.key, value, [topic, part, (h.SOURCE_OFFSET, b"%d" % r.offset)]))
-                else:
-                    j = i + len(out.predictions) + len(out.rejects)
-                    out.rejects.append((_record(r), _error(why.get(j), failed.get(j))))
-            i += len(recs)
-            outs.append(out)
-        return Scored(outs, len(values), len(flat) - len(values))
+        decoded, values, failed = await loop.run_in_executor(self._pool, compute, self.decoder, flat, loaded)
+        return outgoing(batches, flat, decoded, values, failed)
 
     async def _write(self, scored: Scored) -> None:
         assert self.sink is not None
@@ -334,42 +275,6 @@ class ScoringWorker(Service):
             if end is not None and nxt is not None:
                 lag += max(0, end - nxt)
         self._m_lag.set(lag)
-
-
-def decode_contained(decoder: Decoder, values: Sequence[bytes]) -> Decoded:
-    """``decoder.decode(values)``; a decoder that raises instead of rejecting fails only the
-    records it raises on (decoded one by one to find them)."""
-    try:
-        return decoder.decode(values)
-    except Exception:
-        log.exception("the source decoder raised on a batch of %d; decoding record by record", len(values))
-    rows, ok, passthrough, rejected = [], [], [], []
-    for i, v in enumerate(values):
-        try:
-            one = decoder.decode([v])
-        except Exception as exc:
-            rejected.append(Rejection(i, "", f"decoder failed: {' '.join(str(exc).split())[:200]}"))
-            continue
-        if len(one.ok):
-            rows.append(one.x)
-            ok.append(i)
-            passthrough += one.passthrough
-        rejected += [Rejection(i, r.field, r.reason) for r in one.rejected]
-    width = rows[0].shape[1] if rows else 0
-    x = np.concatenate(rows) if rows else np.zeros((0, width), np.float32)
-    return Decoded(x=x, ok=np.asarray(ok, dtype=np.int64), passthrough=passthrough, rejected=rejected)
-
-
-def _record(r: Raw) -> Record:
-    return Record(r.topic, r.partition, r.offset, r.key, r.value, h.decode(r.headers), r.timestamp, r.offset)
-
-
-def _error(rejection: Rejection | None, failure: str | None) -> AiaasError:
-    """The dead letter's error: the decoder's reason naming the field, or the model's refusal."""
-    if rejection is not None:
-        where = f"field {rejection.field!r}" if rejection.field else "record"
-        return InvalidMessage(f"{where}: {rejection.reason}", field=rejection.field, why=rejection.reason)
-    return BadInput("the model refused the record's features", detail=failure or "no result")
 
 
 async def score(settings: Settings, cfg: ScoringSettings, source: Source) -> None:
