@@ -71,6 +71,11 @@ def make_session(data: bytes, cfg: WorkerSettings) -> ort.InferenceSession:
     opts.intra_op_num_threads = cfg.intra_op_threads
     opts.inter_op_num_threads = cfg.inter_op_threads
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # onnxruntime's pool threads spin after each run by default: on a loaded or small machine that
+    # takes the cores from Kafka I/O and the other processes (benchmarks/results/2026-12-06-profile.md)
+    spin = "1" if cfg.spin else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     return ort.InferenceSession(data, sess_options=opts, providers=providers(cfg.providers))
 

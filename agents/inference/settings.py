@@ -23,6 +23,7 @@ class WorkerSettings(BaseSettings):
     reply_linger_ms: int = Field(default=0, ge=0)  # 0: replies leave at once (linger 1 ms cost ~4 ms p50)
     intra_op_threads: int = Field(default=1, ge=0)  # 0: onnxruntime decides (all cores)
     inter_op_threads: int = Field(default=1, ge=0)
+    spin: bool = False  # onnxruntime's pool threads spin-wait between runs (burns idle cores)
     providers: list[str] | None = None  # default: CUDA when available, then CPU
     weight: float | None = Field(default=None, ge=0)  # assignor capacity; default 4 with a GPU, else 1
     partitions: int = Field(default=8, ge=1)  # of the request/results topics when this worker creates them
