@@ -20,8 +20,6 @@ from aiokafka.structs import TopicPartition
 
 from aiaas.data.datainfo import JobData, check_fit
 from aiaas.ml.evaluate import evaluate
-from aiaas.registry.store import Registry
-from aiaas.schemas.errors import Unavailable
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.records import JobStatus
 from aiaas.schemas.training import PARAMS_KEY
@@ -36,6 +34,7 @@ from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
 
 from .checkpoint import Checkpointer, checkpoint_record, find_latest
+from .fromsource import FromSource, open_source
 from .gate import Gate
 from .group import GroupView
 from .inputs import load_test_split, train_rows
@@ -45,7 +44,7 @@ from .modes import AsyncMode, Mode, RingMode, RoundMode, Work
 from .progress import Progress
 from .reporting import StatusReporter, job_status
 from .settings import AggregatorSettings
-from .source import Holdout, job_data
+from .source import Holdout
 from .state import ServerState
 
 log = logging.getLogger(__name__)
@@ -92,9 +91,7 @@ class Aggregator:
         self.stop_reason: str | None = None
         self.gang = spec.trainers
         self.ready: set[str] = set()  # trainers that said they hold their data
-        self.holdout: Holdout | None = None  # a job that trains from the user's topic (source.py)
-        self.gate: Gate | None = None  # continuous mode's promotion gate (gate.py)
-        self.registry: Registry | None = None
+        self.src: FromSource | None = None  # a job that trains from the user's topic
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -129,34 +126,25 @@ class Aggregator:
                  if self.resumed_from is not None else "")
 
     async def _open_source(self) -> int:
-        """The user's topic: its range and scaling (fixed once per job), the held-out rows (all of
-        a bounded range now; a continuous job's newest window as they come) and, continuous, the
-        gate. Returns the rows that train (a bounded range's; 1 for a stream)."""
-        self.data = await job_data(self.settings, self.spec, self.cfg.data_wait_s)
-        check_fit(self.spec, self.data.info)
-        self.holdout = Holdout(self.settings, self.spec, self.data)
-        await self.holdout.start()
-        if self.spec.mode == "continuous":
-            self.holdout.follow()
-            self.registry = Registry(self.settings)
-            await self.registry.start()
-            self.gate = Gate(self.spec, self.data, self.holdout, self.registry)
-            await self.gate.start()
-            return 1
-        await self.holdout.read_all()
-        held = self.holdout.arrays()
-        if held is None:
-            raise Unavailable("the source range holds no held-out rows (too few records?)",
-                              topic=self.holdout.reader.source.topic)
-        self._x_test, self._y_test = held
-        return self.holdout.train_rows
+        """The user's topic (fromsource.py); returns the rows that train."""
+        self.src = await open_source(self.settings, self.spec, self.cfg.data_wait_s)
+        self.data = self.src.data
+        if self.src.test is not None:
+            self._x_test, self._y_test = self.src.test
+        return self.src.rows
+
+    @property
+    def holdout(self) -> Holdout | None:
+        return self.src.holdout if self.src is not None else None
+
+    @property
+    def gate(self) -> Gate | None:
+        return self.src.gate if self.src is not None else None
 
     async def stop(self) -> None:
         await self.reporter.stop()
-        if self.holdout is not None:
-            await self.holdout.stop()
-        if self.registry is not None:
-            await self.registry.stop()
+        if self.src is not None:
+            await self.src.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
