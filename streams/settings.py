@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     session_timeout_ms: int = 30_000
     heartbeat_interval_ms: int = 3_000
     max_poll_interval_ms: int = 300_000
-    fetch_max_wait_ms: int = 50
+    # how long the broker holds a fetch with nothing to return (it answers as soon as data arrives:
+    # fetch_min_bytes 1): 50 ms kept every idle consumer at 20 fetches/s (benchmarks/idle.py)
+    fetch_max_wait_ms: int = 500
     # how long start-up paths retry what a broker not ready yet refuses (aiaas.streams.retry)
     connect_deadline_s: float = Field(default=60.0, gt=0)
 

@@ -85,7 +85,7 @@ class Dispatcher:
         self._wake.set()
 
     async def _run(self) -> None:
-        outage_wait = self.s.dispatch_poll_s
+        outage_wait = idle_wait = self.s.dispatch_poll_s
         while not self._stopping:
             free = self.s.webhook_concurrency - len(self._tasks)
             try:
@@ -99,20 +99,25 @@ class Dispatcher:
             outage_wait = self.s.dispatch_poll_s
             for tenant, request_id in claimed:
                 self._spawn(tenant, request_id)
-            if not claimed:
-                await self._idle(self.s.dispatch_poll_s)
+            # work claimed, or woken (something enqueued here or a slot freed): poll at full pace
+            if claimed or await self._idle(idle_wait):
+                idle_wait = self.s.dispatch_poll_s
+            else:  # nothing due: poll less often (another bridge's enqueue waits at most the cap)
+                idle_wait = min(2 * idle_wait, max(self.s.dispatch_poll_s, self.s.dispatch_idle_max_s))
 
     async def _claim(self, free: int) -> list[tuple[str, str]]:
         return await self.queue.claim(free, self.s.webhook_concurrency_per_tenant,
                                       self.s.webhook_lease_s, self.in_flight)
 
-    async def _idle(self, wait_s: float) -> None:
+    async def _idle(self, wait_s: float) -> bool:
+        """Wait ``wait_s`` or until woken; True when woken."""
         if self._stopping:
-            return
+            return True
         self._wake.clear()
         waiter = asyncio.ensure_future(self._wake.wait())
-        await asyncio.wait([waiter], timeout=wait_s)
+        done, _ = await asyncio.wait([waiter], timeout=wait_s)
         waiter.cancel()
+        return bool(done)
 
     def _unreachable(self, exc: BaseException) -> None:
         if self._down_since is None:

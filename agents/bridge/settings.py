@@ -98,6 +98,8 @@ class BridgeSettings(BaseSettings):
         default=4, ge=1, description="deliveries one tenant's webhooks may hold of a bridge's slots"
     )
     dispatch_poll_s: float = Field(default=0.2, gt=0.0)
+    # an idle dispatcher doubles its poll up to this (local enqueues and freed slots wake it at once)
+    dispatch_idle_max_s: float = Field(default=2.0, gt=0.0)
 
     audit_each_infer: bool = Field(
         default=False, description="one audit record per sync inference (default: per-second summaries)"
