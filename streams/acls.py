@@ -15,7 +15,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from aiokafka.errors import for_code
 from pydantic import BaseModel
@@ -33,6 +33,7 @@ from aiaas.streams.aclwire import (
     describe_all,
 )
 from aiaas.streams.admin import Admin
+from aiaas.streams.metadata import kafka_client_of
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics, check_part
 
@@ -215,15 +216,25 @@ class AclAdmin:
     def __init__(self, admin: Admin) -> None:
         self.admin = admin
 
+    async def _send(self, req: Any) -> Any:
+        """Any broker takes these (KRaft forwards them to the controller): the admin's inner client
+        (the one pinned private attribute, aiaas.streams.metadata) sends to a random one."""
+        client = kafka_client_of(self.admin.client)
+        node = client.get_random_node()
+        if node is None:
+            await client.force_metadata_update()
+            node = client.get_random_node()
+        return await client.send(node, req)
+
     async def create_users(self, users: dict[str, str]) -> None:
         req = AlterUserScramCredentials(users, _mechanism(self.admin.settings))
-        resp = await self.admin.call("creating SCRAM users", lambda: self.admin.client._send_request(req))
+        resp = await self.admin.call("creating SCRAM users", lambda: self._send(req))
         for user, code, message, _ in resp.results:
             _check(code, message, f"creating user {user}")
 
     async def create(self, bindings: list[Binding]) -> None:
         req = CreateAcls(bindings)
-        resp = await self.admin.call("creating ACLs", lambda: self.admin.client._send_request(req))
+        resp = await self.admin.call("creating ACLs", lambda: self._send(req))
         for binding, (code, message) in zip(bindings, resp.creation_responses, strict=True):
             what = f"creating ACL {binding[3]} {Operation(binding[5]).name} {binding[1]}"
             _check(code, message, what)
@@ -238,7 +249,7 @@ class AclAdmin:
 
     async def list(self) -> list[Grant]:
         req = describe_all()
-        resp = await self.admin.call("describing ACLs", lambda: self.admin.client._send_request(req))
+        resp = await self.admin.call("describing ACLs", lambda: self._send(req))
         _check(resp.error_code, resp.error_message, "describing ACLs")
         found = [Grant(principal=a[0], resource=ResourceType(r[0]).name, name=r[1],
                        pattern=PatternType(r[2]).name, operation=Operation(a[2]).name,
