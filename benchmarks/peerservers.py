@@ -52,8 +52,9 @@ class Server:
                 self.proc.wait()
 
     def cpu_seconds(self) -> float:
-        """CPU time of every live process of this server's session (started with ``start_new_session``):
-        its own cost per request, which others' load on a shared machine moves far less than rates."""
+        """CPU time of every live process of this server's session (started with ``start_new_session``),
+        with their waited-for children's (a child that ended still counts): the server's own cost per
+        request, which others' load on a shared machine moves far less than rates."""
         total = 0.0
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
@@ -61,7 +62,7 @@ class Server:
             except OSError:  # the process ended meanwhile
                 continue
             if int(fields[3]) == self.proc.pid:
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                total += sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")  # u, s, cu, cs
         return total
 
     def tail(self, lines: int = 30) -> str:

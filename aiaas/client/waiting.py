@@ -46,6 +46,7 @@ class Waiting:
         self.malformed = 0  # reply records that could not be read (logged, dropped)
         self._by_id: dict[str, tuple[asyncio.Future[Reply] | Sink, float]] = {}  # id -> (waiter, deadline)
         self._chunks = Reassembler()
+        self._pending = asyncio.Event()  # set while anything waits: an idle client sweeps nothing
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -59,6 +60,7 @@ class Waiting:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Reply] = loop.create_future()
         self._by_id[rid] = (fut, loop.time() + timeout_s)
+        self._pending.set()
         return fut
 
     def put(self, rid: str, deadline: float, sink: Sink) -> None:
@@ -66,6 +68,7 @@ class Waiting:
         future, no done-callback, no loop hop per request). The caller holds a slot already, and
         ``deadline`` is on the loop's clock. ``sink`` gets the Reply or the exception, at once."""
         self._by_id[rid] = (sink, deadline)
+        self._pending.set()
 
     def fail(self, rid: str, exc: BaseException) -> None:
         entry = self._by_id.pop(rid, None)
@@ -92,6 +95,9 @@ class Waiting:
         """Fail requests whose time is up (one sweep for all, not a timer per request)."""
         loop = asyncio.get_running_loop()
         while True:
+            if not self._by_id:  # idle: no wake-ups until a request waits (cost at rest)
+                self._pending.clear()
+                await self._pending.wait()
             await asyncio.sleep(every_s)
             now = loop.time()
             for rid in [r for r, (_, deadline) in self._by_id.items() if deadline <= now]:
