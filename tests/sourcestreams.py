@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import msgspec
 import numpy as np
-import orjson
 from sklearn.datasets import load_digits
 
 from aiaas.schemas.jobs import JobSpec
@@ -46,7 +46,7 @@ def records(x: np.ndarray, y: np.ndarray, start: int, count: int, *, label_map: 
         if rng is not None:
             label = int(rng.integers(0, 10))
         value = {"id": f"r{i}", "image": {"pixels": x[j].tolist()}, "label": label}
-        out.append((f"r{i}".encode(), orjson.dumps(value)))
+        out.append((f"r{i}".encode(), msgspec.json.encode(value)))
     return out
 
 
