@@ -54,7 +54,7 @@ from aiaas.streams.settings import Settings
 from benchmarks.common import Timer, add_repeat, emit, fresh_prefix, machine, spread
 from tests import examples
 from tests.infra import ROOT
-from tests.scoredreads import group_caught_up, make_topic
+from tests.scoredreads import group_caught_up, make_topic, send_round_robin
 from tests.spawn import WorkerProcess, spawn_workers, until_processes_balanced
 
 PARTITIONS, FEATURES, BATCH = 4, 64, 2000
@@ -193,18 +193,7 @@ async def staged(settings: Settings, topic: str, data: list[tuple[bytes, bytes]]
         transactional_id=f"{topic}.stage", transaction_timeout_ms=600_000, linger_ms=20))
     await producer.start()
     await producer.begin_transaction()
-    batches = [producer.create_batch() for _ in range(PARTITIONS)]
-    acks = []
-    for i, (key, value) in enumerate(data):
-        p = i % PARTITIONS
-        if batches[p].append(key=key, value=value, timestamp=None) is None:
-            acks.append(await producer.send_batch(batches[p], topic, partition=p))
-            batches[p] = producer.create_batch()
-            batches[p].append(key=key, value=value, timestamp=None)
-    for p, b in enumerate(batches):
-        if b.record_count():
-            acks.append(await producer.send_batch(b, topic, partition=p))
-    await asyncio.gather(*acks)
+    await send_round_robin(producer, topic, data, PARTITIONS)
     return producer
 
 

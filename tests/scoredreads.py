@@ -37,20 +37,26 @@ async def produce(settings: Settings, topic: str, records: Sequence[tuple[bytes 
     producer = AIOKafkaProducer(**settings.producer_kwargs(linger_ms=20))
     await producer.start()
     try:
-        batches = [producer.create_batch() for _ in range(partitions)]
-        acks = []
-        for i, (key, value) in enumerate(records):
-            p = i % partitions
-            if batches[p].append(key=key, value=value, timestamp=None) is None:
-                acks.append(await producer.send_batch(batches[p], topic, partition=p))
-                batches[p] = producer.create_batch()
-                batches[p].append(key=key, value=value, timestamp=None)
-        for p, b in enumerate(batches):
-            if b.record_count():
-                acks.append(await producer.send_batch(b, topic, partition=p))
-        await asyncio.gather(*acks)
+        await send_round_robin(producer, topic, records, partitions)
     finally:
         await producer.stop()
+
+
+async def send_round_robin(producer: AIOKafkaProducer, topic: str,
+                           records: Sequence[tuple[bytes | None, bytes]], partitions: int) -> None:
+    """Record i to partition i % partitions, in full batches, and wait for every ack."""
+    batches = [producer.create_batch() for _ in range(partitions)]
+    acks = []
+    for i, (key, value) in enumerate(records):
+        p = i % partitions
+        if batches[p].append(key=key, value=value, timestamp=None) is None:
+            acks.append(await producer.send_batch(batches[p], topic, partition=p))
+            batches[p] = producer.create_batch()
+            batches[p].append(key=key, value=value, timestamp=None)
+    for p, b in enumerate(batches):
+        if b.record_count():
+            acks.append(await producer.send_batch(b, topic, partition=p))
+    await asyncio.gather(*acks)
 
 
 def _prediction(partition: int, key: bytes | None, value: bytes | None,

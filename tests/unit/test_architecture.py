@@ -205,20 +205,23 @@ def test_no_import_circles() -> None:
     assert not circles, "import circles:\n" + "\n".join(lines)
 
 
+def _absolute_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of every absolute import in ``path``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            found.append((node.lineno, node.module or ""))
+    return found
+
+
 def test_design_folders_are_imported_under_aiaas() -> None:
     """``import streams`` would work in a clone (the folder is on the path) but load a second copy of
     every module beside ``aiaas.streams``, with its own settings and caches; installed, it fails."""
     paths = [*modules().values(), *sorted((ROOT / "tests").rglob("*.py"))]
-    bare = []
-    for path in paths:
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level:
-                names = [node.module or ""]
-            else:
-                continue
-            bare += [f"{path}:{node.lineno}: {n}" for n in names if n.split(".")[0] in BARE]
+    bare = [f"{path}:{line}: {n}" for path in paths for line, n in _absolute_imports(path)
+            if n.split(".")[0] in BARE]
     assert not bare, "bare imports of design folders:\n" + "\n".join(bare)
 
 
@@ -238,15 +241,8 @@ def test_shipped_packages_hold_no_test_code() -> None:
     for module, path in modules().items():
         if module.split(".")[0] in MAY_IMPORT_TESTS:
             continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom) and not node.level:
-                names = [node.module or ""]
-            else:
-                continue
-            uses += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names
-                     if n == "tests" or n.startswith("tests.")]
+        uses += [f"{path.relative_to(ROOT)}:{line}: {n}" for line, n in _absolute_imports(path)
+                 if n == "tests" or n.startswith("tests.")]
     assert not named, "test code in shipped packages:\n" + "\n".join(named)
     assert not uses, "shipped modules import tests:\n" + "\n".join(uses)
 
