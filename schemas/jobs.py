@@ -108,6 +108,14 @@ class CompressionSpec(_Spec):
     )
 
 
+class ParameterServerSpec(_Spec):
+    """The parameter server (docs/architecture.md, "Sharded parameter server"): ``shards`` aggregator
+    processes each own whole tensors, balanced by size; shard 0 also evaluates, reports and exports."""
+
+    shards: int = Field(default=1, ge=1, le=64, description="aggregator processes the parameters "
+                        "are split over (by tensor)")
+
+
 class TargetSpec(_Spec):
     metric: Literal["test_accuracy", "test_loss"] = "test_accuracy"
     value: float
@@ -205,6 +213,7 @@ class JobSpec(Envelope):
     mode: Literal["bounded", "continuous"] = "bounded"
     continuous: ContinuousSpec = Field(default_factory=ContinuousSpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
+    aggregator: ParameterServerSpec = Field(default_factory=ParameterServerSpec)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -223,6 +232,9 @@ class JobSpec(Envelope):
                              f"give {self.source.width()} columns")
         if self.loss == "cross_entropy" and self.model.output_dim < 2:
             raise ValueError("loss 'cross_entropy' needs model.output_dim >= 2 (one logit per class)")
+        if self.aggregator.shards > 1 and (self.sync.mode == "ring" or self.source is not None):
+            raise ValueError("aggregator.shards > 1 needs sync, async or hybrid mode on pushed data "
+                             "(ring mode has no parameter server in the loop; sources are not sharded)")
         if self.data.partitions < self.trainers:
             raise ValueError("data.partitions must be >= trainers (each trainer owns partitions)")
         return self

@@ -44,8 +44,9 @@ class GradientMessage(Envelope):
     compression: Literal["none", "fp16", "topk"] = "none"
     # "ready": no tensors; the trainer holds its data and can start (the aggregator starts the job's
     # clock, version 0, once the spec's trainers have all said so). "fatal": no tensors; the trainer
-    # cannot go on (``error`` says why) and the aggregator fails the job with that reason
-    payload: Literal["gradient", "delta", "params", "ready", "fatal"] = "gradient"
+    # cannot go on (``error`` says why) and the aggregator fails the job with that reason. "stop":
+    # no tensors; shard 0 of a sharded parameter server tells another shard to stop at ``step``
+    payload: Literal["gradient", "delta", "params", "ready", "fatal", "stop"] = "gradient"
     error: str | None = None
     timings: dict[str, float] = Field(default_factory=dict, description="sender's ms per phase")
 
