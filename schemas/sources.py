@@ -15,6 +15,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from aiaas.schemas.masking import Masking
+
 PATH = r"^[A-Za-z_][\w-]*(\.[A-Za-z_0-9][\w-]*)*(\[\])?$"  # dotted path; a trailing [] expands an array
 
 
@@ -95,6 +97,7 @@ class Source(_Spec):
     avro: AvroSchema | None = None
     start: Literal["earliest", "latest"] | datetime = "earliest"
     end: datetime | dict[int, int] | None = None  # None: unbounded; or partition -> end offset (excl.)
+    mask: Masking | None = None  # personal fields dropped or hashed at the edge (docs/security.md)
 
     @model_validator(mode="after")
     def _format_block(self) -> Source:
@@ -105,6 +108,10 @@ class Source(_Spec):
         for f in self.features:
             if isinstance(f, str) and f.endswith("[]"):
                 raise ValueError(f"array field {f!r} needs its width: write {{path: {f}, width: N}}")
+        dropped = set(self.mask.drop if self.mask else ())
+        for p in self.passthrough:
+            if p in dropped:
+                raise ValueError(f"passthrough field {p!r} is declared drop in mask: hash it or leave it out")
         return self
 
     def fields(self) -> list[FeatureField]:

@@ -39,6 +39,7 @@ from aiaas.registry.store import Registry
 from aiaas.schemas.errors import BadInput, NotFound
 from aiaas.schemas.sources import Source
 from aiaas.sources.decoded import Decoder
+from aiaas.sources.masking import source_masker
 from aiaas.streams import metrics as m
 from aiaas.streams.admin import Admin
 from aiaas.streams.lifecycle import Service
@@ -69,6 +70,7 @@ class ScoringWorker(Service):
         self.cfg = cfg
         self.source = source
         self.decoder = decoder
+        self.masks = source_masker(source)  # the source's personal fields (docs/security.md, "Masking")
         self.group = cfg.group(settings)
         self.registry = Registry(settings)
         self.sessions = Sessions(self.registry, cfg.worker_settings())
@@ -254,7 +256,10 @@ class ScoringWorker(Service):
         flat = [r for recs in batches.values() for r in recs]
         loop = asyncio.get_running_loop()
         decoded, values, failed = await loop.run_in_executor(self._pool, compute, self.decoder, flat, loaded)
-        return outgoing(batches, flat, decoded, values, failed)
+        scored = outgoing(batches, flat, decoded, values, failed)
+        if self.masks is not None:  # prediction keys and dead letters: no personal value leaves
+            self.masks.outgoing(scored.outs)
+        return scored
 
     async def _write(self, scored: Scored) -> None:
         assert self.sink is not None

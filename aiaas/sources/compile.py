@@ -7,6 +7,7 @@ from aiaas.sources.avrodec import AvroDecoder
 from aiaas.sources.csvdec import CsvDecoder
 from aiaas.sources.decoded import Decoder
 from aiaas.sources.jsondec import JsonDecoder
+from aiaas.sources.masking import with_masking
 from aiaas.sources.plan import Plan
 from aiaas.sources.structs import StructForm
 from aiaas.sources.tensordec import TensorDecoder
@@ -17,8 +18,13 @@ def compile_source(source: Source, *, labels: bool = True) -> Decoder:
 
     ``labels=False`` ignores the declared label (scoring reads records that may carry none); with
     it, a record without its label is refused. Raises AiaasError (bad_request) for a spec that
-    cannot be compiled (a path both a value and an object, an unreadable schema file...).
+    cannot be compiled (a path both a value and an object, an unreadable schema file...). A
+    source with a ``mask:`` gets its decoder wrapped (``aiaas.sources.masking``).
     """
+    return with_masking(source, _compile(source, labels))
+
+
+def _compile(source: Source, labels: bool) -> Decoder:
     plan = Plan(source, labels=labels)
     if source.format == "json":
         return JsonDecoder(StructForm(plan))
