@@ -7,6 +7,7 @@ a partition (a compacted table or a stream) drained by one task; this is their s
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
@@ -40,3 +41,15 @@ async def stop_reader(task: asyncio.Task[None] | None, consumer: AIOKafkaConsume
     await cancel(task)
     if consumer is not None:
         await consumer.stop()
+
+
+async def read_forever(consumer: AIOKafkaConsumer, tp: TopicPartition, apply: Callable[[bytes | None], None],
+                       polled: asyncio.Condition) -> None:
+    """Apply every record value of ``tp`` as it arrives and wake ``polled``'s waiters after each poll
+    (they compare the position with an end offset to know they caught up)."""
+    while True:
+        batch = await consumer.getmany(tp, timeout_ms=500)
+        for rec in batch.get(tp, []):
+            apply(rec.value)
+        async with polled:
+            polled.notify_all()

@@ -22,7 +22,7 @@ from aiaas.schemas.training import MetricsMessage
 from aiaas.streams import headers as h
 from aiaas.streams import tensorcodec as tc
 from aiaas.streams.producer import Producer
-from aiaas.streams.readers import open_assigned, stop_reader
+from aiaas.streams.readers import open_assigned, read_forever, stop_reader
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
 
@@ -47,7 +47,8 @@ class JobsView:
             if self._consumer is None:
                 consumer = await open_assigned(self.settings, self._tp)
                 self._consumer = consumer
-                self._reader = asyncio.create_task(self._read_forever(consumer), name="jobs-reader")
+                reading = read_forever(consumer, self._tp, self._apply, self._polled)
+                self._reader = asyncio.create_task(reading, name="jobs-reader")
             return self._consumer
 
     async def stop(self) -> None:
@@ -93,14 +94,6 @@ class JobsView:
             return None
         finally:
             await consumer.stop()
-
-    async def _read_forever(self, consumer: AIOKafkaConsumer) -> None:
-        while True:
-            batch = await consumer.getmany(self._tp, timeout_ms=500)
-            for rec in batch.get(self._tp, []):
-                self._apply(rec.value)
-            async with self._polled:
-                self._polled.notify_all()
 
     def _apply(self, value: bytes | None) -> None:
         if value is None:

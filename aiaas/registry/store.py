@@ -52,7 +52,7 @@ from aiaas.schemas.registry import Lineage, ModelVersion, VersionClaim
 from aiaas.streams.admin import ensure
 from aiaas.streams.lifecycle import Service
 from aiaas.streams.producer import Producer
-from aiaas.streams.readers import open_assigned, stop_reader
+from aiaas.streams.readers import open_assigned, read_forever, stop_reader
 from aiaas.streams.retry import retrying
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
@@ -87,7 +87,8 @@ class Registry(Service):
         self._producer = Producer(self.settings)
         await self._producer.start()
         self._consumer = await open_assigned(self.settings, self._tp)
-        self._reader = asyncio.create_task(self._read_forever(), name="registry-reader")
+        self._reader = asyncio.create_task(read_forever(self._consumer, self._tp, self._apply, self._polled),
+                                           name="registry-reader")
         await self.refresh()
 
     async def stop(self) -> None:
@@ -280,16 +281,6 @@ class Registry(Service):
         await self.producer.send_and_wait(self._tp.topic, mv.to_record(), key=f"{mv.name}:{mv.version}",
                                           partition=0)
         await self.refresh()
-
-    async def _read_forever(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        while True:
-            batch = await consumer.getmany(self._tp, timeout_ms=500)
-            for rec in batch.get(self._tp, []):
-                self._apply(rec.value)
-            async with self._polled:
-                self._polled.notify_all()
 
     def _apply(self, value: bytes | None) -> None:
         if value is None:  # a tombstone: the version was deleted
