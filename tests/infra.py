@@ -1,9 +1,18 @@
-"""Test helpers that start the project's real infrastructure (Kafka broker, Redis) when needed."""
+"""Test helpers that start the project's real infrastructure (Kafka broker, Redis) when needed, and
+the secured (SASL/SCRAM + ACL) broker of the SASL and ACL tests."""
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
+import signal
+import socket
 import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,3 +34,77 @@ def ensure_infra() -> None:
     if os.environ.get("AIAAS_EXTERNAL_INFRA") == "1":
         return
     subprocess.run([str(ROOT / "infra" / "up.sh")], check=True, capture_output=True, timeout=300)
+
+
+def distinct_free_ports(n: int) -> list[int]:
+    """``n`` loopback ports free right now, all different (held open together while picked)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
+def cluster_id() -> str:
+    """A fresh KRaft cluster id (22 base64url characters; saves start.sh a JVM start). Like Kafka's
+    own ``Uuid.randomUuid`` it never starts with '-', which a command line would take for an option."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+def stop_pid(pid: int, timeout_s: float = 30.0) -> None:
+    """SIGTERM a process we started (by its pid only), SIGKILL if it does not exit in time."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)  # polling the exit condition, not synchronising on time
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class SecuredBroker:
+    """A broker of ``infra/kafka/sasl-broker.sh start --acl``: SCRAM listener on ``port``, access
+    control on, ``admin``/``password`` its super user, state (and credentials files) in ``state``."""
+
+    port: int
+    state: Path
+    admin: str
+    password: str
+
+    def env(self) -> dict[str, str]:
+        """``AIAAS_*`` settings of the admin (the CLI's user): address, login and state dir."""
+        return {"AIAAS_BOOTSTRAP_SERVERS": f"127.0.0.1:{self.port}",
+                "AIAAS_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "AIAAS_SASL_MECHANISM": "SCRAM-SHA-256",
+                "AIAAS_SASL_USERNAME": self.admin, "AIAAS_SASL_PASSWORD": self.password,
+                "AIAAS_STATE_DIR": str(self.state)}
+
+
+@contextlib.contextmanager
+def secured_broker(state: Path, admin: str = "admin",
+                   password: str = "acl-admin-secret") -> Iterator[SecuredBroker]:
+    """Start an ACL broker on free ports in ``state`` with the project's script; stopped by pid."""
+    internal, controller, port = distinct_free_ports(3)
+    env = {**os.environ, "AIAAS_SASL_STATE_DIR": str(state), "AIAAS_SASL_PLAINTEXT_PORT": str(internal),
+           "AIAAS_SASL_CONTROLLER_PORT": str(controller), "AIAAS_SASL_PORT": str(port),
+           "AIAAS_KAFKA_SASL_USER": admin, "AIAAS_KAFKA_SASL_PASSWORD": password,
+           "AIAAS_KAFKA_CLUSTER_ID": cluster_id()}
+    script = ROOT / "infra" / "kafka" / "sasl-broker.sh"
+    try:
+        started = subprocess.run([str(script), "start", "--acl"], env=env, capture_output=True, text=True,
+                                 timeout=180)
+        assert started.returncode == 0, f"ACL broker did not start:\n{started.stdout}\n{started.stderr}"
+        yield SecuredBroker(port=port, state=state, admin=admin, password=password)
+    finally:
+        pid_file = state / "kafka.pid"
+        if pid_file.exists():
+            stop_pid(int(pid_file.read_text()))

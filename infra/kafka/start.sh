@@ -39,8 +39,9 @@ if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
     scram=(--add-scram "SCRAM-SHA-256=[name=${AIAAS_KAFKA_SASL_USER:-aiaas},password=${AIAAS_KAFKA_SASL_PASSWORD:-aiaas-secret}]")
   fi
   cluster_id=${AIAAS_KAFKA_CLUSTER_ID:-$(java -cp "$CP" kafka.tools.StorageTool random-uuid)}
+  # --cluster-id=ID in one word: an id may start with '-' (base64url), which "-t ID" reads as an option
   java -Dlog4j.configuration="file:$LOG4J" -cp "$CP" kafka.tools.StorageTool format \
-    -t "$cluster_id" -c "$CONFIG" "${scram[@]}" >/dev/null
+    --cluster-id="$cluster_id" -c "$CONFIG" "${scram[@]}" >/dev/null
 fi
 # shellcheck disable=SC2086
 nohup java $AIAAS_KAFKA_HEAP -XX:+UseG1GC -Djava.awt.headless=true \

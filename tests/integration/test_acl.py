@@ -1,5 +1,6 @@
 """Access control on a real broker: an ACL-enabled broker of our own (``sasl-broker.sh start --acl``:
-StandardAuthorizer, no ACL means no access) with the users and ACLs ``aiaas acl apply`` makes.
+StandardAuthorizer, no ACL means no access; the session's ``acl_broker``, tests/integration/conftest.py)
+with the users and ACLs ``aiaas acl apply`` makes.
 
 A tenant cannot read another tenant's replies nor training data, nor call a model it was not
 allowed; a trainer cannot write parameters; each refusal is one ``Forbidden`` line naming the
@@ -10,12 +11,10 @@ under their own users serve a request end to end.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -31,53 +30,18 @@ from aiaas.streams.producer import Producer
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
 from tests import examples
-from tests.integration.test_sasl import _free_port, _stop_pid
+from tests.infra import SecuredBroker
 from tests.workers import running_worker
 
 ROOT = Path(__file__).resolve().parents[2]
-ADMIN, ADMIN_PASSWORD = "admin", "acl-admin-secret"
 JOB, MODEL, OTHER = "j", "allowed", "notallowed"
 
 
-def _cluster_id() -> str:
-    """A fresh cluster id (saves start.sh a JVM start); never starting with '-', which the storage
-    tool would read as an option."""
-    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-    return "A" + cid[1:] if cid.startswith("-") else cid
-
-
-@pytest.fixture(scope="module")
-def acl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
-    """An ACL-enabled broker on free ports in its own state dir; stopped by pid at the end."""
-    state = tmp_path_factory.mktemp("acl-broker")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "AIAAS_SASL_STATE_DIR": str(state),
-        "AIAAS_SASL_PLAINTEXT_PORT": str(_free_port()),
-        "AIAAS_SASL_CONTROLLER_PORT": str(_free_port()),
-        "AIAAS_SASL_PORT": str(port),
-        "AIAAS_KAFKA_SASL_USER": ADMIN,
-        "AIAAS_KAFKA_SASL_PASSWORD": ADMIN_PASSWORD,
-        "AIAAS_KAFKA_CLUSTER_ID": _cluster_id(),
-    }
-    script = ROOT / "infra" / "kafka" / "sasl-broker.sh"
-    try:
-        started = subprocess.run([str(script), "start", "--acl"], env=env, capture_output=True, text=True,
-                                 timeout=180)
-        assert started.returncode == 0, f"ACL broker did not start:\n{started.stdout}\n{started.stderr}"
-        yield port, state
-    finally:
-        pid_file = state / "kafka.pid"
-        if pid_file.exists():
-            _stop_pid(int(pid_file.read_text()))
-
-
-def _admin(port: int, prefix: str, state: Path) -> Settings:
-    return Settings(bootstrap_servers=f"127.0.0.1:{port}", topic_prefix=prefix, client_id=f"acl-{prefix}",
-                    request_timeout_ms=10000, security_protocol="SASL_PLAINTEXT",
-                    sasl_mechanism="SCRAM-SHA-256", sasl_username=ADMIN, sasl_password=ADMIN_PASSWORD,
-                    state_dir=state)
+def _admin(broker: SecuredBroker, prefix: str) -> Settings:
+    return Settings(bootstrap_servers=f"127.0.0.1:{broker.port}", topic_prefix=prefix,
+                    client_id=f"acl-{prefix}", request_timeout_ms=10000, security_protocol="SASL_PLAINTEXT",
+                    sasl_mechanism="SCRAM-SHA-256", sasl_username=broker.admin, sasl_password=broker.password,
+                    state_dir=broker.state)
 
 
 def _as(admin: Settings, user: str) -> Settings:
@@ -92,10 +56,9 @@ def _as(admin: Settings, user: str) -> Settings:
 
 
 @pytest.fixture
-async def applied(acl_broker: tuple[int, Path], prefix: str) -> Settings:
+async def applied(acl_broker: SecuredBroker, prefix: str) -> Settings:
     """Topics made by the admin, then ``aiaas acl apply`` run as a command (tenants a and b)."""
-    port, state = acl_broker
-    admin = _admin(port, prefix, state)
+    admin = _admin(acl_broker, prefix)
     await wait_for_broker(admin, timeout_s=60)
     t = Topics(admin)
     await ensure(admin, [t.train_data(JOB), t.train_params(JOB), t.train_grads(JOB),

@@ -1,20 +1,14 @@
 """Secured Kafka: a second broker with a SASL_PLAINTEXT/SCRAM-SHA-256 listener (the shared broker is
 left alone). An authenticated client produces and consumes; unauthenticated and wrong-password
-clients are refused; faust's credentials from ``aiaas.streams.faust_app`` authenticate too."""
+clients are refused; faust's credentials from ``aiaas.streams.faust_app`` authenticate too.
+
+The broker is the session's secured one (``acl_broker``, tests/integration/conftest.py, shared with
+test_acl): access control is on there, and these tests log in as its admin, a super user."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
-import os
-import signal
-import socket
-import subprocess
-import time
-import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,59 +26,8 @@ from aiaas.streams.producer import Producer
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics, TopicSpec
 from tests import examples
+from tests.infra import SecuredBroker
 from tests.workers import running_worker
-
-ROOT = Path(__file__).resolve().parents[2]
-USER, PASSWORD = "alice", "s3cret-scram"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _stop_pid(pid: int, timeout_s: float = 30.0) -> None:
-    """SIGTERM the broker we started (by its pid only), SIGKILL if it does not exit in time."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)  # polling the exit condition, not synchronising on time
-    os.kill(pid, signal.SIGKILL)
-
-
-@pytest.fixture(scope="module")
-def sasl_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """A SASL-enabled broker on free ports in its own state dir; stopped by pid at the end."""
-    state = tmp_path_factory.mktemp("sasl-broker")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "AIAAS_SASL_STATE_DIR": str(state),
-        "AIAAS_SASL_PLAINTEXT_PORT": str(_free_port()),
-        "AIAAS_SASL_CONTROLLER_PORT": str(_free_port()),
-        "AIAAS_SASL_PORT": str(port),
-        "AIAAS_KAFKA_SASL_USER": USER,
-        "AIAAS_KAFKA_SASL_PASSWORD": PASSWORD,
-        # a fresh cluster id from here saves start.sh one JVM start (StorageTool random-uuid)
-        "AIAAS_KAFKA_CLUSTER_ID": base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode(),
-    }
-    script = ROOT / "infra" / "kafka" / "sasl-broker.sh"
-    try:
-        started = subprocess.run([str(script), "start"], env=env, capture_output=True, text=True, timeout=180)
-        assert started.returncode == 0, f"SASL broker did not start:\n{started.stdout}\n{started.stderr}"
-        yield port
-    finally:
-        pid_file = state / "kafka.pid"
-        if pid_file.exists():
-            _stop_pid(int(pid_file.read_text()))
 
 
 def _settings(port: int, prefix: str, **security: object) -> Settings:
@@ -94,13 +37,13 @@ def _settings(port: int, prefix: str, **security: object) -> Settings:
     )
 
 
-def _scram(port: int, prefix: str, password: str = PASSWORD, **more: object) -> Settings:
-    return _settings(port, prefix, security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-256",
-                     sasl_username=USER, sasl_password=password, **more)
+def _scram(broker: SecuredBroker, prefix: str, password: str | None = None, **more: object) -> Settings:
+    return _settings(broker.port, prefix, security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-256",
+                     sasl_username=broker.admin, sasl_password=password or broker.password, **more)
 
 
-async def test_authenticated_client_produces_and_consumes(sasl_port: int, prefix: str) -> None:
-    s = _scram(sasl_port, prefix)
+async def test_authenticated_client_produces_and_consumes(acl_broker: SecuredBroker, prefix: str) -> None:
+    s = _scram(acl_broker, prefix)
     await wait_for_broker(s, timeout_s=60)
     topic = s.topic("secured")
     async with Admin(s) as admin:
@@ -118,8 +61,8 @@ async def test_authenticated_client_produces_and_consumes(sasl_port: int, prefix
     assert sorted(got) == [f"m{i}".encode() for i in range(5)]
 
 
-async def test_unauthenticated_client_is_refused(sasl_port: int, prefix: str) -> None:
-    s = _settings(sasl_port, prefix, connect_deadline_s=2)  # PLAINTEXT against the SASL listener
+async def test_unauthenticated_client_is_refused(acl_broker: SecuredBroker, prefix: str) -> None:
+    s = _settings(acl_broker.port, prefix, connect_deadline_s=2)  # PLAINTEXT against the SASL listener
     prod = Producer(s)
     with pytest.raises(KafkaUnavailable) as info:
         await prod.start()
@@ -127,19 +70,19 @@ async def test_unauthenticated_client_is_refused(sasl_port: int, prefix: str) ->
 
 
 async def test_wrong_password_is_refused(
-    sasl_port: int, prefix: str, caplog: pytest.LogCaptureFixture
+    acl_broker: SecuredBroker, prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await wait_for_broker(_scram(sasl_port, prefix), timeout_s=60)
-    prod = Producer(_scram(sasl_port, prefix, password="not-the-password", connect_deadline_s=2))
+    await wait_for_broker(_scram(acl_broker, prefix), timeout_s=60)
+    prod = Producer(_scram(acl_broker, prefix, password="not-the-password", connect_deadline_s=2))
     with caplog.at_level(logging.ERROR, logger="aiokafka"), pytest.raises(KafkaUnavailable) as info:
         await prod.start()
     assert "SaslAuthenticationFailed" in caplog.text
     assert "\n" not in str(info.value) and "credentials" in str(info.value)  # one line, says what to check
 
 
-async def test_faust_credentials_authenticate(sasl_port: int, prefix: str) -> None:
+async def test_faust_credentials_authenticate(acl_broker: SecuredBroker, prefix: str) -> None:
     """What faust's aiokafka driver builds from our credentials reaches the SASL listener."""
-    s = _scram(sasl_port, prefix)
+    s = _scram(acl_broker, prefix)
     cfg = faust_app.app_config(s)
     auth = credentials_to_aiokafka_auth(cfg["broker_credentials"])
     assert auth["security_protocol"] == "SASL_PLAINTEXT" and auth["sasl_mechanism"] == "SCRAM-SHA-256"
@@ -156,9 +99,9 @@ async def test_faust_credentials_authenticate(sasl_port: int, prefix: str) -> No
         await prod.stop()
 
 
-async def test_registry_worker_and_client_over_scram(sasl_port: int, prefix: str) -> None:
+async def test_registry_worker_and_client_over_scram(acl_broker: SecuredBroker, prefix: str) -> None:
     """The agents take security from Settings: a model served and called end to end over SCRAM."""
-    s = _scram(sasl_port, prefix)
+    s = _scram(acl_broker, prefix)
     model = "secure"
     async with Admin(s) as admin:
         await admin.ensure_topics([Topics(s).infer_requests(model, 1)])
