@@ -139,6 +139,14 @@ class BadInput(AiaasError):
     code = ErrorCode.BAD_REQUEST
 
 
+class EnvelopeError(AiaasError):
+    """A sealed record value (``aiaas.streams.envelope``) that cannot be opened: its data key is
+    unknown here (403), or the key is wrong or the bytes were altered (400). Details name the key
+    id, never the key."""
+
+    code = ErrorCode.BAD_REQUEST
+
+
 # The HTTP bridge's refusals (agents/bridge/errors.py turns each into its HTTP answer).
 
 

@@ -29,6 +29,10 @@ CHUNK_INDEX = "chunk-index"
 CHUNK_COUNT = "chunk-count"
 CHUNK_SHA256 = "chunk-sha256"
 
+# Payload encryption (aiaas.streams.envelope, docs/security.md).
+DATA_KEY = "data-key"  # id of the tenant data key that sealed the value (AES-GCM); absent: clear
+SEALED_IDS = "sealed-ids"  # a sealed frame's request ids (JSON list): answerable without the key
+
 # Stream scoring (agents/inference/scoring.py): where a prediction record's input record was.
 SOURCE_TOPIC = "source-topic"
 SOURCE_PARTITION = "source-partition"
