@@ -69,6 +69,9 @@ class ModelVersion(Envelope):
     promoted_at: float | None = None  # when it last became production (rollback goes by this)
     lineage: Lineage = Field(default_factory=Lineage)
     files: list[BundleFile] = Field(default_factory=list, description="a bundle's other files")
+    pipeline: list[str] = Field(default_factory=list, description=(
+        "the stage models this version is split into, in order, each '<name>:<version>' "
+        "(aiaas models split; docs/transformers.md)"))
     created_at: float = 0.0
     tenant: str | None = None
 

@@ -228,6 +228,14 @@ class Registry(Service):
             await self._write(back)
             return back
 
+    async def set_pipeline(self, name: str, version: int, stages: builtins.list[str]) -> ModelVersion:
+        """Record the stage models ``version`` is split into, in order (``aiaas.registry.pipelines``)."""
+        async with self._write_lock:
+            await self.refresh()
+            mv = self.pick(name, version).model_copy(update={"pipeline": list(stages)})
+            await self._write(mv)
+            return mv
+
     async def set_canary(self, name: str, version: int, weight: float) -> ModelVersion:
         """Serve ``version`` to ``weight`` (0..1) of the requests beside production; 0 ends the canary."""
         if not 0.0 <= weight <= 1.0:
