@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
+from collections.abc import Callable
 
 from aiaas.schemas.errors import AiaasError
 from aiaas.schemas.records import DeadLetter
@@ -33,13 +34,17 @@ def dead_letter(record: Record, error: AiaasError) -> DeadLetter:
 class DeadLetters:
     """Sends dead letters to one topic and counts them."""
 
-    def __init__(self, producer: Producer, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str,
+                 protect: Callable[[Record], Record] | None = None) -> None:
+        """``protect``: what a record becomes before it is kept (a worker seals opened payloads
+        again, docs/security.md)."""
         self.producer = producer
         self.topic = topic
+        self.protect = protect
         self.count = 0
 
     async def send(self, record: Record, error: AiaasError) -> None:
-        letter = dead_letter(record, error)
+        letter = dead_letter(record if self.protect is None else self.protect(record), error)
         log.warning(
             "dead-letter %s[%d]@%d: %s", record.topic, record.partition, record.offset, error.reason
         )

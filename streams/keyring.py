@@ -109,7 +109,8 @@ def new_key(tenant: str, key_id: str) -> DataKey:
 
 def key_file_json(keys: list[DataKey]) -> str:
     """The key file holding ``keys`` (secrets included: write it mode 0600)."""
-    return json.dumps({"keys": [{**k.model_dump(mode="json"), "key": k.key.get_secret_value()} for k in keys]})
+    return json.dumps({"keys": [{**k.model_dump(mode="json"), "key": k.key.get_secret_value()}
+                                for k in keys]})
 
 
 def load_keyring(cfg: KeySettings | None = None) -> Keyring | None:

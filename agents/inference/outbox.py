@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from aiokafka.structs import RecordMetadata
 
 from aiaas.streams import frame
+from aiaas.streams import headers as h
 from aiaas.streams.record import Record
 
 Sent = asyncio.Future[RecordMetadata]
@@ -26,6 +27,7 @@ Owner = tuple[Record, Sequence[str]]  # a request record and the ids of it a rec
 Owners = Sequence[Owner]
 Unsent = Callable[[Owners, Exception], Awaitable[None]]
 _Gathered = tuple[int | None, list[frame.Entry], list[Owner]]
+_Where = tuple[str, str | None]  # reply topic, and the data key of the requests (docs/security.md)
 
 
 class Outbox:
@@ -36,8 +38,8 @@ class Outbox:
         self.limit_bytes = limit_bytes
         self.sent: list[Sent] = []
         self.owners: list[Owners] = []  # per ``sent`` future: the requests its record answers
-        self._gathered: dict[str, _Gathered] = {}
-        self._bytes: dict[str, int] = {}
+        self._gathered: dict[_Where, _Gathered] = {}
+        self._bytes: dict[_Where, int] = {}
 
     def track(self, fut: Sent, owners: Owners) -> None:
         """One sent record's ack future and the requests it answers."""
@@ -46,35 +48,39 @@ class Outbox:
 
     async def add(self, topic: str, partition: int | None, entry: frame.Entry, owner: Owner) -> None:
         """Gather one reply entry for ``topic`` (flushing that topic first when the frame would get
-        too big; an entry over half the limit goes alone, chunked if need be)."""
+        too big; an entry over half the limit goes alone, chunked if need be). Replies to requests
+        sealed under different data keys go in different frames, each sealed under its key."""
         size = entry.nbytes + 64 + 40 * len(entry.ids) + 64 * len(entry.tensors)  # >= its head share
+        where = (topic, owner[0].headers.get(h.DATA_KEY))
         if size > self.limit_bytes // 2:
-            await self._write(topic, (partition, [entry], [owner]))
+            await self._write(where, (partition, [entry], [owner]))
             return
-        if self._bytes.get(topic, 0) + size > self.limit_bytes:
-            await self._flush(topic)
-        gathered = self._gathered.get(topic)
+        if self._bytes.get(where, 0) + size > self.limit_bytes:
+            await self._flush(where)
+        gathered = self._gathered.get(where)
         if gathered is None:
-            gathered = self._gathered[topic] = (partition, [], [])
+            gathered = self._gathered[where] = (partition, [], [])
         gathered[1].append(entry)
         gathered[2].append(owner)
-        self._bytes[topic] = self._bytes.get(topic, 0) + size
+        self._bytes[where] = self._bytes.get(where, 0) + size
 
     async def flush(self) -> None:
         """Write every gathered frame (the end of a poll)."""
-        for topic in list(self._gathered):
-            await self._flush(topic)
+        for where in list(self._gathered):
+            await self._flush(where)
 
-    async def _flush(self, topic: str) -> None:
-        gathered = self._gathered.pop(topic, None)
-        self._bytes.pop(topic, None)
+    async def _flush(self, where: _Where) -> None:
+        gathered = self._gathered.pop(where, None)
+        self._bytes.pop(where, None)
         if gathered and gathered[1]:
-            await self._write(topic, gathered)
+            await self._write(where, gathered)
 
-    async def _write(self, topic: str, gathered: _Gathered) -> None:
-        partition, entries, owners = gathered
+    async def _write(self, where: _Where, gathered: _Gathered) -> None:
+        (topic, data_key), (partition, entries, owners) = where, gathered
         try:
             value, headers = frame.encode(entries)
+            if data_key is not None:  # the sender seals the value under it
+                headers = [*headers, (h.DATA_KEY, data_key.encode())]
             fut = await self._send(topic, value, entries[0].id.encode(), headers, partition)
         except Exception as exc:
             if self._unsent is None:

@@ -27,6 +27,7 @@ from aiaas.agents.inference.batcher import Result, Work
 from aiaas.agents.inference.breather import Breather
 from aiaas.agents.inference.intake import whole
 from aiaas.agents.inference.outbox import Outbox, Owners, ReplyHeaders
+from aiaas.agents.inference.sealing import WorkerSealing
 from aiaas.schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, NotFound, TooLarge
 from aiaas.streams import frame
 from aiaas.streams import headers as h
@@ -56,11 +57,12 @@ def unanswerable(exc: BaseException) -> AiaasError:
 class Replier:
     def __init__(self, model: str, producer: Producer, results_topic: str, dead_letters: DeadLetters,
                  stats: Counter[str], *, chunk_bytes: int = 4 * MIB, max_reply_bytes: int = 64 * MIB,
-                 breathe: Breather | None = None) -> None:
+                 breathe: Breather | None = None, sealing: WorkerSealing | None = None) -> None:
         self.model, self.producer, self.results_topic = model, producer, results_topic
         self.dead_letters, self.stats = dead_letters, stats
         self.chunk_bytes, self.max_reply_bytes = chunk_bytes, max_reply_bytes
         self.breathe = breathe or Breather()  # a poll's replies may take seconds of JSON
+        self.sealing = sealing  # replies to sealed requests are sealed under the request's key
         self._reply_topics: dict[str, int | None] = {}  # reply topic -> fixed partition (1-partition topics)
 
     async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
@@ -164,7 +166,10 @@ class Replier:
             await sent.add(topic, partition, answer, owner)
             return
         key = rec.key if reply_to is None else rid.encode()
-        sent.track(await self.send_raw(topic, answer[0], key, replies.wire(answer[1]), partition), (owner,))
+        headers = replies.wire(answer[1])
+        if (data_key := rec.headers.get(h.DATA_KEY)) is not None:
+            headers.append((h.DATA_KEY, data_key.encode()))
+        sent.track(await self.send_raw(topic, answer[0], key, headers, partition), (owner,))
 
     async def _partition(self, rec: Record, reply_to: str,
                          letter: bool = True) -> int | Literal[False] | None:
@@ -187,7 +192,10 @@ class Replier:
 
     async def send_raw(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]],
                        partition: int | None = None) -> Sent:
-        """Send one record; over ``chunk_bytes`` in chunks, over ``max_reply_bytes`` not at all (413)."""
+        """Send one record (sealed when its headers name a data key); over ``chunk_bytes`` in chunks,
+        over ``max_reply_bytes`` not at all (413)."""
+        if self.sealing is not None:
+            value = self.sealing.seal_out(value, headers)
         if len(value) <= self.chunk_bytes:
             fut: Sent = await self.producer.raw.send(topic, value, key=key, headers=headers,
                                                      partition=partition)

@@ -27,13 +27,13 @@ from concurrent.futures import ThreadPoolExecutor
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
 
-from aiaas.agents.inference import batcher, blocks
+from aiaas.agents.inference import batcher, blocks, stages
 from aiaas.agents.inference.batcher import Result, Work
 from aiaas.agents.inference.breather import Breather
 from aiaas.agents.inference.committer import Committer
 from aiaas.agents.inference.intake import Intake, request_id, split, unreadable
 from aiaas.agents.inference.outbox import Outbox
-from aiaas.agents.inference.replier import Replier
+from aiaas.agents.inference.sealing import WorkerSealing
 from aiaas.agents.inference.sessions import Sessions
 from aiaas.agents.inference.settings import WorkerSettings
 from aiaas.registry.store import Registry
@@ -79,19 +79,22 @@ class InferenceWorker(Service):
         self.settings = settings
         self.cfg = cfg
         self.topics = Topics(settings)
-        self.requests_topic = self.topics.infer_requests(cfg.model, cfg.partitions)
-        self.results_topic = self.topics.infer_results(cfg.model, cfg.partitions).name
+        self.requests_topic = self.topics.infer_requests(stages.served(cfg), cfg.partitions)
+        self.results_topic = self.topics.infer_results(stages.answered_as(cfg), cfg.partitions).name
         self.stats: Counter[str] = Counter()
         self.registry = Registry(settings)
         self.sessions = Sessions(self.registry, cfg)
         self.intake = Intake(cfg, self.sessions)
         # replies are small and mostly tensor bytes: compressing them costs CPU and saves little
         self._producer = Producer(settings, linger_ms=cfg.reply_linger_ms, compression_type=None)
-        self.dead_letters = DeadLetters(self._producer, self.topics.infer_dlq(cfg.model).name)
+        self.sealing = WorkerSealing()  # sealed requests: opened in memory, replies sealed (start loads keys)
+        self.dead_letters = DeadLetters(self._producer, self.topics.infer_dlq(cfg.model).name,
+                                        protect=self.sealing.protect)
         self.breathe = Breather()  # decoding a poll of big JSON requests may take seconds: heartbeats too
-        self.replier = Replier(cfg.model, self._producer, self.results_topic, self.dead_letters, self.stats,
-                               chunk_bytes=settings.chunk_bytes, max_reply_bytes=cfg.max_reply_bytes,
-                               breathe=self.breathe)
+        self.replier = stages.replier(settings, cfg, self._producer, self.results_topic, self.dead_letters,
+                                      self.stats, chunk_bytes=settings.chunk_bytes,
+                                      max_reply_bytes=cfg.max_reply_bytes, breathe=self.breathe,
+                                      sealing=self.sealing)
         self._batch_limit = min(1 << 20, settings.max_message_bytes // 4)
         self._consumer: Consumer | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{cfg.model}")
@@ -115,12 +118,13 @@ class InferenceWorker(Service):
     async def start(self) -> None:
         t, model = self.topics, self.cfg.model
         await ensure(self.settings, [self.requests_topic, t.infer_results(model, self.cfg.partitions),
-                                     t.infer_dlq(model)])
+                                     t.infer_dlq(model), *stages.topics(t, self.cfg)])
+        self.sealing.load()
         await self.registry.start()
         await self._producer.start()
         await self.sessions.start()
         weight = self.cfg.weight if self.cfg.weight is not None else default_weight()
-        group = self.cfg.group_id or group_id(self.settings, model)
+        group = self.cfg.group_id or group_id(self.settings, stages.served(self.cfg))
         self._consumer = Consumer(
             self.settings, [], group, dead_letters=self.dead_letters,
             # one strategy only: aiokafka 0.14 sends a JoinGroup per listed strategy, and the second
@@ -219,7 +223,11 @@ class InferenceWorker(Service):
 
     async def _unpacked(self, records: list[Record], sent: Outbox) -> list[Record]:
         """The requests of a poll; a malformed frame goes to the dead letters whole, and the requests
-        whose ids its head still tells get an error reply."""
+        whose ids its head still tells get an error reply. Sealed records are opened first; one that
+        does not open is refused the same way (its ids are in its headers)."""
+        records, refused = self.sealing.open(records)
+        for rec, ids, why in refused:
+            await self.replier.fail_block(rec, ids, why, sent)
         requests, rejected = split(records)
         for rec, exc in rejected:
             await self.replier.fail_block(rec, frame.ids_of(rec.value, rec.headers), exc, sent)
@@ -308,7 +316,7 @@ async def serve(settings: Settings, cfg: WorkerSettings) -> None:
     """Run one worker until SIGINT/SIGTERM (the body of ``aiaas worker inference``)."""
     from aiaas.streams.runtime import until_signalled
 
-    worker = InferenceWorker(settings, cfg)
+    worker = InferenceWorker(settings, await stages.resolved(settings, cfg))
     with m.serving(settings):
         await worker.start()
         gc.freeze()  # start-up objects (sessions, modules) leave the collector's view: shorter pauses
