@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from aiaas.schemas.envelope import Envelope
 from aiaas.schemas.inference import Datatype
+from aiaas.schemas.masking import Masking
 
 
 class TensorSignature(BaseModel):
@@ -74,6 +75,9 @@ class ModelVersion(Envelope):
         "(aiaas models split; docs/transformers.md)"))
     created_at: float = 0.0
     tenant: str | None = None
+    masking: Masking | None = Field(default=None, description=(
+        "personal fields of a request's parameters, dropped or hashed at the bridge before the "
+        "request goes on Kafka (docs/security.md, 'Masking')"))
 
 
 class VersionClaim(Envelope):

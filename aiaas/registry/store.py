@@ -48,6 +48,7 @@ from aiaas.registry.artifactlog import RegistrySettings, load, store
 from aiaas.registry.artifacts import signature
 from aiaas.registry.versionclaims import Numbering, claim_key
 from aiaas.schemas.errors import AiaasError, ErrorCode, IntegrityError, InvalidMessage, NotFound
+from aiaas.schemas.masking import Masking
 from aiaas.schemas.registry import Lineage, ModelVersion, VersionClaim
 from aiaas.streams.admin import ensure
 from aiaas.streams.lifecycle import Service
@@ -233,6 +234,14 @@ class Registry(Service):
         async with self._write_lock:
             await self.refresh()
             mv = self.pick(name, version).model_copy(update={"pipeline": list(stages)})
+            await self._write(mv)
+            return mv
+
+    async def set_masking(self, name: str, version: int, masking: Masking | None) -> ModelVersion:
+        """Declare the personal request fields of ``version`` (docs/security.md, "Masking")."""
+        async with self._write_lock:
+            await self.refresh()
+            mv = self.pick(name, version).model_copy(update={"masking": masking})
             await self._write(mv)
             return mv
 
