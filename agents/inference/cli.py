@@ -3,7 +3,7 @@
     python -m aiaas.agents.inference --model digits [--version 3 | --stage production]
         [--max-batch 128] [--max-wait-ms 2] [--threads 1] [--inter-threads 1] [--weight 1]
         [--providers CUDAExecutionProvider,CPUExecutionProvider] [--partitions 8] [--no-batching]
-        [--group-id G] [--log-level INFO]
+        [--group-id G] [--pipeline-stage K] [--log-level INFO]
 
 Kafka connection settings come from ``AIAAS_*`` (e.g. ``AIAAS_BOOTSTRAP_SERVERS``,
 ``AIAAS_TOPIC_PREFIX``; ``AIAAS_METRICS_PORT`` serves Prometheus metrics); every flag can also be
@@ -35,6 +35,7 @@ def inference(
     partitions: Annotated[int | None, Opt(help="partitions of the request topic if created here")] = None,
     batching: Annotated[bool, Opt("--batching/--no-batching", help="micro-batching")] = True,
     group_id: Annotated[str | None, Opt(help="consumer group (default <prefix>inference.<model>)")] = None,
+    pipeline_stage: Annotated[int | None, Opt(help="serve this stage (from 1) of the split model")] = None,
     log_level: Annotated[str | None, Opt(help="logging level (default AIAAS_LOG_LEVEL or INFO)")] = None,
 ) -> None:
     """Serve one model from its request topic (joins the model's consumer group)."""
@@ -47,7 +48,7 @@ def inference(
     flags: dict[str, Any] = {
         "model": model, "version": version, "stage": stage, "max_batch": max_batch,
         "max_wait_ms": max_wait_ms, "intra_op_threads": threads, "inter_op_threads": inter_threads,
-        "weight": weight, "partitions": partitions, "group_id": group_id,
+        "weight": weight, "partitions": partitions, "group_id": group_id, "pipeline_stage": pipeline_stage,
         "providers": providers.split(",") if providers else None,
     }
     if not batching:

@@ -45,6 +45,11 @@ class WorkerSettings(BaseSettings):
     # back without a rebalance. A stopped one does not leave the group, though, so its partitions
     # wait a session timeout: for fixed fleets (a StatefulSet's pod name), not autoscaled ones.
     instance_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,128}$")
+    # A stage of a split model (agents/inference/stages.py): ``model`` names the pipeline and
+    # ``pipeline_stage`` the stage; ``pipeline`` and ``forward_to`` are filled in from the registry.
+    pipeline_stage: int | None = Field(default=None, ge=1)
+    pipeline: str | None = None  # the pipeline's name: what callers call, what replies say
+    forward_to: str | None = None  # the next stage's model: outputs go to its request topic
 
     @model_validator(mode="after")
     def _pin_or_stage(self) -> WorkerSettings:

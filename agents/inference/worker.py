@@ -27,13 +27,12 @@ from concurrent.futures import ThreadPoolExecutor
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
 
-from aiaas.agents.inference import batcher, blocks
+from aiaas.agents.inference import batcher, blocks, stages
 from aiaas.agents.inference.batcher import Result, Work
 from aiaas.agents.inference.breather import Breather
 from aiaas.agents.inference.committer import Committer
 from aiaas.agents.inference.intake import Intake, request_id, split, unreadable
 from aiaas.agents.inference.outbox import Outbox
-from aiaas.agents.inference.replier import Replier
 from aiaas.agents.inference.sealing import WorkerSealing
 from aiaas.agents.inference.sessions import Sessions
 from aiaas.agents.inference.settings import WorkerSettings
@@ -80,8 +79,8 @@ class InferenceWorker(Service):
         self.settings = settings
         self.cfg = cfg
         self.topics = Topics(settings)
-        self.requests_topic = self.topics.infer_requests(cfg.model, cfg.partitions)
-        self.results_topic = self.topics.infer_results(cfg.model, cfg.partitions).name
+        self.requests_topic = self.topics.infer_requests(stages.served(cfg), cfg.partitions)
+        self.results_topic = self.topics.infer_results(stages.answered_as(cfg), cfg.partitions).name
         self.stats: Counter[str] = Counter()
         self.registry = Registry(settings)
         self.sessions = Sessions(self.registry, cfg)
@@ -92,9 +91,10 @@ class InferenceWorker(Service):
         self.dead_letters = DeadLetters(self._producer, self.topics.infer_dlq(cfg.model).name,
                                         protect=self.sealing.protect)
         self.breathe = Breather()  # decoding a poll of big JSON requests may take seconds: heartbeats too
-        self.replier = Replier(cfg.model, self._producer, self.results_topic, self.dead_letters, self.stats,
-                               chunk_bytes=settings.chunk_bytes, max_reply_bytes=cfg.max_reply_bytes,
-                               breathe=self.breathe, sealing=self.sealing)
+        self.replier = stages.replier(settings, cfg, self._producer, self.results_topic, self.dead_letters,
+                                      self.stats, chunk_bytes=settings.chunk_bytes,
+                                      max_reply_bytes=cfg.max_reply_bytes, breathe=self.breathe,
+                                      sealing=self.sealing)
         self._batch_limit = min(1 << 20, settings.max_message_bytes // 4)
         self._consumer: Consumer | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{cfg.model}")
@@ -118,13 +118,13 @@ class InferenceWorker(Service):
     async def start(self) -> None:
         t, model = self.topics, self.cfg.model
         await ensure(self.settings, [self.requests_topic, t.infer_results(model, self.cfg.partitions),
-                                     t.infer_dlq(model)])
+                                     t.infer_dlq(model), *stages.topics(t, self.cfg)])
         self.sealing.load()
         await self.registry.start()
         await self._producer.start()
         await self.sessions.start()
         weight = self.cfg.weight if self.cfg.weight is not None else default_weight()
-        group = self.cfg.group_id or group_id(self.settings, model)
+        group = self.cfg.group_id or group_id(self.settings, stages.served(self.cfg))
         self._consumer = Consumer(
             self.settings, [], group, dead_letters=self.dead_letters,
             # one strategy only: aiokafka 0.14 sends a JoinGroup per listed strategy, and the second
@@ -316,7 +316,7 @@ async def serve(settings: Settings, cfg: WorkerSettings) -> None:
     """Run one worker until SIGINT/SIGTERM (the body of ``aiaas worker inference``)."""
     from aiaas.streams.runtime import until_signalled
 
-    worker = InferenceWorker(settings, cfg)
+    worker = InferenceWorker(settings, await stages.resolved(settings, cfg))
     with m.serving(settings):
         await worker.start()
         gc.freeze()  # start-up objects (sessions, modules) leave the collector's view: shorter pauses

@@ -1,0 +1,96 @@
+"""Pipeline stages in the inference worker: a worker that serves one stage of a split model
+(docs/transformers.md, "Split a model across workers"; ``aiaas.registry.pipelines``).
+
+``aiaas worker inference --model NAME --pipeline-stage K`` looks the pipeline up once at start
+(``resolved``): the worker loads stage K's model version (pinned: every stage of one split agrees),
+serves ``infer.NAME.requests`` when K is 1 (callers call NAME as usual) and
+``infer.NAME.stage<K>.requests`` after that, in a consumer group per stage. A stage before the last
+answers no caller: its ``Forwarder`` sends each request's outputs as a request frame entry to the
+next stage's topic (stacked rows stay one rows entry), with the caller's ``reply-to``, deadline,
+tenant and trace context in the entry's headers and the caller's request id as its id. The frames
+are gathered per poll like reply frames and chunked when large; the poll's offsets commit only once
+they are acknowledged, so a stage worker killed mid-batch loses nothing (the next owner of its
+partitions re-serves them). Errors still go straight to the caller, from whichever stage they arise
+in, and the last stage replies as any worker does, under the pipeline's name.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from aiaas.agents.inference import blocks
+from aiaas.agents.inference.batcher import Work
+from aiaas.agents.inference.outbox import Outbox
+from aiaas.agents.inference.replier import Replier
+from aiaas.agents.inference.settings import WorkerSettings
+from aiaas.registry import pipelines
+from aiaas.registry.store import Registry
+from aiaas.schemas.errors import TooLarge
+from aiaas.streams import frame
+from aiaas.streams import headers as h
+from aiaas.streams.dlq import DeadLetters
+from aiaas.streams.producer import Producer
+from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics, TopicSpec
+
+FORWARDED = (h.REPLY_TO, h.DEADLINE, h.TENANT, h.TRACEPARENT)  # what the next stage needs to answer
+
+
+async def resolved(settings: Settings, cfg: WorkerSettings) -> WorkerSettings:
+    """``cfg`` with its stage filled in from the registry (unchanged when it serves no stage)."""
+    if cfg.pipeline_stage is None or cfg.pipeline is not None:
+        return cfg
+    async with Registry(settings) as reg:
+        ref = await pipelines.stage(reg, cfg.model, cfg.pipeline_stage, cfg.version)
+    return cfg.model_copy(update={"model": ref.model, "version": ref.version, "stage": "latest",
+                                  "pipeline": ref.pipeline, "forward_to": ref.next_model})
+
+
+def served(cfg: WorkerSettings) -> str:
+    """The model name whose request topic (and consumer group) this worker serves."""
+    return cfg.pipeline if cfg.pipeline is not None and cfg.pipeline_stage == 1 else cfg.model
+
+
+def answered_as(cfg: WorkerSettings) -> str:
+    """The model name replies carry and stream results go under: the pipeline's, for a stage."""
+    return cfg.pipeline or cfg.model
+
+
+def topics(t: Topics, cfg: WorkerSettings) -> list[TopicSpec]:
+    """Topics a stage worker needs besides its own: the next stage's requests, so a first stage
+    started before the second one has somewhere to forward to, and the pipeline's results."""
+    out = [] if cfg.forward_to is None else [t.infer_requests(cfg.forward_to, cfg.partitions)]
+    return out + ([t.infer_results(cfg.pipeline, cfg.partitions)] if cfg.pipeline else [])
+
+
+def replier(settings: Settings, cfg: WorkerSettings, producer: Producer, results_topic: str,
+            dead_letters: DeadLetters, stats: Counter[str], **kw: Any) -> Replier:
+    """The worker's replier: a ``Forwarder`` for a stage before the last, else the usual one."""
+    if cfg.forward_to is None:
+        return Replier(answered_as(cfg), producer, results_topic, dead_letters, stats, **kw)
+    next_topic = Topics(settings).infer_requests(cfg.forward_to, cfg.partitions).name
+    return Forwarder(next_topic, answered_as(cfg), producer, results_topic, dead_letters, stats, **kw)
+
+
+def forwarded_headers(request_headers: dict[str, str]) -> dict[str, str]:
+    return {k: request_headers[k] for k in FORWARDED if k in request_headers}
+
+
+class Forwarder(Replier):
+    """A stage's answers are the next stage's requests; its errors are the caller's replies."""
+
+    def __init__(self, next_topic: str, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.next_topic = next_topic
+
+    async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
+        rows = w.count > 1
+        entry = frame.Entry(list(w.ids), blocks.stacked(w, outputs) if rows else dict(outputs),
+                            forwarded_headers(w.record.headers), {}, rows)
+        size = entry.nbytes
+        if size > self.max_reply_bytes:
+            raise TooLarge("activations over the worker's size limit (max_reply_bytes)", size=size,
+                           limit=self.max_reply_bytes)
+        self.stats["forwarded"] += w.count
+        await sent.add(self.next_topic, None, entry, (w.record, w.ids))

@@ -1,0 +1,93 @@
+"""A model split into 2 stages on the real broker (``aiaas models split``, agents/inference/stages.py):
+callers call the model by its name, stage 1 forwards its activations to stage 2, stage 2 replies;
+the answers equal the whole model's (max abs difference <= 1e-4), for an MLP and a tiny transformer;
+a request stage 1 refuses gets its error reply from stage 1."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from aiaas.agents.inference import stages
+from aiaas.agents.inference.settings import WorkerSettings
+from aiaas.agents.inference.worker import InferenceWorker
+from aiaas.client.inference import InferenceClient, InferenceError, InferResult
+from aiaas.registry import pipelines
+from aiaas.registry.store import Registry
+from aiaas.streams.settings import Settings
+from tests import examples
+from tests.workers import running_worker
+
+
+def whole(data: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds), strict=True))
+
+
+@asynccontextmanager
+async def pipeline(settings: Settings, name: str, data: bytes, feeds: dict[str, np.ndarray],
+                   ) -> AsyncIterator[list[InferenceWorker]]:
+    """``data`` registered as ``name``, split in 2, one in-process worker per stage."""
+    async with Registry(settings) as reg:
+        await reg.publish(name, data, stage="production")
+        split, published, diff = await pipelines.split(reg, name, 2, feeds=feeds)
+    assert diff <= 1e-4 and split.pipeline == [f"{name}.stage1:1", f"{name}.stage2:1"]
+    assert [p.name for p in published] == [f"{name}.stage1", f"{name}.stage2"]
+    async with AsyncExitStack() as stack:
+        workers = []
+        for k in (1, 2):
+            cfg = await stages.resolved(settings, WorkerSettings(model=name, pipeline_stage=k, partitions=2))
+            workers.append(await stack.enter_async_context(running_worker(settings, **cfg.model_dump())))
+        yield workers
+
+
+@pytest.mark.timeout(90)
+async def test_two_stage_mlp_answers_like_the_whole_model(settings: Settings) -> None:
+    data = examples.mlp([16, 64, 64, 4], seed=5)
+    xs = np.random.default_rng(1).normal(size=(40, 1, 16)).astype(np.float32)
+    async with pipeline(settings, "pm", data, {"input": xs[:4, 0]}) as workers, \
+            InferenceClient(settings) as client:
+        got = {i: r async for i, r in client.infer_many("pm", ({"input": x} for x in xs), timeout=30)}
+        one = await client.infer("pm", {"input": xs[0]}, timeout=30)
+        with pytest.raises(InferenceError) as bad:
+            await client.infer("pm", {"input": np.zeros((1, 5), np.float32)}, timeout=30)
+        assert workers[0].stats["forwarded"] >= len(xs) + 1
+        assert workers[1].stats["replies"] >= len(xs) + 1
+    assert all(isinstance(r, InferResult) for r in got.values()) and sorted(got) == list(range(len(xs)))
+    want = whole(data, {"input": xs[:, 0]})["logits"]
+    out = np.concatenate([got[i].outputs["logits"] for i in range(len(xs))])  # type: ignore[union-attr]
+    assert float(np.max(np.abs(out - want))) <= 1e-4
+    assert float(np.max(np.abs(one.outputs["logits"] - want[:1]))) <= 1e-4
+    assert bad.value.status_code == 400 and "shape" in str(bad.value)  # stage 1 refused it
+
+
+@pytest.mark.timeout(120)
+async def test_two_stage_tiny_transformer_answers_like_the_whole_model(settings: Settings) -> None:
+    torch = pytest.importorskip("torch")
+    from aiaas.ml.textexport import export_text
+    from aiaas.ml.transformer import Encoder, EncoderConfig, TextClassifier
+
+    torch.manual_seed(0)
+    c = EncoderConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=64)
+    data = export_text(TextClassifier(Encoder(c), 3, frozen=0, labels=["a", "b", "c"], max_length=64))
+    rng = np.random.default_rng(2)
+    texts = []
+    for n in (3, 9, 9, 17, 5):  # mixed lengths; two of one length may be stacked by the client
+        ids = rng.integers(1, 100, size=(1, n)).astype(np.int64)
+        mask = np.ones((1, n), np.int64)
+        mask[0, n - 1:] = 0 if n > 5 else 1  # one padded position in the longer ones
+        texts.append({"input_ids": ids, "attention_mask": mask})
+    async with pipeline(settings, "pt", data, texts[1]), InferenceClient(settings) as client:
+        got = {i: r async for i, r in client.infer_many("pt", texts, timeout=30)}
+    for i, feeds in enumerate(texts):
+        r = got[i]
+        assert isinstance(r, InferResult), r
+        want = whole(data, feeds)
+        assert float(np.max(np.abs(r.outputs["scores"] - want["scores"]))) <= 1e-4
+        assert [str(x, "utf-8") if isinstance(x, bytes) else str(x) for x in r.outputs["label"]] == \
+            [str(x) for x in want["label"]]
