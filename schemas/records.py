@@ -47,3 +47,21 @@ class JobStatus(Envelope):
     error: str | None = None
     ts: float = 0.0
     heartbeat_s: float | None = None
+
+
+class ScalingSample(Envelope):
+    """One look of the autoscaler at a model (``scaling.<model>``, docs/operations.md "Autoscaling"):
+    the arrival rate it saw and the rate it forecast, so the status page can plot one against the
+    other. ``forecast_rate`` is the highest rate forecast over the next ``horizon_s`` (the measured
+    worker start-up time plus one step); 0 for the reactive policy and before a season is seen."""
+
+    KIND: ClassVar[str] = "scaling_sample"
+
+    model: str
+    policy: Literal["reactive", "predictive"]
+    ts: float = Field(description="epoch seconds of the look")
+    arrival_rate: float = Field(ge=0, description="records/s over the rate window")
+    forecast_rate: float = Field(ge=0)
+    horizon_s: float = Field(ge=0)
+    lag: int = Field(ge=0)
+    replicas: int = Field(ge=0)

@@ -90,6 +90,11 @@ class Topics:
     def infer_dlq(self, model: str) -> TopicSpec:
         return self._spec(f"infer.{check_part(model)}.dlq", 1)
 
+    def scaling(self, model: str) -> TopicSpec:
+        """The autoscaler's looks at ``model`` (arrival rate, forecast, replicas): the status page's
+        forecast chart; kept a day, the history the page can show."""
+        return self._spec(f"scaling.{check_part(model)}", 1, **{"retention.ms": str(86_400_000)})
+
     def replies(self, client: str) -> TopicSpec:
         return self._spec(f"replies.{check_part(client)}", 1)
 

@@ -1,6 +1,7 @@
 """The control loop: look at the request topic, decide (agents/autoscaler/planner.py), start or stop
 workers, export metrics. For the predictive policy it also measures the workers' start-up time: from
-a scale-up until the group has that many members."""
+a scale-up until the group has that many members. Each look is also a record on ``scaling.<model>``
+(agents/autoscaler/samples.py) for the status page's forecast chart."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from aiaas.agents.autoscaler.lag import LagProbe, LagSample, arrival_rate
 from aiaas.agents.autoscaler.planner import Planner, PolicyKind
 from aiaas.agents.autoscaler.policy import Decision, Observation, Policy
 from aiaas.agents.autoscaler.replicas import LocalReplicas
+from aiaas.agents.autoscaler.samples import SamplePublisher
+from aiaas.schemas.records import ScalingSample
 from aiaas.streams import metrics as m
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
@@ -49,6 +52,7 @@ class Autoscaler:
         rate_window_s: float = 5.0,
         kind: PolicyKind = "reactive",
         forecasting: Forecasting | None = None,
+        publish: bool = True,
     ) -> None:
         self.settings, self.model, self.policy, self.replicas = settings, model, policy, replicas
         self.topic = Topics(settings).infer_requests(model).name
@@ -62,18 +66,23 @@ class Autoscaler:
         self.planner = Planner(policy, kind, forecasting)
         self._rate_now = 0.0  # arrivals/s since the previous look (the forecaster's input)
         self._starting: tuple[int, float] | None = None  # (replicas, since): a scale-up being timed
+        self.samples: SamplePublisher | None = SamplePublisher(settings, model) if publish else None
         self._stop = asyncio.Event()
         self.stepped = asyncio.Event()  # set after every step (status pages, tests wait on it)
         self.replica_log: deque[int] = deque(maxlen=10_000)  # replicas after each step
 
     async def start(self) -> None:
         await self.probe.start()
+        if self.samples is not None:
+            await self.samples.start()
 
     async def stop(self) -> None:
         """Stop looking and stop every worker (gracefully: they commit what they finished)."""
         self._stop.set()
         await self.replicas.stop_all()
         await self.probe.stop()
+        if self.samples is not None:
+            await self.samples.stop()
         m.AUTOSCALER_REPLICAS.labels(model=self.model).set(0)
 
     async def observe(self) -> Observation:
@@ -104,7 +113,15 @@ class Autoscaler:
         m.AUTOSCALER_LAG.labels(model=self.model).set(obs.lag)
         m.AUTOSCALER_ARRIVAL_RATE.labels(model=self.model).set(obs.arrival_rate)
         m.AUTOSCALER_FORECAST.labels(model=self.model).set(self.planner.forecast_rate)
+        if self.samples is not None:
+            await self.samples.publish(self._sample(obs))
         return decision
+
+    def _sample(self, obs: Observation) -> ScalingSample:
+        horizon = self.planner.startup_s + self.planner.forecasting.step_s if self.planner.forecaster else 0.0
+        return ScalingSample(model=self.model, policy=self.planner.kind, ts=time.time(),
+                             arrival_rate=obs.arrival_rate, forecast_rate=self.planner.forecast_rate,
+                             horizon_s=horizon, lag=obs.lag, replicas=self.replicas.count)
 
     async def _time_startup(self, current: int, now: float) -> None:
         """Once the group has as many members as the last scale-up asked for, that took the

@@ -1,5 +1,6 @@
 """The status page in headless Chromium: models, a job's progress and loss/accuracy chart, request
-throughput, all read from the real broker through the bridge; a screenshot is kept under
+throughput, an autoscaled model's arrivals against the forecast, all read from the real broker
+through the bridge; a screenshot is kept under
 ``.run/screenshots/`` (git-ignored). Chromium comes from ``infra/chromium.sh`` (Debian package)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import contextlib
 import re
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +19,9 @@ import httpx
 import pytest
 import uvicorn
 
+from aiaas.agents.autoscaler.controller import local_autoscaler
+from aiaas.agents.autoscaler.forecast import Forecasting
+from aiaas.agents.autoscaler.policy import Policy
 from aiaas.agents.bridge.app import create_app
 from aiaas.agents.bridge.settings import BridgeSettings
 from aiaas.registry.store import Registry
@@ -28,6 +33,7 @@ from aiaas.streams.producer import Producer
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
 from tests.examples import mlp
+from tests.integration.test_autoscale import _send, running
 from tests.spawn import run_to_end
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,3 +151,44 @@ async def test_status_data_needs_a_key_when_auth_is_on(settings: Settings, redis
         assert (await http.get("/ui/api/status")).status_code == 401
         bad = await http.get("/ui/api/status", headers={"Authorization": "Bearer aiaas_x_nope"})
         assert bad.status_code == 401
+
+
+async def test_status_page_plots_the_forecast_against_the_arrivals(
+    settings: Settings, admin: Admin, bridge_url: str, tmp_path: Path
+) -> None:
+    """A predictive autoscaler (a 2 s "day", its stand-in worker a real group member) sees a
+    trickle with a burst each season; what it saw and forecast reaches the page through
+    ``scaling.<model>`` and the bridge, and Chromium draws both lines."""
+    model, topics = f"echo{uuid.uuid4().hex[:6]}", Topics(settings)
+    req, replies = topics.infer_requests(model, 2), topics.replies(f"ui{uuid.uuid4().hex[:6]}")
+    await admin.ensure_topics([req, replies])
+    async with Registry(settings) as reg:  # the page shows the charts of visible (registered) models
+        await reg.publish(model, mlp([4, 2]), stage="production")
+    policy = Policy(min_replicas=1, max_replicas=1, rate_per_replica=1000.0, cooldown_s=60.0)
+    worker = [sys.executable, "-m", "tests.integration.test_autoscale", "{model}"]  # the stand-in
+    scaler = local_autoscaler(settings, model, policy, command=worker,
+                              log_dir=tmp_path, interval_s=0.25, stop_timeout_s=20,
+                              extra_env={"PYTHONPATH": str(ROOT)}, kind="predictive",
+                              forecasting=Forecasting(season_s=2.0, step_s=0.25, startup_s=1.0))
+    async with Producer(settings) as prod, running(scaler):
+        for i in range(28):  # 7 s: a trickle of 2 records per 0.25 s, a burst of 20 each season
+            ids = [f"r{i}-{j}" for j in range(20 if i % 8 == 0 else 2)]
+            await _send(prod, req.name, replies.name, ids)
+            await scaler.next_step()  # paced by the scaler's own loop (0.25 s), not a sleep
+        async with asyncio.timeout(30):
+            while scaler.planner.forecast_rate <= 0:
+                await scaler.next_step()
+    async with httpx.AsyncClient(base_url=bridge_url) as http:
+        (row,) = (await http.get("/ui/api/status")).json()["scaling"]
+    pts = row["points"]
+    assert row["model"] == model and row["policy"] == "predictive" and len(pts) >= 28
+    assert max(p["arrival_rate"] for p in pts) > 0 and max(p["forecast_rate"] for p in pts) > 0
+    assert [p["ts"] for p in pts] == sorted(p["ts"] for p in pts)
+
+    dom = await _chromium_run("--virtual-time-budget=8000", "--dump-dom", f"{bridge_url}/ui", tmp=tmp_path)
+    assert f'data-scaling="{model}"' in dom and "predictive · 1 workers" in dom, dom[-3000:]
+    for cls in ("arrivals", "forecast"):
+        line = re.search(rf'<polyline points="([^"]+)"[^>]*class="{cls}"', dom)
+        assert line and len(line[1].split()) == len(pts), cls
+        ys = {float(xy.split(",")[1]) for xy in line[1].split()}
+        assert len(ys) > 1, cls  # a line that moves, not a flat zero
