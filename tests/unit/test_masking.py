@@ -120,3 +120,23 @@ def test_dead_letter_record_masked_json_and_csv(monkeypatch: pytest.MonkeyPatch)
     e = InvalidMessage("x")
     assert cm.record(Record("t", 0, 6, None, b"only-one-cell", {}), e).value is None
     assert e.details["value"] == WITHHELD
+
+
+def test_model_masking_is_the_union_of_its_versions(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiaas.agents.bridge.masking import mask_parameters, model_masking
+    from aiaas.schemas.registry import ModelVersion
+
+    def mv(version: int, masking: Masking | None, name: str = "m") -> ModelVersion:
+        return ModelVersion(name=name, version=version, sha256="0" * 64, size_bytes=1, inputs=[], outputs=[],
+                            masking=masking)
+
+    versions = [mv(1, Masking(hash=["customer.email", "ssn"])), mv(2, None),
+                mv(3, Masking(drop=["ssn", "customer"])), mv(1, Masking(drop=["other"]), name="n")]
+    assert model_masking(versions, "m") == Masking(drop=["customer", "ssn"])  # drop wins, covers inside
+    assert model_masking(versions[:2], "m") == Masking(hash=["customer.email", "ssn"])
+    assert model_masking(versions[1:2], "m") is None
+    monkeypatch.setenv("AIAAS_MASK_KEY", "k")
+    params = {"customer": {"email": MARK, "tier": "gold"}, "ssn": MARK, "threshold": 0.5}
+    mask_parameters(params, versions[:2], "m")
+    assert MARK not in json.dumps(params) and params["customer"]["tier"] == "gold"  # type: ignore[index]
+    assert params["threshold"] == 0.5 and len(str(params["ssn"])) == 16
