@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from aiaas.agents.inference.cli import inference
-from aiaas.cli import errors, textmodels
+from aiaas.cli import errors, splitting, textmodels
 from aiaas.cli.modelcheck import checked_worker, require_model, versions_of
 from aiaas.cli.output import JsonOpt, show, show_json
 from aiaas.schemas.audit import MODEL_CANARY, MODEL_PROMOTE, MODEL_PUSH, MODEL_ROLLBACK
@@ -180,6 +180,7 @@ def infer(
 def register(app: typer.Typer, worker: typer.Typer) -> None:
     """Add this area's commands to the top-level `app` and its agents to `aiaas worker`."""
     models.command("export-encoder")(textmodels.export_encoder)
+    models.command("split")(splitting.split)
     app.add_typer(models, name="models")
     app.command("infer")(infer)
     worker.command("inference")(checked_worker(inference))
