@@ -46,6 +46,8 @@ from aiaas.schemas.errors import AiaasError, ErrorCode, InferenceError, NotFound
 from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams.admin import ensure
+from aiaas.streams.envelope import Sealer
+from aiaas.streams.keyring import KeySettings, load_keyring
 from aiaas.streams.lifecycle import Service
 from aiaas.streams.metadata import partition_count, topic_exists
 from aiaas.streams.replywire import (
@@ -77,7 +79,7 @@ class InferenceClient(Service):
 
     def __init__(self, settings: Settings, *, client_id: str | None = None, max_in_flight: int = 4096,
                  timeout_s: float = 30.0, linger_ms: int = 0, pack_requests: int = 32,
-                 compression: str | None = None) -> None:
+                 compression: str | None = None, sealer: Sealer | None = None) -> None:
         self.settings = settings
         self.linger_ms = linger_ms  # 0: send at once (aiokafka still batches what queues meanwhile)
         # Tensor bytes rarely compress: lz4 over float32 requests was 40% of this client's CPU and
@@ -102,14 +104,19 @@ class InferenceClient(Service):
         self._batches: TickBatches | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._reader: asyncio.Task[None] | None = None
+        self.sealer = sealer  # tenant data keys (docs/security.md); None: AIAAS_DATA_KEYS* at start
 
     async def start(self) -> None:
         await ensure(self.settings, [self.topics.replies(self.client_id)])
         pkw = self.settings.producer_kwargs(linger_ms=self.linger_ms, compression_type=self.compression)
         self._producer = await started(lambda: AIOKafkaProducer(**pkw), self.settings,
                                        "starting the client's producer")
+        if self.sealer is None:
+            self.sealer = configured_sealer()
+        self.waiting.sealer = self.sealer
         self._batches = TickBatches(self._producer, self._not_sent, pack_max=self.pack_requests,
-                                    pack_bytes=self.pack_bytes)
+                                    pack_bytes=self.pack_bytes,
+                                    seal=self._seal_frame if self.sealer else None)
         # the broker answers a waiting fetch as soon as a reply lands, so a longer wait adds no latency;
         # a short one only costs CPU while idle (5 ms: 200 empty fetches/s, 7% of a core here)
         ckw = self.settings.consumer_kwargs(None, auto_offset_reset="latest")
@@ -200,6 +207,8 @@ class InferenceClient(Service):
                  (h.DEADLINE, (headers.get(h.DEADLINE) or str(h.deadline_ms(timeout_s))).encode())]
         assert self._batches is not None
         try:
+            if self.sealer is not None:  # the bridge's records: sealed under their tenant's key
+                value, hdrs = self.sealer.seal_record(value, hdrs, self.sealer.key_for(headers.get(h.TENANT)))
             self._batches.add(topic, partitions, rid, rid_b, value, hdrs)
         except BaseException:
             self.waiting.fail(rid, Unavailable("request could not be sent", model=model))
@@ -285,6 +294,21 @@ class InferenceClient(Service):
                            hint=f"aiaas worker inference --model {model}")
         self._partitions[topic] = count
         return count
+
+    def _seal_frame(self, value: bytes, headers: list[tuple[str, bytes]], rids: list[str],
+                    ) -> tuple[bytes, list[tuple[str, bytes]]]:
+        """A frame sealed under the key of its ``tenant`` header (else the client's tenant)."""
+        assert self.sealer is not None
+        tenant = next((v.decode() for k, v in headers if k == h.TENANT), None)
+        return self.sealer.seal_record(value, headers, self.sealer.key_for(tenant), rids)
+
+
+def configured_sealer() -> Sealer | None:
+    """The data keys of ``AIAAS_DATA_KEYS_FILE`` / ``AIAAS_DATA_KEYS``, sealing for
+    ``AIAAS_DATA_KEY_TENANT`` (or per record ``tenant`` header); None when no keys are set."""
+    cfg = KeySettings()
+    keys = load_keyring(cfg)
+    return Sealer(keys, cfg.data_key_tenant) if keys is not None else None
 
 
 def _present(values: Mapping[str, str | None]) -> dict[str, str]:

@@ -25,6 +25,7 @@ from aiaas.streams import frame
 from aiaas.streams import headers as h
 
 Failed = Callable[[list[str], BaseException], None]
+Seal = Callable[[bytes, list[tuple[str, bytes]], list[str]], tuple[bytes, list[tuple[str, bytes]]]]
 Shared = tuple[tuple[str, bytes], ...]  # the record headers a frame's entries have in common
 Layout = tuple[tuple[str, Any, tuple[int, ...]], ...]
 RowsKey = tuple[Layout, float, str | None]  # the rows' layout, timeout and explicit deadline
@@ -75,9 +76,10 @@ class _Pack:
 
 class TickBatches:
     def __init__(self, producer: AIOKafkaProducer, failed: Failed, *, pack_max: int = 32,
-                 pack_bytes: int = 128 * 1024) -> None:
+                 pack_bytes: int = 128 * 1024, seal: Seal | None = None) -> None:
         self.producer = producer
         self.failed = failed  # called with the request ids of a batch that was not delivered
+        self.seal = seal  # (value, headers, ids) -> sealed under a tenant data key (docs/security.md)
         self.pack_max, self.pack_bytes = pack_max, pack_bytes
         self._packs: dict[Stream, _Pack] = {}
         self._open: dict[str, _Open] = {}
@@ -136,12 +138,15 @@ class TickBatches:
                 entries.append(frame.Entry(rids, stacked, {h.DEADLINE: deadline}, rows=True))
         try:
             value, kind = frame.encode(entries)
+            headers = [*stream.shared, *kind]
+            if self.seal is not None:
+                value, headers = self.seal(value, headers, pack.rids)
         except Exception as exc:  # e.g. an array of no OIP datatype: those requests fail, not the tick
             self.failed(pack.rids, exc)
             return
         batch = self._fresh(stream.partitions)
         if batch.builder.append(timestamp=None, key=pack.rids[0].encode(), value=value,
-                                headers=[*stream.shared, *kind]) is None:
+                                headers=headers) is None:
             self.failed(pack.rids, ValueError("request record larger than the producer's batch size"))
             return
         batch.rids = pack.rids

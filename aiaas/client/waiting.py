@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from aiokafka import AIOKafkaConsumer
 
 from aiaas.client.tickbatches import Slots
-from aiaas.schemas.errors import AiaasError, ChunkError, ErrorCode, InferenceError
+from aiaas.schemas.errors import AiaasError, ChunkError, EnvelopeError, ErrorCode, InferenceError
 from aiaas.streams import headers as h
 from aiaas.streams.chunking import Reassembler
+from aiaas.streams.envelope import Sealer
 from aiaas.streams.frame import is_frame
 from aiaas.streams.replywire import Reply, replies_of
 
@@ -47,6 +48,7 @@ class Waiting:
         self._by_id: dict[str, tuple[asyncio.Future[Reply] | Sink, float]] = {}  # id -> (waiter, deadline)
         self._chunks = Reassembler()
         self._pending = asyncio.Event()  # set while anything waits: an idle client sweeps nothing
+        self.sealer: Sealer | None = None  # opens replies sealed under a data key (docs/security.md)
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -114,6 +116,8 @@ class Waiting:
                     if h.CHUNK_ID in values and (value := self._reassembled(rec.partition, rec.offset, values,
                                                                            value, topic)) is None:
                         continue
+                    if h.DATA_KEY in values and (value := self._opened(value, values, topic)) is None:
+                        continue
                     if is_frame(values):
                         self._resolve_frame(value, values, topic)
                         continue
@@ -135,6 +139,22 @@ class Waiting:
                 self.fail(rid, InferenceError(exc.reason, code=exc.code, request_id=rid, **exc.details))
             return None
         return None if done is None else done[0]
+
+    def _opened(self, value: bytes | None, values: dict[str, str], topic: str) -> bytes | None:
+        """A sealed reply's clear value; None (logged, its request failed when it names one) when
+        it does not open here."""
+        try:
+            if self.sealer is None:
+                raise EnvelopeError("sealed reply but this client has no data keys",
+                                    data_key=values[h.DATA_KEY])
+            return self.sealer.open(value, values[h.DATA_KEY])
+        except EnvelopeError as exc:
+            self.malformed += 1
+            log.warning("dropped a reply on %s: %s %s", topic, exc.reason, exc.details)
+            rid = values.get(h.CORRELATION_ID)
+            if rid is not None:
+                self.fail(rid, InferenceError(exc.reason, code=exc.code, request_id=rid, **exc.details))
+            return None
 
     def _resolve_frame(self, value: bytes | None, headers: dict[str, str], topic: str) -> None:
         try:
