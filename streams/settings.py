@@ -42,6 +42,10 @@ class Settings(BaseSettings):
     ssl_cafile: str | None = None
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
+    # access control on (docs/operations.md, "Access control"): the processes aiaas starts (a job's
+    # aggregator and trainers, serve's workers and bridge, the demo's Kafka caller) log in as their
+    # role's user, from <state_dir>/credentials/<user>.env (aiaas acl apply), not as this one
+    role_users: bool = False
 
     redis_url: str = "redis://127.0.0.1:16379/0"
     # where local processes keep state; infra/kafka/env.sh has the same default (docs/operations.md)
