@@ -21,7 +21,7 @@ import numpy as np
 
 from aiaas.schemas.envelope import Envelope, json_loads
 from aiaas.schemas.errors import InvalidMessage
-from aiaas.schemas.inference import Datatype, Tensor
+from aiaas.schemas.inference import Datatype, Tensor, flatten
 from aiaas.streams import headers as h
 from aiaas.streams.frame import FIXED, datatype_of, from_raw, raw_bytes
 
@@ -136,14 +136,24 @@ def to_numpy(t: Tensor) -> np.ndarray:
     """A validated JSON tensor as a numpy array of its shape and datatype."""
     if t.data is None:
         raise InvalidMessage("tensor has no JSON data (binary tensor without its bytes)", tensor=t.name)
-    if t.datatype is Datatype.BYTES:
-        arr = np.empty(len(t.data), dtype=object)
-        arr[:] = [x.encode() if isinstance(x, str) else x for x in t.data]
+    if t.datatype is Datatype.BYTES:  # JSON strings (UTF-8 bytes on the wire); checked here too, as a
+        flat = flatten(t.data)  # Tensor may be built unvalidated (model_construct)
+        arr = np.empty(len(flat), dtype=object)
+        try:
+            arr[:] = [x.encode() if isinstance(x, str) else _bytes_element(x) for x in flat]
+        except TypeError as exc:
+            raise InvalidMessage("BYTES data must be strings", tensor=t.name, detail=str(exc)) from None
         return arr.reshape(t.shape)
     try:
         return np.asarray(t.data, dtype=FIXED[t.datatype]).reshape(t.shape)
     except (ValueError, OverflowError) as exc:
         raise InvalidMessage("tensor data does not fit its datatype", tensor=t.name, detail=str(exc)) from exc
+
+
+def _bytes_element(x: Any) -> bytes:
+    if isinstance(x, bytes):
+        return x
+    raise TypeError(f"{type(x).__name__} is not a string")
 
 
 def from_numpy(name: str, arr: np.ndarray, *, binary: bool = False) -> Tensor:

@@ -1,26 +1,29 @@
 """OIP v2 over HTTP at the edge: validate request bodies, choose output encodings, shape replies.
 
-The bridge forwards a validated HTTP body to Kafka unchanged (JSON, or the binary tensor
-extension: JSON header of ``Inference-Header-Content-Length`` bytes, then raw tensors; the same
-layout ``aiaas.streams.tensorcodec`` uses on records), and passes the worker's reply straight back when
-its encoding is the one the caller asked for. Only mismatches (binary in, JSON out; JSON in,
-binary out; per-output choices) decode and re-encode tensors.
+A checked HTTP body (JSON, or the binary tensor extension: JSON header of
+``Inference-Header-Content-Length`` bytes, then raw tensors) becomes named arrays once, here: the
+bridge sends them as an entry of a frame (``aiaas.streams.frame``), so concurrent calls travel
+packed in one record and the worker parses nothing. The reply entry comes back decoded and is
+encoded the way the caller asked (JSON ``data``, binary, or per output).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
+import numpy as np
+
 from aiaas.agents.bridge.errors import error_json
-from aiaas.agents.bridge.oipcheck import check_request
+from aiaas.agents.bridge.oipcheck import check_binary_bytes, check_request
 from aiaas.client.inference import STATUS, Reply
 from aiaas.schemas.envelope import json_loads
 from aiaas.schemas.errors import AiaasError, ErrorCode, InvalidMessage
-from aiaas.schemas.inference import InferenceResponse, Tensor
+from aiaas.schemas.inference import Datatype, InferenceResponse, Tensor
 from aiaas.streams import headers as h
 from aiaas.streams import tensorcodec as tc
+from aiaas.streams.frame import from_raw
 
 HTTP_HEADER_LENGTH = h.INFERENCE_HEADER_LENGTH  # the OIP HTTP binary extension uses the same name
 CALLBACK_PARAM = "callback_url"
@@ -29,18 +32,21 @@ TIMEOUT_PARAM = "timeout"
 
 @dataclass(slots=True)
 class ParsedRequest:
-    """A checked request: what to forward to Kafka and what the caller wants back.
+    """A checked request: its inputs as arrays, what to forward with them (``parameters`` without
+    the bridge's own, the ``outputs`` asked for) and what the caller wants back.
 
     The decoded JSON is not kept: it costs several times the body's bytes (a 3.9 MB JSON body
     decodes to ~40 MB of Python objects), and a sync call waits for its reply holding this."""
 
-    value: bytes
-    headers: dict[str, str]
+    inputs: dict[str, np.ndarray]
+    parameters: dict[str, Any]
+    outputs: list[str] | None
     binary_in: bool
     binary_all: bool = False
     binary_outputs: set[str] = field(default_factory=set)
     callback: str | None = None
     timeout_s: float | None = None
+    request_id: str | None = None  # the body's ``id``: the response echoes it
 
     @property
     def wants_binary(self) -> bool:
@@ -60,25 +66,44 @@ def parse_request(body: bytes, header_length: str | None) -> ParsedRequest:
     if declared != len(tail):
         raise InvalidMessage("binary tensor bytes do not match binary_data_size", declared=declared,
                              got=len(tail))
+    if declared:
+        check_binary_bytes(obj["inputs"], tail)
     params = dict(obj.get("parameters") or {})
     callback = params.pop(CALLBACK_PARAM, None)
     timeout = params.pop(TIMEOUT_PARAM, None)
     if callback is not None and not isinstance(callback, str):
         raise AiaasError("parameters.callback_url must be a string", code=ErrorCode.BAD_REQUEST)
-    parsed = ParsedRequest(body, hdrs, binary_in, callback=callback, timeout_s=_timeout(timeout))
+    outputs = [o["name"] for o in obj.get("outputs") or ()] or None
+    parsed = ParsedRequest(_arrays(obj["inputs"], tail), params, outputs, binary_in, callback=callback,
+                           timeout_s=_timeout(timeout), request_id=obj.get("id"))
     parsed.binary_all = params.get("binary_data_output") is True
     parsed.binary_outputs = {
         o["name"] for o in obj.get("outputs") or () if (o.get("parameters") or {}).get("binary_data") is True
     }
-    if callback is not None or timeout is not None:  # strip our own parameters before forwarding
-        obj["parameters"] = params
-        if not params:
-            del obj["parameters"]
-        head = json.dumps(obj, separators=(",", ":")).encode()
-        parsed.value = head + bytes(tail)
-        if binary_in:
-            parsed.headers[tc.HEADER_LENGTH] = str(len(head))
     return parsed
+
+
+def _arrays(inputs: list[dict[str, Any]], tail: memoryview) -> dict[str, np.ndarray]:
+    """The checked input tensors (``check_request``) as arrays: JSON ``data`` (flat or nested) or
+    their slice of the binary tail, in order."""
+    out: dict[str, np.ndarray] = {}
+    pos = 0
+    for t in inputs:
+        name, dt, shape, data = t["name"], Datatype(t["datatype"]), t["shape"], t.get("data")
+        if data is None:
+            size = t["parameters"]["binary_data_size"]
+            out[name] = from_raw(tail[pos:pos + size], dt, shape, name)
+            pos += size
+            continue
+        if dt is Datatype.BYTES:
+            while data and isinstance(data[0], list):
+                data = list(chain.from_iterable(data))
+        try:
+            out[name] = tc.to_numpy(Tensor.model_construct(name=name, shape=shape, datatype=dt, data=data))
+        except (TypeError, ValueError) as exc:  # e.g. an object where a number belongs
+            raise InvalidMessage("tensor data does not fit its datatype", tensor=name,
+                                 detail=str(exc)[:200]) from exc
+    return out
 
 
 def _timeout(value: Any) -> float | None:
@@ -133,26 +158,36 @@ def _reply_body(reply: Reply, parsed: ParsedRequest) -> HttpBody:
     if status != 200:
         head, _ = tc.split_value(reply.value, reply.headers)
         return HttpBody(head, status, {}, tc.JSON)
-    reply_binary = tc.is_binary(reply.headers)
-    if not parsed.wants_binary and not reply_binary:
-        return HttpBody(reply.value, 200, {}, tc.JSON)
-    if parsed.binary_all and reply_binary:
-        return _binary_body(reply.value, reply.headers[tc.HEADER_LENGTH])
-    resp, arrays = tc.decode(reply.value, reply.headers, InferenceResponse, "outputs")
-    return encode_response(resp, arrays, parsed)
+    return encode_result(reply, parsed)
 
 
-def json_result(reply: Reply) -> tuple[int, bytes]:
-    """Status and JSON body of a reply (binary replies are converted): what Redis keeps."""
+def encode_result(reply: Reply, parsed: ParsedRequest) -> HttpBody:
+    """An OK reply's OIP response in the caller's encoding (raises InvalidMessage for outputs JSON
+    cannot carry: NaN, infinity)."""
+    result = reply.result()
+    body: dict[str, Any] = {"model_name": result.model_name, "model_version": result.model_version,
+                            "id": parsed.request_id or result.id}
+    if result.parameters:
+        body["parameters"] = result.parameters
+    if not parsed.wants_binary or parsed.binary_all:
+        binary = parsed.binary_all
+        enc = tc.encode_body(InferenceResponse.KIND, body, "outputs", result.outputs, binary=binary)
+        if not binary:
+            return HttpBody(enc.value, 200, {}, tc.JSON)
+        return _binary_body(enc.value, enc.headers[tc.HEADER_LENGTH])
+    resp = InferenceResponse.model_construct(**body, outputs=[])
+    return encode_response(resp, result.outputs, parsed)
+
+
+def json_result(reply: Reply, request_id: str | None = None) -> tuple[int, bytes]:
+    """Status and JSON body of a reply: what Redis keeps."""
     status = reply_status(reply)
-    if status != 200 or not tc.is_binary(reply.headers):
+    if status != 200:
         return status, tc.split_value(reply.value, reply.headers)[0]
-    resp, arrays = tc.decode(reply.value, reply.headers, InferenceResponse, "outputs")
     try:
-        resp.outputs = [tc.from_numpy(t.name, arrays[t.name]) for t in resp.outputs]
+        return status, encode_result(reply, ParsedRequest({}, {}, None, False, request_id=request_id)).content
     except AiaasError as exc:  # e.g. NaN, which JSON cannot hold: the stored outcome is that error
         return exc.status_code, error_json(exc)
-    return status, resp.to_record()
 
 
 def stored_to_http(status: int, body: bytes, parsed: ParsedRequest) -> HttpBody:
@@ -168,12 +203,12 @@ def encode_response(resp: InferenceResponse, arrays: dict[str, Any], parsed: Par
     tensors: list[Tensor] = []
     binary_tensors: list[Tensor] = []
     binary_arrays: list[Any] = []
-    for t in resp.outputs:
-        binary = parsed.binary_all or t.name in parsed.binary_outputs
-        tensors.append(tc.from_numpy(t.name, arrays[t.name], binary=binary))
+    for name, arr in arrays.items():
+        binary = parsed.binary_all or name in parsed.binary_outputs
+        tensors.append(tc.from_numpy(name, arr, binary=binary))
         if binary:
             binary_tensors.append(tensors[-1])
-            binary_arrays.append(arrays[t.name])
+            binary_arrays.append(arr)
     resp.outputs = tensors
     enc = tc.encode(resp, binary_tensors, binary_arrays, binary=bool(binary_tensors))
     if not binary_tensors:

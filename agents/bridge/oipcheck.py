@@ -9,6 +9,7 @@ the caller unchanged). Validating every float in Python here cost more than the 
 from __future__ import annotations
 
 import math
+import struct
 from itertools import chain
 from typing import Any
 
@@ -18,6 +19,7 @@ from aiaas.schemas.inference import Datatype
 DATATYPES = frozenset(d.value for d in Datatype)
 REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs", "kind", "v"})
 TENSOR_KEYS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+_U32 = struct.Struct("<I")
 
 
 def _bad(reason: str, **details: Any) -> InvalidMessage:
@@ -101,6 +103,33 @@ def nested_shape(data: list[Any], where: str) -> list[int]:
         dims.append(lengths.pop())
         level = list(chain.from_iterable(level))
         depth += 1
+
+
+def check_binary_bytes(inputs: list[dict[str, Any]], tail: memoryview) -> None:
+    """BYTES inputs sent in the binary extension: each element a 4-byte little-endian length, then
+    that many bytes, exactly filling the tensor's ``binary_data_size`` (InvalidMessage naming the
+    input and element otherwise). Call after ``check_request``: the sizes add up to ``tail``."""
+    pos = 0
+    for i, t in enumerate(inputs):
+        if t.get("data") is not None:
+            continue
+        size = t["parameters"]["binary_data_size"]
+        if t["datatype"] == "BYTES":
+            _prefixes(tail[pos:pos + size], math.prod(t["shape"]), f"inputs.{i}")
+        pos += size
+
+
+def _prefixes(raw: memoryview, count: int, where: str) -> None:
+    pos = 0
+    for k in range(count):
+        n = _U32.unpack_from(raw, pos)[0] if pos + 4 <= len(raw) else -1
+        if n < 0 or pos + 4 + n > len(raw):
+            raise _bad("BYTES element truncated: each is a 4-byte little-endian length, then the bytes",
+                       field=where, element=k)
+        pos += 4 + n
+    if pos != len(raw):
+        raise _bad("BYTES tensor has bytes beyond its elements (binary_data_size or shape is wrong)",
+                   field=where, elements=count, extra=len(raw) - pos)
 
 
 def _check_outputs(outputs: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from aiaas.agents.inference import text
 from aiaas.agents.inference.sessions import Loaded
 from aiaas.schemas.errors import AiaasError, BadInput
 from aiaas.schemas.registry import TensorSignature
@@ -38,6 +39,7 @@ class Work:
     response_id: str | None = None
     sig: Any = None  # the inputs' names, dtypes and shapes but the batch axis (check_layout's)
     ids: list[str] = field(default_factory=list)  # the requests' ids; left out: [request_id]
+    parameters: dict[str, Any] | None = None  # the reply's parameters (a text request's truncation)
 
     def __post_init__(self) -> None:
         if not self.ids:
@@ -152,6 +154,8 @@ Result = dict[str, np.ndarray] | AiaasError
 
 def run_group(works: Sequence[Work]) -> list[Result]:
     """Blocking: one onnxruntime call for the group (or one per request when it cannot batch)."""
+    if works[0].model.text is not None and text.TEXT in works[0].inputs:
+        return run_texts(works)
     if len(works) == 1:
         return [run_one(works[0])]
     model = works[0].model
@@ -169,6 +173,24 @@ def run_group(works: Sequence[Work]) -> list[Result]:
         end = start + (w.rows or 0)
         results.append(_select({n: o[start:end] for n, o in outs.items()}, w.outputs))
         start = end
+    return results
+
+
+def run_texts(works: Sequence[Work]) -> list[Result]:
+    """Text requests (``aiaas.agents.inference.text``): tokenized together, run in sub-batches by
+    length; when that fails, one request at a time so that only the one that fails gets the error."""
+    model = works[0].model
+    assert model.text is not None
+    try:
+        answers = model.text.run(model.run, [w.inputs[text.TEXT] for w in works])
+    except Exception as exc:  # onnxruntime or the tokenizer
+        if len(works) > 1:
+            return [r for w in works for r in run_texts([w])]
+        return [BadInput("the model failed on this input", detail=str(exc)[:300])]
+    results: list[Result] = []
+    for w, (outs, params) in zip(works, answers, strict=True):
+        w.parameters = params
+        results.append(_select(outs, w.outputs))
     return results
 
 

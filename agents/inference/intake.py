@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from aiaas.agents.inference import batcher, blocks
+from aiaas.agents.inference import batcher, blocks, text
 from aiaas.agents.inference.batcher import Work
 from aiaas.agents.inference.sessions import Loaded, Sessions
 from aiaas.agents.inference.settings import WorkerSettings
@@ -95,6 +95,18 @@ def plain(body: dict[str, Any]) -> bool:
                                           and isinstance(o.get("name"), str) for o in outs))))
 
 
+def _layout(model: Loaded, arrays: dict[str, np.ndarray]) -> tuple[int | None, Any]:
+    """Rows and batch signature of a checked request (a text request: its texts, decoded in place)."""
+    if text.wants(model.text, arrays):
+        return text.checked(arrays), text.SIG
+    return batcher.check_layout(model.mv.inputs, arrays, model.checked)
+
+
+def _texts(w: Work) -> Work:
+    w.rows, w.sig = text.checked(w.inputs), text.SIG
+    return w
+
+
 class Intake:
     """Decodes and checks requests for one worker."""
 
@@ -123,7 +135,7 @@ class Intake:
                            limit=self.cfg.max_request_elements)
         pin = hd.get(h.MODEL_VERSION)
         model = self.sessions.route(rid) if not pin else await self._pinned(pin)
-        rows, sig = batcher.check_layout(model.mv.inputs, arrays, model.checked)
+        rows, sig = _layout(model, arrays)
         wanted = self._wanted(body.get("outputs"), model)
         binary = entry is not None or tc.is_binary(hd) or \
             (body.get("parameters") or {}).get("binary_data_output") is True
@@ -167,6 +179,10 @@ class Intake:
         pin = hd.get(h.MODEL_VERSION)
         out: list[Work] = []
         for model, part in await self._routed(block, pin):
+            if text.wants(model.text, first):  # texts: one work per request (its own reply parameters)
+                parts = blocks.explode(blocks.block_work(rec, part.ids, part.tensors, model, None, text.SIG))
+                out += [_texts(w) for w in parts]
+                continue
             rows, sig = batcher.check_layout(model.mv.inputs, first, model.checked)
             if rows is None or not self.cfg.batching:
                 out += blocks.explode(blocks.block_work(rec, part.ids, part.tensors, model, None, sig))

@@ -72,14 +72,15 @@ class Replier:
             rows = w.count > 1
             answer: Answer = replies.ok_entry(self.model, w.model.version, w.ids,
                                               blocks.stacked(w, outputs) if rows else outputs,
-                                              w.record.headers, rows=rows)
+                                              w.record.headers, rows=rows, parameters=w.parameters)
         elif not w.binary and sum(a.size for a in outputs.values()) > replies.LARGE_JSON:  # off the loop
             answer = await asyncio.to_thread(
                 replies.large_json, self.model, w.model.version, w.request_id, w.response_id, outputs,
-                request_headers=w.record.headers)
+                request_headers=w.record.headers, parameters=w.parameters)
         else:
             answer = replies.response(self.model, w.model.version, w.request_id, w.response_id, outputs,
-                                      binary=w.binary, request_headers=w.record.headers)
+                                      binary=w.binary, request_headers=w.record.headers,
+                                      parameters=w.parameters)
         await self.send(w.record, w.request_id, w.reply_to, answer, sent, ids=w.ids)
 
     async def reply_group(self, works: Sequence[Work], results: Sequence[Result], sent: Outbox) -> int:

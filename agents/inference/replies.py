@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 from opentelemetry.trace import SpanKind
@@ -53,10 +54,13 @@ def _headers(request_id: str, request_headers: Mapping[str, str], extra: Mapping
 
 def response(
     model: str, version: int, request_id: str, response_id: str | None, outputs: Mapping[str, np.ndarray],
-    *, binary: bool, request_headers: Mapping[str, str],
+    *, binary: bool, request_headers: Mapping[str, str], parameters: Mapping[str, Any] | None = None,
 ) -> tuple[bytes, ReplyHeaders]:
     """Value and headers of a successful reply, in the request's encoding."""
-    body = {"model_name": model, "model_version": str(version), "id": response_id or request_id}
+    body: dict[str, Any] = {"model_name": model, "model_version": str(version),
+                            "id": response_id or request_id}
+    if parameters:
+        body["parameters"] = dict(parameters)
     enc = tc.encode_body(InferenceResponse.KIND, body, "outputs", outputs, binary=binary)
     extra = {**enc.headers, STATUS: "200", h.MODEL_VERSION: str(version)}
     return enc.value, _headers(request_id, request_headers, extra)
@@ -64,13 +68,16 @@ def response(
 
 def large_json(
     model: str, version: int, request_id: str, response_id: str | None, outputs: Mapping[str, np.ndarray],
-    *, request_headers: Mapping[str, str],
+    *, request_headers: Mapping[str, str], parameters: Mapping[str, Any] | None = None,
 ) -> tuple[bytes, ReplyHeaders]:
     """``response(..., binary=False)`` for big outputs, to run in a thread: the data is encoded a
     slice at a time (``json_text``), so the event loop, and the group heartbeats on it, get the GIL
     in between (4M floats took 6.5 s in one ``json.dumps``: past the worker's session timeout)."""
     compact = (",", ":")
-    body = {"v": 1, "model_name": model, "model_version": str(version), "id": response_id or request_id}
+    body: dict[str, Any] = {"v": 1, "model_name": model, "model_version": str(version),
+                            "id": response_id or request_id}
+    if parameters:
+        body["parameters"] = dict(parameters)
     tensors = []
     for name, arr in outputs.items():
         dt = tc.datatype_of(arr)
@@ -84,12 +91,15 @@ def large_json(
 
 
 def ok_entry(model: str, version: int, ids: list[str], outputs: dict[str, np.ndarray],
-             request_headers: Mapping[str, str], *, rows: bool = False) -> Entry:
+             request_headers: Mapping[str, str], *, rows: bool = False,
+             parameters: Mapping[str, Any] | None = None) -> Entry:
     """The reply frame's entry answering a framed request (or, ``rows``, the requests of a block)."""
     passed = dict(passed_on(request_headers)) if h.TENANT in request_headers or \
         h.TRACEPARENT in request_headers else {}
-    return Entry(ids, outputs, passed, {"status": 200, "model_name": model, "model_version": str(version)},
-                 rows)
+    fields: dict[str, Any] = {"status": 200, "model_name": model, "model_version": str(version)}
+    if parameters:
+        fields["parameters"] = dict(parameters)
+    return Entry(ids, outputs, passed, fields, rows)
 
 
 def error_entry(model: str, request_id: str, exc: AiaasError, request_headers: Mapping[str, str]) -> Entry:

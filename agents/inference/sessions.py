@@ -21,6 +21,7 @@ import numpy as np
 import onnxruntime as ort
 
 from aiaas.agents.inference.settings import WorkerSettings
+from aiaas.agents.inference.text import TextModel, load_text
 from aiaas.registry.store import Registry
 from aiaas.schemas.errors import AiaasError, ErrorCode, NotFound
 from aiaas.schemas.registry import ModelVersion
@@ -50,6 +51,7 @@ class Loaded:
     calls: int = 0  # onnxruntime calls made (tests check that batching batches)
     checked: dict[tuple[Any, ...], Any] = field(default_factory=dict)  # input layouts already checked
     known: dict[int, Any] = field(default_factory=dict)  # intake's verdicts per decoded layout
+    text: TextModel | None = None  # a text model's tokenizer (BYTES ``text`` requests)
 
     @property
     def version(self) -> int:
@@ -210,9 +212,10 @@ class Sessions:
         except Exception as exc:  # onnxruntime raises its own exception types
             raise AiaasError("model does not load in onnxruntime", code=ErrorCode.INTERNAL,
                              model=mv.name, version=mv.version, detail=str(exc)[:300]) from exc
-        log.info("model %s: loaded version %d (%d bytes, %s)", mv.name, mv.version, mv.size_bytes,
-                 session.get_providers()[0])
-        return Loaded(mv, session, [o.name for o in session.get_outputs()])
+        text_model = await load_text(self.registry, mv, session)
+        log.info("model %s: loaded version %d (%d bytes, %s%s)", mv.name, mv.version, mv.size_bytes,
+                 session.get_providers()[0], ", text" if text_model else "")
+        return Loaded(mv, session, [o.name for o in session.get_outputs()], text=text_model)
 
     def _evict(self) -> None:
         keep = {x.version for x in (self.default, self.canary) if x is not None}

@@ -1,0 +1,106 @@
+"""Text serving in the worker without a broker (``aiaas.agents.inference.text``): the worker's tokenizer
+against transformers' on 100 texts, sub-batches by length, the request checks, and the order of the
+outputs when texts of mixed lengths share onnxruntime calls."""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+
+import numpy as np
+import pytest
+
+from aiaas.agents.inference.text import IDS, MASK, TEXT, TextModel, TextSettings, checked, plan
+from aiaas.data.pretrained import pretrained_dir, text_tokenizer, tokenizer_json
+from aiaas.data.textdata import debian_split
+from aiaas.schemas.errors import BadInput
+from aiaas.schemas.jobs import JobSpec
+
+NAME = "all-MiniLM-L6-v2"
+TRICKY = ["a", "Ünïcödé àccents and CAPITALS", "日本語のテキスト", "emoji 🚀 rocket", "tab\tand\nnewline",
+          "don't split-words (parentheses) [brackets] {braces}", "x" * 300, "numbers 3.14159 and 1,000,000",
+          "word " * 200, "  leading and trailing spaces  "]
+
+
+def _model(max_length: int = 64, **cfg: float) -> TextModel:
+    return TextModel(text_tokenizer(tokenizer_json(NAME), max_length), max_length, [IDS, MASK], True,
+                     cfg=TextSettings(**cfg))
+
+
+@cache
+def _texts() -> list[str]:
+    spec = JobSpec.model_validate({
+        "job_id": "t", "steps": 1, "model": {"kind": "transformer-classifier", "output_dim": 4, "max_seq_len": 32},
+        "data": {"source": "debian", "text": {"max_length": 32, "per_class": 30,
+                                              "sections": ["games", "graphics", "science", "sound"]}}})
+    split = debian_split(spec.data)
+    return (split.train_texts + split.test_texts)[:90] + TRICKY
+
+
+def test_worker_tokenizer_matches_transformers_on_100_texts_and_flags_truncation() -> None:
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from transformers import AutoTokenizer
+
+    texts = _texts()
+    assert len(texts) == 100
+    ref = AutoTokenizer.from_pretrained(str(pretrained_dir(NAME)), local_files_only=True)
+    want = ref(texts, truncation=True, max_length=64)["input_ids"]
+    full = ref(texts)["input_ids"]
+    ids, truncated = _model(64).tokenize(texts)
+    assert ids == want
+    assert truncated.tolist() == [len(f) > 64 for f in full] and truncated.sum() >= 1
+
+
+def test_plan_sorts_by_length_and_keeps_one_long_text_from_padding_short_ones() -> None:
+    cfg = TextSettings()
+    lengths = np.array([12] * 31 + [128])
+    parts = plan(lengths, cfg)
+    assert [len(p) for p in parts] == [31, 1] and parts[1].tolist() == [31]
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(8, 129, 128)
+    parts = plan(lengths, cfg)
+    assert sorted(np.concatenate(parts).tolist()) == list(range(128))
+    assert all(len(p) <= cfg.batch and len(p) * lengths[p].max() <= cfg.max_tokens for p in parts)
+    padded = sum(len(p) * int(lengths[p].max()) for p in parts)
+    assert 1 - lengths.sum() / padded <= 0.25  # arrival order in batches of 32 pads ~45%
+    assert [len(p) for p in plan(np.array([5, 5]), TextSettings(batch=1))] == [1, 1]
+
+
+def test_request_checks_name_what_is_wrong() -> None:
+    arrays = {TEXT: np.array([b"caf\xc3\xa9", "plain"], dtype=object)}
+    assert checked(arrays) == 2 and arrays[TEXT].tolist() == ["café", "plain"]
+    bad = [({TEXT: np.array([b"ok", b"\xff\xfe"], dtype=object)}, "not valid UTF-8"),
+           ({TEXT: np.array([""], dtype=object)}, "text is empty"),
+           ({TEXT: np.zeros(2, np.float32)}, "wrong datatype"),
+           ({TEXT: np.array([["a", "b"]], dtype=object)}, "wrong shape"),
+           ({TEXT: np.array(["a"], dtype=object), "other": np.zeros(1)}, "one BYTES input named 'text'")]
+    for arrays, reason in bad:
+        with pytest.raises(BadInput, match=reason) as err:
+            checked(arrays)
+        assert err.value.status_code == 400
+    with pytest.raises(BadInput) as err:
+        checked({TEXT: np.array([b"ok", b"\xff\xfe"], dtype=object)})
+    assert err.value.details["index"] == 1 and err.value.details["position"] == 0
+
+
+def _fake_run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A stand-in graph whose answer for a row depends only on that row's unpadded tokens."""
+    ids, mask = feeds[IDS], feeds[MASK]
+    total = (ids * mask).sum(axis=1, dtype=np.float64)
+    scores = np.stack([total, mask.sum(axis=1)], axis=1).astype(np.float32)
+    return {"scores": scores, "label": np.where(total % 2 == 0, "even", "odd").astype(object)}
+
+
+def test_mixed_lengths_in_one_call_answer_each_request_in_order_with_its_truncation() -> None:
+    tm = _model(32, batch=4)
+    texts = _texts()[:20] + ["word " * 100]
+    requests = [np.array(texts[i:i + 3], dtype=object) for i in range(0, 21, 3)]
+    together = tm.run(_fake_run, requests)
+    for r, (outs, params) in zip(requests, together, strict=True):
+        alone = [tm.run(_fake_run, [np.array([t], dtype=object)])[0][0] for t in r.tolist()]
+        assert np.array_equal(outs["scores"], np.concatenate([a["scores"] for a in alone]))
+        assert outs["label"].tolist() == [a["label"][0] for a in alone]
+        assert params["truncated"] is (r[-1] == "word " * 100)
+    assert together[-1][1] == {"truncated": True, "truncated_count": 1, "max_length": 32,
+                               "truncated_rows": "2"}
+    assert tm.pads / tm.tokens < 0.5
