@@ -22,12 +22,13 @@ MODEL_PUSH = "model.push"
 MODEL_PROMOTE = "model.promote"
 MODEL_ROLLBACK = "model.rollback"
 MODEL_CANARY = "model.canary"
+MODEL_MASK = "model.mask"  # a model's personal request fields (docs/security.md, "Masking")
 JOB_START = "job.start"
 JOB_STOP = "job.stop"
 KEY_CREATE = "key.create"
 KEY_REVOKE = "key.revoke"
-ACTIONS = (MODEL_PUSH, MODEL_PROMOTE, MODEL_ROLLBACK, MODEL_CANARY, JOB_START, JOB_STOP, KEY_CREATE,
-           KEY_REVOKE)
+ACTIONS = (MODEL_PUSH, MODEL_PROMOTE, MODEL_ROLLBACK, MODEL_CANARY, MODEL_MASK, JOB_START, JOB_STOP,
+           KEY_CREATE, KEY_REVOKE)
 
 
 class AuditRecord(Envelope):

@@ -1,4 +1,4 @@
-"""Serving commands: ``aiaas models push|pull|list|promote|rollback|canary`` (the changes audited),
+"""Serving commands: ``aiaas models push|pull|list|promote|rollback|canary|mask`` (changes audited),
 ``aiaas infer`` and ``aiaas worker inference`` (one inference worker process; flags in
 agents/inference/cli.py, plus ``--wait``: without it an unknown model name exits with an error
 instead of waiting)."""
@@ -16,7 +16,7 @@ from aiaas.agents.inference.cli import inference
 from aiaas.cli import errors, splitting, textmodels
 from aiaas.cli.modelcheck import checked_worker, require_model, versions_of
 from aiaas.cli.output import JsonOpt, show, show_json
-from aiaas.schemas.audit import MODEL_CANARY, MODEL_PROMOTE, MODEL_PUSH, MODEL_ROLLBACK
+from aiaas.schemas.audit import MODEL_CANARY, MODEL_MASK, MODEL_PROMOTE, MODEL_PUSH, MODEL_ROLLBACK
 
 T = TypeVar("T")
 models = typer.Typer(no_args_is_help=True, help="Model registry: versions, stages, canaries.")
@@ -139,6 +139,22 @@ def canary(name: str, version: int,
     """Serve VERSION to WEIGHT of NAME's requests beside production."""
     _show(_audited(MODEL_CANARY, name, lambda reg: reg.set_canary(name, version, weight),
                    requested_version=version, weight=weight))
+
+
+@models.command("mask")
+def mask(
+    name: str, version: int,
+    drop: Annotated[list[str] | None, typer.Option(help="a request parameter to remove (repeat)")] = None,
+    hash_: Annotated[list[str] | None, typer.Option("--hash", help="one to hash (repeat)")] = None,
+) -> None:
+    """Declare NAME VERSION's personal request parameters, dropped or hashed by the bridge before
+    Kafka (docs/security.md, "Masking"); neither option clears them."""
+    from aiaas.schemas.masking import Masking
+
+    spec = Masking(drop=drop or [], hash=hash_ or [])
+    masking = None if spec.empty() else spec
+    _show(_audited(MODEL_MASK, name, lambda reg: reg.set_masking(name, version, masking),
+                   requested_version=version, drop=spec.drop, hash=spec.hash))
 
 
 def infer(
