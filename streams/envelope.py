@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from aiaas.schemas.errors import EnvelopeError, ErrorCode
 from aiaas.streams import headers as h
-from aiaas.streams.keyring import KeyProvider
+from aiaas.streams.keyring import KeyProvider, Keyring, KeySettings, load_keyring
 
+RawHeaders = Mapping[str, str | bytes] | Sequence[tuple[str, bytes]] | None
 MAGIC = b"\xffAE1"  # never the start of JSON, a frame or a tensor record (a length this big is refused)
 NONCE_BYTES = 12
 OVERHEAD = len(MAGIC) + NONCE_BYTES + 16
@@ -63,9 +64,10 @@ class Sealer:
             raise EnvelopeError("record value does not open with its data key (wrong key, or the bytes "
                                 "were altered)", data_key=key_id) from None
 
-    def open_record(self, value: bytes | None, headers: dict[str, str]) -> bytes | None:
-        """A record's clear value: opened when its headers name a data key, else as it is."""
-        kid = headers.get(h.DATA_KEY)
+    def open_record(self, value: bytes | None, headers: RawHeaders) -> bytes | None:
+        """A record's clear value: opened when its headers (a dict, or aiokafka's or faust's list of
+        pairs) name a data key, else as it is."""
+        kid = data_key_of(headers)
         return value if kid is None else self.open(value, kid)
 
     def seal_record(self, value: bytes, headers: list[tuple[str, bytes]], key_id: str | None,
@@ -96,3 +98,21 @@ def sealed_ids(headers: dict[str, str]) -> list[str]:
     except ValueError:
         return []
     return [i for i in ids if isinstance(i, str)][:4096] if isinstance(ids, list) else []
+
+
+def data_key_of(headers: RawHeaders) -> str | None:
+    """The ``data-key`` header of a record, in whichever form its reader gives headers."""
+    items = headers.items() if isinstance(headers, Mapping) else headers or ()
+    for name, value in items:
+        if name == h.DATA_KEY:
+            return value.decode() if isinstance(value, bytes) else value
+    return None
+
+
+def configured(opening_only: bool = False) -> Sealer:
+    """The sealer of this process's ``AIAAS_DATA_KEYS_FILE`` / ``AIAAS_DATA_KEYS``, sealing for
+    ``AIAAS_DATA_KEY_TENANT``; with no keys set it seals nothing and refuses sealed records (403).
+    Reads a file: call at start, not in a constructor."""
+    cfg = KeySettings()
+    keys = load_keyring(cfg) or Keyring([])
+    return Sealer(keys, None if opening_only else cfg.data_key_tenant)

@@ -14,6 +14,7 @@ from aiaas.schemas.errors import InvalidMessage, Unavailable
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.training import DATA_INFO_KEY, DataBatch
 from aiaas.streams import codecs
+from aiaas.streams.envelope import configured
 from aiaas.streams.readers import open_assigned
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
@@ -60,12 +61,13 @@ async def load_test_split(settings: Settings, spec: JobSpec, wait_s: float = 120
     """The job's test rows (x, y), in offset order, and its DataInfo."""
     topic = Topics(settings).train_test(spec.job_id).name
     xs, ys, data = [], [], None
+    sealer = configured(opening_only=True)  # sealed test batches open in memory (docs/security.md)
     for rec in await _read_all(settings, topic, 1, wait_s):
         try:
             if rec.key == DATA_INFO_KEY.encode():
                 data = JobData.unpack(rec.value)
                 continue
-            header, tensors = codecs.unpack(rec.value, DataBatch)
+            header, tensors = codecs.unpack(sealer.open_record(rec.value, rec.headers), DataBatch)
         except InvalidMessage as exc:
             log.warning("skipping an undecodable test record @%d: %s", rec.offset, exc.reason)
             continue
@@ -84,9 +86,10 @@ async def train_rows(settings: Settings, spec: JobSpec, wait_s: float = 120.0) -
     """Rows in the data topic (from the batch headers only: tensors are not decoded)."""
     topic = Topics(settings).train_data(spec.job_id, spec.data.partitions).name
     rows = 0
+    sealer = configured(opening_only=True)
     for rec in await _read_all(settings, topic, spec.data.partitions, wait_s):
         try:
-            rows += codecs.split_header(rec.value, DataBatch)[0].rows
+            rows += codecs.split_header(sealer.open_record(rec.value, rec.headers), DataBatch)[0].rows
         except InvalidMessage:
             continue
     return rows

@@ -16,10 +16,11 @@ from typing import Any
 import faust
 import numpy as np
 
-from aiaas.schemas.errors import InvalidMessage
+from aiaas.schemas.errors import EnvelopeError, InvalidMessage
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.training import DataBatch
 from aiaas.streams import codecs
+from aiaas.streams.envelope import configured
 from aiaas.streams.faust_app import app_config
 from aiaas.streams.jobs import trainer_group
 from aiaas.streams.settings import Settings
@@ -71,13 +72,19 @@ def build_app(
     topic = app.topic(data_topic, key_type=bytes, value_type=bytes, key_serializer="raw",
                       value_serializer="raw", acks=False, internal=False)
     stats = {"batches": 0, "rejected": 0}
+    sealer = configured(opening_only=True)  # sealed data batches open in memory (docs/security.md)
 
     async def ingest(stream: Any) -> None:
         async for events in stream.take_events(TAKE, within=WITHIN_S):
             for event in events:
                 msg = event.message
                 try:
-                    x, y = decode_batch(event.value, spec)
+                    x, y = decode_batch(sealer.open_record(event.value, event.headers), spec)
+                except EnvelopeError as exc:  # every batch under that key will fail alike
+                    stats["rejected"] += 1
+                    if data.fatal is None:
+                        data.fatal = f"data batch cannot be opened: {exc.reason} {exc.details}"
+                    continue
                 except InvalidMessage as exc:
                     stats["rejected"] += 1
                     log.warning("skipping data record %s[%d]@%d: %s %s", msg.topic, msg.partition,

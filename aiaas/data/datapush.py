@@ -27,6 +27,7 @@ from aiaas.schemas.jobs import DataSpec, JobSpec
 from aiaas.schemas.training import DATA_INFO_KEY, DataBatch
 from aiaas.streams import codecs
 from aiaas.streams.admin import Admin
+from aiaas.streams.envelope import Sealer, configured
 from aiaas.streams.producer import Producer
 from aiaas.streams.retry import started
 from aiaas.streams.settings import Settings
@@ -95,16 +96,21 @@ def _y_wire(y: np.ndarray, task: str) -> np.ndarray:
 
 async def _send_split(
     prod: Producer, topic: str, batches: list[tuple[int, np.ndarray, np.ndarray]],
-    header: DataBatch, task: str,
+    header: DataBatch, task: str, sealer: Sealer | None = None,
 ) -> tuple[int, list[asyncio.Future[RecordMetadata]]]:
-    """Queue (partition, x, y) batches; returns bytes queued and the ack futures."""
+    """Queue (partition, x, y) batches (sealed under the tenant's data key when ``sealer`` has
+    one, docs/security.md); returns bytes queued and the ack futures."""
     futures, size = [], 0
+    data_key = sealer.key_for() if sealer is not None else None
     for i, (part, xb, yb) in enumerate(batches):
         head = header.model_copy(update={"batch_index": header.batch_index + i, "rows": len(xb)})
         value = codecs.pack(head, {"x": _x_wire(xb), "y": _y_wire(yb, task)})
+        headers: list[tuple[str, bytes]] = []
+        if sealer is not None and data_key is not None:
+            value, headers = sealer.seal_record(value, headers, data_key)
         size += len(value)
         futures.append(await prod.send(topic, value, key=f"{header.split}:{head.batch_index}",
-                                       partition=part))
+                                       headers=headers, partition=part))
     return size, futures
 
 
@@ -137,12 +143,13 @@ async def push_data(
     parts, train = _layout(ds, data)
     test = [(0, xb, yb) for xb, yb in _batches(ds.x_test, ds.y_test, TEST_BATCH_ROWS)]
     base = DataBatch(job_id=job_id, batch_index=0, rows=1, strategy=data.strategy)
-    info = describe(job_id, data, ds).pack()
+    info = describe(job_id, data, ds).pack()  # shapes, scaling, classes: not sealed
+    sealer = configured()  # AIAAS_DATA_KEY_TENANT's key seals the rows, when one is set
     async with Producer(settings) as prod:
         f0 = await prod.send(test_topic.name, info, key=DATA_INFO_KEY, partition=0)
-        n1, f1 = await _send_split(prod, data_topic.name, train, base, ds.task)
+        n1, f1 = await _send_split(prod, data_topic.name, train, base, ds.task, sealer)
         n2, f2 = await _send_split(prod, test_topic.name, test, base.model_copy(update={"split": "test"}),
-                                   ds.task)
+                                   ds.task, sealer)
         await asyncio.gather(f0, *f1, *f2)
     return PushReport(
         job_id=job_id, data_topic=data_topic.name, test_topic=test_topic.name, strategy=data.strategy,

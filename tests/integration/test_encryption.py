@@ -14,13 +14,17 @@ import onnxruntime as ort
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from aiaas.agents.launcher import run_in_process
 from aiaas.client.inference import InferenceClient, InferenceError, InferResult
+from aiaas.data.datasets import load_dataset
 from aiaas.registry.store import Registry
+from aiaas.schemas.jobs import JobSpec
 from aiaas.streams import headers as h
 from aiaas.streams.admin import Admin
 from aiaas.streams.envelope import Sealer, is_sealed
 from aiaas.streams.keyring import Keyring, key_file_json, new_key
 from aiaas.streams.settings import Settings
+from aiaas.streams.topics import Topics
 from tests import examples
 from tests.workers import running_worker
 
@@ -102,3 +106,25 @@ async def test_sealed_requests_and_replies_carry_no_plaintext(settings: Settings
     assert {x["details"].get("data_key") for x in letters} >= {"acme-1", "ghost-1"}
     for value in [v for _, v, _ in records] + kept:
         assert marker not in value and out_bytes not in value
+
+
+async def test_sealed_training_data_trains_and_stays_sealed(settings: Settings, acme: Keyring,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """`data push` seals the rows under the tenant's key; the trainer and the aggregator (test split)
+    open them in memory: the job trains, and no row is readable on the data or test topic."""
+    monkeypatch.setenv("AIAAS_DATA_KEY_TENANT", "acme")
+    spec = JobSpec.model_validate({
+        "job_id": "sealed", "model": {"input_dim": 64, "hidden": [32], "output_dim": 10}, "trainers": 1,
+        "optimizer": {"name": "adam", "lr": 3e-3}, "steps": 30, "eval_interval": 10,
+        "sync": {"mode": "sync"}, "data": {"source": "digits", "partitions": 1}})
+    status = await run_in_process(settings, spec, timeout_s=90)
+    assert status.state in ("succeeded", "missed_target"), status.error
+    assert status.metrics["test_accuracy"] > 0.5  # trained on opened rows, scored on the opened test split
+    t = Topics(settings)
+    records = await raw_values(settings, [t.train_data("sealed", 1).name, t.train_test("sealed").name])
+    batches = [(v, hd) for _, v, hd in records if hd.get(h.DATA_KEY) is not None]
+    assert len(batches) >= len(records) - 1  # all but the DataInfo record
+    assert all(hd[h.DATA_KEY] == "acme-1" and is_sealed(v) for v, hd in batches)
+    ds = load_dataset(spec.data)
+    rows = [x.astype(np.float32).tobytes()[:32] for x in (*ds.x_train[:20], *ds.x_test[:20]) if x[:8].any()]
+    assert rows and not any(row in v for row in rows for _, v, _ in records)
