@@ -42,12 +42,13 @@ class Cut:
 
 
 def _sizes(graph: onnx.GraphProto) -> dict[str, int]:
-    """Weight initializers: name -> bytes."""
+    """Weight initializers (float matrices, or float vectors of ``HEAVY_ELEMENTS`` or more): name -> bytes."""
     out = {}
     for init in graph.initializer:
         n = int(np.prod(init.dims)) if init.dims else 1
-        if n >= HEAVY_ELEMENTS:
-            out[init.name] = n * max(1, helper.tensor_dtype_to_np_dtype(init.data_type).itemsize)
+        dtype = helper.tensor_dtype_to_np_dtype(init.data_type)
+        if dtype.kind == "f" and (len(init.dims) >= 2 or n >= HEAVY_ELEMENTS):
+            out[init.name] = n * dtype.itemsize
     return out
 
 
