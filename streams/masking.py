@@ -94,17 +94,18 @@ class Masker:
     def passthrough(self, row: dict[str, Any]) -> dict[str, Any]:
         """A decoded record's passthrough fields (keyed by their declared path), masked in place."""
         for path in list(row):
+            base = path.removesuffix("[]")  # an array field: its items are masked alike
             for parts, action in self._split:
                 masked = ".".join(parts)
-                if path == masked or path.startswith(masked + "."):  # the personal field or inside it
+                if base == masked or base.startswith(masked + "."):  # the personal field or inside it
                     if action == "drop":
                         del row[path]
                     else:
                         row[path] = self.hashed(row[path])
                     break
-                if masked.startswith(path + ".") and isinstance(row[path], dict | list):  # it holds one
+                if masked.startswith(base + ".") and isinstance(row[path], dict | list):  # it holds one
                     row[path] = json.loads(json.dumps(row[path], default=str))  # a copy we may change
-                    _walk(row[path], parts[len(path.split(".")):], action, self, [])
+                    _walk(row[path], parts[len(base.split(".")):], action, self, [])
         return row
 
     def hashed(self, value: Any) -> Any:

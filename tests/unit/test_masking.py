@@ -52,6 +52,8 @@ def test_passthrough_exact_inside_and_holding() -> None:
     assert row == {"email": mk.digest("a@b.c"), "user": {"id": 7}, "id": "e1"}
     row2 = {"user.ssn": "123-45-6789", "email": None}
     assert mk.passthrough(row2) == {"email": None}
+    row3 = {"user[]": [{"ssn": "1", "id": 1}], "email[]": ["a@b.c", None]}
+    assert mk.passthrough(row3) == {"user[]": [{"id": 1}], "email[]": [mk.digest("a@b.c"), None]}
 
 
 def test_key_headers_and_scrub() -> None:
