@@ -32,6 +32,7 @@ from aiaas.agents.bridge.webhookpost import Poster, backoff, webhook_body
 from aiaas.agents.bridge.webhookqueue import WebhookQueue
 from aiaas.schemas.errors import AiaasError, ErrorCode, StoreUnavailable, Timeout, Unavailable
 from aiaas.schemas.records import DeadLetter
+from aiaas.streams.envelope import Sealer, configured
 from aiaas.streams.producer import Producer
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,10 @@ class Dispatcher:
         self._down_since: float | None = None  # Redis unreachable since (for one log line per outage)
         self._tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.Task[None] | None = None
+        self.sealer: Sealer | None = None  # dead-lettered bodies: sealed under the tenant's data key
 
     async def start(self) -> None:
+        self.sealer = configured(opening_only=True)  # reads AIAAS_DATA_KEYS_FILE (docs/security.md)
         await self.poster.start()
         self._loop = asyncio.create_task(self._run(), name="webhook-dispatcher")
 
@@ -213,9 +216,10 @@ class Dispatcher:
         log.error("webhook for %s dead-lettered: its request state is unreadable", request_id)
 
     async def _dead_letter(self, state: RequestState, body: bytes, last: str) -> None:
+        body, sealed = self._sealed(body, state.tenant)
         await self._send_letter(state.id, body, {
             "request_id": state.id, "url": state.callback, "attempts": state.attempts, "last": last,
-            "tenant": state.tenant, "model": state.model})
+            "tenant": state.tenant, "model": state.model, **sealed})
         state.webhook = "failed"
         state.status = "failed"
         why = f"callback delivery failed after {state.attempts} attempts: {last}"
@@ -223,6 +227,14 @@ class Dispatcher:
         await self.states.update(state)
         await self.queue.remove(state.tenant, state.id)
         log.warning("webhook for %s dead-lettered after %d attempts (%s)", state.id, state.attempts, last)
+
+    def _sealed(self, body: bytes, tenant: str) -> tuple[bytes, dict[str, object]]:
+        """A webhook body (the reply) sealed under its tenant's data key when it has one, and the
+        key id for the letter's details."""
+        data_key = self.sealer.key_for(tenant) if self.sealer is not None else None
+        if self.sealer is None or data_key is None:
+            return body, {}
+        return self.sealer.seal(body, data_key), {"data_key": data_key}
 
     async def _send_letter(self, request_id: str, body: bytes, details: dict[str, object]) -> None:
         letter = DeadLetter(
