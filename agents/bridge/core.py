@@ -66,7 +66,8 @@ class Bridge(Service):
                              bridge_settings.health_probe_s, bridge_settings.health_timeout_s)
         self.admin = Admin(settings)
         self.client = InferenceClient(
-            settings, client_id=bridge_settings.reply_client(), timeout_s=bridge_settings.default_timeout_s
+            settings, client_id=bridge_settings.reply_client(), timeout_s=bridge_settings.default_timeout_s,
+            pack_linger_ms=bridge_settings.pack_linger_ms,
         )
         self.registry = Registry(settings)
         self.dispatcher = Dispatcher(

@@ -23,6 +23,7 @@ from aiaas.agents.bridge.errors import error_body, internal_error
 from aiaas.agents.bridge.follow import Follow, finish_retrying, stored_answer
 from aiaas.agents.bridge.idempotency import fingerprint
 from aiaas.agents.bridge.keys import Principal
+from aiaas.agents.bridge.masking import mask_parameters
 from aiaas.agents.bridge.state import ORPHAN_GRACE_S, RequestState
 from aiaas.client.inference import Reply
 from aiaas.schemas.errors import AiaasError, Unavailable
@@ -67,18 +68,20 @@ class InferService:
         wanted = parsed.timeout_s or call.timeout_s or self.b.bs.default_timeout_s
         return min(wanted, self.b.bs.max_timeout_s)
 
-    def _headers(self, call: Call, parsed: oip.ParsedRequest) -> dict[str, str]:
-        hdrs = dict(parsed.headers)
-        hdrs[h.TENANT] = call.who.tenant.name
-        if call.version is not None:
-            hdrs[h.MODEL_VERSION] = call.version
-        hdrs[h.TRACEPARENT] = tracing.hop(call.traceparent, "bridge.infer", SpanKind.PRODUCER)
+    @staticmethod
+    def _headers(call: Call) -> dict[str, str]:
+        """The tenant (shared by a frame's entries) and, for a traced call, the bridge's span in the
+        caller's trace (the request's own: it then travels as an entry of its own, not a row)."""
+        hdrs = {h.TENANT: call.who.tenant.name}
+        if call.traceparent:
+            hdrs[h.TRACEPARENT] = tracing.hop(call.traceparent, "bridge.infer", SpanKind.PRODUCER)
         return hdrs
 
     async def handle(self, call: Call) -> oip.HttpBody | Accepted:
         parsed = oip.parse_request(call.body, call.header_length)
         callback = call.callback or parsed.callback
         await self.b.model_for(call.who, call.model, call.version)
+        mask_parameters(parsed.parameters, self.b.registry.versions.values(), call.model)  # before Kafka
         if callback is not None:
             await self.b.dispatcher.policy.check(callback)
         await self.b.ensure_request_topic(call.model)
@@ -118,9 +121,10 @@ class InferService:
         m.in_flight.inc()
         t0 = time.perf_counter()
         try:
-            return await self.b.client.request(
-                call.model, parsed.value, self._headers(call, parsed), request_id=rid, timeout=timeout_s
-            )
+            return await self.b.client.call(
+                call.model, parsed.inputs, timeout=timeout_s, version=call.version,
+                headers=self._headers(call), request_id=rid, parameters=parsed.parameters,
+                outputs=parsed.outputs)
         finally:
             m.in_flight.dec()
             m.observe_reply(call.model, time.perf_counter() - t0)  # a known model: bounded labels
@@ -145,7 +149,7 @@ class InferService:
             except AiaasError as exc:
                 await self._failed(call, state, exc)
                 raise
-            status, body = oip.json_result(reply)
+            status, body = oip.json_result(reply, parsed.request_id)
             if status in RETRIABLE_STATUS:
                 await self.b.idempotency.release(call.who.tenant.name, key, rid)
             await self.b.states.finish(state, body if status == 200 else None, status_code=status,
@@ -214,7 +218,7 @@ class InferService:
     ) -> None:
         try:
             reply = await self._request(call, parsed, state.id, timeout_s)
-            status, body = oip.json_result(reply)
+            status, body = oip.json_result(reply, parsed.request_id)
             await finish_retrying(self.b.states, state, body if status == 200 else None, status,
                                   None if status == 200 else json.loads(body))
         except AiaasError as exc:

@@ -70,6 +70,8 @@ class BridgeSettings(BaseSettings):
         default=False, description="serve /metrics without a key (else a key with the metrics scope)"
     )
     default_timeout_s: float = Field(default=30.0, gt=0.0)
+    # concurrent calls of this window travel as one frame (one Kafka record per model and tenant)
+    pack_linger_ms: float = Field(default=2.0, ge=0.0, le=50.0)
     max_timeout_s: float = Field(default=300.0, gt=0.0)
     result_ttl_s: int = Field(default=24 * 3600, ge=1)
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=1)

@@ -79,7 +79,8 @@ class InferenceClient(Service):
 
     def __init__(self, settings: Settings, *, client_id: str | None = None, max_in_flight: int = 4096,
                  timeout_s: float = 30.0, linger_ms: int = 0, pack_requests: int = 32,
-                 compression: str | None = None, sealer: Sealer | None = None) -> None:
+                 compression: str | None = None, sealer: Sealer | None = None,
+                 pack_linger_ms: float = 0.0) -> None:
         self.settings = settings
         self.linger_ms = linger_ms  # 0: send at once (aiokafka still batches what queues meanwhile)
         # Tensor bytes rarely compress: lz4 over float32 requests was 40% of this client's CPU and
@@ -87,6 +88,7 @@ class InferenceClient(Service):
         self.compression = compression
         # up to this many requests travel in one frame (1: a record each)
         self.pack_requests, self.pack_bytes = pack_requests, min(128 * 1024, settings.max_batch_size // 2)
+        self.pack_linger_s = pack_linger_ms / 1000  # > 0: a frame waits this long for more requests
         self.topics = Topics(settings)
         self.client_id = client_id or f"{settings.client_id}-{uuid.uuid4().hex[:8]}"
         self.reply_topic = self.topics.replies(self.client_id).name
@@ -115,7 +117,7 @@ class InferenceClient(Service):
             self.sealer = configured_sealer()
         self.waiting.sealer = self.sealer
         self._batches = TickBatches(self._producer, self._not_sent, pack_max=self.pack_requests,
-                                    pack_bytes=self.pack_bytes,
+                                    pack_bytes=self.pack_bytes, linger_s=self.pack_linger_s,
                                     seal=self._seal_frame if self.sealer else None)
         # the broker answers a waiting fetch as soon as a reply lands, so a longer wait adds no latency;
         # a short one only costs CPU while idle (5 ms: 200 empty fetches/s, 7% of a core here)
@@ -169,18 +171,32 @@ class InferenceClient(Service):
     ) -> InferResult:
         """One request; returns the decoded outputs or raises InferenceError (with status_code).
         ``binary`` is kept for callers of older versions: every request travels in a binary frame."""
+        reply = await self.call(model, inputs, timeout=timeout, version=version, headers=headers,
+                                request_id=request_id, parameters=parameters, outputs=outputs)
+        return reply.result()
+
+    async def call(
+        self, model: str, inputs: Inputs, *, timeout: float | None = None,  # noqa: ASYNC109 - also the deadline
+        version: int | str | None = None, headers: Mapping[str, str] | None = None,
+        request_id: str | None = None, parameters: dict[str, Any] | None = None,
+        outputs: Sequence[str] | None = None,
+    ) -> Reply:
+        """``infer``'s reply as it comes, an error reply included (the HTTP bridge's call: it answers
+        with the reply's status). The request is an entry of this tick's frame; a ``traceparent``
+        header stays the entry's own (its request then travels alone, not as a row)."""
         rid = request_id or self.new_id()
         arrays, fields = arrays_of(inputs), request_fields(parameters, outputs)
-        layout = layout_of(arrays, rows=not fields)
         extra = _present({**(headers or {}), h.MODEL_VERSION: str(version) if version is not None else None})
+        trace = extra.pop(h.TRACEPARENT, None)
+        layout = layout_of(arrays, rows=not fields and trace is None)
         stream = await self.stream(model, extra)
         if rid in self.waiting:
             raise AiaasError("request id already in flight", code=ErrorCode.CONFLICT, request_id=rid)
         timeout_s = self.timeout_s if timeout is None else timeout
         fut = await self.waiting.add(rid, timeout_s)
-        self.send_request(stream, rid, arrays, timeout_s, extra.get(h.DEADLINE), fields, layout)
-        reply = await fut
-        return reply.result()
+        own = {h.TRACEPARENT: trace} if trace is not None else None
+        self.send_request(stream, rid, arrays, timeout_s, extra.get(h.DEADLINE), fields, layout, own)
+        return await fut
 
     async def request(
         self, model: str, value: bytes, headers: Mapping[str, str], *, request_id: str | None = None,
@@ -216,12 +232,13 @@ class InferenceClient(Service):
         return fut
 
     def send_request(self, stream: Stream, rid: str, arrays: dict[str, np.ndarray], timeout_s: float,
-                     deadline: str | None, fields: dict[str, Any] | None, layout: Layout | None) -> None:
+                     deadline: str | None, fields: dict[str, Any] | None, layout: Layout | None,
+                     own: dict[str, str] | None = None) -> None:
         """Queue a request (its reply already waited for) as an entry of this tick's frame for
-        ``stream``; a failure to queue fails the request."""
+        ``stream`` (``own``: the entry's own headers); a failure to queue fails the request."""
         assert self._batches is not None
         try:
-            self._batches.add_request(stream, rid, arrays, timeout_s, deadline, fields, layout)
+            self._batches.add_request(stream, rid, arrays, timeout_s, deadline, fields, layout, own)
         except Exception as exc:
             self.waiting.fail(rid, Unavailable("request could not be sent", detail=str(exc)[:200]))
 

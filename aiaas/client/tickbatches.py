@@ -76,11 +76,12 @@ class _Pack:
 
 class TickBatches:
     def __init__(self, producer: AIOKafkaProducer, failed: Failed, *, pack_max: int = 32,
-                 pack_bytes: int = 128 * 1024, seal: Seal | None = None) -> None:
+                 pack_bytes: int = 128 * 1024, seal: Seal | None = None, linger_s: float = 0.0) -> None:
         self.producer = producer
         self.failed = failed  # called with the request ids of a batch that was not delivered
         self.seal = seal  # (value, headers, ids) -> sealed under a tenant data key (docs/security.md)
         self.pack_max, self.pack_bytes = pack_max, pack_bytes
+        self.linger_s = linger_s  # > 0: a flush waits this long for more requests (the HTTP bridge's)
         self._packs: dict[Stream, _Pack] = {}
         self._open: dict[str, _Open] = {}
         self._full: list[tuple[str, _Open]] = []
@@ -100,10 +101,11 @@ class TickBatches:
 
     def add_request(self, stream: Stream, rid: str, tensors: dict[str, np.ndarray], timeout_s: float,
                     deadline: str | None = None, fields: dict[str, Any] | None = None,
-                    layout: Layout | None = None) -> None:
+                    layout: Layout | None = None, own: dict[str, str] | None = None) -> None:
         """Queue one request as an entry of this tick's frame for ``stream`` (``layout``: its
         tensors' ``layout_of``, to travel as a row of an entry with the others of that layout and
-        timeout; the entry's deadline is its first row's, the earliest)."""
+        timeout; the entry's deadline is its first row's, the earliest; ``own``: headers of its own,
+        e.g. its ``traceparent``, for a request that travels as an entry of its own)."""
         pack = self._packs.get(stream)
         if pack is None:
             self._schedule()
@@ -112,8 +114,8 @@ class TickBatches:
         for a in tensors.values():
             size += a.nbytes
         if layout is None or size > self.pack_bytes // 2:
-            own = {h.DEADLINE: deadline or str(h.deadline_ms(timeout_s))}
-            pack.entries.append(frame.Entry([rid], tensors, own, fields or {}))
+            hd = {h.DEADLINE: deadline or str(h.deadline_ms(timeout_s)), **(own or {})}
+            pack.entries.append(frame.Entry([rid], tensors, hd, fields or {}))
         else:
             key = (layout, timeout_s, deadline)
             rows = pack.rows.get(key)
@@ -175,6 +177,8 @@ class TickBatches:
         return _Open(self.producer.create_batch(), self._next % partitions)
 
     async def _flush(self) -> None:
+        if self.linger_s > 0:
+            await asyncio.sleep(self.linger_s)
         for stream in list(self._packs):
             self._seal(stream)
         ready, self._full = [*self._full, *self._open.items()], []

@@ -11,11 +11,12 @@ import httpx
 from aiaas.agents.bridge.app import create_app
 from aiaas.agents.bridge.settings import BridgeSettings
 from aiaas.registry.store import Registry
+from aiaas.streams import frame, tracing
 from aiaas.streams import headers as h
-from aiaas.streams import tracing
 from aiaas.streams.admin import Admin
 from aiaas.streams.consumer import Consumer
 from aiaas.streams.record import Record
+from aiaas.streams.replywire import replies_of
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
 from tests import examples
@@ -52,16 +53,19 @@ async def test_traceparent_travels_through_bridge_kafka_and_worker(settings: Set
         request = await _first(settings, Topics(settings).infer_requests(model).name)
         reply = await _first(settings, bridge.client.reply_topic)
 
-    # The request record the worker consumed carries the caller's trace ...
-    assert tracing.trace_id(tracing.extract(request.headers)) == TRACE_ID
+    # The bridge sends frames: the request is an entry, its traceparent the entry's own header
+    [entry] = frame.decode(request.value, request.headers)
+    [answer] = replies_of(reply.value, reply.headers)
+    # The request the worker consumed carries the caller's trace ...
+    assert tracing.trace_id(tracing.extract(entry.headers)) == TRACE_ID
     # ... and the worker's reply, matched by correlation id, continues the same trace.
-    assert reply.headers[h.CORRELATION_ID] == request.headers[h.CORRELATION_ID]
-    assert tracing.trace_id(tracing.extract(reply.headers)) == TRACE_ID
+    assert answer.request_id == answer.headers[h.CORRELATION_ID] == entry.id
+    assert tracing.trace_id(tracing.extract(answer.headers)) == TRACE_ID
     # every hop is a span of its own: the caller's, the bridge's, the worker's
-    spans = [INCOMING, request.headers[h.TRACEPARENT], reply.headers[h.TRACEPARENT]]
+    spans = [INCOMING, entry.headers[h.TRACEPARENT], answer.headers[h.TRACEPARENT]]
     assert len({s.split("-")[2] for s in spans}) == 3
     # and the bridge hands the worker's span back to the HTTP caller
-    assert resp.headers[h.TRACEPARENT] == reply.headers[h.TRACEPARENT]
+    assert resp.headers[h.TRACEPARENT] == answer.headers[h.TRACEPARENT]
 
 
 def test_a_request_without_trace_starts_one_at_the_bridge() -> None:

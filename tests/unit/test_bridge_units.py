@@ -17,13 +17,12 @@ from aiaas.agents.bridge.auth import check_bind, presented_key
 from aiaas.agents.bridge.callbacks import CallbackPolicy
 from aiaas.agents.bridge.dispatcher import backoff, webhook_body
 from aiaas.agents.bridge.keys import Principal, Tenant
-from aiaas.agents.bridge.oip import ParsedRequest, encode_response, json_result, parse_request
+from aiaas.agents.bridge.oip import ParsedRequest, encode_response, json_result, parse_request, reply_to_http
 from aiaas.agents.bridge.settings import BridgeSettings
 from aiaas.agents.bridge.state import RequestState
 from aiaas.schemas.errors import AiaasError, CallbackRefused, InsecureConfig, InvalidMessage, RateLimited
 from aiaas.schemas.inference import InferenceResponse, Tensor
-from aiaas.streams import tensorcodec as tc
-from aiaas.streams.replywire import Reply
+from aiaas.streams.replywire import InferResult, Reply
 
 X = np.arange(8, dtype=np.float32).reshape(2, 4)
 JSON_BODY = {"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": X.ravel().tolist()}]}
@@ -98,15 +97,31 @@ def test_json_request_parses_and_strips_bridge_parameters() -> None:
     body = {**JSON_BODY, "parameters": {"callback_url": "http://8.8.8.8/", "timeout": 2, "keep": 1}}
     parsed = parse_request(json.dumps(body).encode(), None)
     assert parsed.callback == "http://8.8.8.8/" and parsed.timeout_s == 2.0
-    forwarded = json.loads(parsed.value)
-    assert forwarded["parameters"] == {"keep": 1} and not parsed.binary_in
+    assert parsed.parameters == {"keep": 1} and not parsed.binary_in and parsed.outputs is None
+    np.testing.assert_array_equal(parsed.inputs["input"], X)
+    assert parsed.inputs["input"].dtype == np.float32
+
+
+def test_nested_data_texts_and_outputs_parse_to_arrays() -> None:
+    body = {"id": "mine", "inputs": [
+        {"name": "a", "shape": [2, 2], "datatype": "INT64", "data": [[1, 2], [3, 4]]},
+        {"name": "t", "shape": [2, 1], "datatype": "BYTES", "data": [["x"], ["yz"]]}],
+        "outputs": [{"name": "label"}, {"name": "p", "parameters": {"binary_data": True}}]}
+    parsed = parse_request(json.dumps(body).encode(), None)
+    np.testing.assert_array_equal(parsed.inputs["a"], [[1, 2], [3, 4]])
+    assert parsed.inputs["t"].tolist() == [[b"x"], [b"yz"]] and parsed.request_id == "mine"
+    assert parsed.outputs == ["label", "p"] and parsed.binary_outputs == {"p"}
+    bad = {"inputs": [{"name": "a", "shape": [1], "datatype": "FP32", "data": [{"no": 1}]}]}
+    with pytest.raises(InvalidMessage):
+        parse_request(json.dumps(bad).encode(), None)
 
 
 def test_binary_request_parses_and_sizes_must_match() -> None:
     head = json.dumps({"inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32",
                                    "parameters": {"binary_data_size": 32}}]}).encode()
     parsed = parse_request(head + X.tobytes(), str(len(head)))
-    assert parsed.binary_in and parsed.value == head + X.tobytes()
+    assert parsed.binary_in
+    np.testing.assert_array_equal(parsed.inputs["input"], X)
     with pytest.raises(InvalidMessage):
         parse_request(head + X.tobytes()[:-4], str(len(head)))
     with pytest.raises(InvalidMessage):
@@ -144,7 +159,7 @@ def test_mixed_binary_and_json_outputs_encode() -> None:
         Tensor(name="a", shape=[2, 4], datatype="FP32", data=X.ravel().tolist()),
         Tensor(name="b", shape=[1], datatype="INT64", data=[7]),
     ])
-    parsed = ParsedRequest(b"", {}, False, binary_outputs={"a"})
+    parsed = ParsedRequest({}, {}, None, False, binary_outputs={"a"})
     out = encode_response(resp, {"a": X, "b": np.array([7], dtype=np.int64)}, parsed)
     n = int(out.headers["Inference-Header-Content-Length"])
     head = json.loads(out.content[:n])
@@ -155,11 +170,25 @@ def test_mixed_binary_and_json_outputs_encode() -> None:
 def test_a_binary_reply_holding_nan_is_stored_as_its_error_not_raised() -> None:
     """What Redis keeps is JSON, which has no NaN: the stored outcome is a 400 naming the tensor."""
     arr = np.array([[1.0, np.nan]], dtype=np.float32)
-    resp = InferenceResponse(model_name="m", outputs=[tc.from_numpy("output", arr, binary=True)])
-    enc = tc.encode(resp, resp.outputs, [arr], binary=True)
-    reply = Reply("r1", enc.value, {**enc.headers, "status-code": "200"})
+    reply = Reply("r1", b"", {"status-code": "200"}, InferResult("r1", "m", "1", {"output": arr}))
     status, body = json_result(reply)
     assert status == 400 and "NaN" in json.loads(body)["error"]
+
+
+def test_a_reply_entry_is_answered_in_the_encoding_asked_for() -> None:
+    """The caller's body id is echoed; JSON by default, all binary, or binary per output."""
+    outs: dict[str, np.ndarray] = {"a": X, "b": np.array([7], dtype=np.int64)}
+    reply = Reply("r1", b"", {"status-code": "200"}, InferResult("r1", "m", "2", outs))
+    plain = reply_to_http(reply, ParsedRequest({}, {}, None, False, request_id="mine"))
+    body = json.loads(plain.content)
+    assert plain.media_type == "application/json" and body["id"] == "mine" and body["model_version"] == "2"
+    assert body["outputs"][0]["data"] == X.ravel().tolist() and body["outputs"][1]["data"] == [7]
+    for parsed in (ParsedRequest({}, {}, None, False, binary_all=True),
+                   ParsedRequest({}, {}, None, False, binary_outputs={"a"})):
+        out = reply_to_http(reply, parsed)
+        n = int(out.headers["Inference-Header-Content-Length"])
+        np.testing.assert_array_equal(np.frombuffer(out.content[n:n + 32], "<f4").reshape(2, 4), X)
+        assert json.loads(out.content[:n])["id"] == "r1"
 
 
 # --------------------------------------------------------------------------- auth, settings, errors
