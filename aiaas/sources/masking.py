@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -69,15 +70,31 @@ class SourceMasker:
         """A rejection's reason without the record's personal values."""
         _, found = self.payload(raw)
         if found is None:  # unreadable: keep the kind of failure, not a parser's quote of the bytes
-            return reason.split(":", 1)[0]
+            return self.masker.scrub(reason.split(":", 1)[0], self.guessed(raw or b""))
         return self.masker.scrub(reason, found)
+
+    def guessed(self, raw: bytes) -> list[str]:
+        """The personal values an unreadable record seems to hold (``"name": value`` in broken JSON,
+        the declared columns' cells of a CSV line with the wrong number of them)."""
+        text = raw.decode("utf-8", "replace")
+        if self.source.format == "csv" and self.source.csv is not None:
+            cells = text.split(self.source.csv.delimiter)
+            cols = self.source.csv.columns
+            at = [cols.index(p) for p in self.masker.actions if p in cols]
+            return [cells[i] for i in at if i < len(cells)]
+        out: list[str] = []
+        for path in self.masker.actions:
+            name = re.escape(path.rsplit(".", 1)[-1])
+            out += re.findall(rf'"{name}"\s*:\s*"((?:[^"\\]|\\.)*)', text)
+            out += re.findall(rf'"{name}"\s*:\s*([^\s,}}\]"]+)', text)
+        return out
 
     def record(self, rec: Record, error: AiaasError) -> Record:
         """A dead letter's record and error, masked (``error`` is changed in place)."""
         value, found = self.payload(rec.value)
         if found is None:
             error.details["value"] = WITHHELD
-            found = []
+            found = self.guessed(rec.value or b"")
         error.reason = self.masker.scrub(error.reason, found)
         error.args = (error.reason,)
         error.details = {k: self.masker.scrub(v, found) if isinstance(v, str) else v

@@ -89,3 +89,4 @@ async def test_personal_fields_reach_no_topic_log_or_metric(
     assert len(on_input) == len(values)  # the check above reads the same way and would see it
     assert "dead-letter" in caplog.text and mark not in caplog.text
     assert mark not in generate_latest(REGISTRY).decode()
+

@@ -6,8 +6,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -15,7 +17,8 @@ from aiaas.schemas.errors import AiaasError, InvalidMessage
 from aiaas.schemas.masking import Masking
 from aiaas.schemas.sources import Source
 from aiaas.sources import compile_source
-from aiaas.sources.masking import WITHHELD, source_masker
+from aiaas.sources.decoded import Decoded, Rejection
+from aiaas.sources.masking import WITHHELD, MaskedDecoder, source_masker
 from aiaas.streams.masking import MASKED, Masker, MaskSettings
 from aiaas.streams.record import Record
 
@@ -102,6 +105,32 @@ def test_masked_decoder_passthrough_and_reasons(monkeypatch: pytest.MonkeyPatch)
     assert len(got.rejected) == 2 and all(MARK not in r.reason for r in got.rejected)
 
 
+class Quoting:
+    """A decoder whose reasons and errors quote the record (what MaskedDecoder must not let out)."""
+
+    def decode(self, values: Sequence[bytes]) -> Decoded:
+        if any(b"raise" in v for v in values):
+            raise ValueError(f"cannot read {values[0]!r}")
+        return Decoded(x=np.zeros((0, 1), np.float32), ok=np.zeros(0, np.int64),
+                       rejected=[Rejection(i, "a", f"bad record {v.decode()}") for i, v in enumerate(values)]
+                       + [Rejection(1, "", f"near {MARK}")])
+
+
+def test_masked_decoder_scrubs_quoting_reasons_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AIAAS_MASK_KEY", "test-key")
+    masks = source_masker(json_source())
+    assert masks is not None
+    dec = MaskedDecoder(Quoting(), masks)
+    got = dec.decode([json.dumps({"email": MARK, "a": "x"}).encode(), b'{"email": "' + MARK.encode()])
+    readable, unreadable, near = (r.reason for r in got.rejected)
+    assert readable == 'bad record {"email": "<masked>", "a": "x"}'
+    assert unreadable == 'bad record {"email"'  # only what comes before the first ':' of a reason
+    assert near == "near <masked>"  # "email": "..." found in the broken record
+    with pytest.raises(AiaasError) as caught:
+        dec.decode([b"raise " + MARK.encode()])
+    assert MARK not in str(caught.value) and caught.value.__suppress_context__
+
+
 def test_dead_letter_record_masked_json_and_csv(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AIAAS_MASK_KEY", "test-key")
     masks = source_masker(json_source())
@@ -111,8 +140,9 @@ def test_dead_letter_record_masked_json_and_csv(monkeypatch: pytest.MonkeyPatch)
     rec = masks.record(Record("t", 0, 3, MARK.encode(), raw, {"email": MARK}), err)
     assert MARK not in repr(rec) and MARK not in str(err) and MARK not in repr(err.details)
     assert json.loads(rec.value or b"") == {"a": "x", "email": masks.masker.digest(MARK), "k": 1}
-    broken = masks.record(Record("t", 0, 4, None, b"{" + MARK.encode(), {}), InvalidMessage("not JSON"))
-    assert broken.value is None
+    why = InvalidMessage(f"not JSON near {MARK}")
+    broken = masks.record(Record("t", 0, 4, None, b'{"email": "' + MARK.encode(), {}), why)
+    assert broken.value is None and why.reason == f"not JSON near {MASKED}"
     csv_src = Source(topic="t", format="csv", csv={"columns": ["who", "v"]}, features=["v"],
                      mask=Masking(drop=["who"]))
     cm = source_masker(csv_src)
