@@ -25,6 +25,7 @@ from onnx.utils import Extractor
 from aiaas.schemas.errors import AiaasError, ErrorCode
 
 HEAVY_ELEMENTS = 64  # an initializer this big is a weight (smaller ones: scales, shapes, epsilons)
+MATMULS = frozenset({"MatMul", "Gemm", "Conv", "ConvTranspose", "Einsum", "MatMulInteger", "QLinearMatMul"})
 _LAYER = re.compile(r"layers?[._/](\d+)")
 
 
@@ -34,21 +35,28 @@ def _bad(reason: str, **details: object) -> AiaasError:
 
 @dataclass(frozen=True)
 class Cut:
-    """The activation crossing a cut and the share of the weights (bytes) before it."""
+    """The activation crossing a cut, the layer weights (bytes multiplied) before it, how many weight
+    matrices it feeds, and whether node names put it between two layers (None: unnamed nodes)."""
 
     tensor: str
     position: int  # the last node (index in the graph's node order) before the cut
     weight_before: int
+    fan_out: int = 1
+    named: bool | None = None
 
 
 def _sizes(graph: onnx.GraphProto) -> dict[str, int]:
-    """Weight initializers (float matrices, or float vectors of ``HEAVY_ELEMENTS`` or more): name -> bytes."""
+    """Weights (float matrices, or float vectors of ``HEAVY_ELEMENTS`` or more), as initializers or
+    as Constant nodes (frozen layers export so): tensor name -> bytes."""
+    tensors = [(init.name, init) for init in graph.initializer]
+    tensors += [(n.output[0], a.t) for n in graph.node if n.op_type == "Constant"
+                for a in n.attribute if a.name == "value"]
     out = {}
-    for init in graph.initializer:
-        n = int(np.prod(init.dims)) if init.dims else 1
-        dtype = helper.tensor_dtype_to_np_dtype(init.data_type)
-        if dtype.kind == "f" and (len(init.dims) >= 2 or n >= HEAVY_ELEMENTS):
-            out[init.name] = n * dtype.itemsize
+    for name, t in tensors:
+        n = int(np.prod(t.dims)) if t.dims else 1
+        dtype = helper.tensor_dtype_to_np_dtype(t.data_type)
+        if dtype.kind == "f" and (len(t.dims) >= 2 or n >= HEAVY_ELEMENTS):
+            out[name] = n * dtype.itemsize
     return out
 
 
@@ -57,59 +65,79 @@ def _layer(node: onnx.NodeProto) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def candidates(model: onnx.ModelProto) -> list[Cut]:
-    """Every cut with one weight-derived tensor crossing it, at the input of a layer's weights."""
-    g = model.graph
-    weights = _sizes(g)
-    nodes = list(g.node)
+@dataclass
+class _Scan:
+    """One pass over the nodes: what depends on weights, where tensors are made and last used, and
+    the bytes of weight matrices multiplied up to each node (the compute a cut balances)."""
+
+    weights: dict[str, int]  # weights, and what is computed from weights alone (a transposed matrix)
+    heavy: set[str]  # tensors computed from requests and weights: activations
+    made: dict[str, int]
+    last_use: dict[str, int]
+    before: list[int]
+
+    def multiplies(self, node: onnx.NodeProto) -> int:
+        """Bytes of weight matrices ``node`` multiplies its activations with (0: none)."""
+        if node.op_type not in MATMULS or all(not x or x in self.weights for x in node.input):
+            return 0
+        return sum(self.weights.get(x, 0) for x in node.input)
+
+
+def _scan(graph: onnx.GraphProto) -> _Scan:
+    nodes = list(graph.node)
     nested = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
     if any(a.type in nested for n in nodes for a in n.attribute):
         raise _bad("graphs with subgraphs (If, Loop, Scan) cannot be split")
-    heavy: set[str] = set()
-    made: dict[str, int] = {}
-    last_use: dict[str, int] = {o.name: len(nodes) for o in g.output}
-    seen: set[str] = set()
-    before = [0] * len(nodes)
+    scan = _Scan(_sizes(graph), set(), {}, {o.name: len(nodes) for o in graph.output}, [0] * len(nodes))
     total = 0
     for i, n in enumerate(nodes):
         for name in n.input:
-            last_use[name] = max(last_use.get(name, -1), i)
-            if name in weights and name not in seen:
-                seen.add(name)
-                total += weights[name]
-        before[i] = total
-        if any(x in heavy or x in weights for x in n.input):
-            heavy.update(n.output)
-        for o in n.output:
-            made[o] = i
-    layered = any(_layer(n) is not None for n in nodes)
+            scan.last_use[name] = max(scan.last_use.get(name, -1), i)
+        if n.op_type != "Constant" and n.input and all(not x or x in scan.weights for x in n.input):
+            scan.weights.update(dict.fromkeys(n.output, sum(scan.weights[x] for x in n.input if x)))
+        elif any(x in scan.heavy or x in scan.weights for x in n.input):  # embeddings, layers, heads
+            scan.heavy.update(n.output)
+            total += scan.multiplies(n)
+        scan.before[i] = total
+        scan.made.update(dict.fromkeys(n.output, i))
+    return scan
+
+
+def candidates(model: onnx.ModelProto) -> list[Cut]:
+    """Every cut with one activation crossing it, where it feeds a layer's weight matrices; when node
+    names tell layers, only between layers; else only those feeding the most matrices (a transformer
+    layer's input feeds its Q, K and V projections, the half-way point inside a layer one matrix)."""
+    nodes = list(model.graph.node)
+    scan = _scan(model.graph)
+    total = scan.before[-1] if nodes else 0
     crossing: set[str] = set()
     cuts: list[Cut] = []
     for i, n in enumerate(nodes[:-1]):
-        crossing.update(o for o in n.output if o in heavy)
-        crossing = {t for t in crossing if last_use.get(t, -1) > i}
-        if len(crossing) != 1 or before[i] == 0 or before[i] == total:
+        crossing.update(o for o in n.output if o in scan.heavy)
+        crossing = {t for t in crossing if scan.last_use.get(t, -1) > i}
+        if len(crossing) != 1 or scan.before[i] in (0, total) or (cuts and cuts[-1].tensor in crossing):
             continue
         (t,) = crossing
-        users = [nodes[j] for j in range(i + 1, len(nodes)) if t in nodes[j].input]
-        if not any(u.input and any(x in weights for x in u.input) for u in users):
-            continue  # not the input of a layer's weights (e.g. between a Gemm and its ReLU)
-        if layered and not _between_layers(nodes[made[t]], users):
-            continue
-        if not cuts or cuts[-1].tensor != t:
-            cuts.append(Cut(t, i, before[i]))
-    return cuts
+        users = [u for u in nodes[i + 1:] if t in u.input]
+        fan = sum(1 for u in users if scan.multiplies(u))
+        if fan:  # else not the input of a layer (e.g. between a Gemm and its ReLU)
+            cuts.append(Cut(t, i, scan.before[i], fan, _named(nodes[scan.made[t]], users)))
+    most = max((c.fan_out for c in cuts if c.named is None), default=0)
+    return [c for c in cuts if c.named or (c.named is None and c.fan_out == most)]
 
 
-def _between_layers(producer: onnx.NodeProto, users: Sequence[onnx.NodeProto]) -> bool:
-    """The tensor leaves one layer (or the embeddings) for the next."""
+def _named(producer: onnx.NodeProto, users: Sequence[onnx.NodeProto]) -> bool | None:
+    """True when the tensor leaves one named layer (or what comes before them) for the next, False
+    inside one layer, None when the nodes carry no layer names."""
     made_in = _layer(producer)
     used_in = {_layer(u) for u in users}
+    if made_in is None and used_in == {None}:
+        return None
     return any(u is not None and u != made_in for u in used_in)
 
 
 def choose(cuts: Sequence[Cut], stages: int, total: int) -> list[Cut]:
-    """``stages - 1`` cuts, in order, each the closest to an equal share of the weights."""
+    """``stages - 1`` cuts, in order, each the closest to an equal share of the weights multiplied."""
     if stages < 2:
         raise _bad("a split needs at least 2 stages", stages=stages)
     if len(cuts) < stages - 1:
@@ -128,7 +156,8 @@ def choose(cuts: Sequence[Cut], stages: int, total: int) -> list[Cut]:
 
 
 def _total(model: onnx.ModelProto) -> int:
-    return sum(_sizes(model.graph).values())
+    before = _scan(model.graph).before
+    return before[-1] if before else 0
 
 
 def split(onnx_bytes: bytes, stages: int) -> list[bytes]:
