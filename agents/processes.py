@@ -10,7 +10,9 @@ infrastructure scripts behind ``aiaas infra`` and ``aiaas serve``. So every chil
 - reads no stdin and writes its output to a log file (appended) or to ours;
 - can be tied to us (Linux: SIGTERM when we die, even by SIGKILL) or kept out of our terminal's
   process group (a ^C to a supervisor is not delivered to its workers twice);
-- is stopped the same way: SIGTERM, a grace period, then SIGKILL.
+- is stopped the same way: SIGTERM, a grace period, then SIGKILL;
+- with access control on (``AIAAS_ROLE_USERS``, docs/operations.md "Access control"), an agent
+  logs in to Kafka as its role's user, not as us.
 
 The infrastructure scripts ship inside the package (``aiaas/infra``, package data), so ``aiaas
 infra up`` and ``aiaas serve`` work from any directory after a plain install. Tests and benchmarks
@@ -81,10 +83,33 @@ async def spawn(argv: Sequence[str], *, env: Mapping[str, str] | None = None, lo
             out.close()
 
 
+# The agents whose processes log in as their role's user when AIAAS_ROLE_USERS is on.
+ROLE_OF_MODULE = {"aiaas.agents.aggregator": "aggregator", "aiaas.agents.trainer": "trainer",
+                  "aiaas.agents.inference": "inference", "aiaas.agents.bridge": "bridge",
+                  "aiaas.agents.bridge.main": "bridge"}
+
+
+def role_login(module: str, args: Sequence[str], env: Mapping[str, str]) -> dict[str, str]:
+    """With ``AIAAS_ROLE_USERS`` on in ``env`` (the child's settings), the ``AIAAS_*`` login of the
+    agent's role (``aiaas acl apply``'s credentials under the state dir; a scoring worker is the
+    inference agent with ``--score``); else nothing: the child logs in as we do."""
+    role = ROLE_OF_MODULE.get(module)
+    if role is None or env.get("AIAAS_ROLE_USERS", "").lower() not in ("1", "true", "yes", "on"):
+        return {}
+    from aiaas.streams.acls import role_user, user_env
+    from aiaas.streams.settings import default_state_dir
+
+    state = env.get("AIAAS_STATE_DIR")
+    role = "scoring" if role == "inference" and "--score" in args else role
+    return user_env(Path(state) if state else default_state_dir(), role_user(role))
+
+
 async def spawn_module(module: str, *args: str, env: Mapping[str, str] | None = None,
                        log: Path | None = None, die_with_parent: bool = False,
                        own_session: bool = False) -> Process:
-    """``python -m module args...`` with this interpreter (see ``spawn``)."""
+    """``python -m module args...`` with this interpreter (see ``spawn``); an agent logs in as its
+    role's user when access control says so (``role_login``)."""
+    env = {**(env or {}), **role_login(module, args, child_env(env))}
     return await spawn([sys.executable, "-m", module, *args], env=env, log=log,
                        die_with_parent=die_with_parent, own_session=own_session)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from aiokafka.errors import for_code
-from pydantic import BaseModel
+from pydantic import BaseModel, SecretStr
 
-from aiaas.schemas.errors import AiaasError, BadRequest, ErrorCode, Forbidden
+from aiaas.schemas.errors import AiaasError, BadRequest, ErrorCode, Forbidden, NotFound
 from aiaas.streams.aclwire import (
     AlterUserScramCredentials,
     Binding,
@@ -181,6 +181,31 @@ def _mechanism(settings: Settings) -> ScramMechanism:
     return ScramMechanism.SCRAM_SHA_256
 
 
+def credentials_file(state_dir: Path, user: str) -> Path:
+    return state_dir / "credentials" / f"{user}.env"
+
+
+def user_env(state_dir: Path, user: str) -> dict[str, str]:
+    """The ``AIAAS_*`` login of ``user`` that ``aiaas acl apply`` wrote; NotFound in one line if none."""
+    path = credentials_file(state_dir, user)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise NotFound(f"no Kafka credentials for {user} ({path}); run aiaas acl apply as the admin "
+                       "(docs/operations.md, 'Access control')", user=user) from None
+    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+
+
+def login_as(settings: Settings, user: str) -> Settings:
+    """``settings`` with ``user``'s login (and, for a tenant, its client id: its reply topics)."""
+    env = user_env(settings.state_dir, user)
+    update: dict[str, Any] = {"sasl_username": env["AIAAS_SASL_USERNAME"],
+                              "sasl_password": SecretStr(env["AIAAS_SASL_PASSWORD"])}
+    if "AIAAS_CLIENT_ID" in env:
+        update["client_id"] = env["AIAAS_CLIENT_ID"]
+    return settings.model_copy(update=update)
+
+
 class Credentials:
     """Users' passwords under ``<state dir>/credentials/<user>.env`` (0600), as ``AIAAS_*`` lines a
     process can load: a user's password is made once and reused, so ``apply`` is idempotent."""
@@ -190,7 +215,7 @@ class Credentials:
         self.folder = settings.state_dir / "credentials"
 
     def path(self, user: str) -> Path:
-        return self.folder / f"{user}.env"
+        return credentials_file(self.settings.state_dir, user)
 
     def password(self, user: str) -> str:
         path = self.path(user)

@@ -71,6 +71,9 @@ def stop_pid(pid: int, timeout_s: float = 30.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
+AUTHORIZER_LOG = "log4j.logger.kafka.authorizer.logger=DEBUG\n"
+
+
 @dataclass(frozen=True)
 class SecuredBroker:
     """A broker of ``infra/kafka/sasl-broker.sh start --acl``: SCRAM listener on ``port``, access
@@ -80,6 +83,11 @@ class SecuredBroker:
     state: Path
     admin: str
     password: str
+
+    def authorizer_log(self) -> str:
+        """The broker's log: with the authorizer's lines, ``Principal = User:u is Allowed operation =
+        WRITE ... on resource = Topic:LITERAL:name ...`` for each request it allowed or denied."""
+        return (self.state / "kafka.log").read_text(errors="replace")
 
     def env(self) -> dict[str, str]:
         """``AIAAS_*`` settings of the admin (the CLI's user): address, login and state dir."""
@@ -94,7 +102,11 @@ def secured_broker(state: Path, admin: str = "admin",
                    password: str = "acl-admin-secret") -> Iterator[SecuredBroker]:
     """Start an ACL broker on free ports in ``state`` with the project's script; stopped by pid."""
     internal, controller, port = distinct_free_ports(3)
-    env = {**os.environ, "AIAAS_SASL_STATE_DIR": str(state), "AIAAS_SASL_PLAINTEXT_PORT": str(internal),
+    state.mkdir(parents=True, exist_ok=True)
+    log4j = state / "log4j.properties"  # ours plus every authorizer decision (who did what) in kafka.log
+    log4j.write_text((ROOT / "infra" / "kafka" / "log4j.properties").read_text() + AUTHORIZER_LOG)
+    env = {**os.environ, "AIAAS_KAFKA_LOG4J": str(log4j), "AIAAS_SASL_STATE_DIR": str(state),
+           "AIAAS_SASL_PLAINTEXT_PORT": str(internal),
            "AIAAS_SASL_CONTROLLER_PORT": str(controller), "AIAAS_SASL_PORT": str(port),
            "AIAAS_KAFKA_SASL_USER": admin, "AIAAS_KAFKA_SASL_PASSWORD": password,
            "AIAAS_KAFKA_CLUSTER_ID": cluster_id()}

@@ -4,7 +4,9 @@ Run as the broker's admin (a super user: AIAAS_SASL_USERNAME/PASSWORD, docs/oper
 control"). ``apply`` creates a SCRAM user per role (``aiaas-<role>``) and per tenant
 (``tenant-<T>``), writes each user's settings to ``<state dir>/credentials/<user>.env`` (a process
 loads them as its AIAAS_* environment) and adds the ACLs that ``aiaas.streams.acls.plan`` derives
-from the topic catalog. Idempotent: passwords are reused, ACLs that exist are left as they are.
+from the topic catalog, and creates the control-plane topics (``jobs``, ``models``, ``artifacts``,
+``audit``: the registry's may be created by no role, so that only the aggregator and the admin
+write the registry). Idempotent: passwords are reused, ACLs that exist are left as they are.
 Every apply is an audit record (``acl.apply``).
 """
 
@@ -53,6 +55,7 @@ def apply(
     from aiaas.streams.audit import audited
     from aiaas.streams.runtime import run
     from aiaas.streams.settings import Settings
+    from aiaas.streams.topics import Topics
 
     settings = Settings()
     roles = role or list(acls.ROLES)
@@ -67,6 +70,7 @@ def apply(
         async with audited(settings, "acl.apply", ",".join(p.grants), users=len(p.grants)) as extra:
             async with Admin(settings) as admin:
                 n = await acls.AclAdmin(admin).apply(p, creds)
+                await admin.ensure_topics(Topics(settings).control_plane())  # no role may create these
             extra["bindings"] = n
             return n
 

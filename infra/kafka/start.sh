@@ -31,7 +31,7 @@ if [ -n "$sasl_cfg" ]; then printf '%s\n' "$sasl_cfg" >> "$CONFIG"; fi
 # extra broker properties appended last (later keys win): sasl-broker.sh --acl's authorizer
 if [ -n "${AIAAS_KAFKA_EXTRA_CONFIG:-}" ]; then printf '%s\n' "$AIAAS_KAFKA_EXTRA_CONFIG" >> "$CONFIG"; fi
 CP="$KAFKA_LIBS/*"
-LOG4J="$INFRA_DIR/kafka/log4j.properties"
+LOG4J="${AIAAS_KAFKA_LOG4J:-$INFRA_DIR/kafka/log4j.properties}"  # a test may log more (the authorizer)
 if [ ! -f "$KAFKA_DATA/meta.properties" ]; then
   mkdir -p "$KAFKA_DATA"
   scram=()

@@ -28,11 +28,13 @@ from aiaas.data.datasets import raw_split
 from aiaas.registry.store import Registry
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.records import JobStatus
+from aiaas.streams.acls import login_as, tenant_user
 from aiaas.streams.admin import Admin
 from aiaas.streams.settings import Settings
 
 console = Console()
 MODEL = "digits"
+TENANT = "demo"  # its HTTP API key, and with access control on its Kafka user (tenant-demo)
 
 
 @dataclass
@@ -42,6 +44,7 @@ class DemoPlan:
     port: int = 0
     trainers: int = 2
     workers: int = 2
+    rows: int | None = None  # only the first rows of the test split are called (a short demo)
     job_id: str = field(default_factory=lambda: time.strftime("demo-%Y%m%d-%H%M%S"))
 
 
@@ -71,6 +74,7 @@ async def run_demo(plan: DemoPlan) -> bool:
         status = await train(settings, spec, plan, summary)
         summary.trained(status)
         x, y = test_split(spec)
+        x, y = x[:plan.rows], y[:plan.rows]
         async with serving(settings, plan) as (url, key, secret, receiver):
             summary.calls = await call_everything(settings, url, key, secret, receiver, x, y)
     except Exception as exc:  # the demo reports any failure and exits non-zero
@@ -143,10 +147,10 @@ async def serving(settings: Settings, plan: DemoPlan) -> AsyncIterator[tuple[str
 
 
 async def api_key(settings: Settings) -> tuple[str, str]:
-    """A fresh API key of tenant ``demo`` and the tenant's webhook signing secret."""
+    """A fresh API key of tenant ``demo`` (``TENANT``) and the tenant's webhook signing secret."""
     client = aioredis.from_url(settings.redis_url)
     try:
-        key, _, tenant = await KeyStore(client, RedisKeys(settings)).create("demo")
+        key, _, tenant = await KeyStore(client, RedisKeys(settings)).create(TENANT)
     finally:
         await client.aclose()
     return key, tenant.secret
@@ -165,7 +169,8 @@ async def call_everything(settings: Settings, url: str, key: str, secret: str, r
     with console.status("calling the model: HTTP async with signed callbacks"):
         await call_http_async(settings, url, key, secret, receiver, x, parts[1], results)
     console.print(f"[green]✓[/] HTTP async + signed callbacks: {len(parts[1])} requests")
+    caller = login_as(settings, tenant_user(TENANT)) if settings.role_users else settings
     with console.status("calling the model: Kafka client (pipelined)"):
-        await call_kafka(settings, x, parts[2], results)
+        await call_kafka(caller, x, parts[2], results)
     console.print(f"[green]✓[/] Kafka client: {len(parts[2])} requests")
     return results
