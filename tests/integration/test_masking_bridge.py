@@ -87,6 +87,7 @@ async def test_model_personal_parameters_never_reach_kafka_logs_or_redis(
         assert done.status_code == 200, done.text
     mine = [x for x in await everything_under(settings, "") if x]
     assert any(MODEL.encode() in x for x in mine)  # the request topic was read
+    assert any(b'"kind":"dead_letter"' in x for x in mine)  # the refused call's dead letter too
     assert not [x for x in mine if mark.encode() in x]
     assert await redis_values(redis_client, mark.encode()) == []
     assert mark not in caplog.text
