@@ -3,10 +3,11 @@
 
 ``split`` cuts a version's ONNX graph (``aiaas.registry.graphcut``), checks on sample inputs that the
 stages chained give the whole graph's outputs (max abs difference <= ``TOLERANCE``), registers each
-stage as a model of its own, ``<name>.stage<k>`` (a version with its own sha256, in production), and
-records the stages, in order, on the split version (``ModelVersion.pipeline``). Callers keep calling
-``<name>``: the first stage's workers serve its request topic and every stage forwards its
-activations to the next one's (``aiaas.agents.inference.stages``).
+stage as a model of its own, ``<name>.stage<k>`` (a version with its own sha256, in production; the
+first one keeps the graph's metadata and the bundle's files, so a text model's first stage tokenizes
+text requests), and records the stages, in order, on the split version (``ModelVersion.pipeline``).
+Callers keep calling ``<name>``: the first stage's workers serve its request topic and every stage
+forwards its activations to the next one's (``aiaas.agents.inference.stages``).
 """
 
 from __future__ import annotations
@@ -145,8 +146,10 @@ async def split(reg: Registry, name: str, stages: int, version: int | None = Non
                          max_abs_diff=diff, tolerance=TOLERANCE)
     lineage = Lineage(job_id=mv.lineage.job_id, parameter_version=mv.lineage.parameter_version,
                       classes=mv.lineage.classes, metrics={"split_max_abs_diff": diff})
+    files = {f.name: await reg.load_file(mv, f.name) for f in mv.files}  # a bundle's tokenizer: stage 1's
     published = [await reg.publish(stage_name(name, k + 1), g, lineage=lineage, stage="production",
-                                   tenant=mv.tenant) for k, g in enumerate(graphs)]
+                                   tenant=mv.tenant, files=files if k == 0 else None)
+                 for k, g in enumerate(graphs)]
     split_mv = await reg.set_pipeline(name, mv.version, [f"{p.name}:{p.version}" for p in published])
     log.info("model %s version %d split into %d stages (max abs diff %.2e)", name, mv.version, stages, diff)
     return split_mv, published, diff

@@ -1,8 +1,9 @@
 """A tiny transformer split into 2 stages on the real broker (``aiaas.registry.pipelines``,
 agents/inference/stages.py): callers call the model by its name, stage 1 forwards its hidden states
 (and the attention mask) to stage 2, stage 2 replies; the answers equal the whole model's (max abs
-difference <= 1e-4) on texts of mixed lengths; a request stage 1 refuses gets its error reply from
-stage 1. (An MLP split by the CLI: tests/faults/test_pipeline_kill.py.)"""
+difference <= 1e-4) on token ids of mixed lengths and on text (BYTES) requests, which stage 1
+tokenizes with the bundle's tokenizer; a request stage 1 refuses gets its error reply from stage 1.
+(An MLP split by the CLI: tests/faults/test_pipeline_kill.py.)"""
 
 from __future__ import annotations
 
@@ -18,10 +19,13 @@ from aiaas.agents.inference import stages
 from aiaas.agents.inference.settings import WorkerSettings
 from aiaas.agents.inference.worker import InferenceWorker
 from aiaas.client.inference import InferenceClient, InferenceError, InferResult
+from aiaas.data.pretrained import encode_texts, text_tokenizer
 from aiaas.registry import pipelines
 from aiaas.registry.store import Registry
 from aiaas.streams.settings import Settings
 from tests.workers import running_worker
+
+PRETRAINED = "all-MiniLM-L6-v2"  # its tokenizer (the encoder here is tiny and random)
 
 
 def whole(data: bytes, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -52,22 +56,26 @@ async def test_two_stage_tiny_transformer_answers_like_the_whole_model(settings:
     from aiaas.ml.transformer import Encoder, EncoderConfig, TextClassifier
 
     torch.manual_seed(0)
-    c = EncoderConfig(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=64)
-    data = export_text(TextClassifier(Encoder(c), 3, frozen=0, labels=["a", "b", "c"], max_length=64))
+    c = EncoderConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                      intermediate_size=64, max_position_embeddings=64)  # the tokenizer's vocabulary
+    data = export_text(TextClassifier(Encoder(c), 3, frozen=0, labels=["a", "b", "c"], max_length=64,
+                                      pretrained=PRETRAINED))
     rng = np.random.default_rng(2)
     texts = []
     for n in (3, 9, 9, 17, 5):  # mixed lengths; two of one length may be stacked by the client
-        ids = rng.integers(1, 100, size=(1, n)).astype(np.int64)
+        ids = rng.integers(1, 30000, size=(1, n)).astype(np.int64)
         mask = np.ones((1, n), np.int64)
         mask[0, n - 1:] = 0 if n > 5 else 1  # one padded position in the longer ones
         texts.append({"input_ids": ids, "attention_mask": mask})
     async with pipeline(settings, "pt", data, texts[1]) as workers, InferenceClient(settings) as client:
         got = {i: r async for i, r in client.infer_many("pt", texts, timeout=30)}
+        words = ["a short text", "and a longer one that stage 1 tokenizes before it forwards"]
+        said = [await client.infer("pt", {"text": np.asarray([w], dtype=object)}, timeout=30) for w in words]
         with pytest.raises(InferenceError) as bad:
             await client.infer("pt", {"input_ids": np.zeros((1, 4), np.float32),
                                       "attention_mask": np.ones((1, 4), np.int64)}, timeout=30)
-        assert workers[0].stats["forwarded"] == len(texts) and workers[1].stats["replies"] == len(texts)
+        sent = len(texts) + len(words)
+        assert workers[0].stats["forwarded"] == sent and workers[1].stats["replies"] == sent
     assert bad.value.status_code == 400 and "datatype" in str(bad.value)  # stage 1 refused it
     for i, feeds in enumerate(texts):
         r = got[i]
@@ -76,3 +84,8 @@ async def test_two_stage_tiny_transformer_answers_like_the_whole_model(settings:
         assert float(np.max(np.abs(r.outputs["scores"] - want["scores"]))) <= 1e-4
         assert [str(x, "utf-8") if isinstance(x, bytes) else str(x) for x in r.outputs["label"]] == \
             [str(x) for x in want["label"]]
+    tok = text_tokenizer(PRETRAINED, 64)
+    for w, r in zip(words, said, strict=True):  # text in: tokenized by stage 1 as the whole model would be
+        ids, mask = encode_texts(tok, [w])
+        want = whole(data, {"input_ids": ids, "attention_mask": mask})
+        assert float(np.max(np.abs(r.outputs["scores"] - want["scores"]))) <= 1e-4
