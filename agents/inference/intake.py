@@ -136,7 +136,8 @@ class Intake:
         pin = hd.get(h.MODEL_VERSION)
         model = self.sessions.route(rid) if not pin else await self._pinned(pin)
         rows, sig = _layout(model, arrays)
-        wanted = self._wanted(body.get("outputs"), model)
+        # a stage that forwards computes all it has; the last one picks the outputs asked for
+        wanted = self._wanted(body.get("outputs"), model) if self.cfg.forward_to is None else None
         binary = entry is not None or tc.is_binary(hd) or \
             (body.get("parameters") or {}).get("binary_data_output") is True
         return Work(rec, rid, hd.get(h.REPLY_TO), binary, arrays, model,

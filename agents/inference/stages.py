@@ -7,7 +7,8 @@ serves ``infer.NAME.requests`` when K is 1 (callers call NAME as usual) and
 ``infer.NAME.stage<K>.requests`` after that, in a consumer group per stage. A stage before the last
 answers no caller: its ``Forwarder`` sends each request's outputs as a request frame entry to the
 next stage's topic (stacked rows stay one rows entry), with the caller's ``reply-to``, deadline,
-tenant and trace context in the entry's headers and the caller's request id as its id. The frames
+tenant and trace context in the entry's headers, the caller's request id as its id and the outputs
+it asked for (stages before the last compute all theirs; the last one picks). The frames
 are gathered per poll like reply frames and chunked when large; the poll's offsets commit only once
 they are acknowledged, so a stage worker killed mid-batch loses nothing (the next owner of its
 partitions re-serves them). Errors still go straight to the caller, from whichever stage they arise
@@ -86,8 +87,10 @@ class Forwarder(Replier):
 
     async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
         rows = w.count > 1
+        asked = w.record.message.fields if isinstance(w.record.message, frame.Entry) and not rows else {}
+        fields = {k: asked[k] for k in ("outputs",) if k in asked}  # for the last stage to pick
         entry = frame.Entry(list(w.ids), blocks.stacked(w, outputs) if rows else dict(outputs),
-                            forwarded_headers(w.record.headers), {}, rows)
+                            forwarded_headers(w.record.headers), fields, rows)
         size = entry.nbytes
         if size > self.max_reply_bytes:
             raise TooLarge("activations over the worker's size limit (max_reply_bytes)", size=size,

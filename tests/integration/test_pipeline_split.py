@@ -71,10 +71,12 @@ async def test_two_stage_tiny_transformer_answers_like_the_whole_model(settings:
         got = {i: r async for i, r in client.infer_many("pt", texts, timeout=30)}
         words = ["a short text", "and a longer one that stage 1 tokenizes before it forwards"]
         said = [await client.infer("pt", {"text": np.asarray([w], dtype=object)}, timeout=30) for w in words]
+        picked = await client.infer("pt", texts[0], outputs=["label"], timeout=30)
+        assert list(picked.outputs) == ["label"]  # asked of stage 1, picked by stage 2
         with pytest.raises(InferenceError) as bad:
             await client.infer("pt", {"input_ids": np.zeros((1, 4), np.float32),
                                       "attention_mask": np.ones((1, 4), np.int64)}, timeout=30)
-        sent = len(texts) + len(words)
+        sent = len(texts) + len(words) + 1
         assert workers[0].stats["forwarded"] == sent and workers[1].stats["replies"] == sent
     assert bad.value.status_code == 400 and "datatype" in str(bad.value)  # stage 1 refused it
     for i, feeds in enumerate(texts):
