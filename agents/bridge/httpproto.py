@@ -82,7 +82,7 @@ class BoundedHttpTools(HttpToolsProtocol):
         if self.cycle is not None and self._has_body():  # its close may find the body unread
             if self._proxy is None:
                 self._proxy = _Lingering(self)
-            self._proxy.cycle = self.cycle
+            self._proxy.cycle, self._proxy.wrote = self.cycle, False
             self.cycle.transport = self._proxy  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
@@ -158,16 +158,36 @@ class BoundedHttpTools(HttpToolsProtocol):
 
 
 class _Lingering:
-    """The transport a request cycle with a body sees: its ``close`` lingers (``linger``)."""
+    """The transport a request cycle with a body sees: its ``close`` lingers (``linger``), and its
+    response head waits for the body's first write (one socket write per answer, not two: the
+    head's own write was a tenth of the bridge's CPU; a body not written in the same loop
+    iteration releases the head alone)."""
 
-    __slots__ = ("_proto", "_real", "cycle")
+    __slots__ = ("_held", "_proto", "_real", "cycle", "wrote")
 
     def __init__(self, proto: BoundedHttpTools) -> None:
         self._proto = proto
         self._real = proto.transport
         self.cycle: RequestResponseCycle | None = None
+        self.wrote = False  # this cycle's head went (or is held)
+        self._held: bytes | None = None
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            data, self._held = self._held + data, None
+        elif not self.wrote and self.cycle is not None and self.cycle.response_started:
+            self.wrote, self._held = True, data  # the head: sent with the body
+            self._proto.loop.call_soon(self.release)
+            return
+        self._real.write(data)
+
+    def release(self) -> None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            self._real.write(held)
 
     def close(self) -> None:
+        self.release()
         self._proto.linger(unread=self.cycle is None or self.cycle.more_body)
 
     def __getattr__(self, name: str) -> Any:
