@@ -8,6 +8,7 @@ tokenizes with the bundle's tokenizer; a request stage 1 refuses gets its error 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -72,11 +73,18 @@ async def test_two_stage_tiny_transformer_answers_like_the_whole_model(settings:
         words = ["a short text", "and a longer one that stage 1 tokenizes before it forwards"]
         said = [await client.infer("pt", {"text": np.asarray([w], dtype=object)}, timeout=30) for w in words]
         picked = await client.infer("pt", texts[0], outputs=["label"], timeout=30)
+        # a plain OIP JSON request, as the HTTP bridge passes one through
+        body = {"inputs": [{"name": n, "shape": list(a.shape), "datatype": "INT64",
+                            "data": a.ravel().tolist()} for n, a in texts[3].items()]}
+        plain = await client.request("pt", json.dumps(body).encode(), {"content-type": "application/json"},
+                                     timeout=30)
+        assert plain.headers["content-type"] == "application/json" and plain.ok
+        as_json = plain.result()
         assert list(picked.outputs) == ["label"]  # asked of stage 1, picked by stage 2
         with pytest.raises(InferenceError) as bad:
             await client.infer("pt", {"input_ids": np.zeros((1, 4), np.float32),
                                       "attention_mask": np.ones((1, 4), np.int64)}, timeout=30)
-        sent = len(texts) + len(words) + 1
+        sent = len(texts) + len(words) + 2
         assert workers[0].stats["forwarded"] == sent and workers[1].stats["replies"] == sent
     assert bad.value.status_code == 400 and "datatype" in str(bad.value)  # stage 1 refused it
     for i, feeds in enumerate(texts):
@@ -86,6 +94,7 @@ async def test_two_stage_tiny_transformer_answers_like_the_whole_model(settings:
         assert float(np.max(np.abs(r.outputs["scores"] - want["scores"]))) <= 1e-4
         assert [str(x, "utf-8") if isinstance(x, bytes) else str(x) for x in r.outputs["label"]] == \
             [str(x) for x in want["label"]]
+    assert float(np.max(np.abs(as_json.outputs["scores"] - whole(data, texts[3])["scores"]))) <= 1e-4
     tok = text_tokenizer(PRETRAINED, 64)
     for w, r in zip(words, said, strict=True):  # text in: tokenized by stage 1 as the whole model would be
         ids, mask = encode_texts(tok, [w])
