@@ -21,9 +21,14 @@ Serving (in-process onnxruntime, 1 thread per session as a worker on a 2-core ma
 - ``padding_waste`` (grouped) and ``padding_waste_naive`` (arrival order): the share of pad tokens
   in the onnxruntime calls.
 
-Not measured here (null): ``kafka_seq_per_s``, ``ratio_kafka_vs_raw``, ``p99_ms_low_load`` wait for
-text serving (BYTES inputs in the inference worker), ``round_ms_1_shard``/``round_ms_2_shards`` for
-the sharded parameter server, ``split_seq_per_s`` for model splitting.
+Text serving (``benchmarks.textserve``, the same graph and texts): ``kafka_seq_per_s`` (2 worker
+processes, the pipelined client, one request per text), ``ratio_kafka_vs_raw`` (target >= 0.7; each
+Kafka pass over a raw onnxruntime pass at the best batch run just before it, on the same texts: the
+machine is shared), ``p99_ms_low_load`` (at most 10 requests/s), and the worker's text code in-process
+(``worker_text_seq_per_s``, ``padding_waste_worker``). ``--skip-serve`` leaves them null.
+
+Not measured here (null): ``round_ms_1_shard``/``round_ms_2_shards`` for the sharded parameter server,
+``split_seq_per_s`` for model splitting.
 
     python -m benchmarks.transformer [--quick]
 """
@@ -51,11 +56,11 @@ from aiaas.ml.transformer import TextClassifier
 from aiaas.schemas.jobs import JobSpec
 from aiaas.streams.runtime import run
 from aiaas.streams.settings import Settings
+from benchmarks import textserve
 from benchmarks.common import emit, fresh_prefix, machine
 
 log = logging.getLogger("benchmarks.transformer")
-PENDING = {"kafka_seq_per_s": "text serving", "ratio_kafka_vs_raw": "text serving",
-           "p99_ms_low_load": "text serving", "round_ms_1_shard": "the sharded parameter server",
+PENDING = {"round_ms_1_shard": "the sharded parameter server",
            "round_ms_2_shards": "the sharded parameter server", "split_seq_per_s": "model splitting"}
 
 
@@ -143,24 +148,34 @@ def _batches(texts: list[str], size: int, grouped: bool) -> list[list[str]]:
     return out
 
 
-def raw_ort(texts: list[str]) -> dict[str, Any]:
-    """Texts per second through tokenize + pad + onnxruntime, at each batch size, grouped and not."""
+def served_graph() -> bytes:
+    """The classifier served in every figure: frozen pretrained encoder, a seeded head, 128 tokens."""
     model = build_model(spec("sync", _defaults()))
     assert isinstance(model, TextClassifier)
     model.max_length = 128
-    sess = session(export_text(model), threads=1)
+    return export_text(model)
+
+
+def raw_pass(texts: list[str], sess: Any, size: int, grouped: bool = True) -> tuple[float, float]:
+    """One pass over ``texts``: tokenize + pad + onnxruntime in batches of ``size``; (texts/s, the
+    share of pad tokens)."""
     tok = text_tokenizer("all-MiniLM-L6-v2", 128)
+    pads = tokens = 0
+    started = time.perf_counter()
+    for batch in _batches(texts, size, grouped):
+        ids, mask = encode_texts(tok, batch)
+        sess.run(None, {"input_ids": ids, "attention_mask": mask})
+        pads, tokens = pads + int((mask == 0).sum()), tokens + mask.size
+    return len(texts) / (time.perf_counter() - started), pads / tokens
+
+
+def raw_ort(texts: list[str], sess: Any) -> dict[str, Any]:
+    """Texts per second through tokenize + pad + onnxruntime, at each batch size, grouped and not."""
     out: dict[str, Any] = {}
     for grouped in (True, False):
         for size in (8, 32, 64):
-            pads = tokens = 0
-            started = time.perf_counter()
-            for batch in _batches(texts, size, grouped):
-                ids, mask = encode_texts(tok, batch)
-                sess.run(None, {"input_ids": ids, "attention_mask": mask})
-                pads, tokens = pads + int((mask == 0).sum()), tokens + mask.size
-            out[f"{'grouped' if grouped else 'naive'}_b{size}"] = {
-                "seq_per_s": len(texts) / (time.perf_counter() - started), "padding_waste": pads / tokens}
+            rate, waste = raw_pass(texts, sess, size, grouped)
+            out[f"{'grouped' if grouped else 'naive'}_b{size}"] = {"seq_per_s": rate, "padding_waste": waste}
     return out
 
 
@@ -172,10 +187,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-steps", type=int, default=200)
     ap.add_argument("--per-class", type=int, default=300)
     ap.add_argument("--skip-finetune", action="store_true")
+    ap.add_argument("--skip-serve", action="store_true", help="no text serving through Kafka")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     texts = texts_8_to_128(256 if args.quick else 1024)
-    serving = raw_ort(texts)
+    graph = served_graph()
+    sess = session(graph, threads=1)
+    serving = raw_ort(texts, sess)
     best = max((k for k in serving if k.startswith("grouped")), key=lambda k: serving[k]["seq_per_s"])
     size = best.removeprefix("grouped_")
     result: dict[str, Any] = {
@@ -184,6 +202,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "padding_waste_naive": round(serving[f"naive_{size}"]["padding_waste"], 4),
         "serving_runs": serving,
     }
+    worker = textserve.worker_path(sess, textserve.bundle_files(graph), texts)
+    result |= {"worker_text_seq_per_s": round(worker["seq_per_s"], 1),
+               "padding_waste_worker": round(worker["padding_waste"], 4)}
+    result |= dict.fromkeys(("kafka_seq_per_s", "ratio_kafka_vs_raw", "p99_ms_low_load"))
+    if not args.skip_serve:
+        served = texts * (2 if args.quick else 4)
+        result |= run(textserve.through_kafka(
+            graph, served, lambda: raw_pass(served, sess, int(size[1:]))[0], repeat=3,
+            low_load_count=100 if args.quick else 300))
     if not args.skip_finetune:
         runs = {"single": single(args), "sync": distributed("sync", args),
                 "hybrid": distributed("hybrid", args)}

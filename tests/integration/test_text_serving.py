@@ -27,7 +27,7 @@ import redis.asyncio as aioredis
 from aiaas.agents.bridge.app import create_app
 from aiaas.agents.bridge.settings import BridgeSettings
 from aiaas.agents.inference.worker import InferenceWorker
-from aiaas.client.inference import InferenceClient
+from aiaas.client.inference import InferenceClient, encode_request
 from aiaas.data.pretrained import text_tokenizer
 from aiaas.ml.models import build_model, set_threads
 from aiaas.ml.textexport import export_text, session
@@ -107,11 +107,22 @@ async def test_text_over_kafka_mixed_lengths_pretokenized_and_bad_text(
         assert r.parameters == {"truncated": True, "truncated_count": 1, "max_length": 32,
                                 "truncated_rows": str(TEXTS.index(LONG))}
         alone = await asyncio.gather(*(client.infer(MODEL, _texts(t), timeout=30) for t in TEXTS))
-        np.testing.assert_allclose(np.concatenate([a.outputs["scores"] for a in alone]), want_scores, atol=2e-5)
+        got = np.concatenate([a.outputs["scores"] for a in alone])
+        np.testing.assert_allclose(got, want_scores, atol=2e-5)
         assert [a.parameters["truncated"] for a in alone] == [t == LONG for t in TEXTS]
 
+        for binary in (False, True):  # plain OIP records (any Kafka client): JSON strings, length prefixes
+            enc = encode_request(_texts(*TEXTS[2:5]), request_id=f"plain-{binary}", binary=binary)
+            plain = (await client.request(MODEL, enc.value, enc.headers, request_id=f"plain-{binary}",
+                                          timeout=30)).result()
+            assert [x.decode() for x in plain.outputs["label"]] == want_labels[2:5]
+            np.testing.assert_allclose(plain.outputs["scores"], want_scores[2:5], atol=2e-5)
+            assert plain.parameters == {"truncated": True, "truncated_count": 1, "max_length": 32,
+                                        "truncated_rows": "1"}
+
         e = bundle.tokenizer.encode(TEXTS[1])
-        pre = {"input_ids": np.array([e.ids], np.int64), "attention_mask": np.array([e.attention_mask], np.int64)}
+        pre = {"input_ids": np.array([e.ids], np.int64),
+               "attention_mask": np.array([e.attention_mask], np.int64)}
         r = await client.infer(MODEL, pre, timeout=30)
         np.testing.assert_allclose(r.outputs["scores"][0], want_scores[1], atol=2e-5)
 
@@ -164,7 +175,8 @@ async def test_text_over_http_json_and_tritonclient_binary(
         assert result.get_response()["parameters"]["truncated"] is True
         with pytest.raises(InferenceServerException, match="not valid UTF-8"):
             await asyncio.to_thread(call, [b"fine", b"\xff\xfe broken"])
-        head = b'{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES","parameters":{"binary_data_size":9}}]}'
+        head = (b'{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES",'
+                b'"parameters":{"binary_data_size":9}}]}')
         resp = await http.post(f"/v2/models/{MODEL}/infer", content=head + b"\x05\x00\x00\x00hello",
                                headers={"Inference-Header-Content-Length": str(len(head))})
         assert resp.status_code == 400 and "BYTES element truncated" in resp.text, resp.text

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from functools import cache
+from typing import Any
 
 import numpy as np
 import pytest
@@ -22,15 +23,16 @@ TRICKY = ["a", "Ünïcödé àccents and CAPITALS", "日本語のテキスト", 
           "word " * 200, "  leading and trailing spaces  "]
 
 
-def _model(max_length: int = 64, **cfg: float) -> TextModel:
+def _model(max_length: int = 64, **cfg: Any) -> TextModel:
     return TextModel(text_tokenizer(tokenizer_json(NAME), max_length), max_length, [IDS, MASK], True,
-                     cfg=TextSettings(**cfg))
+                     cfg=TextSettings.model_validate(cfg))
 
 
 @cache
 def _texts() -> list[str]:
     spec = JobSpec.model_validate({
-        "job_id": "t", "steps": 1, "model": {"kind": "transformer-classifier", "output_dim": 4, "max_seq_len": 32},
+        "job_id": "t", "steps": 1,
+        "model": {"kind": "transformer-classifier", "output_dim": 4, "max_seq_len": 32},
         "data": {"source": "debian", "text": {"max_length": 32, "per_class": 30,
                                               "sections": ["games", "graphics", "science", "sound"]}}})
     split = debian_split(spec.data)
@@ -93,7 +95,7 @@ def _fake_run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def test_mixed_lengths_in_one_call_answer_each_request_in_order_with_its_truncation() -> None:
     tm = _model(32, batch=4)
-    texts = _texts()[:20] + ["word " * 100]
+    texts = [*_texts()[:20], "word " * 100]
     requests = [np.array(texts[i:i + 3], dtype=object) for i in range(0, 21, 3)]
     together = tm.run(_fake_run, requests)
     for r, (outs, params) in zip(requests, together, strict=True):
