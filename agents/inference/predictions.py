@@ -45,23 +45,24 @@ def predictions(outputs: dict[str, np.ndarray], names: Sequence[str]) -> tuple[l
 
 def encode(outputs: dict[str, np.ndarray], names: Sequence[str], version: int,
            passthrough: Sequence[dict[str, Any]] | None = None) -> list[bytes]:
-    """The JSON values of the prediction records, one per row of the outputs. Each value is put
-    together from msgspec-encoded parts (msgspec writes NaN and infinity as null): a dict built
-    and encoded per record cost 4x as much with passthrough fields."""
+    """The JSON values of the prediction records, one per row of the outputs. Vectorised: each
+    column (predictions, scores, passthrough objects) is encoded for the whole batch in one msgspec
+    call as JSON lines and split on the newlines (a raw newline never occurs inside encoded JSON),
+    and each value is one bytes format of its parts; msgspec writes NaN and infinity as null. A
+    per-record encode of each part cost 1.7 us per record, this 1.2 (benchmarks.streaming)."""
     preds, scores = predictions(outputs, names)
-    enc = msgspec.json.Encoder(enc_hook=_plain).encode
+    if not preds:
+        return []
+    p_txt, s_txt = _lines(preds), _lines(scores)
     tail = b',"model_version":%d}' % version
     if not passthrough:
-        return [b'{"prediction":%s,"scores":%s%s' % (enc(p), enc(s), tail)
-                for p, s in zip(preds, scores, strict=True)]
+        return [b'{"prediction":%s,"scores":%s%s' % (p, s, tail) for p, s in zip(p_txt, s_txt, strict=True)]
+    if any(RESERVED.intersection(extra) for extra in passthrough):  # ours win over a same-named field
+        passthrough = [{k: v for k, v in extra.items() if k not in RESERVED} for extra in passthrough]
     out: list[bytes] = []
-    for extra, p, s in zip(passthrough, preds, scores, strict=True):
-        if extra and not RESERVED.intersection(extra):
-            out.append(b'%s,"prediction":%s,"scores":%s%s' % (enc(extra)[:-1], enc(p), enc(s), tail))
-        else:  # none to copy, or a field named like ours: ours win
-            head = enc({k: v for k, v in extra.items() if k not in RESERVED})[:-1]
-            sep = b"," if len(head) > 1 else b""
-            out.append(b'%s%s"prediction":%s,"scores":%s%s' % (head, sep, enc(p), enc(s), tail))
+    for head, p, s in zip(_lines(passthrough), p_txt, s_txt, strict=True):
+        sep = b"," if len(head) > 2 else b""  # {} copies nothing
+        out.append(b'%s%s"prediction":%s,"scores":%s%s' % (head[:-1], sep, p, s, tail))
     return out
 
 
@@ -70,3 +71,11 @@ def _plain(value: Any) -> Any:
     its text, so that no passthrough value fails a batch."""
     item = getattr(value, "item", None)
     return item() if callable(item) else str(value)
+
+
+_ENCODER = msgspec.json.Encoder(enc_hook=_plain)
+
+
+def _lines(values: Sequence[Any]) -> list[bytes]:
+    """Each value's JSON, from one encode of them all as JSON lines."""
+    return _ENCODER.encode_lines(values).split(b"\n")[:-1]
