@@ -134,6 +134,7 @@ def _bridge(s: Settings, client: str) -> list[Grant]:
         out += _g(u, "TOPIC", spec.name, [Op.WRITE, Op.DESCRIBE, Op.CREATE])
     out += _g(u, "TOPIC", t.jobs().name, [Op.READ, Op.WRITE, Op.DESCRIBE])  # POST /v1/jobs, job status
     out += _g(u, "TOPIC", s.topic("infer."), [Op.WRITE, Op.DESCRIBE], prefixed=True)
+    out += _g(u, "TOPIC", s.topic("scaling."), [Op.READ, Op.DESCRIBE], prefixed=True)  # the status page's
     # its reply topics are replies.bridge-<instance> (agents/bridge/settings.py, reply_client)
     return out + _g(u, "TOPIC", s.topic(f"replies.{check_part(client)}-"), [Op.READ, Op.CREATE, Op.DESCRIBE],
                     prefixed=True)

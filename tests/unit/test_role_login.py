@@ -65,3 +65,16 @@ def test_a_tenant_login_brings_its_client_id(state: Path) -> None:
     password = acls.user_env(state, "tenant-demo")["AIAAS_SASL_PASSWORD"]
     assert tenant.sasl_password.get_secret_value() == password
     assert tenant.bootstrap_servers == s.bootstrap_servers and tenant.state_dir == state
+
+
+def test_the_bridge_reads_the_autoscalers_looks_and_no_tenant_does(tmp_path: Path) -> None:
+    """The status page's forecast chart (scaling.<model>) under access control: the bridge may read it."""
+    from aiaas.streams.topics import Topics
+
+    s = Settings(state_dir=tmp_path)
+    topic = Topics(s).scaling("digits").name
+    grants = acls.plan(s, tenants={"acme": ["digits"]}).grants
+    readers = {user for user, gs in grants.items() for g in gs
+               if g.operation == "READ" and g.resource == "TOPIC"
+               and (g.name == topic or (g.pattern == "PREFIXED" and topic.startswith(g.name)))}
+    assert readers == {"aiaas-bridge"}
