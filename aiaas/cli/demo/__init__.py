@@ -26,8 +26,8 @@ def demo(
     """Train digits over Kafka, serve it, call it over HTTP and Kafka, report; exit 1 on any failure.
 
     With access control on (AIAAS_ROLE_USERS=true, docs/operations.md "Access control") every
-    process runs as its role's user and the Kafka caller as tenant ``demo``: run ``aiaas acl apply
-    --tenant demo=digits --job JOB`` first and pass ``--job-id JOB``."""
+    process runs as its role's user and the Kafka caller as tenant demo: run 'aiaas acl apply
+    --tenant demo=digits --job JOB' first and pass '--job-id JOB'."""
     from aiaas.cli.demo.pipeline import DemoPlan, run_demo
     from aiaas.streams.runtime import run, setup_logging
 
