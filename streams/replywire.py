@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from aiaas.schemas.errors import ErrorCode, InferenceError, InvalidMessage
-from aiaas.schemas.inference import ErrorReply, InferenceRequest, InferenceResponse, RequestOutput, Tensor
+from aiaas.schemas.inference import ErrorReply, InferenceRequest, InferenceResponse, Tensor
 from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams import tensorcodec as tc
@@ -126,13 +126,8 @@ def encode_request(
     outputs: Sequence[str] | None = None,
 ) -> tc.Encoded:
     """The record value + content headers of an OIP request for ``inputs`` (JSON or binary)."""
-    arrays = arrays_of(inputs)
-    tensors = [tc.from_numpy(n, a, binary=binary) for n, a in arrays.items()]
-    req = InferenceRequest.model_construct(
-        id=request_id, parameters=parameters, inputs=tensors,
-        outputs=[RequestOutput(name=o) for o in outputs] if outputs else None, v=1,
-    )
-    return tc.encode(req, tensors, list(arrays.values()) if binary else [], binary=binary)
+    body = {"id": request_id, **request_fields(parameters, outputs)}
+    return tc.encode_body(InferenceRequest.KIND, body, "inputs", arrays_of(inputs), binary=binary)
 
 
 def arrays_of(inputs: Inputs) -> dict[str, np.ndarray]:

@@ -13,7 +13,7 @@ raises ``InvalidMessage`` (HTTP 400) with the reason.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -25,7 +25,7 @@ from aiaas.schemas.inference import Datatype, Tensor, flatten
 from aiaas.streams import headers as h
 from aiaas.streams.frame import FIXED, datatype_of, from_raw, raw_bytes
 
-__all__ = ["BINARY", "BINARY_SIZE", "HEADER_LENGTH", "JSON", "Encoded", "datatype_of", "decode", "encode",
+__all__ = ["BINARY", "BINARY_SIZE", "HEADER_LENGTH", "JSON", "Encoded", "datatype_of", "decode",
            "encode_body", "from_numpy", "is_binary", "json_text", "peek_kind", "split_value", "to_numpy"]
 
 JSON = "application/json"
@@ -42,21 +42,6 @@ class Encoded:
 
     value: bytes
     headers: dict[str, str] = field(default_factory=dict)
-
-
-
-
-def encode(message: Envelope, tensors: Sequence[Tensor], arrays: Sequence[np.ndarray], *,
-           binary: bool) -> Encoded:
-    """Encode a request or response whose tensor list is ``tensors`` (built by ``from_numpy``).
-
-    In binary form the raw bytes of ``arrays`` (same order as ``tensors``) follow the JSON part.
-    """
-    head = message.to_record()
-    if not binary:
-        return Encoded(head, {h.CONTENT_TYPE: JSON})
-    raws = [raw_bytes(a, t.datatype) for t, a in zip(tensors, arrays, strict=True)]
-    return Encoded(b"".join([head, *raws]), {h.CONTENT_TYPE: BINARY, HEADER_LENGTH: str(len(head))})
 
 
 def is_binary(headers: Mapping[str, str]) -> bool:
@@ -109,14 +94,15 @@ def peek_kind(head: bytes) -> str | None:
 
 
 def encode_body(kind: str, body: dict[str, Any], field: str, tensors: Mapping[str, np.ndarray], *,
-                binary: bool) -> Encoded:
-    """Encode ``body`` plus ``tensors`` under ``field`` (JSON data, or binary), without pydantic."""
+                binary: bool | Collection[str]) -> Encoded:
+    """Encode ``body`` plus ``tensors`` under ``field``, without pydantic: JSON data, or binary (all
+    tensors, or those named in ``binary``)."""
     metas: list[dict[str, Any]] = []
     raws: list[bytes] = []
     for name, arr in tensors.items():
         dt = datatype_of(arr)
         meta: dict[str, Any] = {"name": name, "shape": list(arr.shape), "datatype": dt.value}
-        if binary:
+        if binary is True or (binary and name in binary):
             raw = raw_bytes(arr, dt)
             meta["parameters"] = {BINARY_SIZE: len(raw)}
             raws.append(raw)
@@ -124,7 +110,7 @@ def encode_body(kind: str, body: dict[str, Any], field: str, tensors: Mapping[st
             meta["data"] = json_data(arr, dt, name)
         metas.append(meta)
     head = json.dumps({"v": 1, **body, field: metas, "kind": kind}, separators=(",", ":")).encode()
-    if not binary:
+    if not raws:
         return Encoded(head, {h.CONTENT_TYPE: JSON})
     return Encoded(b"".join([head, *raws]), {h.CONTENT_TYPE: BINARY, HEADER_LENGTH: str(len(head))})
 
@@ -156,15 +142,10 @@ def _bytes_element(x: Any) -> bytes:
     raise TypeError(f"{type(x).__name__} is not a string")
 
 
-def from_numpy(name: str, arr: np.ndarray, *, binary: bool = False) -> Tensor:
-    """A Tensor for ``arr``: with JSON ``data``, or only ``binary_data_size`` when ``binary``."""
+def from_numpy(name: str, arr: np.ndarray) -> Tensor:
+    """A Tensor for ``arr`` with JSON ``data``."""
     dt = datatype_of(arr)
-    shape = [int(d) for d in arr.shape]
-    if binary:
-        size = len(raw_bytes(arr, dt)) if dt is Datatype.BYTES else arr.size * FIXED[dt].itemsize
-        return Tensor.model_construct(name=name, shape=shape, datatype=dt,
-                                      parameters={BINARY_SIZE: size}, data=None)
-    return Tensor.model_construct(name=name, shape=shape, datatype=dt, parameters=None,
+    return Tensor.model_construct(name=name, shape=[int(d) for d in arr.shape], datatype=dt, parameters=None,
                                   data=json_data(arr, dt, name))
 
 

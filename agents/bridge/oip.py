@@ -164,19 +164,16 @@ def _reply_body(reply: Reply, parsed: ParsedRequest) -> HttpBody:
 def encode_result(reply: Reply, parsed: ParsedRequest) -> HttpBody:
     """An OK reply's OIP response in the caller's encoding (raises InvalidMessage for outputs JSON
     cannot carry: NaN, infinity)."""
-    result = reply.result()
-    body: dict[str, Any] = {"model_name": result.model_name, "model_version": result.model_version,
-                            "id": parsed.request_id or result.id}
-    if result.parameters:
-        body["parameters"] = result.parameters
-    if not parsed.wants_binary or parsed.binary_all:
-        binary = parsed.binary_all
-        enc = tc.encode_body(InferenceResponse.KIND, body, "outputs", result.outputs, binary=binary)
-        if not binary:
-            return HttpBody(enc.value, 200, {}, tc.JSON)
-        return _binary_body(enc.value, enc.headers[tc.HEADER_LENGTH])
-    resp = InferenceResponse.model_construct(**body, outputs=[])
-    return encode_response(resp, result.outputs, parsed)
+    r = reply.result()
+    return encode_response(_head(r.model_name, r.model_version, parsed.request_id or r.id, r.parameters),
+                           r.outputs, parsed)
+
+
+def _head(model: str, version: str | None, rid: str | None, parameters: dict[str, Any] | None,
+          ) -> dict[str, Any]:
+    """A response's fields besides its outputs (those it has)."""
+    head = {"model_name": model, "model_version": version, "id": rid, "parameters": parameters or None}
+    return {k: v for k, v in head.items() if v is not None}
 
 
 def json_result(reply: Reply, request_id: str | None = None) -> tuple[int, bytes]:
@@ -194,24 +191,16 @@ def stored_to_http(status: int, body: bytes, parsed: ParsedRequest) -> HttpBody:
     """A stored JSON result (idempotent repeat) in the encoding this caller asked for."""
     if status != 200 or not parsed.wants_binary:
         return HttpBody(body, status, {}, tc.JSON)
-    resp, arrays = tc.decode(body, {}, InferenceResponse, "outputs")
-    return encode_response(resp, arrays, parsed)
+    r, arrays = tc.decode(body, {}, InferenceResponse, "outputs")
+    return encode_response(_head(r.model_name, r.model_version, r.id, r.parameters), arrays, parsed)
 
 
-def encode_response(resp: InferenceResponse, arrays: dict[str, Any], parsed: ParsedRequest) -> HttpBody:
-    """Re-encode outputs: binary where asked (all, or per output), JSON ``data`` elsewhere."""
-    tensors: list[Tensor] = []
-    binary_tensors: list[Tensor] = []
-    binary_arrays: list[Any] = []
-    for name, arr in arrays.items():
-        binary = parsed.binary_all or name in parsed.binary_outputs
-        tensors.append(tc.from_numpy(name, arr, binary=binary))
-        if binary:
-            binary_tensors.append(tensors[-1])
-            binary_arrays.append(arr)
-    resp.outputs = tensors
-    enc = tc.encode(resp, binary_tensors, binary_arrays, binary=bool(binary_tensors))
-    if not binary_tensors:
+def encode_response(head: dict[str, Any], arrays: dict[str, Any], parsed: ParsedRequest) -> HttpBody:
+    """A response of ``head`` and the outputs ``arrays``: binary where asked (all, or per output),
+    JSON ``data`` elsewhere."""
+    binary = True if parsed.binary_all else parsed.binary_outputs
+    enc = tc.encode_body(InferenceResponse.KIND, head, "outputs", arrays, binary=binary)
+    if tc.HEADER_LENGTH not in enc.headers:
         return HttpBody(enc.value, 200, {}, tc.JSON)
     return _binary_body(enc.value, enc.headers[tc.HEADER_LENGTH])
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping, Sequence
@@ -210,8 +211,9 @@ class InferenceClient(Service):
         self, model: str, value: bytes, headers: Mapping[str, str], *, request_id: str | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - also sent as the deadline header
     ) -> asyncio.Future[Reply]:
-        """Send an encoded record as it is; returns once it is queued, with a future for its reply."""
-        topic, partitions = await self.route(model)
+        """Send an encoded record as it is (an OIP request, as callers in other languages send it);
+        returns once it is queued, with a future for its reply."""
+        topic, _ = await self.route(model)
         rid = request_id or self.new_id()
         if rid in self.waiting:
             raise AiaasError("request id already in flight", code=ErrorCode.CONFLICT, request_id=rid)
@@ -221,14 +223,15 @@ class InferenceClient(Service):
         hdrs = [(k, v.encode()) for k, v in headers.items() if k not in _OURS]
         hdrs += [(h.CORRELATION_ID, rid_b), (h.REPLY_TO, self._reply_to), _WIRE_VERSION,
                  (h.DEADLINE, (headers.get(h.DEADLINE) or str(h.deadline_ms(timeout_s))).encode())]
-        assert self._batches is not None
+        assert self._producer is not None and self._batches is not None
         try:
-            if self.sealer is not None:  # the bridge's records: sealed under their tenant's key
+            if self.sealer is not None:  # sealed under its tenant's key
                 value, hdrs = self.sealer.seal_record(value, hdrs, self.sealer.key_for(headers.get(h.TENANT)))
-            self._batches.add(topic, partitions, rid, rid_b, value, hdrs)
+            sent = await self._producer.send(topic, value, key=rid_b, headers=hdrs)
         except BaseException:
             self.waiting.fail(rid, Unavailable("request could not be sent", model=model))
             raise
+        sent.add_done_callback(functools.partial(self._batches.delivered, [rid]))
         return fut
 
     def send_request(self, stream: Stream, rid: str, arrays: dict[str, np.ndarray], timeout_s: float,

@@ -6,8 +6,8 @@ and Kafka's costs are per record, so the requests of a tick that share a topic a
 go as entries of one frame, up to ``pack_max`` requests or ``pack_bytes`` per frame, each frame to
 the next partition (round-robin by frame). Requests of numeric arrays of one layout are stacked as
 the rows of one entry: what the worker computes anyway, checked once. Each request keeps its own id
-and deadline, and gets its own reply or error. ``add`` queues a record as it is (the bridge's OIP
-pass-through). ``Slots`` is the counting semaphore of the client's flow control.
+and deadline, and gets its own reply or error. ``Slots`` is the counting semaphore of the client's
+flow control.
 """
 
 from __future__ import annotations
@@ -83,21 +83,9 @@ class TickBatches:
         self.pack_max, self.pack_bytes = pack_max, pack_bytes
         self.linger_s = linger_s  # > 0: a flush waits this long for more requests (the HTTP bridge's)
         self._packs: dict[Stream, _Pack] = {}
-        self._open: dict[str, _Open] = {}
         self._full: list[tuple[str, _Open]] = []
         self._next = 0
         self._flushes: set[asyncio.Task[None]] = set()
-
-    def add(self, topic: str, partitions: int, rid: str, key: bytes, value: bytes,
-            headers: list[tuple[str, bytes]]) -> None:
-        """Queue one record as it is (sent at the next loop iteration with the rest of this tick's)."""
-        batch = self._open.get(topic) or self._start(topic, partitions)
-        if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
-            self._full.append((topic, self._open.pop(topic)))  # full: it goes as it is
-            batch = self._start(topic, partitions)
-            if batch.builder.append(timestamp=None, key=key, value=value, headers=headers) is None:
-                raise ValueError("request record larger than the producer's batch size")
-        batch.rids.append(rid)
 
     def add_request(self, stream: Stream, rid: str, tensors: dict[str, np.ndarray], timeout_s: float,
                     deadline: str | None = None, fields: dict[str, Any] | None = None,
@@ -161,15 +149,10 @@ class TickBatches:
 
     def _schedule(self) -> None:
         """Start a flush at the next loop iteration, unless one is already due."""
-        if not self._open and not self._full and not self._packs:
+        if not self._full and not self._packs:
             task = asyncio.get_running_loop().create_task(self._flush())
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
-
-    def _start(self, topic: str, partitions: int) -> _Open:
-        self._schedule()
-        batch = self._open[topic] = self._fresh(partitions)
-        return batch
 
     def _fresh(self, partitions: int) -> _Open:
         """An empty record batch for the next partition (round-robin)."""
@@ -181,8 +164,7 @@ class TickBatches:
             await asyncio.sleep(self.linger_s)
         for stream in list(self._packs):
             self._seal(stream)
-        ready, self._full = [*self._full, *self._open.items()], []
-        self._open = {}
+        ready, self._full = self._full, []
         for topic, batch in ready:
             batch.builder.close()
             try:
@@ -190,9 +172,10 @@ class TickBatches:
             except Exception as exc:
                 self.failed(batch.rids, exc)
                 continue
-            sent.add_done_callback(functools.partial(self._delivered, batch.rids))
+            sent.add_done_callback(functools.partial(self.delivered, batch.rids))
 
-    def _delivered(self, rids: list[str], sent: asyncio.Future[Any]) -> None:
+    def delivered(self, rids: list[str], sent: asyncio.Future[Any]) -> None:
+        """A sent record's ack: its requests fail when the broker refused it."""
         if not sent.cancelled() and sent.exception() is not None:
             exc = sent.exception()
             assert exc is not None

@@ -21,7 +21,6 @@ from aiaas.agents.bridge.oip import ParsedRequest, encode_response, json_result,
 from aiaas.agents.bridge.settings import BridgeSettings
 from aiaas.agents.bridge.state import RequestState
 from aiaas.schemas.errors import AiaasError, CallbackRefused, InsecureConfig, InvalidMessage, RateLimited
-from aiaas.schemas.inference import InferenceResponse, Tensor
 from aiaas.streams.replywire import InferResult, Reply
 
 X = np.arange(8, dtype=np.float32).reshape(2, 4)
@@ -155,12 +154,8 @@ def test_parse_request_never_raises_anything_else(body: bytes, header_length: st
 
 
 def test_mixed_binary_and_json_outputs_encode() -> None:
-    resp = InferenceResponse(model_name="m", outputs=[
-        Tensor(name="a", shape=[2, 4], datatype="FP32", data=X.ravel().tolist()),
-        Tensor(name="b", shape=[1], datatype="INT64", data=[7]),
-    ])
     parsed = ParsedRequest({}, {}, None, False, binary_outputs={"a"})
-    out = encode_response(resp, {"a": X, "b": np.array([7], dtype=np.int64)}, parsed)
+    out = encode_response({"model_name": "m"}, {"a": X, "b": np.array([7], dtype=np.int64)}, parsed)
     n = int(out.headers["Inference-Header-Content-Length"])
     head = json.loads(out.content[:n])
     assert head["outputs"][0]["parameters"]["binary_data_size"] == 32 and head["outputs"][1]["data"] == [7]
