@@ -186,7 +186,7 @@ async def test_status_page_plots_the_forecast_against_the_arrivals(
     assert [p["ts"] for p in pts] == sorted(p["ts"] for p in pts)
 
     dom = await _chromium_run("--virtual-time-budget=8000", "--dump-dom", f"{bridge_url}/ui", tmp=tmp_path)
-    assert f'data-scaling="{model}"' in dom and "predictive · 1 workers" in dom, dom[-3000:]
+    assert f'data-scaling="{model}"' in dom and "predictive · " in dom, dom[-3000:]
     for cls in ("arrivals", "forecast"):
         line = re.search(rf'<polyline points="([^"]+)"[^>]*class="{cls}"', dom)
         assert line and len(line[1].split()) == len(pts), cls
