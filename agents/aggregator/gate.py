@@ -97,7 +97,10 @@ class Gate:
     async def consider(self, state: ServerState, metrics: dict[str, float]) -> CandidateDecision:
         """Score the current parameters against production on the newest held-out window; promote
         them when they pass (export and registration happen here)."""
+        # what had arrived when this candidate was taken: rows read while it is scored and promoted
+        # (a restarted job catching up, a drift arriving) still count as new for the next one
         self._since_read, self._since_t = self.holdout.reader.read, time.monotonic()
+        taken_at = self._since_read
         held = self.holdout.arrays()
         assert held is not None
         x, y = held
@@ -115,6 +118,7 @@ class Gate:
             source_position=sum(self.holdout.reader.positions.values()))
         if promote:
             decision.model_version = await self._promote(state, x, metrics | scored)
+            self._read_at_promotion = taken_at
         self.decided.set()
         log.info("job %s candidate v%d: %s %.4f vs production %s -> %s", self.spec.job_id,
                  state.version, decision.metric, cand, "none" if prod is None else f"{prod:.4f}",
@@ -132,5 +136,4 @@ class Gate:
         onnx_bytes = await self.registry.load_bytes(mv)
         self.production = Production(mv.version, await asyncio.to_thread(session, onnx_bytes))
         self.promotions += 1
-        self._read_at_promotion = self.holdout.reader.read
         return mv.version

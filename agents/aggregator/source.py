@@ -145,6 +145,13 @@ class Holdout:
     def follow(self) -> None:
         """Continuous: read as the topic grows, in the background."""
         self._task = asyncio.create_task(self._follow(), name=f"{self.spec.job_id}.holdout")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A holdout that stops reading would silently stop every later candidate: say why."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("job %s: the held-out reader stopped: %r", self.spec.job_id, task.exception(),
+                      exc_info=task.exception())
 
     async def _follow(self) -> None:
         async for batch in self.reader.batches():
