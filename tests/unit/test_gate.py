@@ -45,7 +45,8 @@ class Registry:
         return b"onnx"
 
 
-def gate_with(arriving_during_promotion: int, monkeypatch: pytest.MonkeyPatch) -> tuple[Gate, Holdout, ServerState]:
+def gate_with(arriving_during_promotion: int,
+              monkeypatch: pytest.MonkeyPatch) -> tuple[Gate, Holdout, ServerState]:
     """A gate whose promotion registers nothing (that needs a broker) but lets rows arrive meanwhile."""
     spec = source_spec("gate", "topic", mode="continuous", continuous={
         "publish_every_records": 1000, "publish_every_s": 0.001, "tolerance": 0.02, "holdout_rows": 50})
