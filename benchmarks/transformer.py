@@ -27,8 +27,11 @@ Kafka pass over a raw onnxruntime pass at the best batch run just before it, on 
 machine is shared), ``p99_ms_low_load`` (at most 10 requests/s), and the worker's text code in-process
 (``worker_text_seq_per_s``, ``padding_waste_worker``). ``--skip-serve`` leaves them null.
 
-Not measured here (null): ``round_ms_1_shard``/``round_ms_2_shards`` for the sharded parameter server,
-``split_seq_per_s`` for model splitting.
+Model splitting (``benchmarks.split``, the same graph, the texts tokenized): ``split_seq_per_s`` (2
+stages, a worker process each) beside ``unsplit_seq_per_s`` (2 workers of the whole graph).
+``--skip-split`` leaves them null.
+
+Not measured here (null): ``round_ms_1_shard``/``round_ms_2_shards`` for the sharded parameter server.
 
     python -m benchmarks.transformer [--quick]
 """
@@ -56,12 +59,13 @@ from aiaas.ml.transformer import TextClassifier
 from aiaas.schemas.jobs import JobSpec
 from aiaas.streams.runtime import run
 from aiaas.streams.settings import Settings
+from benchmarks import split as splitting
 from benchmarks import textserve
 from benchmarks.common import emit, fresh_prefix, machine
 
 log = logging.getLogger("benchmarks.transformer")
 PENDING = {"round_ms_1_shard": "the sharded parameter server",
-           "round_ms_2_shards": "the sharded parameter server", "split_seq_per_s": "model splitting"}
+           "round_ms_2_shards": "the sharded parameter server"}
 
 
 def spec(mode: str, args: argparse.Namespace) -> JobSpec:
@@ -187,6 +191,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--max-steps", type=int, default=200)
     ap.add_argument("--per-class", type=int, default=300)
     ap.add_argument("--skip-finetune", action="store_true")
+    ap.add_argument("--skip-split", action="store_true", help="no split model through Kafka")
     ap.add_argument("--skip-serve", action="store_true", help="no text serving through Kafka")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -211,6 +216,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         result |= run(textserve.through_kafka(
             graph, served, lambda: raw_pass(served, sess, int(size[1:]))[0], repeat=3,
             low_load_count=100 if args.quick else 300))
+    result |= dict.fromkeys(("split_seq_per_s", "unsplit_seq_per_s"))
+    if not args.skip_split:
+        result |= splitting.from_texts(graph, texts, quick=args.quick)
     if not args.skip_finetune:
         runs = {"single": single(args), "sync": distributed("sync", args),
                 "hybrid": distributed("hybrid", args)}
