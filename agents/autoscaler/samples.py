@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from aiaas.schemas.errors import AiaasError
 from aiaas.schemas.records import ScalingSample
 from aiaas.streams.admin import ensure
 from aiaas.streams.lifecycle import Service
@@ -31,9 +32,16 @@ class SamplePublisher(Service):
         self._failed = False  # log the first failure of a streak only
 
     async def start(self) -> None:
-        await ensure(self.settings, [self.spec])
+        """Create the topic and a producer; when that is refused (a user without the grant, say),
+        the scaler runs without its chart and says so once."""
         producer = Producer(self.settings)
-        await producer.start()
+        try:
+            await ensure(self.settings, [self.spec])
+            await producer.start()
+        except AiaasError as exc:
+            log.warning("%s: no forecast chart: cannot write %s (%s); the scaler goes on",
+                        self.model, self.spec.name, exc)
+            return
         self._producer = producer
 
     async def stop(self) -> None:

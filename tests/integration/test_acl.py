@@ -24,7 +24,7 @@ from aiaas.client.inference import InferenceClient
 from aiaas.registry.store import Registry
 from aiaas.schemas.errors import Forbidden, NotFound
 from aiaas.streams import acls
-from aiaas.streams.admin import ensure, wait_for_broker
+from aiaas.streams.admin import Admin, ensure, wait_for_broker
 from aiaas.streams.consumer import Consumer
 from aiaas.streams.producer import Producer
 from aiaas.streams.settings import Settings
@@ -247,3 +247,24 @@ async def test_apply_on_a_broker_without_authorizer_says_so(settings: Settings, 
             await acls.AclAdmin(admin).apply(acls.plan(s, tenants={"x": ["m"]}), acls.Credentials(s))
     assert "no authorizer" in str(info.value) and "\n" not in str(info.value)
     assert not (tmp_path / "credentials").exists()
+
+
+async def test_an_autoscaler_user_without_the_grant_scales_without_its_chart(
+    applied: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writing the forecast chart's looks (scaling.<model>) is refused to a tenant: the publisher
+    says so once and the scaler would go on; nothing is raised, nothing is written."""
+    import logging
+
+    from aiaas.agents.autoscaler.samples import SamplePublisher
+    from aiaas.schemas.records import ScalingSample
+
+    publisher = SamplePublisher(_as(applied, "tenant-a"), MODEL)
+    with caplog.at_level(logging.WARNING, logger="aiaas.agents.autoscaler.samples"):
+        await publisher.start()
+        await publisher.publish(ScalingSample(model=MODEL, policy="reactive", ts=0.0, arrival_rate=1.0,
+                                              forecast_rate=0.0, horizon_s=0.0, lag=0, replicas=1))
+        await publisher.stop()
+    assert "no forecast chart" in caplog.text and "tenant-a" in caplog.text
+    async with Admin(applied) as admin:
+        assert Topics(applied).scaling(MODEL).name not in await admin.list_topics()
