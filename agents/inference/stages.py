@@ -9,7 +9,8 @@ answers no caller: its ``Forwarder`` sends each request's outputs as a request f
 next stage's topic (stacked rows stay one rows entry), with the caller's ``reply-to``, deadline,
 tenant and trace context in the entry's headers, the caller's request id as its id and the outputs
 it asked for (stages before the last compute all theirs; the last one picks). The frames
-are gathered per poll like reply frames and chunked when large; the poll's offsets commit only once
+are gathered per poll like reply frames and chunked when large (a later stage takes requests as big
+as a reply, ``max_reply_bytes``); the poll's offsets commit only once
 they are acknowledged, so a stage worker killed mid-batch loses nothing (the next owner of its
 partitions re-serves them). Errors still go straight to the caller, from whichever stage they arise
 in, and the last stage replies as any worker does, under the pipeline's name and in the caller's
@@ -46,8 +47,11 @@ async def resolved(settings: Settings, cfg: WorkerSettings) -> WorkerSettings:
         return cfg
     async with Registry(settings) as reg:
         ref = await pipelines.stage(reg, cfg.model, cfg.pipeline_stage, cfg.version)
-    return cfg.model_copy(update={"model": ref.model, "version": ref.version, "stage": "latest",
-                                  "pipeline": ref.pipeline, "forward_to": ref.next_model})
+    update: dict[str, Any] = {"model": ref.model, "version": ref.version, "stage": "latest",
+                              "pipeline": ref.pipeline, "forward_to": ref.next_model}
+    if ref.index > 1:  # activations outweigh requests (token ids -> hidden states): as big as a reply
+        update["max_request_bytes"] = max(cfg.max_request_bytes, cfg.max_reply_bytes)
+    return cfg.model_copy(update=update)
 
 
 def served(cfg: WorkerSettings) -> str:

@@ -1,8 +1,9 @@
 """A tiny transformer split into 2 stages on the real broker (``aiaas.registry.pipelines``,
 agents/inference/stages.py): callers call the model by its name, stage 1 forwards its hidden states
 (and the attention mask) to stage 2, stage 2 replies; the answers equal the whole model's (max abs
-difference <= 1e-4) on token ids of mixed lengths and on text (BYTES) requests, which stage 1
-tokenizes with the bundle's tokenizer; a request stage 1 refuses gets its error reply from stage 1.
+difference <= 1e-4) on token ids of mixed lengths, on text (BYTES) requests, which stage 1 tokenizes
+with the bundle's tokenizer, on a plain OIP JSON request (answered in JSON) and on a request whose
+hidden states (5.4 MB) travel in chunks; a request stage 1 refuses gets its error reply from stage 1.
 (An MLP split by the CLI: tests/faults/test_pipeline_kill.py.)"""
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ async def test_two_stage_tiny_transformer_answers_like_the_whole_model(settings:
         got = {i: r async for i, r in client.infer_many("pt", texts, timeout=30)}
         words = ["a short text", "and a longer one that stage 1 tokenizes before it forwards"]
         said = [await client.infer("pt", {"text": np.asarray([w], dtype=object)}, timeout=30) for w in words]
+        big = {"input_ids": rng.integers(1, 30000, size=(700, 60)),
+               "attention_mask": np.ones((700, 60), np.int64)}
+        large = await client.infer("pt", big, timeout=60)  # 5.4 MB of hidden states: chunked, over 4 MiB
+        assert workers[0].stats["chunked_replies"] == 1
         picked = await client.infer("pt", texts[0], outputs=["label"], timeout=30)
         # a plain OIP JSON request, as the HTTP bridge passes one through
         body = {"inputs": [{"name": n, "shape": list(a.shape), "datatype": "INT64",
@@ -84,7 +89,7 @@ async def test_two_stage_tiny_transformer_answers_like_the_whole_model(settings:
         with pytest.raises(InferenceError) as bad:
             await client.infer("pt", {"input_ids": np.zeros((1, 4), np.float32),
                                       "attention_mask": np.ones((1, 4), np.int64)}, timeout=30)
-        sent = len(texts) + len(words) + 2
+        sent = len(texts) + len(words) + 3
         assert workers[0].stats["forwarded"] == sent and workers[1].stats["replies"] == sent
     assert bad.value.status_code == 400 and "datatype" in str(bad.value)  # stage 1 refused it
     for i, feeds in enumerate(texts):
@@ -95,6 +100,7 @@ async def test_two_stage_tiny_transformer_answers_like_the_whole_model(settings:
         assert [str(x, "utf-8") if isinstance(x, bytes) else str(x) for x in r.outputs["label"]] == \
             [str(x) for x in want["label"]]
     assert float(np.max(np.abs(as_json.outputs["scores"] - whole(data, texts[3])["scores"]))) <= 1e-4
+    assert float(np.max(np.abs(large.outputs["scores"] - whole(data, big)["scores"]))) <= 1e-4
     tok = text_tokenizer(PRETRAINED, 64)
     for w, r in zip(words, said, strict=True):  # text in: tokenized by stage 1 as the whole model would be
         ids, mask = encode_texts(tok, [w])
