@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
 
+from aiaas.agents.inference.scoring_end import SourceEnd
 from aiaas.agents.inference.scoring_settings import ScoringSettings
 from aiaas.agents.inference.scoringbatch import Raw, Scored, compute, outgoing
 from aiaas.agents.inference.sessions import Loaded, Sessions
@@ -79,6 +80,7 @@ class ScoringWorker(Service):
         self.sink: TransactionalSink | PlainSink | None = None
         self.owned: set[TopicPartition] = set()
         self.next: dict[TopicPartition, int | None] = {}  # past what was handed to a transaction
+        self.end = SourceEnd(source)  # the source's end: (none: score until stopped)
         self._lock = asyncio.Lock()  # a poll being scored, or a rebalance step: one at a time
         self._inflight: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"score-{cfg.model}")
@@ -183,6 +185,7 @@ class ScoringWorker(Service):
                 elif isinstance(self.source.start, datetime):
                     await self._seek_to_time(tp, self.source.start)
                 self.next[tp] = committed
+            await self.end.resolve(self.consumer, tps)
         log.info("assigned %d partitions: %s", len(tps), sorted(tp.partition for tp in tps))
         self.stats["partitions"] = len(tps)
         self.rebalanced.set()
@@ -226,6 +229,17 @@ class ScoringWorker(Service):
                     await self._settle()
                     self._inflight = asyncio.create_task(self._write(scored))
             self._update_lag(consumer)
+            if self.end.bounded and await self._at_end(consumer):
+                return
+
+    async def _at_end(self, consumer: AIOKafkaConsumer) -> bool:
+        """Every owned partition scored to the source's end and its transactions committed."""
+        async with self._lock:
+            if not await self.end.all_reached(consumer, self.owned, self.next):
+                return False
+            await self._settle()
+        log.info("%s scored to its end on partitions %s; stopping", self.cfg.from_topic, sorted(self.owned))
+        return True
 
     async def _settle(self) -> None:
         """Wait for the transactions in flight; their failure (past the retry deadline) is raised.
@@ -242,6 +256,7 @@ class ScoringWorker(Service):
         for tp, recs in batches.items():
             if tp not in self.owned:
                 continue
+            recs = self.end.cut(tp, recs)
             nxt = self.next.get(tp)
             if nxt is not None and recs and recs[0].offset < nxt:
                 recs = [r for r in recs if r.offset >= nxt]
