@@ -106,3 +106,16 @@ def test_mixed_lengths_in_one_call_answer_each_request_in_order_with_its_truncat
     assert together[-1][1] == {"truncated": True, "truncated_count": 1, "max_length": 32,
                                "truncated_rows": "2"}
     assert tm.pads / tm.tokens < 0.5
+
+
+def test_a_graph_without_label_gets_it_from_labels_json() -> None:
+    tm = TextModel(text_tokenizer(tokenizer_json(NAME), 16), 16, [IDS, MASK], False, ["even", "odd"])
+
+    def scores_only(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        odd = (_fake_run(feeds)["label"] == "odd").astype(np.float32)
+        return {"scores": np.stack([1 - odd, odd], axis=1)}
+
+    texts = np.array(["a chess engine", "an FM synthesizer", "x"], dtype=object)
+    outs, params = tm.run(scores_only, [texts])[0]
+    want = _model(16).run(_fake_run, [texts])[0][0]["label"]  # the graph's own label
+    assert outs["label"].tolist() == want.tolist() and params == {"truncated": False}
