@@ -57,8 +57,13 @@ cluster-down:
 cluster-status:
 	@infra/kafka/cluster.sh status
 
+# Two pytest workers, a test file each at a time (module fixtures stay on one worker): most tests
+# wait on a broker, a process start or a deadline rather than the CPU. The cluster tier owns fixed
+# ports (49092-49097) and stops its cluster when done, so it runs on its own afterwards.
+TEST_WORKERS ?= 2
 test: setup infra-up browser
-	$(PY) -m pytest tests $(PYTEST_ARGS)
+	$(PY) -m pytest tests --ignore=tests/cluster -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(PY) -m pytest tests/cluster $(PYTEST_ARGS)
 
 test-unit: setup
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
