@@ -32,7 +32,7 @@ async def test_sigkill_one_of_two_stage_2_workers_under_load_loses_nothing(setti
     assert rc == 0, err
     made = json.loads(out)
     assert made["stages"] == ["pk.stage1:1", "pk.stage2:1"] and made["max_abs_diff"] <= 1e-4
-    n, kill_after = 600, 150
+    n, kill_after = 400, 100
     xs = np.random.default_rng(3).normal(size=(n, 1, 16)).astype(np.float32)
     flags = ("--partitions", "4")
     async with spawn_workers(settings, "pk", 1, "--pipeline-stage", "1", *flags) as first, \
