@@ -32,6 +32,7 @@ JSON = "application/json"
 BINARY = "application/octet-stream"
 HEADER_LENGTH = h.INFERENCE_HEADER_LENGTH
 BINARY_SIZE = "binary_data_size"
+_SEP = (",", ":")
 
 E = TypeVar("E", bound=Envelope)
 
@@ -96,20 +97,20 @@ def peek_kind(head: bytes) -> str | None:
 def encode_body(kind: str, body: dict[str, Any], field: str, tensors: Mapping[str, np.ndarray], *,
                 binary: bool | Collection[str]) -> Encoded:
     """Encode ``body`` plus ``tensors`` under ``field``, without pydantic: JSON data, or binary (all
-    tensors, or those named in ``binary``)."""
-    metas: list[dict[str, Any]] = []
+    tensors, or those named in ``binary``). JSON data is written a slice at a time (``json_text``):
+    run in a thread, a big reply leaves the event loop the GIL in between."""
+    metas: list[str] = []
     raws: list[bytes] = []
     for name, arr in tensors.items():
         dt = datatype_of(arr)
-        meta: dict[str, Any] = {"name": name, "shape": list(arr.shape), "datatype": dt.value}
+        meta: dict[str, Any] = {"name": name, "shape": [int(d) for d in arr.shape], "datatype": dt.value}
         if binary is True or (binary and name in binary):
-            raw = raw_bytes(arr, dt)
-            meta["parameters"] = {BINARY_SIZE: len(raw)}
-            raws.append(raw)
+            raws.append(raw_bytes(arr, dt))
+            metas.append(json.dumps({**meta, "parameters": {BINARY_SIZE: len(raws[-1])}}, separators=_SEP))
         else:
-            meta["data"] = json_data(arr, dt, name)
-        metas.append(meta)
-    head = json.dumps({"v": 1, **body, field: metas, "kind": kind}, separators=(",", ":")).encode()
+            metas.append(f'{json.dumps(meta, separators=_SEP)[:-1]},"data":{json_text(arr, dt, name)}}}')
+    start = json.dumps({"v": 1, **body}, separators=_SEP)
+    head = f'{start[:-1]},"{field}":[{",".join(metas)}],"kind":"{kind}"}}'.encode()
     if not raws:
         return Encoded(head, {h.CONTENT_TYPE: JSON})
     return Encoded(b"".join([head, *raws]), {h.CONTENT_TYPE: BINARY, HEADER_LENGTH: str(len(head))})

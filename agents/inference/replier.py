@@ -75,8 +75,8 @@ class Replier:
                                               w.record.headers, rows=rows, parameters=w.parameters)
         elif not w.binary and sum(a.size for a in outputs.values()) > replies.LARGE_JSON:  # off the loop
             answer = await asyncio.to_thread(
-                replies.large_json, self.model, w.model.version, w.request_id, w.response_id, outputs,
-                request_headers=w.record.headers, parameters=w.parameters)
+                replies.response, self.model, w.model.version, w.request_id, w.response_id, outputs,
+                binary=False, request_headers=w.record.headers, parameters=w.parameters)
         else:
             answer = replies.response(self.model, w.model.version, w.request_id, w.response_id, outputs,
                                       binary=w.binary, request_headers=w.record.headers,

@@ -20,14 +20,14 @@ from aiaas.streams import headers as h
 from aiaas.streams import tensorcodec as tc
 from aiaas.streams import tracing
 from aiaas.streams.frame import VERSION, Entry
-from aiaas.streams.tensorcodec import json_text
 
 STATUS = h.STATUS_CODE
 _VERSION = str(VERSION)
 
 PASS_THROUGH = (h.TENANT,)
 ReplyHeaders = dict[str, str]
-LARGE_JSON = 65_536  # output elements from which a JSON reply is encoded in a thread (``large_json``)
+LARGE_JSON = 65_536  # output elements from which a JSON reply is encoded in a thread (4M floats took
+# 6.5 s in one json.dumps, past the worker's session timeout; tensorcodec.json_text writes slices)
 
 
 def passed_on(request_headers: Mapping[str, str]) -> list[tuple[str, str]]:
@@ -64,30 +64,6 @@ def response(
     enc = tc.encode_body(InferenceResponse.KIND, body, "outputs", outputs, binary=binary)
     extra = {**enc.headers, STATUS: "200", h.MODEL_VERSION: str(version)}
     return enc.value, _headers(request_id, request_headers, extra)
-
-
-def large_json(
-    model: str, version: int, request_id: str, response_id: str | None, outputs: Mapping[str, np.ndarray],
-    *, request_headers: Mapping[str, str], parameters: Mapping[str, Any] | None = None,
-) -> tuple[bytes, ReplyHeaders]:
-    """``response(..., binary=False)`` for big outputs, to run in a thread: the data is encoded a
-    slice at a time (``json_text``), so the event loop, and the group heartbeats on it, get the GIL
-    in between (4M floats took 6.5 s in one ``json.dumps``: past the worker's session timeout)."""
-    compact = (",", ":")
-    body: dict[str, Any] = {"v": 1, "model_name": model, "model_version": str(version),
-                            "id": response_id or request_id}
-    if parameters:
-        body["parameters"] = dict(parameters)
-    tensors = []
-    for name, arr in outputs.items():
-        dt = tc.datatype_of(arr)
-        meta = json.dumps({"name": name, "shape": [int(d) for d in arr.shape], "datatype": dt.value},
-                          separators=compact)
-        tensors.append(f'{meta[:-1]},"data":{json_text(arr, dt, name)}}}')
-    head = json.dumps(body, separators=compact)
-    value = f'{head[:-1]},"outputs":[{",".join(tensors)}],"kind":"{InferenceResponse.KIND}"}}'.encode()
-    extra = {h.CONTENT_TYPE: tc.JSON, STATUS: "200", h.MODEL_VERSION: str(version)}
-    return value, _headers(request_id, request_headers, extra)
 
 
 def ok_entry(model: str, version: int, ids: list[str], outputs: dict[str, np.ndarray],
