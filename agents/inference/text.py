@@ -160,8 +160,10 @@ def checked(arrays: dict[str, np.ndarray]) -> int:
                 x = x.decode("utf-8")
             except UnicodeDecodeError as exc:
                 raise BadInput("text is not valid UTF-8", input=TEXT, index=i, position=exc.start) from None
-        if not isinstance(x, str) or not x.strip():
-            raise BadInput("text is empty", input=TEXT, index=i)
+        if not isinstance(x, str):
+            raise BadInput("text must be a string", input=TEXT, index=i, got=type(x).__name__)
+        if not x.strip():
+            raise BadInput("text is empty (or only whitespace)", input=TEXT, index=i)
         texts[i] = x
     arrays[TEXT] = texts
     return int(a.size)

@@ -73,6 +73,8 @@ def test_request_checks_name_what_is_wrong() -> None:
     assert checked(arrays) == 2 and arrays[TEXT].tolist() == ["café", "plain"]
     bad = [({TEXT: np.array([b"ok", b"\xff\xfe"], dtype=object)}, "not valid UTF-8"),
            ({TEXT: np.array([""], dtype=object)}, "text is empty"),
+           ({TEXT: np.array([" \n"], dtype=object)}, "text is empty"),
+           ({TEXT: np.array([3], dtype=object)}, "text must be a string"),
            ({TEXT: np.zeros(2, np.float32)}, "wrong datatype"),
            ({TEXT: np.array([["a", "b"]], dtype=object)}, "wrong shape"),
            ({TEXT: np.array(["a"], dtype=object), "other": np.zeros(1)}, "one BYTES input named 'text'")]
