@@ -24,19 +24,18 @@ from aiaas.streams.frame import VERSION, Entry
 STATUS = h.STATUS_CODE
 _VERSION = str(VERSION)
 
-PASS_THROUGH = (h.TENANT,)
 ReplyHeaders = dict[str, str]
 LARGE_JSON = 65_536  # output elements from which a JSON reply is encoded in a thread (4M floats took
 # 6.5 s in one json.dumps, past the worker's session timeout; tensorcodec.json_text writes slices)
 
 
-def passed_on(request_headers: Mapping[str, str]) -> list[tuple[str, str]]:
+def passed_on(request_headers: Mapping[str, str]) -> dict[str, str]:
     """Headers a reply carries from its request: the tenant, and the worker's span in the caller's
     trace (only when the request came with one: tracing costs nothing for requests without it)."""
-    out = [(name, request_headers[name]) for name in PASS_THROUGH if name in request_headers]
+    out = {h.TENANT: request_headers[h.TENANT]} if h.TENANT in request_headers else {}
     incoming = request_headers.get(h.TRACEPARENT)
     if incoming is not None:
-        out.append((h.TRACEPARENT, tracing.hop(incoming, "inference.request", SpanKind.CONSUMER)))
+        out[h.TRACEPARENT] = tracing.hop(incoming, "inference.request", SpanKind.CONSUMER)
     return out
 
 
@@ -46,10 +45,7 @@ def wire(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
 
 
 def _headers(request_id: str, request_headers: Mapping[str, str], extra: Mapping[str, str]) -> ReplyHeaders:
-    out = {h.CORRELATION_ID: request_id, h.WIRE_VERSION: _VERSION, **extra}
-    if h.TENANT in request_headers or h.TRACEPARENT in request_headers:
-        out.update(passed_on(request_headers))
-    return out
+    return {h.CORRELATION_ID: request_id, h.WIRE_VERSION: _VERSION, **extra, **passed_on(request_headers)}
 
 
 def response(
@@ -70,21 +66,17 @@ def ok_entry(model: str, version: int, ids: list[str], outputs: dict[str, np.nda
              request_headers: Mapping[str, str], *, rows: bool = False,
              parameters: Mapping[str, Any] | None = None) -> Entry:
     """The reply frame's entry answering a framed request (or, ``rows``, the requests of a block)."""
-    passed = dict(passed_on(request_headers)) if h.TENANT in request_headers or \
-        h.TRACEPARENT in request_headers else {}
     fields: dict[str, Any] = {"status": 200, "model_name": model, "model_version": str(version)}
     if parameters:
         fields["parameters"] = dict(parameters)
-    return Entry(ids, outputs, passed, fields, rows)
+    return Entry(ids, outputs, passed_on(request_headers), fields, rows)
 
 
 def error_entry(model: str, request_id: str, exc: AiaasError, request_headers: Mapping[str, str]) -> Entry:
     """The reply frame's entry for a framed request that failed: its error, as an error reply says it."""
-    body = json.loads(error(model, request_id, exc, request_headers={})[0])
+    body = json.loads(error(model, request_id, exc, request_headers={})[0])  # as JSON has it
     err = {k: body[k] for k in ("model_name", "error", "code", "retriable", "details") if k in body}
-    passed = dict(passed_on(request_headers)) if h.TENANT in request_headers or \
-        h.TRACEPARENT in request_headers else {}
-    return Entry([request_id], {}, passed, {"status": exc.status_code, "error": err})
+    return Entry([request_id], {}, passed_on(request_headers), {"status": exc.status_code, "error": err})
 
 
 def error(
@@ -92,9 +84,7 @@ def error(
 ) -> tuple[bytes, ReplyHeaders]:
     """Value and headers of an error reply (always JSON)."""
     details = {k: v for k, v in exc.details.items() if isinstance(v, str | int | float | bool | list | dict)}
-    msg = ErrorReply(
-        id=request_id, model_name=model, error=exc.reason, code=exc.code.value,
-        status_code=exc.status_code, retriable=exc.retriable, details=details or None,
-    )
+    msg = ErrorReply(id=request_id, model_name=model, error=exc.reason, code=exc.code.value,
+                     status_code=exc.status_code, retriable=exc.retriable, details=details or None)
     extra = {h.CONTENT_TYPE: tc.JSON, STATUS: str(exc.status_code)}
     return msg.to_record(), _headers(request_id, request_headers, extra)
