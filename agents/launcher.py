@@ -14,6 +14,9 @@ whatever still runs. A process that exits with an error (not a kill) ends the wa
 with its reason, and a job that ends here without a final status gets a ``failed`` one saying why,
 so the ``jobs`` topic never shows a job as submitted or running after its processes are gone.
 ``LocalJob`` exposes the pieces (kill a trainer, restart the aggregator) for the fault tests.
+A job with ``aggregator.shards: N`` gets N aggregator processes (``aggregator``, ``aggregator-s1``...);
+a shard killed by a signal is started again (it resumes from its checkpoint) up to ``SHARD_RESTARTS``
+times, and only shard 0 ending before the job's final status ends the wait.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from aiaas.streams.jobs import FINAL_STATES, mark_failed, submit, wait_final
 from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
+SHARD_RESTARTS = 3  # per shard of a sharded parameter server
 
 
 async def load_checked(spec: JobSpec) -> Dataset:
@@ -64,7 +67,9 @@ class LocalJob:
         self.env = {**settings.to_env(), "OMP_NUM_THREADS": str(threads), **(env or {})}
         self.threads = threads
         self.pin_cpus = pin_cpus  # trainer i on CPU i (mod the CPUs there are)
-        self.aggregator: asyncio.subprocess.Process | None = None
+        self.aggregator: asyncio.subprocess.Process | None = None  # shard 0
+        self.shard_procs: dict[int, asyncio.subprocess.Process] = {}
+        self.restarts: dict[int, int] = {}
         self.trainer_procs: dict[str, asyncio.subprocess.Process] = {}
         self._all: list[asyncio.subprocess.Process] = []
         self.submitted_at = 0.0
@@ -113,9 +118,27 @@ class LocalJob:
         self._all.append(proc)
         return proc
 
-    async def start_aggregator(self) -> asyncio.subprocess.Process:
-        self.aggregator = await self._spawn("aiaas.agents.aggregator", "aggregator")
-        return self.aggregator
+    async def start_aggregator(self, shard: int = 0) -> asyncio.subprocess.Process:
+        """Start the aggregator (shard ``shard`` of a sharded one)."""
+        name = "aggregator" if shard == 0 else f"aggregator-s{shard}"
+        args = ("--shard", str(shard)) if self.spec.aggregator.shards > 1 else ()
+        proc = await self._spawn("aiaas.agents.aggregator", name, *args)
+        self.shard_procs[shard] = proc
+        if shard == 0:
+            self.aggregator = proc
+        return proc
+
+    async def _revive_shards(self) -> None:
+        """A sharded job: start again any shard a signal killed (it resumes from its checkpoint)."""
+        if self.spec.aggregator.shards < 2:
+            return
+        for shard, proc in list(self.shard_procs.items()):
+            code = proc.returncode
+            if code is not None and code < 0 and self.restarts.get(shard, 0) < SHARD_RESTARTS:
+                self.restarts[shard] = self.restarts.get(shard, 0) + 1
+                log.warning("job %s: aggregator shard %d was killed (%d); starting it again",
+                            self.spec.job_id, shard, code)
+                await self.start_aggregator(shard)
 
     async def start_trainer(self, worker_id: str | None = None) -> asyncio.subprocess.Process:
         self._n += 1
@@ -127,7 +150,8 @@ class LocalJob:
 
     async def start(self) -> None:
         await self.prepare()
-        await self.start_aggregator()
+        for shard in range(self.spec.aggregator.shards):
+            await self.start_aggregator(shard)
         for _ in range(self.trainers):
             await self.start_trainer()
 
@@ -148,6 +172,8 @@ class LocalJob:
         watched = self._watched()  # those that already ended too: a crash during start counts
         try:
             while not final.done():
+                await self._revive_shards()
+                watched = {**watched, **self._watched()}
                 dead = self._failed(watched)
                 if dead is not None:
                     with contextlib.suppress(TimeoutError):  # a status written about it, or just before
@@ -172,6 +198,9 @@ class LocalJob:
 
     def _watched(self) -> dict[str, asyncio.subprocess.Process]:
         procs = dict(self.trainer_procs)
+        if self.spec.aggregator.shards > 1:  # a killed shard is revived; one that failed is not
+            procs |= {f"aggregator-s{i}": p for i, p in self.shard_procs.items()
+                      if i > 0 and (p.returncode is None or p.returncode > 0)}
         if self.aggregator is not None:
             procs["aggregator"] = self.aggregator
         return procs
@@ -272,19 +301,21 @@ async def run_in_process(settings: Settings, spec: JobSpec, *, trainers: int | N
     if dataset is not None:
         await push(settings, spec, dataset)
     n = trainers if trainers is not None else spec.trainers
-    agg = Aggregator(settings, spec)
+    shards = [Aggregator(settings, spec, shard=i) for i in range(spec.aggregator.shards)]
     workers = [Trainer(settings, spec, TrainerSettings(worker_id=f"{spec.job_id}-p{i}")) for i in range(n)]
     try:
-        await asyncio.gather(agg.start(), *(w.start() for w in workers))
+        await asyncio.gather(*(a.start() for a in shards), *(w.start() for w in workers))
+        others = [asyncio.create_task(a.run()) for a in shards[1:]]
         runs = [asyncio.create_task(w.run()) for w in workers]
         async with asyncio.timeout(timeout_s):
-            status = await agg.run()
-            ended = await asyncio.gather(*runs, return_exceptions=True)  # a fatal one is in the status
+            status = await shards[0].run()  # shard 0 reports the job
+            ended = await asyncio.gather(*others, *runs, return_exceptions=True)  # fatal: in the status
         for err in (e for e in ended if isinstance(e, BaseException)):
-            log.warning("job %s: a trainer ended with %r", spec.job_id, err)
+            log.warning("job %s: a trainer or shard ended with %r", spec.job_id, err)
         return status
     finally:
-        await _finish(asyncio.gather(agg.stop(), *(w.stop() for w in workers), return_exceptions=True))
+        await _finish(asyncio.gather(*(a.stop() for a in shards), *(w.stop() for w in workers),
+                                     return_exceptions=True))
 
 
 async def run_job(settings: Settings, spec: JobSpec, *, trainers: int | None = None,

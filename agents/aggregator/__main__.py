@@ -1,4 +1,4 @@
-"""``python -m aiaas.agents.aggregator --job J [--spec job.yaml] [--threads N]``."""
+"""``python -m aiaas.agents.aggregator --job J [--spec job.yaml] [--threads N] [--shard I]``."""
 
 from __future__ import annotations
 
@@ -10,5 +10,6 @@ parser = argparse.ArgumentParser(prog="python -m aiaas.agents.aggregator", descr
 parser.add_argument("--job", required=True)
 parser.add_argument("--spec", default=None)
 parser.add_argument("--threads", type=int, default=None)
+parser.add_argument("--shard", type=int, default=0, help="this process's shard (aggregator.shards)")
 args = parser.parse_args()
-main(args.job, args.spec, args.threads)
+main(args.job, args.spec, args.threads, args.shard)

@@ -5,10 +5,16 @@ gradients it reflects (``send_offsets_to_transaction`` for the aggregator's grou
 or not at all, so a restarted aggregator resumes exactly where its last checkpoint stood. Starting
 the transactional producer fences a previous instance and aborts its open transaction.
 Resuming reads the params topic backwards from its end (read_committed) for the newest checkpoint.
+A sharded parameter server checkpoints per shard: each shard has its own params topic,
+transactional id and group (``aiaas.ml.shards.shard_name``), so each resumes alone.
+The writer is ``Checkpointer``; ``save_soon`` snapshots the state between two updates and writes it
+in the background, one transaction at a time.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -16,6 +22,7 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
+from aiaas.ml.shards import shard_name
 from aiaas.schemas.errors import ChunkError, InvalidMessage
 from aiaas.schemas.training import CHECKPOINT_KEY, PARAMS_KEY, ParameterSnapshot
 from aiaas.streams import codecs
@@ -33,26 +40,47 @@ log = logging.getLogger(__name__)
 WINDOW = 64
 
 
-def transactional_id(settings: Settings, job_id: str) -> str:
-    return f"{settings.topic_prefix}train.{job_id}.aggregator"
+def transactional_id(settings: Settings, job_id: str, shard: int = 0) -> str:
+    return shard_name(f"{settings.topic_prefix}train.{job_id}.aggregator", shard)
 
 
 class Checkpointer:
-    """Writes checkpoints transactionally (one writer per job: the transactional id fences others)."""
+    """Writes checkpoints transactionally (one writer per job and shard: the transactional id
+    fences others)."""
 
-    def __init__(self, settings: Settings, job_id: str) -> None:
+    def __init__(self, settings: Settings, job_id: str, shard: int = 0) -> None:
         self.settings = settings
-        self.topic = Topics(settings).train_params(job_id).name
-        self.group = aggregator_group(settings, job_id)
-        self.producer = Producer(settings, transactional_id=transactional_id(settings, job_id),
+        self.job_id = job_id
+        self.topic = shard_name(Topics(settings).train_params(job_id).name, shard)
+        self.group = shard_name(aggregator_group(settings, job_id), shard)
+        self.producer = Producer(settings, transactional_id=transactional_id(settings, job_id, shard),
                                  linger_ms=0, compression_type=None)
         self.written = 0
+        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.producer.start()
 
     async def stop(self) -> None:
+        if self._task is not None:
+            with contextlib.suppress(Exception):
+                await self._task
         await self.producer.stop()
+
+    async def save_soon(self, state: ServerState, topic: str, offsets: dict[int, int], final: bool) -> None:
+        """Snapshot ``state`` and the offsets it reflects now, then write them in the background;
+        a writer still busy skips a regular checkpoint (a final one waits for it)."""
+        if self._task is not None and not self._task.done():
+            if not final:
+                return
+            await self._task
+        value = await asyncio.to_thread(checkpoint_record, state, self.job_id, offsets, final)
+        self._task = asyncio.create_task(self.save(value, state.version, topic, offsets))
+
+    async def flush(self) -> None:
+        """Wait for the checkpoint being written, if any."""
+        if self._task is not None:
+            await self._task
 
     async def save(self, value: bytes, version: int, topic: str, offsets: dict[int, int]) -> None:
         """``write`` with the offsets of ``topic``'s partitions; a failure is logged, not raised
@@ -89,9 +117,10 @@ class Found:
     latest: ParameterSnapshot | None  # header of the newest published version
 
 
-async def find_latest(settings: Settings, job_id: str) -> Found:
-    """The newest committed checkpoint and the newest published version header of ``job_id``."""
-    tp = TopicPartition(Topics(settings).train_params(job_id).name, 0)
+async def find_latest(settings: Settings, job_id: str, shard: int = 0) -> Found:
+    """The newest committed checkpoint and the newest published version header of ``job_id``
+    (of one shard's params topic)."""
+    tp = TopicPartition(shard_name(Topics(settings).train_params(job_id).name, shard), 0)
     consumer = await open_assigned(settings)
     try:
         consumer.assign([tp])

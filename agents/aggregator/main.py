@@ -20,12 +20,15 @@ log = logging.getLogger(__name__)
 
 
 async def serve(
-    settings: Settings, job_id: str, cfg: AggregatorSettings, spec: JobSpec | None = None
+    settings: Settings, job_id: str, cfg: AggregatorSettings, spec: JobSpec | None = None, shard: int = 0
 ) -> None:
-    """Run the job's parameter server until the job ends or SIGINT/SIGTERM arrives."""
+    """Run the job's parameter server (one shard of it) until the job ends or SIGINT/SIGTERM arrives."""
     await wait_for_broker(settings)
     spec = spec or await read_spec(settings, job_id, cfg.spec_timeout_s)
-    aggregator = Aggregator(settings, spec, cfg)
+    if not 0 <= shard < spec.aggregator.shards:
+        raise SystemExit(f"--shard {shard}: job {job_id} has {spec.aggregator.shards} shard(s), "
+                         f"0 to {spec.aggregator.shards - 1}")
+    aggregator = Aggregator(settings, spec, cfg, shard)
     try:
         await aggregator.start()
     except Exception as exc:
@@ -42,11 +45,11 @@ async def serve(
         await until_signalled(work, aggregator.stop)
 
 
-def main(job_id: str, spec_path: str | None = None, threads: int | None = None) -> None:
+def main(job_id: str, spec_path: str | None = None, threads: int | None = None, shard: int = 0) -> None:
     """Process entry (uvloop)."""
     setup_logging()
     cfg = AggregatorSettings(**({"threads": threads} if threads else {}))  # type: ignore[arg-type]
     spec = load_spec_file(spec_path) if spec_path else None
     if spec is not None and spec.job_id != job_id:
         raise SystemExit(f"--job {job_id} does not match the spec's job_id {spec.job_id}")
-    run(serve(Settings(), job_id, cfg, spec))
+    run(serve(Settings(), job_id, cfg, spec, shard))

@@ -20,4 +20,6 @@ class AggregatorSettings(ComputeSettings):
     spec_timeout_s: float = Field(default=60.0, gt=0)
     max_poll_records: int = Field(default=256, ge=1)
     heartbeat_s: float = Field(default=5.0, gt=0, description="rewrite the running job's status this often")
+    shard_wait_s: float = Field(default=180.0, gt=0, description="shard 0 at the end: wait this long for "
+                                "the other shards' final versions (one may be restarting)")
     validate_rows: int = Field(default=256, ge=1, description="test rows used to compare ONNX and torch")

@@ -19,7 +19,8 @@ import torch
 from aiaas.ml.compression import half_floats
 from aiaas.ml.models import build_model, pick_device
 from aiaas.ml.optim import build_optimizer, build_scheduler
-from aiaas.ml.params import load_numpy, param_shapes, set_grads, state_shapes, state_to_numpy
+from aiaas.ml.params import Shapes, check_finite_and_shapes, param_shapes, state_shapes
+from aiaas.ml.shards import plan
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.training import ParameterSnapshot
 from aiaas.streams import codecs
@@ -28,22 +29,30 @@ OPT = "opt."
 
 
 class ServerState:
-    def __init__(self, spec: JobSpec) -> None:
-        self.spec = spec
+    """Shard ``shard`` of ``spec.aggregator.shards``: the whole model is built (the same initial
+    weights everywhere), but only the shard's tensors are stepped, published and checkpointed;
+    shard 0 loads the others' into its model to evaluate and export."""
+
+    def __init__(self, spec: JobSpec, shard: int = 0) -> None:
+        self.spec, self.shard = spec, shard
         self.device = pick_device()
         self.model = build_model(spec).to(self.device)
-        self.optimizer = build_optimizer(spec, self.model.parameters())
+        every = self.all_shapes = state_shapes(self.model)
+        self.owned = plan(every, spec.aggregator.shards)[shard]
+        mine = set(self.owned)
+        self.state_shapes: Shapes = {k: v for k, v in every.items() if k in mine}
+        self.grad_shapes: Shapes = {k: v for k, v in param_shapes(self.model).items() if k in mine}
+        self._params = [p for k, p in self.model.named_parameters() if k in mine]
+        self.optimizer = build_optimizer(spec, self._params)
         self.scheduler = build_scheduler(spec, self.optimizer, total_steps=spec.steps)
         self.version = 0
         self.samples = 0
-        self.grad_shapes = param_shapes(self.model)
-        self.state_shapes = state_shapes(self.model)
 
     def warm_up(self) -> float:
         """Optimizer steps on a throwaway copy: torch's first-step set-up happens at start-up;
         returns the seconds of a warm step (what an update will cost)."""
         model = copy.deepcopy(self.model)
-        opt = build_optimizer(self.spec, model.parameters())
+        opt = build_optimizer(self.spec, [p for k, p in model.named_parameters() if k in self.grad_shapes])
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
         took = 0.0
@@ -56,8 +65,11 @@ class ServerState:
     # ------------------------------------------------------------------ updates
 
     def apply_gradient(self, grads: Mapping[str, np.ndarray]) -> None:
-        """One optimizer step with ``grads`` (already validated dense float32)."""
-        set_grads(self.model, grads)
+        """One optimizer step with ``grads`` (already validated dense float32: this shard's names)."""
+        check_finite_and_shapes(grads, self.grad_shapes)
+        for name, p in self.model.named_parameters():
+            if name in self.grad_shapes:
+                p.grad = _tensor(grads[name], p)
         self.optimizer.step()
         self.scheduler.step()
         self.version += 1
@@ -66,16 +78,29 @@ class ServerState:
         """Local SGD / FedAvg: parameters += the averaged delta of the trainers."""
         with torch.no_grad():
             for name, p in self.model.named_parameters():
+                if name not in self.grad_shapes:
+                    continue
                 p.add_(torch.from_numpy(np.ascontiguousarray(delta[name])).to(p.device, p.dtype))
         self.version += 1
 
     def set_params(self, state: Mapping[str, np.ndarray]) -> None:
         """Ring mode: the averaged parameters the trainers hold become the next version."""
-        load_numpy(self.model, state)
+        self.load(state)
         self.version += 1
 
+    def load(self, tensors: Mapping[str, np.ndarray], shapes: Shapes | None = None) -> None:
+        """Overwrite the tensors ``shapes`` names (this shard's by default), validated first."""
+        shapes = self.state_shapes if shapes is None else shapes
+        check_finite_and_shapes(tensors, shapes)
+        current = self.model.state_dict()
+        with torch.no_grad():
+            for name in shapes:
+                current[name].copy_(_tensor(tensors[name], current[name]))
+
     def params(self) -> dict[str, np.ndarray]:
-        return state_to_numpy(self.model)
+        """This shard's tensors (all of them when unsharded), as numpy copies."""
+        current = self.model.state_dict()
+        return {k: current[k].detach().cpu().numpy().copy() for k in self.owned}
 
     def pack(self, final: bool) -> bytes:
         """The current version as a parameter record (float16 on the wire when the spec says so;
@@ -107,7 +132,7 @@ class ServerState:
 
     def restore(self, tensors: Mapping[str, np.ndarray], meta: Mapping[str, Any]) -> None:
         """Inverse of ``checkpoint``."""
-        load_numpy(self.model, {k: v for k, v in tensors.items() if not k.startswith(OPT)})
+        self.load({k: v for k, v in tensors.items() if not k.startswith(OPT)})
         state: dict[int, dict[str, Any]] = {}
         for name, arr in tensors.items():
             if name.startswith(OPT):
@@ -121,6 +146,12 @@ class ServerState:
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
         self.version = int(meta["version"])
         self.samples = int(meta["samples"])
+
+
+def _tensor(arr: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """numpy -> torch on ``like``'s device and dtype (copies read-only wire buffers)."""
+    src = arr if arr.flags.writeable else arr.copy()
+    return torch.from_numpy(np.ascontiguousarray(src)).to(device=like.device, dtype=like.dtype)
 
 
 def _jsonable(value: Any) -> Any:

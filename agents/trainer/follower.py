@@ -1,8 +1,16 @@
-"""Follow ``train.<job>.params``: always know the newest parameter version, wake whoever waits for one.
+"""Follow ``train.<job>.params`` (one copy per shard): always know the newest parameter version, wake
+whoever waits for one.
 
-Only records keyed ``latest`` matter here (checkpoints, keyed ``checkpoint``, are the aggregator's).
-The reader runs read_uncommitted so an open checkpoint transaction never holds back a new version;
-of a batch of records only the newest is decoded.
+Only records keyed ``latest`` matter here (checkpoints, keyed ``checkpoint``, are the aggregator's);
+versions larger than a record arrive in chunks and are put back together
+(``aiaas.streams.latest``). The reader runs read_uncommitted so an open checkpoint transaction never
+holds back a new version; of a poll's records only the newest complete version is decoded.
+
+With ``aggregator.shards: N`` each shard publishes its own tensors on its own topic, and a version
+is the set of shard versions of one round: in sync and hybrid mode a snapshot is made once every
+shard stands at the same version (a shard that restarted from its checkpoint first replays up to
+the others); in async mode once every shard has published past the last snapshot. The job is over
+when every shard has published its final version.
 """
 
 from __future__ import annotations
@@ -10,16 +18,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from aiokafka.structs import TopicPartition
 
 from aiaas.ml.compression import to_float
+from aiaas.ml.shards import shard_name
 from aiaas.schemas.errors import InvalidMessage
 from aiaas.schemas.training import PARAMS_KEY, ParameterSnapshot
 from aiaas.streams import codecs
 from aiaas.streams.headers import SENT_AT
+from aiaas.streams.latest import Latest, LatestReader
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
 
@@ -27,18 +37,20 @@ from .reader import BackgroundReader
 
 log = logging.getLogger(__name__)
 LATEST = PARAMS_KEY.encode()
-BACKLOG = 64  # how far back from the end a newcomer looks for the newest version
+BACKLOG = 64  # how far back from the end a newcomer first looks for the newest version
 LOG_APPEND_TIME = 1
 
 
 @dataclass(slots=True)
 class Snapshot:
-    offset: int
+    offset: int  # grows with every newer snapshot (sharded: the sum of the shards' record offsets)
     header: ParameterSnapshot
     tensors: dict[str, np.ndarray]
     sent_at: float  # the aggregator's send time (epoch s)
     received_at: float
     appended_at: float | None = None  # the broker's append time (LogAppendTime topics)
+    versions: tuple[int, ...] = ()  # each shard's version (one entry when unsharded)
+    offsets: tuple[int, ...] = field(default=())  # each shard's record offset
 
     def phases(self) -> dict[str, float]:
         """Transit of this version (ms): total, and produce / fetch when the broker stamped it."""
@@ -54,41 +66,72 @@ class Snapshot:
         return self.header.version
 
 
-class ParamFollower(BackgroundReader):
-    """Background reader of the parameter topic with ``wait_newer``."""
+def decode(got: Latest) -> Snapshot:
+    """One shard's record as a Snapshot (float16 tensors widened); InvalidMessage on junk."""
+    header, tensors = codecs.unpack(got.value, ParameterSnapshot)
+    tensors = {k: to_float(v) if v.dtype == np.float16 else v for k, v in tensors.items()}
+    sent = _sent_at(got.headers, got.timestamp_ms / 1000)
+    appended = got.timestamp_ms / 1000 if got.timestamp_type == LOG_APPEND_TIME else None
+    return Snapshot(got.offset, header, tensors, sent, time.time(), appended, (header.version,),
+                    (got.offset,))
 
-    def __init__(self, settings: Settings, job_id: str) -> None:
+
+def combine(parts: list[Snapshot], lockstep: bool, last: Snapshot | None) -> Snapshot | None:
+    """The shards' newest versions as one snapshot, or None while they do not make a new one."""
+    if len(parts) == 1:
+        return parts[0]
+    final = all(p.header.final for p in parts)
+    if not final:
+        if lockstep and len({p.version for p in parts}) != 1:
+            return None
+        if last is not None and any(p.offset <= o for p, o in zip(parts, last.offsets, strict=True)):
+            return None
+    tensors: dict[str, np.ndarray] = {}
+    for p in parts:
+        tensors.update(p.tensors)
+    lead = parts[0]
+    header = lead.header.model_copy(update={"final": final, "samples": lead.header.samples})
+    return Snapshot(sum(p.offset for p in parts), header, tensors, min(p.sent_at for p in parts),
+                    max(p.received_at for p in parts), None, tuple(p.version for p in parts),
+                    tuple(p.offset for p in parts))
+
+
+class ParamFollower(BackgroundReader):
+    """Background reader of the parameter topic(s) with ``wait_newer``."""
+
+    def __init__(self, settings: Settings, job_id: str, shards: int = 1, lockstep: bool = True) -> None:
         super().__init__(settings, "param-follower")
-        self.tp = TopicPartition(Topics(settings).train_params(job_id).name, 0)
+        name = Topics(settings).train_params(job_id).name
+        self.tps = [TopicPartition(shard_name(name, i), 0) for i in range(shards)]
+        self.tp = self.tps[0]
+        self.lockstep = lockstep
         self.latest: Snapshot | None = None
+        self._parts: dict[TopicPartition, Snapshot] = {}
+        self._reader: LatestReader | None = None
         self._changed = asyncio.Condition()
 
     async def start(self) -> None:
         consumer = await self._open()
-        consumer.assign([self.tp])
-        end = (await consumer.end_offsets([self.tp]))[self.tp]
-        consumer.seek(self.tp, max(0, end - BACKLOG))
+        self._reader = LatestReader(consumer, self.tps, LATEST, backlog=BACKLOG,
+                                    max_bytes=self.settings.max_message_bytes * 64 + (1 << 26))
+        await self._reader.start()
         self._spawn()
 
     async def _read(self) -> None:
-        assert self._consumer is not None
+        assert self._reader is not None
         while True:
-            batch = await self._consumer.getmany(self.tp, timeout_ms=500)
-            newest = None
-            for rec in batch.get(self.tp, []):
-                if rec.key == LATEST and rec.value is not None:
-                    newest = rec
-            if newest is None:
+            got = await self._reader.poll(500)
+            for tp, newest in got.items():
+                try:
+                    self._parts[tp] = decode(newest)
+                except InvalidMessage as exc:
+                    log.warning("skipping undecodable parameter record %s@%d: %s", tp.topic, newest.offset,
+                                exc.reason)
+            if not got or len(self._parts) < len(self.tps):
                 continue
-            try:
-                header, tensors = codecs.unpack(newest.value, ParameterSnapshot)
-                tensors = {k: to_float(v) if v.dtype == np.float16 else v for k, v in tensors.items()}
-            except InvalidMessage as exc:
-                log.warning("skipping undecodable parameter record @%d: %s", newest.offset, exc.reason)
+            snap = combine([self._parts[tp] for tp in self.tps], self.lockstep, self.latest)
+            if snap is None:
                 continue
-            sent = _sent_at(newest.headers, newest.timestamp / 1000)
-            appended = newest.timestamp / 1000 if newest.timestamp_type == LOG_APPEND_TIME else None
-            snap = Snapshot(newest.offset, header, tensors, sent, time.time(), appended)
             async with self._changed:
                 self.latest = snap
                 self._changed.notify_all()

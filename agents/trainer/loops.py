@@ -49,10 +49,11 @@ class Trainer(Protocol):
     async def params_after(self, offset: int) -> Snapshot: ...
     async def next_params(self, snap: Snapshot) -> Snapshot: ...
     def load_if_new(self, snap: Snapshot) -> float: ...
-    def pack(self, tensors: dict[str, np.ndarray[Any, Any]], *, base_version: int, samples: int,
-             loss: float, payload: str = "gradient") -> bytes: ...
+    def pack(self, tensors: dict[str, np.ndarray[Any, Any]], *, base: Snapshot, samples: int,
+             loss: float, payload: str = "gradient") -> list[tuple[str, bytes]]: ...
     def pack_params(self, state: dict[str, np.ndarray[Any, Any]], *, samples: int, loss: float) -> bytes: ...
     async def send(self, topic: str, value: bytes, partition: int | None = None) -> None: ...
+    async def send_parts(self, parts: list[tuple[str, bytes]]) -> None: ...
 
 
 def _ms(t0: float) -> float:
@@ -67,16 +68,16 @@ async def _gradient_step(t: Trainer, snap: Snapshot) -> dict[str, float]:
     """Load ``snap`` if new, compute one gradient, pack and send it; returns the phase timings."""
     batch = await t.batch()
 
-    def work() -> tuple[bytes, dict[str, float]]:
+    def work() -> tuple[list[tuple[str, bytes]], dict[str, float]]:
         load_ms = t.load_if_new(snap)
         t0 = time.perf_counter()
         grads, loss = t.model.gradient(batch)
         t1 = time.perf_counter()
-        value = t.pack(grads, base_version=snap.version, samples=len(batch[0]), loss=loss)
-        return value, {"load": load_ms, "compute": (t1 - t0) * 1000, "serialize": _ms(t1)}
+        parts = t.pack(grads, base=snap, samples=len(batch[0]), loss=loss)
+        return parts, {"load": load_ms, "compute": (t1 - t0) * 1000, "serialize": _ms(t1)}
 
-    value, phases = await t.offload(work)
-    await t.send(t.grads_topic.name, value)
+    parts, phases = await t.offload(work)
+    await t.send_parts(parts)
     return phases
 
 
@@ -109,15 +110,16 @@ async def run_async(t: Trainer) -> None:
         t.timings = phases | {"round": _ms(t0)}
 
 
-def _hybrid_work(t: Trainer, base: Snapshot, batches: list[Batch]) -> tuple[bytes, dict[str, float]]:
+def _hybrid_work(t: Trainer, base: Snapshot, batches: list[Batch]) -> tuple[list[tuple[str, bytes]],
+                                                                            dict[str, float]]:
     """k local steps from ``base``; the record carries the parameter delta."""
     load_ms = t.load_if_new(base)
     t1 = time.perf_counter()
     loss = t.model.local_steps(batches)
     t2 = time.perf_counter()
     delta = t.model.delta_from(base.tensors)
-    value = t.pack(delta, base_version=base.version, samples=_rows(batches), loss=loss, payload="delta")
-    return value, {"load": load_ms, "compute": (t2 - t1) * 1000, "serialize": _ms(t2)}
+    parts = t.pack(delta, base=base, samples=_rows(batches), loss=loss, payload="delta")
+    return parts, {"load": load_ms, "compute": (t2 - t1) * 1000, "serialize": _ms(t2)}
 
 
 def _ring_work(t: Trainer, batches: list[Batch]) -> tuple[bytes, float, float]:
@@ -135,8 +137,8 @@ async def run_hybrid(t: Trainer) -> None:
     while not snap.header.final:
         t0 = time.perf_counter()
         batches = [await t.batch() for _ in range(k)]
-        value, phases = await t.offload(_hybrid_work, t, snap, batches)
-        await t.send(t.grads_topic.name, value)
+        parts, phases = await t.offload(_hybrid_work, t, snap, batches)
+        await t.send_parts(parts)
         t1 = time.perf_counter()
         snap = await t.next_params(snap)
         t.timings = phases | {"wait": _ms(t1), "round": _ms(t0), **snap.phases()}

@@ -17,6 +17,8 @@ import numpy as np
 from aiokafka.structs import RecordMetadata
 
 from aiaas.ml.compression import Compressor, half_floats
+from aiaas.ml.params import state_shapes
+from aiaas.ml.shards import plan, shard_name
 from aiaas.schemas.errors import AiaasError, ErrorCode
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.training import GradientMessage
@@ -65,7 +67,11 @@ class Trainer(Service):
                               window=window)
         self.model = LocalModel(spec)
         self.compressor = Compressor(spec.compression)
-        self.follower = ParamFollower(settings, spec.job_id)
+        shards = spec.aggregator.shards
+        self.plan = plan(state_shapes(self.model.model), shards)  # the tensors of each shard
+        self.shard_grads = [self.grads_topic.model_copy(update={"name": shard_name(self.grads_topic.name, i)})
+                            for i in range(shards)]
+        self.follower = ParamFollower(settings, spec.job_id, shards, lockstep=spec.sync.mode != "async")
         self.producer = fast_producer(settings)
         self.ring = RingInbox(settings, self.ring_topic.name, self.worker_id) \
             if spec.sync.mode == "ring" else None
@@ -85,7 +91,8 @@ class Trainer(Service):
     async def start(self) -> None:
         self.ts.apply()  # threads, GIL switch interval, CPU pinning
         self.offload.prime(await asyncio.to_thread(self.model.warm_up))
-        specs = [self.grads_topic, self.params_topic] + ([self.ring_topic] if self.ring else [])
+        specs = [*self.shard_grads, *(self.params_topic.model_copy(update={"name": tp.topic})
+                                      for tp in self.follower.tps)] + ([self.ring_topic] if self.ring else [])
         if self.feed is not None:  # no push created it: the group's partitions come from it
             specs += [Topics(self.settings).train_data(self.spec.job_id, self.spec.data.partitions),
                       Topics(self.settings).train_test(self.spec.job_id)]
@@ -127,14 +134,16 @@ class Trainer(Service):
         (best effort: the error is raised and logged here anyway)."""
         value = self._signal("fatal", step=self.model.steps, error=exc.reason)
         try:
-            await (await self.producer.send(self._control_topic, value, key=self.worker_id))
+            for topic in self._control_topics:
+                await (await self.producer.send(topic, value, key=self.worker_id))
         except Exception as send_exc:  # the caller raises the original error
             log.error("trainer %s: could not report its fatal error: %r", self.worker_id, send_exc)
 
     @property
-    def _control_topic(self) -> str:
-        """Where the aggregator hears from this trainer: the ring topic in ring mode, else grads."""
-        return self.ring_topic.name if self.ring is not None else self.grads_topic.name
+    def _control_topics(self) -> list[str]:
+        """Where the aggregator hears from this trainer: the ring topic in ring mode, else every
+        shard's grads topic."""
+        return [self.ring_topic.name] if self.ring is not None else [t.name for t in self.shard_grads]
 
     def _signal(self, payload: str, *, step: int = 0, error: str | None = None) -> bytes:
         """A message with no tensors that tells the aggregator something (``ready``, ``fatal``)."""
@@ -160,7 +169,8 @@ class Trainer(Service):
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(READY_QUIET_S):
                             await self._changed.wait()
-        await self.send(self._control_topic, self._signal("ready"))
+        for topic in self._control_topics:
+            await self.send(topic, self._signal("ready"))
         log.info("trainer %s ready with %d rows of partitions %s", self.worker_id, self.data.rows,
                  sorted(self.data.partitions))
 
@@ -206,17 +216,21 @@ class Trainer(Service):
         self.loaded_offset = snap.offset
         return (time.perf_counter() - t0) * 1000
 
-    def pack(self, tensors: dict[str, np.ndarray], *, base_version: int, samples: int, loss: float,
-             payload: str = "gradient") -> bytes:
-        """A GradientMessage record of a gradient or delta, compressed per the spec."""
-        body = self.compressor.compress(tensors)
-        header = GradientMessage(
-            job_id=self.spec.job_id, worker_id=self.worker_id, step=self.model.steps,
-            base_version=base_version, samples=samples, loss=loss, compression=self.spec.compression.kind,
-            payload=payload,
-            timings=self.timings,
-        )
-        return self._observed(codecs.pack(header, body), samples)
+    def pack(self, tensors: dict[str, np.ndarray], *, base: Snapshot, samples: int, loss: float,
+             payload: str = "gradient") -> list[tuple[str, bytes]]:
+        """(topic, GradientMessage record) of a gradient or delta for each shard: its tensors,
+        compressed per the spec, on the version of it that ``base`` holds."""
+        out: list[tuple[str, bytes]] = []
+        for i, (names, topic) in enumerate(zip(self.plan, self.shard_grads, strict=True)):
+            body = self.compressor.compress({k: tensors[k] for k in names if k in tensors})
+            header = GradientMessage(
+                job_id=self.spec.job_id, worker_id=self.worker_id, step=self.model.steps,
+                base_version=base.versions[i] if base.versions else base.version, samples=samples,
+                loss=loss, compression=self.spec.compression.kind, payload=payload, timings=self.timings,
+            )
+            out.append((topic.name, codecs.pack(header, body)))
+        self._observed(sum(len(v) for _, v in out), samples)
+        return out
 
     def pack_params(self, state: dict[str, np.ndarray], *, samples: int, loss: float) -> bytes:
         """Ring mode: the full parameters (float16 on the wire when the spec says so)."""
@@ -227,17 +241,23 @@ class Trainer(Service):
             job_id=self.spec.job_id, worker_id=self.worker_id, step=self.model.steps, base_version=0,
             samples=samples, loss=loss, compression="fp16" if half else "none", payload="params",
             timings=self.timings)
-        return self._observed(codecs.pack(header, state), samples)
+        value = codecs.pack(header, state)
+        self._observed(len(value), samples)
+        return value
 
-    def _observed(self, value: bytes, samples: int) -> bytes:
+    def _observed(self, nbytes: int, samples: int) -> None:
         """Prometheus: samples, steps, samples/s and the bytes this trainer puts on the wire."""
         job, wid = self.spec.job_id, self.worker_id
         m.TRAINER_SAMPLES.labels(job, wid).inc(samples)
         m.TRAINER_STEPS.labels(job, wid).inc()
-        m.TRAINER_GRAD_BYTES.labels(job, wid, self.spec.compression.kind).inc(len(value))
+        m.TRAINER_GRAD_BYTES.labels(job, wid, self.spec.compression.kind).inc(nbytes)
         self._rate.add(samples)
         m.TRAINER_SAMPLES_PER_S.labels(job, wid).set(self._rate.per_second())
-        return value
+
+    async def send_parts(self, parts: list[tuple[str, bytes]]) -> None:
+        """Queue one record per shard (``pack``'s output)."""
+        for topic, value in parts:
+            await self.send(topic, value)
 
     async def send(self, topic: str, value: bytes, partition: int | None = None) -> None:
         """Queue ``value`` (no wait for the ack: it is checked by a callback)."""

@@ -58,11 +58,13 @@ def trainer_worker(job: JobOpt, spec: SpecOpt = None,
     main(job, str(spec) if spec else None, worker_id, threads)
 
 
-def aggregator_worker(job: JobOpt, spec: SpecOpt = None, threads: ThreadsOpt = None) -> None:
-    """Run a job's parameter server (resumes from its last checkpoint when there is one)."""
+def aggregator_worker(job: JobOpt, spec: SpecOpt = None, threads: ThreadsOpt = None,
+                      shard: Annotated[int, typer.Option(help="Shard of aggregator.shards.")] = 0,
+                      ) -> None:
+    """Run a job's parameter server, or one shard of it (resumes from its last checkpoint)."""
     from aiaas.agents.aggregator.main import main
 
-    main(job, str(spec) if spec else None, threads)
+    main(job, str(spec) if spec else None, threads, shard)
 
 
 def jobs_worker(

@@ -159,7 +159,7 @@ async def test_sigkill_one_of_two_trainers_sync_job_still_meets_target(
 async def test_sigkill_aggregator_resumes_from_its_checkpoint(
     settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="aiaas.agents.aggregator.server")
+    caplog.set_level(logging.INFO, logger="aiaas.agents.aggregator")
     job_spec = spec("kill-aggregator")
     cluster = Cluster(settings, job_spec, tmp_path)
     versions = VersionLog(settings, job_spec.job_id)

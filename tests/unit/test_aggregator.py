@@ -208,7 +208,7 @@ def test_intake_decodes_compressed_gradients(compression: str) -> None:
     payload = Compressor(spec.compression).compress(grads(state, 2.0))
     head = GradientMessage(job_id="j", worker_id="a", step=1, base_version=0, samples=8,
                            compression=compression)
-    c = intake.decode(_record(codecs.pack(head, payload)))
+    c = intake.take(_record(codecs.pack(head, payload)))
     assert c is not None and c.worker == "a" and c.offset == 9 and c.nbytes > 0
     assert set(c.tensors) == set(state.grad_shapes)
 
@@ -218,7 +218,7 @@ def test_intake_passes_ready_signals_through_without_counting_them() -> None:
     state = ServerState(spec)
     intake = Intake(spec, state.grad_shapes, state.state_shapes)
     head = GradientMessage(job_id="j", worker_id="r", step=0, base_version=0, samples=0, payload="ready")
-    assert intake.decode(_record(codecs.pack(head, {}))) == Ready("r")
+    assert intake.take(_record(codecs.pack(head, {}))) == Ready("r")
     assert intake.rejected == 0
 
 
@@ -234,7 +234,7 @@ def test_intake_rejects_bad_records_and_counts_them() -> None:
     delta = head.model_copy(update={"payload": "delta"})
     bad = [codecs.pack(head, nan), codecs.pack(head, wrong), codecs.pack(other_job, grads(state, 1.0)),
            codecs.pack(delta, grads(state, 1.0)), b"junk"]
-    assert all(intake.decode(_record(v)) is None for v in bad)
+    assert all(intake.take(_record(v)) is None for v in bad)
     assert intake.rejected == 5 and len(intake.reasons) == 5
 
 
