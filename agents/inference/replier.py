@@ -90,7 +90,7 @@ class Replier:
         for w, res in zip(works, results, strict=True):
             await self.breathe()
             if isinstance(res, AiaasError):
-                await self.fail_work(w, res, sent)
+                await self.fail(w.record, w.ids, res, sent)
                 continue
             try:
                 if w.count > 1 and sum(o.nbytes for o in res.values()) > self.max_reply_bytes // 2:
@@ -98,22 +98,15 @@ class Replier:
                     continue
                 await self.reply(w, res, sent)
             except Exception as exc:  # one reply's failure is its requests' alone
-                await self.fail_work(w, unanswerable(exc), sent)
+                await self.fail(w.record, w.ids, unanswerable(exc), sent)
                 continue
             ok += w.count
         return ok
 
-    async def fail_work(self, w: Work, exc: AiaasError, sent: Outbox) -> None:
-        await self.fail_block(w.record, w.ids, exc, sent)
-
-    async def fail(self, rec: Record, rid: str, exc: AiaasError, sent: Outbox) -> None:
-        """The error reply, and a dead letter (but for a deadline: the request was fine, only late)."""
-        await self.fail_block(rec, [rid], exc, sent)
-
-    async def fail_block(self, rec: Record, ids: Sequence[str], exc: AiaasError, sent: Outbox) -> None:
-        """``fail`` for the requests ``ids`` of one record (a request block): an error reply each, one
-        dead letter holding the record (none for a deadline). A block whose ids cannot be read still
-        counts as one failed request."""
+    async def fail(self, rec: Record, ids: Sequence[str], exc: AiaasError, sent: Outbox) -> None:
+        """The requests ``ids`` of one record (one, or a block's) failed: an error reply each, one dead
+        letter holding the record (none for a deadline: the requests were fine, only late). A block
+        whose ids cannot be read still counts as one failed request."""
         self.stats[f"error_{exc.code.value}"] += max(1, len(ids))
         m.INFER_REQUESTS.labels(model=self.model, outcome=exc.code.value).inc(max(1, len(ids)))
         lettered = not isinstance(exc, DeadlineExceeded)
@@ -140,7 +133,7 @@ class Replier:
                     err.details)
         errors = Outbox(self.send_raw, 1 << 20)
         for rec, ids in owners:
-            await self.fail_block(rec, ids, err, errors)
+            await self.fail(rec, ids, err, errors)
         try:
             await errors.flush()
             await asyncio.gather(*errors.sent)

@@ -227,10 +227,10 @@ class InferenceWorker(Service):
         does not open is refused the same way (its ids are in its headers)."""
         records, refused = self.sealing.open(records)
         for rec, ids, why in refused:
-            await self.replier.fail_block(rec, ids, why, sent)
+            await self.replier.fail(rec, ids, why, sent)
         requests, rejected = split(records)
         for rec, exc in rejected:
-            await self.replier.fail_block(rec, frame.ids_of(rec.value, rec.headers), exc, sent)
+            await self.replier.fail(rec, frame.ids_of(rec.value, rec.headers), exc, sent)
         return requests
 
     async def _prepare(self, rec: Record, sent: Outbox) -> Work | None:
@@ -240,7 +240,7 @@ class InferenceWorker(Service):
         try:
             return await self.intake.work(rec, rid)
         except Exception as exc:  # bad input of any kind fails its request, never the loop
-            await self.replier.fail(rec, rid, unreadable(exc), sent)
+            await self.replier.fail(rec, [rid], unreadable(exc), sent)
             return None
 
     async def _prepare_block(self, rec: Record, block: frame.Entry, sent: Outbox) -> list[Work]:
@@ -250,7 +250,7 @@ class InferenceWorker(Service):
         try:
             return await self.intake.block(rec, block)
         except Exception as exc:  # as in _prepare
-            await self.replier.fail_block(rec, block.ids, unreadable(exc), sent)
+            await self.replier.fail(rec, block.ids, unreadable(exc), sent)
             return []
 
     async def _compute(self, works: list[Work], records: list[Record], sent: Outbox) -> None:
@@ -262,7 +262,7 @@ class InferenceWorker(Service):
                 if h.expired(w.record.headers, now_ms):
                     late = DeadlineExceeded("deadline passed while queued",
                                             deadline=w.record.headers.get(h.DEADLINE))
-                    await self.replier.fail_work(w, late, sent)
+                    await self.replier.fail(w.record, w.ids, late, sent)
                 else:
                     live.append(w)
             if not live:
