@@ -31,9 +31,11 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError
 from aiokafka.structs import TopicPartition
 
+from aiaas.agents.inference.predictions import encode as encode_json
+from aiaas.agents.inference.predictions_avro import value_encoder
 from aiaas.agents.inference.scoring_end import SourceEnd
 from aiaas.agents.inference.scoring_settings import ScoringSettings
-from aiaas.agents.inference.scoringbatch import Raw, Scored, compute, outgoing
+from aiaas.agents.inference.scoringbatch import Encode, Raw, Scored, compute, outgoing
 from aiaas.agents.inference.sessions import Loaded, Sessions
 from aiaas.agents.inference.transactions import PlainSink, Target, TransactionalSink
 from aiaas.registry.store import Registry
@@ -81,6 +83,7 @@ class ScoringWorker(Service):
         self.owned: set[TopicPartition] = set()
         self.next: dict[TopicPartition, int | None] = {}  # past what was handed to a transaction
         self.end = SourceEnd(source)  # the source's end: (none: score until stopped)
+        self._encode: Encode = encode_json  # prediction values (JSON, or Avro: set in start())
         self._lock = asyncio.Lock()  # a poll being scored, or a rebalance step: one at a time
         self._inflight: asyncio.Task[None] | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"score-{cfg.model}")
@@ -99,6 +102,7 @@ class ScoringWorker(Service):
         await self.registry.start()
         await self.sessions.start()
         self._check_width(self.sessions.default)  # before anything is created: a wrong spec leaves no trace
+        self._encode = await asyncio.to_thread(value_encoder, self.cfg, self.source.passthrough)
         target = await self._topics()
         start = self.source.start if isinstance(self.source.start, str) else "earliest"
         kw = self.settings.consumer_kwargs(
@@ -270,7 +274,8 @@ class ScoringWorker(Service):
         assert loaded is not None
         flat = [r for recs in batches.values() for r in recs]
         loop = asyncio.get_running_loop()
-        decoded, values, failed = await loop.run_in_executor(self._pool, compute, self.decoder, flat, loaded)
+        decoded, values, failed = await loop.run_in_executor(
+            self._pool, compute, self.decoder, flat, loaded, self._encode)
         scored = outgoing(batches, flat, decoded, values, failed)
         if self.masks is not None:  # prediction keys and dead letters: no personal value leaves
             self.masks.outgoing(scored.outs)

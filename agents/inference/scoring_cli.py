@@ -3,6 +3,7 @@
     aiaas score --model digits --from events --to events.scored --source spec.yaml
         [--group G] [--dlq TOPIC] [--stage production | --version 3] [--at-least-once]
         [--max-batch 2000] [--threads 1] [--partitions N] [--log-level INFO]
+        [--output-format json|avro [--output-registry URL | --output-schema FILE]]
 
 Start several with the same ``--group`` to share the input topic's partitions. Every flag can also
 be set as ``AIAAS_SCORE_<FLAG>``; Kafka settings come from ``AIAAS_*``. SIGTERM/SIGINT stop after
@@ -35,6 +36,10 @@ def score(
     threads: Annotated[int | None, Opt(help="onnxruntime intra-op threads (0: all cores)")] = None,
     partitions: Annotated[int | None, Opt(help="of --to if created here (default: as --from)")] = None,
     log_level: Annotated[str | None, Opt(help="logging level (default AIAAS_LOG_LEVEL or INFO)")] = None,
+    output_format: Annotated[str | None, Opt(help="prediction values: json (default) or avro")] = None,
+    output_registry: Annotated[str | None, Opt(help="avro: register the schema here (<to>-value) and "
+                                                    "frame values Confluent-style")] = None,
+    output_schema: Annotated[Path | None, Opt(help="avro: write the writer schema (.avsc) here")] = None,
 ) -> None:
     """Score every record of a topic into another, exactly once (joins the scoring group)."""
     from aiaas.agents.inference.scoring import score as run_scoring
@@ -47,7 +52,8 @@ def score(
     flags: dict[str, Any] = {
         "model": model, "from_topic": spec.topic, "to_topic": to, "dlq_topic": dlq, "group_id": group,
         "version": version, "stage": stage, "max_batch": max_batch, "threads": threads,
-        "partitions": partitions,
+        "partitions": partitions, "output_format": output_format, "output_registry_url": output_registry,
+        "output_schema": output_schema,
     }
     if not exactly_once:
         flags["exactly_once"] = False

@@ -43,6 +43,11 @@ class ScoringSettings(BaseSettings):
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
     transaction_timeout_ms: int = Field(default=60_000, ge=1000)
     retry_deadline_s: float = Field(default=60.0, gt=0)  # retriable write failures, then the worker stops
+    # Prediction values: JSON, or Avro (agents/inference/predictions_avro.py): Confluent-framed and the
+    # schema registered under <to_topic>-value with output_registry_url, else bare (output_schema: .avsc)
+    output_format: Literal["json", "avro"] = "json"
+    output_registry_url: str | None = None
+    output_schema: Path | None = None  # write the Avro writer schema here at start
 
     @model_validator(mode="after")
     def _heartbeats_fit(self) -> ScoringSettings:
@@ -50,6 +55,8 @@ class ScoringSettings(BaseSettings):
             raise ValueError("heartbeat_interval_ms must be at most a third of session_timeout_ms")
         if self.version is not None and self.stage == "production":
             raise ValueError("give --version or --stage production, not both")
+        if self.output_format != "avro" and (self.output_registry_url or self.output_schema):
+            raise ValueError("output_registry_url and output_schema are for output_format avro")
         return self
 
     def group(self, settings: Settings) -> str:

@@ -10,9 +10,9 @@ offset order. See agents/inference/scoring.py.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 import numpy as np
 from aiokafka.structs import ConsumerRecord, TopicPartition
@@ -27,6 +27,8 @@ from aiaas.streams.record import Record
 
 log = logging.getLogger(__name__)
 Raw: TypeAlias = ConsumerRecord[bytes, bytes]
+Encode: TypeAlias = Callable[[dict[str, np.ndarray], Sequence[str], int, Sequence[dict[str, Any]] | None],
+                             list[bytes]]
 
 
 @dataclass(slots=True)
@@ -38,9 +40,11 @@ class Scored:
     rejected: int
 
 
-def compute(decoder: Decoder, flat: list[Raw], loaded: Loaded) -> tuple[Decoded, list[bytes], dict[int, str]]:
-    """Decode, run and encode one poll (in the worker thread). Rows onnxruntime refuses are
-    found one by one and returned as ``failed`` (batch index -> reason)."""
+def compute(decoder: Decoder, flat: list[Raw], loaded: Loaded,
+            encode: Encode = predictions.encode) -> tuple[Decoded, list[bytes], dict[int, str]]:
+    """Decode, run and encode one poll (in the worker thread); ``encode`` writes the values (JSON,
+    or ``predictions_avro``). Rows onnxruntime refuses are found one by one and returned as
+    ``failed`` (batch index -> reason)."""
     decoded = decode_contained(decoder, [r.value or b"" for r in flat])
     if not len(decoded.ok):
         return decoded, [], {}
@@ -48,11 +52,12 @@ def compute(decoder: Decoder, flat: list[Raw], loaded: Loaded) -> tuple[Decoded,
     try:
         outs = loaded.run({name: decoded.x})
     except Exception:  # a row the model refuses must not fail the rest
-        return _row_by_row(decoded, loaded, name)
-    return decoded, predictions.encode(outs, loaded.output_names, loaded.version, decoded.passthrough), {}
+        return _row_by_row(decoded, loaded, name, encode)
+    return decoded, encode(outs, loaded.output_names, loaded.version, decoded.passthrough), {}
 
 
-def _row_by_row(decoded: Decoded, loaded: Loaded, name: str) -> tuple[Decoded, list[bytes], dict[int, str]]:
+def _row_by_row(decoded: Decoded, loaded: Loaded, name: str,
+                encode: Encode) -> tuple[Decoded, list[bytes], dict[int, str]]:
     keep, values, failed = [], [], {}
     for i, idx in enumerate(decoded.ok.tolist()):
         try:
@@ -62,7 +67,7 @@ def _row_by_row(decoded: Decoded, loaded: Loaded, name: str) -> tuple[Decoded, l
             continue
         keep.append(i)
         extra = [decoded.passthrough[i]] if decoded.passthrough else None
-        values += predictions.encode(outs, loaded.output_names, loaded.version, extra)
+        values += encode(outs, loaded.output_names, loaded.version, extra)
     decoded.ok = decoded.ok[keep]
     decoded.passthrough = [decoded.passthrough[i] for i in keep] if decoded.passthrough else []
     return decoded, values, failed
