@@ -115,7 +115,7 @@ async def test_sealed_training_data_trains_and_stays_sealed(settings: Settings, 
     monkeypatch.setenv("AIAAS_DATA_KEY_TENANT", "acme")
     spec = JobSpec.model_validate({
         "job_id": "sealed", "model": {"input_dim": 64, "hidden": [32], "output_dim": 10}, "trainers": 1,
-        "optimizer": {"name": "adam", "lr": 3e-3}, "steps": 30, "eval_interval": 10,
+        "optimizer": {"name": "adam", "lr": 1e-2}, "steps": 12, "eval_interval": 6,
         "sync": {"mode": "sync"}, "data": {"source": "digits", "partitions": 1}})
     status = await run_in_process(settings, spec, timeout_s=90)
     assert status.state in ("succeeded", "missed_target"), status.error
