@@ -72,7 +72,8 @@ async def test_sealed_requests_and_replies_carry_no_plaintext(settings: Settings
     want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"input": MARKER})[0]
     wrong = Keyring([new_key("acme", "acme-1")])  # same id, another key
     ghost = Keyring([new_key("ghost", "ghost-1")])  # an id the worker does not know
-    async with running_worker(settings, model="enc", max_wait_ms=20) as worker, \
+    chunky = settings.model_copy(update={"chunk_bytes": 1024})  # a reply frame of many rows goes in chunks
+    async with running_worker(chunky, model="enc", max_wait_ms=20) as worker, \
             InferenceClient(settings, sealer=Sealer(acme, "acme")) as good, \
             InferenceClient(settings, sealer=Sealer(wrong, "acme")) as bad, \
             InferenceClient(settings, sealer=Sealer(ghost, "ghost")) as unknown:
@@ -88,8 +89,10 @@ async def test_sealed_requests_and_replies_carry_no_plaintext(settings: Settings
         with pytest.raises(InferenceError) as shape:  # opened, then refused: its dead letter stays sealed
             await good.infer("enc", {"input": np.full((1, 5), 1234.5678, np.float32)}, timeout=20)
         assert shape.value.status_code == 400
-        rows = [r async for _, r in good.infer_many("enc", [{"input": MARKER}] * 5, timeout=20)]
+        rows = [r async for _, r in good.infer_many("enc", [{"input": MARKER}] * 200, timeout=20)]
         assert all(isinstance(r, InferResult) for r in rows)  # the worker went on
+        np.testing.assert_allclose(np.concatenate([r.outputs["logits"] for r in rows  # type: ignore[union-attr]
+                                                   ]), np.repeat(want, 200, axis=0), rtol=1e-5)
         assert worker.sealing.opened >= 3 and worker.stats["error_forbidden"] == 1
         topics = [worker.requests_topic.name, good.reply_topic, worker.dead_letters.topic]
     records = await raw_values(settings, topics)
@@ -98,7 +101,10 @@ async def test_sealed_requests_and_replies_carry_no_plaintext(settings: Settings
     assert len(requests) >= 5
     assert all(hd[h.DATA_KEY] in ("acme-1", "ghost-1") and is_sealed(v) for v, hd in requests)
     replies = [(v, hd) for t, v, hd in records if t == topics[1]]
-    assert len(replies) >= 3 and all(hd[h.DATA_KEY] == "acme-1" and is_sealed(v) for v, hd in replies)
+    assert len(replies) >= 3 and all(hd[h.DATA_KEY] == "acme-1" for _, hd in replies)
+    # a chunk after the first is the sealed value's tail
+    assert all(is_sealed(v) for v, hd in replies if hd.get(h.CHUNK_INDEX, "0") == "0")
+    assert any(h.CHUNK_ID in hd for _, hd in replies)  # sealed, then chunked; put back together, then opened
     letters = [json.loads(v) for t, v, _ in records if t == topics[2]]
     assert len(letters) == 3, letters  # wrong key, unknown key, wrong shape
     kept = [base64.b64decode(x["value_b64"]) for x in letters]
