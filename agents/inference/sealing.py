@@ -60,9 +60,10 @@ class WorkerSealing:
         return dataclasses.replace(rec, headers=headers), ids, exc
 
     def protect(self, rec: Record) -> Record:
-        """What a dead letter may hold: a value opened here is sealed again under its key."""
+        """What a dead letter may hold: a value opened here is sealed again under its key (a chunk
+        the consumer could not put back together is a piece of ciphertext already)."""
         kid = rec.headers.get(h.DATA_KEY)
-        if kid is None or rec.value is None or is_sealed(rec.value):
+        if kid is None or rec.value is None or is_sealed(rec.value) or h.CHUNK_ID in rec.headers:
             return rec
         return dataclasses.replace(rec, value=self.sealer.seal(rec.value, kid))
 
