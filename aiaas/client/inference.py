@@ -119,6 +119,7 @@ class InferenceClient(Service):
         self.waiting.sealer = self.sealer
         self._batches = TickBatches(self._producer, self._not_sent, pack_max=self.pack_requests,
                                     pack_bytes=self.pack_bytes, linger_s=self.pack_linger_s,
+                                    in_flight=self.waiting.__len__,
                                     seal=self._seal_frame if self.sealer else None)
         # the broker answers a waiting fetch as soon as a reply lands, so a longer wait adds no latency;
         # a short one only costs CPU while idle (5 ms: 200 empty fetches/s, 7% of a core here)

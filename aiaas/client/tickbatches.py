@@ -76,12 +76,15 @@ class _Pack:
 
 class TickBatches:
     def __init__(self, producer: AIOKafkaProducer, failed: Failed, *, pack_max: int = 32,
-                 pack_bytes: int = 128 * 1024, seal: Seal | None = None, linger_s: float = 0.0) -> None:
+                 pack_bytes: int = 128 * 1024, seal: Seal | None = None, linger_s: float = 0.0,
+                 in_flight: Callable[[], int] = lambda: 0) -> None:
         self.producer = producer
         self.failed = failed  # called with the request ids of a batch that was not delivered
         self.seal = seal  # (value, headers, ids) -> sealed under a tenant data key (docs/security.md)
         self.pack_max, self.pack_bytes = pack_max, pack_bytes
-        self.linger_s = linger_s  # > 0: a flush waits this long for more requests (the HTTP bridge's)
+        # > 0: a flush waits this long for more requests while others are in flight (their replies
+        # bring the next ones: the HTTP bridge's callers); a lone request goes at once
+        self.linger_s, self.in_flight = linger_s, in_flight
         self._packs: dict[Stream, _Pack] = {}
         self._full: list[tuple[str, _Open]] = []
         self._next = 0
@@ -160,7 +163,7 @@ class TickBatches:
         return _Open(self.producer.create_batch(), self._next % partitions)
 
     async def _flush(self) -> None:
-        if self.linger_s > 0:
+        if self.linger_s > 0 and self.in_flight() > sum(len(p.rids) for p in self._packs.values()):
             await asyncio.sleep(self.linger_s)
         for stream in list(self._packs):
             self._seal(stream)
