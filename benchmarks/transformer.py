@@ -31,7 +31,9 @@ Model splitting (``benchmarks.split``, the same graph, the texts tokenized): ``s
 stages, a worker process each) beside ``unsplit_seq_per_s`` (2 workers of the whole graph).
 ``--skip-split`` leaves them null.
 
-Not measured here (null): ``round_ms_1_shard``/``round_ms_2_shards`` for the sharded parameter server.
+Sharded parameter server (``benchmarks.shards``): ``round_ms_1_shard`` and ``round_ms_2_shards``, ms
+per sync round with 1 and 2 aggregator processes on an MLP of 2.2M parameters. ``--skip-shards``
+leaves them null.
 
     python -m benchmarks.transformer [--quick]
 """
@@ -59,13 +61,13 @@ from aiaas.ml.transformer import TextClassifier
 from aiaas.schemas.jobs import JobSpec
 from aiaas.streams.runtime import run
 from aiaas.streams.settings import Settings
+from benchmarks import shards as sharding
 from benchmarks import split as splitting
 from benchmarks import textserve
 from benchmarks.common import emit, fresh_prefix, machine
 
 log = logging.getLogger("benchmarks.transformer")
-PENDING = {"round_ms_1_shard": "the sharded parameter server",
-           "round_ms_2_shards": "the sharded parameter server"}
+PENDING: dict[str, str] = {}
 
 
 def spec(mode: str, args: argparse.Namespace) -> JobSpec:
@@ -193,6 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--skip-finetune", action="store_true")
     ap.add_argument("--skip-split", action="store_true", help="no split model through Kafka")
     ap.add_argument("--skip-serve", action="store_true", help="no text serving through Kafka")
+    ap.add_argument("--skip-shards", action="store_true", help="no sharded parameter server rounds")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     texts = texts_8_to_128(256 if args.quick else 1024)
@@ -219,6 +222,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     result |= dict.fromkeys(("split_seq_per_s", "unsplit_seq_per_s"))
     if not args.skip_split:
         result |= splitting.from_texts(graph, texts, quick=args.quick)
+    result |= dict.fromkeys(("round_ms_1_shard", "round_ms_2_shards"))
+    if not args.skip_shards:
+        result |= sharding.measure(quick=args.quick)
     if not args.skip_finetune:
         runs = {"single": single(args), "sync": distributed("sync", args),
                 "hybrid": distributed("hybrid", args)}
