@@ -15,7 +15,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from aiaas.agents.launcher import run_in_process
-from aiaas.client.inference import InferenceClient, InferenceError, InferResult
+from aiaas.client.inference import InferenceClient, InferenceError, InferResult, encode_request
 from aiaas.data.datasets import load_dataset
 from aiaas.registry.store import Registry
 from aiaas.schemas.jobs import JobSpec
@@ -89,6 +89,9 @@ async def test_sealed_requests_and_replies_carry_no_plaintext(settings: Settings
         with pytest.raises(InferenceError) as shape:  # opened, then refused: its dead letter stays sealed
             await good.infer("enc", {"input": np.full((1, 5), 1234.5678, np.float32)}, timeout=20)
         assert shape.value.status_code == 400
+        oip = encode_request({"input": MARKER}, request_id="oip-1", binary=False)  # a single OIP JSON record
+        single = await good.request("enc", oip.value, oip.headers, request_id="oip-1", timeout=20)
+        np.testing.assert_allclose(single.result().outputs["logits"], want, rtol=1e-5)
         rows = [r async for _, r in good.infer_many("enc", [{"input": MARKER}] * 200, timeout=20)]
         assert all(isinstance(r, InferResult) for r in rows)  # the worker went on
         np.testing.assert_allclose(np.concatenate([r.outputs["logits"] for r in rows  # type: ignore[union-attr]
@@ -97,6 +100,7 @@ async def test_sealed_requests_and_replies_carry_no_plaintext(settings: Settings
         topics = [worker.requests_topic.name, good.reply_topic, worker.dead_letters.topic]
     records = await raw_values(settings, topics)
     marker, out_bytes = MARKER.tobytes()[:8], want.astype(np.float32).tobytes()
+    json_marker, json_out = b"1234.56", json.dumps(float(want[0, 0]))[:7].encode()
     requests = [(v, hd) for t, v, hd in records if t == topics[0]]
     assert len(requests) >= 5
     assert all(hd[h.DATA_KEY] in ("acme-1", "ghost-1") and is_sealed(v) for v, hd in requests)
@@ -112,6 +116,7 @@ async def test_sealed_requests_and_replies_carry_no_plaintext(settings: Settings
     assert {x["details"].get("data_key") for x in letters} >= {"acme-1", "ghost-1"}
     for value in [v for _, v, _ in records] + kept:
         assert marker not in value and out_bytes not in value
+        assert json_marker not in value and json_out not in value
 
 
 async def test_sealed_training_data_trains_and_stays_sealed(settings: Settings, acme: Keyring,
