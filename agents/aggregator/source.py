@@ -9,7 +9,9 @@ it, so the scaling a model was trained with never changes under it and travels i
 
 ``Holdout`` reads the topic too and keeps only the held-out keys (scaled): the whole held-out share
 of a bounded range, or the newest ``continuous.holdout_rows`` of a continuous stream, on which
-candidates are scored.
+candidates are scored. It is the job's one full reader, so the records the source's decoder refuses
+(a missing field, a wrong type, not JSON...) go from it to ``train.<job>.dlq``, each a dead letter
+naming the field and the reason with the record's bytes (the trainers skip them as well).
 """
 
 from __future__ import annotations
@@ -34,10 +36,14 @@ from aiaas.data.sourcefeed import (
     usable,
 )
 from aiaas.data.streamsplit import fit_scaling, held_out
+from aiaas.schemas.errors import AiaasError
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.registry import SourceLineage
 from aiaas.schemas.training import DATA_INFO_KEY, DataInfo
+from aiaas.streams.admin import ensure
+from aiaas.streams.dlq import DeadLetters
 from aiaas.streams.producer import Producer
+from aiaas.streams.record import Record
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
 
@@ -124,11 +130,16 @@ class Holdout:
         self.keep = keep
         self.rows = 0  # held-out rows kept now
         self.train_rows = 0  # rows read that train (not held out, with a usable label)
-        self.reader = SourceReader(settings, spec.source, _decoder(spec), jd.ranges)
+        self.reader = SourceReader(settings, spec.source, _decoder(spec), jd.ranges, refused=self._refused)
+        self.dlq = Topics(settings).dlq(f"train.{spec.job_id}")
+        self._producer = Producer(settings)
+        self.dead_letters = DeadLetters(self._producer, self.dlq.name)
         self._task: asyncio.Task[None] | None = None
         self.arrived = asyncio.Event()
 
     async def start(self) -> None:
+        await ensure(self.reader.settings, [self.dlq])
+        await self._producer.start()
         await self.reader.start()
         if self.continuous:  # candidates are scored on the newest rows: start a window back
             ends = await self.reader.end_offsets()
@@ -163,6 +174,11 @@ class Holdout:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
         await self.reader.stop()
+        await self._producer.stop()
+
+    async def _refused(self, records: list[tuple[Record, AiaasError]]) -> None:
+        for rec, err in records:
+            await self.dead_letters.send(rec, err)
 
     def _take(self, batch: list[Rows]) -> None:
         for rows in batch:

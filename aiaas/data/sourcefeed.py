@@ -4,7 +4,8 @@ Trainers and the aggregator of a job that trains from a declared source (README,
 topic") each read the topic with one of these; what they keep is decided per row by
 ``aiaas.data.streamsplit``. The decoder is compiled once by the caller (``aiaas.sources``) and passed
 in: this module only needs its ``decode(values)``. Records the decoder refuses are counted and logged
-with the field and the reason; the read goes on (the user's topic keeps them: nothing is lost).
+with the field and the reason, and handed to the reader's ``refused`` callback when it has one (the
+aggregator dead-letters them: ``agents/aggregator/source.py``); the read goes on.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -21,10 +22,12 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from aiaas.schemas.errors import AiaasError, Unavailable
+from aiaas.schemas.errors import AiaasError, InvalidMessage, Unavailable
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.sources import Source
+from aiaas.streams import headers as h
 from aiaas.streams.admin import Admin
+from aiaas.streams.record import Record
 from aiaas.streams.retry import started
 from aiaas.streams.settings import Settings
 
@@ -49,6 +52,7 @@ class Decoding(Protocol):
 
 
 Ranges = dict[int, tuple[int, int]]  # source partition -> [first offset, end offset); end -1: unbounded
+Refused = Callable[[list[tuple[Record, AiaasError]]], Awaitable[None]]  # a poll's refused records
 
 
 @dataclass
@@ -121,8 +125,11 @@ class SourceReader:
     end; ``async for rows in reader.batches()`` ends when every bounded partition is read."""
 
     def __init__(self, settings: Settings, source: Source, decoder: Decoding, ranges: Ranges, *,
-                 positions: dict[int, int] | None = None, group: str | None = None) -> None:
+                 positions: dict[int, int] | None = None, group: str | None = None,
+                 refused: Refused | None = None) -> None:
         self.settings, self.source, self.decoder = settings, source, decoder
+        self.refused = refused
+        self._refusals: list[tuple[Record, AiaasError]] = []
         self.ranges = ranges
         self.positions = {p: max(lo, (positions or {}).get(p, lo)) for p, (lo, _) in ranges.items()}
         self.group = group  # commit read positions there (``commit``)
@@ -189,6 +196,9 @@ class SourceReader:
                     out.append(self._decode(tp.partition, recs))
                 if hi != UNBOUNDED and self.positions[tp.partition] >= hi:
                     self._consumer.pause(tp)
+            if self._refusals and self.refused is not None:
+                await self.refused(self._refusals)
+            self._refusals = []
             yield out
 
     def _decode(self, partition: int, recs: list[Any]) -> Rows:
@@ -197,6 +207,8 @@ class SourceReader:
             rec = recs[rej.index]
             log.warning("source %s[%d]@%d refused: field %r %s", self.source.topic, partition,
                         rec.offset, rej.field, rej.reason)
+            if self.refused is not None:
+                self._refusals.append((_record(rec), _error(rej.field, rej.reason)))
         self.rejected += len(decoded.rejected)
         self.read += len(recs)
         self.schema_ids |= decoded.schema_ids
@@ -209,6 +221,16 @@ class SourceReader:
         return Rows(partition, offsets, key_hashes(keys, partition, offsets),
                     np.asarray(decoded.x, np.float32), decoded.y, len(recs), recs[-1].offset + 1,
                     set(decoded.schema_ids))
+
+
+def _record(r: Any) -> Record:
+    return Record(r.topic, r.partition, r.offset, r.key, r.value, h.decode(r.headers), r.timestamp, r.offset)
+
+
+def _error(field: str, reason: str) -> AiaasError:
+    """The dead letter's error: the reason, naming the field (as stream scoring's do)."""
+    where = f"field {field!r}" if field else "record"
+    return InvalidMessage(f"{where}: {reason}", field=field, why=reason)
 
 
 def prepared(spec: JobSpec, jd: JobData, rows: Rows, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
