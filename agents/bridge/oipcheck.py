@@ -1,9 +1,10 @@
 """Structural checks of an OIP request body at the edge, cheaper than the full schema.
 
 The bridge checks what it must understand (object shape, names, datatypes, shapes, element
-counts, binary sizes, the length prefixes of binary BYTES, its own parameters) and leaves each element's value to the worker, which
-converts the data with numpy anyway and answers bad values with a 400 error reply (passed back to
-the caller unchanged). Validating every float in Python here cost more than the rest of the route.
+counts, binary sizes, the length prefixes of binary BYTES, its own parameters) and leaves each
+element's value to numpy: ``oip.parse_request`` converts the data to arrays once (a value that does
+not fit its datatype is a 400 there). Validating every float in Python here cost more than the rest
+of the route.
 """
 
 from __future__ import annotations
