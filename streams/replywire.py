@@ -39,7 +39,8 @@ def error_of(reply: ErrorReply) -> InferenceError:
 
 @dataclass(slots=True)
 class Reply:
-    """A reply: raw (what the bridge forwards without decoding the tensors) or, from a frame, decoded."""
+    """A reply: an OK entry of a reply frame comes decoded; an error entry, or a single OIP reply
+    record (to an OIP request), keeps its JSON (or binary) value."""
 
     request_id: str
     value: bytes
