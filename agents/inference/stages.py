@@ -8,26 +8,33 @@ serves ``infer.NAME.requests`` when K is 1 (callers call NAME as usual) and
 answers no caller: its ``Forwarder`` sends each request's outputs as a request frame entry to the
 next stage's topic (stacked rows stay one rows entry), with the caller's ``reply-to``, deadline,
 tenant and trace context in the entry's headers, the caller's request id as its id and the outputs
-it asked for (stages before the last compute all theirs; the last one picks). The frames
-are gathered per poll like reply frames and chunked when large (a later stage takes requests as big
-as a reply, ``max_reply_bytes``); the poll's offsets commit only once
-they are acknowledged, so a stage worker killed mid-batch loses nothing (the next owner of its
-partitions re-serves them). Errors still go straight to the caller, from whichever stage they arise
-in, and the last stage replies as any worker does, under the pipeline's name and in the caller's
-encoding (a plain OIP JSON or binary request gets a single OIP reply: the HTTP bridge's pass-through).
+it asked for (stages before the last compute all theirs; the last one picks). The frames are
+gathered per poll like reply frames and chunked when large (a later stage takes requests as big as
+a reply, ``max_reply_bytes``); the poll's offsets commit only once they are acknowledged, so a
+stage worker killed mid-batch loses nothing (the next owner of its partitions re-serves them). A
+stage with an exit head (``aiaas models split --exit-head``) answers a request itself when every
+row's highest probability reaches the head's threshold (``Exit``). Errors go straight to the caller
+from whichever stage they arise in, and the last stage replies as any worker does, under the
+pipeline's name and in the caller's encoding (a plain OIP JSON or binary request gets a single OIP
+reply: the HTTP bridge's pass-through).
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from aiaas.agents.inference import blocks
 from aiaas.agents.inference.batcher import Work
 from aiaas.agents.inference.outbox import Outbox
 from aiaas.agents.inference.replier import Replier
+from aiaas.agents.inference.sessions import Loaded
 from aiaas.agents.inference.settings import WorkerSettings
-from aiaas.registry import pipelines
+from aiaas.registry import graphcut, pipelines
 from aiaas.registry.store import Registry
 from aiaas.schemas.errors import TooLarge
 from aiaas.streams import frame
@@ -38,6 +45,7 @@ from aiaas.streams.producer import Producer
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics, TopicSpec
 
+Outputs = dict[str, np.ndarray]
 FORWARDED = (h.REPLY_TO, h.DEADLINE, h.TENANT, h.TRACEPARENT)  # what the next stage needs to answer
 
 
@@ -100,17 +108,75 @@ class LastStage(Replier):
         await super().reply(w, outputs, sent)
 
 
+@dataclass(frozen=True)
+class Exit:
+    """A stage's exit head (``aiaas.registry.graphcut.with_exit``): answer when confident enough."""
+
+    threshold: float
+    confidence: str  # the output whose highest value per row is the confidence
+
+    @staticmethod
+    def of(model: Loaded) -> Exit | None:
+        raw = model.session.get_modelmeta().custom_metadata_map.get(graphcut.EXIT_META)
+        if raw is None:
+            return None
+        spec = json.loads(raw)
+        return Exit(float(spec["threshold"]), str(spec["confidence"]))
+
+    def answers(self, outputs: dict[str, np.ndarray], asked: list[str] | None) -> Outputs | None:
+        """The exit head's answer when every row is confident and has what was asked, else None."""
+        conf = outputs[self.confidence]
+        if not conf.size or not bool(np.all(conf.max(axis=-1) >= self.threshold)):
+            return None
+        answer = {n.removeprefix(graphcut.EXIT_PREFIX): a for n, a in outputs.items()
+                  if n.startswith(graphcut.EXIT_PREFIX)}
+        if asked is None:
+            return answer
+        return {n: answer[n] for n in asked} if set(asked) <= answer.keys() else None
+
+
+def _asked(w: Work) -> dict[str, Any]:
+    """The fields of a request's entry the last stage needs: the outputs it asked for."""
+    msg = w.record.message
+    fields = msg.fields if isinstance(msg, frame.Entry) and w.count == 1 else {}
+    return {k: fields[k] for k in ("outputs",) if k in fields}
+
+
 class Forwarder(Replier):
-    """A stage's answers are the next stage's requests; its errors are the caller's replies."""
+    """A stage's answers are the next stage's requests; its errors are the caller's replies. With an
+    exit head, a request it is confident about is answered here instead (``Exit``)."""
 
     def __init__(self, next_topic: str, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.next_topic = next_topic
+        self._exits: dict[int, Exit | None] = {}  # per loaded version (pinned: a worker keeps it)
 
     async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
+        key = id(w.model)
+        if key not in self._exits:
+            self._exits[key] = Exit.of(w.model)
+        ex = self._exits[key]
+        if ex is None:
+            await self._forward(w, outputs, sent)
+        elif w.count == 1:
+            await self._exit_or_forward(w, outputs, ex, sent)
+        else:  # a block: each of its requests exits or goes on by itself
+            for part, outs in zip(blocks.explode(w), blocks.row_results(w, outputs), strict=True):
+                await self._exit_or_forward(part, outs, ex, sent)
+
+    async def _exit_or_forward(self, w: Work, outputs: dict[str, Any], ex: Exit, sent: Outbox) -> None:
+        wanted = _asked(w).get("outputs")
+        answer = ex.answers(outputs, [o["name"] for o in wanted] if wanted else None)
+        if answer is not None:
+            self.stats["exited"] += 1
+            await super().reply(w, answer, sent)
+            return
+        await self._forward(w, {n: a for n, a in outputs.items() if not n.startswith(graphcut.EXIT_PREFIX)},
+                            sent)
+
+    async def _forward(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
         rows = w.count > 1
-        asked = w.record.message.fields if isinstance(w.record.message, frame.Entry) and not rows else {}
-        fields = {k: asked[k] for k in ("outputs",) if k in asked}  # for the last stage to pick
+        fields = _asked(w)  # for the last stage to pick
         entry = frame.Entry(list(w.ids), blocks.stacked(w, outputs) if rows else dict(outputs),
                             forwarded_headers(w.record.headers), fields, rows)
         size = entry.nbytes

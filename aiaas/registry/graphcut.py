@@ -224,3 +224,37 @@ def _finish(sub: onnx.ModelProto, whole: onnx.ModelProto, k: int, stages: int) -
         if not vi.type.tensor_type.HasField("shape"):
             raise _bad("a stage tensor has no known rank", tensor=vi.name)
     onnx.checker.check_model(sub)
+
+
+EXIT_PREFIX = "exit."  # a stage's exit head outputs: exit.<name> answers <name>
+EXIT_META = "aiaas.exit"  # {"threshold": t, "confidence": "exit.<scores>"} on a stage with an exit head
+
+
+def with_exit(stage: bytes, head: bytes, threshold: float) -> bytes:
+    """``stage`` with an exit head: ``head`` (an ONNX graph from some of the stage's outputs to the
+    model's answer, with a probabilities output ``scores`` or ``probabilities``) runs on the stage's
+    outputs beside them, its outputs named ``exit.<name>``; a request whose every row's highest
+    probability is at least ``threshold`` is answered from them (agents/inference/stages.py)."""
+    import json
+
+    s, hd = onnx.load_model_from_string(stage), onnx.load_model_from_string(head)
+    have = {o.name for o in s.graph.output}
+    wants = [i.name for i in hd.graph.input if i.name not in {x.name for x in hd.graph.initializer}]
+    if not set(wants) <= have:
+        raise _bad("the exit head's inputs must be outputs of its stage", inputs=wants,
+                   stage_outputs=sorted(have))
+    conf = next((o.name for o in hd.graph.output if o.name in ("scores", "probabilities")), None)
+    if conf is None:
+        raise _bad("the exit head needs a 'scores' or 'probabilities' output",
+                   outputs=[o.name for o in hd.graph.output])
+    hd.ir_version = s.ir_version
+    del hd.opset_import[:], hd.metadata_props[:]
+    hd.opset_import.extend(s.opset_import)
+    props = {p.key: p.value for p in s.metadata_props}
+    merged = onnx.compose.merge_models(
+        s, onnx.compose.add_prefix(hd, EXIT_PREFIX), [(n, EXIT_PREFIX + n) for n in wants],
+        outputs=[o.name for o in s.graph.output] + [EXIT_PREFIX + o.name for o in hd.graph.output])
+    props[EXIT_META] = json.dumps({"threshold": threshold, "confidence": EXIT_PREFIX + conf})
+    helper.set_model_props(merged, props)
+    onnx.checker.check_model(merged)
+    return bytes(merged.SerializeToString())

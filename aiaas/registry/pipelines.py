@@ -129,16 +129,33 @@ def chained(whole: bytes, stages: list[bytes], feeds: Mapping[str, np.ndarray]) 
 Split = tuple[ModelVersion, list[ModelVersion], float]
 
 
+@dataclass(frozen=True)
+class ExitHead:
+    """An early exit: ``head`` (ONNX) on stage ``stage``'s outputs answers when confident enough."""
+
+    head: bytes
+    threshold: float = 0.9
+    stage: int = 1
+
+
 async def split(reg: Registry, name: str, stages: int, version: int | None = None,
-                feeds: Mapping[str, np.ndarray] | None = None) -> Split:
-    """Split a version of ``name`` into ``stages`` stage models and register them as its pipeline;
-    returns the split version, the stage versions and the checked max abs difference."""
+                feeds: Mapping[str, np.ndarray] | None = None, exit_head: ExitHead | None = None) -> Split:
+    """Split a version of ``name`` into ``stages`` stage models and register them as its pipeline
+    (``exit_head``: one stage also answers confident requests itself); returns the split version,
+    the stage versions and the checked max abs difference."""
     if len(stage_name(name, stages)) > 64:
         raise AiaasError("model name too long for its stage names", code=ErrorCode.BAD_REQUEST,
                          model=name, stage_name=stage_name(name, stages))
     mv = await reg.get(name, version)
     whole = await reg.load_bytes(mv)
     graphs = await asyncio.to_thread(graphcut.split, whole, stages)
+    if exit_head is not None:
+        if not 1 <= exit_head.stage < stages:
+            raise AiaasError("an exit head goes on a stage before the last", code=ErrorCode.BAD_REQUEST,
+                             exit_stage=exit_head.stage, stages=stages)
+        k = exit_head.stage - 1
+        graphs[k] = await asyncio.to_thread(graphcut.with_exit, graphs[k], exit_head.head,
+                                            exit_head.threshold)
     sample = dict(feeds) if feeds is not None else sample_inputs(mv.inputs)
     diff = await asyncio.to_thread(chained, whole, graphs, sample)
     if diff > TOLERANCE:
