@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -27,6 +28,6 @@ def test_values_read_back_with_nan_nested_passthrough_and_the_confluent_frame() 
                         [{"id": "a", "meta.tags": ["x", 1]}, {"id": np.int64(7), "meta.tags": None}])
     assert all(v[:5] == struct.pack(">bI", 0, 42) for v in values)
     schema = parse_schema(enc.schema)
-    got = [schemaless_reader(io.BytesIO(v[5:]), schema) for v in values]  # type: ignore[misc]
+    got = [cast(dict[str, Any], schemaless_reader(io.BytesIO(v[5:]), schema, None)) for v in values]
     assert got[0]["id"] == "a" and got[0]["meta_tags"] == '["x",1]' and np.isnan(got[0]["scores"][1])
     assert got[1] == {"id": 7, "meta_tags": None, "prediction": 0, "scores": [2.0, 1.0], "model_version": 3}
