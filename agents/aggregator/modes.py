@@ -61,7 +61,7 @@ class RoundMode:
         if self.round.first_at is not None:
             self.waits_ms.append((max(c.received_at for c in done) - self.round.first_at) * 1000)
         self.first = False
-        mean = weighted_mean(done)
+        mean = self.round.mean()
         delta = self.spec.sync.mode == "hybrid"
 
         def work() -> int:

@@ -2,8 +2,10 @@
 
 A round collects at most one contribution per worker for one parameter version; it is ready when
 every expected worker has contributed, or when its straggler deadline has passed and it holds at
-least one. Contributions for a later version (a fast worker, or a replay after a restart) wait in
-``Ahead`` until the version comes round.
+least one. Each contribution's tensors are folded into the round's sample-weighted sum as it
+arrives (and dropped from the contribution), so a round holds one parameter-sized buffer however
+many trainers send (docs/architecture.md, "The aggregator"). Contributions for a later version (a
+fast worker, or a replay after a restart) wait in ``Ahead`` until the version comes round.
 """
 
 from __future__ import annotations
@@ -52,16 +54,34 @@ class Round:
         self.version = version
         self.opened_at = opened_at
         self.first_at: float | None = None
-        self.by_worker: dict[str, Contribution] = {}
+        self.by_worker: dict[str, Contribution] = {}  # metadata; tensors folded into ``_sum``
+        self._sum: dict[str, np.ndarray] = {}
+        self._weight = 0.0
 
     def add(self, c: Contribution) -> bool:
-        """Keep the first contribution of each worker; False for a duplicate."""
+        """Keep the first contribution of each worker (its tensors go into the weighted sum);
+        False for a duplicate."""
         if c.worker in self.by_worker:
             return False
+        w = np.float32(c.samples if c.samples > 0 else 1)  # a contribution without samples counts 1
+        for name, value in c.tensors.items():
+            if name in self._sum:
+                self._sum[name] += w * value
+            else:
+                self._sum[name] = (w * np.asarray(value, np.float32)).astype(np.float32, copy=False)
+        self._weight += float(w)
+        c.tensors = {}
         self.by_worker[c.worker] = c
         if self.first_at is None:
             self.first_at = c.received_at
         return True
+
+    def mean(self) -> dict[str, np.ndarray]:
+        """The sample-weighted mean of the contributions (in place: call once, when applying)."""
+        scale = np.float32(1.0 / self._weight) if self._weight > 0 else np.float32(0.0)
+        for value in self._sum.values():
+            value *= scale
+        return self._sum
 
     @property
     def workers(self) -> set[str]:

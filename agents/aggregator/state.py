@@ -99,15 +99,20 @@ class ServerState:
 
     def params(self) -> dict[str, np.ndarray]:
         """This shard's tensors (all of them when unsharded), as numpy copies."""
+        return {k: v.copy() for k, v in self._views().items()}
+
+    def _views(self) -> dict[str, np.ndarray]:
+        """This shard's tensors as numpy views of the model's (CPU) memory: for encoding at once,
+        while nothing steps the model (no extra parameter-sized copy before the record's bytes)."""
         current = self.model.state_dict()
-        return {k: current[k].detach().cpu().numpy().copy() for k in self.owned}
+        return {k: current[k].detach().cpu().numpy() for k in self.owned}
 
     def pack(self, final: bool) -> bytes:
         """The current version as a parameter record (float16 on the wire when the spec says so;
         the final version, which is exported and checkpointed, stays float32)."""
         header = ParameterSnapshot(job_id=self.spec.job_id, version=self.version, samples=self.samples,
                                    final=final)
-        tensors = self.params()
+        tensors = self._views()
         if self.spec.compression.params_dtype == "float16" and not final:
             tensors = half_floats(tensors)
         return codecs.pack(header, tensors)
@@ -115,14 +120,15 @@ class ServerState:
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """(tensors, JSON state) of everything needed to resume exactly here."""
-        tensors = self.params()
+        """(tensors, JSON state) of everything needed to resume exactly here (views of the live
+        tensors: encode them before the next update)."""
+        tensors = self._views()
         opt = self.optimizer.state_dict()
         scalars: dict[str, dict[str, float]] = {}
         for idx, entry in opt["state"].items():
             for key, value in entry.items():
                 if torch.is_tensor(value):
-                    tensors[f"{OPT}{idx}.{key}"] = value.detach().cpu().numpy().copy()
+                    tensors[f"{OPT}{idx}.{key}"] = value.detach().cpu().numpy()
                 else:
                     scalars.setdefault(str(idx), {})[key] = float(value)
         meta = {"param_groups": opt["param_groups"], "scalars": scalars,
