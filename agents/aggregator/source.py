@@ -10,7 +10,8 @@ it, so the scaling a model was trained with never changes under it and travels i
 ``Holdout`` reads the topic too and keeps only the held-out keys (scaled): the whole held-out share
 of a bounded range, or the newest ``continuous.holdout_rows`` of a continuous stream, on which
 candidates are scored. It is the job's one full reader, so the records the source's decoder refuses
-(a missing field, a wrong type, not JSON...) go from it to ``train.<job>.dlq``, each a dead letter
+(a missing field, a wrong type, not JSON...) and, for a classifier, the records whose label is
+not one of its classes go from it to ``train.<job>.dlq``, each a dead letter
 naming the field and the reason with the record's bytes (the trainers skip them as well).
 """
 
@@ -130,7 +131,9 @@ class Holdout:
         self.keep = keep
         self.rows = 0  # held-out rows kept now
         self.train_rows = 0  # rows read that train (not held out, with a usable label)
-        self.reader = SourceReader(settings, spec.source, _decoder(spec), jd.ranges, refused=self._refused)
+        classes = spec.model.output_dim if spec.loss == "cross_entropy" else None
+        self.reader = SourceReader(settings, spec.source, _decoder(spec), jd.ranges, refused=self._refused,
+                                   classes=classes)
         self.dlq = Topics(settings).dlq(f"train.{spec.job_id}")
         self._producer = Producer(settings)
         self.dead_letters = DeadLetters(self._producer, self.dlq.name)

@@ -126,9 +126,10 @@ class SourceReader:
 
     def __init__(self, settings: Settings, source: Source, decoder: Decoding, ranges: Ranges, *,
                  positions: dict[int, int] | None = None, group: str | None = None,
-                 refused: Refused | None = None) -> None:
+                 refused: Refused | None = None, classes: int | None = None) -> None:
         self.settings, self.source, self.decoder = settings, source, decoder
         self.refused = refused
+        self.classes = classes  # with refused: a label that is not a class index below it is refused too
         self._refusals: list[tuple[Record, AiaasError]] = []
         self.ranges = ranges
         self.positions = {p: max(lo, (positions or {}).get(p, lo)) for p, (lo, _) in ranges.items()}
@@ -213,6 +214,8 @@ class SourceReader:
         self.read += len(recs)
         self.schema_ids |= decoded.schema_ids
         ok = np.asarray(decoded.ok, np.int64)
+        if self.refused is not None and self.classes is not None and decoded.y is not None and len(ok):
+            self._label_refusals(recs, ok, np.asarray(decoded.y).reshape(len(ok), -1)[:, 0])
         offsets = np.asarray([recs[i].offset for i in ok], np.int64)
         declared = getattr(decoded, "keys", None)  # the value at source.key, when declared
         keys = [recs[i].key for i in ok] if declared is None else \
@@ -221,6 +224,15 @@ class SourceReader:
         return Rows(partition, offsets, key_hashes(keys, partition, offsets),
                     np.asarray(decoded.x, np.float32), decoded.y, len(recs), recs[-1].offset + 1,
                     set(decoded.schema_ids))
+
+    def _label_refusals(self, recs: list[Any], ok: np.ndarray, y: np.ndarray) -> None:
+        """Decoded records whose label is not a class of the model (training skips them, ``usable``)."""
+        n = self.classes
+        assert n is not None and self.source.label is not None
+        bad = np.flatnonzero(~((y >= 0) & (y < n) & (np.mod(y, 1) == 0)))
+        for i in bad.tolist():
+            reason = f"not a class index below {n} (got {y[i]:g})"
+            self._refusals.append((_record(recs[int(ok[i])]), _error(self.source.label, reason)))
 
 
 def _record(r: Any) -> Record:

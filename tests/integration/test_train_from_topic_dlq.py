@@ -1,6 +1,7 @@
-"""Training from the user's topic on the real broker: records the source's decoder refuses go to
-``train.<job>.dlq``, each a dead letter naming the field and the reason with the record's bytes,
-and the job's held-out rows are read past them (README, "Train from your topic")."""
+"""Training from the user's topic on the real broker: records the source's decoder refuses, and a
+label that is not one of the classifier's classes, go to ``train.<job>.dlq``, each a dead letter
+naming the field and the reason with the record's bytes, and the job's held-out rows are read past
+them (README, "Train from your topic")."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ BAD = {
     b"text-label": b'{"id": "b2", "image": {"pixels": [' + b",".join([b"1"] * 64) + b']}, "label": "seven"}',
     b"short": b'{"id": "b3", "image": {"pixels": [1, 2, 3]}, "label": 1}',
     b"not-json": b"pixels: 1 2 3",
+    b"class-12": b'{"id": "b5", "image": {"pixels": [' + b",".join([b"2"] * 64) + b']}, "label": 12}',
 }
 
 
@@ -33,16 +35,17 @@ async def test_refused_training_records_are_dead_lettered_with_the_field(setting
     opened = await open_source(settings, spec, wait_s=30)
     try:
         assert opened.test is not None and len(opened.test[0]) > 0  # the read went past them
-        assert opened.holdout.reader.rejected == len(BAD)
+        assert opened.holdout.reader.rejected == len(BAD) - 1  # class 12 decodes; a 10-class job refuses it
         letters = await letters_on(settings, topics.dlq(f"train.{spec.job_id}").name, len(BAD))
     finally:
         await opened.stop()
     by_key = {base64.b64decode(dl.key_b64 or ""): dl for dl in letters}
     assert sorted(by_key) == sorted(BAD)
-    assert sorted(dl.source_offset for dl in letters) == [100, 101, 102, 103]
+    assert sorted(dl.source_offset for dl in letters) == [100, 101, 102, 103, 104]
     assert all(dl.source_topic == topic and dl.value_b64 for dl in letters)
     fields = {k: (dl.details["field"], dl.reason) for k, dl in by_key.items()}
     assert fields[b"no-pixels"][0] == "image.pixels[]" and "missing" in fields[b"no-pixels"][1]
     assert fields[b"text-label"][0] == "label" and "number" in fields[b"text-label"][1]
     assert fields[b"short"][0] == "image.pixels[]" and "length" in fields[b"short"][1]
     assert fields[b"not-json"][0] == "" and "not JSON" in fields[b"not-json"][1]
+    assert fields[b"class-12"] == ("label", "field 'label': not a class index below 10 (got 12)")
