@@ -121,3 +121,49 @@ def test_a_graph_without_label_gets_it_from_labels_json() -> None:
     outs, params = tm.run(scores_only, [texts])[0]
     want = _model(16).run(_fake_run, [texts])[0][0]["label"]  # the graph's own label
     assert outs["label"].tolist() == want.tolist() and params == {"truncated": False}
+
+
+def _tiny_text_graph() -> bytes:
+    """input_ids, attention_mask -> scores [batch, 2] (sum of the ids, count of tokens), with the
+    metadata a job's export writes (aiaas.ml.textexport) but no label output."""
+    from onnx import TensorProto, helper
+
+    ids = helper.make_tensor_value_info(IDS, TensorProto.INT64, ["batch", "sequence"])
+    mask = helper.make_tensor_value_info(MASK, TensorProto.INT64, ["batch", "sequence"])
+    out = helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", 2])
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    nodes = [helper.make_node("Mul", [IDS, MASK], ["kept"]),
+             helper.make_node("ReduceSum", ["kept", "axes"], ["total"], keepdims=1),
+             helper.make_node("ReduceSum", [MASK, "axes"], ["count"], keepdims=1),
+             helper.make_node("Concat", ["total", "count"], ["both"], axis=1),
+             helper.make_node("Cast", ["both"], ["scores"], to=TensorProto.FLOAT)]
+    model = helper.make_model(helper.make_graph(nodes, "tiny", [ids, mask], [out], [axes]),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    helper.set_model_props(model, {"aiaas.task": "text-classification", "aiaas.max_length": "8",
+                                   "aiaas.labels": '["sum", "count"]', "aiaas.outputs": '["scores"]',
+                                   "aiaas.tokenizer": tokenizer_json(NAME)})
+    return bytes(model.SerializeToString())
+
+
+async def test_a_job_export_without_bundle_files_loads_its_tokenizer_from_the_graph() -> None:
+    import onnxruntime as ort
+
+    from aiaas.agents.inference.text import load_text
+    from aiaas.registry.artifacts import signature
+    from aiaas.schemas.registry import ModelVersion
+
+    graph = _tiny_text_graph()
+    inputs, outputs = signature(graph)
+    mv = ModelVersion(name="m", version=1, sha256="0" * 64, size_bytes=len(graph), inputs=inputs,
+                      outputs=outputs)
+    sess = ort.InferenceSession(graph, providers=["CPUExecutionProvider"])
+    tm = await load_text(None, mv, sess)  # type: ignore[arg-type]  # no bundle files: no registry read
+    assert tm is not None and tm.max_length == 8 and not tm.has_label and tm.labels == ["sum", "count"]
+
+    def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"scores": sess.run(["scores"], feeds)[0]}
+
+    texts = np.array(["a chess engine for the terminal and more words", "x"], dtype=object)
+    outs, params = tm.run(run, [texts])[0]
+    assert outs["scores"][:, 1].tolist() == [8, 3] and outs["label"].tolist() == ["sum", "sum"]
+    assert params == {"truncated": True, "truncated_count": 1, "max_length": 8, "truncated_rows": "0"}
