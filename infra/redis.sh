@@ -19,7 +19,7 @@ case "${1:-start}" in
     fi
     if port_open "$AIAAS_REDIS_PORT"; then
       echo "port $AIAAS_REDIS_PORT is taken by a process not started with state dir $AIAAS_STATE_DIR;" \
-        "set AIAAS_REDIS_PORT, or AIAAS_STATE_DIR to the state dir of the redis that runs there" >&2; exit 1
+        "set AIAAS_EXTERNAL_INFRA=1 to use it as it is, or AIAAS_REDIS_PORT, or AIAAS_STATE_DIR to the state dir of the redis that runs there" >&2; exit 1
     fi
     ensure_installed
     mkdir -p "$REDIS_DATA"

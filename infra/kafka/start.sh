@@ -12,7 +12,7 @@ if pid_alive "$KAFKA_PID" && port_open "$AIAAS_KAFKA_PORT"; then
 fi
 if port_open "$AIAAS_KAFKA_PORT"; then
   echo "port $AIAAS_KAFKA_PORT is taken by a process not started with state dir $AIAAS_STATE_DIR;" \
-    "set AIAAS_KAFKA_PORT, or AIAAS_STATE_DIR to the state dir of the broker that runs there" >&2; exit 1
+    "set AIAAS_EXTERNAL_INFRA=1 to use it as it is, or AIAAS_KAFKA_PORT, or AIAAS_STATE_DIR to the state dir of the broker that runs there" >&2; exit 1
 fi
 bash "$INFRA_DIR/kafka/fetch.sh"
 CONFIG="$AIAAS_STATE_DIR/server.properties"
