@@ -97,89 +97,96 @@ def _texts(*texts: str | bytes) -> dict[str, np.ndarray]:
     return {"text": arr}
 
 
-async def test_text_over_kafka_mixed_lengths_pretokenized_and_bad_text(
-        settings: Settings, bundle: Bundle, tmp_path: Path) -> None:
+async def test_text_over_kafka_and_http(settings: Settings, redis_client: aioredis.Redis, bundle: Bundle,
+                                        tmp_path: Path) -> None:
+    """One worker and one bridge for both (a worker start and a registration fewer)."""
+    app = create_app(settings, BridgeSettings(instance=uuid.uuid4().hex[:8], auth=False))
+    async with served(settings, bundle, tmp_path) as worker, InferenceClient(settings) as client, \
+            serve(app) as url, httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
+        await _over_kafka(client, worker, bundle)
+        await _over_http(http, url, bundle)
+
+
+async def _over_kafka(client: InferenceClient, worker: InferenceWorker, bundle: Bundle) -> None:
+    """Mixed lengths in one request, single-text requests together, plain OIP records, pre-tokenized
+    requests, bad text; the worker goes on."""
     want_scores, want_labels = bundle.one_by_one(TEXTS)
-    async with served(settings, bundle, tmp_path) as worker, InferenceClient(settings) as client:
-        r = await client.infer(MODEL, _texts(*TEXTS), timeout=30)  # one micro-batch, sub-batched by length
-        np.testing.assert_allclose(r.outputs["scores"], want_scores, atol=2e-5)
-        assert [x.decode() for x in r.outputs["label"]] == want_labels
-        assert r.parameters == {"truncated": True, "truncated_count": 1, "max_length": 32,
-                                "truncated_rows": str(TEXTS.index(LONG))}
-        alone = await asyncio.gather(*(client.infer(MODEL, _texts(t), timeout=30) for t in TEXTS))
-        got = np.concatenate([a.outputs["scores"] for a in alone])
-        np.testing.assert_allclose(got, want_scores, atol=2e-5)
-        assert [a.parameters["truncated"] for a in alone] == [t == LONG for t in TEXTS]
+    r = await client.infer(MODEL, _texts(*TEXTS), timeout=30)  # one micro-batch, sub-batched by length
+    np.testing.assert_allclose(r.outputs["scores"], want_scores, atol=2e-5)
+    assert [x.decode() for x in r.outputs["label"]] == want_labels
+    assert r.parameters == {"truncated": True, "truncated_count": 1, "max_length": 32,
+                            "truncated_rows": str(TEXTS.index(LONG))}
+    alone = await asyncio.gather(*(client.infer(MODEL, _texts(t), timeout=30) for t in TEXTS))
+    got = np.concatenate([a.outputs["scores"] for a in alone])
+    np.testing.assert_allclose(got, want_scores, atol=2e-5)
+    assert [a.parameters["truncated"] for a in alone] == [t == LONG for t in TEXTS]
 
-        for binary in (False, True):  # plain OIP records (any Kafka client): JSON strings, length prefixes
-            enc = encode_request(_texts(*TEXTS[2:5]), request_id=f"plain-{binary}", binary=binary)
-            plain = (await client.request(MODEL, enc.value, enc.headers, request_id=f"plain-{binary}",
-                                          timeout=30)).result()
-            assert [x.decode() for x in plain.outputs["label"]] == want_labels[2:5]
-            np.testing.assert_allclose(plain.outputs["scores"], want_scores[2:5], atol=2e-5)
-            assert plain.parameters == {"truncated": True, "truncated_count": 1, "max_length": 32,
-                                        "truncated_rows": "1"}
+    for binary in (False, True):  # plain OIP records (any Kafka client): JSON strings, length prefixes
+        enc = encode_request(_texts(*TEXTS[2:5]), request_id=f"plain-{binary}", binary=binary)
+        plain = (await client.request(MODEL, enc.value, enc.headers, request_id=f"plain-{binary}",
+                                      timeout=30)).result()
+        assert [x.decode() for x in plain.outputs["label"]] == want_labels[2:5]
+        np.testing.assert_allclose(plain.outputs["scores"], want_scores[2:5], atol=2e-5)
+        assert plain.parameters == {"truncated": True, "truncated_count": 1, "max_length": 32,
+                                    "truncated_rows": "1"}
 
-        e = bundle.tokenizer.encode(TEXTS[1])
-        pre = {"input_ids": np.array([e.ids], np.int64),
-               "attention_mask": np.array([e.attention_mask], np.int64)}
-        r = await client.infer(MODEL, pre, timeout=30)
-        np.testing.assert_allclose(r.outputs["scores"][0], want_scores[1], atol=2e-5)
+    e = bundle.tokenizer.encode(TEXTS[1])
+    pre = {"input_ids": np.array([e.ids], np.int64),
+           "attention_mask": np.array([e.attention_mask], np.int64)}
+    r = await client.infer(MODEL, pre, timeout=30)
+    np.testing.assert_allclose(r.outputs["scores"][0], want_scores[1], atol=2e-5)
 
-        bad = [(_texts(b"ok", b"caf\xc3"), "not valid UTF-8"), (_texts(""), "text is empty"),
-               ({"text": np.ones(2, np.float32)}, "wrong datatype"),
-               ({"text": np.ones((1, 3), np.int64)}, "wrong datatype")]
-        for inputs, reason in bad:
-            with pytest.raises(InferenceError, match=reason) as err:
-                await client.infer(MODEL, inputs, timeout=30)
-            assert err.value.status_code == 400
-        huge = await client.infer(MODEL, _texts("word " * 20_000), timeout=30)  # 100,000 characters
-        assert huge.parameters["truncated"] is True and huge.outputs["scores"].shape == (1, 4)
-        again = await client.infer(MODEL, _texts(TEXTS[0]), timeout=30)  # the worker goes on
-        np.testing.assert_allclose(again.outputs["scores"][0], want_scores[0], atol=2e-5)
-        text_model = worker.sessions.default.text if worker.sessions.default else None
-        assert text_model is not None and text_model.tokens > 0
+    bad = [(_texts(b"ok", b"caf\xc3"), "not valid UTF-8"), (_texts(""), "text is empty"),
+           ({"text": np.ones(2, np.float32)}, "wrong datatype"),
+           ({"text": np.ones((1, 3), np.int64)}, "wrong datatype")]
+    for inputs, reason in bad:
+        with pytest.raises(InferenceError, match=reason) as err:
+            await client.infer(MODEL, inputs, timeout=30)
+        assert err.value.status_code == 400
+    huge = await client.infer(MODEL, _texts("word " * 20_000), timeout=30)  # 100,000 characters
+    assert huge.parameters["truncated"] is True and huge.outputs["scores"].shape == (1, 4)
+    again = await client.infer(MODEL, _texts(TEXTS[0]), timeout=30)  # the worker goes on
+    np.testing.assert_allclose(again.outputs["scores"][0], want_scores[0], atol=2e-5)
+    text_model = worker.sessions.default.text if worker.sessions.default else None
+    assert text_model is not None and text_model.tokens > 0
 
 
-async def test_text_over_http_json_and_tritonclient_binary(
-        settings: Settings, redis_client: aioredis.Redis, bundle: Bundle, tmp_path: Path) -> None:
+async def _over_http(http: httpx.AsyncClient, url: str, bundle: Bundle) -> None:
+    """OIP JSON strings, tritonclient's binary BYTES, bad text and bad length prefixes."""
     import tritonclient.http as triton
     from tritonclient.utils import InferenceServerException
 
     want_scores, want_labels = bundle.one_by_one(TEXTS)
-    app = create_app(settings, BridgeSettings(instance=uuid.uuid4().hex[:8], auth=False))
-    async with served(settings, bundle, tmp_path), serve(app) as url, \
-            httpx.AsyncClient(base_url=url, timeout=60, trust_env=False) as http:
-        body = {"inputs": [{"name": "text", "shape": [len(TEXTS)], "datatype": "BYTES", "data": TEXTS}]}
-        resp = await http.post(f"/v2/models/{MODEL}/infer", json=body)
-        assert resp.status_code == 200, resp.text
-        outs = {o["name"]: o for o in resp.json()["outputs"]}
-        assert outs["label"]["datatype"] == "BYTES" and outs["label"]["data"] == want_labels
-        np.testing.assert_allclose(np.array(outs["scores"]["data"]).reshape(-1, 4), want_scores, atol=2e-5)
-        assert resp.json()["parameters"]["truncated_rows"] == str(TEXTS.index(LONG))
-        bad = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [3]}]}
-        resp = await http.post(f"/v2/models/{MODEL}/infer", json=bad)
-        assert resp.status_code == 400 and "BYTES data must be strings" in resp.text, resp.text
+    body = {"inputs": [{"name": "text", "shape": [len(TEXTS)], "datatype": "BYTES", "data": TEXTS}]}
+    resp = await http.post(f"/v2/models/{MODEL}/infer", json=body)
+    assert resp.status_code == 200, resp.text
+    outs = {o["name"]: o for o in resp.json()["outputs"]}
+    assert outs["label"]["datatype"] == "BYTES" and outs["label"]["data"] == want_labels
+    np.testing.assert_allclose(np.array(outs["scores"]["data"]).reshape(-1, 4), want_scores, atol=2e-5)
+    assert resp.json()["parameters"]["truncated_rows"] == str(TEXTS.index(LONG))
+    bad = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [3]}]}
+    resp = await http.post(f"/v2/models/{MODEL}/infer", json=bad)
+    assert resp.status_code == 400 and "BYTES data must be strings" in resp.text, resp.text
 
-        client = triton.InferenceServerClient(url.removeprefix("http://"))
+    client = triton.InferenceServerClient(url.removeprefix("http://"))
 
-        def call(texts: list[bytes]) -> Any:
-            inp = triton.InferInput("text", [len(texts)], "BYTES")
-            inp.set_data_from_numpy(np.array(texts, dtype=object), binary_data=True)
-            outs = [triton.InferRequestedOutput(n, binary_data=True) for n in ("label", "scores")]
-            return client.infer(MODEL, [inp], outputs=outs)
+    def call(texts: list[bytes]) -> Any:
+        inp = triton.InferInput("text", [len(texts)], "BYTES")
+        inp.set_data_from_numpy(np.array(texts, dtype=object), binary_data=True)
+        outs = [triton.InferRequestedOutput(n, binary_data=True) for n in ("label", "scores")]
+        return client.infer(MODEL, [inp], outputs=outs)
 
-        result = await asyncio.to_thread(call, [t.encode() for t in TEXTS])
-        assert [x.decode() for x in result.as_numpy("label")] == want_labels
-        np.testing.assert_allclose(result.as_numpy("scores"), want_scores, atol=2e-5)
-        assert result.get_response()["parameters"]["truncated"] is True
-        with pytest.raises(InferenceServerException, match="not valid UTF-8"):
-            await asyncio.to_thread(call, [b"fine", b"\xff\xfe broken"])
-        head = (b'{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES",'
-                b'"parameters":{"binary_data_size":9}}]}')
-        resp = await http.post(f"/v2/models/{MODEL}/infer", content=head + b"\x05\x00\x00\x00hello",
-                               headers={"Inference-Header-Content-Length": str(len(head))})
-        assert resp.status_code == 400 and "BYTES element truncated" in resp.text, resp.text
-        result = await asyncio.to_thread(call, [TEXTS[0].encode()])  # still serving
-        np.testing.assert_allclose(result.as_numpy("scores")[0], want_scores[0], atol=2e-5)
-        client.close()
+    result = await asyncio.to_thread(call, [t.encode() for t in TEXTS])
+    assert [x.decode() for x in result.as_numpy("label")] == want_labels
+    np.testing.assert_allclose(result.as_numpy("scores"), want_scores, atol=2e-5)
+    assert result.get_response()["parameters"]["truncated"] is True
+    with pytest.raises(InferenceServerException, match="not valid UTF-8"):
+        await asyncio.to_thread(call, [b"fine", b"\xff\xfe broken"])
+    head = (b'{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES",'
+            b'"parameters":{"binary_data_size":9}}]}')
+    resp = await http.post(f"/v2/models/{MODEL}/infer", content=head + b"\x05\x00\x00\x00hello",
+                           headers={"Inference-Header-Content-Length": str(len(head))})
+    assert resp.status_code == 400 and "BYTES element truncated" in resp.text, resp.text
+    result = await asyncio.to_thread(call, [TEXTS[0].encode()])  # still serving
+    np.testing.assert_allclose(result.as_numpy("scores")[0], want_scores[0], atol=2e-5)
+    client.close()
