@@ -57,8 +57,11 @@ def _sig(s: TensorSignature) -> dict[str, Any]:
 
 def _metadata(bridge: Bridge, who: Principal, mv: ModelVersion) -> dict[str, Any]:
     versions = [str(v.version) for v in bridge.visible_models(who) if v.name == mv.name]
+    inputs = [_sig(s) for s in mv.inputs]
+    if any(f.name == "tokenizer.json" for f in mv.files):  # a text bundle takes text (docs/transformers.md)
+        inputs.insert(0, {"name": "text", "datatype": "BYTES", "shape": [-1]})
     return {"name": mv.name, "versions": versions, "platform": "onnxruntime_onnx",
-            "inputs": [_sig(s) for s in mv.inputs], "outputs": [_sig(s) for s in mv.outputs],
+            "inputs": inputs, "outputs": [_sig(s) for s in mv.outputs],
             "parameters": {"version": str(mv.version), "stage": mv.stage}}
 
 

@@ -157,6 +157,8 @@ async def _over_http(http: httpx.AsyncClient, url: str, bundle: Bundle) -> None:
     from tritonclient.utils import InferenceServerException
 
     want_scores, want_labels = bundle.one_by_one(TEXTS)
+    meta = (await http.get(f"/v2/models/{MODEL}")).json()
+    assert meta["inputs"][0] == {"name": "text", "datatype": "BYTES", "shape": [-1]}
     body = {"inputs": [{"name": "text", "shape": [len(TEXTS)], "datatype": "BYTES", "data": TEXTS}]}
     resp = await http.post(f"/v2/models/{MODEL}/infer", json=body)
     assert resp.status_code == 200, resp.text
