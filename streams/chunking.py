@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass, field
 
 from aiaas.schemas.errors import ChunkError
@@ -25,18 +25,21 @@ class Chunk:
 
 def split(payload: bytes, chunk_bytes: int) -> list[Chunk]:
     """Cut ``payload`` into chunks of at most ``chunk_bytes`` (one chunk if it fits)."""
+    return [Chunk(bytes(data), headers) for data, headers in iter_chunks(payload, chunk_bytes)]
+
+
+def iter_chunks(payload: bytes, chunk_bytes: int) -> Iterator[tuple[memoryview, h.Headers]]:
+    """``split`` without copies: each chunk is a view of ``payload``, made when asked for, so a
+    sender holds the payload and the chunks its producer has not sent yet, not a second copy."""
     if chunk_bytes <= 0:
         raise ValueError("chunk_bytes must be positive")
     digest = hashlib.sha256(payload).hexdigest()
     cid = uuid.uuid4().hex
     count = max(1, -(-len(payload) // chunk_bytes))
-    return [
-        Chunk(
-            payload[i * chunk_bytes : (i + 1) * chunk_bytes],
-            h.encode({h.CHUNK_ID: cid, h.CHUNK_INDEX: i, h.CHUNK_COUNT: count, h.CHUNK_SHA256: digest}),
-        )
-        for i in range(count)
-    ]
+    view = memoryview(payload)
+    for i in range(count):
+        yield view[i * chunk_bytes : (i + 1) * chunk_bytes], h.encode(
+            {h.CHUNK_ID: cid, h.CHUNK_INDEX: i, h.CHUNK_COUNT: count, h.CHUNK_SHA256: digest})
 
 
 def chunk_info(values: dict[str, str]) -> tuple[str, int, int, str] | None:
@@ -127,6 +130,7 @@ class Reassembler:
             return None
         del self._pending[key]
         payload = b"".join(part.parts)
+        part.parts.clear()  # the pieces go now: the payload is the one copy
         if hashlib.sha256(payload).hexdigest() != part.digest:
             raise ChunkError("sha256 mismatch after reassembly", chunk_id=cid)
         for name in (h.CHUNK_ID, h.CHUNK_INDEX, h.CHUNK_COUNT, h.CHUNK_SHA256):

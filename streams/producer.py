@@ -120,10 +120,10 @@ class Producer(Service):
                                           f"looking up the partitions of {topic}", metadata_wait=True))
             partition = self._partitioner(key, parts, parts) if key is not None else parts[0]
         last: asyncio.Future[RecordMetadata] | None = None
-        for i, chunk in enumerate(chunking.split(value, self.settings.chunk_bytes)):
+        for i, (data, chunk_headers) in enumerate(chunking.iter_chunks(value, self.settings.chunk_bytes)):
             ckey = key + b"#chunk" + str(i).encode() if key is not None else None
-            last = await self.raw.send(
-                topic, chunk.data, key=ckey, headers=hdrs + chunk.headers, partition=partition
+            last = await self.raw.send(  # a view of value: the producer's batch is the one copy
+                topic, data, key=ckey, headers=hdrs + chunk_headers, partition=partition
             )
         assert last is not None
         return last
