@@ -130,6 +130,9 @@ def to_numpy(t: Tensor) -> np.ndarray:
             arr[:] = [x.encode() if isinstance(x, str) else _bytes_element(x) for x in flat]
         except TypeError as exc:
             raise InvalidMessage("BYTES data must be strings", tensor=t.name, detail=str(exc)) from None
+        except UnicodeEncodeError as exc:  # JSON's "\ud800": a lone surrogate has no UTF-8
+            raise InvalidMessage("BYTES data must be valid Unicode text (a lone surrogate has no UTF-8)",
+                                 tensor=t.name, position=exc.start) from None
         return arr.reshape(t.shape)
     try:
         return np.asarray(t.data, dtype=FIXED[t.datatype]).reshape(t.shape)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -169,6 +170,9 @@ async def _over_http(http: httpx.AsyncClient, url: str, bundle: Bundle) -> None:
     bad = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [3]}]}
     resp = await http.post(f"/v2/models/{MODEL}/infer", json=bad)
     assert resp.status_code == 400 and "BYTES data must be strings" in resp.text, resp.text
+    bad = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["half \ud800 pair"]}]}
+    resp = await http.post(f"/v2/models/{MODEL}/infer", content=json.dumps(bad).encode())  # "\ud800" escaped
+    assert resp.status_code == 400 and "surrogate" in resp.text, resp.text  # JSON text has no UTF-8 for it
 
     client = triton.InferenceServerClient(url.removeprefix("http://"))
 

@@ -14,8 +14,10 @@ import pytest
 from aiaas.agents.inference.text import IDS, MASK, TEXT, TextModel, TextSettings, checked, plan
 from aiaas.data.pretrained import pretrained_dir, text_tokenizer, tokenizer_json
 from aiaas.data.textdata import debian_split
-from aiaas.schemas.errors import BadInput
+from aiaas.schemas.errors import BadInput, InvalidMessage
+from aiaas.schemas.inference import InferenceRequest
 from aiaas.schemas.jobs import JobSpec
+from aiaas.streams.tensorcodec import to_numpy
 
 NAME = "all-MiniLM-L6-v2"
 TRICKY = ["a", "Ünïcödé àccents and CAPITALS", "日本語のテキスト", "emoji 🚀 rocket", "tab\tand\nnewline",
@@ -85,6 +87,9 @@ def test_request_checks_name_what_is_wrong() -> None:
     with pytest.raises(BadInput) as err:
         checked({TEXT: np.array([b"ok", b"\xff\xfe"], dtype=object)})
     assert err.value.details["index"] == 1 and err.value.details["position"] == 0
+    body = b'{"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["half \\ud800"]}]}'
+    with pytest.raises(InvalidMessage, match="lone surrogate"):  # a worker's plain OIP JSON record
+        to_numpy(InferenceRequest.from_record(body).inputs[0])
 
 
 def _fake_run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
