@@ -63,7 +63,8 @@ def autoscale(
     async def main() -> None:
         server = metrics.start_from_settings(settings)
         await scaler.start()
-        log.info("autoscaling %s: group %s on %s, policy %s", model, scaler.group, scaler.topic, policy)
+        log.info("autoscaling %s: group %s on %s, %s policy %s", model, scaler.group, scaler.topic,
+                 policy_kind, policy)
         try:
             await until_signalled(scaler.run, scaler.stop)
         finally:
