@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from aiaas.streams.settings import Settings
-from tests.infra import ROOT
+from tests.infra import ROOT, TEST_BROKER_JVM, cluster_id
 
 KAFKA = ROOT / "infra" / "kafka"
 
@@ -42,7 +42,8 @@ class ColdBroker:
         self.state_dir: Path = ROOT / ".run" / f"cold-{uuid.uuid4().hex[:10]}"
         self._infra_env = {**os.environ, "AIAAS_KAFKA_PORT": str(port),
                            "AIAAS_KAFKA_CONTROLLER_PORT": str(controller),
-                           "AIAAS_STATE_DIR": str(self.state_dir)}
+                           "AIAAS_STATE_DIR": str(self.state_dir), "AIAAS_KAFKA_HEAP": TEST_BROKER_JVM,
+                           "AIAAS_KAFKA_CLUSTER_ID": cluster_id()}  # saves start.sh a JVM (random-uuid)
         self.settings = Settings(bootstrap_servers=f"127.0.0.1:{port}", topic_prefix="aiaas.")
         self.env = {"AIAAS_BOOTSTRAP_SERVERS": self.settings.bootstrap_servers,
                     "AIAAS_TOPIC_PREFIX": self.settings.topic_prefix}

@@ -33,7 +33,7 @@ from aiaas.registry.store import Registry
 from aiaas.streams.admin import wait_for_broker
 from aiaas.streams.settings import Settings
 from tests import examples
-from tests.infra import ROOT
+from tests.infra import ROOT, TEST_BROKER_JVM
 from tests.integration.test_bridge import BODY, serve
 
 MODEL = "mlp"
@@ -73,7 +73,7 @@ class OwnBroker:
 def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
     env = {
         **os.environ, "AIAAS_STATE_DIR": str(tmp_path), "AIAAS_KAFKA_PORT": str(free_port()),
-        "AIAAS_KAFKA_CONTROLLER_PORT": str(free_port()), "AIAAS_KAFKA_HEAP": "-Xms128m -Xmx384m",
+        "AIAAS_KAFKA_CONTROLLER_PORT": str(free_port()), "AIAAS_KAFKA_HEAP": TEST_BROKER_JVM,
         # a fresh cluster id from here saves start.sh one JVM start (StorageTool random-uuid)
         "AIAAS_KAFKA_CLUSTER_ID": base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode(),
     }

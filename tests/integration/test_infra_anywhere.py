@@ -39,7 +39,7 @@ from aiaas.schemas.jobs import JobSpec
 from aiaas.streams.admin import wait_for_broker
 from aiaas.streams.settings import Settings
 from tests import examples
-from tests.infra import ROOT
+from tests.infra import ROOT, TEST_BROKER_JVM
 from tests.integration.test_bridge_serve import _lines_until_key
 from tests.spawn import run_to_end
 
@@ -112,7 +112,7 @@ def own_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     env = {
         "AIAAS_STATE_DIR": str(state), "AIAAS_KAFKA_PORT": kafka, "AIAAS_KAFKA_CONTROLLER_PORT": controller,
         "AIAAS_KAFKA_SASL_PORT": sasl, "AIAAS_REDIS_PORT": redis_port,
-        "AIAAS_KAFKA_HEAP": "-Xms128m -Xmx384m",
+        "AIAAS_KAFKA_HEAP": TEST_BROKER_JVM,
         "AIAAS_KAFKA_LIBS": os.environ["AIAAS_KAFKA_LIBS"],  # the clone's jars: nothing to download
         # a fresh cluster id from here saves start.sh one JVM start (StorageTool random-uuid)
         "AIAAS_KAFKA_CLUSTER_ID": base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode(),
