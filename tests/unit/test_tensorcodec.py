@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -134,3 +135,14 @@ def test_the_workers_oip_encoder_matches_the_validated_codec() -> None:
             assert resp.id == rid and resp.model_name == "m" and list(arrays) == ["a", "b"]
             for name, arr in x.items():
                 np.testing.assert_array_equal(arrays[name], arr)
+
+
+def test_the_json_writer_without_msgspec_writes_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client-only install (no msgspec) writes the same replies with json.dumps."""
+    outs = {"y": np.array([[0.1, 1e-7, 3.0]], np.float32), "t": np.array([b"a", "é".encode()], dtype=object),
+            "n": np.arange(3)}
+    fast = tc.encode_body("k", {"model_name": "m", "id": "r"}, "outputs", outs, binary=False).value
+    monkeypatch.setitem(sys.modules, "msgspec", None)  # import msgspec raises ImportError
+    monkeypatch.setattr(tc, "_dumps", tc._encoder())
+    slow = tc.encode_body("k", {"model_name": "m", "id": "r"}, "outputs", outs, binary=False).value
+    assert json.loads(fast) == json.loads(slow) and json.loads(slow)["outputs"][1]["data"] == ["a", "é"]
