@@ -1,4 +1,5 @@
-"""Where a bounded scoring run stops: the source's ``end:`` (README, "Score your topic").
+"""Where a bounded scoring run stops, the source's ``end:`` (README, "Score your topic"), and
+where a new group starts at a ``start:`` timestamp (``seek_to_time``).
 
 ``end: {partition: offset}`` scores each partition up to that offset (exclusive; a partition not
 named has nothing to score); ``end: <timestamp>`` scores each partition up to its first record at
@@ -72,3 +73,13 @@ class SourceEnd:
         done = [tp for tp in owned if await self.reached(consumer, tp, handed.get(tp))]
         consumer.pause(*done)
         return bool(owned) and len(done) == len(owned)
+
+
+async def seek_to_time(consumer: AIOKafkaConsumer, tp: TopicPartition, when: datetime) -> None:
+    """Read ``tp`` from its first record at or after ``when`` (its end while there is none)."""
+    found = await consumer.offsets_for_times({tp: int(when.timestamp() * 1000)})
+    at = found.get(tp)
+    if at is not None:
+        consumer.seek(tp, at.offset)
+    else:  # nothing at or after that time yet
+        await consumer.seek_to_end(tp)
