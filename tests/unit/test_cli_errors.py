@@ -16,7 +16,7 @@ from aiaas.agents.processes import child_env
 from tests.infra import ROOT
 
 CLOSED = {"AIAAS_BOOTSTRAP_SERVERS": "127.0.0.1:1", "AIAAS_REDIS_URL": "redis://127.0.0.1:1/0",
-          "AIAAS_DEBUG": "", "AIAAS_LOG_LEVEL": "INFO", "AIAAS_CONNECT_DEADLINE_S": "2"}
+          "AIAAS_DEBUG": "", "AIAAS_LOG_LEVEL": "INFO", "AIAAS_CONNECT_DEADLINE_S": "1"}
 
 
 def _run(*args: str, env: dict[str, str] | None = None,
