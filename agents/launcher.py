@@ -128,16 +128,20 @@ class LocalJob:
             self.aggregator = proc
         return proc
 
+    def _revivable(self, proc: asyncio.subprocess.Process) -> bool:
+        """A shard of a sharded job that a signal killed, with restarts left."""
+        shard = next((i for i, p in self.shard_procs.items() if p is proc), None)
+        code = proc.returncode
+        return (shard is not None and self.spec.aggregator.shards > 1 and code is not None and code < 0
+                and self.restarts.get(shard, 0) < SHARD_RESTARTS)
+
     async def _revive_shards(self) -> None:
         """A sharded job: start again any shard a signal killed (it resumes from its checkpoint)."""
-        if self.spec.aggregator.shards < 2:
-            return
         for shard, proc in list(self.shard_procs.items()):
-            code = proc.returncode
-            if code is not None and code < 0 and self.restarts.get(shard, 0) < SHARD_RESTARTS:
+            if self._revivable(proc):
                 self.restarts[shard] = self.restarts.get(shard, 0) + 1
                 log.warning("job %s: aggregator shard %d was killed (%d); starting it again",
-                            self.spec.job_id, shard, code)
+                            self.spec.job_id, shard, proc.returncode)
                 await self.start_aggregator(shard)
 
     async def start_trainer(self, worker_id: str | None = None) -> asyncio.subprocess.Process:
@@ -175,6 +179,8 @@ class LocalJob:
                 await self._revive_shards()
                 watched = {**watched, **self._watched()}
                 dead = self._failed(watched)
+                if dead is not None and self._revivable(watched[dead]):
+                    continue  # a shard killed just now: started again at the top of the loop
                 if dead is not None:
                     with contextlib.suppress(TimeoutError):  # a status written about it, or just before
                         self.final = await asyncio.wait_for(asyncio.shield(final), 5.0)
