@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,6 +142,7 @@ async def _train(spec: Any, trainers: int | None, push: bool, timeout_s: float, 
     from aiaas.streams.settings import get_settings
 
     settings = get_settings()
+    _stop_on_sigterm()
     progress, task = _progress(spec)
     run = _Run()
     async with contextlib.AsyncExitStack() as stack:  # job.start and job.stop audited around the job
@@ -160,6 +162,15 @@ async def _train(spec: Any, trainers: int | None, push: bool, timeout_s: float, 
                 follower.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await follower
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops the job as Ctrl-C does: the job's processes are stopped and the job marked, where
+    Python's default would end this process at once and leave them running (``kill PID``, a
+    supervisor)."""
+    me = asyncio.current_task()
+    if me is not None:
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, me.cancel)
 
 
 FOREVER_S = 10.0 ** 9
@@ -230,6 +241,9 @@ def train(
     except TimeoutError as exc:
         console.print(f"[red]job failed[/]: no final status within {timeout:g}s (see the logs)")
         raise typer.Exit(1) from exc
+    except asyncio.CancelledError:
+        console.print(f"job {job_spec.job_id} stopped (SIGTERM); its processes are stopped")
+        raise typer.Exit(143) from None
     console.print(_status_table([status], "result"))
     if status.state != "succeeded":
         style = STATE_STYLE.get(status.state, "red")
