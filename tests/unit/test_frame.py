@@ -20,6 +20,17 @@ FIXED = ["bool", "uint8", "int8", "int16", "uint16", "int32", "uint32", "int64",
          "float32", "float64"]
 ids = st.text(st.characters(exclude_categories=["Cs"]), min_size=1, max_size=20)
 shapes = st.lists(st.integers(0, 4), min_size=0, max_size=3)
+# Strategies built once, not per draw: hypothesis validates every new strategy object, which was
+# about a third of this module's time (the examples drawn are the same).
+bytes_or_not = st.integers(0, 6)
+fixed_types = st.sampled_from(FIXED)
+item_bytes = st.binary(max_size=8)
+row_ids = st.lists(ids, min_size=1, max_size=5, unique=True)
+tensor_names = st.lists(st.text(max_size=6), max_size=4, unique=True)
+frame_headers = st.dictionaries(st.sampled_from([h.DEADLINE, h.TENANT, "x-other"]), st.text(max_size=8))
+reply_fields = st.sampled_from([{}, {"status": 200, "model_name": "m", "model_version": "3"},
+                                {"status": 400, "error": {"error": "bad", "code": "bad_request"}},
+                                {"parameters": {"a": 1}, "outputs": [{"name": "label"}]}])
 
 
 @st.composite
@@ -27,13 +38,13 @@ def arrays(draw: Any, rows: int | None = None) -> np.ndarray:
     shape = draw(shapes)
     if rows is not None:
         shape = [rows, *shape]
-    if draw(st.integers(0, 6)) == 0:  # BYTES
+    if draw(bytes_or_not) == 0:  # BYTES
         n = int(np.prod(shape))
-        items = draw(st.lists(st.binary(max_size=8), min_size=n, max_size=n))
+        items = draw(st.lists(item_bytes, min_size=n, max_size=n))
         out = np.empty(n, dtype=object)
         out[:] = items
         return out.reshape(shape)
-    dtype = np.dtype(draw(st.sampled_from(FIXED)))
+    dtype = np.dtype(draw(fixed_types))
     raw = draw(st.binary(min_size=int(np.prod(shape)) * dtype.itemsize,
                          max_size=int(np.prod(shape)) * dtype.itemsize))
     arr = np.frombuffer(raw, np.uint8).copy().view(dtype).reshape(shape)
@@ -44,13 +55,11 @@ def arrays(draw: Any, rows: int | None = None) -> np.ndarray:
 @st.composite
 def entries(draw: Any) -> frame.Entry:
     rows = draw(st.booleans())
-    rids = draw(st.lists(ids, min_size=1, max_size=5, unique=True)) if rows else [draw(ids)]
-    names = draw(st.lists(st.text(max_size=6), max_size=4, unique=True))
+    rids = draw(row_ids) if rows else [draw(ids)]
+    names = draw(tensor_names)
     tensors = {n: draw(arrays(len(rids) if rows else None)) for n in names}
-    headers = draw(st.dictionaries(st.sampled_from([h.DEADLINE, h.TENANT, "x-other"]), st.text(max_size=8)))
-    fields = draw(st.sampled_from([{}, {"status": 200, "model_name": "m", "model_version": "3"},
-                                   {"status": 400, "error": {"error": "bad", "code": "bad_request"}},
-                                   {"parameters": {"a": 1}, "outputs": [{"name": "label"}]}]))
+    headers = draw(frame_headers)
+    fields = draw(reply_fields)
     return frame.Entry(rids, tensors, headers, fields, rows)
 
 
