@@ -153,6 +153,9 @@ def _scoring(s: Settings, pairs: Sequence[tuple[str, str]]) -> list[Grant]:
 def _tenant(s: Settings, tenant: str, models: Sequence[str]) -> list[Grant]:
     u, t = tenant_user(tenant), Topics(s)
     out = _g(u, "TOPIC", t.models().name, [Op.READ, Op.DESCRIBE])
+    # DESCRIBE only: the registry a tenant's CLI opens (aiaas infer's model check) sees that the
+    # artifacts topic exists instead of trying to create it; the model files stay unreadable
+    out += _g(u, "TOPIC", t.artifacts().name, [Op.DESCRIBE])
     out += _g(u, "CLUSTER", CLUSTER, [Op.IDEMPOTENT_WRITE])
     for model in models:
         out += _g(u, "TOPIC", t.infer_requests(model).name, [Op.WRITE, Op.DESCRIBE])

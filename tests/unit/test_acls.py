@@ -46,6 +46,12 @@ def test_a_tenant_reads_only_its_own_replies_and_no_training() -> None:
     assert readers == {"User:aiaas-trainer", "User:aiaas-aggregator"}
 
 
+def test_a_tenant_sees_the_artifacts_topic_but_cannot_read_it() -> None:
+    # aiaas infer as a tenant opens the registry, which creates a topic it cannot see
+    assert "User:tenant-a" in _who(PLAN, "DESCRIBE", T.artifacts().name)
+    assert "User:tenant-a" not in _who(PLAN, "READ", T.artifacts().name)
+
+
 def test_a_tenant_writes_the_requests_of_its_models_only() -> None:
     assert "User:tenant-a" not in _who(PLAN, "WRITE", T.infer_requests("m2").name)
     assert "User:tenant-b" in _who(PLAN, "WRITE", T.infer_requests("m2").name)
