@@ -113,6 +113,7 @@ def own_env(tmp_path: Path) -> Iterator[dict[str, str]]:
         "AIAAS_STATE_DIR": str(state), "AIAAS_KAFKA_PORT": kafka, "AIAAS_KAFKA_CONTROLLER_PORT": controller,
         "AIAAS_KAFKA_SASL_PORT": sasl, "AIAAS_REDIS_PORT": redis_port,
         "AIAAS_KAFKA_HEAP": TEST_BROKER_JVM,
+        "AIAAS_EXTERNAL_INFRA": "0",  # up.sh starts this test's own, even when the suite runs with it set
         "AIAAS_KAFKA_LIBS": os.environ["AIAAS_KAFKA_LIBS"],  # the clone's jars: nothing to download
         # a fresh cluster id from here saves start.sh one JVM start (StorageTool random-uuid)
         "AIAAS_KAFKA_CLUSTER_ID": base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode(),
