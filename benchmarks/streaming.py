@@ -14,6 +14,9 @@ The input: N JSON records ``{"id": i, "x": [64 numbers]}`` on a 4-partition topi
   (transactions); ``score_at_least_once_per_s``: the same with ``--at-least-once``;
 - ``ratio_score_vs_limit`` = score_per_s / min(copy_per_s, raw_ort_per_s), and
   ``exactly_once_cost`` = 1 - score_per_s / score_at_least_once_per_s;
+- ``cpu_us_per_record``: CPU (user + system, /proc) of each side's 2 processes per record over the
+  timed window, and ``cpu_ratio_copy_vs_score`` = copy's / exactly once's: what the throughput ratio
+  tends to on a machine whose cores are all busy, measured whatever else loads it;
 - ``drift_recovery_s``: from ``benchmarks.streaming_drift`` (continuous training following a label
   change); not run with ``--quick`` unless ``--drift`` (null, with ``drift_recovery_note``).
 
@@ -51,6 +54,7 @@ from aiaas.schemas.sources import Source
 from aiaas.streams.admin import Admin, wait_for_broker
 from aiaas.streams.runtime import run
 from aiaas.streams.settings import Settings
+from benchmarks import common as bc
 from benchmarks.common import Timer, add_repeat, emit, fresh_prefix, machine, spread
 from tests import examples
 from tests.infra import ROOT
@@ -197,10 +201,11 @@ async def staged(settings: Settings, topic: str, data: list[tuple[bytes, bytes]]
     return producer
 
 
-async def timed(settings: Settings, data: list[tuple[bytes, bytes]], side: str, spec: Path) -> float:
-    """Records/s of one side: the input waits in an open transaction while its 2 processes start
-    and take their partitions; the clock runs from the commit (all N records readable at once)
-    until the group has committed every record."""
+async def timed(settings: Settings, data: list[tuple[bytes, bytes]], side: str,
+                spec: Path) -> tuple[float, float]:
+    """Records/s of one side, and its processes' CPU us per record: the input waits in an open
+    transaction while its 2 processes start and take their partitions; the clock runs from the
+    commit (all N records readable at once) until the group has committed every record."""
     tag = uuid.uuid4().hex[:6]
     src, out, group = settings.topic(f"in-{tag}"), settings.topic(f"out-{tag}"), settings.topic(f"g-{tag}")
     await make_topic(settings, src, PARTITIONS)
@@ -209,11 +214,13 @@ async def timed(settings: Settings, data: list[tuple[bytes, bytes]], side: str, 
         score_side(settings, src, out, group, spec, exactly_once=side == "exactly_once")
     try:
         async with running:
-            began = time.perf_counter()
+            cpu, began = bc.children_cpu_seconds(), time.perf_counter()
             await writer.commit_transaction()
             per_partition = {p: len(range(p, len(data), PARTITIONS)) for p in range(PARTITIONS)}
             await group_caught_up(settings, group, src, timeout_s=600, ends=per_partition, poll_s=0.02)
-            return len(data) / (time.perf_counter() - began)
+            rate = len(data) / (time.perf_counter() - began)
+            used = sum(t - cpu.get(pid, t) for pid, t in bc.children_cpu_seconds().items())
+            return rate, used / len(data) * 1e6
     finally:
         await writer.stop()
         async with Admin(settings) as admin:  # a full run writes GBs: drop each run's topics
@@ -235,9 +242,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         await reg.publish(MODEL, model, stage="production")
     spec = write_spec(settings.topic_prefix, settings.topic("in"))  # each run gives its topic (--from)
     runs: dict[str, list[float]] = {"copy": [], "exactly_once": [], "at_least_once": []}
+    cpu: dict[str, list[float]] = {side: [] for side in runs}
     for i in range(repeat):  # sides alternate, so load from other processes hits them alike
         for side, got in runs.items():
-            got.append(await timed(settings, data, side, spec))
+            rate, us = await timed(settings, data, side, spec)
+            got.append(rate)
+            cpu[side].append(us)
         print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.0f}/s" for k, v in runs.items()),
               file=sys.stderr, flush=True)
     os.unlink(spec)
@@ -247,6 +257,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     limit = min(result["copy_per_s"], result["raw_ort_per_s"])
     result["ratio_score_vs_limit"] = round(result["score_per_s"] / limit, 3)
     result["exactly_once_cost"] = round(1 - result["score_per_s"] / result["score_at_least_once_per_s"], 3)
+    result["cpu_us_per_record"] = {side: round(bc.median(us), 2) for side, us in cpu.items()}
+    result["cpu_ratio_copy_vs_score"] = round(bc.median(cpu["copy"]) / bc.median(cpu["exactly_once"]), 3)
     result.update(await drift_figure(args.quick, args.drift))
     result["targets"] = {"ratio_score_vs_limit>=0.7": result["ratio_score_vs_limit"] >= 0.7,
                          "exactly_once_cost<=0.25": result["exactly_once_cost"] <= 0.25}
