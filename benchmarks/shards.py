@@ -56,7 +56,7 @@ def one_run(shards: int, steps: int) -> dict[str, Any]:
 
 def measure(quick: bool = False, repeat: int | None = None) -> dict[str, Any]:
     """``round_ms_1_shard`` and ``round_ms_2_shards`` (medians) with every run's figures."""
-    steps, repeat = (30, repeat or 1) if quick else (80, repeat or 3)
+    steps, repeat = (20, repeat or 1) if quick else (80, repeat or 3)
     runs: dict[str, list[dict[str, Any]]] = {"1": [], "2": []}
     for _ in range(repeat):
         for shards in (1, 2):
@@ -72,7 +72,7 @@ def measure(quick: bool = False, repeat: int | None = None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="one run of 30 steps each")
+    ap.add_argument("--quick", action="store_true", help="one run of 20 steps each")
     ap.add_argument("--repeat", type=int, default=None)
     args = ap.parse_args(argv)
     result = measure(args.quick, args.repeat) | {"machine": machine()}
