@@ -45,7 +45,9 @@ class JobsView:
     async def _ensure_started(self) -> AIOKafkaConsumer:
         async with self._lock:
             if self._consumer is None:
-                consumer = await open_assigned(self.settings, self._tp)
+                # a short long-poll: get()'s end-offset request shares the reader's broker connection,
+                # answered after the fetch in flight (500 ms on an idle topic; see aiaas.registry.store)
+                consumer = await open_assigned(self.settings, self._tp, fetch_max_wait_ms=100)
                 self._consumer = consumer
                 reading = read_forever(consumer, self._tp, self._apply, self._polled)
                 self._reader = asyncio.create_task(reading, name="jobs-reader")
