@@ -27,6 +27,17 @@ class TransientFetchErrors(logging.Filter):
         return not (text.startswith("Failed fetch offsets") and any(e in text for e in TRANSIENT))
 
 
+class RoutineRebalance(logging.Filter):
+    """aiokafka warns on each heartbeat during a rebalance, which is routine (a worker joins or
+    leaves): logged as INFO, so ``make demo`` and ``aiaas serve`` at WARNING do not show it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno == logging.WARNING and record.getMessage().endswith("because it is rebalancing"):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            return logging.getLogger().isEnabledFor(logging.INFO)
+        return True
+
+
 def setup_logging(level: str | None = None) -> None:
     logging.basicConfig(
         level=(level or os.environ.get("AIAAS_LOG_LEVEL", "INFO")).upper(),
@@ -36,6 +47,9 @@ def setup_logging(level: str | None = None) -> None:
     fetcher = logging.getLogger("aiokafka.consumer.fetcher")
     if not any(isinstance(f, TransientFetchErrors) for f in fetcher.filters):
         fetcher.addFilter(TransientFetchErrors())
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    if not any(isinstance(f, RoutineRebalance) for f in coordinator.filters):
+        coordinator.addFilter(RoutineRebalance())
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
