@@ -132,11 +132,7 @@ class Waiting:
         try:
             done = self._chunks.add(partition, offset, values, value or b"")
         except ChunkError as exc:
-            self.malformed += 1
-            log.warning("dropped a broken chunked reply on %s: %s %s", topic, exc.reason, exc.details)
-            rid = values.get(h.CORRELATION_ID)
-            if rid is not None:
-                self.fail(rid, InferenceError(exc.reason, code=exc.code, request_id=rid, **exc.details))
+            self._dropped("a broken chunked reply", topic, exc, values)
             return None
         return None if done is None else done[0]
 
@@ -149,12 +145,17 @@ class Waiting:
                                     data_key=values[h.DATA_KEY])
             return self.sealer.open(value, values[h.DATA_KEY])
         except EnvelopeError as exc:
-            self.malformed += 1
-            log.warning("dropped a reply on %s: %s %s", topic, exc.reason, exc.details)
-            rid = values.get(h.CORRELATION_ID)
-            if rid is not None:
-                self.fail(rid, InferenceError(exc.reason, code=exc.code, request_id=rid, **exc.details))
+            self._dropped("a reply", topic, exc, values)
             return None
+
+    def _dropped(self, what: str, topic: str, exc: AiaasError,
+                 values: dict[str, str]) -> None:
+        """Count and log a reply that cannot be read; fail its request when it names one."""
+        self.malformed += 1
+        log.warning("dropped %s on %s: %s %s", what, topic, exc.reason, exc.details)
+        rid = values.get(h.CORRELATION_ID)
+        if rid is not None:
+            self.fail(rid, InferenceError(exc.reason, code=exc.code, request_id=rid, **exc.details))
 
     def _resolve_frame(self, value: bytes | None, headers: dict[str, str], topic: str) -> None:
         try:
