@@ -1,16 +1,8 @@
-"""The one binary frame every aiaas inference record travels in (docs/wire-protocol.md, "The frame").
-
-A frame is a JSON head followed by raw tensor buffers (little-endian, row-major, like the OIP binary
-extension). The record headers say ``content-type: application/vnd.aiaas.frame``, ``wire-version``
-and ``inference-header-content-length`` (the head's bytes). The head is ``{"entries": [...]}``; an
-entry is one request or reply (``"id"``), or the stacked rows of many of one layout (``"ids"``: each
-tensor's first axis has one slice per id), with its own ``"headers"`` (strings, over the record's),
-its ``"tensors"`` (``name``, ``datatype``, ``shape``, ``offset`` and ``length`` in the buffers) and
-any other fields (a request's ``parameters``/``outputs``; a reply's ``status``, ``model_name``,
-``model_version`` or ``error``). A single request is a frame of one; replies use the same frame.
-
-Decoding trusts nothing: every malformed frame raises ``InvalidMessage`` with the reason. The
-tensors of a decoded frame are read-only views of the record's bytes (no copy).
+"""The one binary frame every aiaas inference record travels in (docs/wire-protocol.md, "The frame"):
+a JSON head ``{"entries": [...]}`` then raw little-endian tensor buffers. An entry is one request or
+reply (``"id"``) or the stacked rows of many of one layout (``"ids"``). Decoding trusts nothing:
+a malformed frame raises ``InvalidMessage`` with the reason; decoded tensors are read-only views of
+the record's bytes (no copy).
 """
 
 from __future__ import annotations
@@ -149,12 +141,9 @@ def encode(entries: Sequence[Entry]) -> tuple[bytes, Headers]:
         meta["tensors"] = tensors
         metas.append(meta)
     head = json.dumps({"entries": metas}, separators=(",", ":")).encode()
-    return b"".join([head, *raws]), wire_headers(len(head))
-
-
-def wire_headers(head_length: int) -> Headers:
-    return [(h.CONTENT_TYPE, CONTENT_TYPE.encode()), (h.WIRE_VERSION, str(VERSION).encode()),
-            (LENGTH, str(head_length).encode())]
+    return b"".join([head, *raws]), [(h.CONTENT_TYPE, CONTENT_TYPE.encode()),
+                                     (h.WIRE_VERSION, str(VERSION).encode()),
+                                     (LENGTH, str(len(head)).encode())]
 
 
 # --------------------------------------------------------------------------- decoding

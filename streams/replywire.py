@@ -1,9 +1,7 @@
-"""Replies as the caller sees them: ``Reply`` (one answer, raw or decoded) and ``InferResult``.
+"""Replies as the caller sees them (docs/wire-protocol.md): ``Reply`` and ``InferResult``.
 
-A reply comes as an entry of a reply frame (``aiaas.streams.frame``: what the worker writes for
-framed requests, the Python client's) or as a single OIP record (JSON or binary, for OIP requests
-such as the HTTP bridge's pass-through). ``replies_of`` turns a reply frame into one ``Reply`` per
-request id, so dedup by ``correlation-id`` and per-request errors work alike for both.
+A reply frame's entries become one ``Reply`` per request id (``replies_of``), so dedup by
+``correlation-id`` and per-request errors work alike for frames and single OIP reply records.
 ``encode_request`` builds the OIP form of a request (what callers in other languages send).
 """
 
@@ -101,14 +99,10 @@ def replies_of(value: bytes | None, headers: Mapping[str, str]) -> list[Reply]:
         if version is not None:
             hd[h.MODEL_VERSION] = version
         params = f.get("parameters") or {}
-        if not e.rows:
-            out.append(Reply(e.id, b"", {**hd, h.CORRELATION_ID: e.id},
-                             InferResult(e.id, name, version, e.tensors, params)))
-            continue
-        tensors = e.tensors.items()
-        out += [Reply(rid, b"", {**hd, h.CORRELATION_ID: rid},
-                      InferResult(rid, name, version, {n: a[k] for n, a in tensors}, params))
-                for k, rid in enumerate(e.ids)]
+        parts = [(rid, {n: a[k] for n, a in e.tensors.items()}) for k, rid in enumerate(e.ids)] \
+            if e.rows else [(e.id, e.tensors)]
+        out += [Reply(rid, b"", {**hd, h.CORRELATION_ID: rid}, InferResult(rid, name, version, ts, params))
+                for rid, ts in parts]
     return out
 
 

@@ -1,13 +1,8 @@
-"""Open Inference Protocol v2 records: one request or reply as JSON, or in the OIP binary extension.
-
-These are the forms callers in other languages send (kcat, any Kafka client) and the HTTP bridge
-passes through; aiaas's own client speaks the frame (``aiaas.streams.frame``). JSON
-(``content-type: application/json``, the default) is the OIP v2 body with ``data`` in each tensor.
-The binary form is the same JSON body with ``"parameters": {"binary_data_size": N}`` instead of
-``data``, followed directly by the raw tensor bytes (as in a frame: little-endian, row-major, BYTES
-length-prefixed), with the JSON part's length in ``inference-header-content-length`` and
-``content-type: application/octet-stream`` (the OIP HTTP extension's names). Every decode error
-raises ``InvalidMessage`` (HTTP 400) with the reason.
+"""Open Inference Protocol v2 records of one request or reply (docs/wire-protocol.md): JSON
+(``application/json``, ``data`` in each tensor), or the OIP binary extension
+(``application/octet-stream``: the JSON body with ``binary_data_size`` per tensor, then the raw
+bytes; the JSON part's length in ``inference-header-content-length``). What callers in other
+languages send and the HTTP bridge passes through. Every decode error raises ``InvalidMessage``.
 """
 
 from __future__ import annotations

@@ -1,18 +1,14 @@
 """Request intake: one record in, one checked ``Work`` out (or the AiaasError to reply with).
 
-A frame (``aiaas.streams.frame``) is first split into the requests it carries, each a ``Record`` of
-its own (the frame's topic, partition and offset; its entry's headers over the frame's) whose
-``message`` is its decoded entry. An entry of stacked rows stays whole: ``Intake.block`` checks it
-once for all its requests (size, deadline, version, signature) and gives one ``Work`` per version it
-goes to. A plain OIP record (JSON, or the binary extension) is one request.
-
-Order of checks: size, deadline, decoding, element count, version (pin header or canary routing),
-signature, outputs.
+A frame (docs/wire-protocol.md) is split into one ``Record`` per entry (``message``: the entry); a
+rows entry stays whole and ``Intake.block`` checks it once for all its requests. A plain OIP record
+is one request. Checks: size, deadline, decoding, element count, version, signature, outputs.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -54,10 +50,6 @@ def whole(rec: Record) -> Record:
     value, headers = frame.encode([rec.message])
     return Record(rec.topic, rec.partition, rec.offset, rec.key, value,
                   {**rec.headers, **h.decode(headers)}, rec.timestamp_ms, rec.first_offset, rec.message)
-
-
-def entry_of(rec: Record) -> frame.Entry | None:
-    return rec.message if isinstance(rec.message, frame.Entry) else None
 
 
 def unreadable(exc: Exception) -> AiaasError:
@@ -107,6 +99,17 @@ def _texts(w: Work) -> Work:
     return w
 
 
+def _limits(cfg: WorkerSettings, hd: Mapping[str, str], size: int, arrays: Mapping[str, np.ndarray]) -> None:
+    """The request's size, element count and deadline (in that order)."""
+    if size > cfg.max_request_bytes:
+        raise TooLarge("request over the size limit", size=size, limit=cfg.max_request_bytes)
+    elements = sum(a.size for a in arrays.values())
+    if elements > cfg.max_request_elements:
+        raise TooLarge("request has too many elements", elements=elements, limit=cfg.max_request_elements)
+    if h.DEADLINE in hd and h.expired(hd):
+        raise DeadlineExceeded("deadline passed before compute", deadline=hd.get(h.DEADLINE))
+
+
 class Intake:
     """Decodes and checks requests for one worker."""
 
@@ -117,22 +120,13 @@ class Intake:
     async def work(self, rec: Record, rid: str) -> Work:
         """The checked request; raises the AiaasError its error reply should carry."""
         hd = rec.headers
-        entry = entry_of(rec)
-        size = entry.nbytes if entry is not None else len(rec.value) if rec.value is not None else 0
-        if size > self.cfg.max_request_bytes:
-            raise TooLarge("request over the size limit", size=size, limit=self.cfg.max_request_bytes)
-        if h.DEADLINE in hd and h.expired(hd):
-            raise DeadlineExceeded("deadline passed before compute", deadline=hd.get(h.DEADLINE))
+        entry = rec.message if isinstance(rec.message, frame.Entry) else None
+        _limits(self.cfg, hd, entry.nbytes if entry is not None else len(rec.value or b""), {})
         if entry is not None and not plain(entry.fields):
             raise InvalidMessage("frame entry fields: parameters must be an object and outputs a list of "
                                  "objects with a name")
         body, arrays = (entry.fields, entry.tensors) if entry is not None else self._decode(rec)
-        elements = 0
-        for a in arrays.values():
-            elements += a.size
-        if elements > self.cfg.max_request_elements:
-            raise TooLarge("request has too many elements", elements=elements,
-                           limit=self.cfg.max_request_elements)
+        _limits(self.cfg, {}, 0, arrays)
         pin = hd.get(h.MODEL_VERSION)
         model = self.sessions.route(rid) if not pin else await self._pinned(pin)
         rows, sig = _layout(model, arrays)
@@ -168,15 +162,7 @@ class Intake:
         if block.fields:
             raise BadInput("an entry of rows takes no parameters or outputs", fields=sorted(block.fields))
         first = {n: a[0] for n, a in block.tensors.items()}
-        size = sum(a.nbytes for a in first.values())
-        if size > self.cfg.max_request_bytes:
-            raise TooLarge("request over the size limit", size=size, limit=self.cfg.max_request_bytes)
-        elements = sum(a.size for a in first.values())
-        if elements > self.cfg.max_request_elements:
-            raise TooLarge("request has too many elements", elements=elements,
-                           limit=self.cfg.max_request_elements)
-        if h.DEADLINE in hd and h.expired(hd):
-            raise DeadlineExceeded("deadline passed before compute", deadline=hd.get(h.DEADLINE))
+        _limits(self.cfg, hd, sum(a.nbytes for a in first.values()), first)
         pin = hd.get(h.MODEL_VERSION)
         out: list[Work] = []
         for model, part in await self._routed(block, pin):

@@ -1,19 +1,17 @@
-"""Where a request's answer goes: its ``reply-to`` topic (an entry of a reply frame for a framed
-request, a single OIP record for an OIP one), the model's results topic for stream records, and the
-dead letters for errors.
+"""Where a request's answer goes (docs/wire-protocol.md): its ``reply-to`` topic (an entry of a reply
+frame for a framed request, a single OIP record for an OIP one), the model's results topic for
+stream records, and the dead letters for errors.
 
-Every send's ack future lands in the poll's ``Outbox.sent``: the worker commits the poll's offsets
-only after all of them. A failure to make or deliver one reply is that request's alone, never the
-worker's (a poison pill would otherwise kill every worker that reads it): an output JSON cannot
-carry (NaN, infinity), a reply over ``max_reply_bytes`` (413), a reply the broker refuses, or
-anything else that raises while replying gets an error reply and a dead letter with the reason.
-Replies over the record's chunk size go in chunks (``aiaas.streams.chunking``) that the client puts back
-together.
+The worker commits a poll's offsets only after every reply's ack (``Outbox.sent``). A reply that
+cannot be made or delivered (NaN in JSON, over ``max_reply_bytes``, refused by the broker) is its
+requests' failure alone, never the worker's: an error reply and a dead letter with the reason.
+Replies over the chunk size go in chunks (``aiaas.streams.chunking``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -73,14 +71,12 @@ class Replier:
             answer: Answer = replies.ok_entry(self.model, w.model.version, w.ids,
                                               blocks.stacked(w, outputs) if rows else outputs,
                                               w.record.headers, rows=rows, parameters=w.parameters)
-        elif not w.binary and sum(a.size for a in outputs.values()) > replies.LARGE_JSON:  # off the loop
-            answer = await asyncio.to_thread(
-                replies.response, self.model, w.model.version, w.request_id, w.response_id, outputs,
-                binary=False, request_headers=w.record.headers, parameters=w.parameters)
-        else:
-            answer = replies.response(self.model, w.model.version, w.request_id, w.response_id, outputs,
-                                      binary=w.binary, request_headers=w.record.headers,
-                                      parameters=w.parameters)
+        else:  # a big JSON reply is written off the loop
+            make = functools.partial(replies.response, self.model, w.model.version, w.request_id,
+                                     w.response_id, outputs, binary=w.binary,
+                                     request_headers=w.record.headers, parameters=w.parameters)
+            big = not w.binary and sum(a.size for a in outputs.values()) > replies.LARGE_JSON
+            answer = await asyncio.to_thread(make) if big else make()
         await self.send(w.record, w.request_id, w.reply_to, answer, sent, ids=w.ids)
 
     async def reply_group(self, works: Sequence[Work], results: Sequence[Result], sent: Outbox) -> int:
@@ -172,17 +168,13 @@ class Replier:
         if reply_to not in self._reply_topics:
             parts = await partition_count(self.producer.raw.client, reply_to)
             if parts == 0:
+                self.stats["no_reply_topic"] += 1
                 if letter:
-                    await self._no_reply_topic(rec, reply_to)
-                else:
-                    self.stats["no_reply_topic"] += 1
+                    await self.dead_letters.send(rec, NotFound("reply-to topic does not exist",
+                                                               reply_to=reply_to))
                 return False
             self._reply_topics[reply_to] = 0 if parts == 1 else None  # one partition: skip hashing the key
         return self._reply_topics[reply_to]
-
-    async def _no_reply_topic(self, rec: Record, reply_to: str) -> None:
-        self.stats["no_reply_topic"] += 1
-        await self.dead_letters.send(rec, NotFound("reply-to topic does not exist", reply_to=reply_to))
 
     async def send_raw(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]],
                        partition: int | None = None) -> Sent:

@@ -1,13 +1,9 @@
-"""Replies: an entry of a reply frame (``aiaas.streams.frame``) for a framed request, or a single OIP
+"""Replies (docs/wire-protocol.md): an entry of a reply frame for a framed request, or a single OIP
 record (JSON or binary, in the request's encoding) for an OIP request; an answer or an error.
-
-Headers are built as ``{name: str}``: a single reply record encodes them (``wire``); an entry
-carries the ones it passes on from its request (tenant, traceparent) as they are.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -72,10 +68,15 @@ def ok_entry(model: str, version: int, ids: list[str], outputs: dict[str, np.nda
     return Entry(ids, outputs, passed_on(request_headers), fields, rows)
 
 
+def _error_body(model: str, exc: AiaasError) -> dict[str, Any]:
+    details = {k: v for k, v in exc.details.items() if isinstance(v, str | int | float | bool | list | dict)}
+    return {"model_name": model, "error": exc.reason, "code": exc.code.value, "retriable": exc.retriable,
+            "details": details or None}
+
+
 def error_entry(model: str, request_id: str, exc: AiaasError, request_headers: Mapping[str, str]) -> Entry:
     """The reply frame's entry for a framed request that failed: its error, as an error reply says it."""
-    body = json.loads(error(model, request_id, exc, request_headers={})[0])  # as JSON has it
-    err = {k: body[k] for k in ("model_name", "error", "code", "retriable", "details") if k in body}
+    err = {k: v for k, v in _error_body(model, exc).items() if v is not None}
     return Entry([request_id], {}, passed_on(request_headers), {"status": exc.status_code, "error": err})
 
 
@@ -83,8 +84,6 @@ def error(
     model: str, request_id: str, exc: AiaasError, *, request_headers: Mapping[str, str],
 ) -> tuple[bytes, ReplyHeaders]:
     """Value and headers of an error reply (always JSON)."""
-    details = {k: v for k, v in exc.details.items() if isinstance(v, str | int | float | bool | list | dict)}
-    msg = ErrorReply(id=request_id, model_name=model, error=exc.reason, code=exc.code.value,
-                     status_code=exc.status_code, retriable=exc.retriable, details=details or None)
+    msg = ErrorReply(id=request_id, status_code=exc.status_code, **_error_body(model, exc))
     extra = {h.CONTENT_TYPE: tc.JSON, STATUS: str(exc.status_code)}
     return msg.to_record(), _headers(request_id, request_headers, extra)
