@@ -11,17 +11,20 @@ checkpoint's, fill it) it looks four times further back, until the partition's b
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from aiaas.schemas.errors import ChunkError
+from aiaas.schemas.errors import ChunkError, InvalidMessage
 from aiaas.streams import headers as h
 from aiaas.streams.chunking import Reassembler
 
 log = logging.getLogger(__name__)
 CHUNK_KEY = b"#chunk"
+T = TypeVar("T")
 
 
 def base_key(key: bytes | None) -> bytes:
@@ -80,6 +83,17 @@ class LatestReader:
             if tp not in self._found and self._start[tp] > 0 and tp not in batch \
                     and await self.consumer.position(tp) >= self._end[tp]:
                 self._seek(tp, max(0, self._end[tp] - 4 * (self._end[tp] - self._start[tp])))
+        return out
+
+    async def decoded(self, decode: Callable[[Latest], T], timeout_ms: int) -> dict[TopicPartition, T]:
+        """``poll``, each newest payload decoded; an undecodable one is logged and left out."""
+        out: dict[TopicPartition, T] = {}
+        for tp, newest in (await self.poll(timeout_ms)).items():
+            try:
+                out[tp] = decode(newest)
+            except InvalidMessage as exc:
+                log.warning("skipping an undecodable record %s[%d]@%d: %s", tp.topic, tp.partition,
+                            newest.offset, exc.reason)
         return out
 
     def _add(self, tp: TopicPartition, offset: int, key: bytes | None, value: bytes | None,

@@ -63,14 +63,8 @@ class ShardPeers(Service):
     async def _read(self) -> None:
         assert self._reader is not None
         while True:
-            got = await self._reader.poll(500)
-            for tp, newest in got.items():
-                try:
-                    header, tensors = codecs.unpack(newest.value, ParameterSnapshot)
-                except InvalidMessage as exc:
-                    log.warning("shard %d: undecodable version @%d: %s", self.tps[tp], newest.offset,
-                                exc.reason)
-                    continue
+            got = await self._reader.decoded(lambda new: codecs.unpack(new.value, ParameterSnapshot), 500)
+            for tp, (header, tensors) in got.items():
                 async with self._changed:
                     self.latest[self.tps[tp]] = header, tensors
                     self._changed.notify_all()

@@ -25,7 +25,6 @@ from aiokafka.structs import TopicPartition
 
 from aiaas.ml.compression import to_float
 from aiaas.ml.shards import shard_name
-from aiaas.schemas.errors import InvalidMessage
 from aiaas.schemas.training import PARAMS_KEY, ParameterSnapshot
 from aiaas.streams import codecs
 from aiaas.streams.headers import SENT_AT
@@ -120,13 +119,8 @@ class ParamFollower(BackgroundReader):
     async def _read(self) -> None:
         assert self._reader is not None
         while True:
-            got = await self._reader.poll(500)
-            for tp, newest in got.items():
-                try:
-                    self._parts[tp] = decode(newest)
-                except InvalidMessage as exc:
-                    log.warning("skipping undecodable parameter record %s@%d: %s", tp.topic, newest.offset,
-                                exc.reason)
+            got = await self._reader.decoded(decode, 500)
+            self._parts.update(got)
             if not got or len(self._parts) < len(self.tps):
                 continue
             snap = combine([self._parts[tp] for tp in self.tps], self.lockstep, self.latest)
