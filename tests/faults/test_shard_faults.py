@@ -24,21 +24,15 @@ from aiaas.schemas.training import CHECKPOINT_KEY
 from aiaas.streams.readers import open_assigned
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
+from tests.shardjobs import shard_job
 
 pytestmark = pytest.mark.timeout(240)
 STEPS = 150
 
 
 def spec(job_id: str) -> JobSpec:
-    base: dict[str, Any] = {
-        "job_id": job_id, "model": {"input_dim": 64, "hidden": [64], "output_dim": 10},
-        "optimizer": {"name": "adam", "lr": 1e-3}, "batch_size": 64, "steps": STEPS,
-        "eval_interval": 50, "checkpoint_interval": 5, "trainers": 1,
-        "sync": {"mode": "sync", "straggler_deadline_ms": 2000},
-        "data": {"source": "digits", "partitions": 1, "strategy": "sequential"},
-        "export": {"register_model": False}, "aggregator": {"shards": 2},
-    }
-    return JobSpec.model_validate(base)
+    return shard_job(job_id, shards=2, steps=STEPS, eval_interval=50, checkpoint_interval=5,
+                         sync={"mode": "sync", "straggler_deadline_ms": 2000})
 
 
 async def checkpoint_committed(settings: Settings, topic: str, timeout_s: float = 90.0) -> bytes:

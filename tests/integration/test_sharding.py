@@ -9,7 +9,6 @@ give the parameters of an unchunked run; ``aggregator.shards: 2`` gives the para
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import numpy as np
 import pytest
@@ -26,6 +25,7 @@ from aiaas.streams.jobs import submit
 from aiaas.streams.readers import open_assigned
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
+from tests.shardjobs import shard_job
 
 pytestmark = pytest.mark.timeout(180)
 STEPS = 6
@@ -33,15 +33,7 @@ CHUNK = 2048  # a gradient of this model is ~19 KB: ~10 chunks
 
 
 def spec(job_id: str, shards: int = 1) -> JobSpec:
-    base: dict[str, Any] = {
-        "job_id": job_id, "model": {"input_dim": 64, "hidden": [64], "output_dim": 10},
-        "optimizer": {"name": "adam", "lr": 1e-3}, "batch_size": 64, "steps": STEPS,
-        "eval_interval": 3, "checkpoint_interval": 2, "trainers": 1,
-        "sync": {"mode": "sync", "straggler_deadline_ms": 10000},
-        "data": {"source": "digits", "partitions": 1, "strategy": "sequential"},
-        "export": {"register_model": False}, "aggregator": {"shards": shards},
-    }
-    return JobSpec.model_validate(base)
+    return shard_job(job_id, shards, steps=STEPS)
 
 
 async def train(settings: Settings, job: JobSpec, chunk_bytes: int | None = None
@@ -56,10 +48,11 @@ async def train(settings: Settings, job: JobSpec, chunk_bytes: int | None = None
     trainer = Trainer(settings, job, TrainerSettings(worker_id="w0"))
     try:
         await asyncio.gather(*(a.start() for a in shards), trainer.start())
-        tasks = [asyncio.create_task(x.run()) for x in [*shards, trainer]]
+        tasks = [asyncio.create_task(a.run()) for a in shards]
+        training = asyncio.create_task(trainer.run())
         async with asyncio.timeout(120):
             status = await tasks[0]
-            await asyncio.gather(*tasks[1:])
+            await asyncio.gather(*tasks[1:], training)
     finally:
         await asyncio.gather(*(a.stop() for a in shards), trainer.stop(), return_exceptions=True)
     params: dict[str, np.ndarray] = {}
