@@ -80,19 +80,23 @@ class Gate:
         read = self.holdout.reader.read
         by_records = self.cfg.publish_every_records is not None and \
             read - self._since_read >= self.cfg.publish_every_records
-        # by time only while something arrived since the last promotion: an idle stream is no
-        # reason to register the same concept again and again
+        # by time even on an idle stream: trainers go on learning the last window, and a drift's
+        # records may all have been read before the model caught up (``_better`` then asks more)
         by_time = self.cfg.publish_every_s is not None and \
-            time.monotonic() - self._since_t >= self.cfg.publish_every_s and \
-            (self.production is None or read > self._read_at_promotion)
+            time.monotonic() - self._since_t >= self.cfg.publish_every_s
         return (by_records or by_time) and self.holdout.arrays() is not None
 
-    def _better(self, cand: float, prod: float | None) -> bool:
-        if self.accuracy:
-            floor = self.cfg.min_score is None or cand >= self.cfg.min_score
-            return floor and (prod is None or cand >= prod - self.cfg.tolerance)
-        ceiling = self.cfg.min_score is None or cand <= self.cfg.min_score
-        return ceiling and (prod is None or cand <= prod + self.cfg.tolerance)
+    def _better(self, cand: float, prod: float | None, idle: bool) -> bool:
+        """Not worse than production by more than ``tolerance``; on a stream idle since the promoted
+        candidate was taken, better by more than it (the same concept is not registered again and
+        again, but a model that kept learning replaces one that had not caught up)."""
+        tol = self.cfg.tolerance
+        sign = 1.0 if self.accuracy else -1.0  # accuracy: higher is better; mse: lower
+        floor = self.cfg.min_score is None or sign * (cand - self.cfg.min_score) >= 0
+        if prod is None or not floor:
+            return floor
+        gain = sign * (cand - prod)
+        return gain > tol if idle else gain >= -tol
 
     async def consider(self, state: ServerState, metrics: dict[str, float]) -> CandidateDecision:
         """Score the current parameters against production on the newest held-out window; promote
@@ -109,7 +113,7 @@ class Gate:
         prod = None if self.production is None else \
             await asyncio.to_thread(_score_onnx, self.production, self.spec, self.data, x, y)
         self.candidates += 1
-        promote = self._better(cand, prod)
+        promote = self._better(cand, prod, idle=taken_at <= self._read_at_promotion)
         decision = CandidateDecision(
             job_id=self.spec.job_id, version=state.version, candidate=cand, production=prod,
             production_version=self.production.version if self.production else None,

@@ -1,6 +1,8 @@
-"""The promotion gate's cadence (agents/aggregator/gate.py) without a broker: rows that arrive while
-a candidate is scored and promoted count as new for the next candidate (a restarted job catching up
-while a drift arrives must not go quiet), and an idle stream after a promotion stays quiet."""
+"""The promotion gate (agents/aggregator/gate.py) without a broker: rows that arrive while a
+candidate is scored and promoted count as new for the next candidate (a restarted job catching up
+while a drift arrives), and on a stream idle since then candidates are still scored by time but
+promoted only for a gain over the tolerance (a model that kept learning after the drift's last
+record replaces one that had not caught up; the same concept is not registered again and again)."""
 
 from __future__ import annotations
 
@@ -65,11 +67,25 @@ def gate_with(arriving_during_promotion: int,
 @pytest.mark.parametrize("arriving", [0, 500])
 async def test_rows_read_during_a_promotion_are_new_for_the_next_candidate(
         arriving: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The next candidate, scoring what production scores: promoted when rows arrived since the
+    promoted one was taken (during its promotion counts), kept out on a stream idle since then."""
     gate, holdout, state = gate_with(arriving, monkeypatch)
     holdout.reader.read = 1500
     assert gate.due()
-    decision = await gate.consider(state, {})
-    assert decision.promoted and decision.model_version == 1
-    assert gate.due() is (arriving > 0)  # idle since the candidate was taken: nothing to consider
-    holdout.reader.read += 1
-    assert gate.due()  # anything new (and the time rule) makes the next candidate due
+    first = await gate.consider(state, {})
+    assert first.promoted and first.model_version == 1
+    monkeypatch.setattr(gate_module, "_score_onnx", lambda *a: first.candidate)  # production's score
+    assert gate.due()  # the time rule, idle or not: trainers go on learning
+    again = await gate.consider(state, {})
+    assert again.production == first.candidate and again.candidate == first.candidate
+    assert again.promoted is (arriving > 0)
+
+
+async def test_an_idle_stream_promotes_only_a_gain_over_the_tolerance(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    gate, holdout, state = gate_with(0, monkeypatch)
+    holdout.reader.read = 1500
+    first = await gate.consider(state, {})
+    for prod, promoted in ((first.candidate - 0.05, True), (first.candidate - 0.01, False)):
+        monkeypatch.setattr(gate_module, "_score_onnx", lambda *a, p=prod: p)
+        assert (await gate.consider(state, {})).promoted is promoted, prod
