@@ -165,7 +165,8 @@ class ContinuousSpec(_Spec):
     ``publish_every_s`` seconds, whichever comes first, the aggregator scores the current parameters
     and the production version on the latest held-out window; the candidate is promoted when it is
     not worse than production there by more than ``tolerance`` and scores at least ``min_score``
-    (a floor that keeps a model trained on noise out of production)."""
+    (a floor that keeps a model trained on noise out of production); on a stream idle since the
+    promoted candidate was taken, only when it is better by more than ``tolerance``."""
 
     publish_every_records: int | None = Field(default=2000, ge=1)
     publish_every_s: float | None = Field(default=10.0, gt=0.0)
