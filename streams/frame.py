@@ -113,8 +113,6 @@ def _bytes_from_raw(raw: memoryview, count: int, name: str) -> np.ndarray:
     return out
 
 
-# --------------------------------------------------------------------------- encoding
-
 
 def encode(entries: Sequence[Entry]) -> tuple[bytes, Headers]:
     """Value and record headers of one frame holding ``entries``."""
@@ -145,8 +143,6 @@ def encode(entries: Sequence[Entry]) -> tuple[bytes, Headers]:
                                      (h.WIRE_VERSION, str(VERSION).encode()),
                                      (LENGTH, str(len(head)).encode())]
 
-
-# --------------------------------------------------------------------------- decoding
 
 
 def is_frame(headers: Mapping[str, str]) -> bool:

@@ -41,8 +41,7 @@ class Encoded:
 
 
 def is_binary(headers: Mapping[str, str]) -> bool:
-    ct = headers.get(h.CONTENT_TYPE)
-    return ct == BINARY or (ct is not None and ct.split(";")[0].strip() == BINARY)
+    return (headers.get(h.CONTENT_TYPE) or "").split(";")[0].strip() == BINARY
 
 
 def split_value(value: bytes | None, headers: Mapping[str, str]) -> tuple[bytes, memoryview]:
@@ -110,8 +109,6 @@ def encode_body(kind: str, body: dict[str, Any], field: str, tensors: Mapping[st
         return Encoded(head, {h.CONTENT_TYPE: JSON})
     return Encoded(b"".join([head, *raws]), {h.CONTENT_TYPE: BINARY, HEADER_LENGTH: str(len(head))})
 
-
-# --------------------------------------------------------------------------- JSON tensors
 
 
 def to_numpy(t: Tensor) -> np.ndarray:

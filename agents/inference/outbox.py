@@ -1,12 +1,8 @@
-"""The replies of one poll: single OIP reply records as they come, frame entries gathered per topic.
-
-The replies to framed requests (``aiaas.streams.frame``) are gathered per reply topic; ``flush``
-writes them as one reply frame (several when they pass ``limit_bytes``; an entry over half of it
-goes in a frame of its own). One record per poll and topic instead of one per request saves a
-producer send on the worker and a consumer record on the client, per request. Every send's ack
-future lands in ``sent``, beside the requests it answers in ``owners``: the poll's offsets commit
-only after all of them, and a send the broker refuses (e.g. a reply over the reply topic's record
-limit) fails only its own requests (``Replier.undelivered``).
+"""The replies of one poll: single OIP reply records as they come, frame entries gathered per reply
+topic and written by ``flush`` as one reply frame (several past ``limit_bytes``): one record per poll
+and topic instead of one per request. Every send's ack future lands in ``sent``, beside the requests
+it answers (``owners``): the poll commits only after all of them, and a send the broker refuses
+fails only its own requests (``Replier.undelivered``).
 """
 
 from __future__ import annotations
@@ -57,9 +53,7 @@ class Outbox:
             return
         if self._bytes.get(where, 0) + size > self.limit_bytes:
             await self._flush(where)
-        gathered = self._gathered.get(where)
-        if gathered is None:
-            gathered = self._gathered[where] = (partition, [], [])
+        gathered = self._gathered.setdefault(where, (partition, [], []))
         gathered[1].append(entry)
         gathered[2].append(owner)
         self._bytes[where] = self._bytes.get(where, 0) + size

@@ -179,9 +179,8 @@ class TickBatches:
 
     def delivered(self, rids: list[str], sent: asyncio.Future[Any]) -> None:
         """A sent record's ack: its requests fail when the broker refused it."""
-        if not sent.cancelled() and sent.exception() is not None:
-            exc = sent.exception()
-            assert exc is not None
+        exc = None if sent.cancelled() else sent.exception()
+        if exc is not None:
             self.failed(rids, exc)
 
 
