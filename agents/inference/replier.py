@@ -156,7 +156,7 @@ class Replier:
             await sent.add(topic, partition, answer, owner)
             return
         key = rec.key if reply_to is None else rid.encode()
-        headers = replies.wire(answer[1])
+        headers = h.encode(answer[1])
         if (data_key := rec.headers.get(h.DATA_KEY)) is not None:
             headers.append((h.DATA_KEY, data_key.encode()))
         sent.track(await self.send_raw(topic, answer[0], key, headers, partition), (owner,))

@@ -35,11 +35,6 @@ def passed_on(request_headers: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def wire(headers: Mapping[str, str]) -> list[tuple[str, bytes]]:
-    """Record headers of a single reply record."""
-    return [(k, v.encode()) for k, v in headers.items()]
-
-
 def _headers(request_id: str, request_headers: Mapping[str, str], extra: Mapping[str, str]) -> ReplyHeaders:
     return {h.CORRELATION_ID: request_id, h.WIRE_VERSION: _VERSION, **extra, **passed_on(request_headers)}
 

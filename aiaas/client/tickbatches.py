@@ -56,14 +56,6 @@ def layout_of(arrays: Mapping[str, Any], rows: bool = True) -> Layout | None:
     return tuple(out) if out else None
 
 
-class _Open:
-    __slots__ = ("builder", "partition", "rids")
-
-    def __init__(self, builder: Any, partition: int) -> None:
-        self.builder, self.partition = builder, partition
-        self.rids: list[str] = []
-
-
 class _Pack:
     __slots__ = ("bytes", "entries", "rids", "rows")
 
@@ -86,7 +78,7 @@ class TickBatches:
         # bring the next ones: the HTTP bridge's callers); a lone request goes at once
         self.linger_s, self.in_flight = linger_s, in_flight
         self._packs: dict[Stream, _Pack] = {}
-        self._full: list[tuple[str, _Open]] = []
+        self._full: list[tuple[str, Any, int, list[str]]] = []  # topic, batch, partition, request ids
         self._next = 0
         self._flushes: set[asyncio.Task[None]] = set()
 
@@ -137,13 +129,12 @@ class TickBatches:
         except Exception as exc:  # e.g. an array of no OIP datatype: those requests fail, not the tick
             self.failed(pack.rids, exc)
             return
-        batch = self._fresh(stream.partitions)
-        if batch.builder.append(timestamp=None, key=pack.rids[0].encode(), value=value,
-                                headers=headers) is None:
+        self._next += 1  # each frame in a record batch of its own, for the next partition (round-robin)
+        batch = self.producer.create_batch()
+        if batch.append(timestamp=None, key=pack.rids[0].encode(), value=value, headers=headers) is None:
             self.failed(pack.rids, ValueError("request record larger than the producer's batch size"))
             return
-        batch.rids = pack.rids
-        self._full.append((stream.topic, batch))
+        self._full.append((stream.topic, batch, self._next % stream.partitions, pack.rids))
 
     async def drain(self) -> None:
         """Wait until everything queued so far is handed to the producer."""
@@ -157,25 +148,20 @@ class TickBatches:
             self._flushes.add(task)
             task.add_done_callback(self._flushes.discard)
 
-    def _fresh(self, partitions: int) -> _Open:
-        """An empty record batch for the next partition (round-robin)."""
-        self._next += 1
-        return _Open(self.producer.create_batch(), self._next % partitions)
-
     async def _flush(self) -> None:
         if self.linger_s > 0 and self.in_flight() > sum(len(p.rids) for p in self._packs.values()):
             await asyncio.sleep(self.linger_s)
         for stream in list(self._packs):
             self._seal(stream)
         ready, self._full = self._full, []
-        for topic, batch in ready:
-            batch.builder.close()
+        for topic, batch, partition, rids in ready:
+            batch.close()
             try:
-                sent = await self.producer.send_batch(batch.builder, topic, partition=batch.partition)
+                sent = await self.producer.send_batch(batch, topic, partition=partition)
             except Exception as exc:
-                self.failed(batch.rids, exc)
+                self.failed(rids, exc)
                 continue
-            sent.add_done_callback(functools.partial(self.delivered, batch.rids))
+            sent.add_done_callback(functools.partial(self.delivered, rids))
 
     def delivered(self, rids: list[str], sent: asyncio.Future[Any]) -> None:
         """A sent record's ack: its requests fail when the broker refused it."""
