@@ -185,11 +185,11 @@ def ddp_gloo(quick: bool, timeout_s: float = 600.0) -> dict[str, Any]:
                 if p.poll() is None:
                     p.kill()
                     p.wait()
-        if codes[0] != 0 or not out.exists():
+        if not out.exists():
             return empty_result("failed", f"ddp workers exited with {codes}")
         result: dict[str, Any] = json.loads(out.read_text())
-        if any(codes):  # rank 0 measured and wrote everything; a peer died tearing gloo down
-            result["teardown_exit_codes"] = codes  # (seen once: SIGABRT in rank 1 at exit)
+        if any(codes):  # rank 0 measured and wrote everything before a rank died tearing gloo down
+            result["teardown_exit_codes"] = codes  # (seen: SIGABRT "terminate called" at exit)
         return result
 
 
