@@ -16,6 +16,7 @@ import logging
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import RecordMetadata
 
 from aiaas.data.datainfo import JobData, check_fit
 from aiaas.ml.shards import shard_name
@@ -97,6 +98,7 @@ class AggregatorCore:
         self.gang = spec.trainers
         self.ready: set[str] = set()  # trainers that said they hold their data
         self.src: FromSource | None = None  # a job that trains from the user's topic
+        self._published: asyncio.Future[RecordMetadata] | None = None  # the newest version's ack
 
     # ------------------------------------------------------------------ lifecycle
 

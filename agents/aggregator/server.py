@@ -132,6 +132,8 @@ class Aggregator(AggregatorCore):
                 continue
             if self.peers is None:
                 await self._publish(value)
+                if self.spec.sync.mode in ("sync", "hybrid"):
+                    await self._delivered()
             self._observe()
             self.mode.advanced(time.monotonic())
             waits = self.mode.waits_ms
@@ -155,8 +157,21 @@ class Aggregator(AggregatorCore):
         return samples, self.state.pack(False)
 
     async def _publish(self, value: bytes) -> None:
-        await self.producer.send(self.params_topic, value, key=PARAMS_KEY,
-                                 headers={SENT_AT: repr(time.time())})
+        self._published = await self.producer.send(self.params_topic, value, key=PARAMS_KEY,
+                                                   headers={SENT_AT: repr(time.time())})
+
+    async def _delivered(self) -> None:
+        """Wait until the broker holds the version just published. In lockstep modes nothing can
+        arrive before the trainers read it, so this costs no round time; without it the loop went on
+        to bookkeeping, evaluation and checkpoints before the producer's sender ran, and a version
+        took 4.1 ms to reach the broker against a trainer's 0.6 ms for a gradient of the same size
+        (benchmarks.training, round_breakdown_ms params_produce vs grad_produce)."""
+        if self._published is None:
+            return
+        try:
+            await self._published
+        except Exception as exc:  # as before: a trainer that hears nothing resends its gradient
+            log.warning("job %s: publishing version %d failed: %r", self.spec.job_id, self.state.version, exc)
 
     async def _after_version(self, before: int) -> None:
         assert self.progress is not None and self.mode is not None
