@@ -166,13 +166,12 @@ class Intake:
         pin = hd.get(h.MODEL_VERSION)
         out: list[Work] = []
         for model, part in await self._routed(block, pin):
-            if text.wants(model.text, first):  # texts: one work per request (its own reply parameters)
-                parts = blocks.explode(blocks.block_work(rec, part.ids, part.tensors, model, None, text.SIG))
-                out += [_texts(w) for w in parts]
-                continue
-            rows, sig = batcher.check_layout(model.mv.inputs, first, model.checked)
+            texts = text.wants(model.text, first)  # texts: one work per request (its own reply parameters)
+            rows, sig = (None, text.SIG) if texts else \
+                batcher.check_layout(model.mv.inputs, first, model.checked)
             if rows is None or not self.cfg.batching:
-                out += blocks.explode(blocks.block_work(rec, part.ids, part.tensors, model, None, sig))
+                parts = blocks.explode(blocks.block_work(rec, part.ids, part.tensors, model, None, sig))
+                out += [_texts(w) for w in parts] if texts else parts
                 continue
             step = self.cfg.max_batch
             for i in range(0, len(part.ids), step):
