@@ -10,6 +10,7 @@ says who did what: each role wrote its own topics, under its own name.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sys
@@ -45,7 +46,9 @@ async def test_demo_passes_with_every_role_under_its_own_user(
     result = json.loads(text.strip().splitlines()[-1])
     assert result["errors"] == 0 and result["failure"] is None, result
     assert result["requests"] == 60 and result["job_id"] == job
-    assert result["served_accuracy"] == pytest.approx(result["trained_accuracy"], abs=0.02)
+    # served on 60 rows: the trained accuracy within three standard errors of a 60-row sample
+    p = result["trained_accuracy"]
+    assert result["served_accuracy"] == pytest.approx(p, abs=3 * math.sqrt(p * (1 - p) / 60) + 0.01)
     assert result["served_accuracy"] >= 0.8
 
     log = acl_broker.authorizer_log()
