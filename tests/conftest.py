@@ -11,12 +11,17 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import redis.asyncio as aioredis
 import uvloop
+from hypothesis import settings as hypothesis_settings
 
 from aiaas.streams.admin import Admin, drop_prefix, wait_for_broker
 from aiaas.streams.settings import Settings
 from tests.infra import ensure_infra, use_clone_state
 
 use_clone_state()
+# property tests check what is decoded, not how fast: on a loaded 2-core machine (two pytest workers)
+# an example can take longer than hypothesis' default 200 ms deadline
+hypothesis_settings.register_profile("aiaas", deadline=None)
+hypothesis_settings.load_profile("aiaas")
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
