@@ -53,3 +53,24 @@ async def read_forever(consumer: AIOKafkaConsumer, tp: TopicPartition, apply: Ca
             apply(rec.value)
         async with polled:
             polled.notify_all()
+
+
+async def catch_up(consumer: AIOKafkaConsumer, tps: list[TopicPartition],
+                   positions: dict[TopicPartition, int], start: Callable[[TopicPartition, int], int],
+                   add: Callable[[TopicPartition, bytes | None], None], within_s: float = 5.0) -> None:
+    """Hand ``add`` what ``tps`` hold up to their end offsets of now, from ``positions`` (a partition
+    not read before from ``start(tp, end)``), for at most ``within_s`` (TimeoutError past it).
+    ``positions`` is updated to where the next call goes on, whether or not this one got to the end."""
+    consumer.assign(tps)
+    ends = await consumer.end_offsets(tps)
+    for tp in tps:
+        consumer.seek(tp, positions.get(tp, start(tp, ends[tp])))
+    try:
+        async with asyncio.timeout(within_s):
+            while any([await consumer.position(tp) < end for tp, end in ends.items()]):
+                for tp, recs in (await consumer.getmany(timeout_ms=200, max_records=2000)).items():
+                    for rec in recs:
+                        add(tp, rec.value)
+    finally:
+        for tp in tps:
+            positions[tp] = await consumer.position(tp)

@@ -9,7 +9,6 @@ read at once. A model without an autoscaler has no topic and no chart.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections import deque
 from typing import Any
@@ -19,6 +18,7 @@ from aiokafka.structs import TopicPartition
 
 from aiaas.schemas.errors import InvalidMessage
 from aiaas.schemas.records import ScalingSample
+from aiaas.streams.readers import catch_up
 
 MAX_POINTS = 600  # per model: 10 minutes of looks at the autoscaler's default 1 s pace
 FIELDS = {"ts", "arrival_rate", "forecast_rate", "replicas", "lag"}
@@ -36,18 +36,9 @@ class ScalingFeed:
         """Read what is new on ``tps`` (topic partition -> model); at most 5 s a poll."""
         if not tps:
             return
-        consumer.assign(list(tps))
-        ends = await consumer.end_offsets(list(tps))
-        for tp in tps:
-            consumer.seek(tp, self._pos.get(tp, max(0, ends[tp] - MAX_POINTS)))
         with contextlib.suppress(TimeoutError):  # a slow poll shows what it has; the next goes on
-            async with asyncio.timeout(5.0):
-                while any([await consumer.position(tp) < end for tp, end in ends.items()]):
-                    for tp, recs in (await consumer.getmany(timeout_ms=200, max_records=2000)).items():
-                        for rec in recs:
-                            self._add(tps[tp], rec.value)
-        for tp in tps:
-            self._pos[tp] = await consumer.position(tp)
+            await catch_up(consumer, list(tps), self._pos, lambda tp, end: max(0, end - MAX_POINTS),
+                           lambda tp, value: self._add(tps[tp], value))
 
     def _add(self, model: str, value: bytes | None) -> None:
         try:

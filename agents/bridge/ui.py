@@ -36,7 +36,7 @@ from aiaas.schemas.jobs import CandidateDecision, JobSpec
 from aiaas.schemas.training import MetricsMessage
 from aiaas.streams.admin import Admin
 from aiaas.streams.jobs import shown_state
-from aiaas.streams.readers import open_assigned
+from aiaas.streams.readers import catch_up, open_assigned
 
 router = APIRouter(include_in_schema=False)
 MAX_POINTS = 600
@@ -141,17 +141,8 @@ class StatusFeed:
     async def _read_metrics(self, consumer: AIOKafkaConsumer, tps: dict[TopicPartition, str]) -> None:
         if not tps:
             return
-        consumer.assign(list(tps))
-        for tp in tps:
-            consumer.seek(tp, self._pos.get(tp, 0))
-        ends = await consumer.end_offsets(list(tps))
-        async with asyncio.timeout(5.0):
-            while await _behind(consumer, ends):
-                for tp, recs in (await consumer.getmany(timeout_ms=200, max_records=2000)).items():
-                    for rec in recs:
-                        self._add_point(tps[tp], rec.value)
-        for tp in tps:
-            self._pos[tp] = await consumer.position(tp)
+        await catch_up(consumer, list(tps), self._pos, lambda tp, end: 0,
+                       lambda tp, value: self._add_point(tps[tp], value))
 
     def _add_point(self, job_id: str, value: bytes | None) -> None:
         try:
@@ -182,11 +173,6 @@ class StatusFeed:
         return rows
 
 
-async def _behind(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return True
-    return False
 
 
 def _target(spec: JobSpec) -> dict[str, Any] | None:
