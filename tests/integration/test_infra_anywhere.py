@@ -22,7 +22,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import uuid
@@ -39,7 +38,7 @@ from aiaas.schemas.jobs import JobSpec
 from aiaas.streams.admin import wait_for_broker
 from aiaas.streams.settings import Settings
 from tests import examples
-from tests.infra import ROOT, TEST_BROKER_JVM
+from tests.infra import ROOT, TEST_BROKER_JVM, distinct_free_ports
 from tests.integration.test_bridge_serve import _lines_until_key
 from tests.spawn import run_to_end
 
@@ -95,20 +94,11 @@ async def test_the_installed_infra_commands_find_the_shared_broker_from_anywhere
     assert _tree(tmp_path) == []  # nothing written where the command ran
 
 
-def _distinct_free_ports(n: int) -> list[str]:
-    """``n`` loopback ports free right now, all different (held open together while picked)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [str(sock.getsockname()[1]) for sock in socks]
-
-
 @pytest.fixture
 def own_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """Ports and a state dir of this test's own; whatever it started is stopped by pid at the end."""
     state = tmp_path / "state"
-    kafka, controller, sasl, redis_port = _distinct_free_ports(4)
+    kafka, controller, sasl, redis_port = map(str, distinct_free_ports(4))
     env = {
         "AIAAS_STATE_DIR": str(state), "AIAAS_KAFKA_PORT": kafka, "AIAAS_KAFKA_CONTROLLER_PORT": controller,
         "AIAAS_KAFKA_SASL_PORT": sasl, "AIAAS_REDIS_PORT": redis_port,
