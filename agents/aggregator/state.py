@@ -19,7 +19,7 @@ import torch
 from aiaas.ml.compression import half_floats
 from aiaas.ml.models import build_model, pick_device
 from aiaas.ml.optim import build_optimizer, build_scheduler
-from aiaas.ml.params import Shapes, check_finite_and_shapes, param_shapes, state_shapes
+from aiaas.ml.params import Shapes, load_numpy, param_shapes, set_grads, state_shapes
 from aiaas.ml.shards import plan
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.training import ParameterSnapshot
@@ -66,10 +66,7 @@ class ServerState:
 
     def apply_gradient(self, grads: Mapping[str, np.ndarray]) -> None:
         """One optimizer step with ``grads`` (already validated dense float32: this shard's names)."""
-        check_finite_and_shapes(grads, self.grad_shapes)
-        for name, p in self.model.named_parameters():
-            if name in self.grad_shapes:
-                p.grad = _tensor(grads[name], p)
+        set_grads(self.model, grads, self.grad_shapes)
         self.optimizer.step()
         self.scheduler.step()
         self.version += 1
@@ -90,12 +87,7 @@ class ServerState:
 
     def load(self, tensors: Mapping[str, np.ndarray], shapes: Shapes | None = None) -> None:
         """Overwrite the tensors ``shapes`` names (this shard's by default), validated first."""
-        shapes = self.state_shapes if shapes is None else shapes
-        check_finite_and_shapes(tensors, shapes)
-        current = self.model.state_dict()
-        with torch.no_grad():
-            for name in shapes:
-                current[name].copy_(_tensor(tensors[name], current[name]))
+        load_numpy(self.model, tensors, self.state_shapes if shapes is None else shapes)
 
     def params(self) -> dict[str, np.ndarray]:
         """This shard's tensors (all of them when unsharded), as numpy copies."""
@@ -152,12 +144,6 @@ class ServerState:
         self.scheduler.load_state_dict({**self.scheduler.state_dict(), **sched})
         self.version = int(meta["version"])
         self.samples = int(meta["samples"])
-
-
-def _tensor(arr: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """numpy -> torch on ``like``'s device and dtype (copies read-only wire buffers)."""
-    src = arr if arr.flags.writeable else arr.copy()
-    return torch.from_numpy(np.ascontiguousarray(src)).to(device=like.device, dtype=like.dtype)
 
 
 def _jsonable(value: Any) -> Any:

@@ -37,13 +37,15 @@ def _tensor(arr: np.ndarray, like: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(src)).to(device=like.device, dtype=like.dtype)
 
 
-def load_numpy(module: nn.Module, tensors: Mapping[str, np.ndarray]) -> None:
-    """Overwrite the module's state with ``tensors`` (validated first; all names required)."""
+def load_numpy(module: nn.Module, tensors: Mapping[str, np.ndarray], shapes: Shapes | None = None) -> None:
+    """Overwrite the module's state (the tensors ``shapes`` names: a shard's; all by default) with
+    ``tensors`` (validated first; every name required)."""
     current = module.state_dict()
-    check_finite_and_shapes(tensors, {k: tuple(v.shape) for k, v in current.items()})
+    shapes = {k: tuple(v.shape) for k, v in current.items()} if shapes is None else shapes
+    check_finite_and_shapes(tensors, shapes)
     with torch.no_grad():
-        for name, value in current.items():
-            value.copy_(_tensor(tensors[name], value))
+        for name in shapes:
+            current[name].copy_(_tensor(tensors[name], current[name]))
 
 
 def grads_to_numpy(module: nn.Module) -> dict[str, np.ndarray]:
@@ -55,11 +57,14 @@ def grads_to_numpy(module: nn.Module) -> dict[str, np.ndarray]:
     return out
 
 
-def set_grads(module: nn.Module, tensors: Mapping[str, np.ndarray]) -> None:
-    """Set ``.grad`` of every trainable parameter from ``tensors`` (validated first)."""
-    check_finite_and_shapes(tensors, param_shapes(module))
+def set_grads(module: nn.Module, tensors: Mapping[str, np.ndarray], shapes: Shapes | None = None) -> None:
+    """Set ``.grad`` of the trainable parameters ``shapes`` names (a shard's; all by default) from
+    ``tensors`` (validated first)."""
+    shapes = param_shapes(module) if shapes is None else shapes
+    check_finite_and_shapes(tensors, shapes)
     for name, p in module.named_parameters():
-        p.grad = _tensor(tensors[name], p)
+        if name in shapes:
+            p.grad = _tensor(tensors[name], p)
 
 
 def check_finite_and_shapes(
