@@ -41,6 +41,7 @@ from aiaas.schemas.errors import AiaasError
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.registry import SourceLineage
 from aiaas.schemas.training import DATA_INFO_KEY, DataInfo
+from aiaas.sources.masking import source_masker
 from aiaas.streams.admin import ensure
 from aiaas.streams.dlq import DeadLetters
 from aiaas.streams.producer import Producer
@@ -137,6 +138,7 @@ class Holdout:
         self.dlq = Topics(settings).dlq(f"train.{spec.job_id}")
         self._producer = Producer(settings)
         self.dead_letters = DeadLetters(self._producer, self.dlq.name)
+        self.masks = source_masker(spec.source)  # dead letters keep no personal value (docs/security.md)
         self._task: asyncio.Task[None] | None = None
         self.arrived = asyncio.Event()
 
@@ -181,7 +183,7 @@ class Holdout:
 
     async def _refused(self, records: list[tuple[Record, AiaasError]]) -> None:
         for rec, err in records:
-            await self.dead_letters.send(rec, err)
+            await self.dead_letters.send(rec if self.masks is None else self.masks.record(rec, err), err)
 
     def _take(self, batch: list[Rows]) -> None:
         for rows in batch:

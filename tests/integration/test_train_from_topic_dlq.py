@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 
 from aiaas.agents.aggregator.fromsource import open_source
+from aiaas.schemas.masking import Masking
 from aiaas.streams.admin import ensure
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
@@ -49,3 +50,25 @@ async def test_refused_training_records_are_dead_lettered_with_the_field(setting
     assert fields[b"short"][0] == "image.pixels[]" and "length" in fields[b"short"][1]
     assert fields[b"not-json"][0] == "" and "not JSON" in fields[b"not-json"][1]
     assert fields[b"class-12"] == ("label", "field 'label': not a class index below 10 (got 12)")
+
+
+async def test_a_masked_sources_refused_training_records_keep_no_personal_value(settings: Settings) -> None:
+    topic = f"{settings.topic_prefix}user.dlq.masked"
+    await make_topic(settings, topic, partitions=1)
+    x, y, _, _ = digits_split()
+    mark = "personal-marker-7c1"
+    bad = [(b"k-short", b'{"id": "' + mark.encode() + b'", "image": {"pixels": [1, 2]}, "label": 1}'),
+           (b"k-json", b'{"id": "' + mark.encode() + b'", "image": ')]
+    await produce(settings, topic, records(x, y, 0, 100) + bad)
+    spec = source_spec("topic-dlq-masked", topic, epochs=1)
+    spec = spec.model_copy(update={"source": spec.source.model_copy(update={  # type: ignore[union-attr]
+        "mask": Masking(drop=["id"])})})
+    await ensure(settings, [Topics(settings).train_test(spec.job_id)])
+    opened = await open_source(settings, spec, wait_s=30)
+    try:
+        letters = await letters_on(settings, Topics(settings).dlq(f"train.{spec.job_id}").name, len(bad))
+    finally:
+        await opened.stop()
+    assert sorted(dl.source_offset for dl in letters) == [100, 101]  # both refused and kept...
+    for dl in letters:  # ...without the dropped field's value anywhere in them
+        assert mark not in dl.model_dump_json() and mark.encode() not in base64.b64decode(dl.value_b64 or "")
