@@ -86,16 +86,12 @@ class Keyring:
     def __init__(self, keys: list[DataKey]) -> None:
         self._secrets = {k.id: k.secret() for k in keys}
         self._active = {k.tenant: k.id for k in keys}  # the last listed key of a tenant seals
-        self._tenant = {k.id: k.tenant for k in keys}
 
     def secret(self, key_id: str) -> bytes | None:
         return self._secrets.get(key_id)
 
     def active(self, tenant: str) -> str | None:
         return self._active.get(tenant)
-
-    def tenant_of(self, key_id: str) -> str | None:
-        return self._tenant.get(key_id)
 
     def __len__(self) -> int:
         return len(self._secrets)

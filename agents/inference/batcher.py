@@ -154,7 +154,7 @@ Result = dict[str, np.ndarray] | AiaasError
 
 def run_group(works: Sequence[Work]) -> list[Result]:
     """Blocking: one onnxruntime call for the group (or one per request when it cannot batch)."""
-    if works[0].model.text is not None and text.TEXT in works[0].inputs:
+    if works[0].sig == text.SIG:  # intake marked it a text request
         return run_texts(works)
     if len(works) == 1:
         return [run_one(works[0])]

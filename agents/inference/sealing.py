@@ -16,8 +16,8 @@ from aiaas.agents.inference.intake import request_id
 from aiaas.schemas.errors import EnvelopeError
 from aiaas.streams import frame
 from aiaas.streams import headers as h
-from aiaas.streams.envelope import Sealer, is_sealed, sealed_ids
-from aiaas.streams.keyring import Keyring, load_keyring
+from aiaas.streams.envelope import Sealer, configured, data_key_of, is_sealed, sealed_ids
+from aiaas.streams.keyring import Keyring
 from aiaas.streams.record import Record
 
 Refused = tuple[Record, list[str], EnvelopeError]  # the record (key header dropped), its ids, why
@@ -30,9 +30,7 @@ class WorkerSealing:
 
     def load(self) -> None:
         """Take the keys of ``AIAAS_DATA_KEYS_FILE`` / ``AIAAS_DATA_KEYS`` (reads a file: at start)."""
-        keys = load_keyring()
-        if keys is not None:
-            self.sealer = Sealer(keys)
+        self.sealer = configured(opening_only=True)
 
     def open(self, records: list[Record]) -> tuple[list[Record], list[Refused]]:
         """The poll's records with sealed values opened, and those that did not open."""
@@ -69,7 +67,5 @@ class WorkerSealing:
 
     def seal_out(self, value: bytes, headers: list[tuple[str, bytes]]) -> bytes:
         """A reply value sealed under the key its headers name (the request's), else as it is."""
-        for name, kid in headers:
-            if name == h.DATA_KEY:
-                return self.sealer.seal(value, kid.decode())
-        return value
+        kid = data_key_of(headers)
+        return value if kid is None else self.sealer.seal(value, kid)
