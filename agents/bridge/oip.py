@@ -10,7 +10,6 @@ encoded the way the caller asked (JSON ``data``, binary, or per output).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import chain
 from typing import Any
 
 import msgspec
@@ -95,9 +94,6 @@ def _arrays(inputs: list[dict[str, Any]], tail: memoryview) -> dict[str, np.ndar
             out[name] = from_raw(tail[pos:pos + size], dt, shape, name)
             pos += size
             continue
-        if dt is Datatype.BYTES:
-            while data and isinstance(data[0], list):
-                data = list(chain.from_iterable(data))
         try:
             out[name] = tc.to_numpy(Tensor.model_construct(name=name, shape=shape, datatype=dt, data=data))
         except (TypeError, ValueError) as exc:  # e.g. an object where a number belongs

@@ -64,11 +64,11 @@ class StatusFeed:
             await self.b.registry.refresh()
             jobs = await self._jobs(who) if "jobs" in who.scopes else []
             models = self.b.visible_models(who)
-            await self._catch_up([j["job_id"] for j in jobs], sorted({m.name for m in models}))
+            names = sorted({m.name for m in models})
+            await self._catch_up([j["job_id"] for j in jobs], names)
             for job in jobs:
                 job["points"] = self.points.get(job["job_id"], [])
                 job["decision"] = self.decisions.get(job["job_id"])
-            names = sorted({m.name for m in models})
             body = {"ts": time.time(), "tenant": who.tenant.name, "jobs": jobs,
                     "models": [_model_row(m) for m in models], "throughput": self._throughput(),
                     "scaling": self.scaling.rows(names), "scoring": await self._scoring(names)}
@@ -171,8 +171,6 @@ class StatusFeed:
             rate = (n1 - n0) / (t1 - t0) if t1 > t0 else 0.0
             rows.append({"model": model, "requests": n1, "rate_per_s": round(rate, 2)})
         return rows
-
-
 
 
 def _target(spec: JobSpec) -> dict[str, Any] | None:
