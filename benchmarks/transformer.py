@@ -67,7 +67,6 @@ from benchmarks import textserve
 from benchmarks.common import emit, fresh_prefix, machine
 
 log = logging.getLogger("benchmarks.transformer")
-PENDING: dict[str, str] = {}
 
 
 def spec(mode: str, args: argparse.Namespace) -> JobSpec:
@@ -232,8 +231,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                    for k, v in runs.items()}
         result["finetune_runs"] = runs
         result["finetune_target_accuracy"] = args.target
-    result |= dict.fromkeys(PENDING)
-    result["pending"] = {k: f"waits for {v}" for k, v in PENDING.items()}
     result["machine"] = machine()
     emit(result)
     return result

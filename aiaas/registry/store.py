@@ -236,17 +236,17 @@ class Registry(Service):
 
     async def set_pipeline(self, name: str, version: int, stages: builtins.list[str]) -> ModelVersion:
         """Record the stage models ``version`` is split into, in order (``aiaas.registry.pipelines``)."""
-        async with self._write_lock:
-            await self.refresh()
-            mv = self.pick(name, version).model_copy(update={"pipeline": list(stages)})
-            await self._write(mv)
-            return mv
+        return await self._update(name, version, pipeline=list(stages))
 
     async def set_masking(self, name: str, version: int, masking: Masking | None) -> ModelVersion:
         """Declare the personal request fields of ``version`` (docs/security.md, "Masking")."""
+        return await self._update(name, version, masking=masking)
+
+    async def _update(self, name: str, version: int, **fields: object) -> ModelVersion:
+        """``version`` with ``fields`` changed, written as its newest record."""
         async with self._write_lock:
             await self.refresh()
-            mv = self.pick(name, version).model_copy(update={"masking": masking})
+            mv = self.pick(name, version).model_copy(update=fields)
             await self._write(mv)
             return mv
 
