@@ -136,3 +136,16 @@ class Reassembler:
         for name in (h.CHUNK_ID, h.CHUNK_INDEX, h.CHUNK_COUNT, h.CHUNK_SHA256):
             values.pop(name, None)
         return payload, part.first_offset
+
+
+CHUNK_KEY = b"#chunk"  # a chunk's record key: the payload's key, this, the chunk's index
+
+
+def chunk_key(key: bytes, index: int) -> bytes:
+    return key + CHUNK_KEY + str(index).encode()
+
+
+def base_key(key: bytes | None) -> bytes:
+    """The key a chunk's record was sent under (``latest#chunk3`` -> ``latest``; others as they are)."""
+    head, sep, _ = (key or b"").rpartition(CHUNK_KEY)
+    return head if sep else key or b""

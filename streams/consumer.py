@@ -19,7 +19,7 @@ from aiaas.schemas.errors import AiaasError, ChunkError, ErrorCode
 from aiaas.streams import headers as h
 from aiaas.streams.authz import forbidden_from
 from aiaas.streams.checks import log_extensions
-from aiaas.streams.chunking import Reassembler
+from aiaas.streams.chunking import Reassembler, base_key
 from aiaas.streams.dlq import DeadLetters
 from aiaas.streams.lifecycle import Service
 from aiaas.streams.record import Record
@@ -189,7 +189,7 @@ class Consumer(Service):
             return None
         rec.value, rec.first_offset = done
         if rec.key is not None:
-            rec.key = rec.key.rpartition(b"#chunk")[0] or rec.key
+            rec.key = base_key(rec.key) or rec.key
         return rec
 
     async def _decode(self, rec: Record, decode: Decoder) -> Record | None:

@@ -20,16 +20,10 @@ from aiokafka.structs import TopicPartition
 
 from aiaas.schemas.errors import ChunkError, InvalidMessage
 from aiaas.streams import headers as h
-from aiaas.streams.chunking import Reassembler
+from aiaas.streams.chunking import Reassembler, base_key
 
 log = logging.getLogger(__name__)
-CHUNK_KEY = b"#chunk"
 T = TypeVar("T")
-
-
-def base_key(key: bytes | None) -> bytes:
-    """The key a chunk's record was sent under (``latest#chunk3`` -> ``latest``)."""
-    return (key or b"").split(CHUNK_KEY)[0]
 
 
 @dataclass(slots=True)

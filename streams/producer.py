@@ -121,7 +121,7 @@ class Producer(Service):
             partition = self._partitioner(key, parts, parts) if key is not None else parts[0]
         last: asyncio.Future[RecordMetadata] | None = None
         for i, (data, chunk_headers) in enumerate(chunking.iter_chunks(value, self.settings.chunk_bytes)):
-            ckey = key + b"#chunk" + str(i).encode() if key is not None else None
+            ckey = chunking.chunk_key(key, i) if key is not None else None
             last = await self.raw.send(  # a view of value: the producer's batch is the one copy
                 topic, data, key=ckey, headers=hdrs + chunk_headers, partition=partition
             )

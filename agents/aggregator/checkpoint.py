@@ -27,7 +27,7 @@ from aiaas.schemas.errors import ChunkError, InvalidMessage
 from aiaas.schemas.training import CHECKPOINT_KEY, PARAMS_KEY, ParameterSnapshot
 from aiaas.streams import codecs
 from aiaas.streams import headers as h
-from aiaas.streams.chunking import Reassembler
+from aiaas.streams.chunking import Reassembler, base_key
 from aiaas.streams.jobs import aggregator_group
 from aiaas.streams.producer import Producer
 from aiaas.streams.readers import open_assigned
@@ -153,7 +153,7 @@ async def _scan(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end:
                 continue
             if done is None:
                 continue
-            key = (rec.key or b"").split(b"#chunk")[0]
+            key = base_key(rec.key)
             if key == CHECKPOINT_KEY.encode():
                 try:
                     ckpt = codecs.unpack(done[0], ParameterSnapshot)
