@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from aiaas.schemas.errors import AiaasError
+from aiaas.schemas.errors import AiaasError, InvalidMessage
 from aiaas.schemas.records import DeadLetter
 from aiaas.streams.producer import Producer
 from aiaas.streams.record import Record
@@ -29,6 +29,12 @@ def dead_letter(record: Record, error: AiaasError) -> DeadLetter:
         headers=record.headers,
         ts=time.time(),
     )
+
+
+def refused_field(field: str, reason: str) -> InvalidMessage:
+    """The dead letter's error for a record a source's decoder refused: the reason, naming the field."""
+    where = f"field {field!r}" if field else "record"
+    return InvalidMessage(f"{where}: {reason}", field=field, why=reason)
 
 
 class DeadLetters:

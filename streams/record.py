@@ -7,6 +7,8 @@ from typing import Any
 
 from aiokafka.structs import TopicPartition
 
+from aiaas.streams import headers as h
+
 
 @dataclass(slots=True)
 class Record:
@@ -23,3 +25,8 @@ class Record:
     @property
     def tp(self) -> TopicPartition:
         return TopicPartition(self.topic, self.partition)
+
+
+def plain_record(r: Any) -> Record:
+    """A record as aiokafka's consumer hands it over (not chunked: its first offset is its own)."""
+    return Record(r.topic, r.partition, r.offset, r.key, r.value, h.decode(r.headers), r.timestamp, r.offset)

@@ -20,10 +20,11 @@ from aiokafka.structs import ConsumerRecord, TopicPartition
 from aiaas.agents.inference import predictions
 from aiaas.agents.inference.sessions import Loaded
 from aiaas.agents.inference.transactions import Outgoing
-from aiaas.schemas.errors import AiaasError, BadInput, InvalidMessage
+from aiaas.schemas.errors import AiaasError, BadInput
 from aiaas.sources.decoded import Decoded, Decoder, Rejection
 from aiaas.streams import headers as h
-from aiaas.streams.record import Record
+from aiaas.streams.dlq import refused_field
+from aiaas.streams.record import plain_record
 
 log = logging.getLogger(__name__)
 Raw: TypeAlias = ConsumerRecord[bytes, bytes]
@@ -93,7 +94,7 @@ def outgoing(batches: dict[TopicPartition, list[Raw]], flat: list[Raw], decoded:
                 out.predictions.append((r.key, value, [topic, part, (h.SOURCE_OFFSET, b"%d" % r.offset)]))
             else:
                 j = i + len(out.predictions) + len(out.rejects)
-                out.rejects.append((_record(r), _error(why.get(j), failed.get(j))))
+                out.rejects.append((plain_record(r), _error(why.get(j), failed.get(j))))
         i += len(recs)
         outs.append(out)
     return Scored(outs, len(values), len(flat) - len(values))
@@ -123,13 +124,8 @@ def decode_contained(decoder: Decoder, values: Sequence[bytes]) -> Decoded:
     return Decoded(x=x, ok=np.asarray(ok, dtype=np.int64), passthrough=passthrough, rejected=rejected)
 
 
-def _record(r: Raw) -> Record:
-    return Record(r.topic, r.partition, r.offset, r.key, r.value, h.decode(r.headers), r.timestamp, r.offset)
-
-
 def _error(rejection: Rejection | None, failure: str | None) -> AiaasError:
     """The dead letter's error: the decoder's reason naming the field, or the model's refusal."""
     if rejection is not None:
-        where = f"field {rejection.field!r}" if rejection.field else "record"
-        return InvalidMessage(f"{where}: {rejection.reason}", field=rejection.field, why=rejection.reason)
+        return refused_field(rejection.field, rejection.reason)
     return BadInput("the model refused the record's features", detail=failure or "no result")

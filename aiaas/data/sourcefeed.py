@@ -22,12 +22,12 @@ import numpy as np
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from aiaas.schemas.errors import AiaasError, InvalidMessage, Unavailable
+from aiaas.schemas.errors import AiaasError, Unavailable
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.sources import Source
-from aiaas.streams import headers as h
 from aiaas.streams.admin import Admin
-from aiaas.streams.record import Record
+from aiaas.streams.dlq import refused_field
+from aiaas.streams.record import Record, plain_record
 from aiaas.streams.retry import started
 from aiaas.streams.settings import Settings
 
@@ -209,7 +209,7 @@ class SourceReader:
             log.warning("source %s[%d]@%d refused: field %r %s", self.source.topic, partition,
                         rec.offset, rej.field, rej.reason)
             if self.refused is not None:
-                self._refusals.append((_record(rec), _error(rej.field, rej.reason)))
+                self._refusals.append((plain_record(rec), refused_field(rej.field, rej.reason)))
         self.rejected += len(decoded.rejected)
         self.read += len(recs)
         self.schema_ids |= decoded.schema_ids
@@ -229,20 +229,10 @@ class SourceReader:
         """Decoded records whose label is not a class of the model (training skips them, ``usable``)."""
         n = self.classes
         assert n is not None and self.source.label is not None
-        bad = np.flatnonzero(~((y >= 0) & (y < n) & (np.mod(y, 1) == 0)))
+        bad = np.flatnonzero(~class_indices(y, n))
         for i in bad.tolist():
             reason = f"not a class index below {n} (got {y[i]:g})"
-            self._refusals.append((_record(recs[int(ok[i])]), _error(self.source.label, reason)))
-
-
-def _record(r: Any) -> Record:
-    return Record(r.topic, r.partition, r.offset, r.key, r.value, h.decode(r.headers), r.timestamp, r.offset)
-
-
-def _error(field: str, reason: str) -> AiaasError:
-    """The dead letter's error: the reason, naming the field (as stream scoring's do)."""
-    where = f"field {field!r}" if field else "record"
-    return InvalidMessage(f"{where}: {reason}", field=field, why=reason)
+            self._refusals.append((plain_record(recs[int(ok[i])]), refused_field(self.source.label, reason)))
 
 
 def prepared(spec: JobSpec, jd: JobData, rows: Rows, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -263,5 +253,9 @@ def usable(spec: JobSpec, rows: Rows) -> np.ndarray:
         return np.zeros(len(rows.offsets), bool)
     if spec.loss != "cross_entropy":
         return np.ones(len(rows.offsets), bool)
-    y = np.asarray(rows.y).reshape(len(rows.offsets), -1)[:, 0]
-    return np.asarray((y >= 0) & (y < spec.model.output_dim) & (np.mod(y, 1) == 0), bool)
+    return class_indices(np.asarray(rows.y).reshape(len(rows.offsets), -1)[:, 0], spec.model.output_dim)
+
+
+def class_indices(y: np.ndarray, n: int) -> np.ndarray:
+    """Which labels are class indices of an ``n``-class model (whole numbers in 0..n-1)."""
+    return np.asarray((y >= 0) & (y < n) & (np.mod(y, 1) == 0), bool)
