@@ -103,6 +103,10 @@ class AggregatorCore:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
+        if not self.state.owned:  # before waiting for any data: too many shards is the spec's fault
+            raise AiaasError(f"shard {self.shard} of {self.spec.aggregator.shards} owns no tensor (the model "
+                             f"has {len(self.state.all_shapes)}): use fewer shards",
+                             code=ErrorCode.BAD_REQUEST)
         self.cfg.apply()  # threads, GIL switch interval, CPU pinning
         self.offload.prime(await asyncio.to_thread(self.state.warm_up))
         topics = Topics(self.settings)
@@ -115,19 +119,14 @@ class AggregatorCore:
         await self.checkpointer.start()  # fences an earlier aggregator of this job
         if self.spec.source is not None:
             rows = await self._open_source()
-        elif not self.lead:  # the data's size bounds every shard alike; shard 0 alone evaluates
-            rows = await train_rows(self.settings, self.spec, self.cfg.data_wait_s)
-        else:
-            held = await load_test_split(self.settings, self.spec, self.cfg.data_wait_s)
-            self._x_test, self._y_test, self.data = held.x, held.y, held.data
-            if self.data is not None:
-                check_fit(self.spec, self.data.info)  # a spec that does not fit its data fails now
+        else:  # the data's size bounds every shard alike; shard 0 alone evaluates
+            if self.lead:
+                held = await load_test_split(self.settings, self.spec, self.cfg.data_wait_s)
+                self._x_test, self._y_test, self.data = held.x, held.y, held.data
+                if self.data is not None:
+                    check_fit(self.spec, self.data.info)  # a spec that does not fit its data fails now
             rows = await train_rows(self.settings, self.spec, self.cfg.data_wait_s)
         self.progress = Progress(self.spec, rows)
-        if not self.state.owned:
-            raise AiaasError(f"shard {self.shard} of {self.spec.aggregator.shards} owns no tensor (the model "
-                             f"has {len(self.state.all_shapes)}): use fewer shards",
-                             code=ErrorCode.BAD_REQUEST)
         back = await resume(self.settings, self.spec, self.state)
         self.offsets, self.resumed_from, self.finished_before = back.offsets, back.version, back.finished
         self.progress.samples = self.state.samples
