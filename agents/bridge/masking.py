@@ -50,7 +50,9 @@ def _masker(spec: str) -> Masker | None:
 
 def mask_parameters(parameters: dict[str, Any], versions: Iterable[ModelVersion], model: str) -> None:
     """Drop or hash ``model``'s personal fields in a request's ``parameters`` (in place)."""
+    if not parameters:  # most calls: nothing to mask, and no scan of the registry's versions
+        return
     spec = model_masking(versions, model)
-    masker = _masker(spec.model_dump_json()) if spec is not None and parameters else None
+    masker = _masker(spec.model_dump_json()) if spec is not None else None
     if masker is not None:
         masker.apply(parameters)
