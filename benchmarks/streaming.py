@@ -52,6 +52,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from aiaas.registry.store import Registry
 from aiaas.schemas.sources import Source
 from aiaas.streams.admin import Admin, wait_for_broker
+from aiaas.streams.lifecycle import stop_consumer
 from aiaas.streams.runtime import run
 from aiaas.streams.settings import Settings
 from benchmarks import common as bc
@@ -152,7 +153,7 @@ async def copy_member(src: str, out: str, group: str) -> None:
                 await consumer.commit(offsets)
     finally:
         await producer.stop()
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 # ---------------------------------------------------------------------- two-process sides

@@ -26,6 +26,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from aiaas.schemas.audit import AuditRecord, Source
 from aiaas.schemas.errors import AiaasError, InvalidMessage
 from aiaas.streams.admin import Admin
+from aiaas.streams.lifecycle import stop_consumer
 from aiaas.streams.producer import Producer
 from aiaas.streams.readers import open_assigned
 from aiaas.streams.settings import Settings
@@ -161,7 +162,7 @@ async def _open(settings: Settings, last: int) -> tuple[AIOKafkaConsumer, dict[T
         for tp in tps:
             consumer.seek(tp, max(begin[tp], end[tp] - last))
     except BaseException:
-        await consumer.stop()
+        await stop_consumer(consumer)
         raise
     return consumer, end
 
@@ -180,7 +181,7 @@ async def tail(settings: Settings, last: int = 20, follow: bool = False) -> Asyn
             for rec in _decoded(await consumer.getmany(timeout_ms=500)):
                 yield rec
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def _behind(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:

@@ -21,7 +21,7 @@ from aiaas.streams.authz import forbidden_from
 from aiaas.streams.checks import log_extensions
 from aiaas.streams.chunking import Reassembler, base_key
 from aiaas.streams.dlq import DeadLetters
-from aiaas.streams.lifecycle import Service
+from aiaas.streams.lifecycle import Service, stop_consumer
 from aiaas.streams.record import Record
 from aiaas.streams.retry import started
 from aiaas.streams.settings import Settings
@@ -69,7 +69,7 @@ class Consumer(Service):
                 if self.group_id is not None:
                     await self.commit_quietly()
             finally:
-                await self._consumer.stop()
+                await stop_consumer(self._consumer)
                 self._consumer = None
 
     @property

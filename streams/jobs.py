@@ -24,6 +24,7 @@ from aiaas.schemas.records import JobStatus
 from aiaas.schemas.training import PARAMS_KEY, MetricsMessage, ParameterSnapshot
 from aiaas.streams.admin import ensure
 from aiaas.streams.codecs import split_header
+from aiaas.streams.lifecycle import stop_consumer
 from aiaas.streams.producer import Producer
 from aiaas.streams.readers import open_assigned
 from aiaas.streams.settings import Settings
@@ -151,7 +152,7 @@ async def _follow(
             if not batch and end is not None and await consumer.position(tp) >= end:
                 yield None
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def _records(

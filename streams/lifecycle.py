@@ -9,7 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from aiokafka import AIOKafkaConsumer
 
 
 async def cancel(task: asyncio.Task[Any] | None) -> None:
@@ -19,6 +22,18 @@ async def cancel(task: asyncio.Task[Any] | None) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()`` without aiokafka's leak: a fetch cut off in its retry back-off (the broker
+    gone) re-raises its cancellation out of ``stop()``, which skipped the rest of a shutdown (a
+    scoring worker's producers, a registry's reader). The caller's own cancellation still passes."""
+    try:
+        await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
 
 
 class Service:

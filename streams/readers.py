@@ -13,7 +13,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
-from aiaas.streams.lifecycle import cancel
+from aiaas.streams.lifecycle import cancel, stop_consumer
 from aiaas.streams.retry import retrying, started
 from aiaas.streams.settings import Settings
 
@@ -31,7 +31,7 @@ async def open_assigned(settings: Settings, tp: TopicPartition | None = None, *,
             try:
                 await retrying(lambda: consumer.seek_to_beginning(tp), settings, what, metadata_wait=True)
             except BaseException:
-                await consumer.stop()
+                await stop_consumer(consumer)
                 raise
     return consumer
 
@@ -40,7 +40,7 @@ async def stop_reader(task: asyncio.Task[None] | None, consumer: AIOKafkaConsume
     """Cancel the reading task first (it may be inside ``getmany``), then close the consumer."""
     await cancel(task)
     if consumer is not None:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def read_forever(consumer: AIOKafkaConsumer, tp: TopicPartition, apply: Callable[[bytes | None], None],

@@ -29,6 +29,7 @@ from aiaas.streams import codecs
 from aiaas.streams import headers as h
 from aiaas.streams.chunking import Reassembler, base_key
 from aiaas.streams.jobs import aggregator_group
+from aiaas.streams.lifecycle import stop_consumer
 from aiaas.streams.producer import Producer
 from aiaas.streams.readers import open_assigned
 from aiaas.streams.settings import Settings
@@ -133,7 +134,7 @@ async def find_latest(settings: Settings, job_id: str, shard: int = 0) -> Found:
                 return found
             span *= 4
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 async def _scan(consumer: AIOKafkaConsumer, tp: TopicPartition, start: int, end: int) -> Found:

@@ -26,6 +26,7 @@ from aiaas.schemas.records import JobStatus
 from aiaas.streams import metrics as m
 from aiaas.streams.admin import ensure
 from aiaas.streams.jobs import aggregator_group
+from aiaas.streams.lifecycle import stop_consumer
 from aiaas.streams.offload import Offload
 from aiaas.streams.producer import Producer
 from aiaas.streams.settings import Settings
@@ -171,7 +172,7 @@ class AggregatorCore:
         if self.peers is not None:
             await self.peers.stop()
         if self.consumer is not None:
-            await self.consumer.stop()
+            await stop_consumer(self.consumer)
         await self.checkpointer.stop()
         await self.producer.stop()
 

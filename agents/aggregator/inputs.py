@@ -15,6 +15,7 @@ from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.training import DATA_INFO_KEY, DataBatch
 from aiaas.streams import codecs
 from aiaas.streams.envelope import configured
+from aiaas.streams.lifecycle import stop_consumer
 from aiaas.streams.readers import open_assigned
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
@@ -45,7 +46,7 @@ async def _read_all(
     except TimeoutError as exc:
         raise Unavailable("topic holds no data (was the data pushed?)", topic=topic) from exc
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 @dataclass(frozen=True, slots=True)

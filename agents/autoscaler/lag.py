@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 
 from aiaas.streams.admin import Admin
-from aiaas.streams.lifecycle import Service
+from aiaas.streams.lifecycle import Service, stop_consumer
 from aiaas.streams.readers import open_assigned
 from aiaas.streams.settings import Settings
 
@@ -61,7 +61,7 @@ class LagProbe(Service):
 
     async def stop(self) -> None:
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
             self._consumer = None
         if self._admin is not None:
             await self._admin.stop()

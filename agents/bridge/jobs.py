@@ -21,6 +21,7 @@ from aiaas.schemas.records import JobStatus
 from aiaas.schemas.training import MetricsMessage
 from aiaas.streams import headers as h
 from aiaas.streams import tensorcodec as tc
+from aiaas.streams.lifecycle import stop_consumer
 from aiaas.streams.producer import Producer
 from aiaas.streams.readers import open_assigned, read_forever, stop_reader
 from aiaas.streams.settings import Settings
@@ -95,7 +96,7 @@ class JobsView:
             log.warning("metrics of %s unreadable: %s", job_id, exc)
             return None
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     def _apply(self, value: bytes | None) -> None:
         if value is None:

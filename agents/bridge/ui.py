@@ -36,6 +36,7 @@ from aiaas.schemas.jobs import CandidateDecision, JobSpec
 from aiaas.schemas.training import MetricsMessage
 from aiaas.streams.admin import Admin
 from aiaas.streams.jobs import shown_state
+from aiaas.streams.lifecycle import stop_consumer
 from aiaas.streams.readers import catch_up, open_assigned
 
 router = APIRouter(include_in_schema=False)
@@ -109,7 +110,7 @@ class StatusFeed:
             scaling = {TopicPartition(self.b.topics.scaling(m).name, 0): m for m in models}
             await self.scaling.read(consumer, {tp: m for tp, m in scaling.items() if tp.topic in parts})
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
 
     async def _scoring(self, models: list[str]) -> list[dict[str, Any]]:
         """Stream-scoring groups of the visible models (``aiaas score``'s default group name,
@@ -130,7 +131,7 @@ class StatusFeed:
         try:
             ends = await consumer.end_offsets(sorted({tp for r in rows for tp in r["done"]}))
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
         for r in rows:
             done = r.pop("done")
             r["topics"] = sorted({tp.topic for tp in done})

@@ -45,7 +45,7 @@ from aiaas.streams.admin import ensure
 from aiaas.streams.assignors import WeightedAssignor, default_weight
 from aiaas.streams.consumer import Consumer
 from aiaas.streams.dlq import DeadLetters
-from aiaas.streams.lifecycle import Service
+from aiaas.streams.lifecycle import Service, stop_consumer
 from aiaas.streams.producer import Producer
 from aiaas.streams.record import Record
 from aiaas.streams.settings import Settings
@@ -153,7 +153,7 @@ class InferenceWorker(Service):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._committer
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
         await self.sessions.stop()
         await self._producer.stop()
         await self.registry.stop()

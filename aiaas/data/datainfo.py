@@ -20,6 +20,7 @@ from aiaas.schemas.errors import AiaasError, ErrorCode, InvalidMessage
 from aiaas.schemas.jobs import DataSpec, JobSpec
 from aiaas.schemas.training import DATA_INFO_KEY, DataInfo
 from aiaas.streams import codecs
+from aiaas.streams.lifecycle import stop_consumer
 from aiaas.streams.readers import open_assigned
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
@@ -129,4 +130,4 @@ async def read_info(settings: Settings, job_id: str) -> JobData | None:
             await asyncio.sleep(0)
         return None
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)

@@ -28,6 +28,7 @@ from aiaas.schemas.training import DATA_INFO_KEY, DataBatch
 from aiaas.streams import codecs
 from aiaas.streams.admin import Admin
 from aiaas.streams.envelope import Sealer, configured
+from aiaas.streams.lifecycle import stop_consumer
 from aiaas.streams.producer import Producer
 from aiaas.streams.retry import started
 from aiaas.streams.settings import Settings
@@ -75,7 +76,7 @@ async def _check_empty(settings: Settings, spec: TopicSpec, admin: Admin) -> Non
     try:
         ends = await consumer.end_offsets([TopicPartition(spec.name, p) for p in range(have)])
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
     if any(ends.values()):
         raise AiaasError("data topic already holds records (pushed before?)", code=ErrorCode.CONFLICT,
                          topic=spec.name, records=sum(ends.values()))

@@ -27,6 +27,7 @@ from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.sources import Source
 from aiaas.streams.admin import Admin
 from aiaas.streams.dlq import refused_field
+from aiaas.streams.lifecycle import stop_consumer
 from aiaas.streams.record import Record, plain_record
 from aiaas.streams.retry import started
 from aiaas.streams.settings import Settings
@@ -117,7 +118,7 @@ async def resolve_ranges(settings: Settings, source: Source, *, bounded: bool,
             hi = ends if bounded else {tp: UNBOUNDED for tp in tps}
         return {tp.partition: (lo[tp], hi[tp]) for tp in tps}
     finally:
-        await consumer.stop()
+        await stop_consumer(consumer)
 
 
 class SourceReader:
@@ -148,7 +149,7 @@ class SourceReader:
 
     async def stop(self) -> None:
         if self._consumer is not None:
-            await self._consumer.stop()
+            await stop_consumer(self._consumer)
             self._consumer = None
 
     async def end_offsets(self) -> dict[int, int]:
