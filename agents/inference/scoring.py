@@ -39,13 +39,13 @@ from aiaas.agents.inference.scoringbatch import Encode, Raw, Scored, compute, ou
 from aiaas.agents.inference.sessions import Loaded, Sessions
 from aiaas.agents.inference.transactions import PlainSink, Target, TransactionalSink
 from aiaas.registry.store import Registry
-from aiaas.schemas.errors import BadInput, NotFound
+from aiaas.schemas.errors import BadInput, KafkaUnavailable, NotFound
 from aiaas.schemas.sources import Source
 from aiaas.sources.decoded import Decoder
 from aiaas.sources.masking import source_masker
 from aiaas.streams import metrics as m
 from aiaas.streams.admin import Admin
-from aiaas.streams.lifecycle import Service
+from aiaas.streams.lifecycle import Service, stop_consumer
 from aiaas.streams.retry import started
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import TopicSpec
@@ -125,11 +125,12 @@ class ScoringWorker(Service):
 
     async def stop(self) -> None:
         self._stopping.set()
-        with contextlib.suppress(Exception):
-            await self.drain()
+        with contextlib.suppress(Exception):  # TimeoutError: see ScoringSettings.stop_grace_s
+            async with asyncio.timeout(self.cfg.stop_grace_s):
+                await self.drain()
         log.info("scoring worker stopping: %s", dict(self.stats))
         if self.consumer is not None:
-            await self.consumer.stop()
+            await stop_consumer(self.consumer)
         if self.sink is not None:
             await self.sink.stop()
         await self.sessions.stop()
@@ -169,9 +170,16 @@ class ScoringWorker(Service):
 
     async def assigned(self, tps: set[TopicPartition]) -> None:
         """Take ``tps`` over. aiokafka only logs a listener's failure and would leave the worker
-        fetching partitions it does not score: ``run()`` raises it instead (the worker stops)."""
+        fetching partitions it does not score: ``run()`` raises it instead (the worker stops). The
+        take-over has the retry deadline: aiokafka's committed-offset fetch and a transactional
+        producer's start wait forever for a broker that is gone, holding the lock ``stop()`` needs."""
         try:
-            await self._take(tps)
+            async with asyncio.timeout(self.cfg.retry_deadline_s):
+                await self._take(tps)
+        except TimeoutError:
+            self.owned, self._failure = set(), KafkaUnavailable(
+                "partitions not taken over before the retry deadline", deadline_s=self.cfg.retry_deadline_s,
+                partitions=sorted(tp.partition for tp in tps))
         except Exception as exc:
             self.owned, self._failure = set(), exc
 

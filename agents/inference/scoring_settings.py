@@ -43,6 +43,9 @@ class ScoringSettings(BaseSettings):
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
     transaction_timeout_ms: int = Field(default=60_000, ge=1000)
     retry_deadline_s: float = Field(default=60.0, gt=0)  # retriable write failures, then the worker stops
+    # stop(): how long the transactions in flight may still take (with the broker gone they would wait
+    # out retry_deadline_s); past it they are left open, and the partitions' next owner aborts them
+    stop_grace_s: float = Field(default=20.0, gt=0)
     # Prediction values: JSON, or Avro (agents/inference/predictions_avro.py): Confluent-framed and the
     # schema registered under <to_topic>-value with output_registry_url, else bare (output_schema: .avsc)
     output_format: Literal["json", "avro"] = "json"

@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import Counter
 
 import pytest
 
+from aiaas.agents.inference.scoring import ScoringWorker
+from aiaas.agents.inference.scoring_settings import ScoringSettings
 from aiaas.agents.inference.transactions import TransactionalSink
 from aiaas.registry.store import Registry
 from aiaas.schemas.sources import Source
+from aiaas.sources import compile_source
 from aiaas.streams.admin import wait_for_broker
+from aiaas.streams.lifecycle import cancel
 from aiaas.streams.settings import Settings
 from tests import examples
 from tests.faults.test_bridge_kafka_down import OwnBroker, own_broker  # noqa: F401 (the fixture)
@@ -57,3 +62,41 @@ async def test_broker_killed_mid_stream_scoring_resumes_exactly_once(
     seen = Counter(p.source[1:] for p in preds)
     assert set(seen) == {(p, o) for p in range(PARTITIONS) for o in range(N // PARTITIONS)}
     assert max(seen.values()) == 1, [k for k, c in seen.items() if c > 1][:5]
+
+
+@pytest.mark.timeout(120)
+async def test_a_worker_told_to_stop_with_the_broker_gone_stops_within_its_grace(
+    own_broker: OwnBroker, prefix: str  # noqa: F811 (the fixture)
+) -> None:
+    """The transaction in flight would retry to its deadline (150 s here) and the take-over lock
+    waits on it: stop() gives up on it after stop_grace_s (its partitions' next owner aborts it)."""
+    settings = Settings(bootstrap_servers=f"127.0.0.1:{own_broker.port}", topic_prefix=prefix,
+                        client_id=f"test-{prefix}", request_timeout_ms=5000)
+    await wait_for_broker(settings)
+    src, out = settings.topic("events"), settings.topic("scored")
+    await make_topic(settings, src, PARTITIONS)
+    async with Registry(settings) as reg:
+        await reg.publish("m", examples.mlp([3, 8, 2], seed=6), stage="production")
+    await produce(settings, src, [(f"k{i}".encode(), json.dumps(good(i)).encode()) for i in range(N)],
+                  PARTITIONS)
+    source = Source(topic=src, format="json", features=FEATURES)
+    conf = ScoringSettings(from_topic=src, model="m", to_topic=out, max_batch=500, retry_deadline_s=150,
+                           stop_grace_s=2)
+    worker = ScoringWorker(settings, conf, source, compile_source(source, labels=False))
+    await worker.start()
+    task = asyncio.create_task(worker.run())
+    try:
+        await read_committed(settings, out, until=lambda n: n >= 1, timeout_s=60, parse=False)
+        await asyncio.to_thread(own_broker.kill)
+        sink = worker.sink
+        assert isinstance(sink, TransactionalSink)
+        async with asyncio.timeout(60):
+            await sink.attempt_failed.wait()  # a transaction is retrying against the dead broker
+        worker.request_stop()
+        began = time.monotonic()
+        await cancel(task)
+        await worker.stop()
+        took = time.monotonic() - began
+    finally:
+        await cancel(task)
+    assert took < 30, f"stop() took {took:.1f}s with stop_grace_s=2"
