@@ -17,6 +17,11 @@ from aiaas.streams.lifecycle import cancel, stop_consumer
 from aiaas.streams.retry import retrying, started
 from aiaas.streams.settings import Settings
 
+# A table reader's fetch long-poll and empty-poll period (``read_forever``). A record ends either at
+# once, and the readers' users ask end offsets over another connection (streams.metadata.end_offset),
+# so only the wake-ups at rest depend on it: one fetch and one poll per 2 s (issue 18 item 5).
+TABLE_WAIT_MS = 2000
+
 
 async def open_assigned(settings: Settings, tp: TopicPartition | None = None, *,
                         from_beginning: bool = True, **overrides: Any) -> AIOKafkaConsumer:
@@ -46,9 +51,10 @@ async def stop_reader(task: asyncio.Task[None] | None, consumer: AIOKafkaConsume
 async def read_forever(consumer: AIOKafkaConsumer, tp: TopicPartition, apply: Callable[[bytes | None], None],
                        polled: asyncio.Condition) -> None:
     """Apply every record value of ``tp`` as it arrives and wake ``polled``'s waiters after each poll
-    (they compare the position with an end offset to know they caught up)."""
+    (they compare the position with an end offset to know they caught up; they look again every
+    0.5 s anyway, e.g. for a position moved past transaction markers by an empty poll)."""
     while True:
-        batch = await consumer.getmany(tp, timeout_ms=500)
+        batch = await consumer.getmany(tp, timeout_ms=TABLE_WAIT_MS)
         for rec in batch.get(tp, []):
             apply(rec.value)
         async with polled:

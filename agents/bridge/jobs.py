@@ -22,8 +22,9 @@ from aiaas.schemas.training import MetricsMessage
 from aiaas.streams import headers as h
 from aiaas.streams import tensorcodec as tc
 from aiaas.streams.lifecycle import stop_consumer
+from aiaas.streams.metadata import end_offset
 from aiaas.streams.producer import Producer
-from aiaas.streams.readers import open_assigned, read_forever, stop_reader
+from aiaas.streams.readers import TABLE_WAIT_MS, open_assigned, read_forever, stop_reader
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
 
@@ -46,9 +47,9 @@ class JobsView:
     async def _ensure_started(self) -> AIOKafkaConsumer:
         async with self._lock:
             if self._consumer is None:
-                # a short long-poll: get()'s end-offset request shares the reader's broker connection,
-                # answered after the fetch in flight (500 ms on an idle topic; see aiaas.registry.store)
-                consumer = await open_assigned(self.settings, self._tp, fetch_max_wait_ms=100)
+                # a 2 s long-poll (one empty fetch per 2 s at rest): get() asks the end offset over
+                # the producer's connection, not behind this fetch (streams.metadata.end_offset)
+                consumer = await open_assigned(self.settings, self._tp, fetch_max_wait_ms=TABLE_WAIT_MS)
                 self._consumer = consumer
                 reading = read_forever(consumer, self._tp, self._apply, self._polled)
                 self._reader = asyncio.create_task(reading, name="jobs-reader")
@@ -67,7 +68,9 @@ class JobsView:
     async def get(self, job_id: str, timeout_s: float = 10.0) -> tuple[JobSpec | None, JobStatus | None]:
         """Latest spec and status of a job, after catching up with the topic."""
         consumer = await self._ensure_started()
-        end = (await consumer.end_offsets([self._tp]))[self._tp]
+        end = await end_offset(self.producer.raw.client, self._tp)
+        if end is None:  # leader unknown to the producer: the consumer's (behind its fetch)
+            end = (await consumer.end_offsets([self._tp]))[self._tp]
         async with asyncio.timeout(timeout_s), self._polled:
             while await consumer.position(self._tp) < end:
                 with contextlib.suppress(TimeoutError):

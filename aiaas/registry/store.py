@@ -52,8 +52,9 @@ from aiaas.schemas.masking import Masking
 from aiaas.schemas.registry import Lineage, ModelVersion, VersionClaim
 from aiaas.streams.admin import ensure
 from aiaas.streams.lifecycle import Service
+from aiaas.streams.metadata import end_offset
 from aiaas.streams.producer import Producer
-from aiaas.streams.readers import open_assigned, read_forever, stop_reader
+from aiaas.streams.readers import TABLE_WAIT_MS, open_assigned, read_forever, stop_reader
 from aiaas.streams.retry import retrying
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
@@ -63,7 +64,6 @@ log = logging.getLogger(__name__)
 Stage = Literal["staging", "production", "canary", "archived"]
 __all__ = ["IntegrityError", "Registry", "RegistrySettings", "Stage"]
 MAX_CLAIMS = 100  # proposals per publish; each round some publisher wins, so this is a livelock guard
-READER_WAIT_MS = 100  # the models reader's fetch long-poll (see start): 10 empty fetches/s while idle
 
 
 class Registry(Service):
@@ -90,9 +90,9 @@ class Registry(Service):
         # ~0.25 s CPU per 16 MB on the event loop for 0% saved); version records are small.
         self._producer = Producer(self.settings, compression_type=None)
         await self._producer.start()
-        # A short long-poll: the reader's fetch and refresh()'s end-offset request share one broker
-        # connection, served in order, so the request waited out an idle fetch (500 ms per get/list).
-        self._consumer = await open_assigned(self.settings, self._tp, fetch_max_wait_ms=READER_WAIT_MS)
+        # A 2 s long-poll (one empty fetch per 2 s at rest): refresh() asks the end offset over the
+        # producer's connection, not behind the reader's fetch in flight (streams.metadata.end_offset)
+        self._consumer = await open_assigned(self.settings, self._tp, fetch_max_wait_ms=TABLE_WAIT_MS)
         self._reader = asyncio.create_task(read_forever(self._consumer, self._tp, self._apply, self._polled),
                                            name="registry-reader")
         await self.refresh()
@@ -117,8 +117,10 @@ class Registry(Service):
         consumer = self._consumer
         if consumer is None or self._reader is None:
             raise RuntimeError("Registry used before start()")
-        end = (await retrying(lambda: consumer.end_offsets([self._tp]), self.settings,
-                              "reading the end of the models topic", metadata_wait=True))[self._tp]
+        end = await end_offset(self.producer.raw.client, self._tp)
+        if end is None:  # leader unknown yet (broker starting): the consumer's call, with its retries
+            end = (await retrying(lambda: consumer.end_offsets([self._tp]), self.settings,
+                                  "reading the end of the models topic", metadata_wait=True))[self._tp]
         async with asyncio.timeout(timeout_s), self._polled:
             while await consumer.position(self._tp) < end:
                 if self._reader.done():
