@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     # how long the broker holds a fetch with nothing to return (it answers as soon as data arrives:
     # fetch_min_bytes 1): 50 ms kept every idle consumer at 20 fetches/s (benchmarks/idle.py)
     fetch_max_wait_ms: int = 500
+    # how often aiokafka's fetch routine looks again with nothing happening (its default 200 ms: 5
+    # extra wake-ups/s per idle consumer); a fetch answered, a new assignment, a consume or a metadata
+    # change wakes it at once anyway, so a longer safety poll costs no latency (issue 18 item 5)
+    consumer_timeout_ms: int = Field(default=1000, ge=10)
     # how long start-up paths retry what a broker not ready yet refuses (aiaas.streams.retry)
     connect_deadline_s: float = Field(default=60.0, gt=0)
 
@@ -137,6 +141,7 @@ class Settings(BaseSettings):
             max_partition_fetch_bytes=self.max_message_bytes,
             fetch_max_bytes=max(52_428_800, self.max_message_bytes),
             fetch_max_wait_ms=self.fetch_max_wait_ms,
+            consumer_timeout_ms=self.consumer_timeout_ms,
             session_timeout_ms=self.session_timeout_ms,
             heartbeat_interval_ms=self.heartbeat_interval_ms,
             max_poll_interval_ms=self.max_poll_interval_ms,

@@ -69,6 +69,7 @@ __all__ = [  # the record formats live in aiaas.streams.replywire; these names s
     "partition_count", "topic_exists",
 ]
 log = logging.getLogger(__name__)
+REPLY_WAIT_MS = 2000  # the reply reader's fetch long-poll (see start)
 
 _OURS = frozenset({h.CORRELATION_ID, h.REPLY_TO, h.DEADLINE, h.WIRE_VERSION})
 _WIRE_VERSION = (h.WIRE_VERSION, str(frame.VERSION).encode())
@@ -122,8 +123,9 @@ class InferenceClient(Service):
                                     in_flight=self.waiting.__len__,
                                     seal=self._seal_frame if self.sealer else None)
         # the broker answers a waiting fetch as soon as a reply lands, so a longer wait adds no latency;
-        # a short one only costs CPU while idle (5 ms: 200 empty fetches/s, 7% of a core here)
-        ckw = self.settings.consumer_kwargs(None, auto_offset_reset="latest")
+        # a short one only costs CPU while idle (5 ms: 200 empty fetches/s, 7% of a core here). Nothing
+        # else goes over this consumer's connection after start, so 2 s (issue 18 item 5, cost at rest)
+        ckw = self.settings.consumer_kwargs(None, auto_offset_reset="latest", fetch_max_wait_ms=REPLY_WAIT_MS)
         self._consumer = await started(lambda: AIOKafkaConsumer(**ckw), self.settings,
                                        f"starting the client's reader of {self.reply_topic}")
         tp = TopicPartition(self.reply_topic, 0)

@@ -108,7 +108,8 @@ class Waiting:
     async def read_forever(self, consumer: AIOKafkaConsumer, topic: str) -> None:
         """Resolve replies as they arrive on ``topic`` (reply frames, single OIP reply records)."""
         while True:
-            batches = await consumer.getmany(timeout_ms=200, max_records=10_000)
+            # a record ends the wait at once: the timeout only bounds an empty poll (1 s: few idle wake-ups)
+            batches = await consumer.getmany(timeout_ms=1000, max_records=10_000)
             for records in batches.values():
                 for rec in records:
                     values = h.decode(rec.headers)
