@@ -5,7 +5,8 @@ Records go through the writer the CLI uses too (``aiaas.streams.audit``), so bot
 Sync inference, the high-volume data plane, is summarised: one record per (tenant, key, model,
 status) per ``interval_s`` with the count, unless ``each`` asks for one record per request. Records
 are queued on the producer without awaiting the broker's ack: auditing never adds latency or
-fails a request (a record that cannot be queued is logged).
+fails a request (a record that cannot be queued is logged). With nothing counted the flusher waits
+for the first count instead of waking every ``interval_s`` (cost at rest, issue 18 item 5).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class AuditLog:
         self._counts: Counter[Key] = Counter()
         self._since = time.time()
         self._task: asyncio.Task[None] | None = None
+        self._counted = asyncio.Event()  # set once something is counted since the last flush
 
     async def start(self) -> None:
         self._task = asyncio.create_task(self._flush_forever(), name="audit-flush")
@@ -57,6 +59,9 @@ class AuditLog:
         if self.each:
             await self.record(who, "infer", model, status=status, request_id=request_id)
         else:
+            if not self._counts:  # the first count after a flush (or at rest): its window starts now
+                self._since = time.time()
+                self._counted.set()
             self._counts[(who.tenant.name, who.key_id, "infer", model, status)] += 1
 
     async def flush(self) -> None:
@@ -69,6 +74,9 @@ class AuditLog:
 
     async def _flush_forever(self) -> None:
         while True:
+            if not self._counts:  # at rest: no wake-ups until a request is counted
+                self._counted.clear()
+                await self._counted.wait()
             await asyncio.sleep(self.interval_s)  # the flush period itself, not a synchronisation
             await self.flush()
 

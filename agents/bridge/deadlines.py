@@ -5,7 +5,8 @@ and cancels a loop timer per request (~5 us under uvloop, 2% of the bridge's CPU
 request registers its task and deadline in a dict (~0.3 us) and one sweeper, every ``every_s``,
 cancels the tasks whose deadline passed; the cancel is answered as ``TimeoutError`` where the
 deadline was set (``Watch.__exit__``), never confused with a cancel from elsewhere. Deadlines are
-late by at most ``every_s``.
+late by at most ``every_s``. With no deadline registered the sweeper waits on an event, set by the
+first ``watch`` after the dict went empty: no wake-ups at rest (issue 18 item 5).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class Deadlines(Service):
         self._due: dict[asyncio.Task[Any], float] = {}  # task -> deadline (loop time)
         self._expired: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._pending = asyncio.Event()  # set while a deadline may be registered
 
     async def start(self) -> None:
         self._ensure()
@@ -41,6 +43,9 @@ class Deadlines(Service):
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            if not self._due:  # idle: sleep until a request registers a deadline
+                self._pending.clear()
+                await self._pending.wait()
             await asyncio.sleep(self.every_s)
             now = loop.time()
             for task in [t for t, due in self._due.items() if due <= now and t not in self._expired]:
@@ -63,6 +68,8 @@ class Watch:
         if task is not None:
             d = self._deadlines
             d._ensure()
+            if not d._due:
+                d._pending.set()
             d._due[task] = task.get_loop().time() + self._seconds
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:

@@ -108,3 +108,29 @@ async def test_sync_inference_is_audited_as_per_interval_summaries(
     assert by_action[("infer", 200)].details["count"] == 5 and by_action[("infer", 504)].details["count"] == 1
     job = by_action[("submit_job", None)]
     assert job.tenant == "acme" and job.actor == "k1" and job.target == "j1"
+
+
+async def test_audit_summaries_are_flushed_by_the_flusher_after_it_rested(
+    settings: Settings, redis_client: aioredis.Redis
+) -> None:
+    """At rest the flusher waits for the first count (no wake-ups); a count wakes it and its summary
+    goes out one interval later, again after the next quiet spell."""
+    topic = Topics(settings).audit()
+    await ensure(settings, [topic])
+    tenant = await KeyStore(redis_client, RedisKeys(settings)).ensure_tenant("rest")
+    who = Principal(tenant=tenant, key_id="k2", scopes=["infer"])
+    async with Producer(settings) as prod, Consumer(settings, [topic.name], None) as cons:
+        audit = AuditLog(prod, topic.name, interval_s=0.05)
+        await audit.start()
+        try:
+            for n in (1, 2):
+                for i in range(n):
+                    await audit.infer(who, "rested", 200, f"r{n}.{i}")
+                async with asyncio.timeout(30):
+                    got: list[AuditRecord] = []
+                    while not got:
+                        got = [rec for r in await cons.getmany(timeout_ms=200)
+                               if (rec := AuditRecord.from_record(r.value)).target == "rested"]
+                assert [r.details["count"] for r in got] == [n]
+        finally:
+            await audit.stop()

@@ -134,6 +134,17 @@ async def test_read_body_joins_and_grows_a_streamed_ticket() -> None:
     assert body == b"abcd" and adm.bytes == ticket.cost >= 16
 
 
+async def test_deadlines_sweeper_rests_while_nothing_is_watched_and_wakes_for_the_next() -> None:
+    """No deadline registered: the sweeper waits on its event (no wake-ups at rest); the next
+    ``watch`` wakes it and the deadline still fires."""
+    async with Deadlines(every_s=0.01) as deadlines:
+        for _ in range(2):
+            while deadlines._pending.is_set() or deadlines._due:  # noqa: ASYNC110 (yields, no timing)
+                await asyncio.sleep(0)
+            with pytest.raises(TimeoutError), deadlines.watch(0.02):
+                await asyncio.Event().wait()
+
+
 async def test_read_body_times_out_refuses_oversize_and_notices_a_gone_client() -> None:
     bs = settings(body_timeout_s=0.05, max_body_bytes=1024)
     async with Deadlines(every_s=0.02) as deadlines:
