@@ -9,11 +9,17 @@ unreachable, infer calls get a 503 with ``Retry-After`` at once and readiness is
 balancer sends callers elsewhere; both recover on the first probe that gets through. Plain sync
 calls already waiting for a reply when the broker goes away are ended with the same 503 by the
 probe that notices (``cut_when_down``), not left to their timeout.
+
+At rest (no request has read the flags for ``REST_AFTER_S``, both reachable) the probe runs every
+``REST_PROBE_S`` instead (issue 18 item 5: a probe was ~40% of an idle bridge's CPU); the first
+request after that wakes the prober at once, so it answers from the last probe while a fresh one runs,
+and a sync call waiting on a broker found gone is still cut by it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -27,6 +33,8 @@ from aiaas.streams.metadata import topic_metadata
 from aiaas.streams.producer import Producer
 
 log = logging.getLogger(__name__)
+REST_AFTER_S = 10.0  # no request for this long: the bridge is at rest
+REST_PROBE_S = 5.0  # the probe period at rest (never shorter than ``every_s``)
 
 
 class Health(Service):
@@ -43,6 +51,9 @@ class Health(Service):
         self._task: asyncio.Task[None] | None = None
         self._waiting: set[asyncio.Task[Any]] = set()  # request tasks in a plain sync call
         self._cut: set[asyncio.Task[Any]] = set()  # ... of which this probe cancelled
+        self._last_asked = time.monotonic()
+        self._resting = False
+        self._asked = asyncio.Event()  # wakes a resting prober
 
     async def start(self) -> None:
         await self.probe()
@@ -56,8 +67,16 @@ class Health(Service):
     def ok(self) -> bool:
         return self.kafka_ok and self.redis_ok
 
+    def asked(self) -> None:
+        """A request reads the flags: probe at full pace again (at once if the prober rests)."""
+        self._last_asked = time.monotonic()
+        if self._resting:
+            self._resting = False
+            self._asked.set()
+
     def require_kafka(self) -> None:
         """Raise KafkaUnavailable (503, Retry-After) when the last probe could not reach the broker."""
+        self.asked()
         if not self.kafka_ok:
             raise KafkaUnavailable("kafka is unreachable; retry later",
                                    retry_after_s=max(1.0, self.every_s), down_s=self._down_s())
@@ -92,9 +111,22 @@ class Health(Service):
         since = self.kafka_down_since
         return None if since is None else round(time.monotonic() - since, 1)
 
+    def _period(self) -> float:
+        if not self.ok or time.monotonic() - self._last_asked < REST_AFTER_S:
+            return self.every_s
+        return max(self.every_s, REST_PROBE_S)
+
     async def _forever(self) -> None:
         while True:
-            await asyncio.sleep(self.every_s)
+            period = self._period()
+            if period > self.every_s:  # at rest: a request wakes the prober
+                self._resting = True
+                self._asked.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._asked.wait(), period)
+                self._resting = False
+            else:
+                await asyncio.sleep(period)
             try:
                 await self.probe()
             except Exception:  # a probe bug must not end the probing

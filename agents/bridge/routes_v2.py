@@ -46,6 +46,7 @@ async def ready(request: Request) -> JSONResponse:
     answer: probes must not cost a broker round trip each, nor hang on a broker that is gone)."""
     bridge = bridge_of(request)
     health = bridge.health
+    health.asked()  # probed at full pace while someone asks
     ok = bridge.started and health.ok
     body = {"ready": ok, "kafka": health.kafka_ok, "redis": health.redis_ok}
     return JSONResponse(body, status_code=200 if ok else 503, headers=None if ok else {"Retry-After": "1"})

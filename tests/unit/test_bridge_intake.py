@@ -10,7 +10,7 @@ import pytest
 
 from aiaas.agents.bridge.admission import Admission
 from aiaas.agents.bridge.deadlines import Deadlines
-from aiaas.agents.bridge.health import Health
+from aiaas.agents.bridge.health import REST_AFTER_S, REST_PROBE_S, Health
 from aiaas.agents.bridge.httpproto import protocol_for
 from aiaas.agents.bridge.middleware import ClientGone, body_length, has_body, read_body, unread_is_small
 from aiaas.agents.bridge.oipcheck import check_request, nested_shape
@@ -203,6 +203,29 @@ def test_check_request_refuses_ragged_rows_that_count_right() -> None:
 
 
 # --------------------------------------------------------------------------- cut short when Kafka goes
+
+
+async def test_health_probes_rarely_at_rest_and_at_once_when_a_request_asks() -> None:
+    probed = asyncio.Event()
+
+    class Probed(Health):
+        async def probe(self) -> None:
+            self.kafka_ok = self.redis_ok = True
+            probed.set()
+
+    health = Probed(None, None, "t", every_s=0.01, timeout_s=1.0)  # type: ignore[arg-type]
+    await health.start()
+    try:
+        health._last_asked -= REST_AFTER_S  # nobody asked for a while: at rest
+        assert health._period() == REST_PROBE_S
+        while not health._resting:  # noqa: ASYNC110 (yields, no timing)
+            await asyncio.sleep(0)
+        probed.clear()
+        health.require_kafka()  # a request: full pace again, and a probe now, not in REST_PROBE_S
+        assert health._period() == 0.01
+        await asyncio.wait_for(probed.wait(), REST_PROBE_S / 2)
+    finally:
+        await health.stop()
 
 
 async def test_a_waiting_sync_call_is_cut_with_a_503_when_kafka_goes_and_others_are_not() -> None:
