@@ -6,16 +6,16 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 
 import pytest
 import redis.asyncio as aioredis
-import uvloop
 from hypothesis import settings as hypothesis_settings
 
 from aiaas.streams.admin import Admin, drop_prefix, wait_for_broker
 from aiaas.streams.settings import Settings
 from tests.infra import ensure_infra, use_clone_state
+from tests.watchdog import watch, watched_loop
 
 use_clone_state()
 # property tests check what is decoded, not how fast: on a loaded 2-core machine (two pytest workers)
@@ -26,7 +26,14 @@ hypothesis_settings.load_profile("aiaas")
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
     """Every async test runs on uvloop, like every agent does."""
-    return {"uvloop": uvloop.new_event_loop}
+    return {"uvloop": watched_loop}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Generator[None, None, None]:
+    """A timeout that holds under uvloop, with the stacks left in .run/hangs/ (tests/watchdog.py)."""
+    with watch(item):
+        yield
 
 
 @pytest.fixture(autouse=True)
