@@ -19,7 +19,7 @@ from aiaas.agents.autoscaler.forecast import Forecasting, RateForecaster
 from aiaas.agents.autoscaler.policy import Decision, Observation, Policy, busy, decide, recommend
 
 PolicyKind = Literal["reactive", "predictive"]
-STARTUP_WEIGHT = 0.5  # each new start-up measurement's weight in the running estimate
+STARTUPS_KEPT = 5  # the horizon follows the slowest of the last few start-ups
 
 
 class Planner:
@@ -32,15 +32,18 @@ class Planner:
         self.forecaster = RateForecaster(self.forecasting) if kind == "predictive" else None
         self.startup_s = self.forecasting.startup_s
         self.startups_measured = 0
+        self._startups: deque[float] = deque(maxlen=STARTUPS_KEPT)
         self.forecast_rate = 0.0  # the last peak forecast (0 for the reactive policy)
         self._history: deque[tuple[float, int]] = deque()
         self._last_busy = -math.inf
 
     def measured_startup(self, seconds: float) -> None:
-        """A worker took ``seconds`` from start to serving: the horizon follows the measurements."""
+        """A worker took ``seconds`` from start to serving. The horizon is the slowest of the last
+        ``STARTUPS_KEPT``: a worker up early costs a few replica-seconds, one up late misses the
+        burst (an average of a quick start on an idle machine and a slow one under load did)."""
         self.startups_measured += 1
-        w = 1.0 if self.startups_measured == 1 else STARTUP_WEIGHT
-        self.startup_s = (1 - w) * self.startup_s + w * seconds
+        self._startups.append(seconds)
+        self.startup_s = max(self._startups)
 
     def plan(self, obs: Observation, current: int, now: float, rate_now: float | None = None) -> Decision:
         """The decision for ``obs`` at ``now``; ``rate_now`` is the arrival rate since the previous

@@ -138,12 +138,15 @@ def test_predictive_scales_down_after_the_burst_once_the_horizon_has_passed() ->
 
 def test_the_horizon_follows_the_measured_startup() -> None:
     planner = Planner(POLICY, "predictive", Forecasting(season_s=M, step_s=1.0, startup_s=1.0))
-    planner.measured_startup(8.0)
-    assert planner.startup_s == 8.0
-    planner.measured_startup(4.0)
+    planner.measured_startup(6.0)
     assert planner.startup_s == 6.0
+    planner.measured_startup(4.0)
+    assert planner.startup_s == 6.0  # the slowest recent start-up, not an average
     seen = replay(planner, 2, BURST.start)
     assert seen[2 * M + BURST.start - 7] >= 5  # 7 s ahead now that start-up takes ~6 s
+    for _ in range(5):
+        planner.measured_startup(3.0)
+    assert planner.startup_s == 3.0  # the slow one has left the window
 
 
 @given(lag=st.integers(0, 5000), rate=st.floats(0, 2000), forecast=st.floats(0, 5000),
