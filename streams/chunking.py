@@ -59,10 +59,16 @@ def chunk_info(values: dict[str, str]) -> tuple[str, int, int, str] | None:
 
 @dataclass
 class _Partial:
+    """A payload being put back together: its chunks are written into one buffer as they come (the
+    records go at once), sized from the first chunk (every chunk but the last has its size)."""
+
     count: int
     digest: str
     first_offset: int
-    parts: list[bytes] = field(default_factory=list)
+    buf: bytearray
+    step: int
+    received: int = 0
+    size: int = 0
     started: float = field(default_factory=time.monotonic)
 
 
@@ -89,7 +95,7 @@ class Reassembler:
                 del self._pending[key]
                 err = ChunkError(
                     "truncated chunked payload: missing chunks",
-                    chunk_id=key[1], received=len(part.parts), expected=part.count,
+                    chunk_id=key[1], received=part.received, expected=part.count,
                 )
                 out.append((key[0], part.first_offset, err))
         return out
@@ -103,39 +109,61 @@ class Reassembler:
     ) -> tuple[bytes, int] | None:
         """Add one chunk; returns (payload, first offset) when complete, else None. A completed
         chunked payload's chunk headers are dropped from ``values``: they described the pieces."""
+        done = self.add_into(partition, offset, values, data)
+        if done is None or isinstance(done[0], bytes):
+            return done  # type: ignore[return-value]  # bytes, as checked
+        return bytes(done[0]), done[1]
+
+    def add_into(
+        self, partition: Hashable, offset: int, values: dict[str, str], data: bytes
+    ) -> tuple[bytes | bytearray, int] | None:
+        """``add``, a chunked payload returned as the buffer it was assembled in (no final copy:
+        for readers of parameter-sized payloads, which decode it into views)."""
         info = chunk_info(values)
         if info is None:
             return data, offset
         cid, index, count, digest = info
         key = (partition, cid)
+        part = self._part(key, index, count, digest, offset, len(data))
+        if len(data) > part.step or (index < count - 1 and len(data) != part.step):
+            del self._pending[key]
+            raise ChunkError("chunk size does not fit its payload", chunk_id=cid, index=index)
+        part.buf[index * part.step : index * part.step + len(data)] = data
+        part.received, part.size = part.received + 1, part.size + len(data)
+        if part.size > self.max_bytes:
+            del self._pending[key]
+            raise ChunkError("reassembled payload over the limit", chunk_id=cid, limit=self.max_bytes)
+        if part.received < part.count:
+            return None
+        del self._pending[key]
+        payload = part.buf
+        del payload[part.size :]  # the last chunk's unused tail (never written: never resident)
+        if hashlib.sha256(payload).hexdigest() != part.digest:
+            raise ChunkError("sha256 mismatch after reassembly", chunk_id=cid)
+        for name in (h.CHUNK_ID, h.CHUNK_INDEX, h.CHUNK_COUNT, h.CHUNK_SHA256):
+            values.pop(name, None)
+        return payload, part.first_offset
+
+    def _part(self, key: tuple[Hashable, str], index: int, count: int, digest: str, offset: int,
+              step: int) -> _Partial:
+        """The partial payload ``index`` belongs to (a new one for a first chunk)."""
         part = self._pending.get(key)
         if index == 0 and part is not None:  # re-delivery after a rebalance: start over
             del self._pending[key]
             part = None
         if part is None:
             if index != 0:
-                raise ChunkError("chunk arrived without its first chunk", chunk_id=cid, index=index)
+                raise ChunkError("chunk arrived without its first chunk", chunk_id=key[1], index=index)
+            if count * step > self.max_bytes + step:
+                raise ChunkError("reassembled payload over the limit", chunk_id=key[1], limit=self.max_bytes)
             if len(self._pending) >= self.max_pending:
                 oldest = min(self._pending, key=lambda k: self._pending[k].started)
                 del self._pending[oldest]
-            part = self._pending[key] = _Partial(count, digest, offset)
-        elif index != len(part.parts) or count != part.count:
+            part = self._pending[key] = _Partial(count, digest, offset, bytearray(count * step), step)
+        elif index != part.received or count != part.count:
             del self._pending[key]
-            raise ChunkError("chunk out of order or count changed", chunk_id=cid, index=index)
-        part.parts.append(data)
-        if sum(len(p) for p in part.parts) > self.max_bytes:
-            del self._pending[key]
-            raise ChunkError("reassembled payload over the limit", chunk_id=cid, limit=self.max_bytes)
-        if len(part.parts) < part.count:
-            return None
-        del self._pending[key]
-        payload = b"".join(part.parts)
-        part.parts.clear()  # the pieces go now: the payload is the one copy
-        if hashlib.sha256(payload).hexdigest() != part.digest:
-            raise ChunkError("sha256 mismatch after reassembly", chunk_id=cid)
-        for name in (h.CHUNK_ID, h.CHUNK_INDEX, h.CHUNK_COUNT, h.CHUNK_SHA256):
-            values.pop(name, None)
-        return payload, part.first_offset
+            raise ChunkError("chunk out of order or count changed", chunk_id=key[1], index=index)
+        return part
 
 
 CHUNK_KEY = b"#chunk"  # a chunk's record key: the payload's key, this, the chunk's index

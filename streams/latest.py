@@ -32,7 +32,7 @@ class Latest:
 
     tp: TopicPartition
     offset: int
-    value: bytes
+    value: bytes | bytearray  # a chunked payload: the buffer it was put together in
     headers: h.Headers
     timestamp_ms: int
     timestamp_type: int
@@ -91,11 +91,11 @@ class LatestReader:
         return out
 
     def _add(self, tp: TopicPartition, offset: int, key: bytes | None, value: bytes | None,
-             headers: h.Headers | None) -> bytes | None:
+             headers: h.Headers | None) -> bytes | bytearray | None:
         if value is None or base_key(key) != self.key:
             return None
         try:
-            done = self._chunks.add(tp, offset, h.decode(headers or []), value)
+            done = self._chunks.add_into(tp, offset, h.decode(headers or []), value)
         except ChunkError as exc:  # a window that starts mid-payload, or a broken one: skipped
             log.debug("skipping a chunk of %s[%d]@%d: %s", tp.topic, tp.partition, offset, exc.reason)
             return None

@@ -83,7 +83,7 @@ class Intake:
         """What the record completes: a contribution, a signal, or None (a chunk of a payload still
         incomplete, or rejected and logged)."""
         try:
-            done = self.chunks.add(rec.partition, rec.offset, h.decode(rec.headers), rec.value or b"")
+            done = self.chunks.add_into(rec.partition, rec.offset, h.decode(rec.headers), rec.value or b"")
             if done is None:
                 return None
             return self._decode(rec, *done)
@@ -103,7 +103,7 @@ class Intake:
         log.warning("rejected gradient record %s[%d]@%d: %s %s", topic, partition, offset, exc.reason,
                     exc.details)
 
-    def _decode(self, rec: ConsumerRecord[bytes, bytes], value: bytes,
+    def _decode(self, rec: ConsumerRecord[bytes, bytes], value: bytes | bytearray,
                 first_offset: int) -> Contribution | Ready | Fatal | Stop:
         received, wall = time.monotonic(), time.time()
         header, raw = codecs.unpack(value, GradientMessage)
