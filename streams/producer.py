@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 
 HeadersIn = Mapping[str, str | int | float | None] | Sequence[tuple[str, bytes]] | None
 MAX_PAYLOAD = 1 << 30  # refuse (clearly) payloads over 1 GiB rather than chunk them forever
+CHUNKS_IN_FLIGHT = 4  # a chunked payload's chunks queued unacked at once: the producer's copy of a
+# 90 MB payload is 16 MiB of batches, not all of it (the sender awaits the oldest before the next)
 
 
 def _headers(value: HeadersIn) -> h.Headers:
@@ -119,11 +121,12 @@ class Producer(Service):
             parts = sorted(await retrying(lambda: self.raw.partitions_for(topic), self.settings,
                                           f"looking up the partitions of {topic}", metadata_wait=True))
             partition = self._partitioner(key, parts, parts) if key is not None else parts[0]
-        last: asyncio.Future[RecordMetadata] | None = None
+        queued: list[asyncio.Future[RecordMetadata]] = []
         for i, (data, chunk_headers) in enumerate(chunking.iter_chunks(value, self.settings.chunk_bytes)):
+            if len(queued) >= CHUNKS_IN_FLIGHT:  # done or failed: the last chunk's future says how it went
+                await asyncio.wait([queued.pop(0)])
             ckey = chunking.chunk_key(key, i) if key is not None else None
-            last = await self.raw.send(  # a view of value: the producer's batch is the one copy
+            queued.append(await self.raw.send(  # a view of value: the producer's batch is the one copy
                 topic, data, key=ckey, headers=hdrs + chunk_headers, partition=partition
-            )
-        assert last is not None
-        return last
+            ))
+        return queued[-1]
