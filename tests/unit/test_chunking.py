@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aiaas.schemas.errors import ChunkError
 from aiaas.streams import chunking
 from aiaas.streams import headers as h
 
@@ -84,3 +85,16 @@ def test_a_completed_payload_leaves_no_chunk_headers_behind() -> None:
     assert done[-1] is not None and done[-1][0] == b"x" * 50
     assert not any(name.startswith("chunk-") for name in values[-1]), values[-1]
     assert h.CHUNK_ID in values[0]  # only the record that completed it is the payload's
+
+
+def test_add_into_returns_the_assembly_buffer_and_checks_chunk_sizes() -> None:
+    payload = bytes(range(256)) * 10
+    r = chunking.Reassembler()
+    chunks = chunking.split(payload, 700)
+    outs = [r.add_into(0, i, h.decode(c.headers), c.data) for i, c in enumerate(chunks)]
+    assert outs[:-1] == [None] * (len(chunks) - 1)
+    assert outs[-1] is not None and isinstance(outs[-1][0], bytearray) and outs[-1][0] == payload
+    bad = chunking.split(payload, 700)
+    r.add(0, 0, h.decode(bad[0].headers), bad[0].data)
+    with pytest.raises(ChunkError, match="size"):
+        r.add(0, 1, h.decode(bad[1].headers), bad[1].data[:-1])  # a middle chunk shorter than the first

@@ -61,3 +61,34 @@ def test_headers_helpers() -> None:
     assert not h.expired({h.DEADLINE: "3000"}, now_ms=2000)
     assert not h.expired({h.DEADLINE: "soon"}, now_ms=2000)
     assert not h.expired({}, now_ms=2000)
+
+
+def test_unpack_gives_aligned_views_safetensors_can_read() -> None:
+    """One copy each way: the record's tensors are views of it, each aligned to its dtype, and the
+    body is plain safetensors (the library reads it too)."""
+    from safetensors.numpy import load
+
+    arrays = {"b": np.ones(3, np.float16), "a": np.arange(6, dtype=np.float64).reshape(2, 3),
+              "i": np.arange(5, dtype=np.int32), "s": np.array(2.5, np.float32)}
+    value = codecs.pack(GradientMessage(job_id="j", worker_id="w", step=1, base_version=0, samples=1), arrays)
+    _, got = codecs.unpack(value, GradientMessage)
+    for k, v in arrays.items():
+        assert got[k].dtype == v.dtype and np.array_equal(got[k], v)
+        assert got[k].base is not None and got[k].flags.aligned and not got[k].flags.writeable
+    body = codecs.split_header(value, GradientMessage)[1]
+    assert {k: v.tolist() for k, v in load(bytes(body)).items()} == {k: v.tolist() for k, v in arrays.items()}
+
+
+@pytest.mark.parametrize("meta", [
+    b'{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}',   # size does not fit the shape
+    b'{"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}',   # a gap before the tensor
+    b'{"x":{"dtype":"Q9","shape":[1],"data_offsets":[0,4]}}',    # unknown dtype
+    b'{"x":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}',  # negative dimension
+    b'{"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"y":{"dtype":"F32","shape":[1],'
+    b'"data_offsets":[0,4]}}',                                   # overlapping tensors
+    b'[1]',                                                      # not an object
+])
+def test_view_tensors_rejects_bad_headers(meta: bytes) -> None:
+    body = len(meta).to_bytes(8, "little") + meta + bytes(8)
+    with pytest.raises(InvalidMessage, match="not valid safetensors"):
+        codecs.view_tensors(memoryview(body))
