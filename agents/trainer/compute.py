@@ -6,7 +6,6 @@ object is only ever used by one thread at a time.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Mapping
 
@@ -41,11 +40,16 @@ class LocalModel:
         return self._optimizer
 
     def warm_up(self) -> float:
-        """Pay torch's first-call costs (autograd, optimizer set-up: seconds on a busy machine) on a
-        throwaway copy at start-up, not inside the first training round; returns the seconds of one
-        warm minibatch step (what a round's compute will cost)."""
-        model = copy.deepcopy(self.model)
-        opt = build_optimizer(self.spec, model.parameters())
+        """Pay torch's first-call costs (autograd, optimizer set-up: seconds on a busy machine) at
+        start-up, not inside the first training round; returns the seconds of one warm minibatch step
+        (what a round's compute will cost). It runs on the model itself, not a copy (a parameter copy
+        less): every mode loads version 0 over it (buffers included) before its first step, and the
+        throwaway optimizer, only where the mode steps locally, has lr 0."""
+        model = self.model
+        opt = build_optimizer(self.spec, model.parameters()) \
+            if self.spec.sync.mode in ("hybrid", "ring") else None
+        for group in opt.param_groups if opt is not None else ():
+            group["lr"] = 0.0
         rows = self.spec.batch_size
         x = torch.zeros(rows, self.spec.model.input_dim, device=self.device)
         target = torch.zeros(rows, dtype=torch.long, device=self.device) \
@@ -55,8 +59,10 @@ class LocalModel:
             t0 = time.perf_counter()
             model.zero_grad(set_to_none=True)
             self.loss(model(x), target).backward()  # type: ignore[no-untyped-call]
-            opt.step()
+            if opt is not None:
+                opt.step()
             took = time.perf_counter() - t0
+        model.zero_grad(set_to_none=True)
         return took
 
     def load(self, state: Mapping[str, np.ndarray]) -> None:
@@ -82,7 +88,9 @@ class LocalModel:
         """Gradients of the loss on one minibatch at the current weights, and the loss."""
         loss = self._backward(batch)
         self.steps += 1
-        return grads_to_numpy(self.model), loss
+        grads = grads_to_numpy(self.model)
+        self.model.zero_grad(set_to_none=True)  # the arrays are the one copy, gone once packed
+        return grads, loss
 
     def local_steps(self, batches: list[Batch]) -> float:
         """One optimizer step per batch (local SGD); returns the mean loss."""

@@ -93,7 +93,7 @@ def _dense(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if tuple(arr.shape) != tuple(shape):
         raise InvalidMessage("tensor has the wrong shape", tensor=name, shape=list(arr.shape),
                              expected=list(shape))
-    return to_float(arr)
+    return arr if arr.dtype == np.float32 else to_float(arr)  # float32: the record's view, no copy
 
 
 def _sparse(name: str, idx: np.ndarray, val: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

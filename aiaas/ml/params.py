@@ -45,15 +45,30 @@ def load_numpy(module: nn.Module, tensors: Mapping[str, np.ndarray], shapes: Sha
     check_finite_and_shapes(tensors, shapes)
     with torch.no_grad():
         for name in shapes:
-            current[name].copy_(_tensor(tensors[name], current[name]))
+            _copy_into(current[name], tensors[name])
+
+
+def _copy_into(dst: torch.Tensor, arr: np.ndarray) -> None:
+    """``dst[...] = arr``: straight from the array on a CPU tensor numpy can write (a read-only
+    wire view needs no copy of its own first), else through a torch tensor."""
+    if dst.device.type == "cpu" and dst.dtype in _NUMPY_DTYPES:
+        np.copyto(dst.numpy(), arr, casting="unsafe")
+    else:
+        dst.copy_(_tensor(arr, dst))
+
+
+_NUMPY_DTYPES = {torch.float32, torch.float64, torch.float16, torch.int64, torch.int32, torch.int16,
+                 torch.int8, torch.uint8, torch.bool}
 
 
 def grads_to_numpy(module: nn.Module) -> dict[str, np.ndarray]:
-    """Gradients of every trainable parameter (zeros where backward left none)."""
+    """Gradients of every trainable parameter (zeros where backward left none), as numpy views of
+    the CPU gradients (no copy; the caller sets them to None before the next backward, which then
+    allocates new ones, so a view is never written under it)."""
     out: dict[str, np.ndarray] = {}
     for name, p in module.named_parameters():
         g = p.grad
-        out[name] = np.zeros(tuple(p.shape), np.float32) if g is None else g.detach().cpu().numpy().copy()
+        out[name] = np.zeros(tuple(p.shape), np.float32) if g is None else g.detach().cpu().numpy()
     return out
 
 
