@@ -127,11 +127,13 @@ class Aggregator(AggregatorCore):
             before = self.state.version
             t0 = time.perf_counter()
             samples, value = await self.offload(self._apply, work)
+            del work  # it holds the round's mean: a parameter copy, not kept through a checkpoint
             apply_ms = (time.perf_counter() - t0) * 1000
             if self.state.version == before:  # everything was stale
                 continue
             if self.peers is None:
                 await self._publish(value)
+                value = b""  # the producer's now: the record is not held through a checkpoint
                 if self.spec.sync.mode in ("sync", "hybrid"):
                     await self._delivered()
             self._observe()

@@ -8,7 +8,6 @@ header.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -49,17 +48,21 @@ class ServerState:
         self.samples = 0
 
     def warm_up(self) -> float:
-        """Optimizer steps on a throwaway copy: torch's first-step set-up happens at start-up;
-        returns the seconds of a warm step (what an update will cost)."""
-        model = copy.deepcopy(self.model)
-        opt = build_optimizer(self.spec, [p for k, p in model.named_parameters() if k in self.grad_shapes])
-        for p in model.parameters():
+        """Steps of a throwaway optimizer with lr 0 on the model itself (zero gradients; no copy of
+        the model: a parameter copy less at start-up, and lr 0 leaves every weight as it is):
+        torch's first-step set-up happens at start-up; returns the seconds of a warm step (what an
+        update will cost)."""
+        opt = build_optimizer(self.spec, self._params)
+        for group in opt.param_groups:
+            group["lr"] = 0.0
+        for p in self._params:
             p.grad = torch.zeros_like(p)
         took = 0.0
         for _ in range(2):  # the first step is the cold one; time the second
             t0 = time.perf_counter()
             opt.step()
             took = time.perf_counter() - t0
+        opt.zero_grad(set_to_none=True)
         return took
 
     # ------------------------------------------------------------------ updates
@@ -68,6 +71,7 @@ class ServerState:
         """One optimizer step with ``grads`` (already validated dense float32: this shard's names)."""
         set_grads(self.model, grads, self.grad_shapes)
         self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)  # not kept between rounds: a parameter copy less
         self.scheduler.step()
         self.version += 1
 
