@@ -31,7 +31,7 @@ from aiaas.streams.settings import Settings
 from tests.driftscenario import GOOD, Prober, continuous_spec, log_if_failed
 from tests.sourcestreams import PERMUTATION, digits_split, make_topic, produce, records
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = pytest.mark.timeout(420)  # above the sum of the tests' own waits (120 + 60 + 150 s)
 PRE, POST = 6000, 6000
 
 
