@@ -74,19 +74,35 @@ class Compressor:
         return out
 
     def _topk(self, name: str, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The k largest-magnitude entries of gradient + residual; the rest becomes the residual."""
-        if self.spec.error_feedback and name in self.residual and self.residual[name].size == flat.size:
-            flat = flat + self.residual[name]
+        """The k largest-magnitude entries of gradient + residual; the rest becomes the residual.
+        In place where it can be: the residual is the sum's buffer (the gradient is added into it),
+        the selection partitions one float32 magnitude array in place for the k-th largest and then
+        takes the entries above it (numpy's argpartition made a full-size int64 index array, torch's
+        topk a (value, index) pair per entry: two to four parameter sizes more)."""
+        held = self.residual.get(name) if self.spec.error_feedback else None
+        if held is not None and held.size == flat.size:
+            held += flat
+            flat = held
+        elif self.spec.error_feedback:
+            flat = flat.copy()  # becomes the residual
         k = min(flat.size, max(1, math.ceil(self.spec.ratio * flat.size)))
-        idx = np.argpartition(np.abs(flat), flat.size - k)[flat.size - k:] if k < flat.size \
-            else np.arange(flat.size)
-        idx = np.sort(idx).astype(np.int32)
+        idx = _largest(flat, k).astype(np.int32) if k < flat.size else np.arange(flat.size, dtype=np.int32)
         val = flat[idx].astype(np.float32)
         if self.spec.error_feedback:
-            rest = flat.copy()
-            rest[idx] = 0.0
-            self.residual[name] = rest
+            flat[idx] = 0.0
+            self.residual[name] = flat
         return idx, val
+
+
+def _largest(flat: np.ndarray, k: int) -> np.ndarray:
+    """Sorted indices of the ``k`` largest magnitudes of ``flat`` (ties: the first ones)."""
+    mags = np.abs(flat)
+    mags.partition(flat.size - k)  # in place: no index array
+    t = mags[flat.size - k]
+    del mags
+    above = np.flatnonzero((flat > t) | (flat < -t))  # fewer than k: t is the k-th largest
+    ties = np.flatnonzero((flat == t) | (flat == -t))[: k - above.size]
+    return np.sort(np.concatenate([above, ties]))
 
 
 def _dense(name: str, arr: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
