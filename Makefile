@@ -46,7 +46,7 @@ infra-down:
 infra-status:
 	@infra/status.sh
 
-# The local 3-node KRaft cluster (infra/kafka/cluster.sh, ports 49092-49097): the cluster tier
+# The local 3-node KRaft cluster (infra/kafka/cluster.sh, ports 20092-20097): the cluster tier
 # starts it itself when down (and stops it again), so `make test` needs no cluster-up.
 cluster-up: jars
 	@infra/kafka/cluster.sh start
@@ -59,7 +59,7 @@ cluster-status:
 
 # Two pytest workers, a test file each at a time (module fixtures stay on one worker): most tests
 # wait on a broker, a process start or a deadline rather than the CPU. The cluster tier owns fixed
-# ports (49092-49097) and stops its cluster when done, so it runs on its own afterwards.
+# ports (20092-20097) and stops its cluster when done, so it runs on its own afterwards.
 TEST_WORKERS ?= 2
 test: setup infra-up browser
 	$(PY) -m pytest tests --ignore=tests/cluster -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)

@@ -5,18 +5,20 @@
 #
 # Each node is broker + controller (a 3-voter quorum), with its own state dir
 # $AIAAS_STATE_DIR/cluster/node-N and its own ports: node N listens on
-# AIAAS_CLUSTER_PORT + 2(N-1) (49092, 49094, 49096) and its controller on the next port up
-# (49093, 49095, 49097). Every topic is replicated 3 times (default.replication.factor, the offsets
+# AIAAS_CLUSTER_PORT + 2(N-1) (20092, 20094, 20096) and its controller on the next port up
+# (20093, 20095, 20097). Every topic is replicated 3 times (default.replication.factor, the offsets
 # and transaction state topics) and min.insync.replicas is 2, so acks=all writes survive the loss of
 # any one node (cluster.properties.in). Point aiaas at it with
 #   AIAAS_BOOTSTRAP_SERVERS=$(infra/kafka/cluster.sh bootstrap) AIAAS_REPLICATION_FACTOR=3
 # `start` and `restart N` are idempotent and wait until the node(s) serve; `kill N` is kill -9 (the
 # fault tier's crash); `stop` stops only the pids this script started.
-# Settings: AIAAS_CLUSTER_PORT (49092), AIAAS_CLUSTER_HEAP (-Xms128m -Xmx384m),
+# Fixed ports stay below Linux's ephemeral range (32768-60999): at 49092 a client connection's own
+# port once held one when the tier started (CI: "failed to bind").
+# Settings: AIAAS_CLUSTER_PORT (20092), AIAAS_CLUSTER_HEAP (-Xms128m -Xmx384m),
 # AIAAS_CLUSTER_STATE_DIR ($AIAAS_STATE_DIR/cluster), AIAAS_CLUSTER_READY_S (180).
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
-: "${AIAAS_CLUSTER_PORT:=49092}"
+: "${AIAAS_CLUSTER_PORT:=20092}"
 : "${AIAAS_CLUSTER_HEAP:=-Xms128m -Xmx384m}"
 : "${AIAAS_CLUSTER_STATE_DIR:=$AIAAS_STATE_DIR/cluster}"
 : "${AIAAS_CLUSTER_READY_S:=180}"

@@ -1,4 +1,4 @@
-"""The cluster tier: the local 3-node KRaft cluster (infra/kafka/cluster.sh, ports 49092-49097),
+"""The cluster tier: the local 3-node KRaft cluster (infra/kafka/cluster.sh, ports 20092-20097),
 started for the tier when it is down and stopped again at its end; a node a test kills is
 restarted after that test, so every test begins with three in-sync replicas. ``settings`` here point
 at the cluster with replication factor 3 (the shared single broker is not used)."""
