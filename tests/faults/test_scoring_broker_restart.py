@@ -32,12 +32,10 @@ from tests.scoredreads import Prediction, group_caught_up, make_topic, produce, 
 N, PARTITIONS = 20_000, 2
 
 
-@pytest.mark.timeout(300)
-async def test_broker_killed_mid_stream_scoring_resumes_exactly_once(
-    own_broker: OwnBroker, prefix: str  # noqa: F811 (the fixture)
-) -> None:
-    settings = Settings(bootstrap_servers=f"127.0.0.1:{own_broker.port}", topic_prefix=prefix,
-                        client_id=f"test-{prefix}", request_timeout_ms=7000)
+async def stream_on(broker: OwnBroker, prefix: str, request_timeout_ms: int) -> tuple[Settings, Source, str]:
+    """N records on a 2-partition topic of ``broker`` and a production model: settings, source, output."""
+    settings = Settings(bootstrap_servers=f"127.0.0.1:{broker.port}", topic_prefix=prefix,
+                        client_id=f"test-{prefix}", request_timeout_ms=request_timeout_ms)
     await wait_for_broker(settings)
     src, out = settings.topic("events"), settings.topic("scored")
     await make_topic(settings, src, PARTITIONS)
@@ -45,7 +43,14 @@ async def test_broker_killed_mid_stream_scoring_resumes_exactly_once(
         await reg.publish("m", examples.mlp([3, 8, 2], seed=6), stage="production")
     await produce(settings, src, [(f"k{i}".encode(), json.dumps(good(i)).encode()) for i in range(N)],
                   PARTITIONS)
-    source = Source(topic=src, format="json", features=FEATURES)
+    return settings, Source(topic=src, format="json", features=FEATURES), out
+
+
+@pytest.mark.timeout(300)
+async def test_broker_killed_mid_stream_scoring_resumes_exactly_once(
+    own_broker: OwnBroker, prefix: str  # noqa: F811 (the fixture)
+) -> None:
+    settings, source, out = await stream_on(own_broker, prefix, request_timeout_ms=7000)
     async with scoring(settings, source, model="m", to_topic=out, max_batch=500,
                        retry_deadline_s=150) as worker:
         early = await read_committed(settings, out, until=lambda n: n >= N // 10, timeout_s=60, parse=False)
@@ -56,7 +61,7 @@ async def test_broker_killed_mid_stream_scoring_resumes_exactly_once(
         async with asyncio.timeout(60):
             await sink.attempt_failed.wait()
         await asyncio.to_thread(own_broker.start)  # same ports and state
-        await group_caught_up(settings, worker.group, src, timeout_s=150)
+        await group_caught_up(settings, worker.group, source.topic, timeout_s=150)
         assert worker.stats["scored"] >= N - N // 10
         preds: list[Prediction] = await read_committed(settings, out, timeout_s=60)
     seen = Counter(p.source[1:] for p in preds)
@@ -70,18 +75,9 @@ async def test_a_worker_told_to_stop_with_the_broker_gone_stops_within_its_grace
 ) -> None:
     """The transaction in flight would retry to its deadline (150 s here) and the take-over lock
     waits on it: stop() gives up on it after stop_grace_s (its partitions' next owner aborts it)."""
-    settings = Settings(bootstrap_servers=f"127.0.0.1:{own_broker.port}", topic_prefix=prefix,
-                        client_id=f"test-{prefix}", request_timeout_ms=5000)
-    await wait_for_broker(settings)
-    src, out = settings.topic("events"), settings.topic("scored")
-    await make_topic(settings, src, PARTITIONS)
-    async with Registry(settings) as reg:
-        await reg.publish("m", examples.mlp([3, 8, 2], seed=6), stage="production")
-    await produce(settings, src, [(f"k{i}".encode(), json.dumps(good(i)).encode()) for i in range(N)],
-                  PARTITIONS)
-    source = Source(topic=src, format="json", features=FEATURES)
-    conf = ScoringSettings(from_topic=src, model="m", to_topic=out, max_batch=500, retry_deadline_s=150,
-                           stop_grace_s=2)
+    settings, source, out = await stream_on(own_broker, prefix, request_timeout_ms=5000)
+    conf = ScoringSettings(from_topic=source.topic, model="m", to_topic=out, max_batch=500,
+                           retry_deadline_s=150, stop_grace_s=2)
     worker = ScoringWorker(settings, conf, source, compile_source(source, labels=False))
     await worker.start()
     task = asyncio.create_task(worker.run())
