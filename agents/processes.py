@@ -25,10 +25,11 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import random
 import signal
 import socket
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import aiaas
@@ -41,9 +42,24 @@ INFRA = Path(aiaas.__file__).parent / "infra"
 PR_SET_PDEATHSIG = 1
 
 
-def free_port() -> int:
-    """A TCP port on loopback nobody listens on right now."""
-    with socket.socket() as s:
+SERVICE_PORTS = range(21000, 32000)  # below Linux's ephemeral range (32768-60999) and our fixed ports
+
+
+def free_port(taken: Collection[int] = ()) -> int:
+    """A TCP port on loopback nobody listens on right now, below the ephemeral range: a service
+    restarted on it cannot find it held by a client connection's own end, and a readiness probe
+    cannot connect to itself there (TCP self-connect: a restarted test broker looked up)."""
+    for _ in range(200):
+        port = random.choice(SERVICE_PORTS)
+        if port in taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the range is full: any port the kernel gives
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 

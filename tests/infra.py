@@ -7,13 +7,14 @@ import base64
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from aiaas.agents.processes import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 # The clone's infrastructure state, as the Makefile passes it (an installed aiaas defaults to
@@ -41,12 +42,23 @@ def ensure_infra() -> None:
 
 
 def distinct_free_ports(n: int) -> list[int]:
-    """``n`` loopback ports free right now, all different (held open together while picked)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for sock in socks:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in socks]
+    """``n`` loopback ports free right now, all different (below the ephemeral range: free_port)."""
+    ports: list[int] = []
+    while len(ports) < n:
+        ports.append(free_port(taken=ports))
+    return ports
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie (a SIGKILLed broker nobody has reaped yet)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def cluster_id() -> str:
@@ -66,9 +78,7 @@ def stop_pid(pid: int, timeout_s: float = 30.0) -> None:
         return
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not alive(pid):
             return
         time.sleep(0.1)  # polling the exit condition, not synchronising on time
     with contextlib.suppress(ProcessLookupError):

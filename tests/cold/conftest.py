@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -21,15 +20,9 @@ from pathlib import Path
 import pytest
 
 from aiaas.streams.settings import Settings
-from tests.infra import ROOT, TEST_BROKER_JVM, cluster_id
+from tests.infra import ROOT, TEST_BROKER_JVM, cluster_id, distinct_free_ports
 
 KAFKA = ROOT / "infra" / "kafka"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ColdBroker:
@@ -37,8 +30,9 @@ class ColdBroker:
     it), ``env`` gives the same to child processes; ``start``/``stop`` run the infra scripts."""
 
     def __init__(self) -> None:
-        port = int(os.environ.get("AIAAS_COLD_KAFKA_PORT") or _free_port())
-        controller = int(os.environ.get("AIAAS_COLD_KAFKA_CONTROLLER_PORT") or _free_port())
+        picked = distinct_free_ports(2)
+        port = int(os.environ.get("AIAAS_COLD_KAFKA_PORT") or picked[0])
+        controller = int(os.environ.get("AIAAS_COLD_KAFKA_CONTROLLER_PORT") or picked[1])
         self.state_dir: Path = ROOT / ".run" / f"cold-{uuid.uuid4().hex[:10]}"
         self._infra_env = {**os.environ, "AIAAS_KAFKA_PORT": str(port),
                            "AIAAS_KAFKA_CONTROLLER_PORT": str(controller),

@@ -28,12 +28,11 @@ import pytest
 from aiaas.agents.bridge.app import create_app
 from aiaas.agents.bridge.core import Bridge
 from aiaas.agents.bridge.settings import BridgeSettings
-from aiaas.agents.processes import free_port
 from aiaas.registry.store import Registry
 from aiaas.streams.admin import wait_for_broker
 from aiaas.streams.settings import Settings
 from tests import examples
-from tests.infra import ROOT, TEST_BROKER_JVM
+from tests.infra import ROOT, TEST_BROKER_JVM, alive, distinct_free_ports
 from tests.integration.test_bridge import BODY, serve
 
 MODEL = "mlp"
@@ -61,19 +60,16 @@ class OwnBroker:
         except ProcessLookupError:
             return
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
+        while time.monotonic() < deadline and alive(pid):  # a zombie counts as gone
             time.sleep(0.05)  # polling the exit of the process, not synchronising on time
 
 
 @pytest.fixture
 def own_broker(tmp_path: Path) -> Iterator[OwnBroker]:
+    kafka, controller = distinct_free_ports(2)
     env = {
-        **os.environ, "AIAAS_STATE_DIR": str(tmp_path), "AIAAS_KAFKA_PORT": str(free_port()),
-        "AIAAS_KAFKA_CONTROLLER_PORT": str(free_port()), "AIAAS_KAFKA_HEAP": TEST_BROKER_JVM,
+        **os.environ, "AIAAS_STATE_DIR": str(tmp_path), "AIAAS_KAFKA_PORT": str(kafka),
+        "AIAAS_KAFKA_CONTROLLER_PORT": str(controller), "AIAAS_KAFKA_HEAP": TEST_BROKER_JVM,
         # a fresh cluster id from here saves start.sh one JVM start (StorageTool random-uuid)
         "AIAAS_KAFKA_CLUSTER_ID": base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode(),
     }
