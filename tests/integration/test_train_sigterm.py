@@ -18,7 +18,7 @@ import yaml
 
 from aiaas.agents.processes import child_env
 from aiaas.streams.settings import Settings
-from tests.infra import ROOT
+from tests.infra import ROOT, alive
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -37,14 +37,7 @@ def _children(pid: int) -> set[int]:
 
 
 def _alive(pids: set[int]) -> set[int]:
-    alive = set()
-    for pid in pids:
-        try:
-            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
-                alive.add(pid)
-        except OSError:
-            pass
-    return alive
+    return {pid for pid in pids if alive(pid)}
 
 
 async def test_sigterm_stops_the_jobs_processes(settings: Settings, tmp_path: Path) -> None:
