@@ -9,7 +9,6 @@ fails to run gets a ``failed`` status with the reason, and the runner goes on wi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 from pathlib import Path
@@ -19,6 +18,7 @@ from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.records import JobStatus
 from aiaas.streams.audit import record, write_one
 from aiaas.streams.jobs import follow, mark_failed, read_jobs
+from aiaas.streams.lifecycle import cancel
 from aiaas.streams.settings import Settings
 
 from .launcher import LocalJob, run_in_process, why_failed
@@ -86,6 +86,4 @@ async def watch_and_run(settings: Settings, *, trainers: int | None = None,
             log.info("running job %s (%s mode)", spec.job_id, spec.sync.mode)
             await _run_one(settings, spec, trainers, log_dir, in_process)
     finally:
-        feeder.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await feeder
+        await cancel(feeder)

@@ -31,7 +31,7 @@ import time
 from collections.abc import Awaitable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from aiaas.agents.processes import spawn_module, terminate
 from aiaas.data.datainfo import check_fit, describe, read_info
@@ -41,6 +41,7 @@ from aiaas.schemas.errors import AiaasError, ErrorCode, NotFound
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.records import JobStatus
 from aiaas.streams.jobs import FINAL_STATES, mark_failed, submit, wait_final
+from aiaas.streams.lifecycle import cancel, cancel_all
 from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,8 @@ class LocalJob:
     async def _spawn(self, module: str, name: str, *args: str,
                      env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
         proc = await spawn_module(module, "--job", self.spec.job_id, "--threads", str(self.threads), *args,
-                                  env={**self.env, **(env or {})}, log=self.log_dir / f"{name}.log")
+                                  env={**self.env, **(env or {})}, log=self.log_dir / f"{name}.log",
+                                  die_with_parent=True)  # a launcher killed outright takes its job along
         self._all.append(proc)
         return proc
 
@@ -183,8 +185,9 @@ class LocalJob:
                     continue  # a shard killed just now: started again at the top of the loop
                 if dead is not None:
                     with contextlib.suppress(TimeoutError):  # a status written about it, or just before
-                        self.final = await asyncio.wait_for(asyncio.shield(final), 5.0)
-                        return self.final
+                        if (await asyncio.wait([final], timeout=5.0))[0]:
+                            self.final = final.result()
+                            return self.final
                     proc = watched[dead]
                     raise AiaasError(f"{dead} exited with code {proc.returncode} before the job ended: "
                                      f"{_last_error(self.log_text(dead))}", code=ErrorCode.INTERNAL,
@@ -197,10 +200,7 @@ class LocalJob:
             self.final = await final
             return self.final
         finally:
-            if not final.done():
-                final.cancel()
-                with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                    await final
+            await cancel(final, quiet=True)
 
     def _watched(self) -> dict[str, asyncio.subprocess.Process]:
         procs = dict(self.trainer_procs)
@@ -284,14 +284,18 @@ _EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit)\b.*:")
 
 
 async def _finish(cleanup: Awaitable[object]) -> None:
-    """Run ``cleanup`` to its end even when the caller is cancelled meanwhile (children and faust
-    threads must not outlive us); the cancellation is re-raised afterwards."""
+    """Run ``cleanup`` to its end even when the caller is cancelled meanwhile, once or again
+    (children and faust threads must not outlive us); the cancellation is re-raised afterwards."""
     task = asyncio.ensure_future(cleanup)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        await task
-        raise
+    cancelled = False
+    while not task.done():
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled and (task.cancelled() or task.exception() is None):
+        raise asyncio.CancelledError
+    task.result()
 
 
 async def run_in_process(settings: Settings, spec: JobSpec, *, trainers: int | None = None,
@@ -309,6 +313,8 @@ async def run_in_process(settings: Settings, spec: JobSpec, *, trainers: int | N
     n = trainers if trainers is not None else spec.trainers
     shards = [Aggregator(settings, spec, shard=i) for i in range(spec.aggregator.shards)]
     workers = [Trainer(settings, spec, TrainerSettings(worker_id=f"{spec.job_id}-p{i}")) for i in range(n)]
+    others: list[asyncio.Task[Any]] = []
+    runs: list[asyncio.Task[Any]] = []
     try:
         await asyncio.gather(*(a.start() for a in shards), *(w.start() for w in workers))
         others = [asyncio.create_task(a.run()) for a in shards[1:]]
@@ -320,8 +326,13 @@ async def run_in_process(settings: Settings, spec: JobSpec, *, trainers: int | N
             log.warning("job %s: a trainer or shard ended with %r", spec.job_id, err)
         return status
     finally:
-        await _finish(asyncio.gather(*(a.stop() for a in shards), *(w.stop() for w in workers),
-                                     return_exceptions=True))
+        await _finish(_stop_parts(others + runs, [*shards, *workers]))
+
+
+async def _stop_parts(tasks: list[asyncio.Task[Any]], parts: list[Any]) -> None:
+    """Stop the in-process job's tasks still running (a timeout, a failure), then its parts."""
+    await cancel_all(tasks)
+    await asyncio.gather(*(p.stop() for p in parts), return_exceptions=True)
 
 
 async def run_job(settings: Settings, spec: JobSpec, *, trainers: int | None = None,

@@ -7,7 +7,7 @@ connects, ``stop()`` releases, and a ``Service`` is its own async context manage
 from __future__ import annotations
 
 import asyncio
-import contextlib
+from collections.abc import Awaitable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -15,13 +15,41 @@ if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
 
 
-async def cancel(task: asyncio.Task[Any] | None) -> None:
-    """Stop a background task and wait until it has ended (its own CancelledError is expected)."""
+RECANCEL_S = 1.0  # a task still running this long after its cancellation is cancelled again
+
+
+async def cancel(task: asyncio.Task[Any] | None, *, quiet: bool = False) -> None:
+    """Stop a background task and wait until it has ended; its error is raised (dropped when
+    ``quiet``), its own cancellation is not, the caller's own cancellation passes.
+
+    The task is cancelled again every ``RECANCEL_S`` while it runs on: on Python 3.11 a cancellation
+    that lands as an inner ``asyncio.wait_for`` completes is lost (CPython issue 86296, fixed in
+    3.12; aiokafka waits that way), and a task that lost its one cancellation ran on forever, and
+    its caller's ``await`` with it (docs/operations.md, "Stopping")."""
     if task is None:
         return
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    while not task.done():
+        task.cancel()
+        await asyncio.wait([task], timeout=RECANCEL_S)
+    if not task.cancelled() and task.exception() is not None and not quiet:
+        raise task.exception()  # type: ignore[misc]
+
+
+async def cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
+    """``cancel`` each of ``tasks`` (together), dropping their errors."""
+    await asyncio.gather(*(cancel(t, quiet=True) for t in tasks))
+
+
+async def within(aw: Awaitable[object], timeout_s: float) -> bool:
+    """``await aw`` for at most ``timeout_s``: True when it ended in time. Python 3.11's
+    ``asyncio.wait_for`` can lose the caller's cancellation (see ``cancel``); ``asyncio.timeout``
+    does not."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await aw
+    except TimeoutError:
+        return False
+    return True
 
 
 async def stop_consumer(consumer: AIOKafkaConsumer) -> None:

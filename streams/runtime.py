@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 import uvloop
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 # What a partition created a moment ago answers until its leader has taken over (aiokafka logs it at
@@ -57,12 +58,38 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     return uvloop.run(main)
 
 
+class Interrupt:
+    """A stop signal's handler: it cancels ``task``, and again every ``every_s`` until the task
+    has ended or its clean-up has begun (``cleaning``). One cancellation can be lost on Python 3.11
+    (``aiaas.streams.lifecycle.cancel``): a SIGTERM that was lost so left the process running, and a
+    job's processes with it (docs/operations.md, "Stopping")."""
+
+    def __init__(self, task: asyncio.Task[Any], every_s: float = 5.0) -> None:
+        self.task, self.every_s = task, every_s
+        self.cleaning = False
+        self.sent = 0
+
+    def __call__(self) -> None:
+        if self.task.done() or self.cleaning:
+            return
+        if self.sent:
+            log.warning("still running %.0fs after the stop signal: cancelling it again", self.every_s)
+        self.sent += 1
+        self.task.cancel()
+        asyncio.get_running_loop().call_later(self.every_s, self._again, self.sent)
+
+    def _again(self, sent: int) -> None:
+        if self.sent == sent:  # no signal since: the last cancellation may have been lost
+            self()
+
+
 async def until_signalled(work: Callable[[], Awaitable[None]], stop: Callable[[], Awaitable[None]]) -> None:
     """Run ``work`` until it ends or SIGINT/SIGTERM arrives, then call ``stop`` once."""
     loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(work())
+    interrupt = Interrupt(task)
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, interrupt)
     try:
         await task
     except asyncio.CancelledError:

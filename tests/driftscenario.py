@@ -27,6 +27,7 @@ from aiaas.registry.store import Registry
 from aiaas.schemas.errors import InvalidMessage, NotFound
 from aiaas.schemas.jobs import CandidateDecision, JobSpec
 from aiaas.streams.jobs import submit
+from aiaas.streams.lifecycle import cancel_all
 from aiaas.streams.readers import open_assigned
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
@@ -91,9 +92,7 @@ async def in_process(settings: Settings, spec: JobSpec, trainers: int = 2) -> As
             t.add_done_callback(log_if_failed)
         yield agg
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         await asyncio.gather(agg.stop(), *(w.stop() for w in workers), return_exceptions=True)
 
 

@@ -26,7 +26,7 @@ from aiaas.schemas.records import JobStatus
 from aiaas.streams import metrics as m
 from aiaas.streams.admin import ensure
 from aiaas.streams.jobs import aggregator_group
-from aiaas.streams.lifecycle import stop_consumer
+from aiaas.streams.lifecycle import cancel, stop_consumer
 from aiaas.streams.offload import Offload
 from aiaas.streams.producer import Producer
 from aiaas.streams.settings import Settings
@@ -166,9 +166,7 @@ class AggregatorCore:
         if self.src is not None:
             await self.src.stop()
         for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel(task)
         if self.peers is not None:
             await self.peers.stop()
         if self.consumer is not None:

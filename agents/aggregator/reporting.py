@@ -8,13 +8,13 @@ processes are gone. Nothing is written after a final status: a heartbeat never o
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.records import JobStatus
 from aiaas.streams.jobs import FINAL_STATES, write_status
+from aiaas.streams.lifecycle import cancel
 from aiaas.streams.producer import Producer
 from aiaas.streams.settings import Settings
 
@@ -82,6 +82,4 @@ class StatusReporter:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel(self._task)

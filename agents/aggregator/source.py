@@ -18,7 +18,6 @@ naming the field and the reason with the record's bytes (the trainers skip them 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections import deque
@@ -44,6 +43,7 @@ from aiaas.schemas.training import DATA_INFO_KEY, DataInfo
 from aiaas.sources.masking import source_masker
 from aiaas.streams.admin import ensure
 from aiaas.streams.dlq import DeadLetters
+from aiaas.streams.lifecycle import cancel
 from aiaas.streams.producer import Producer
 from aiaas.streams.record import Record
 from aiaas.streams.settings import Settings
@@ -174,10 +174,7 @@ class Holdout:
             self._take(batch)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await cancel(self._task, quiet=True)
         await self.reader.stop()
         await self._producer.stop()
 

@@ -6,7 +6,6 @@ a scale-up until the group has that many members. Each look is also a record on 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 import time
@@ -22,6 +21,7 @@ from aiaas.agents.autoscaler.replicas import LocalReplicas
 from aiaas.agents.autoscaler.samples import SamplePublisher
 from aiaas.schemas.records import ScalingSample
 from aiaas.streams import metrics as m
+from aiaas.streams.lifecycle import within
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
 
@@ -149,8 +149,7 @@ class Autoscaler:
                 await self.step()
             except Exception:  # a broker hiccup must not stop the scaler
                 log.exception("autoscaler step failed; retrying")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.interval_s)
+            await within(self._stop.wait(), self.interval_s)
 
 
 def local_autoscaler(

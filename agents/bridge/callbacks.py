@@ -156,9 +156,8 @@ async def _resolve(host: str, port: int) -> list[IPAddress]:
         pass
     loop = asyncio.get_running_loop()
     try:
-        infos = await asyncio.wait_for(
-            loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout=5.0
-        )
+        async with asyncio.timeout(5.0):
+            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (OSError, TimeoutError, UnicodeError) as exc:
         raise UnresolvedHost("callback host does not resolve", host=host, detail=str(exc)) from exc
     addrs = []

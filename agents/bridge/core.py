@@ -35,7 +35,7 @@ from aiaas.registry.store import Registry
 from aiaas.schemas.errors import NotFound, Unavailable
 from aiaas.schemas.registry import ModelVersion
 from aiaas.streams.admin import Admin
-from aiaas.streams.lifecycle import Service
+from aiaas.streams.lifecycle import Service, cancel_all
 from aiaas.streams.producer import Producer
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
@@ -103,9 +103,7 @@ class Bridge(Service):
         self.started = False
         if self.tasks:
             await asyncio.wait(list(self.tasks), timeout=drain_s)
-        for task in list(self.tasks):
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await cancel_all(list(self.tasks))
         for part in (self.deadlines, self.health, self.dispatcher, self.jobs, self.client, self.registry,
                      self.audit, self.producer, self.admin):
             try:

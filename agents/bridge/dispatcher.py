@@ -33,6 +33,7 @@ from aiaas.agents.bridge.webhookqueue import WebhookQueue
 from aiaas.schemas.errors import AiaasError, ErrorCode, StoreUnavailable, Timeout, Unavailable
 from aiaas.schemas.records import DeadLetter
 from aiaas.streams.envelope import Sealer, configured
+from aiaas.streams.lifecycle import cancel, cancel_all
 from aiaas.streams.producer import Producer
 
 log = logging.getLogger(__name__)
@@ -75,12 +76,9 @@ class Dispatcher:
             # a flag, not cancel(): on 3.11 a cancel racing asyncio.timeout's expiry can be lost
             done, _ = await asyncio.wait([self._loop], timeout=5.0)
             if not done:
-                self._loop.cancel()
-                await asyncio.gather(self._loop, return_exceptions=True)
+                await cancel(self._loop, quiet=True)
             self._loop = None
-        for t in list(self._tasks):
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(list(self._tasks))
         await self.poster.stop()
 
     async def enqueue(self, request_id: str, tenant: str, delay_s: float = 0.0) -> None:

@@ -19,7 +19,6 @@ and a sync call waiting on a broker found gone is still cut by it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
@@ -28,7 +27,7 @@ import redis.asyncio as aioredis
 from aiokafka.errors import KafkaError
 
 from aiaas.schemas.errors import KafkaUnavailable
-from aiaas.streams.lifecycle import Service, cancel
+from aiaas.streams.lifecycle import Service, cancel, within
 from aiaas.streams.metadata import topic_metadata
 from aiaas.streams.producer import Producer
 
@@ -122,8 +121,7 @@ class Health(Service):
             if period > self.every_s:  # at rest: a request wakes the prober
                 self._resting = True
                 self._asked.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._asked.wait(), period)
+                await within(self._asked.wait(), period)
                 self._resting = False
             else:
                 await asyncio.sleep(period)

@@ -8,7 +8,6 @@ record of ``train.<job>.metrics``, read on demand.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -21,7 +20,7 @@ from aiaas.schemas.records import JobStatus
 from aiaas.schemas.training import MetricsMessage
 from aiaas.streams import headers as h
 from aiaas.streams import tensorcodec as tc
-from aiaas.streams.lifecycle import stop_consumer
+from aiaas.streams.lifecycle import stop_consumer, within
 from aiaas.streams.metadata import end_offset
 from aiaas.streams.producer import Producer
 from aiaas.streams.readers import TABLE_WAIT_MS, open_assigned, read_forever, stop_reader
@@ -73,8 +72,7 @@ class JobsView:
             end = (await consumer.end_offsets([self._tp]))[self._tp]
         async with asyncio.timeout(timeout_s), self._polled:
             while await consumer.position(self._tp) < end:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._polled.wait(), 0.5)
+                await within(self._polled.wait(), 0.5)
         return self.specs.get(job_id), self.status.get(job_id)
 
     async def latest_metrics(self, job_id: str) -> dict[str, Any] | None:

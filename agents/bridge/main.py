@@ -23,6 +23,7 @@ from aiaas.agents.bridge.app import create_app
 from aiaas.agents.bridge.httpproto import protocol_for
 from aiaas.agents.bridge.settings import BridgeSettings
 from aiaas.schemas.errors import Unavailable
+from aiaas.streams.lifecycle import within
 from aiaas.streams.runtime import run, setup_logging
 from aiaas.streams.settings import Settings
 
@@ -76,8 +77,7 @@ class _Server(uvicorn.Server):
         should_exit = await self.on_tick(counter)
         while not should_exit:
             counter = (counter + 10) % 864000  # every tick does on_tick's once-a-second work
-            with contextlib.suppress(TimeoutError):  # a should_exit set elsewhere: seen within TICK_S
-                await asyncio.wait_for(self._exit_asked.wait(), self.TICK_S)
+            await within(self._exit_asked.wait(), self.TICK_S)  # a should_exit set elsewhere: seen in a tick
             should_exit = await self.on_tick(counter)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:

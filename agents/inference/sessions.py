@@ -10,7 +10,6 @@ first use and stay in a small LRU.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import zlib
 from collections import OrderedDict
@@ -25,6 +24,7 @@ from aiaas.agents.inference.text import TextModel, load_text
 from aiaas.registry.store import Registry
 from aiaas.schemas.errors import AiaasError, ErrorCode, NotFound
 from aiaas.schemas.registry import ModelVersion
+from aiaas.streams.lifecycle import cancel
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +114,7 @@ class Sessions:
             self._follower = asyncio.create_task(self._follow(), name="sessions-follow")
 
     async def stop(self) -> None:
-        if self._follower is not None:
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
+        await cancel(self._follower)
         if self._changes is not None:
             self.registry.unsubscribe(self._changes)
 

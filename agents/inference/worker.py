@@ -45,7 +45,7 @@ from aiaas.streams.admin import ensure
 from aiaas.streams.assignors import WeightedAssignor, default_weight
 from aiaas.streams.consumer import Consumer
 from aiaas.streams.dlq import DeadLetters
-from aiaas.streams.lifecycle import Service, stop_consumer
+from aiaas.streams.lifecycle import Service, cancel, stop_consumer
 from aiaas.streams.producer import Producer
 from aiaas.streams.record import Record
 from aiaas.streams.settings import Settings
@@ -148,10 +148,7 @@ class InferenceWorker(Service):
         with contextlib.suppress(Exception):
             await self.drain()
         log.info("worker for %s stopping: %s", self.cfg.model, dict(self.stats))
-        if self._committer is not None:
-            self._committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._committer
+        await cancel(self._committer)
         if self._consumer is not None:
             await stop_consumer(self._consumer)
         await self.sessions.stop()

@@ -17,7 +17,6 @@ partition starts the read again the same way.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import time
@@ -28,6 +27,7 @@ from aiaas.data.sourcefeed import Rows, SourceReader, prepared, usable
 from aiaas.data.streamsplit import held_out, route
 from aiaas.schemas.errors import AiaasError
 from aiaas.schemas.jobs import JobSpec
+from aiaas.streams.lifecycle import cancel
 from aiaas.streams.settings import Settings
 
 from .data import LocalData
@@ -62,10 +62,7 @@ class SourceFeed:
         self._task = asyncio.create_task(self._run(), name=f"{self.spec.job_id}.feed")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await cancel(self._task, quiet=True)
         if self.reader is not None:
             await self.reader.stop()
 

@@ -139,10 +139,11 @@ async def _train(spec: Any, trainers: int | None, push: bool, timeout_s: float, 
     from aiaas.agents.launcher import LocalJob
     from aiaas.schemas.audit import JOB_START
     from aiaas.streams.audit import audited
+    from aiaas.streams.lifecycle import cancel
     from aiaas.streams.settings import get_settings
 
     settings = get_settings()
-    _stop_on_sigterm()
+    interrupt = _stop_on_sigterm()
     progress, task = _progress(spec)
     run = _Run()
     async with contextlib.AsyncExitStack() as stack:  # job.start and job.stop audited around the job
@@ -150,6 +151,7 @@ async def _train(spec: Any, trainers: int | None, push: bool, timeout_s: float, 
         async with audited(settings, JOB_START, spec.job_id, model=spec.model_name, mode=spec.sync.mode):
             job = await stack.enter_async_context(
                 LocalJob(settings, spec, trainers=trainers, log_dir=log_dir, push_data=push))
+        stack.callback(setattr, interrupt, "cleaning", True)  # the job's stop is not cut short
         run.started = True
         console.print(f"job [bold]{spec.job_id}[/]: {spec.sync.mode} mode, "
                       f"{job.trainers} trainers, logs in {job.log_dir}")
@@ -159,18 +161,20 @@ async def _train(spec: Any, trainers: int | None, push: bool, timeout_s: float, 
                 run.status = await job.wait(timeout_s)
                 return run.status
             finally:
-                follower.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await follower
+                await cancel(follower)
 
 
-def _stop_on_sigterm() -> None:
+def _stop_on_sigterm() -> Any:
     """SIGTERM stops the job as Ctrl-C does: the job's processes are stopped and the job marked, where
     Python's default would end this process at once and leave them running (``kill PID``, a
-    supervisor)."""
+    supervisor). Returns the handler (an ``Interrupt``: set its ``cleaning`` once the stop began)."""
+    from aiaas.streams.runtime import Interrupt
+
     me = asyncio.current_task()
-    if me is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, me.cancel)
+    assert me is not None
+    interrupt = Interrupt(me)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, interrupt)
+    return interrupt
 
 
 FOREVER_S = 10.0 ** 9

@@ -29,7 +29,6 @@ reply frames. ``request`` sends an OIP record as it is (the bridge's pass-throug
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import uuid
@@ -49,7 +48,7 @@ from aiaas.streams import headers as h
 from aiaas.streams.admin import ensure
 from aiaas.streams.envelope import Sealer
 from aiaas.streams.keyring import KeySettings, load_keyring
-from aiaas.streams.lifecycle import Service
+from aiaas.streams.lifecycle import Service, cancel
 from aiaas.streams.metadata import partition_count, topic_exists
 from aiaas.streams.replywire import (
     STATUS,
@@ -138,10 +137,7 @@ class InferenceClient(Service):
 
     async def stop(self) -> None:
         for task in (self._reader, self._sweeper):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel(task)
         self._reader = self._sweeper = None
         if self._batches is not None:
             await self._batches.drain()

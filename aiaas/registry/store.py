@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import hashlib
 import logging
 import time
@@ -51,7 +50,7 @@ from aiaas.schemas.errors import AiaasError, ErrorCode, IntegrityError, InvalidM
 from aiaas.schemas.masking import Masking
 from aiaas.schemas.registry import Lineage, ModelVersion, VersionClaim
 from aiaas.streams.admin import ensure
-from aiaas.streams.lifecycle import Service
+from aiaas.streams.lifecycle import Service, within
 from aiaas.streams.metadata import end_offset
 from aiaas.streams.producer import Producer
 from aiaas.streams.readers import TABLE_WAIT_MS, open_assigned, read_forever, stop_reader
@@ -125,8 +124,7 @@ class Registry(Service):
             while await consumer.position(self._tp) < end:
                 if self._reader.done():
                     self._reader.result()  # re-raise the reader's failure
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._polled.wait(), 0.5)
+                await within(self._polled.wait(), 0.5)
 
     async def list(self, name: str | None = None) -> list[ModelVersion]:
         """Every known version (of ``name``), ordered by name then version."""

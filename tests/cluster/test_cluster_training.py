@@ -10,6 +10,7 @@ import asyncio
 import pytest
 
 from aiaas.agents.launcher import run_in_process
+from aiaas.streams.lifecycle import cancel
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
 from tests.cluster.control import LocalCluster, busiest, leaders, replication
@@ -40,9 +41,7 @@ async def test_kill_the_grads_and_params_leader_mid_job_still_meets_target(
             status = await job
         moved = {**await leaders(settings, grads), **await leaders(settings, params)}
     finally:
-        if not job.done():
-            job.cancel()
-            await asyncio.gather(job, return_exceptions=True)
+        await cancel(job, quiet=True)
         await versions.close()
     assert status.state == "succeeded", status.error
     assert job_spec.target is not None and status.metrics["test_accuracy"] >= job_spec.target.value

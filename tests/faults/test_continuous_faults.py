@@ -27,6 +27,7 @@ from aiaas.agents.trainer.worker import Trainer
 from aiaas.registry.store import Registry
 from aiaas.schemas.jobs import JobSpec
 from aiaas.streams.jobs import submit
+from aiaas.streams.lifecycle import cancel_all
 from aiaas.streams.settings import Settings
 from tests.driftscenario import GOOD, Prober, continuous_spec, log_if_failed
 from tests.sourcestreams import PERMUTATION, digits_split, make_topic, produce, records
@@ -51,9 +52,7 @@ class Job:
         task.add_done_callback(log_if_failed)
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await cancel_all(self.tasks)
         await asyncio.gather(*(p.stop() for p in self.parts), return_exceptions=True)
         await self.procs.stop()
 

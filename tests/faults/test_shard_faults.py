@@ -21,6 +21,7 @@ from aiaas.agents.trainer.settings import TrainerSettings
 from aiaas.agents.trainer.worker import Trainer
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.training import CHECKPOINT_KEY
+from aiaas.streams.lifecycle import cancel_all
 from aiaas.streams.readers import open_assigned
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
@@ -68,9 +69,7 @@ async def test_sigkill_one_shard_mid_job_the_job_completes(settings: Settings, t
         status = await procs.wait(180)  # revives shard 1
         await asyncio.gather(*tasks)
     finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         await asyncio.gather(lead.stop(), trainer.stop(), procs.stop(), return_exceptions=True)
     assert procs.restarts == {1: 1}
     assert status.state == "succeeded", status.error

@@ -30,6 +30,7 @@ from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.training import CHECKPOINT_KEY, PARAMS_KEY, GradientMessage
 from aiaas.streams import codecs
 from aiaas.streams.jobs import aggregator_group, params_versions, submit
+from aiaas.streams.lifecycle import cancel, cancel_all
 from aiaas.streams.producer import Producer
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
@@ -81,8 +82,7 @@ class VersionLog:
                 await self._changed.wait()
 
     async def close(self) -> None:
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        await cancel(self._task, quiet=True)
 
 
 class Cluster:
@@ -115,9 +115,7 @@ class Cluster:
         return task
 
     async def close(self) -> None:
-        for task in self.tasks:
-            task.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await cancel_all(self.tasks)
         await asyncio.gather(*(p.stop() for p in self.parts), return_exceptions=True)
         await self.procs.stop()
 
@@ -270,8 +268,7 @@ async def test_bad_gradients_are_rejected_counted_logged_and_the_job_goes_on(
         status = await job
     finally:
         await versions.close()
-        if not job.done():
-            job.cancel()
+        await cancel(job, quiet=True)
     assert status.state == "succeeded", status.error
     assert status.metrics["rejected"] == 4
     assert status.metrics["test_accuracy"] >= 0.95

@@ -23,6 +23,7 @@ from aiaas.ml.reference import fit_reference
 from aiaas.registry.store import Registry
 from aiaas.schemas.jobs import JobSpec
 from aiaas.streams.jobs import follow_metrics, params_versions, read_jobs, read_metrics, submit
+from aiaas.streams.lifecycle import cancel_all
 from aiaas.streams.settings import Settings
 
 pytestmark = pytest.mark.timeout(180)
@@ -128,7 +129,5 @@ async def test_a_trainer_joining_mid_job_is_taken_into_the_rounds(settings: Sett
         assert status.state == "succeeded"
         assert late.model.steps > 0
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         await asyncio.gather(agg.stop(), first.stop(), late.stop(), return_exceptions=True)

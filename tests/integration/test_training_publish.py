@@ -15,6 +15,7 @@ from aiaas.agents.trainer.worker import Trainer
 from aiaas.data.datapush import push
 from aiaas.schemas.jobs import JobSpec
 from aiaas.streams.jobs import submit
+from aiaas.streams.lifecycle import cancel_all
 from aiaas.streams.settings import Settings
 
 pytestmark = pytest.mark.timeout(120)
@@ -50,9 +51,7 @@ async def test_sync_version_is_on_the_broker_before_its_evaluation(settings: Set
             status = await agg.run()
             await asyncio.gather(*runs)
     finally:
-        for t in runs:
-            t.cancel()
-        await asyncio.gather(*runs, return_exceptions=True)
+        await cancel_all(runs)
         await asyncio.gather(agg.stop(), *(w.stop() for w in workers), return_exceptions=True)
     assert status.state == "succeeded", status.error
     assert len(agg.acked) >= 4  # versions 5, 10, 15, 20 at least

@@ -30,6 +30,7 @@ from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.records import JobStatus
 from aiaas.streams.acls import login_as, tenant_user
 from aiaas.streams.admin import Admin
+from aiaas.streams.lifecycle import cancel
 from aiaas.streams.settings import Settings
 
 console = Console()
@@ -103,9 +104,7 @@ async def train(settings: Settings, spec: JobSpec, plan: DemoPlan, summary: Summ
         try:
             status = await job.wait(timeout_s=480)
         finally:
-            follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await follower
+            await cancel(follower)
     if status.state == "missed_target":  # held in staging; the demo serves it all the same, and says so
         console.print(f"[yellow]![/] {status.error}")
         if status.model_version is not None:
