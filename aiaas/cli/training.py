@@ -161,7 +161,7 @@ async def _train(spec: Any, trainers: int | None, push: bool, timeout_s: float, 
                 run.status = await job.wait(timeout_s)
                 return run.status
             finally:
-                await cancel(follower)
+                await cancel(follower, quiet=True)  # its error (a metrics read) is not the job's
 
 
 def _stop_on_sigterm() -> Any:

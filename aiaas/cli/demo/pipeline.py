@@ -104,7 +104,7 @@ async def train(settings: Settings, spec: JobSpec, plan: DemoPlan, summary: Summ
         try:
             status = await job.wait(timeout_s=480)
         finally:
-            await cancel(follower)
+            await cancel(follower, quiet=True)
     if status.state == "missed_target":  # held in staging; the demo serves it all the same, and says so
         console.print(f"[yellow]![/] {status.error}")
         if status.model_version is not None:
