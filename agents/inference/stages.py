@@ -7,8 +7,9 @@ serves ``infer.NAME.requests`` when K is 1 (callers call NAME as usual) and
 ``infer.NAME.stage<K>.requests`` after that, in a consumer group per stage. A stage before the last
 answers no caller: its ``Forwarder`` sends each request's outputs as a request frame entry to the
 next stage's topic (stacked rows stay one rows entry), with the caller's ``reply-to``, deadline,
-tenant and trace context in the entry's headers, the caller's request id as its id and the outputs
-it asked for (stages before the last compute all theirs; the last one picks). The frames are
+tenant and trace context in the entry's headers, the caller's request id as its id, the outputs
+it asked for (stages before the last compute all theirs; the last one picks) and the reply
+parameters a stage set (the first stage's word on a text's truncation). The frames are
 gathered per poll like reply frames and chunked when large (a later stage takes requests as big as
 a reply, ``max_reply_bytes``); the poll's offsets commit only once they are acknowledged, so a
 stage worker killed mid-batch loses nothing (the next owner of its partitions re-serves them). A
@@ -30,6 +31,7 @@ import numpy as np
 
 from aiaas.agents.inference import blocks
 from aiaas.agents.inference.batcher import Work
+from aiaas.agents.inference.intake import REPLY_PARAMETERS
 from aiaas.agents.inference.outbox import Outbox
 from aiaas.agents.inference.replier import Replier
 from aiaas.agents.inference.sessions import Loaded
@@ -136,10 +138,11 @@ class Exit:
 
 
 def _asked(w: Work) -> dict[str, Any]:
-    """The fields of a request's entry the last stage needs: the outputs it asked for."""
+    """The fields of a request's entry the last stage needs: the outputs it asked for (and what an
+    earlier stage had to say in the reply)."""
     msg = w.record.message
     fields = msg.fields if isinstance(msg, frame.Entry) and w.count == 1 else {}
-    return {k: fields[k] for k in ("outputs",) if k in fields}
+    return {k: fields[k] for k in ("outputs", REPLY_PARAMETERS) if k in fields}
 
 
 class Forwarder(Replier):
@@ -177,6 +180,8 @@ class Forwarder(Replier):
     async def _forward(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
         rows = w.count > 1
         fields = _asked(w)  # for the last stage to pick
+        if w.parameters and not rows:  # a text's truncation, said by the stage that tokenized it
+            fields[REPLY_PARAMETERS] = w.parameters
         entry = frame.Entry(list(w.ids), blocks.stacked(w, outputs) if rows else dict(outputs),
                             forwarded_headers(w.record.headers), fields, rows)
         size = entry.nbytes

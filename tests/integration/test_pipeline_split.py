@@ -71,7 +71,8 @@ async def test_two_stage_tiny_transformer_answers_like_the_whole_model(settings:
         texts.append({"input_ids": ids, "attention_mask": mask})
     async with pipeline(settings, "pt", data, texts[1]) as workers, InferenceClient(settings) as client:
         got = {i: r async for i, r in client.infer_many("pt", texts, timeout=30)}
-        words = ["a short text", "and a longer one that stage 1 tokenizes before it forwards"]
+        words = ["a short text", "and a longer one that stage 1 tokenizes before it forwards",
+                 "a text over the 64 tokens the model takes, cut by stage 1 " * 8]
         said = [await client.infer("pt", {"text": np.asarray([w], dtype=object)}, timeout=30) for w in words]
         big = {"input_ids": rng.integers(1, 30000, size=(700, 60)),
                "attention_mask": np.ones((700, 60), np.int64)}
@@ -102,6 +103,9 @@ async def test_two_stage_tiny_transformer_answers_like_the_whole_model(settings:
     assert float(np.max(np.abs(as_json.outputs["scores"] - whole(data, texts[3])["scores"]))) <= 1e-4
     assert float(np.max(np.abs(large.outputs["scores"] - whole(data, big)["scores"]))) <= 1e-4
     tok = text_tokenizer(PRETRAINED, 64)
+    # stage 1's word on truncation reaches the caller through stage 2's reply
+    assert [r.parameters.get("truncated") for r in said] == [False, False, True]
+    assert said[2].parameters["max_length"] == 64 and said[2].parameters["truncated_rows"] == "0"
     for w, r in zip(words, said, strict=True):  # text in: tokenized by stage 1 as the whole model would be
         ids, mask = encode_texts(tok, [w])
         want = whole(data, {"input_ids": ids, "attention_mask": mask})
