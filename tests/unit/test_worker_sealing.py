@@ -8,7 +8,7 @@ from aiaas.agents.inference.outbox import Outbox
 from aiaas.agents.inference.sealing import WorkerSealing
 from aiaas.streams import frame
 from aiaas.streams import headers as h
-from aiaas.streams.envelope import Sealer, is_sealed
+from aiaas.streams.envelope import Sealer, is_sealed, sealed_ids
 from aiaas.streams.keyring import Keyring, new_key
 from aiaas.streams.record import Record
 from tests.unit.test_replier import Sends
@@ -69,3 +69,5 @@ async def test_reply_frames_are_gathered_and_sealed_per_data_key() -> None:
         assert topic == "rep" and is_sealed(value) == bool(kid)
         ids = frame.ids_of(clear, h.decode(headers))
         assert ids == [f"r{i}" for i in range(6) if ("acme-1", "bolt-1", None)[i % 3] == kid]
+        # a sealed frame names its ids in clear (a next stage without the key answers each of them)
+        assert sealed_ids(h.decode(headers)) == (ids if kid else [])
