@@ -7,7 +7,7 @@ connects, ``stop()`` releases, and a ``Service`` is its own async context manage
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -56,8 +56,13 @@ async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
     """``consumer.stop()`` without aiokafka's leak: a fetch cut off in its retry back-off (the broker
     gone) re-raises its cancellation out of ``stop()``, which skipped the rest of a shutdown (a
     scoring worker's producers, a registry's reader). The caller's own cancellation still passes."""
+    await unleaked(consumer.stop)
+
+
+async def unleaked(stop: Callable[[], Awaitable[object]]) -> None:
+    """``await stop()``, dropping a cancellation that is not the caller's (see ``stop_consumer``)."""
     try:
-        await consumer.stop()
+        await stop()
     except asyncio.CancelledError:
         task = asyncio.current_task()
         if task is not None and task.cancelling():

@@ -30,6 +30,7 @@ from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from aiaas.schemas.errors import KafkaUnavailable
 from aiaas.streams.authz import forbidden_from
+from aiaas.streams.lifecycle import unleaked
 from aiaas.streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -125,11 +126,13 @@ C = TypeVar("C", bound=Startable)
 
 
 async def close_quietly(client: Any) -> None:
-    """Stop (or close, for the admin client) a client whose start failed; errors are dropped."""
+    """Stop (or close, for the admin client) a client whose start failed; errors are dropped, and so
+    is a cancellation aiokafka leaks out of a consumer's ``stop()`` (``lifecycle.stop_consumer``):
+    it would have ended the retries as if the caller had been cancelled."""
     closer = getattr(client, "stop", None) or getattr(client, "close", None)
     if closer is not None:
         with contextlib.suppress(Exception):
-            await closer()
+            await unleaked(closer)
 
 
 async def started(factory: Callable[[], C], settings: Settings, what: str, *,

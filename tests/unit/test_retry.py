@@ -3,6 +3,7 @@ once, and giving up is one line that says what, where, why and what to run."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
@@ -118,8 +119,8 @@ class FakeClient:
 
     made: list[FakeClient] = []
 
-    def __init__(self, fail: int) -> None:
-        self.fail, self.stopped = fail, False
+    def __init__(self, fail: int, leak: bool = False) -> None:
+        self.fail, self.stopped, self.leak = fail, False, leak
         FakeClient.made.append(self)
 
     async def start(self) -> None:
@@ -128,6 +129,8 @@ class FakeClient:
 
     async def stop(self) -> None:
         self.stopped = True
+        if self.leak:  # as aiokafka's consumer does when a fetch was in its retry back-off
+            raise asyncio.CancelledError
 
 
 async def test_started_makes_a_fresh_client_per_try_and_closes_the_failed_ones() -> None:
@@ -135,6 +138,12 @@ async def test_started_makes_a_fresh_client_per_try_and_closes_the_failed_ones()
     client = await started(lambda: FakeClient(fail=2), Settings(), "starting a consumer")
     assert len(FakeClient.made) == 3 and client is FakeClient.made[-1]
     assert [c.stopped for c in FakeClient.made] == [True, True, False]
+
+
+async def test_a_cancellation_leaked_by_a_failed_clients_stop_does_not_end_the_retries() -> None:
+    FakeClient.made = []
+    client = await started(lambda: FakeClient(fail=2, leak=True), Settings(), "starting a consumer")
+    assert len(FakeClient.made) == 3 and client is FakeClient.made[-1]
 
 
 async def test_nothing_listening_gives_up_with_the_line_on_a_real_client() -> None:
