@@ -34,8 +34,6 @@ node_dir() { echo "$CDIR/node-$1"; }
 pid_file() { echo "$(node_dir "$1")/kafka.pid"; }
 log_file() { echo "$(node_dir "$1")/kafka.log"; }
 bootstrap() { local n out=""; for n in "${NODES[@]}"; do out+="${out:+,}$AIAAS_KAFKA_HOST:$(port_of "$n")"; done; echo "$out"; }
-# True when pid $1 is gone or a zombie (an unreaped child of a shell that exited long ago).
-gone() { ! kill -0 "$1" 2>/dev/null || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]; }
 running() { pid_alive "$(pid_file "$1")"; }
 ready() { running "$1" && port_open "$(port_of "$1")" && grep -q "Kafka Server started" "$(log_file "$1")" 2>/dev/null; }
 
@@ -123,7 +121,7 @@ case "${1:-status}" in
   kill)
     check_node "${2:-}"; lock
     if running "$2"; then pid=$(cat "$(pid_file "$2")"); kill -KILL "$pid"
-      for _ in $(seq 100); do gone "$pid" && break; sleep 0.05; done
+      for _ in $(seq 100); do pid_running "$pid" || break; sleep 0.05; done
       rm -f "$(pid_file "$2")"; echo "node $2 killed (pid $pid)"
     else echo "node $2 not running"; fi ;;
   restart)

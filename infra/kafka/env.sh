@@ -21,8 +21,10 @@ REDIS_PID="$AIAAS_STATE_DIR/redis.pid"
 REDIS_LOG="$AIAAS_STATE_DIR/redis.log"
 mkdir -p "$AIAAS_STATE_DIR"
 
-# True when the process in pid file $1 is alive.
-pid_alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$(cat "$1")/stat" 2>/dev/null)" != Z ]; }
+# True when pid $1 runs (a zombie, an unreaped child of a shell that exited long ago, does not),
+# and when the process in pid file $1 does.
+pid_running() { kill -0 "$1" 2>/dev/null && [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+pid_alive() { [ -f "$1" ] && pid_running "$(cat "$1")"; }
 
 # True when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
