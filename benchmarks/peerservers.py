@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from aiaas.agents.processes import free_port
 from aiaas.schemas.errors import Unavailable
 
 MLSERVER_VERSION = "1.7.1"
@@ -67,12 +67,6 @@ class Server:
 
     def tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def peers_dir() -> Path:
@@ -144,8 +138,9 @@ async def start_mlserver(python: Path, workdir: Path, onnx_file: Path, model: st
     shutil.copy(RUNTIME, folder / "mlserver_runtime.py")
     shutil.copy(onnx_file, folder / "model.onnx")
     port = free_port()
-    settings = {"host": "127.0.0.1", "http_port": port, "grpc_port": free_port(), "metrics_port": free_port(),
-                "parallel_workers": workers, "debug": False}
+    grpc = free_port({port})
+    settings = {"host": "127.0.0.1", "http_port": port, "grpc_port": grpc,
+                "metrics_port": free_port({port, grpc}), "parallel_workers": workers, "debug": False}
     model_settings = {"name": model, "implementation": "mlserver_runtime.OnnxModel",
                       "parameters": {"uri": "./model.onnx"},
                       "max_batch_size": max_batch, "max_batch_time": max_batch_time_s}

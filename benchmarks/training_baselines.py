@@ -19,7 +19,6 @@ import argparse
 import json
 import math
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from aiaas.agents.processes import free_port
 from aiaas.data.datasets import Dataset, load_dataset
 from aiaas.data.partitioners import assign
 from aiaas.ml.evaluate import evaluate
@@ -158,12 +158,6 @@ def single_process(quick: bool) -> dict[str, Any]:
     ds = load_dataset(spec.data)
     runs = [_one_run(spec, ds, ds.x_train, ds.y_train, seed) for seed in range(repeats(quick))]
     return {**_summary(runs, 0.0, 0.0), "note": "no exchange: grad bytes and sync round are 0"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ddp_gloo(quick: bool, timeout_s: float = 600.0) -> dict[str, Any]:
