@@ -72,14 +72,13 @@ class Interrupt:
     def __call__(self) -> None:
         if self.task.done() or self.cleaning:
             return
-        if self.sent:
-            log.warning("still running %.0fs after the stop signal: cancelling it again", self.every_s)
         self.sent += 1
         self.task.cancel()
         asyncio.get_running_loop().call_later(self.every_s, self._again, self.sent)
 
     def _again(self, sent: int) -> None:
-        if self.sent == sent:  # no signal since: the last cancellation may have been lost
+        if self.sent == sent and not (self.task.done() or self.cleaning):  # the cancellation was lost
+            log.warning("still running %.0fs after the stop signal: cancelling it again", self.every_s)
             self()
 
 
