@@ -76,10 +76,7 @@ class Sealer:
         ids, kept readable so a worker without the key can still answer each one)."""
         if key_id is None:
             return value, headers
-        extra = [(h.DATA_KEY, key_id.encode())]
-        if ids:
-            extra.append((h.SEALED_IDS, json.dumps(list(ids)).encode()))
-        return self.seal(value, key_id), [*headers, *extra]
+        return self.seal(value, key_id), [*headers, *h.sealed(key_id, ids)]
 
     def _cipher(self, key_id: str) -> AESGCM:
         cipher = self._ciphers.get(key_id)

@@ -8,6 +8,7 @@ step.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping, Sequence
 
@@ -47,6 +48,12 @@ Headers = list[tuple[str, bytes]]
 def encode(values: Mapping[str, str | int | float | None]) -> Headers:
     """Build record headers from a mapping; None values are left out."""
     return [(k, str(v).encode()) for k, v in values.items() if v is not None]
+
+
+def sealed(key_id: str, ids: Sequence[str] = ()) -> Headers:
+    """The headers of a value sealed under ``key_id``; ``ids`` (a frame's request ids) stay readable,
+    so a worker without the key still answers each one (docs/security.md)."""
+    return [(DATA_KEY, key_id.encode())] + ([(SEALED_IDS, json.dumps(list(ids)).encode())] if ids else [])
 
 
 def decode(headers: Sequence[tuple[str, bytes]] | None) -> dict[str, str]:

@@ -77,11 +77,6 @@ def split(records: list[Record]) -> tuple[list[Record], list[tuple[Record, Aiaas
     return out, rejected
 
 
-# A request entry's field between pipeline stages: the reply parameters an earlier stage set
-# (agents/inference/stages.py); the stage that answers puts them in its reply.
-REPLY_PARAMETERS = "reply_parameters"
-
-
 def plain(body: dict[str, Any]) -> bool:
     """A frame entry's fields have the types the validating OIP decoder would insist on."""
     rid, params, outs = body.get("id"), body.get("parameters"), body.get("outputs")
@@ -139,12 +134,8 @@ class Intake:
         wanted = self._wanted(body.get("outputs"), model) if self.cfg.forward_to is None else None
         binary = entry is not None or tc.is_binary(hd) or \
             (body.get("parameters") or {}).get("binary_data_output") is True
-        work = Work(rec, rid, hd.get(h.REPLY_TO), binary, arrays, model,
+        return Work(rec, rid, hd.get(h.REPLY_TO), binary, arrays, model,
                     rows if self.cfg.batching else None, wanted, body.get("id"), sig)
-        said = body.get(REPLY_PARAMETERS) if entry is not None and self.cfg.pipeline is not None else None
-        if isinstance(said, dict):  # an earlier stage's word on the request (a text's truncation)
-            work.parameters = said
-        return work
 
     @staticmethod
     def _wanted(outputs: list[dict[str, Any]] | None, model: Loaded) -> list[str] | None:

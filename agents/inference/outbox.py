@@ -8,7 +8,6 @@ fails only its own requests (``Replier.undelivered``).
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Sequence
 
 from aiokafka.structs import RecordMetadata
@@ -74,10 +73,8 @@ class Outbox:
         (topic, data_key), (partition, entries, owners) = where, gathered
         try:
             value, headers = frame.encode(entries)
-            if data_key is not None:  # the sender seals the value under it; the ids stay readable,
-                # so a stage without the key still answers each request of a forwarded frame
-                ids = json.dumps([i for e in entries for i in e.ids]).encode()
-                headers = [*headers, (h.DATA_KEY, data_key.encode()), (h.SEALED_IDS, ids)]
+            if data_key is not None:  # the sender seals the value under it
+                headers = [*headers, *h.sealed(data_key, [i for e in entries for i in e.ids])]
             fut = await self._send(topic, value, entries[0].id.encode(), headers, partition)
         except Exception as exc:
             if self._unsent is None:

@@ -31,7 +31,6 @@ import numpy as np
 
 from aiaas.agents.inference import blocks
 from aiaas.agents.inference.batcher import Work
-from aiaas.agents.inference.intake import REPLY_PARAMETERS
 from aiaas.agents.inference.outbox import Outbox
 from aiaas.agents.inference.replier import Replier
 from aiaas.agents.inference.sessions import Loaded
@@ -49,6 +48,7 @@ from aiaas.streams.topics import Topics, TopicSpec
 
 Outputs = dict[str, np.ndarray]
 FORWARDED = (h.REPLY_TO, h.DEADLINE, h.TENANT, h.TRACEPARENT)  # what the next stage needs to answer
+REPLY_PARAMETERS = "reply_parameters"  # an entry field: what an earlier stage has to say in the reply
 
 
 async def resolved(settings: Settings, cfg: WorkerSettings) -> WorkerSettings:
@@ -143,6 +143,15 @@ def _asked(w: Work) -> dict[str, Any]:
     msg = w.record.message
     fields = msg.fields if isinstance(msg, frame.Entry) and w.count == 1 else {}
     return {k: fields[k] for k in ("outputs", REPLY_PARAMETERS) if k in fields}
+
+
+def carried(w: Work) -> Work:
+    """``w`` with the reply parameters an earlier stage forwarded (a text's truncation, said by the
+    stage that tokenized it): the answering stage replies with them."""
+    said = _asked(w).get(REPLY_PARAMETERS)
+    if isinstance(said, dict) and w.parameters is None:
+        w.parameters = said
+    return w
 
 
 class Forwarder(Replier):

@@ -235,7 +235,8 @@ class InferenceWorker(Service):
         rid = request_id(rec)
         self.stats["requests"] += 1
         try:
-            return await self.intake.work(rec, rid)
+            work = await self.intake.work(rec, rid)
+            return stages.carried(work) if self.cfg.pipeline is not None else work
         except Exception as exc:  # bad input of any kind fails its request, never the loop
             await self.replier.fail(rec, [rid], unreadable(exc), sent)
             return None
