@@ -2,12 +2,14 @@
 
 Python's default for SIGTERM ended the command at once and left the aggregator and trainers running
 with no parent (a continuous job trained on, README "Train from your topic"); now SIGTERM stops the
-job as Ctrl-C does and the command exits 143.
+job as Ctrl-C does and the command exits 143. A SIGKILLed command, which can clean nothing up,
+takes them along too (they are tied to it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -40,7 +42,8 @@ def _alive(pids: set[int]) -> set[int]:
     return {pid for pid in pids if alive(pid)}
 
 
-async def test_sigterm_stops_the_jobs_processes(settings: Settings, tmp_path: Path) -> None:
+async def _started_job(settings: Settings, tmp_path: Path) -> tuple[asyncio.subprocess.Process, bytes]:
+    """``aiaas train`` of a job that would run for hours, once its aggregator and trainer are up."""
     spec = {"job_id": f"sigterm-{time.time_ns() % 10**9}", "trainers": 1, "batch_size": 32,
             "steps": 10**6, "eval_interval": 10**5, "sync": {"mode": "sync"},
             "model": {"input_dim": 64, "hidden": [16], "output_dim": 10},
@@ -51,14 +54,19 @@ async def test_sigterm_stops_the_jobs_processes(settings: Settings, tmp_path: Pa
         sys.executable, "-m", "aiaas.cli.main", "train", "--spec", str(tmp_path / "job.yaml"),
         "--log-dir", str(tmp_path / "logs"), cwd=ROOT, env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    assert proc.stdout is not None
+    out = b""
+    deadline = time.monotonic() + 120
+    while b"logs in" not in out:  # the aggregator and the trainer are started
+        line = await asyncio.wait_for(proc.stdout.readline(), max(0.1, deadline - time.monotonic()))
+        assert line, out.decode()[-2000:]
+        out += line
+    return proc, out
+
+
+async def test_sigterm_stops_the_jobs_processes(settings: Settings, tmp_path: Path) -> None:
+    proc, out = await _started_job(settings, tmp_path)
     try:
-        assert proc.stdout is not None
-        out = b""
-        deadline = time.monotonic() + 120
-        while b"logs in" not in out:  # the aggregator and the trainer are started
-            line = await asyncio.wait_for(proc.stdout.readline(), max(0.1, deadline - time.monotonic()))
-            assert line, out.decode()[-2000:]
-            out += line
         children = _children(proc.pid)
         assert len(children) == 2, (children, out.decode()[-2000:])
         proc.send_signal(signal.SIGTERM)
@@ -70,3 +78,22 @@ async def test_sigterm_stops_the_jobs_processes(settings: Settings, tmp_path: Pa
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_a_launcher_killed_outright_takes_its_jobs_processes_along(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """SIGKILL leaves ``aiaas train`` no clean-up: its aggregator and trainer are tied to it
+    (PR_SET_PDEATHSIG) and stop by themselves instead of training on as orphans."""
+    proc, out = await _started_job(settings, tmp_path)
+    children = _children(proc.pid)
+    try:
+        assert len(children) == 2, (children, out.decode()[-2000:])
+        proc.kill()
+        await proc.wait()
+        async with asyncio.timeout(60):  # they got SIGTERM: they leave their group and exit
+            while _alive(children):  # noqa: ASYNC110 - processes that are not ours to wait on
+                await asyncio.sleep(0.2)
+    finally:
+        for pid in _alive(children):
+            os.kill(pid, signal.SIGKILL)
