@@ -26,6 +26,7 @@ from aiaas.registry.store import Registry
 from aiaas.streams import headers as h
 from aiaas.streams.admin import Admin
 from aiaas.streams.consumer import Consumer
+from aiaas.streams.lifecycle import cancel
 from aiaas.streams.producer import Producer
 from aiaas.streams.record import Record
 from aiaas.streams.settings import Settings
@@ -132,7 +133,7 @@ async def test_burst_scales_out_idle_scales_to_zero_nothing_lost(
             await until(scaler, lambda: count() >= 1, 20)
             await until(scaler, lambda: set(burst + trickle + late) <= got.keys(), 60)
         finally:
-            reader.cancel()
+            await cancel(reader, quiet=True)
     seen = list(scaler.replica_log)
     print("replicas seen:", seen, "members:", members, "trickle:", len(trickle))
     assert max(seen) >= 2 and members >= 2, (seen, members)

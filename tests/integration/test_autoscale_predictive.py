@@ -23,6 +23,7 @@ from aiaas.agents.autoscaler.forecast import Forecasting
 from aiaas.agents.autoscaler.policy import Policy
 from aiaas.streams.admin import Admin
 from aiaas.streams.consumer import Consumer
+from aiaas.streams.lifecycle import cancel_all
 from aiaas.streams.producer import Producer
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import Topics
@@ -90,8 +91,7 @@ async def test_a_scheduled_burst_is_scaled_for_before_it_arrives(
                 while not set(sent) <= got.keys():
                     await scaler.next_step()
         finally:
-            reader.cancel()
-            watcher.cancel()
+            await cancel_all([reader, watcher])
             print("before each burst (t, replicas, members):", before, "start-up estimate:",
                   scaler.planner.startup_s, "steps:", [(round(t - steps[0][0], 1), n, r[:24])
                                                        for t, n, r in steps])

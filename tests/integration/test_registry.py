@@ -14,6 +14,7 @@ import pytest
 from aiaas.registry.store import Registry
 from aiaas.schemas.errors import IntegrityError, InvalidMessage, NotFound
 from aiaas.schemas.registry import Lineage
+from aiaas.streams.lifecycle import cancel
 from aiaas.streams.settings import Settings
 from tests import examples
 from tests.infra import ROOT
@@ -97,7 +98,7 @@ async def test_promote_rollback_canary_and_watch(
             await reg.get("m", stage="canary")
         async with asyncio.timeout(10):
             await canary_ended.wait()
-        watcher.cancel()
+        await cancel(watcher, quiet=True)
         assert (1, "production") in seen and (3, "production") in seen and (3, "canary") in seen
 
 

@@ -24,6 +24,7 @@ from aiaas.schemas.records import JobStatus
 from aiaas.streams.admin import ensure
 from aiaas.streams.audit import tail
 from aiaas.streams.jobs import spec_key, submit, wait_final, write_status
+from aiaas.streams.lifecycle import cancel
 from aiaas.streams.producer import Producer
 from aiaas.streams.runtime import run
 from aiaas.streams.settings import Settings
@@ -104,8 +105,7 @@ async def test_jobs_worker_runs_a_job_submitted_to_the_topic(settings: Settings)
         async with asyncio.timeout(30), contextlib.aclosing(tail(settings, follow=True)) as recs:
             stop = await anext(r async for r in recs if r.action == "job.stop")  # audited (agent)
     finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+        await cancel(runner, quiet=True)
     assert status.state == "succeeded", status.error
     assert status.metrics["test_accuracy"] >= 0.93
     assert (stop.target, stop.source, stop.outcome, stop.details["state"]) == (
