@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaConsumer
 
 
+T = TypeVar("T")
 RECANCEL_S = 1.0  # a task still running this long after its cancellation is cancelled again
 
 
@@ -38,6 +39,22 @@ async def cancel(task: asyncio.Task[Any] | None, *, quiet: bool = False) -> None
 async def cancel_all(tasks: Iterable[asyncio.Task[Any]]) -> None:
     """``cancel`` each of ``tasks`` (together), dropping their errors."""
     await asyncio.gather(*(cancel(t, quiet=True) for t in tasks))
+
+
+async def bounded(aw: Awaitable[T], timeout_s: float) -> T:
+    """``await aw``, or ``TimeoutError`` after ``timeout_s``: a deadline that holds even when the
+    work loses its cancellation (``cancel``), where ``asyncio.timeout`` around it would then never
+    fire again. ``aw`` runs as a task of its own, cancelled (and waited for) at the deadline or when
+    the caller is cancelled."""
+    task = asyncio.ensure_future(aw)
+    try:
+        done, _ = await asyncio.wait([task], timeout=timeout_s)
+    finally:
+        if not task.done():
+            await cancel(task, quiet=True)
+    if not done:
+        raise TimeoutError
+    return task.result()
 
 
 async def within(aw: Awaitable[object], timeout_s: float) -> bool:

@@ -35,6 +35,7 @@ from aiokafka.structs import OffsetAndMetadata, TopicPartition
 from aiaas.schemas.errors import AiaasError
 from aiaas.streams import headers as h
 from aiaas.streams.dlq import dead_letter
+from aiaas.streams.lifecycle import bounded
 from aiaas.streams.producer import Producer
 from aiaas.streams.record import Record
 from aiaas.streams.retry import retrying
@@ -139,15 +140,8 @@ class TransactionalSink:
         producer = self.producers.get(out.tp)
         if producer is None:  # a failed try closed it, or the partition was fenced
             producer = await self._open(out.tp)
-        raw = producer.raw
-        try:
-            async with asyncio.timeout(self.attempt_s):  # a broker gone mid-commit: abort, try again
-                await raw.begin_transaction()
-                acks = await self.target.send(raw, out)
-                await raw.send_offsets_to_transaction(
-                    {out.tp: OffsetAndMetadata(out.next_offset, "")}, self.group)
-                await raw.commit_transaction()
-                await asyncio.gather(*acks)  # settled by the commit; a failure there has raised already
+        try:  # a broker gone mid-commit: abort, try again (a deadline that a lost cancel cannot undo)
+            await bounded(self._attempt(producer.raw, out), self.attempt_s)
         except TimeoutError:
             self._failed()
             await self._close(out.tp)
@@ -158,6 +152,13 @@ class TransactionalSink:
             self._failed()
             await self._close(out.tp)  # the next try starts a fresh producer, aborting what is open
             raise
+
+    async def _attempt(self, raw: AIOKafkaProducer, out: Outgoing) -> None:
+        await raw.begin_transaction()
+        acks = await self.target.send(raw, out)
+        await raw.send_offsets_to_transaction({out.tp: OffsetAndMetadata(out.next_offset, "")}, self.group)
+        await raw.commit_transaction()
+        await asyncio.gather(*acks)  # settled by the commit; a failure there has raised already
 
     def _failed(self) -> None:
         self.failed_attempts += 1
@@ -175,8 +176,7 @@ class TransactionalSink:
         if producer is None or not producer.running:
             return
         with contextlib.suppress(Exception):
-            async with asyncio.timeout(5):
-                await producer.stop()
+            await bounded(producer.stop(), 5.0)
 
 
 class PlainSink:

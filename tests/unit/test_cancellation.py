@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from aiaas.streams.lifecycle import cancel, cancel_all, within
+from aiaas.streams.lifecycle import bounded, cancel, cancel_all, within
 from aiaas.streams.runtime import Interrupt
 
 
@@ -113,3 +113,16 @@ async def test_a_stop_signal_is_not_sent_again_once_clean_up_began() -> None:
     await asyncio.sleep(0.3)
     assert not task.done() and interrupt.sent == 1
     await cancel(task)
+
+
+async def test_bounded_holds_its_deadline_when_the_work_loses_a_cancellation() -> None:
+    """``asyncio.timeout`` cancels once at its deadline: work that lost it ran on past the deadline
+    (a scoring transaction waited for a broker past its attempt time); ``bounded`` does not."""
+    started = asyncio.Event()
+    work = _loses_one_cancellation(started)
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(10):
+            await bounded(work, 0.2)
+    assert time.monotonic() - t0 < 5
+    assert await bounded(asyncio.sleep(0, "done"), 5) == "done"
