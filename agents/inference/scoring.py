@@ -45,7 +45,7 @@ from aiaas.sources.decoded import Decoder
 from aiaas.sources.masking import source_masker
 from aiaas.streams import metrics as m
 from aiaas.streams.admin import Admin
-from aiaas.streams.lifecycle import Service, stop_consumer
+from aiaas.streams.lifecycle import Service, bounded, stop_consumer
 from aiaas.streams.retry import started
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import TopicSpec
@@ -172,10 +172,10 @@ class ScoringWorker(Service):
         """Take ``tps`` over. aiokafka only logs a listener's failure and would leave the worker
         fetching partitions it does not score: ``run()`` raises it instead (the worker stops). The
         take-over has the retry deadline: aiokafka's committed-offset fetch and a transactional
-        producer's start wait forever for a broker that is gone, holding the lock ``stop()`` needs."""
+        producer's start wait forever for a broker that is gone, holding the lock ``stop()`` needs (a
+        deadline a lost cancellation cannot undo: ``lifecycle.bounded``)."""
         try:
-            async with asyncio.timeout(self.cfg.retry_deadline_s):
-                await self._take(tps)
+            await bounded(self._take(tps), self.cfg.retry_deadline_s)
         except TimeoutError:
             self.owned, self._failure = set(), KafkaUnavailable(
                 "partitions not taken over before the retry deadline", deadline_s=self.cfg.retry_deadline_s,
