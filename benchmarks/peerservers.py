@@ -25,6 +25,7 @@ import httpx
 
 from aiaas.agents.processes import free_port
 from aiaas.schemas.errors import Unavailable
+from tests.infra import distinct_free_ports
 
 MLSERVER_VERSION = "1.7.1"
 RUNTIME = Path(__file__).with_name("mlserver_runtime.py")
@@ -137,10 +138,9 @@ async def start_mlserver(python: Path, workdir: Path, onnx_file: Path, model: st
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(RUNTIME, folder / "mlserver_runtime.py")
     shutil.copy(onnx_file, folder / "model.onnx")
-    port = free_port()
-    grpc = free_port({port})
-    settings = {"host": "127.0.0.1", "http_port": port, "grpc_port": grpc,
-                "metrics_port": free_port({port, grpc}), "parallel_workers": workers, "debug": False}
+    port, grpc, metrics = distinct_free_ports(3)
+    settings = {"host": "127.0.0.1", "http_port": port, "grpc_port": grpc, "metrics_port": metrics,
+                "parallel_workers": workers, "debug": False}
     model_settings = {"name": model, "implementation": "mlserver_runtime.OnnxModel",
                       "parameters": {"uri": "./model.onnx"},
                       "max_batch_size": max_batch, "max_batch_time": max_batch_time_s}
