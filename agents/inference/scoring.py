@@ -24,7 +24,6 @@ import contextlib
 import gc
 import logging
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
@@ -46,6 +45,7 @@ from aiaas.sources.masking import source_masker
 from aiaas.streams import metrics as m
 from aiaas.streams.admin import Admin
 from aiaas.streams.lifecycle import Service, bounded, stop_consumer
+from aiaas.streams.offload import Offload
 from aiaas.streams.retry import started
 from aiaas.streams.settings import Settings
 from aiaas.streams.topics import TopicSpec
@@ -86,7 +86,9 @@ class ScoringWorker(Service):
         self._encode: Encode = encode_json  # prediction values (JSON, or Avro: set in start())
         self._lock = asyncio.Lock()  # a poll being scored, or a rebalance step: one at a time
         self._inflight: asyncio.Task[None] | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"score-{cfg.model}")
+        # decode + onnxruntime + encode: inline while short (a thread hop and the GIL handed back and
+        # forth cost 10% of a record's CPU: benchmarks.streaming), in a thread for a slow model
+        self._compute = Offload(cfg.inline_below_ms)
         self._stopping = asyncio.Event()
         self._failure: Exception | None = None  # taking partitions over failed (see assigned)
         self.ready = asyncio.Event()
@@ -135,7 +137,6 @@ class ScoringWorker(Service):
             await self.sink.stop()
         await self.sessions.stop()
         await self.registry.stop()
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -272,9 +273,7 @@ class ScoringWorker(Service):
         loaded = self.sessions.default
         assert loaded is not None
         flat = [r for recs in batches.values() for r in recs]
-        loop = asyncio.get_running_loop()
-        decoded, values, failed = await loop.run_in_executor(
-            self._pool, compute, self.decoder, flat, loaded, self._encode)
+        decoded, values, failed = await self._compute(compute, self.decoder, flat, loaded, self._encode)
         scored = outgoing(batches, flat, decoded, values, failed)
         if self.masks is not None:  # prediction keys and dead letters: no personal value leaves
             self.masks.outgoing(scored.outs)

@@ -37,6 +37,9 @@ class ScoringSettings(BaseSettings):
     exactly_once: bool = True  # False: at-least-once (no transactions; offsets committed after acks)
     max_batch: int = Field(default=2000, ge=1)  # records per poll, decode and onnxruntime call
     threads: int = Field(default=1, ge=0)  # onnxruntime intra-op threads (0: all cores)
+    # A poll is decoded and scored on the event loop while the last one took under this, else in a
+    # thread (a large model must not hold the Kafka clients up); 0: always in a thread
+    inline_below_ms: float = Field(default=100.0, ge=0)
     partitions: int | None = Field(default=None, ge=1)  # of to_topic if created here (default: the input's)
     # A killed worker's partitions wait one session timeout before the group hands them on.
     session_timeout_ms: int = Field(default=6000, ge=1000)
