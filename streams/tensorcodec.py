@@ -1,8 +1,8 @@
-"""Open Inference Protocol v2 records of one request or reply (docs/wire-protocol.md): JSON
-(``application/json``, ``data`` in each tensor), or the OIP binary extension
-(``application/octet-stream``: the JSON body with ``binary_data_size`` per tensor, then the raw
-bytes; the JSON part's length in ``inference-header-content-length``). What callers in other
-languages send and the HTTP bridge passes through. Every decode error raises ``InvalidMessage``.
+"""Open Inference Protocol v2 bodies of one request or reply (docs/wire-protocol.md): JSON
+(``application/json``, ``data`` in each tensor), what callers in other languages send on Kafka; and,
+for the HTTP bridge's edge only, the OIP binary extension (``application/octet-stream``: the JSON
+body with ``binary_data_size`` per tensor, then the raw bytes; the JSON part's length in
+``Inference-Header-Content-Length``). Every decode error raises ``InvalidMessage``.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from aiaas.schemas.envelope import Envelope, json_loads
 from aiaas.schemas.errors import InvalidMessage
 from aiaas.schemas.inference import Datatype, Tensor, flatten
 from aiaas.streams import headers as h
-from aiaas.streams.frame import FIXED, datatype_of, from_raw, raw_bytes
+from aiaas.streams.frame import FIXED, datatype_of, raw_bytes
 
 __all__ = ["BINARY", "BINARY_SIZE", "HEADER_LENGTH", "JSON", "Encoded", "datatype_of", "decode",
-           "encode_body", "from_numpy", "is_binary", "json_text", "peek_kind", "split_value", "to_numpy"]
+           "encode_body", "from_numpy", "json_text", "peek_kind", "split_value", "to_numpy"]
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
@@ -40,43 +40,25 @@ class Encoded:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def is_binary(headers: Mapping[str, str]) -> bool:
-    return (headers.get(h.CONTENT_TYPE) or "").split(";")[0].strip() == BINARY
+def split_value(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """The JSON part and the binary tail of an HTTP body (the binary extension's JSON part is
+    ``header_length`` bytes long; without it the body is all JSON and the tail is empty)."""
+    if header_length is None:
+        return body, memoryview(b"")
+    n = h.count(header_length) or 0
+    if not 0 < n <= len(body):
+        raise InvalidMessage(f"binary body needs a valid {HEADER_LENGTH} header", got=header_length[:40])
+    return body[:n], memoryview(body)[n:]
 
 
-def split_value(value: bytes | None, headers: Mapping[str, str]) -> tuple[bytes, memoryview]:
-    """The JSON part and the binary tail of a record value (the tail is empty for JSON)."""
+def decode(value: bytes | None, cls: type[E], tensors_of: str) -> tuple[E, dict[str, np.ndarray]]:
+    """Decode an OIP JSON record into its message and its named arrays (``tensors_of``: the tensor
+    list field)."""
     if value is None:
         raise InvalidMessage("record has no value")
-    if not is_binary(headers):
-        return value, memoryview(b"")
-    raw_len = headers.get(HEADER_LENGTH)
-    n = h.count(raw_len) or 0
-    if not 0 < n <= len(value):
-        raise InvalidMessage(f"binary record needs a valid {HEADER_LENGTH} header", got=(raw_len or "")[:40])
-    return value[:n], memoryview(value)[n:]
-
-
-def decode(value: bytes | None, headers: Mapping[str, str], cls: type[E],
-           tensors_of: str) -> tuple[E, dict[str, np.ndarray]]:
-    """Decode a record into its message and its named arrays (``tensors_of``: the tensor list field)."""
-    head, tail = split_value(value, headers)
-    msg = cls.from_record(head)
+    msg = cls.from_record(value)
     tensors: list[Tensor] = getattr(msg, tensors_of)
-    arrays: dict[str, np.ndarray] = {}
-    pos = 0
-    for t in tensors:
-        size = (t.parameters or {}).get(BINARY_SIZE)
-        if t.data is not None:
-            arrays[t.name] = to_numpy(t)
-            continue
-        if not isinstance(size, int) or size < 0 or pos + size > len(tail):
-            raise InvalidMessage("binary tensor data missing or truncated", tensor=t.name, size=size)
-        arrays[t.name] = from_raw(tail[pos : pos + size], t.datatype, t.shape, t.name)
-        pos += size
-    if pos != len(tail):
-        raise InvalidMessage("binary record has trailing bytes", extra=len(tail) - pos)
-    return msg, arrays
+    return msg, {t.name: to_numpy(t) for t in tensors}
 
 
 def peek_kind(head: bytes) -> str | None:
@@ -108,7 +90,6 @@ def encode_body(kind: str, body: dict[str, Any], field: str, tensors: Mapping[st
     if not raws:
         return Encoded(head, {h.CONTENT_TYPE: JSON})
     return Encoded(b"".join([head, *raws]), {h.CONTENT_TYPE: BINARY, HEADER_LENGTH: str(len(head))})
-
 
 
 def to_numpy(t: Tensor) -> np.ndarray:
@@ -157,8 +138,8 @@ def json_data(arr: np.ndarray, dt: Datatype, name: str | None = None) -> list[An
 
 def _json_safe(flat: np.ndarray, dt: Datatype, name: str | None) -> None:
     if dt in (Datatype.FP16, Datatype.FP32, Datatype.FP64) and not (finite := np.isfinite(flat)).all():
-        raise InvalidMessage("NaN or infinity cannot be sent as JSON; use the binary encoding "
-                             "(content-type application/octet-stream)", tensor=name,
+        raise InvalidMessage("NaN or infinity cannot be sent as JSON; use a frame (the Python "
+                             "client) or, over HTTP, the binary extension", tensor=name,
                              non_finite=int(flat.size - np.count_nonzero(finite)))
 
 

@@ -31,7 +31,6 @@ class Work:
     record: Record
     request_id: str
     reply_to: str | None
-    binary: bool
     inputs: dict[str, np.ndarray]
     model: Loaded
     rows: int | None  # rows on the batch axis; None when it cannot be batched

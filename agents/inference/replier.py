@@ -65,7 +65,7 @@ class Replier:
 
     async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
         """The successful reply: an entry of the reply frame for framed requests (an entry of rows
-        for a block), else one record in the request's encoding."""
+        for a block), else one OIP JSON record."""
         if frame.is_frame(w.record.headers):
             rows = w.count > 1
             answer: Answer = replies.ok_entry(self.model, w.model.version, w.ids,
@@ -73,9 +73,9 @@ class Replier:
                                               w.record.headers, rows=rows, parameters=w.parameters)
         else:  # a big JSON reply is written off the loop
             make = functools.partial(replies.response, self.model, w.model.version, w.request_id,
-                                     w.response_id, outputs, binary=w.binary,
-                                     request_headers=w.record.headers, parameters=w.parameters)
-            big = not w.binary and sum(a.size for a in outputs.values()) > replies.LARGE_JSON
+                                     w.response_id, outputs, request_headers=w.record.headers,
+                                     parameters=w.parameters)
+            big = sum(a.size for a in outputs.values()) > replies.LARGE_JSON
             answer = await asyncio.to_thread(make) if big else make()
         await self.send(w.record, w.request_id, w.reply_to, answer, sent, ids=w.ids)
 
