@@ -76,10 +76,11 @@ class InferResult:
     response: InferenceResponse | None = None
 
     def to_response(self) -> InferenceResponse:
-        """The OIP JSON response (data inline), e.g. for an HTTP reply."""
-        tensors = [tc.from_numpy(n, a) for n, a in self.outputs.items()]
-        return InferenceResponse(model_name=self.model_name, model_version=self.model_version,
-                                 id=self.id, parameters=self.parameters or None, outputs=tensors)
+        """The OIP JSON response (data inline), e.g. to print: what a worker writes to an OIP request."""
+        head = {"model_name": self.model_name, "model_version": self.model_version, "id": self.id,
+                "parameters": self.parameters or None}
+        enc = tc.encode_body(InferenceResponse.KIND, head, "outputs", self.outputs, binary=False)
+        return InferenceResponse.from_record(enc.value)
 
 
 def replies_of(value: bytes | None, headers: Mapping[str, str]) -> list[Reply]:

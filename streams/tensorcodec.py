@@ -21,7 +21,7 @@ from aiaas.streams import headers as h
 from aiaas.streams.frame import FIXED, datatype_of, raw_bytes
 
 __all__ = ["BINARY", "BINARY_SIZE", "HEADER_LENGTH", "JSON", "Encoded", "datatype_of", "decode",
-           "encode_body", "from_numpy", "json_text", "peek_kind", "split_value", "to_numpy"]
+           "encode_body", "json_text", "peek_kind", "split_value", "to_numpy"]
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
@@ -119,45 +119,26 @@ def _bytes_element(x: Any) -> bytes:
     raise TypeError(f"{type(x).__name__} is not a string")
 
 
-def from_numpy(name: str, arr: np.ndarray) -> Tensor:
-    """A Tensor for ``arr`` with JSON ``data``."""
-    dt = datatype_of(arr)
-    return Tensor.model_construct(name=name, shape=[int(d) for d in arr.shape], datatype=dt, parameters=None,
-                                  data=json_data(arr, dt, name))
-
-
-def json_data(arr: np.ndarray, dt: Datatype, name: str | None = None) -> list[Any]:
-    """The flat JSON ``data`` list of ``arr``. JSON has no NaN or infinity: a float tensor holding
-    them raises InvalidMessage (a worker answers that request with an error reply saying so)."""
+def json_text(arr: np.ndarray, dt: Datatype, name: str | None = None, slice_elements: int = 16384) -> bytes:
+    """The flat JSON ``data`` list of ``arr``, encoded a slice at a time: run in a thread, a big
+    tensor lets the event loop have the GIL between slices (one ``json.dumps`` of millions of floats
+    holds it for seconds, longer than a consumer group's session). JSON has no NaN or infinity: a
+    float tensor holding them raises InvalidMessage (a worker answers that request with an error
+    reply saying so)."""
     flat = arr.reshape(-1)
     if dt is Datatype.BYTES:
-        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in flat]
-    _json_safe(flat, dt, name)
-    return flat.tolist()
-
-
-def _json_safe(flat: np.ndarray, dt: Datatype, name: str | None) -> None:
+        return _dumps([x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in flat])
     if dt in (Datatype.FP16, Datatype.FP32, Datatype.FP64) and not (finite := np.isfinite(flat)).all():
         raise InvalidMessage("NaN or infinity cannot be sent as JSON; use a frame (the Python "
                              "client) or, over HTTP, the binary extension", tensor=name,
                              non_finite=int(flat.size - np.count_nonzero(finite)))
-
-
-def json_text(arr: np.ndarray, dt: Datatype, name: str | None = None, slice_elements: int = 16384) -> bytes:
-    """``json_data`` as JSON, encoded a slice at a time: run in a thread, a big tensor lets the event
-    loop have the GIL between slices (one ``json.dumps`` of millions of floats holds it for seconds,
-    longer than a consumer group's session)."""
-    flat = arr.reshape(-1)
-    if dt is Datatype.BYTES or flat.size <= slice_elements:
-        return _dumps(json_data(arr, dt, name))
-    _json_safe(flat, dt, name)
     parts = [_dumps(flat[i:i + slice_elements].tolist())[1:-1] for i in range(0, flat.size, slice_elements)]
     return b"[" + b",".join(parts) + b"]"
 
 
 def _encoder() -> Callable[[Any], bytes]:
     """msgspec's JSON writer (the serve extra; 5-10x ``json.dumps`` on replies), else json's (a
-    client-only install). Both write compact JSON; non-finite floats never reach it (``_json_safe``)."""
+    client-only install). Both write compact JSON; non-finite floats never reach it (``json_text``)."""
     try:
         import msgspec
     except ImportError:  # pragma: no cover - the client extra has no msgspec

@@ -15,6 +15,7 @@ from aiaas.schemas.errors import InvalidMessage
 from aiaas.schemas.inference import Datatype, InferenceRequest, InferenceResponse, Tensor
 from aiaas.streams import headers as h
 from aiaas.streams import tensorcodec as tc
+from aiaas.streams.replywire import InferResult
 
 ARRAYS = {
     "f32": np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
@@ -77,10 +78,22 @@ def test_nested_json_data_and_response_decoding() -> None:
     np.testing.assert_array_equal(arrays["y"], np.array([[1, 2], [3, 4]], dtype=np.int32))
 
 
-def test_from_numpy_json_data_is_flat_row_major() -> None:
-    t = tc.from_numpy("x", np.array([[1, 2], [3, 4]], dtype=np.int64))
+def test_json_data_is_flat_row_major() -> None:
+    enc = tc.encode_body("k", {}, "outputs", {"x": np.array([[1, 2], [3, 4]], dtype=np.int64)}, binary=False)
+    [t] = [Tensor.model_validate(o) for o in json.loads(enc.value)["outputs"]]
     assert t.datatype is Datatype.INT64 and t.data == [1, 2, 3, 4] and t.shape == [2, 2]
-    assert tc.to_numpy(Tensor.model_validate(t.model_dump())).tolist() == [[1, 2], [3, 4]]
+    assert tc.to_numpy(t).tolist() == [[1, 2], [3, 4]]
+    for n in (0, 1, 5, 12):  # over slices of 5 elements: the same list
+        x = np.arange(n, dtype=np.float32) / 3
+        assert json.loads(tc.json_text(x, Datatype.FP32, "x", slice_elements=5)) == x.tolist()
+
+
+def test_a_result_prints_as_the_oip_response() -> None:
+    outputs = {"y": np.array([[1.5, 2]], np.float32), "t": np.array([b"a"], object)}
+    resp = InferResult("r1", "m", "3", outputs, {"truncated": False}).to_response()
+    assert (resp.id, resp.model_name, resp.model_version) == ("r1", "m", "3")
+    assert resp.parameters == {"truncated": False}
+    assert [(t.name, t.data) for t in resp.outputs] == [("y", [1.5, 2.0]), ("t", ["a"])]
 
 
 @pytest.mark.parametrize(
@@ -136,7 +149,7 @@ def test_bool_bytes_must_be_0_or_1_and_nan_needs_binary() -> None:
     with pytest.raises(InvalidMessage, match="BOOL"):
         parse_request(value, length)
     with pytest.raises(InvalidMessage, match="NaN"):
-        tc.from_numpy("x", np.array([np.nan], dtype=np.float32))
+        tc.json_text(np.array([np.nan], dtype=np.float32), Datatype.FP32, "x")
     enc = tc.encode_body("k", {}, "outputs", {"x": np.array([np.nan], dtype=np.float32)}, binary=True)
     head = json.loads(enc.value[:int(enc.headers[tc.HEADER_LENGTH])])
     assert head["outputs"][0]["parameters"] == {"binary_data_size": 4}
