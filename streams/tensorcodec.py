@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -19,9 +18,6 @@ from aiaas.schemas.errors import InvalidMessage
 from aiaas.schemas.inference import Datatype, Tensor, flatten
 from aiaas.streams import headers as h
 from aiaas.streams.frame import FIXED, datatype_of, raw_bytes
-
-__all__ = ["BINARY", "BINARY_SIZE", "HEADER_LENGTH", "JSON", "Encoded", "datatype_of", "decode",
-           "encode_body", "json_text", "peek_kind", "split_value", "to_numpy"]
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
@@ -32,12 +28,11 @@ _SEP = (",", ":")
 E = TypeVar("E", bound=Envelope)
 
 
-@dataclass(slots=True)
-class Encoded:
+class Encoded(NamedTuple):
     """A record value with the headers that say how to read it."""
 
     value: bytes
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str]
 
 
 def split_value(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:

@@ -81,9 +81,8 @@ def split(records: list[Record]) -> tuple[list[Record], list[tuple[Record, Aiaas
 
 def plain(body: dict[str, Any]) -> bool:
     """A frame entry's fields have the types the validating OIP decoder would insist on."""
-    rid, params, outs = body.get("id"), body.get("parameters"), body.get("outputs")
-    return ((rid is None or (isinstance(rid, str) and len(rid) <= 128))
-            and (params is None or isinstance(params, dict))
+    params, outs = body.get("parameters"), body.get("outputs")
+    return ((params is None or isinstance(params, dict))
             and (outs is None or (isinstance(outs, list)
                                   and all(isinstance(o, dict) and o.keys() <= {"name", "parameters"}
                                           and isinstance(o.get("name"), str) for o in outs))))

@@ -18,13 +18,12 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
-from aiokafka.structs import RecordMetadata
 
 from aiaas.agents.inference import blocks, replies
 from aiaas.agents.inference.batcher import Result, Work
 from aiaas.agents.inference.breather import Breather
 from aiaas.agents.inference.intake import whole
-from aiaas.agents.inference.outbox import Outbox, Owners, ReplyHeaders
+from aiaas.agents.inference.outbox import Outbox, Owners, Sent
 from aiaas.agents.inference.sealing import WorkerSealing
 from aiaas.schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, NotFound, TooLarge
 from aiaas.streams import frame
@@ -36,10 +35,9 @@ from aiaas.streams.producer import Producer
 from aiaas.streams.record import Record
 from aiaas.streams.settings import MIB
 
-Sent = asyncio.Future[RecordMetadata]
 log = logging.getLogger(__name__)
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
-Answer = frame.Entry | tuple[bytes, ReplyHeaders]  # a reply frame's entry, or a single record
+Answer = frame.Entry | tuple[bytes, replies.ReplyHeaders]  # a reply frame's entry, or a single record
 
 
 def unanswerable(exc: BaseException) -> AiaasError:
