@@ -36,8 +36,9 @@ from typing import Any
 
 import numpy as np
 
-from aiaas.client.inference import InferenceClient, InferResult, encode_request
+from aiaas.client.inference import InferenceClient, InferResult
 from aiaas.registry.store import Registry
+from aiaas.streams import frame
 from aiaas.streams.admin import ensure, wait_for_broker
 from aiaas.streams.runtime import run
 from aiaas.streams.settings import Settings
@@ -201,7 +202,7 @@ class Bench:
         self.window = args.window
         self.seconds, self.rounds = (1.0, 3) if args.quick else (3.0, 5)
         self.xs = np.random.default_rng(1).normal(size=(4096, 1, dim)).astype(np.float32)
-        self.payload = encode_request({"input": self.xs[0]}, request_id="x", binary=True).value
+        self.payload = frame.encode([frame.Entry(["x"], {"input": self.xs[0]})])[0]  # one request's frame
         self.worker_pids: list[int] = []
         self.unpacked = client  # the baseline's client: one request per record (no request batches)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from aiaas.client.inference import encode_request
+from aiaas.streams import frame
 from aiaas.streams.admin import ensure, wait_for_broker
 from aiaas.streams.runtime import run
 from aiaas.streams.settings import Settings
@@ -77,7 +77,7 @@ class FaustProcess(EchoProcess):
 async def main(quick: bool) -> dict[str, Any]:
     s = Settings(topic_prefix=fresh_prefix("faust"), client_id="bench-faust")
     await wait_for_broker(s)
-    payload = encode_request({"input": np.ones((1, 64), np.float32)}, request_id="x", binary=True).value
+    payload = frame.encode([frame.Entry(["x"], {"input": np.ones((1, 64), np.float32)})])[0]  # one request
     n, rounds = (3000, 2) if quick else (10_000, 3)
     rates: dict[str, list[float]] = {"aiokafka": [], "faust_event": [], "faust_batch": []}
     for r in range(rounds):

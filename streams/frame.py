@@ -113,7 +113,6 @@ def _bytes_from_raw(raw: memoryview, count: int, name: str) -> np.ndarray:
     return out
 
 
-
 def encode(entries: Sequence[Entry]) -> tuple[bytes, Headers]:
     """Value and record headers of one frame holding ``entries``."""
     metas: list[dict[str, Any]] = []
@@ -142,7 +141,6 @@ def encode(entries: Sequence[Entry]) -> tuple[bytes, Headers]:
     return b"".join([head, *raws]), [(h.CONTENT_TYPE, CONTENT_TYPE.encode()),
                                      (h.WIRE_VERSION, str(VERSION).encode()),
                                      (LENGTH, str(len(head)).encode())]
-
 
 
 def is_frame(headers: Mapping[str, str]) -> bool:

@@ -38,7 +38,7 @@ def error_of(reply: ErrorReply) -> InferenceError:
 @dataclass(slots=True)
 class Reply:
     """A reply: an OK entry of a reply frame comes decoded; an error entry, or a single OIP reply
-    record (to an OIP request), keeps its JSON (or binary) value."""
+    record (to an OIP request), keeps its JSON value."""
 
     request_id: str
     value: bytes
@@ -50,12 +50,10 @@ class Reply:
         status = self.headers.get(STATUS)
         if status is not None:
             return status == "200"
-        head, _ = tc.split_value(self.value, self.headers)
-        return tc.peek_kind(head) != ErrorReply.KIND
+        return tc.peek_kind(self.value) != ErrorReply.KIND
 
     def error(self) -> InferenceError:
-        head, _ = tc.split_value(self.value, self.headers)
-        return error_of(ErrorReply.from_record(head))
+        return error_of(ErrorReply.from_record(self.value))
 
     def result(self) -> InferResult:
         """Decode an OK reply (raises its InferenceError otherwise)."""
@@ -63,7 +61,7 @@ class Reply:
             return self.decoded
         if not self.ok:
             raise self.error()
-        resp, arrays = tc.decode(self.value, self.headers, InferenceResponse, "outputs")
+        resp, arrays = tc.decode(self.value, InferenceResponse, "outputs")
         return InferResult(resp.id or self.request_id, resp.model_name, resp.model_version,
                            arrays, resp.parameters or {}, resp)
 
@@ -78,10 +76,11 @@ class InferResult:
     response: InferenceResponse | None = None
 
     def to_response(self) -> InferenceResponse:
-        """The OIP JSON response (data inline), e.g. for an HTTP reply."""
-        tensors = [tc.from_numpy(n, a) for n, a in self.outputs.items()]
-        return InferenceResponse(model_name=self.model_name, model_version=self.model_version,
-                                 id=self.id, parameters=self.parameters or None, outputs=tensors)
+        """The OIP JSON response (data inline), e.g. to print: what a worker writes to an OIP request."""
+        head = {"model_name": self.model_name, "model_version": self.model_version, "id": self.id,
+                "parameters": self.parameters or None}
+        enc = tc.encode_body(InferenceResponse.KIND, head, "outputs", self.outputs, binary=False)
+        return InferenceResponse.from_record(enc.value)
 
 
 def replies_of(value: bytes | None, headers: Mapping[str, str]) -> list[Reply]:
@@ -116,13 +115,11 @@ def _error_reply(e: frame.Entry, headers: Mapping[str, str]) -> Reply:
                                h.CONTENT_TYPE: tc.JSON})
 
 
-def encode_request(
-    inputs: Inputs, *, request_id: str, binary: bool, parameters: dict[str, Any] | None = None,
-    outputs: Sequence[str] | None = None,
-) -> tc.Encoded:
-    """The record value + content headers of an OIP request for ``inputs`` (JSON or binary)."""
+def encode_request(inputs: Inputs, *, request_id: str, parameters: dict[str, Any] | None = None,
+                   outputs: Sequence[str] | None = None) -> tc.Encoded:
+    """The record value + content headers of an OIP JSON request for ``inputs``."""
     body = {"id": request_id, **request_fields(parameters, outputs)}
-    return tc.encode_body(InferenceRequest.KIND, body, "inputs", arrays_of(inputs), binary=binary)
+    return tc.encode_body(InferenceRequest.KIND, body, "inputs", arrays_of(inputs), binary=False)
 
 
 def arrays_of(inputs: Inputs) -> dict[str, np.ndarray]:

@@ -1,16 +1,15 @@
-"""Open Inference Protocol v2 records of one request or reply (docs/wire-protocol.md): JSON
-(``application/json``, ``data`` in each tensor), or the OIP binary extension
-(``application/octet-stream``: the JSON body with ``binary_data_size`` per tensor, then the raw
-bytes; the JSON part's length in ``inference-header-content-length``). What callers in other
-languages send and the HTTP bridge passes through. Every decode error raises ``InvalidMessage``.
+"""Open Inference Protocol v2 bodies of one request or reply (docs/wire-protocol.md): JSON
+(``application/json``, ``data`` in each tensor), what callers in other languages send on Kafka; and,
+for the HTTP bridge's edge only, the OIP binary extension (``application/octet-stream``: the JSON
+body with ``binary_data_size`` per tensor, then the raw bytes; the JSON part's length in
+``Inference-Header-Content-Length``). Every decode error raises ``InvalidMessage``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -18,10 +17,7 @@ from aiaas.schemas.envelope import Envelope, json_loads
 from aiaas.schemas.errors import InvalidMessage
 from aiaas.schemas.inference import Datatype, Tensor, flatten
 from aiaas.streams import headers as h
-from aiaas.streams.frame import FIXED, datatype_of, from_raw, raw_bytes
-
-__all__ = ["BINARY", "BINARY_SIZE", "HEADER_LENGTH", "JSON", "Encoded", "datatype_of", "decode",
-           "encode_body", "from_numpy", "is_binary", "json_text", "peek_kind", "split_value", "to_numpy"]
+from aiaas.streams.frame import FIXED, datatype_of, raw_bytes
 
 JSON = "application/json"
 BINARY = "application/octet-stream"
@@ -32,51 +28,32 @@ _SEP = (",", ":")
 E = TypeVar("E", bound=Envelope)
 
 
-@dataclass(slots=True)
-class Encoded:
+class Encoded(NamedTuple):
     """A record value with the headers that say how to read it."""
 
     value: bytes
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str]
 
 
-def is_binary(headers: Mapping[str, str]) -> bool:
-    return (headers.get(h.CONTENT_TYPE) or "").split(";")[0].strip() == BINARY
+def split_value(body: bytes, header_length: str | None) -> tuple[bytes, memoryview]:
+    """The JSON part and the binary tail of an HTTP body (the binary extension's JSON part is
+    ``header_length`` bytes long; without it the body is all JSON and the tail is empty)."""
+    if header_length is None:
+        return body, memoryview(b"")
+    n = h.count(header_length) or 0
+    if not 0 < n <= len(body):
+        raise InvalidMessage(f"binary body needs a valid {HEADER_LENGTH} header", got=header_length[:40])
+    return body[:n], memoryview(body)[n:]
 
 
-def split_value(value: bytes | None, headers: Mapping[str, str]) -> tuple[bytes, memoryview]:
-    """The JSON part and the binary tail of a record value (the tail is empty for JSON)."""
+def decode(value: bytes | None, cls: type[E], tensors_of: str) -> tuple[E, dict[str, np.ndarray]]:
+    """Decode an OIP JSON record into its message and its named arrays (``tensors_of``: the tensor
+    list field)."""
     if value is None:
         raise InvalidMessage("record has no value")
-    if not is_binary(headers):
-        return value, memoryview(b"")
-    raw_len = headers.get(HEADER_LENGTH)
-    n = h.count(raw_len) or 0
-    if not 0 < n <= len(value):
-        raise InvalidMessage(f"binary record needs a valid {HEADER_LENGTH} header", got=(raw_len or "")[:40])
-    return value[:n], memoryview(value)[n:]
-
-
-def decode(value: bytes | None, headers: Mapping[str, str], cls: type[E],
-           tensors_of: str) -> tuple[E, dict[str, np.ndarray]]:
-    """Decode a record into its message and its named arrays (``tensors_of``: the tensor list field)."""
-    head, tail = split_value(value, headers)
-    msg = cls.from_record(head)
+    msg = cls.from_record(value)
     tensors: list[Tensor] = getattr(msg, tensors_of)
-    arrays: dict[str, np.ndarray] = {}
-    pos = 0
-    for t in tensors:
-        size = (t.parameters or {}).get(BINARY_SIZE)
-        if t.data is not None:
-            arrays[t.name] = to_numpy(t)
-            continue
-        if not isinstance(size, int) or size < 0 or pos + size > len(tail):
-            raise InvalidMessage("binary tensor data missing or truncated", tensor=t.name, size=size)
-        arrays[t.name] = from_raw(tail[pos : pos + size], t.datatype, t.shape, t.name)
-        pos += size
-    if pos != len(tail):
-        raise InvalidMessage("binary record has trailing bytes", extra=len(tail) - pos)
-    return msg, arrays
+    return msg, {t.name: to_numpy(t) for t in tensors}
 
 
 def peek_kind(head: bytes) -> str | None:
@@ -110,7 +87,6 @@ def encode_body(kind: str, body: dict[str, Any], field: str, tensors: Mapping[st
     return Encoded(b"".join([head, *raws]), {h.CONTENT_TYPE: BINARY, HEADER_LENGTH: str(len(head))})
 
 
-
 def to_numpy(t: Tensor) -> np.ndarray:
     """A validated JSON tensor as a numpy array of its shape and datatype."""
     if t.data is None:
@@ -138,45 +114,26 @@ def _bytes_element(x: Any) -> bytes:
     raise TypeError(f"{type(x).__name__} is not a string")
 
 
-def from_numpy(name: str, arr: np.ndarray) -> Tensor:
-    """A Tensor for ``arr`` with JSON ``data``."""
-    dt = datatype_of(arr)
-    return Tensor.model_construct(name=name, shape=[int(d) for d in arr.shape], datatype=dt, parameters=None,
-                                  data=json_data(arr, dt, name))
-
-
-def json_data(arr: np.ndarray, dt: Datatype, name: str | None = None) -> list[Any]:
-    """The flat JSON ``data`` list of ``arr``. JSON has no NaN or infinity: a float tensor holding
-    them raises InvalidMessage (a worker answers that request with an error reply saying so)."""
+def json_text(arr: np.ndarray, dt: Datatype, name: str | None = None, slice_elements: int = 16384) -> bytes:
+    """The flat JSON ``data`` list of ``arr``, encoded a slice at a time: run in a thread, a big
+    tensor lets the event loop have the GIL between slices (one ``json.dumps`` of millions of floats
+    holds it for seconds, longer than a consumer group's session). JSON has no NaN or infinity: a
+    float tensor holding them raises InvalidMessage (a worker answers that request with an error
+    reply saying so)."""
     flat = arr.reshape(-1)
     if dt is Datatype.BYTES:
-        return [x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in flat]
-    _json_safe(flat, dt, name)
-    return flat.tolist()
-
-
-def _json_safe(flat: np.ndarray, dt: Datatype, name: str | None) -> None:
+        return _dumps([x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x) for x in flat])
     if dt in (Datatype.FP16, Datatype.FP32, Datatype.FP64) and not (finite := np.isfinite(flat)).all():
-        raise InvalidMessage("NaN or infinity cannot be sent as JSON; use the binary encoding "
-                             "(content-type application/octet-stream)", tensor=name,
+        raise InvalidMessage("NaN or infinity cannot be sent as JSON; use a frame (the Python "
+                             "client) or, over HTTP, the binary extension", tensor=name,
                              non_finite=int(flat.size - np.count_nonzero(finite)))
-
-
-def json_text(arr: np.ndarray, dt: Datatype, name: str | None = None, slice_elements: int = 16384) -> bytes:
-    """``json_data`` as JSON, encoded a slice at a time: run in a thread, a big tensor lets the event
-    loop have the GIL between slices (one ``json.dumps`` of millions of floats holds it for seconds,
-    longer than a consumer group's session)."""
-    flat = arr.reshape(-1)
-    if dt is Datatype.BYTES or flat.size <= slice_elements:
-        return _dumps(json_data(arr, dt, name))
-    _json_safe(flat, dt, name)
     parts = [_dumps(flat[i:i + slice_elements].tolist())[1:-1] for i in range(0, flat.size, slice_elements)]
     return b"[" + b",".join(parts) + b"]"
 
 
 def _encoder() -> Callable[[Any], bytes]:
     """msgspec's JSON writer (the serve extra; 5-10x ``json.dumps`` on replies), else json's (a
-    client-only install). Both write compact JSON; non-finite floats never reach it (``_json_safe``)."""
+    client-only install). Both write compact JSON; non-finite floats never reach it (``json_text``)."""
     try:
         import msgspec
     except ImportError:  # pragma: no cover - the client extra has no msgspec

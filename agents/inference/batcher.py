@@ -19,7 +19,7 @@ from aiaas.agents.inference import text
 from aiaas.agents.inference.sessions import Loaded
 from aiaas.schemas.errors import AiaasError, BadInput
 from aiaas.schemas.registry import TensorSignature
-from aiaas.streams import tensorcodec as tc
+from aiaas.streams.frame import datatype_of
 from aiaas.streams.record import Record
 
 
@@ -31,7 +31,6 @@ class Work:
     record: Record
     request_id: str
     reply_to: str | None
-    binary: bool
     inputs: dict[str, np.ndarray]
     model: Loaded
     rows: int | None  # rows on the batch axis; None when it cannot be batched
@@ -115,7 +114,7 @@ def _check(signature: Sequence[TensorSignature], arrays: dict[str, np.ndarray]) 
     rows: set[int] = set()
     for s in signature:
         arr = arrays[s.name]
-        got = tc.datatype_of(arr)
+        got = datatype_of(arr)
         if got is not s.datatype:
             raise BadInput("wrong datatype", input=s.name, expected=s.datatype.value, got=got.value)
         if len(arr.shape) != len(s.shape) or any(

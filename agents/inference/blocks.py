@@ -23,7 +23,7 @@ def block_work(rec: Record, ids: list[str], arrays: dict[str, np.ndarray], model
     the requests cannot be batched (the ``Work`` is then only good for ``explode``)."""
     if per is not None:
         arrays = {n: a.reshape(len(ids) * per, *a.shape[2:]) for n, a in arrays.items()}
-    return Work(rec, ids[0], rec.headers.get(h.REPLY_TO), True, arrays, model,
+    return Work(rec, ids[0], rec.headers.get(h.REPLY_TO), arrays, model,
                 None if per is None else per * len(ids), None, None, sig, ids)
 
 
@@ -37,7 +37,7 @@ def explode(w: Work) -> list[Work]:
         record = Record(rec.topic, rec.partition, rec.offset, rid.encode(), None,
                         {**rec.headers, h.CORRELATION_ID: rid}, rec.timestamp_ms, rec.first_offset,
                         frame.Entry([rid], inputs))
-        out.append(Work(record, rid, w.reply_to, True, inputs, w.model, per or None, None, None, w.sig))
+        out.append(Work(record, rid, w.reply_to, inputs, w.model, per or None, None, None, w.sig))
     return out
 
 

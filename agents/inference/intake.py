@@ -25,6 +25,8 @@ from aiaas.streams import tensorcodec as tc
 from aiaas.streams.record import Record
 
 _FRAME_OWN = frozenset({h.INFERENCE_HEADER_LENGTH, h.WIRE_VERSION})
+UNSUPPORTED = (f"unsupported content-type: send one OIP v2 JSON request ({tc.JSON}) or a frame "
+               f"({frame.CONTENT_TYPE}); the OIP binary extension is served over HTTP (the bridge)")
 log = logging.getLogger(__name__)
 
 
@@ -79,9 +81,8 @@ def split(records: list[Record]) -> tuple[list[Record], list[tuple[Record, Aiaas
 
 def plain(body: dict[str, Any]) -> bool:
     """A frame entry's fields have the types the validating OIP decoder would insist on."""
-    rid, params, outs = body.get("id"), body.get("parameters"), body.get("outputs")
-    return ((rid is None or (isinstance(rid, str) and len(rid) <= 128))
-            and (params is None or isinstance(params, dict))
+    params, outs = body.get("parameters"), body.get("outputs")
+    return ((params is None or isinstance(params, dict))
             and (outs is None or (isinstance(outs, list)
                                   and all(isinstance(o, dict) and o.keys() <= {"name", "parameters"}
                                           and isinstance(o.get("name"), str) for o in outs))))
@@ -132,9 +133,7 @@ class Intake:
         rows, sig = _layout(model, arrays)
         # a stage that forwards computes all it has; the last one picks the outputs asked for
         wanted = self._wanted(body.get("outputs"), model) if self.cfg.forward_to is None else None
-        binary = entry is not None or tc.is_binary(hd) or \
-            (body.get("parameters") or {}).get("binary_data_output") is True
-        return Work(rec, rid, hd.get(h.REPLY_TO), binary, arrays, model,
+        return Work(rec, rid, hd.get(h.REPLY_TO), arrays, model,
                     rows if self.cfg.batching else None, wanted, body.get("id"), sig)
 
     @staticmethod
@@ -150,9 +149,12 @@ class Intake:
 
     @staticmethod
     def _decode(rec: Record) -> tuple[dict[str, Any], dict[str, Any]]:
-        """An OIP record, through the validating decoder (and its field-level messages)."""
+        """An OIP JSON record, through the validating decoder (and its field-level messages)."""
         frame.check_version(rec.headers)
-        req, arrays = tc.decode(rec.value, rec.headers, InferenceRequest, "inputs")
+        kind = (rec.headers.get(h.CONTENT_TYPE) or tc.JSON).split(";")[0].strip()
+        if kind != tc.JSON:
+            raise InvalidMessage(UNSUPPORTED, content_type=kind[:80])
+        req, arrays = tc.decode(rec.value, InferenceRequest, "inputs")
         return req.model_dump(exclude={"inputs"}, exclude_none=True), arrays
 
     async def block(self, rec: Record, block: frame.Entry) -> list[Work]:

@@ -18,7 +18,6 @@ from aiaas.streams.record import Record
 
 Sent = asyncio.Future[RecordMetadata]
 Send = Callable[[str, bytes, bytes | None, list[tuple[str, bytes]], int | None], Awaitable[Sent]]
-ReplyHeaders = dict[str, str]
 Owner = tuple[Record, Sequence[str]]  # a request record and the ids of it a record answers
 Owners = Sequence[Owner]
 Unsent = Callable[[Owners, Exception], Awaitable[None]]

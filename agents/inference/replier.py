@@ -18,13 +18,12 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
-from aiokafka.structs import RecordMetadata
 
 from aiaas.agents.inference import blocks, replies
 from aiaas.agents.inference.batcher import Result, Work
 from aiaas.agents.inference.breather import Breather
 from aiaas.agents.inference.intake import whole
-from aiaas.agents.inference.outbox import Outbox, Owners, ReplyHeaders
+from aiaas.agents.inference.outbox import Outbox, Owners, Sent
 from aiaas.agents.inference.sealing import WorkerSealing
 from aiaas.schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, NotFound, TooLarge
 from aiaas.streams import frame
@@ -36,10 +35,9 @@ from aiaas.streams.producer import Producer
 from aiaas.streams.record import Record
 from aiaas.streams.settings import MIB
 
-Sent = asyncio.Future[RecordMetadata]
 log = logging.getLogger(__name__)
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
-Answer = frame.Entry | tuple[bytes, ReplyHeaders]  # a reply frame's entry, or a single record
+Answer = frame.Entry | tuple[bytes, replies.ReplyHeaders]  # a reply frame's entry, or a single record
 
 
 def unanswerable(exc: BaseException) -> AiaasError:
@@ -65,7 +63,7 @@ class Replier:
 
     async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
         """The successful reply: an entry of the reply frame for framed requests (an entry of rows
-        for a block), else one record in the request's encoding."""
+        for a block), else one OIP JSON record."""
         if frame.is_frame(w.record.headers):
             rows = w.count > 1
             answer: Answer = replies.ok_entry(self.model, w.model.version, w.ids,
@@ -73,9 +71,9 @@ class Replier:
                                               w.record.headers, rows=rows, parameters=w.parameters)
         else:  # a big JSON reply is written off the loop
             make = functools.partial(replies.response, self.model, w.model.version, w.request_id,
-                                     w.response_id, outputs, binary=w.binary,
-                                     request_headers=w.record.headers, parameters=w.parameters)
-            big = not w.binary and sum(a.size for a in outputs.values()) > replies.LARGE_JSON
+                                     w.response_id, outputs, request_headers=w.record.headers,
+                                     parameters=w.parameters)
+            big = sum(a.size for a in outputs.values()) > replies.LARGE_JSON
             answer = await asyncio.to_thread(make) if big else make()
         await self.send(w.record, w.request_id, w.reply_to, answer, sent, ids=w.ids)
 

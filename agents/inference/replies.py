@@ -1,5 +1,5 @@
 """Replies (docs/wire-protocol.md): an entry of a reply frame for a framed request, or a single OIP
-record (JSON or binary, in the request's encoding) for an OIP request; an answer or an error.
+JSON record for an OIP request; an answer or an error.
 """
 
 from __future__ import annotations
@@ -41,14 +41,14 @@ def _headers(request_id: str, request_headers: Mapping[str, str], extra: Mapping
 
 def response(
     model: str, version: int, request_id: str, response_id: str | None, outputs: Mapping[str, np.ndarray],
-    *, binary: bool, request_headers: Mapping[str, str], parameters: Mapping[str, Any] | None = None,
+    *, request_headers: Mapping[str, str], parameters: Mapping[str, Any] | None = None,
 ) -> tuple[bytes, ReplyHeaders]:
-    """Value and headers of a successful reply, in the request's encoding."""
+    """Value and headers of a successful single reply (OIP JSON)."""
     body: dict[str, Any] = {"model_name": model, "model_version": str(version),
                             "id": response_id or request_id}
     if parameters:
         body["parameters"] = dict(parameters)
-    enc = tc.encode_body(InferenceResponse.KIND, body, "outputs", outputs, binary=binary)
+    enc = tc.encode_body(InferenceResponse.KIND, body, "outputs", outputs, binary=False)
     extra = {**enc.headers, STATUS: "200", h.MODEL_VERSION: str(version)}
     return enc.value, _headers(request_id, request_headers, extra)
 

@@ -16,8 +16,8 @@ stage worker killed mid-batch loses nothing (the next owner of its partitions re
 stage with an exit head (``aiaas models split --exit-head``) answers a request itself when every
 row's highest probability reaches the head's threshold (``Exit``). Errors go straight to the caller
 from whichever stage they arise in, and the last stage replies as any worker does, under the
-pipeline's name and in the caller's encoding (a plain OIP JSON or binary request gets a single OIP
-reply: the HTTP bridge's pass-through).
+pipeline's name and in the caller's encoding (a plain OIP JSON request gets a single OIP JSON
+reply).
 """
 
 from __future__ import annotations
@@ -85,29 +85,18 @@ def replier(settings: Settings, cfg: WorkerSettings, producer: Producer, results
             dead_letters: DeadLetters, stats: Counter[str], **kw: Any) -> Replier:
     """The worker's replier: a ``Forwarder`` for a stage before the last, else the usual one."""
     if cfg.forward_to is None:
-        last = LastStage if cfg.pipeline is not None else Replier
-        return last(answered_as(cfg), producer, results_topic, dead_letters, stats, **kw)
+        return Replier(answered_as(cfg), producer, results_topic, dead_letters, stats, **kw)
     next_topic = Topics(settings).infer_requests(cfg.forward_to, cfg.partitions).name
     return Forwarder(next_topic, answered_as(cfg), producer, results_topic, dead_letters, stats, **kw)
 
 
 def forwarded_headers(request_headers: dict[str, str]) -> dict[str, str]:
     """The caller's headers the next stage needs, and the caller's encoding when it sent a plain OIP
-    record (JSON or binary): the last stage answers in it, as a worker of the whole model would."""
+    JSON record: the last stage answers in it, as a worker of the whole model would."""
     out = {k: request_headers[k] for k in FORWARDED if k in request_headers}
     if not frame.is_frame(request_headers):
-        out[h.CONTENT_TYPE] = request_headers.get(h.CONTENT_TYPE) or tc.JSON
+        out[h.CONTENT_TYPE] = tc.JSON
     return out
-
-
-class LastStage(Replier):
-    """The last stage's replies: in the encoding the caller used (a request frame's entries are
-    binary to the intake, an OIP JSON caller wants JSON)."""
-
-    async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
-        if not frame.is_frame(w.record.headers):
-            w.binary = tc.is_binary(w.record.headers)
-        await super().reply(w, outputs, sent)
 
 
 @dataclass(frozen=True)

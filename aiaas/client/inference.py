@@ -13,7 +13,7 @@ and counted in ``duplicates``. ``max_in_flight`` bounds outstanding requests (ba
             ...                                     # r: InferResult or InferenceError
 
 The records (for producers in any language) are described in docs/wire-protocol.md: a plain OIP v2
-JSON request (or the OIP binary extension) is answered in kind; this client speaks the frame.
+JSON request is answered with one OIP JSON reply record; this client speaks the frame.
 
 Topics are not created on first use: the request topic exists once a worker of the model started
 (before that ``infer`` raises NotFound at once), and the ``reply-to`` topic must exist before the

@@ -14,6 +14,7 @@ import pytest
 
 from aiaas.client.inference import InferenceClient, InferenceError, InferResult, Reply, encode_request
 from aiaas.registry.store import Registry
+from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams.producer import Producer
 from aiaas.streams.settings import Settings
@@ -27,14 +28,20 @@ PARTITIONS = 8
 
 
 async def ask(client: InferenceClient, producer: Producer, partition: int, x: np.ndarray,
-              *, binary: bool) -> asyncio.Future[Reply]:
-    """One request to ``partition``, without a deadline (the worst poison: nothing expires it)."""
+              *, framed: bool) -> asyncio.Future[Reply]:
+    """One request to ``partition``, without a deadline (the worst poison: nothing expires it): a
+    plain OIP JSON record, or (``framed``) a frame of it alone."""
     rid = client.new_id()
-    enc = encode_request({"x": x}, request_id=rid, binary=binary)
+    if framed:
+        value, kind = frame.encode([frame.Entry([rid], {"x": x})])
+        content = h.decode(kind)
+    else:
+        enc = encode_request({"x": x}, request_id=rid)
+        value, content = enc.value, enc.headers
     fut = await client.waiting.add(rid, 90)
     topic = Topics(client.settings).infer_requests("poison").name
-    headers = {**enc.headers, h.CORRELATION_ID: rid, h.REPLY_TO: client.reply_topic}
-    await (await producer.send(topic, enc.value, key=rid, headers=headers, partition=partition))
+    headers = {**content, h.CORRELATION_ID: rid, h.REPLY_TO: client.reply_topic}
+    await (await producer.send(topic, value, key=rid, headers=headers, partition=partition))
     return fut
 
 
@@ -52,28 +59,28 @@ async def test_oversized_and_nan_replies_with_two_workers_both_alive_after(setti
     env = {"AIAAS_MAX_MESSAGE_BYTES": str(LIMIT), "AIAAS_CHUNK_BYTES": str(CHUNK),
            "AIAAS_INFER_MAX_REPLY_BYTES": str(MAX_REPLY)}
     one = np.ones((1, 1), np.float32)
-    nan, big = np.full((1, 1), -1.0, np.float32), np.full((1, 60), 2.0, np.float32)  # 240 KB binary
+    nan, big = np.full((1, 1), -1.0, np.float32), np.full((1, 60), 2.0, np.float32)  # 240 KB in a frame
     big_json = np.ones((1, 70), np.float32)  # 70000 zeros: 280 KB of JSON, encoded in a thread
     huge = np.full((1, 300), 2.0, np.float32)  # 1.2 MB: over the worker's reply limit
     async with spawn_workers(small, "poison", 2, env=env) as procs, InferenceClient(small) as client, \
             Producer(small) as producer:
         await until_processes_balanced(procs, PARTITIONS)
         owned = [p.partitions for p in procs]
-        kinds = ("nan_json", "nan_bin", "big_json", "big_bin", "huge")
+        kinds = ("nan_json", "nan_frame", "big_json", "big_frame", "huge")
         futs: dict[str, list[asyncio.Future[Reply]]] = {k: [] for k in kinds}
         for p in range(PARTITIONS):
-            futs["nan_json"].append(await ask(client, producer, p, nan, binary=False))
-            futs["nan_bin"].append(await ask(client, producer, p, nan, binary=True))
-            futs["big_json"].append(await ask(client, producer, p, big_json, binary=False))
-            futs["big_bin"].append(await ask(client, producer, p, big, binary=True))
-            futs["huge"].append(await ask(client, producer, p, huge, binary=True))
+            futs["nan_json"].append(await ask(client, producer, p, nan, framed=False))
+            futs["nan_frame"].append(await ask(client, producer, p, nan, framed=True))
+            futs["big_json"].append(await ask(client, producer, p, big_json, framed=False))
+            futs["big_frame"].append(await ask(client, producer, p, big, framed=True))
+            futs["huge"].append(await ask(client, producer, p, huge, framed=True))
         got = {k: await asyncio.gather(*v) for k, v in futs.items()}
         for r in got["nan_json"]:
             err = error_of(r)
             assert err.status_code == 400 and "NaN or infinity" in err.reason and err.details["tensor"] == "y"
-        for r in got["nan_bin"]:
+        for r in got["nan_frame"]:
             assert np.isnan(r.result().outputs["y"]).all()
-        for kind, x in (("big_json", big_json), ("big_bin", big)):
+        for kind, x in (("big_json", big_json), ("big_frame", big)):
             for r in got[kind]:
                 np.testing.assert_allclose(r.result().outputs["y"], expected(x), rtol=1e-6)
         for r in got["huge"]:
@@ -98,7 +105,7 @@ async def test_oversized_and_nan_replies_with_two_workers_both_alive_after(setti
             np.testing.assert_allclose(r.outputs["y"], expected(big), rtol=1e-6)
 
         # both workers alive, no rebalance (nobody died), and every partition still answered
-        normal = [await ask(client, producer, p, one, binary=False) for p in range(PARTITIONS)]
+        normal = [await ask(client, producer, p, one, framed=False) for p in range(PARTITIONS)]
         for r in await asyncio.gather(*normal):
             np.testing.assert_array_equal(r.result().outputs["y"], np.zeros((1, 1000), np.float32))
         assert [p.proc.returncode for p in procs] == [None, None]

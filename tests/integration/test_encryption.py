@@ -89,7 +89,7 @@ async def test_sealed_requests_and_replies_carry_no_plaintext(settings: Settings
         with pytest.raises(InferenceError) as shape:  # opened, then refused: its dead letter stays sealed
             await good.infer("enc", {"input": np.full((1, 5), 1234.5678, np.float32)}, timeout=20)
         assert shape.value.status_code == 400
-        oip = encode_request({"input": MARKER}, request_id="oip-1", binary=False)  # a single OIP JSON record
+        oip = encode_request({"input": MARKER}, request_id="oip-1")  # a single OIP JSON record
         single = await good.request("enc", oip.value, oip.headers, request_id="oip-1", timeout=20)
         np.testing.assert_allclose(single.result().outputs["logits"], want, rtol=1e-5)
         rows = [r async for _, r in good.infer_many("enc", [{"input": MARKER}] * 200, timeout=20)]

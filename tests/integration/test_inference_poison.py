@@ -57,7 +57,7 @@ async def test_a_request_whose_reply_topic_is_missing_is_dead_lettered_with_the_
             InferenceClient(settings) as client:
         # fine but unanswerable, and bad input too: one dead letter each (three ids in three letters)
         for rid, name in (("lost", "x"), ("lost-bad", "wrong"), ("lost-again", "x")):
-            enc = encode_request({name: np.ones((1, 1), np.float32)}, request_id=rid, binary=False)
+            enc = encode_request({name: np.ones((1, 1), np.float32)}, request_id=rid)
             headers = {**enc.headers, h.CORRELATION_ID: rid, h.REPLY_TO: missing}
             await (await producer.send(topic, enc.value, key=rid, headers=headers, partition=0))
         letters = {d.headers[h.CORRELATION_ID]: d for d in await dead_letters(settings, "poison", 3)}

@@ -1,9 +1,10 @@
 """docs/wire-protocol.md, spoken by a plain aiokafka producer on the real broker: what a caller in
 another language does, with the header names spelled as the page spells them (not imported).
 
-A JSON request, a binary request and a bad request get the replies the page describes, the bad one
-also its dead letter with the original bytes; every header a worker writes on them is one the page's
-header table documents (so the table cannot fall behind what goes on the wire).
+A JSON request and a bad request get the replies the page describes, the bad one also its dead
+letter with the original bytes; a record of the OIP binary extension (an HTTP form, not a Kafka one)
+gets an error reply naming the forms that work, and its dead letter; every header a worker writes on
+them is one the page's header table documents (so the table cannot fall behind what goes on the wire).
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ async def test_a_plain_producer_speaking_the_documented_protocol_gets_documented
                 await prod.send_and_wait(topics.infer_requests("wiredoc").name, value, key=key, headers=hdrs)
         finally:
             await prod.stop()
-        records = await _read(settings, [reply_topic, dlq], 4)
+        records = await _read(settings, [reply_topic, dlq], 5)
 
     replies = {dict(hd)["correlation-id"].decode(): (key, value, dict(hd))
                for topic, key, value, hd in records if topic == reply_topic}
@@ -98,11 +99,11 @@ async def test_a_plain_producer_speaking_the_documented_protocol_gets_documented
     np.testing.assert_allclose(np.array(body["outputs"][0]["data"]).reshape(1, 3), want, rtol=1e-5, atol=1e-6)
 
     _, value, hd = replies["b1"]
-    assert hd["content-type"] == b"application/octet-stream" and hd["status-code"] == b"200"
-    n = int(hd["inference-header-content-length"])
-    out = json.loads(value[:n])["outputs"][0]
-    assert out["parameters"]["binary_data_size"] == 12 and len(value) == n + 12
-    np.testing.assert_allclose(np.frombuffer(value[n:], "<f4").reshape(1, 3), want, rtol=1e-5, atol=1e-6)
+    refused = json.loads(value)
+    assert hd["status-code"] == b"400" and hd["content-type"] == b"application/json"
+    assert refused["kind"] == "error_reply" and refused["code"] == "invalid_message"
+    assert "application/json" in refused["error"] and "application/vnd.aiaas.frame" in refused["error"]
+    assert refused["details"]["content_type"] == "application/octet-stream"
 
     _, value, hd = replies["x1"]
     error = json.loads(value)
@@ -110,8 +111,9 @@ async def test_a_plain_producer_speaking_the_documented_protocol_gets_documented
     assert error["kind"] == "error_reply" and error["status_code"] == 400 and error["retriable"] is False
     assert error["code"] == "bad_request" and error["details"]["missing"] == ["input"]  # says what is wrong
 
-    [(_, key, value, _)] = [r for r in records if r[0] == dlq]
-    letter = json.loads(value)
+    letters = {r[1]: json.loads(r[2]) for r in records if r[0] == dlq}
+    assert set(letters) == {b"b1", b"x1"} and letters[b"b1"]["code"] == "invalid_message"
+    key, letter = b"x1", letters[b"x1"]
     assert key == b"x1" and letter["kind"] == "dead_letter" and letter["code"] == error["code"]
     assert base64.b64decode(letter["value_b64"]) == bad_body and letter["headers"]["correlation-id"] == "x1"
 

@@ -16,7 +16,6 @@ from aiaas.schemas.errors import BadInput
 from aiaas.schemas.registry import ModelVersion
 from aiaas.streams import frame
 from aiaas.streams import headers as h
-from aiaas.streams import tensorcodec as tc
 from aiaas.streams.record import Record
 from aiaas.streams.replywire import replies_of
 from tests import examples
@@ -40,7 +39,7 @@ def feeds(rows: int, seed: int) -> dict[str, np.ndarray]:
 
 def work(model: Loaded, inputs: dict[str, np.ndarray], wanted: list[str] | None = None) -> Work:
     rec = Record("t", 0, 0, None, b"", {})
-    return Work(rec, "r", None, True, inputs, model, check_inputs(model.mv.inputs, inputs), wanted)
+    return Work(rec, "r", None, inputs, model, check_inputs(model.mv.inputs, inputs), wanted)
 
 
 def test_check_inputs_names_dtypes_shapes(multi: Loaded) -> None:
@@ -104,7 +103,7 @@ def test_frame_replies_say_what_single_replies_say() -> None:
     hdrs = {"traceparent": f"00-{trace}-00f067aa0ba902b7-01", "tenant": "acme"}
     for rid in ("r1", "naïve \"id\""):
         entry = replies.ok_entry("m", 3, [rid], outs, hdrs)
-        value, headers = replies.response("m", 3, rid, None, outs, binary=True, request_headers=hdrs)
+        value, headers = replies.response("m", 3, rid, None, outs, request_headers=hdrs)
         got, want = dict(entry.headers), dict(headers)
         # each reply is its own span in the caller's trace: same trace id, fresh span id
         for tp in (got.pop("traceparent"), want.pop("traceparent")):
@@ -112,7 +111,7 @@ def test_frame_replies_say_what_single_replies_say() -> None:
         assert got == {"tenant": "acme"} and want["tenant"] == "acme"
         [back] = replies_of(*_framed(entry))
         result = back.result()
-        body = json.loads(value[: int(headers[tc.HEADER_LENGTH])])
+        body = json.loads(value)
         assert (result.id, result.model_version) == (body["id"], body["model_version"]) == (rid, "3")
         for name, arr in outs.items():
             np.testing.assert_array_equal(result.outputs[name], arr)

@@ -149,7 +149,7 @@ def test_explode_gives_the_single_requests(per: int | None) -> None:
     for k, (rid, p) in enumerate(zip(ids, parts, strict=True)):
         rows = w.inputs["x"].shape[0] // 3 if per else None
         assert p.rows == rows and p.ids == [rid] and p.count == 1
-        assert (p.reply_to, p.model, p.sig, p.binary) == ("replies", MODEL, w.sig, True)
+        assert (p.reply_to, p.model, p.sig) == ("replies", MODEL, w.sig)
         want = {n: a[k * per:(k + 1) * per] for n, a in w.inputs.items()} if per else \
             {n: a[k] for n, a in w.inputs.items()}
         r = p.record
@@ -187,12 +187,12 @@ def test_group_counts_a_blocks_requests() -> None:
     big = _block_work([f"big{j}" for j in range(100)], 1)
     assert [[len(g), g[0] is big] for g in group([big, *bl[:2]], 64)] == [[1, True], [2, False]]
     assert [[w.count for w in g] for g in group([bl[0], big, bl[1]], 64)] == [[32], [100], [32]]
-    single = Work(bl[0].record, "s", None, True, {"x": np.zeros((1, 4), np.float32)}, MODEL, 1)
+    single = Work(bl[0].record, "s", None, {"x": np.zeros((1, 4), np.float32)}, MODEL, 1)
     other = _block_work(["o1", "o2"], 3, width=8)  # another signature
     assert other.sig != bl[0].sig and single.group_key() != bl[0].group_key()
     groups = group([bl[0], single, other, bl[1], single, bl[2]], 64)
     assert [[w.count for w in g] for g in groups] == [[32, 32], [1, 1], [2], [32]]
-    alike = Work(bl[0].record, "s", None, True, {"x": np.zeros((2, 4), np.float32),
+    alike = Work(bl[0].record, "s", None, {"x": np.zeros((2, 4), np.float32),
                                                    "k": np.zeros((2, 3), np.int64)}, MODEL, 2)
     assert alike.group_key() == bl[0].group_key()  # a single request of the same layout joins a block
     assert [[w.count for w in g] for g in group([bl[0], alike, bl[1]], 64)] == [[32, 1], [32]]

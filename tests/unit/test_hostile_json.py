@@ -26,7 +26,7 @@ def test_json_loads_turns_deep_nesting_into_value_error(value: bytes) -> None:
 @pytest.mark.parametrize("value", [NESTED, DEEP_OBJECT])
 def test_decoders_answer_deep_nesting_with_invalid_message(value: bytes) -> None:
     with pytest.raises(InvalidMessage, match="not JSON"):
-        tc.decode(value, {"content-type": tc.JSON}, InferenceRequest, "inputs")
+        tc.decode(value, InferenceRequest, "inputs")
     with pytest.raises(InvalidMessage, match="not JSON"):
         InferenceRequest.from_record(value)
     length = {frame.LENGTH: str(len(value))}
@@ -36,10 +36,11 @@ def test_decoders_answer_deep_nesting_with_invalid_message(value: bytes) -> None
     assert tc.peek_kind(value) is None
 
 
-def test_binary_oip_records_answer_deep_nesting_with_invalid_message() -> None:
-    headers = {"content-type": tc.BINARY, tc.HEADER_LENGTH: str(len(NESTED))}
+def test_binary_oip_bodies_answer_deep_nesting_with_invalid_message() -> None:
+    from aiaas.agents.bridge.oip import parse_request
+
     with pytest.raises(InvalidMessage):
-        tc.decode(NESTED, headers, InferenceRequest, "inputs")
+        parse_request(NESTED, str(len(NESTED)))
 
 
 @pytest.mark.parametrize(("raw", "want"), [
@@ -54,9 +55,8 @@ def test_length_headers_of_thousands_of_digits_are_invalid() -> None:
     value = b'{"entries":[{"id":"a","tensors":[]}]}'
     with pytest.raises(InvalidMessage, match="valid inference-header-content-length"):
         frame.decode(value, {"content-type": frame.CONTENT_TYPE, frame.LENGTH: "9" * 5000})
-    headers = {"content-type": tc.BINARY, tc.HEADER_LENGTH: "9" * 5000}
     with pytest.raises(InvalidMessage, match="valid inference-header-content-length"):
-        tc.decode(value, headers, InferenceRequest, "inputs")
+        tc.split_value(value, "9" * 5000)
 
 
 def test_the_bridge_answers_deep_nesting_with_invalid_message() -> None:

@@ -29,7 +29,7 @@ class Model:
 def work(rid: str, rows: int, **headers: str) -> Work:
     hd = {h.REPLY_TO: "rep", h.CONTENT_TYPE: frame.CONTENT_TYPE, **headers}
     rec = Record("t", 0, 0, rid.encode(), None, hd, message=frame.Entry([rid], {}))
-    return Work(rec, rid, "rep", True, {}, Model(), rows, None, None)  # type: ignore[arg-type]
+    return Work(rec, rid, "rep", {}, Model(), rows, None, None)  # type: ignore[arg-type]
 
 
 class Letters:

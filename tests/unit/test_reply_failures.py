@@ -33,14 +33,14 @@ class Model:
     version = 1
 
 
-def work(rid: str, binary: bool, *, framed: bool = False, **headers: str) -> Work:
-    """A request: an OIP one (JSON or binary), or an entry of a frame."""
+def work(rid: str, *, framed: bool = False, **headers: str) -> Work:
+    """A request: an OIP JSON one, or an entry of a frame."""
     hd = {h.REPLY_TO: "rep", **headers}
     if framed:
         hd[h.CONTENT_TYPE] = frame.CONTENT_TYPE
     rec = Record("t", 0, 7, rid.encode(), None if framed else b"", hd,
                  message=frame.Entry([rid], {}) if framed else None)
-    return Work(rec, rid, "rep", binary, {}, Model(), 1, None, rid)  # type: ignore[arg-type]
+    return Work(rec, rid, "rep", {}, Model(), 1, None, rid)  # type: ignore[arg-type]
 
 
 def answers(records: list[tuple[str, bytes, Any]]) -> dict[str, Reply]:
@@ -94,10 +94,10 @@ def replier(**kw: int) -> tuple[Replier, Producer, Letters]:
 
 async def test_nan_in_a_json_reply_and_an_oversized_reply_fail_alone() -> None:
     r, producer, letters = replier(chunk_bytes=2048, max_reply_bytes=64 * 1024)
-    works = [work("fine", False), work("nan", False), work("inf", True, framed=True),
-             work("big", True, framed=True), work("huge", True, framed=True)]
+    works = [work("fine"), work("nan"), work("inf", framed=True),
+             work("big", framed=True), work("huge", framed=True)]
     results: list[Any] = [{"y": np.ones((1, 2), np.float32)}, {"y": np.array([[np.nan, 1]], np.float32)},
-                          {"y": np.array([[np.inf]], np.float32)},  # binary carries it
+                          {"y": np.array([[np.inf]], np.float32)},  # a frame carries it
                           {"y": np.ones((1, 4096), np.float32)},  # 16 KB: chunked
                           {"y": np.ones((1, 32768), np.float32)}]  # 128 KB: over the limit
     sent = Outbox(r.send_raw, 8192)  # replies over 4 KB go alone (the worker's send: chunks)
@@ -128,7 +128,7 @@ async def test_a_refused_batch_fails_its_requests_and_the_poll_commits() -> None
         raise MessageSizeTooLargeError("too big for the topic")
 
     sent = Outbox(refuse, 1 << 20, unsent)
-    a, b = work("a", True, framed=True), work("b", True, framed=True)
+    a, b = work("a", framed=True), work("b", framed=True)
     await sent.add("rep", 0, frame.Entry(["a"], {"x": np.ones(2)}), (a.record, ("a",)))
     await sent.add("rep", 0, frame.Entry(["b"], {"y": np.ones(2)}), (b.record, ("b",)))
     await sent.flush()
@@ -161,7 +161,7 @@ async def test_the_committer_answers_a_refused_reply_and_marks_the_poll_done() -
     committer = Committer(consumer, 0.01, record)  # type: ignore[arg-type]
     task = asyncio.create_task(committer.run())
     out = Outbox(Producer().send, 1 << 20)
-    w = work("a", True)
+    w = work("a")
     out.track(done(), ((w.record, ("ok",)),))
     out.track(done(exc=MessageSizeTooLargeError("refused")), ((w.record, ("a",)),))
     committer.add([w.record], out)
@@ -225,8 +225,7 @@ def test_a_large_json_reply_encoded_by_slices_is_the_same_reply() -> None:
     rng = np.random.default_rng(5)
     outputs = {"y": rng.normal(size=(3, 40_000)).astype(np.float32), "ids": np.arange(70_000).reshape(7, -1),
                "mask": rng.random((2, 3)) > 0.5}
-    value, hd = replies.response("m", 2, "r1", "body-id", outputs, binary=False,
-                                 request_headers={h.TENANT: "acme"})
+    value, hd = replies.response("m", 2, "r1", "body-id", outputs, request_headers={h.TENANT: "acme"})
     body = json.loads(value)
     assert body["id"] == "body-id" and body["model_version"] == "2" and hd[h.TENANT] == "acme"
     for t in body["outputs"]:
@@ -234,5 +233,5 @@ def test_a_large_json_reply_encoded_by_slices_is_the_same_reply() -> None:
     outputs["y"][1, 7] = np.nan
     outputs["y"][2, 9] = -np.inf
     with pytest.raises(InvalidMessage) as bad:
-        replies.response("m", 2, "r1", None, outputs, binary=False, request_headers={})
+        replies.response("m", 2, "r1", None, outputs, request_headers={})
     assert bad.value.details == {"tensor": "y", "non_finite": 2}

@@ -1,4 +1,5 @@
-"""Tensor codec: JSON and binary OIP encodings round-trip every datatype; junk is refused with a reason."""
+"""Tensor codec: OIP JSON round-trips every datatype (and the HTTP binary extension, through the
+bridge's parser); junk is refused with a reason."""
 
 from __future__ import annotations
 
@@ -8,10 +9,13 @@ import sys
 import numpy as np
 import pytest
 
+from aiaas.agents.bridge.oip import parse_request
 from aiaas.client.inference import encode_request
 from aiaas.schemas.errors import InvalidMessage
 from aiaas.schemas.inference import Datatype, InferenceRequest, InferenceResponse, Tensor
+from aiaas.streams import headers as h
 from aiaas.streams import tensorcodec as tc
+from aiaas.streams.replywire import InferResult
 
 ARRAYS = {
     "f32": np.arange(6, dtype=np.float32).reshape(2, 3) / 7,
@@ -25,12 +29,23 @@ ARRAYS = {
 }
 
 
+def _decoded(enc: tc.Encoded) -> tuple[str | None, dict[str, np.ndarray]]:
+    """A request's id and arrays: a JSON record through the codec, a binary body through the bridge."""
+    if tc.HEADER_LENGTH not in enc.headers:
+        req, arrays = tc.decode(enc.value, InferenceRequest, "inputs")
+        return req.id, arrays
+    parsed = parse_request(enc.value, enc.headers[tc.HEADER_LENGTH])
+    return parsed.request_id, parsed.inputs
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_request_round_trip_every_datatype(binary: bool) -> None:
-    enc = encode_request(ARRAYS, request_id="r1", binary=binary)
-    assert tc.is_binary(enc.headers) is binary
-    req, arrays = tc.decode(enc.value, enc.headers, InferenceRequest, "inputs")
-    assert req.id == "r1" and list(arrays) == list(ARRAYS)
+    enc = tc.encode_body(InferenceRequest.KIND, {"id": "r1"}, "inputs", ARRAYS, binary=binary)
+    assert enc.headers[h.CONTENT_TYPE] == (tc.BINARY if binary else tc.JSON)
+    if not binary:
+        assert enc.value == encode_request(ARRAYS, request_id="r1").value
+    rid, arrays = _decoded(enc)
+    assert rid == "r1" and list(arrays) == list(ARRAYS)
     for name, want in ARRAYS.items():
         got = arrays[name]
         assert got.shape == want.shape, name
@@ -43,80 +58,98 @@ def test_request_round_trip_every_datatype(binary: bool) -> None:
 
 def test_binary_is_json_head_plus_little_endian_bytes() -> None:
     x = np.array([[1.0, 2.0]], dtype=np.float32)
-    enc = encode_request({"x": x}, request_id="r", binary=True)
+    enc = tc.encode_body(InferenceRequest.KIND, {"id": "r"}, "inputs", {"x": x}, binary=True)
     n = int(enc.headers[tc.HEADER_LENGTH])
     head = json.loads(enc.value[:n])
     assert head["inputs"][0] == {"name": "x", "shape": [1, 2], "datatype": "FP32",
                                  "parameters": {"binary_data_size": 8}}
     assert enc.value[n:] == x.astype("<f4").tobytes()
-    big_endian = x.astype(">f4")
-    _, arrays = tc.decode(encode_request({"x": big_endian}, request_id="r", binary=True).value,
-                          enc.headers, InferenceRequest, "inputs")
-    np.testing.assert_array_equal(arrays["x"], x)
+    big_endian = tc.encode_body(InferenceRequest.KIND, {"id": "r"}, "inputs", {"x": x.astype(">f4")},
+                                binary=True)
+    assert big_endian.value == enc.value
+    np.testing.assert_array_equal(_decoded(big_endian)[1]["x"], x)
 
 
 def test_nested_json_data_and_response_decoding() -> None:
     body = {"kind": "inference_response", "model_name": "m", "model_version": "2",
             "outputs": [{"name": "y", "shape": [2, 2], "datatype": "INT32", "data": [[1, 2], [3, 4]]}]}
-    resp, arrays = tc.decode(json.dumps(body).encode(), {}, InferenceResponse, "outputs")
+    resp, arrays = tc.decode(json.dumps(body).encode(), InferenceResponse, "outputs")
     assert resp.model_version == "2"
     np.testing.assert_array_equal(arrays["y"], np.array([[1, 2], [3, 4]], dtype=np.int32))
 
 
-def test_from_numpy_json_data_is_flat_row_major() -> None:
-    t = tc.from_numpy("x", np.array([[1, 2], [3, 4]], dtype=np.int64))
+def test_json_data_is_flat_row_major() -> None:
+    enc = tc.encode_body("k", {}, "outputs", {"x": np.array([[1, 2], [3, 4]], dtype=np.int64)}, binary=False)
+    [t] = [Tensor.model_validate(o) for o in json.loads(enc.value)["outputs"]]
     assert t.datatype is Datatype.INT64 and t.data == [1, 2, 3, 4] and t.shape == [2, 2]
-    assert tc.to_numpy(Tensor.model_validate(t.model_dump())).tolist() == [[1, 2], [3, 4]]
+    assert tc.to_numpy(t).tolist() == [[1, 2], [3, 4]]
+    for n in (0, 1, 5, 12):  # over slices of 5 elements: the same list
+        x = np.arange(n, dtype=np.float32) / 3
+        assert json.loads(tc.json_text(x, Datatype.FP32, "x", slice_elements=5)) == x.tolist()
+
+
+def test_a_result_prints_as_the_oip_response() -> None:
+    outputs = {"y": np.array([[1.5, 2]], np.float32), "t": np.array([b"a"], object)}
+    resp = InferResult("r1", "m", "3", outputs, {"truncated": False}).to_response()
+    assert (resp.id, resp.model_name, resp.model_version) == ("r1", "m", "3")
+    assert resp.parameters == {"truncated": False}
+    assert [(t.name, t.data) for t in resp.outputs] == [("y", [1.5, 2.0]), ("t", ["a"])]
 
 
 @pytest.mark.parametrize(
-    ("value", "headers", "reason"),
+    ("value", "reason"),
     [
-        (b"\x00\xffjunk", {}, "not JSON"),
-        (b'{"inputs": []}', {}, "does not match"),
-        (b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0]}]}', {}, "match"),
+        (b"\x00\xffjunk", "not JSON"),
+        (b'{"inputs": []}', "does not match"),
+        (b'{"inputs": [{"name": "x", "shape": [2], "datatype": "FP32", "data": [1.0]}]}', "match"),
         (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", '
-         b'"parameters": {"binary_data_size": 4}}]}', {}, "missing"),
-        (b"{}", {"content-type": tc.BINARY}, "inference-header-content-length"),
-        (b"{}", {"content-type": tc.BINARY, tc.HEADER_LENGTH: "99"}, "inference-header-content-length"),
+         b'"parameters": {"binary_data_size": 4}}]}', "no JSON data"),  # binary tensors: HTTP only
+        (None, "no value"),
     ],
 )
-def test_junk_is_refused_with_a_reason(value: bytes, headers: dict[str, str], reason: str) -> None:
+def test_junk_is_refused_with_a_reason(value: bytes | None, reason: str) -> None:
     with pytest.raises(InvalidMessage) as info:
-        tc.decode(value, headers, InferenceRequest, "inputs")
+        tc.decode(value, InferenceRequest, "inputs")
     assert reason in info.value.reason + json.dumps(info.value.details)
     assert info.value.status_code == 400
 
 
-def _binary(head: dict[str, object], tail: bytes) -> tuple[bytes, dict[str, str]]:
+@pytest.mark.parametrize("length", ["", "0", "99", "x"])
+def test_a_binary_body_needs_a_valid_header_length(length: str) -> None:
+    with pytest.raises(InvalidMessage, match="inference-header-content-length"):
+        tc.split_value(b"{}", length)
+    assert tc.split_value(b"{}", None)[0] == b"{}"
+
+
+def _binary(head: dict[str, object], tail: bytes) -> tuple[bytes, str]:
     raw = json.dumps(head).encode()
-    return raw + tail, {"content-type": tc.BINARY, tc.HEADER_LENGTH: str(len(raw))}
+    return raw + tail, str(len(raw))
 
 
 @pytest.mark.parametrize(
     ("size", "tail", "reason"),
     [
-        (8, b"\x00" * 4, "truncated"),
+        (8, b"\x00" * 4, "do not match binary_data_size"),  # truncated
         (4, b"\x00" * 4, "does not match its shape"),
-        (8, b"\x00" * 12, "trailing"),
+        (8, b"\x00" * 12, "do not match binary_data_size"),  # trailing bytes
     ],
 )
 def test_binary_sizes_are_checked(size: int, tail: bytes, reason: str) -> None:
     tensor = {"name": "x", "shape": [2], "datatype": "FP32", "parameters": {"binary_data_size": size}}
     head = {"inputs": [tensor]}
-    value, headers = _binary(head, tail)
+    value, length = _binary(head, tail)
     with pytest.raises(InvalidMessage, match=reason):
-        tc.decode(value, headers, InferenceRequest, "inputs")
+        parse_request(value, length)
 
 
 def test_bool_bytes_must_be_0_or_1_and_nan_needs_binary() -> None:
     tensor = {"name": "m", "shape": [2], "datatype": "BOOL", "parameters": {"binary_data_size": 2}}
     head = {"inputs": [tensor]}
-    value, headers = _binary(head, b"\x01\x07")
+    value, length = _binary(head, b"\x01\x07")
     with pytest.raises(InvalidMessage, match="BOOL"):
-        tc.decode(value, headers, InferenceRequest, "inputs")
+        parse_request(value, length)
     with pytest.raises(InvalidMessage, match="NaN"):
-        tc.from_numpy("x", np.array([np.nan], dtype=np.float32))
+        tc.json_text(np.array([np.nan], dtype=np.float32), Datatype.FP32, "x")
     enc = tc.encode_body("k", {}, "outputs", {"x": np.array([np.nan], dtype=np.float32)}, binary=True)
     head = json.loads(enc.value[:int(enc.headers[tc.HEADER_LENGTH])])
     assert head["outputs"][0]["parameters"] == {"binary_data_size": 4}
@@ -124,17 +157,18 @@ def test_bool_bytes_must_be_0_or_1_and_nan_needs_binary() -> None:
 
 def test_the_workers_oip_encoder_matches_the_validated_codec() -> None:
     """``encode_body`` (the worker's OIP replies, no pydantic) reads back through the validating
-    decoder as the same message and arrays, JSON and binary."""
+    decoder as the same message and arrays; the binary form (HTTP), through the bridge's parser."""
     x = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([[7]], dtype=np.int64)}
     for rid in ("r-1", 'q"uote', "ünï"):
-        for binary in (False, True):
-            enc = tc.encode_body("inference_response", {"model_name": "m", "id": rid}, "outputs", x,
-                                 binary=binary)
-            assert tc.is_binary(enc.headers) is binary
-            resp, arrays = tc.decode(enc.value, enc.headers, InferenceResponse, "outputs")
-            assert resp.id == rid and resp.model_name == "m" and list(arrays) == ["a", "b"]
-            for name, arr in x.items():
-                np.testing.assert_array_equal(arrays[name], arr)
+        enc = tc.encode_body("inference_response", {"model_name": "m", "id": rid}, "outputs", x, binary=False)
+        resp, arrays = tc.decode(enc.value, InferenceResponse, "outputs")
+        assert resp.id == rid and resp.model_name == "m" and list(arrays) == ["a", "b"]
+        request = tc.encode_body(InferenceRequest.KIND, {"id": rid}, "inputs", x, binary=True)
+        got_id, binary = _decoded(request)
+        assert got_id == rid and list(binary) == ["a", "b"]
+        for name, arr in x.items():
+            np.testing.assert_array_equal(arrays[name], arr)
+            np.testing.assert_array_equal(binary[name], arr)
 
 
 def test_the_json_writer_without_msgspec_writes_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
