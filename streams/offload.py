@@ -6,6 +6,9 @@ torch step of a small model that it would keep off the loop. ``Offload`` times e
 the next one inline while the last one was short, in a thread otherwise, so a large model or a slow
 device still never blocks the loop (and the Kafka clients on it) for long. Short calls are timed
 inline; a call that turns long sends the next one back to the thread, where it is timed again.
+The clock is wall time, or the calling thread's CPU time (``time.thread_time``) for work that runs
+in that thread alone: a call in a worker thread also waits for the GIL while the loop runs, and its
+wall time alone kept work that would be short inline in the thread.
 """
 
 from __future__ import annotations
@@ -24,8 +27,9 @@ class Offload:
     """``await offload(fn, *args)``: ``fn(*args)`` inline if the previous call took under
     ``inline_below_ms`` (0 disables inlining), else in ``asyncio.to_thread``."""
 
-    def __init__(self, inline_below_ms: float = 10.0) -> None:
+    def __init__(self, inline_below_ms: float = 10.0, clock: Callable[[], float] = time.perf_counter) -> None:
         self.limit_s = inline_below_ms / 1000
+        self.clock = clock
         self.last_s = float("inf")  # nothing measured yet: the first call goes to a thread
         self.inline_calls = 0
         self.thread_calls = 0
@@ -43,8 +47,8 @@ class Offload:
         return await asyncio.to_thread(self._timed, call)
 
     def _timed(self, call: Callable[[], T]) -> T:
-        t0 = time.perf_counter()
+        t0 = self.clock()
         try:
             return call()
         finally:
-            self.last_s = time.perf_counter() - t0
+            self.last_s = self.clock() - t0

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import time
 from collections import Counter
 from datetime import datetime
 
@@ -87,8 +88,9 @@ class ScoringWorker(Service):
         self._lock = asyncio.Lock()  # a poll being scored, or a rebalance step: one at a time
         self._inflight: asyncio.Task[None] | None = None
         # decode + onnxruntime + encode: inline while short (a thread hop and the GIL handed back and
-        # forth cost 10% of a record's CPU: benchmarks.streaming), in a thread for a slow model
-        self._compute = Offload(cfg.inline_below_ms)
+        # forth cost 10% of a record's CPU: benchmarks.streaming), in a thread for a slow model; timed
+        # by this thread's CPU (onnxruntime's other intra-op threads, threads > 1, are not counted)
+        self._compute = Offload(cfg.inline_below_ms, clock=time.thread_time)
         self._stopping = asyncio.Event()
         self._failure: Exception | None = None  # taking partitions over failed (see assigned)
         self.ready = asyncio.Event()

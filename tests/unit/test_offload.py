@@ -50,3 +50,14 @@ async def test_prime_lets_the_first_call_run_inline() -> None:
     off = Offload(inline_below_ms=50)
     off.prime(0.001)  # e.g. a warm-up step took 1 ms
     assert await off(where) == threading.get_ident()
+
+
+async def test_a_cpu_clock_does_not_count_waiting_as_work() -> None:
+    """Timed by the thread's CPU, a call that mostly waits (as one in a thread waits for the GIL)
+    counts as short, and the next one runs inline; on the wall clock it would not."""
+    wall, cpu = Offload(inline_below_ms=5), Offload(inline_below_ms=5, clock=time.thread_time)
+    loop_thread = threading.get_ident()
+    for off in (wall, cpu):
+        await off(time.sleep, 0.05)  # the first call: in a thread, 50 ms of waiting
+    assert await wall(where) != loop_thread
+    assert await cpu(where) == loop_thread
