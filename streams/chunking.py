@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from collections.abc import Hashable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from aiaas.schemas.errors import ChunkError
@@ -23,22 +23,66 @@ class Chunk:
     headers: h.Headers
 
 
+class Pieces:
+    """A payload held as the consecutive pieces it is made of (a tensor record's header and views
+    of the arrays it carries: ``aiaas.streams.codecs.pack_pieces``), never joined in full: the
+    producer cuts its chunks from the pieces, so a sender holds the arrays and the chunks in
+    flight, not a record-sized copy beside them. The pieces must not change until it is sent."""
+
+    __slots__ = ("nbytes", "parts")
+
+    def __init__(self, parts: Iterable[bytes | memoryview]) -> None:
+        self.parts = [memoryview(p).cast("B") for p in parts]
+        self.nbytes = sum(p.nbytes for p in self.parts)
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+    def join(self) -> bytes:
+        """The payload as one bytes object (for one that fits a record: a copy)."""
+        return b"".join(self.parts)
+
+    def sha256(self) -> str:
+        digest = hashlib.sha256()
+        for part in self.parts:
+            digest.update(part)
+        return digest.hexdigest()
+
+    def slices(self, size: int) -> Iterator[bytes | memoryview]:
+        """Consecutive slices of ``size`` bytes (the last shorter): a view where one piece holds
+        the whole slice, else the bytes of the pieces it spans (one slice's copy at a time)."""
+        held: list[memoryview] = []
+        have = 0
+        for part in self.parts:
+            while part.nbytes:
+                take = min(size - have, part.nbytes)
+                held.append(part[:take])
+                part, have = part[take:], have + take
+                if have == size:
+                    yield held[0] if len(held) == 1 else b"".join(held)
+                    held, have = [], 0
+        if held:
+            yield held[0] if len(held) == 1 else b"".join(held)
+
+
 def split(payload: bytes, chunk_bytes: int) -> list[Chunk]:
     """Cut ``payload`` into chunks of at most ``chunk_bytes`` (one chunk if it fits)."""
     return [Chunk(bytes(data), headers) for data, headers in iter_chunks(payload, chunk_bytes)]
 
 
-def iter_chunks(payload: bytes, chunk_bytes: int) -> Iterator[tuple[memoryview, h.Headers]]:
+def iter_chunks(payload: bytes | Pieces, chunk_bytes: int) -> Iterator[tuple[bytes | memoryview, h.Headers]]:
     """``split`` without copies: each chunk is a view of ``payload``, made when asked for, so a
-    sender holds the payload and the chunks its producer has not sent yet, not a second copy."""
+    sender holds the payload and the chunks its producer has not sent yet, not a second copy
+    (``Pieces``: a view of one piece, or the bytes of a chunk that spans two)."""
     if chunk_bytes <= 0:
         raise ValueError("chunk_bytes must be positive")
-    digest = hashlib.sha256(payload).hexdigest()
+    pieces = payload if isinstance(payload, Pieces) else Pieces([payload])
+    digest = pieces.sha256()
     cid = uuid.uuid4().hex
-    count = max(1, -(-len(payload) // chunk_bytes))
-    view = memoryview(payload)
-    for i in range(count):
-        yield view[i * chunk_bytes : (i + 1) * chunk_bytes], h.encode(
+    count = max(1, -(-len(pieces) // chunk_bytes))
+    data = pieces.slices(chunk_bytes) if len(pieces) else iter([b""])
+    for i, chunk in enumerate(data):
+        yield chunk, h.encode(
             {h.CHUNK_ID: cid, h.CHUNK_INDEX: i, h.CHUNK_COUNT: count, h.CHUNK_SHA256: digest})
 
 

@@ -19,6 +19,7 @@ from safetensors.numpy import save as st_save
 
 from aiaas.schemas.envelope import Envelope
 from aiaas.schemas.errors import InvalidMessage
+from aiaas.streams.chunking import Pieces
 
 E = TypeVar("E", bound=Envelope)
 _LEN = struct.Struct(">I")
@@ -48,6 +49,13 @@ def pack(header: Envelope, tensors: Mapping[str, np.ndarray]) -> bytes:
     into the record (one copy of the tensors: no safetensors blob to concatenate afterwards). The
     safetensors header is padded so every tensor starts 8-byte aligned in the record, which lets
     ``unpack`` hand out views."""
+    return pack_pieces(header, tensors).join()
+
+
+def pack_pieces(header: Envelope, tensors: Mapping[str, np.ndarray]) -> Pieces:
+    """``pack``'s record as its pieces (the headers, then views of the arrays: no copy of a
+    contiguous little-endian array), for a producer that cuts its chunks from them
+    (``aiaas.streams.producer.Producer.send``); the arrays must not change until it is sent."""
     head = header.to_record()
     wire = {k: _wire_array(v) for k, v in tensors.items()}
     arrays = dict(sorted(wire.items(), key=lambda kv: -kv[1].dtype.itemsize))  # widest first: all aligned
@@ -61,7 +69,7 @@ def pack(header: Envelope, tensors: Mapping[str, np.ndarray]) -> bytes:
     st_head += b" " * (-(len(MAGIC) + _LEN.size + len(head) + _ST_LEN.size + len(st_head)) % 8)
     parts: list[bytes | memoryview] = [MAGIC, _LEN.pack(len(head)), head, _ST_LEN.pack(len(st_head)), st_head]
     parts += [a.reshape(-1).view(np.uint8).data for a in arrays.values() if a.nbytes]
-    return b"".join(parts)
+    return Pieces(parts)
 
 
 def _wire_array(arr: np.ndarray) -> np.ndarray:

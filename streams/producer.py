@@ -78,18 +78,21 @@ class Producer(Service):
     async def send(
         self,
         topic: str,
-        value: bytes,
+        value: bytes | chunking.Pieces,
         *,
         key: bytes | str | None = None,
         headers: HeadersIn = None,
         partition: int | None = None,
     ) -> asyncio.Future[RecordMetadata]:
-        """Queue a record (chunked when over ``chunk_bytes``); await the result for the ack."""
+        """Queue a record (chunked when over ``chunk_bytes``); await the result for the ack. A
+        ``Pieces`` value is never joined when chunked (each chunk is cut from its pieces): its
+        pieces are read until this returns, not after."""
         hdrs = _headers(headers)
         kb = _key(key)
         if len(value) <= self.settings.chunk_bytes:
             fut: asyncio.Future[RecordMetadata] = await self.raw.send(
-                topic, value, key=kb, headers=hdrs, partition=partition
+                topic, value.join() if isinstance(value, chunking.Pieces) else value, key=kb,
+                headers=hdrs, partition=partition
             )
             return fut
         return await self._send_chunked(topic, value, kb, hdrs, partition)
@@ -113,7 +116,8 @@ class Producer(Service):
         await self.raw.flush()
 
     async def _send_chunked(
-        self, topic: str, value: bytes, key: bytes | None, hdrs: h.Headers, partition: int | None
+        self, topic: str, value: bytes | chunking.Pieces, key: bytes | None, hdrs: h.Headers,
+        partition: int | None
     ) -> asyncio.Future[RecordMetadata]:
         if len(value) > MAX_PAYLOAD:
             raise TooLarge("payload over the chunking limit", size=len(value), limit=MAX_PAYLOAD)
@@ -126,7 +130,7 @@ class Producer(Service):
             if len(queued) >= CHUNKS_IN_FLIGHT:  # done or failed: the last chunk's future says how it went
                 await asyncio.wait([queued.pop(0)])
             ckey = chunking.chunk_key(key, i) if key is not None else None
-            queued.append(await self.raw.send(  # a view of value: the producer's batch is the one copy
+            queued.append(await self.raw.send(  # a view of value: the producer's batch is its copy
                 topic, data, key=ckey, headers=hdrs + chunk_headers, partition=partition
             ))
         return queued[-1]

@@ -27,7 +27,7 @@ from aiaas.schemas.errors import ChunkError, InvalidMessage
 from aiaas.schemas.training import CHECKPOINT_KEY, PARAMS_KEY, ParameterSnapshot
 from aiaas.streams import codecs
 from aiaas.streams import headers as h
-from aiaas.streams.chunking import Reassembler, base_key
+from aiaas.streams.chunking import Pieces, Reassembler, base_key
 from aiaas.streams.jobs import aggregator_group
 from aiaas.streams.lifecycle import stop_consumer
 from aiaas.streams.producer import Producer
@@ -83,7 +83,7 @@ class Checkpointer:
         if self._task is not None:
             await self._task
 
-    async def save(self, value: bytes, version: int, topic: str, offsets: dict[int, int]) -> None:
+    async def save(self, value: bytes | Pieces, version: int, topic: str, offsets: dict[int, int]) -> None:
         """``write`` with the offsets of ``topic``'s partitions; a failure is logged, not raised
         (training goes on; the next checkpoint tries again)."""
         try:
@@ -92,7 +92,7 @@ class Checkpointer:
         except Exception:
             log.exception("checkpoint at version %d failed; training goes on", version)
 
-    async def write(self, value: bytes, offsets: dict[TopicPartition, int]) -> None:
+    async def write(self, value: bytes | Pieces, offsets: dict[TopicPartition, int]) -> None:
         """One transaction: the packed checkpoint record and the consumed offsets."""
         raw = self.producer.raw
         async with raw.transaction():
@@ -103,13 +103,17 @@ class Checkpointer:
         self.written += 1
 
 
-def checkpoint_record(state: ServerState, job_id: str, offsets: dict[int, int], final: bool) -> bytes:
-    """The packed checkpoint of ``state`` (blocking: call it in a worker thread)."""
+def checkpoint_record(state: ServerState, job_id: str, offsets: dict[int, int],
+                      final: bool) -> bytes | Pieces:
+    """The packed checkpoint of ``state`` (blocking: call it in a worker thread). A regular one is
+    written in the background while training goes on: a copy. The final one is written while
+    nothing steps the model any more (the job waits for it before its export): the record's pieces,
+    views of the live parameters and optimizer state, with no record-sized copy beside them."""
     tensors, meta = state.checkpoint()
     header = ParameterSnapshot(job_id=job_id, version=state.version, has_optimizer_state=True,
                                consumed_offsets={str(p): o for p, o in offsets.items()}, final=final,
                                samples=state.samples, server_state=meta)
-    return codecs.pack(header, tensors)
+    return codecs.pack_pieces(header, tensors) if final else codecs.pack(header, tensors)
 
 
 @dataclass(slots=True)

@@ -66,6 +66,7 @@ class RoundMode:
 
         def work() -> int:
             (self.state.apply_delta if delta else self.state.apply_gradient)(mean)
+            mean.clear()  # applied: gone before the version is packed (a parameter copy less)
             return sum(c.samples for c in done)
 
         return work
@@ -109,6 +110,7 @@ class AsyncMode:
 
         def work() -> int:
             self.state.apply_gradient(mean)
+            mean.clear()
             return sum(c.samples for c in fresh)
 
         return work
@@ -157,6 +159,7 @@ class RingMode:
 
         def work() -> int:
             self.state.set_params(mean)
+            mean.clear()
             return samples
 
         return work

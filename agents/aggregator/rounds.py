@@ -60,13 +60,18 @@ class Round:
 
     def add(self, c: Contribution) -> bool:
         """Keep the first contribution of each worker (its tensors go into the weighted sum);
-        False for a duplicate."""
+        False for a duplicate. The tensors are the contribution's to use up: the first writable
+        float32 ones (a chunked record's buffer, widened fp16, top-k's dense arrays) are scaled in
+        place and become the sum, so a round holds no buffer beside the one it received."""
         if c.worker in self.by_worker:
             return False
         w = np.float32(c.samples if c.samples > 0 else 1)  # a contribution without samples counts 1
         for name, value in c.tensors.items():
             if name in self._sum:
                 self._sum[name] += w * value
+            elif value.dtype == np.float32 and value.flags.writeable:
+                value *= w  # the contribution's own memory (its record's buffer) becomes the sum
+                self._sum[name] = value
             else:
                 self._sum[name] = (w * np.asarray(value, np.float32)).astype(np.float32, copy=False)
         self._weight += float(w)

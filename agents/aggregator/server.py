@@ -22,6 +22,7 @@ from aiaas.ml.evaluate import evaluate
 from aiaas.schemas.records import JobStatus
 from aiaas.schemas.training import PARAMS_KEY
 from aiaas.streams import metrics as m
+from aiaas.streams.chunking import Pieces
 from aiaas.streams.headers import SENT_AT
 
 from .core import AggregatorCore
@@ -133,7 +134,7 @@ class Aggregator(AggregatorCore):
                 continue
             if self.peers is None:
                 await self._publish(value)
-                value = b""  # the producer's now: the record is not held through a checkpoint
+                value = Pieces(())  # the producer's now: not held through a checkpoint
                 if self.spec.sync.mode in ("sync", "hybrid"):
                     await self._delivered()
             self._observe()
@@ -153,12 +154,14 @@ class Aggregator(AggregatorCore):
             self.stop_reason = self.stop_reason or f"shard 0 stopped at version {self.stop_at}"
         return self.stop_reason is None
 
-    def _apply(self, work: Work) -> tuple[int, bytes]:
+    def _apply(self, work: Work) -> tuple[int, Pieces]:
         samples = work()
         self.state.samples += samples
         return samples, self.state.pack(False)
 
-    async def _publish(self, value: bytes) -> None:
+    async def _publish(self, value: Pieces) -> None:
+        """Queue a version (its pieces are views of the live tensors: read until this returns, and
+        nothing steps the model before that)."""
         self._published = await self.producer.send(self.params_topic, value, key=PARAMS_KEY,
                                                    headers={SENT_AT: repr(time.time())})
 

@@ -23,6 +23,7 @@ from aiaas.ml.shards import plan
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.training import ParameterSnapshot
 from aiaas.streams import codecs
+from aiaas.streams.chunking import Pieces
 
 OPT = "opt."
 
@@ -103,15 +104,17 @@ class ServerState:
         current = self.model.state_dict()
         return {k: current[k].detach().cpu().numpy() for k in self.owned}
 
-    def pack(self, final: bool) -> bytes:
+    def pack(self, final: bool) -> Pieces:
         """The current version as a parameter record (float16 on the wire when the spec says so;
-        the final version, which is exported and checkpointed, stays float32)."""
+        the final version, which is exported and checkpointed, stays float32), in pieces: views of
+        the live tensors, which the producer cuts its chunks from (no record-sized copy), so send
+        it before the next update."""
         header = ParameterSnapshot(job_id=self.spec.job_id, version=self.version, samples=self.samples,
                                    final=final)
         tensors = self._views()
         if self.spec.compression.params_dtype == "float16" and not final:
             tensors = half_floats(tensors)
-        return codecs.pack(header, tensors)
+        return codecs.pack_pieces(header, tensors)
 
     # ------------------------------------------------------------------ checkpoints
 

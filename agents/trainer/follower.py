@@ -50,6 +50,7 @@ class Snapshot:
     appended_at: float | None = None  # the broker's append time (LogAppendTime topics)
     versions: tuple[int, ...] = ()  # each shard's version (one entry when unsharded)
     offsets: tuple[int, ...] = field(default=())  # each shard's record offset
+    released: bool = False  # its tensors were dropped once loaded (``ParamFollower.release``)
 
     def phases(self) -> dict[str, float]:
         """Transit of this version (ms): total, and produce / fetch when the broker stamped it."""
@@ -81,6 +82,8 @@ def combine(parts: list[Snapshot], lockstep: bool, last: Snapshot | None) -> Sna
         return parts[0]
     final = all(p.header.final for p in parts)
     if not final:
+        if any(p.released for p in parts):  # loaded already (their offsets say so too)
+            return None
         if lockstep and len({p.version for p in parts}) != 1:
             return None
         if last is not None and any(p.offset <= o for p, o in zip(parts, last.offsets, strict=True)):
@@ -129,6 +132,17 @@ class ParamFollower(BackgroundReader):
             async with self._changed:
                 self.latest = snap
                 self._changed.notify_all()
+
+    def release(self, snap: Snapshot) -> None:
+        """Drop ``snap``'s tensors (and its shards' parts', when they are still the newest): a mode
+        that loaded it into its model and needs no base (all but hybrid) holds no copy of a version
+        beside the model's. Safe from the worker thread: the dicts are replaced, never changed, so
+        the reader's ``combine`` sees either one whole."""
+        snap.tensors, snap.released = {}, True
+        for tp, offset in zip(self.tps, snap.offsets, strict=False):
+            part = self._parts.get(tp)
+            if part is not None and part.offset == offset:
+                part.tensors, part.released = {}, True
 
     async def wait_newer(self, than_offset: int, timeout_s: float | None = None) -> Snapshot | None:
         """The newest snapshot once one past ``than_offset`` exists; None after ``timeout_s``."""

@@ -19,6 +19,7 @@ import numpy as np
 
 from aiaas.schemas.errors import InvalidMessage
 from aiaas.schemas.jobs import JobSpec
+from aiaas.streams.chunking import Pieces
 from aiaas.streams.offload import Offload
 from aiaas.streams.topics import TopicSpec
 
@@ -50,10 +51,10 @@ class Trainer(Protocol):
     async def next_params(self, snap: Snapshot) -> Snapshot: ...
     def load_if_new(self, snap: Snapshot) -> float: ...
     def pack(self, tensors: dict[str, np.ndarray[Any, Any]], *, base: Snapshot, samples: int,
-             loss: float, payload: str = "gradient") -> list[tuple[str, bytes]]: ...
-    def pack_params(self, state: dict[str, np.ndarray[Any, Any]], *, samples: int, loss: float) -> bytes: ...
-    async def send(self, topic: str, value: bytes, partition: int | None = None) -> None: ...
-    async def send_parts(self, parts: list[tuple[str, bytes]]) -> None: ...
+             loss: float, payload: str = "gradient") -> list[tuple[str, Pieces]]: ...
+    def pack_params(self, state: dict[str, np.ndarray[Any, Any]], *, samples: int, loss: float) -> Pieces: ...
+    async def send(self, topic: str, value: bytes | Pieces, partition: int | None = None) -> None: ...
+    async def send_parts(self, parts: list[tuple[str, Pieces]]) -> None: ...
 
 
 def _ms(t0: float) -> float:
@@ -68,7 +69,7 @@ async def _gradient_step(t: Trainer, snap: Snapshot) -> dict[str, float]:
     """Load ``snap`` if new, compute one gradient, pack and send it; returns the phase timings."""
     batch = await t.batch()
 
-    def work() -> tuple[list[tuple[str, bytes]], dict[str, float]]:
+    def work() -> tuple[list[tuple[str, Pieces]], dict[str, float]]:
         load_ms = t.load_if_new(snap)
         t0 = time.perf_counter()
         grads, loss = t.model.gradient(batch)
@@ -110,7 +111,7 @@ async def run_async(t: Trainer) -> None:
         t.timings = phases | {"round": _ms(t0)}
 
 
-def _hybrid_work(t: Trainer, base: Snapshot, batches: list[Batch]) -> tuple[list[tuple[str, bytes]],
+def _hybrid_work(t: Trainer, base: Snapshot, batches: list[Batch]) -> tuple[list[tuple[str, Pieces]],
                                                                             dict[str, float]]:
     """k local steps from ``base``; the record carries the parameter delta."""
     load_ms = t.load_if_new(base)
@@ -122,7 +123,7 @@ def _hybrid_work(t: Trainer, base: Snapshot, batches: list[Batch]) -> tuple[list
     return parts, {"load": load_ms, "compute": (t2 - t1) * 1000, "serialize": _ms(t2)}
 
 
-def _ring_work(t: Trainer, batches: list[Batch]) -> tuple[bytes, float, float]:
+def _ring_work(t: Trainer, batches: list[Batch]) -> tuple[Pieces, float, float]:
     """k local steps; the record carries the full parameters (uncompressed: they get averaged)."""
     t1 = time.perf_counter()
     loss = t.model.local_steps(batches)

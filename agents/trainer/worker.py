@@ -25,6 +25,7 @@ from aiaas.schemas.training import GradientMessage
 from aiaas.streams import codecs
 from aiaas.streams import metrics as m
 from aiaas.streams.admin import ensure
+from aiaas.streams.chunking import Pieces
 from aiaas.streams.headers import SENT_AT
 from aiaas.streams.lifecycle import Service
 from aiaas.streams.offload import Offload
@@ -208,19 +209,24 @@ class Trainer(Service):
         return newer
 
     def load_if_new(self, snap: Snapshot) -> float:
-        """Load ``snap`` unless it is already loaded (call in the worker thread); returns ms spent."""
+        """Load ``snap`` unless it is already loaded (call in the worker thread); returns ms spent.
+        Once loaded its tensors are dropped (a parameter copy less) unless the mode needs them."""
         if snap.offset == self.loaded_offset:
             return 0.0
         t0 = time.perf_counter()
         self.model.load(snap.tensors)
         self.loaded_offset = snap.offset
+        if self.spec.sync.mode != "hybrid":  # hybrid's delta needs its base; the others are done with it
+            self.follower.release(snap)
         return (time.perf_counter() - t0) * 1000
 
     def pack(self, tensors: dict[str, np.ndarray], *, base: Snapshot, samples: int, loss: float,
-             payload: str = "gradient") -> list[tuple[str, bytes]]:
+             payload: str = "gradient") -> list[tuple[str, Pieces]]:
         """(topic, GradientMessage record) of a gradient or delta for each shard: its tensors,
-        compressed per the spec, on the version of it that ``base`` holds."""
-        out: list[tuple[str, bytes]] = []
+        compressed per the spec, on the version of it that ``base`` holds. The records are pieces
+        (views of the compressed arrays, never joined: the producer cuts the chunks from them), so
+        a gradient is held once, not beside a record-sized copy."""
+        out: list[tuple[str, Pieces]] = []
         for i, (names, topic) in enumerate(zip(self.plan, self.shard_grads, strict=True)):
             body = self.compressor.compress({k: tensors[k] for k in names if k in tensors})
             header = GradientMessage(
@@ -228,11 +234,11 @@ class Trainer(Service):
                 base_version=base.versions[i] if base.versions else base.version, samples=samples,
                 loss=loss, compression=self.spec.compression.kind, payload=payload, timings=self.timings,
             )
-            out.append((topic.name, codecs.pack(header, body)))
+            out.append((topic.name, codecs.pack_pieces(header, body)))
         self._observed(sum(len(v) for _, v in out), samples)
         return out
 
-    def pack_params(self, state: dict[str, np.ndarray], *, samples: int, loss: float) -> bytes:
+    def pack_params(self, state: dict[str, np.ndarray], *, samples: int, loss: float) -> Pieces:
         """Ring mode: the full parameters (float16 on the wire when the spec says so)."""
         half = self.spec.compression.params_dtype == "float16"
         if half:
@@ -241,7 +247,7 @@ class Trainer(Service):
             job_id=self.spec.job_id, worker_id=self.worker_id, step=self.model.steps, base_version=0,
             samples=samples, loss=loss, compression="fp16" if half else "none", payload="params",
             timings=self.timings)
-        value = codecs.pack(header, state)
+        value = codecs.pack_pieces(header, state)
         self._observed(len(value), samples)
         return value
 
@@ -254,13 +260,14 @@ class Trainer(Service):
         self._rate.add(samples)
         m.TRAINER_SAMPLES_PER_S.labels(job, wid).set(self._rate.per_second())
 
-    async def send_parts(self, parts: list[tuple[str, bytes]]) -> None:
+    async def send_parts(self, parts: list[tuple[str, Pieces]]) -> None:
         """Queue one record per shard (``pack``'s output)."""
         for topic, value in parts:
             await self.send(topic, value)
 
-    async def send(self, topic: str, value: bytes, partition: int | None = None) -> None:
-        """Queue ``value`` (no wait for the ack: it is checked by a callback)."""
+    async def send(self, topic: str, value: bytes | Pieces, partition: int | None = None) -> None:
+        """Queue ``value`` (no wait for the ack: it is checked by a callback; ``Pieces`` are read
+        until this returns)."""
         fut = await self.producer.send(topic, value, key=self.worker_id,
                                        headers={SENT_AT: repr(time.time())}, partition=partition)
         fut.add_done_callback(self._check_ack)

@@ -83,6 +83,22 @@ def test_weighted_mean_weights_by_samples() -> None:
     np.testing.assert_allclose(weighted_mean([a, b])["w"], [2.0, 0.0])
 
 
+def test_round_sums_into_the_first_writable_contribution_and_weights_by_samples() -> None:
+    r = Round(0, opened_at=0.0)
+    own = np.array([1.0, 2.0], np.float32)  # writable float32: becomes the sum, no new buffer
+    wire = np.frombuffer(np.array([4.0, 4.0], np.float32).tobytes(), np.float32)  # read-only view
+    half = np.array([-2.0, 8.0], np.float16)
+    assert r.add(contrib("a", 0, {"w": own, "b": wire, "h": half}, samples=3))
+    assert r.add(contrib("b", 0, {"w": np.array([5.0, -2.0], np.float32), "b": wire.copy(),
+                                  "h": np.zeros(2, np.float32)}, samples=1))
+    mean = r.mean()
+    assert mean["w"] is own and not np.shares_memory(mean["b"], wire)
+    np.testing.assert_allclose(mean["w"], [2.0, 1.0])
+    np.testing.assert_allclose(mean["b"], [4.0, 4.0])
+    np.testing.assert_allclose(mean["h"], [-1.5, 6.0])
+    assert mean["h"].dtype == np.float32 and np.array_equal(wire, [4.0, 4.0])
+
+
 def test_ahead_keeps_future_contributions_bounded() -> None:
     ahead = Ahead(limit=2)
     g = {"w": np.ones(1, np.float32)}
@@ -135,10 +151,9 @@ def test_hybrid_mode_adds_the_mean_delta() -> None:
     state, members = ServerState(spec), Membership(30)
     mode = RoundMode(spec, state, members, first_deadline_s=1.0, first_min_workers=2)
     before = state.params()
-    delta = {k: np.full(s, 0.5, np.float32) for k, s in state.grad_shapes.items()}
-    for w in ("a", "b"):
+    for w in ("a", "b"):  # each its own arrays: a round uses a contribution's tensors up
         members.seen(w)
-        mode.offer(contrib(w, 0, delta))
+        mode.offer(contrib(w, 0, {k: np.full(s, 0.5, np.float32) for k, s in state.grad_shapes.items()}))
     work = mode.take(100.0)
     assert work is not None
     work()

@@ -98,3 +98,28 @@ def test_add_into_returns_the_assembly_buffer_and_checks_chunk_sizes() -> None:
     r.add(0, 0, h.decode(bad[0].headers), bad[0].data)
     with pytest.raises(ChunkError, match="size"):
         r.add(0, 1, h.decode(bad[1].headers), bad[1].data[:-1])  # a middle chunk shorter than the first
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=6), st.integers(min_value=1, max_value=50))
+def test_pieces_chunk_like_their_joined_payload(parts: list[bytes], size: int) -> None:
+    pieces = chunking.Pieces(parts)
+    joined = b"".join(parts)
+    assert len(pieces) == len(joined) and pieces.join() == joined
+    got = list(chunking.iter_chunks(pieces, size))
+    want = list(chunking.iter_chunks(joined, size))
+    assert [bytes(c) for c, _ in got] == [bytes(c) for c, _ in want]
+    digest = [dict(h.decode(hd))[h.CHUNK_SHA256] for _, hd in got + want]
+    assert len(set(digest)) == 1
+    r = chunking.Reassembler()
+    done = [r.add("p", i, h.decode(hd), bytes(c)) for i, (c, hd) in enumerate(got)]
+    assert done[-1] == (joined, 0)
+
+
+def test_pieces_slice_views_within_a_piece_and_copy_only_across_pieces() -> None:
+    big = bytearray(range(10)) * 3  # 30 bytes
+    pieces = chunking.Pieces([b"ab", big])
+    slices = list(pieces.slices(8))
+    assert bytes(slices[0]) == b"ab" + bytes(big[:6]) and isinstance(slices[0], bytes)
+    assert all(isinstance(s, memoryview) for s in slices[1:])  # inside ``big``: views, no copy
+    assert b"".join(bytes(s) for s in slices) == b"ab" + bytes(big)

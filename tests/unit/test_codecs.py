@@ -79,6 +79,16 @@ def test_unpack_gives_aligned_views_safetensors_can_read() -> None:
     assert {k: v.tolist() for k, v in load(bytes(body)).items()} == {k: v.tolist() for k, v in arrays.items()}
 
 
+def test_pack_pieces_are_the_record_with_views_of_the_arrays() -> None:
+    """A sender's record as pieces: the same bytes as ``pack``, the arrays' own memory (no copy)."""
+    big = np.arange(1000, dtype=np.float32)
+    arrays = {"big": big, "h": np.ones(3, np.float16)}
+    head = GradientMessage(job_id="j", worker_id="w", step=1, base_version=0, samples=1)
+    pieces = codecs.pack_pieces(head, arrays)
+    assert pieces.join() == codecs.pack(head, arrays) and len(pieces) == len(pieces.join())
+    assert any(np.shares_memory(np.frombuffer(p, np.uint8), big) for p in pieces.parts)
+
+
 @pytest.mark.parametrize("meta", [
     b'{"x":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}',   # size does not fit the shape
     b'{"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}',   # a gap before the tensor

@@ -15,12 +15,13 @@ from pydantic import ValidationError
 from aiaas.agents.aggregator.intake import Intake, Stop
 from aiaas.agents.aggregator.rounds import Contribution
 from aiaas.agents.aggregator.state import ServerState
-from aiaas.agents.trainer.follower import Snapshot, combine
+from aiaas.agents.trainer.follower import ParamFollower, Snapshot, combine
 from aiaas.ml.shards import plan, shard_name
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.training import GradientMessage, ParameterSnapshot
 from aiaas.streams import codecs
 from aiaas.streams.chunking import split
+from aiaas.streams.settings import Settings
 
 
 def job(shards: int = 1, **over: Any) -> JobSpec:
@@ -85,6 +86,22 @@ def test_a_version_is_the_shards_versions_of_one_round() -> None:
     assert done is not None and done.header.final  # every shard final ends the job
     late = combine([snap(5, 20, a, True), snap(5, 9, b)], True, first)  # shard 1 not final yet
     assert late is not None and not late.header.final
+
+
+def test_a_loaded_snapshot_releases_its_tensors_and_its_shards_parts() -> None:
+    follower = ParamFollower(Settings(), "j", shards=2)
+    parts = [snap(3, 10, {"a": np.zeros(2)}), snap(3, 4, {"b": np.ones(3)})]
+    follower._parts = dict(zip(follower.tps, parts, strict=True))
+    whole = combine(parts, True, None)
+    assert whole is not None
+    follower.release(whole)
+    assert whole.released and not whole.tensors  # the model holds it now: no copy beside it
+    assert all(p.released and not p.tensors for p in parts)
+    assert combine(parts, True, None) is None  # never a version made of released parts
+    newer = snap(4, 12, {"a": np.zeros(2)})
+    follower._parts[follower.tps[0]] = newer
+    follower.release(whole)  # shard 0 moved on: its newer part keeps its tensors
+    assert not newer.released and set(newer.tensors) == {"a"}
 
 
 def record(value: bytes, offset: int, headers: list[tuple[str, bytes]]) -> ConsumerRecord[bytes, bytes]:
