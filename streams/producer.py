@@ -127,10 +127,20 @@ class Producer(Service):
             partition = self._partitioner(key, parts, parts) if key is not None else parts[0]
         queued: list[asyncio.Future[RecordMetadata]] = []
         for i, (data, chunk_headers) in enumerate(chunking.iter_chunks(value, self.settings.chunk_bytes)):
-            if len(queued) >= CHUNKS_IN_FLIGHT:  # done or failed: the last chunk's future says how it went
-                await asyncio.wait([queued.pop(0)])
+            if len(queued) >= CHUNKS_IN_FLIGHT:
+                await asyncio.wait([queued[0]])
+                if queued[0].cancelled() or queued[0].exception() is not None:
+                    return queued[0]  # a chunk refused: the payload cannot be whole, send no more
+                queued.pop(0)
             ckey = chunking.chunk_key(key, i) if key is not None else None
             queued.append(await self.raw.send(  # a view of value: the producer's batch is its copy
                 topic, data, key=ckey, headers=hdrs + chunk_headers, partition=partition
             ))
-        return queued[-1]
+        return asyncio.ensure_future(_every_ack(queued))
+
+
+async def _every_ack(acks: list[asyncio.Future[RecordMetadata]]) -> RecordMetadata:
+    """The last chunk's ack once every chunk in flight has one, else the first chunk's failure: the
+    broker may refuse an earlier chunk and take the last (a shorter one, under the topic's
+    ``max.message.bytes``), and a payload with a chunk missing must not be reported sent."""
+    return (await asyncio.gather(*acks))[-1]

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from aiokafka.errors import KafkaError
 
 from aiaas.schemas.records import DeadLetter
 from aiaas.schemas.training import DataBatch
@@ -70,6 +71,20 @@ async def test_large_payload_is_chunked_and_reassembled(admin: Admin, settings: 
         await cons.commit(recs)
         committed = await cons.raw.committed(recs[1].tp)
         assert committed == recs[1].offset + 1
+
+
+async def test_a_payload_whose_chunks_the_topic_refuses_is_not_reported_sent(admin: Admin,
+                                                                            settings: Settings) -> None:
+    """The topic takes records of 2 KB: every full 8 KiB chunk is refused, the short last one fits.
+    The send fails with the broker's reason (it used to report the last chunk's ack: sent)."""
+    s = settings.model_copy(update={"chunk_bytes": 8 * 1024})
+    topic = s.topic("narrow")
+    await admin.ensure_topics([TopicSpec(name=topic, partitions=1, config={"max.message.bytes": "2048"})])
+    async with Producer(s) as prod:
+        with pytest.raises(KafkaError) as refused:
+            await prod.send_and_wait(topic, os.urandom(5 * 8 * 1024 + 100), key="big")
+        assert not refused.value.retriable
+        await prod.send_and_wait(topic, b"small", key="after")  # the producer goes on
 
 
 async def test_malformed_records_go_to_dlq_and_offsets_move_on(admin: Admin, settings: Settings) -> None:
