@@ -39,16 +39,19 @@ def serving_of(spec: JobSpec, data: JobData | None) -> Serving:
 async def export_and_register(
     settings: Settings, spec: JobSpec, state: ServerState, x_check: np.ndarray, data: JobData | None,
     offsets: dict[str, int], metrics: dict[str, float], stage: Stage | None = None, *,
-    source: SourceLineage | None = None, registry: Registry | None = None,
+    source: SourceLineage | None = None, registry: Registry | None = None, in_place: bool = False,
 ) -> tuple[float, ModelVersion | None]:
     """(max abs difference onnxruntime vs torch, the registered version or None when not asked).
     ``x_check`` are test rows as trained on (scaled); they are checked as the raw rows they were.
-    ``stage`` overrides the spec's (a model that missed its target is held in staging)."""
+    ``stage`` overrides the spec's (a model that missed its target is held in staging).
+    ``in_place``: export the model itself, not a copy (the job's end: nothing steps it any more)."""
     serving = serving_of(spec, data)
     if data is not None:
         x_check = x_check * data.x_std + data.x_mean
-    onnx_bytes = await asyncio.to_thread(export_onnx, state.model, spec.model.input_dim, serving=serving)
-    diff = await asyncio.to_thread(validate_onnx, onnx_bytes, state.model, x_check, serving=serving)
+    onnx_bytes = await asyncio.to_thread(export_onnx, state.model, spec.model.input_dim, serving=serving,
+                                         in_place=in_place)
+    diff = await asyncio.to_thread(validate_onnx, onnx_bytes, state.model, x_check, serving=serving,
+                                   in_place=in_place)
     log.info("job %s: ONNX export %d bytes (outputs %s, scaling in graph: %s), max abs diff vs torch %.3g",
              spec.job_id, len(onnx_bytes), serving.outputs, serving.stats is not None, diff)
     if not spec.export.register_model:
@@ -80,7 +83,7 @@ async def conclude(
     held: Stage | None = "staging" if missed and spec.export.stage == "production" else None
     try:
         diff, mv = await export_and_register(settings, spec, state, x_check, data, offsets, metrics, held,
-                                             source=source)
+                                             source=source, in_place=True)
     except Exception as exc:
         log.exception("job %s: export/registration failed", spec.job_id)
         return "failed", f"export/registration failed: {exc!r}", None

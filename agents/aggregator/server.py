@@ -244,6 +244,7 @@ class Aggregator(AggregatorCore):
         await self._publish(await asyncio.to_thread(self.state.pack, True))
         await self._checkpoint(final=True)
         await self.checkpointer.flush()
+        self.state.drop_optimizer_state()  # in the final checkpoint; not needed to export
         if not self.lead:
             return await self._status("succeeded", self._metrics())  # not written: shard 0 reports
         metrics = self._metrics()

@@ -116,6 +116,12 @@ class ServerState:
             tensors = half_floats(tensors)
         return codecs.pack_pieces(header, tensors)
 
+    def drop_optimizer_state(self) -> None:
+        """Free the optimizer's tensors (Adam: two parameter-sized moments) once the final
+        checkpoint holds them: the job's end (export, validation, registration) needs only the
+        model, and would otherwise peak at two more copies than training did."""
+        self.optimizer.state.clear()
+
     # ------------------------------------------------------------------ checkpoints
 
     def checkpoint(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -19,11 +19,8 @@ exported by ``aiaas.ml.textexport`` instead: inputs ``input_ids``/``attention_ma
 
 from __future__ import annotations
 
-import copy
-import io
 import json
 import logging
-import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,11 +29,11 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from aiaas.ml.onnxfile import exportable, to_onnx
 from aiaas.schemas.errors import AiaasError, ErrorCode
 
 log = logging.getLogger(__name__)
 INPUT, OUTPUT, LABEL, PROBABILITIES = "input", "output", "label", "probabilities"
-OPSET = 18
 
 
 Stats = tuple[np.ndarray, np.ndarray]
@@ -125,10 +122,9 @@ class Served(nn.Module):
         return out
 
 
-def _cpu_copy(module: nn.Module, serving: Serving, n_features: int) -> tuple[nn.Module, int]:
-    """One CPU copy of ``module`` in eval mode (the original is untouched), wrapped in what
-    ``serving`` adds, and its number of logits (0 for a plain export, which does not need it)."""
-    model = copy.deepcopy(module).cpu().eval()
+def _served(model: nn.Module, serving: Serving, n_features: int) -> tuple[nn.Module, int]:
+    """``model`` (on the CPU, in eval mode: ``exportable``) wrapped in what ``serving`` adds, and its
+    number of logits (0 for a plain export, which does not need it)."""
     if serving.plain:
         return model, 0
     with torch.no_grad():
@@ -144,8 +140,9 @@ def _serving(stats: Stats | None, serving: Serving | None) -> Serving:
 
 
 def export_onnx(module: nn.Module, n_features: int, stats: Stats | None = None, *,
-                serving: Serving | None = None) -> bytes:
-    """The model as ONNX bytes (exported from a CPU copy in eval mode; the original is untouched).
+                serving: Serving | None = None, in_place: bool = False) -> bytes:
+    """The model as ONNX bytes, exported in eval mode from a CPU copy, or from ``module`` itself with
+    ``in_place`` (nothing else may use it meanwhile: ``aiaas.ml.onnxfile.exportable``).
 
     ``stats`` = (x_mean, x_std) of the training data (``Dataset.x_mean/x_std``) folds the
     standardisation into the graph; without it the graph expects standardised features.
@@ -154,31 +151,14 @@ def export_onnx(module: nn.Module, n_features: int, stats: Stats | None = None, 
     if getattr(module, "TEXT_MODEL", False):  # input_ids/attention_mask in, scores/label out
         from aiaas.ml.textexport import export_text
 
-        return export_text(module)  # type: ignore[arg-type]
+        return export_text(module, in_place=in_place)  # type: ignore[arg-type]
     how = _serving(stats, serving)
-    model, n_logits = _cpu_copy(module, how, n_features)
-    example = torch.zeros(2, n_features, dtype=torch.float32)
-    buf = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model, (example,), buf,  # type: ignore[arg-type]  # the TorchScript exporter takes a stream
-                input_names=[INPUT], output_names=how.outputs,
-                dynamic_axes={INPUT: {0: "batch"}, **{o: {0: "batch"} for o in how.outputs}},
-                opset_version=OPSET, dynamo=False,
-            )
-    except Exception as exc:  # torch raises many types here; callers need one
-        raise AiaasError("ONNX export failed", code=ErrorCode.INTERNAL, detail=repr(exc)) from exc
-    return buf.getvalue() if how.plain else _with_metadata(buf.getvalue(), how.metadata(n_logits))
-
-
-def _with_metadata(onnx_bytes: bytes, meta: dict[str, str]) -> bytes:
-    import onnx
-
-    proto = onnx.load_from_string(onnx_bytes)
-    onnx.helper.set_model_props(proto, meta)
-    return bytes(proto.SerializeToString())
+    with exportable(module, in_place) as model:
+        served, n_logits = _served(model, how, n_features)
+        return to_onnx(served, (torch.zeros(2, n_features, dtype=torch.float32),),
+                       None if how.plain else how.metadata(n_logits), input_names=[INPUT],
+                       output_names=how.outputs,
+                       dynamic_axes={INPUT: {0: "batch"}, **{o: {0: "batch"} for o in how.outputs}})
 
 
 def metadata(onnx_bytes: bytes) -> dict[str, str]:
@@ -186,28 +166,31 @@ def metadata(onnx_bytes: bytes) -> dict[str, str]:
     return dict(session(onnx_bytes).get_modelmeta().custom_metadata_map)
 
 
-def session(onnx_bytes: bytes, threads: int = 1) -> ort.InferenceSession:
-    """A CPU onnxruntime session with few threads (validation must not starve the trainers)."""
+def session(onnx_bytes: bytes, threads: int = 1, prepack: bool = True) -> ort.InferenceSession:
+    """A CPU onnxruntime session with few threads (validation must not starve the trainers);
+    ``prepack=False`` for a one-off check: no second, repacked copy of the matrix weights."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
+    if not prepack:
+        opts.add_session_config_entry("session.disable_prepacking", "1")
     return ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 def validate_onnx(onnx_bytes: bytes, module: nn.Module, x: np.ndarray, stats: Stats | None = None, *,
-                  serving: Serving | None = None) -> float:
+                  serving: Serving | None = None, in_place: bool = False) -> float:
     """Max abs difference between torch and onnxruntime float outputs on ``x`` (both on CPU); pass
-    the same ``stats``/``serving`` as to ``export_onnx`` (``x`` is then raw features)."""
+    the same ``stats``/``serving``/``in_place`` as to ``export_onnx`` (``x`` is then raw features)."""
     if getattr(module, "TEXT_MODEL", False):  # x: data rows, input_ids then attention_mask
         from aiaas.ml.textexport import validate_text
 
-        return validate_text(onnx_bytes, module, x)  # type: ignore[arg-type]
+        return validate_text(onnx_bytes, module, x, in_place=in_place)  # type: ignore[arg-type]
     how = _serving(stats, serving)
     xb = np.ascontiguousarray(x, dtype=np.float32)
-    with torch.no_grad():
-        out = _cpu_copy(module, how, xb.shape[1])[0](torch.from_numpy(xb.copy()))
+    with torch.no_grad(), exportable(module, in_place) as model:
+        out = _served(model, how, xb.shape[1])[0](torch.from_numpy(xb.copy()))
     want = [t.numpy() for t in (out if isinstance(out, tuple) else (out,))]
-    got = session(onnx_bytes).run(how.outputs, {INPUT: xb})
+    got = session(onnx_bytes, prepack=False).run(how.outputs, {INPUT: xb})
     worst = 0.0
     for name, g, w in zip(how.outputs, got, want, strict=True):
         if g.shape != w.shape:

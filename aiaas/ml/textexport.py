@@ -13,10 +13,7 @@ a model registered straight from a training job still holds everything a text bu
 
 from __future__ import annotations
 
-import copy
-import io
 import json
-import warnings
 from typing import Any
 
 import numpy as np
@@ -25,12 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from aiaas.data.pretrained import tokenizer_json
+from aiaas.ml.onnxfile import exportable, to_onnx
 from aiaas.ml.transformer import TextClassifier
 from aiaas.schemas.errors import AiaasError, ErrorCode
 
 IDS, MASK, SCORES, LABEL, EMBEDDING = "input_ids", "attention_mask", "scores", "label", "embedding"
 _INDEX = "label_index"
-OPSET = 18
 
 
 class _Scores(nn.Module):
@@ -56,28 +53,22 @@ def outputs(embedding: bool) -> list[str]:
     return [EMBEDDING] if embedding else [SCORES, LABEL]
 
 
-def _served(model: TextClassifier, embedding: bool) -> nn.Module:
-    cpu = copy.deepcopy(model).cpu().eval()
-    return (_Embedding(cpu) if embedding else _Scores(cpu)).eval()
+def _served(model: nn.Module, embedding: bool) -> nn.Module:
+    """``model`` (on the CPU, in eval mode: ``exportable``) with the served head."""
+    return (_Embedding(model) if embedding else _Scores(model)).eval()  # type: ignore[arg-type]
 
 
-def export_text(model: TextClassifier, *, embedding: bool = False) -> bytes:
-    """The served graph as ONNX bytes (from a CPU copy in eval mode; ``model`` is untouched)."""
-    served = _served(model, embedding)
+def export_text(model: TextClassifier, *, embedding: bool = False, in_place: bool = False) -> bytes:
+    """The served graph as ONNX bytes (from a CPU copy in eval mode, or ``model`` itself with
+    ``in_place``: ``aiaas.ml.onnxfile.exportable``)."""
     names = [EMBEDDING] if embedding else [SCORES, _INDEX]
     example = (torch.ones(2, 8, dtype=torch.int64), torch.ones(2, 8, dtype=torch.int64))
     axes = {IDS: {0: "batch", 1: "sequence"}, MASK: {0: "batch", 1: "sequence"},
             **{n: {0: "batch"} for n in names}}
-    buf = io.BytesIO()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(served, example, buf,  # type: ignore[arg-type]  # the TorchScript exporter takes a stream
-                              input_names=[IDS, MASK], output_names=names, dynamic_axes=axes,
-                              opset_version=OPSET, dynamo=False)
-    except Exception as exc:  # torch raises many types here; callers need one
-        raise AiaasError("ONNX export failed", code=ErrorCode.INTERNAL, detail=repr(exc)) from exc
-    return _finish(buf.getvalue(), model, embedding)
+    with exportable(model, in_place) as cpu:
+        onnx_bytes = to_onnx(_served(cpu, embedding), example, input_names=[IDS, MASK], output_names=names,
+                             dynamic_axes=axes)
+    return _finish(onnx_bytes, model, embedding)
 
 
 def _finish(onnx_bytes: bytes, model: TextClassifier, embedding: bool) -> bytes:
@@ -126,14 +117,13 @@ def session(onnx_bytes: bytes, threads: int = 1) -> Any:
     return ort.InferenceSession(onnx_bytes, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def validate_text(
-    onnx_bytes: bytes, model: TextClassifier, x: np.ndarray, *, embedding: bool = False
-) -> float:
+def validate_text(onnx_bytes: bytes, model: TextClassifier, x: np.ndarray, *, embedding: bool = False,
+                  in_place: bool = False) -> float:
     """Max abs difference of onnxruntime's float output and torch's on data rows ``x``; an INTERNAL
     error when the labels differ from torch's argmax."""
     ids, mask = split_rows(x)
-    with torch.no_grad():
-        want = _served(model, embedding)(torch.from_numpy(ids), torch.from_numpy(mask))
+    with torch.no_grad(), exportable(model, in_place) as cpu:
+        want = _served(cpu, embedding)(torch.from_numpy(ids), torch.from_numpy(mask))
     got = session(onnx_bytes).run(outputs(embedding), {IDS: ids, MASK: mask})
     if embedding:
         return float(np.max(np.abs(got[0] - want.numpy()))) if ids.size else 0.0
