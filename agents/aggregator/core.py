@@ -100,6 +100,7 @@ class AggregatorCore:
         self.ready: set[str] = set()  # trainers that said they hold their data
         self.src: FromSource | None = None  # a job that trains from the user's topic
         self._published: asyncio.Future[RecordMetadata] | None = None  # the newest version's ack
+        self._final_sent = False  # the newest version went out final (the budget's last)
 
     # ------------------------------------------------------------------ lifecycle
 

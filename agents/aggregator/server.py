@@ -157,7 +157,15 @@ class Aggregator(AggregatorCore):
     def _apply(self, work: Work) -> tuple[int, Pieces]:
         samples = work()
         self.state.samples += samples
-        return samples, self.state.pack(False)
+        self._final_sent = self._last_by_budget()
+        return samples, self.state.pack(self._final_sent)
+
+    def _last_by_budget(self) -> bool:
+        """This version ends the job by its budget (steps, epochs), and one aggregator holds all the
+        parameters: it goes out final at once, so no trainer computes a gradient nobody applies (and
+        holds it beside the final version coming in: benchmarks.memcopies)."""
+        assert self.progress is not None
+        return self.spec.aggregator.shards == 1 and bool(self.progress.out_of_budget(self.state.version))
 
     async def _publish(self, value: Pieces) -> None:
         """Queue a version (its pieces are views of the live tensors: read until this returns, and
@@ -241,7 +249,8 @@ class Aggregator(AggregatorCore):
             self._evaluated_version = -1
         if self.lead and self._evaluated_version != self.state.version:
             await self._evaluate()
-        await self._publish(await asyncio.to_thread(self.state.pack, True))
+        if not self._final_sent:
+            await self._publish(await asyncio.to_thread(self.state.pack, True))
         await self._checkpoint(final=True)
         await self.checkpointer.flush()
         self.state.drop_optimizer_state()  # in the final checkpoint; not needed to export
