@@ -15,6 +15,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -172,7 +173,11 @@ async def _over_http(http: httpx.AsyncClient, url: str, bundle: Bundle) -> None:
     resp = await http.post(f"/v2/models/{MODEL}/infer", content=json.dumps(bad).encode())  # "\ud800" escaped
     assert resp.status_code == 400 and "surrogate" in resp.text, resp.text  # JSON text has no UTF-8 for it
 
-    client = triton.InferenceServerClient(url.removeprefix("http://"))
+    # tritonclient's HTTP client runs on gevent, whose hub belongs to one thread: every call (the
+    # client made, used and closed) on one thread of its own, never whichever thread to_thread picks
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tritonclient")
+    loop = asyncio.get_running_loop()
+    client = await loop.run_in_executor(pool, triton.InferenceServerClient, url.removeprefix("http://"))
 
     def call(texts: list[bytes]) -> Any:
         inp = triton.InferInput("text", [len(texts)], "BYTES")
@@ -180,17 +185,18 @@ async def _over_http(http: httpx.AsyncClient, url: str, bundle: Bundle) -> None:
         outs = [triton.InferRequestedOutput(n, binary_data=True) for n in ("label", "scores")]
         return client.infer(MODEL, [inp], outputs=outs)
 
-    result = await asyncio.to_thread(call, [t.encode() for t in TEXTS])
+    result = await loop.run_in_executor(pool, call, [t.encode() for t in TEXTS])
     assert [x.decode() for x in result.as_numpy("label")] == want_labels
     np.testing.assert_allclose(result.as_numpy("scores"), want_scores, atol=2e-5)
     assert result.get_response()["parameters"]["truncated"] is True
     with pytest.raises(InferenceServerException, match="not valid UTF-8"):
-        await asyncio.to_thread(call, [b"fine", b"\xff\xfe broken"])
+        await loop.run_in_executor(pool, call, [b"fine", b"\xff\xfe broken"])
     head = (b'{"inputs":[{"name":"text","shape":[2],"datatype":"BYTES",'
             b'"parameters":{"binary_data_size":9}}]}')
     resp = await http.post(f"/v2/models/{MODEL}/infer", content=head + b"\x05\x00\x00\x00hello",
                            headers={"Inference-Header-Content-Length": str(len(head))})
     assert resp.status_code == 400 and "BYTES element truncated" in resp.text, resp.text
-    result = await asyncio.to_thread(call, [TEXTS[0].encode()])  # still serving
+    result = await loop.run_in_executor(pool, call, [TEXTS[0].encode()])  # still serving
     np.testing.assert_allclose(result.as_numpy("scores")[0], want_scores[0], atol=2e-5)
-    client.close()
+    await loop.run_in_executor(pool, client.close)
+    pool.shutdown()

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from tests.sourceparse import parse
+
 ROOT = Path(__file__).resolve().parents[2]
 LOWER = {"schemas", "streams", "data", "registry", "client", "ml", "sources"}
 MAY_IMPORT = {
@@ -100,7 +102,7 @@ def _targets(module: str, is_pkg: bool, node: ast.Import | ast.ImportFrom) -> li
 def imports() -> tuple[Import, ...]:
     found = []
     for module, path in modules().items():
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(parse(path.read_text(), str(path))):
             if isinstance(node, ast.Import | ast.ImportFrom):
                 for target in _targets(module, path.name == "__init__.py", node):
                     ours = _ours(target)
@@ -208,7 +210,7 @@ def test_no_import_circles() -> None:
 def _absolute_imports(path: Path) -> list[tuple[int, str]]:
     """(line, module) of every absolute import in ``path``."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name) for a in node.names]
         elif isinstance(node, ast.ImportFrom) and not node.level:
@@ -255,11 +257,11 @@ OWN_EXCEPTIONS = {
 
 def test_every_error_type_lives_in_schemas_errors() -> None:
     """One module holds the error types (schemas/errors.py), so callers and docs find them all."""
-    errors = ast.parse((ROOT / "schemas" / "errors.py").read_text())
+    errors = parse((ROOT / "schemas" / "errors.py").read_text())
     ours = {n.name for n in errors.body if isinstance(n, ast.ClassDef)}
     stray = []
     for module, path in modules().items():
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(parse(path.read_text(), str(path))):
             if not isinstance(node, ast.ClassDef) or module == "aiaas.schemas.errors":
                 continue
             bases = {ast.unparse(b).rpartition(".")[2] for b in node.bases}
@@ -276,7 +278,7 @@ def test_the_bridge_builds_its_error_body_in_one_place() -> None:
     for module, path in modules().items():
         if not module.startswith("aiaas.agents.bridge.") or module == "aiaas.agents.bridge.errors":
             continue
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in ast.walk(parse(path.read_text(), str(path))):
             literal = isinstance(node, ast.Dict) and any(
                 isinstance(k, ast.Constant) and k.value == "error" for k in node.keys)
             to_dict = isinstance(node, ast.Call) and ast.unparse(node.func).endswith(".to_dict")

@@ -75,6 +75,7 @@ async def test_rows_read_during_a_promotion_are_new_for_the_next_candidate(
     first = await gate.consider(state, {})
     assert first.promoted and first.model_version == 1
     monkeypatch.setattr(gate_module, "_score_onnx", lambda *a: first.candidate)  # production's score
+    gate._since_t -= 1.0  # publish_every_s (1 ms) has passed: on a fast machine it had not always yet
     assert gate.due()  # the time rule, idle or not: trainers go on learning
     again = await gate.consider(state, {})
     assert again.production == first.candidate and again.candidate == first.candidate

@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from aiaas.streams import headers as h
+from tests.sourceparse import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "wire-protocol.md"
@@ -59,7 +60,7 @@ def test_readme_names_only_defined_headers_and_points_to_the_table() -> None:
 
 def _literal_header_names(path: Path, names: set[str]) -> list[str]:
     """String constants equal to a header name, outside ``__slots__`` (attribute names, not headers)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parse(path.read_text(encoding="utf-8"))
     slots = {id(n) for node in ast.walk(tree) if isinstance(node, ast.Assign)
              and any(isinstance(t, ast.Name) and t.id == "__slots__" for t in node.targets)
              for n in ast.walk(node.value)}

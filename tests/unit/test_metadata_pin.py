@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.cluster import ClusterMetadata
 
 from aiaas.streams.metadata import kafka_client_of
+from tests.sourceparse import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 WRAPPER = ROOT / "streams" / "metadata.py"
@@ -37,7 +38,7 @@ def _private_names() -> set[str]:
     for cls in (AIOKafkaClient, AIOKafkaProducer, AIOKafkaConsumer, AIOKafkaAdminClient, ClusterMetadata):
         for c in cls.__mro__:
             names |= set(vars(c))
-        for node in ast.walk(ast.parse(inspect.getsource(cls))):
+        for node in ast.walk(parse(inspect.getsource(cls))):
             if isinstance(node, ast.Attribute) and ast.unparse(node.value) == "self":
                 names.add(node.attr)
     return {n for n in names if n.startswith("_") and not n.startswith("__")}
@@ -49,7 +50,7 @@ def test_no_other_module_reaches_into_aiokafka() -> None:
     uses = []
     for pkg in ("streams", "agents", "aiaas", "benchmarks"):  # aiaas/ holds cli, client, ml, data...
         for path in sorted((ROOT / pkg).rglob("*.py")):  # rglob does not enter aiaas/'s links
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            for node in ast.walk(parse(path.read_text(), str(path))):
                 if (isinstance(node, ast.Attribute) and node.attr in private
                         and ast.unparse(node.value) not in ("self", "cls")):
                     uses.append(f"{path.relative_to(ROOT)}: {ast.unparse(node)}")
