@@ -9,7 +9,9 @@ the model and serialized it again. Here:
   (``in_place``, the aggregator at its job's end) and it is on the CPU, else a CPU copy;
 - ``to_onnx``: the TorchScript exporter writes a temporary file, the metadata is appended to it in
   protobuf's wire form (``metadata_fields``: a parser merges repeated fields, so this is the model
-  with those ``metadata_props``), and the file is read back once.
+  with those ``metadata_props``), and the file is read back once. A graph that must change after
+  the export (``edit``: the text model's string outputs) is loaded from the file, changed, and
+  written back to it, so the exported bytes are never held beside the parsed model.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ import contextlib
 import copy
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from aiaas.schemas.errors import AiaasError, ErrorCode
+
+if TYPE_CHECKING:
+    from onnx import ModelProto
 
 OPSET = 18
 METADATA_PROPS = (14 << 3) | 2  # ModelProto.metadata_props: field 14, length-delimited
@@ -48,9 +53,10 @@ def exportable(module: nn.Module, in_place: bool) -> Iterator[nn.Module]:
 
 
 def to_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], metadata: Mapping[str, str] | None = None,
-            **kw: Any) -> bytes:
-    """``torch.onnx.export(module, example, **kw)`` (TorchScript, ``OPSET``) as bytes, with
-    ``metadata`` as the model's ``metadata_props``; an INTERNAL AiaasError when torch refuses."""
+            edit: Callable[[ModelProto], None] | None = None, **kw: Any) -> bytes:
+    """``torch.onnx.export(module, example, **kw)`` (TorchScript, ``OPSET``) as bytes, changed by
+    ``edit`` when given, with ``metadata`` as the model's ``metadata_props``; an INTERNAL AiaasError
+    when torch refuses."""
     with tempfile.TemporaryDirectory(prefix="aiaas-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
         try:
@@ -59,10 +65,20 @@ def to_onnx(module: nn.Module, example: tuple[torch.Tensor, ...], metadata: Mapp
                 torch.onnx.export(module, example, str(path), opset_version=OPSET, dynamo=False, **kw)
         except Exception as exc:  # torch raises many types here; callers need one
             raise AiaasError("ONNX export failed", code=ErrorCode.INTERNAL, detail=repr(exc)) from exc
+        if edit is not None:
+            _edited(path, edit)
         if metadata:
             with path.open("ab") as f:
                 f.write(metadata_fields(metadata))
         return path.read_bytes()
+
+
+def _edited(path: Path, edit: Callable[[ModelProto], None]) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    edit(proto)
+    path.write_bytes(proto.SerializeToString())
 
 
 def metadata_fields(metadata: Mapping[str, str]) -> bytes:

@@ -13,6 +13,7 @@ a model registered straight from a training job still holds everything a text bu
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -66,28 +67,23 @@ def export_text(model: TextClassifier, *, embedding: bool = False, in_place: boo
     axes = {IDS: {0: "batch", 1: "sequence"}, MASK: {0: "batch", 1: "sequence"},
             **{n: {0: "batch"} for n in names}}
     with exportable(model, in_place) as cpu:
-        onnx_bytes = to_onnx(_served(cpu, embedding), example, input_names=[IDS, MASK], output_names=names,
-                             dynamic_axes=axes)
-    return _finish(onnx_bytes, model, embedding)
+        return to_onnx(_served(cpu, embedding), example, metadata(model, embedding),
+                       None if embedding else functools.partial(_label_output, model.labels),
+                       input_names=[IDS, MASK], output_names=names, dynamic_axes=axes)
 
 
-def _finish(onnx_bytes: bytes, model: TextClassifier, embedding: bool) -> bytes:
-    """Add the string ``label`` output (a Gather on the class names) and the metadata."""
-    import onnx
+def _label_output(labels: list[str], proto: Any) -> None:
+    """Replace the ``label_index`` output with the string ``label`` (a Gather on the class names)."""
     from onnx import TensorProto, helper
 
-    proto = onnx.load_from_string(onnx_bytes)
     g = proto.graph
-    if not embedding:
-        table = helper.make_tensor("label_names", TensorProto.STRING, [len(model.labels)],
-                                   [s.encode() for s in model.labels])  # type: ignore[misc]
-        g.initializer.append(table)
-        g.node.append(helper.make_node("Gather", ["label_names", _INDEX], [LABEL], axis=0))
-        keep = [o for o in g.output if o.name != _INDEX]
-        del g.output[:]
-        g.output.extend([*keep, helper.make_tensor_value_info(LABEL, TensorProto.STRING, ["batch"])])
-    helper.set_model_props(proto, metadata(model, embedding))
-    return bytes(proto.SerializeToString())
+    table = helper.make_tensor("label_names", TensorProto.STRING, [len(labels)],
+                               [s.encode() for s in labels])  # type: ignore[misc]
+    g.initializer.append(table)
+    g.node.append(helper.make_node("Gather", ["label_names", _INDEX], [LABEL], axis=0))
+    keep = [o for o in g.output if o.name != _INDEX]
+    del g.output[:]
+    g.output.extend([*keep, helper.make_tensor_value_info(LABEL, TensorProto.STRING, ["batch"])])
 
 
 def metadata(model: TextClassifier, embedding: bool) -> dict[str, str]:
