@@ -249,7 +249,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     await timed(settings, data[: len(data) // 5], "copy", spec)  # warm-up, not counted: a cold broker
     sides = list(runs)  # (JIT, page cache) slowed whichever side went first, always the copy
     for i in range(repeat):  # sides alternate, and the first of a round rotates, so load from other
-        for side in sides[i % 3:] + sides[:i % 3]:  # processes hits them alike
+        for side in sides[i % len(sides):] + sides[:i % len(sides)]:  # processes hits them alike
             rate, us = await timed(settings, data, side, spec)
             runs[side].append(rate)
             cpu[side].append(us)
