@@ -81,13 +81,17 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# The figures the performance targets name, 5 repeats each (min / median / max), into
+# benchmarks/results/<date>.md with plots, and README's headline table refreshed from them.
+BENCH_OUT := .run/inference.out .run/training.out .run/bridge.out .run/idle.out .run/peers.out
 bench: setup infra-up
-	$(PY) -m benchmarks.transport
-	@for b in inference training bridge faults; do \
-	  if [ -f benchmarks/$$b.py ]; then $(PY) -m benchmarks.$$b || exit 1; fi; done
 	@mkdir -p .run
-	$(PY) -m benchmarks.peers --repeat 5 > .run/peers.out
-	$(PY) -m benchmarks.report .run/peers.out --note "make bench: python -m benchmarks.peers --repeat 5"
+	$(PY) -m benchmarks.transport
+	$(PY) -m benchmarks.faults
+	@for b in $(BENCH_OUT); do n=$$(basename $$b .out); \
+	  $(PY) -m benchmarks.$$n --repeat 5 > $$b || exit 1; done
+	$(PY) -m benchmarks.report $(BENCH_OUT) --readme README.md \
+	  --note "make bench: inference, training, bridge, idle and peers, --repeat 5 each"
 
 demo: setup infra-up
 	$(PY) -m aiaas.cli.main demo

@@ -1,6 +1,6 @@
 """Bridge benchmark: OIP over HTTP through the bridge vs. the same requests through aiaas.client.inference.
 
-    python -m benchmarks.bridge [--quick] [--concurrency 32] [--workers 1]
+    python -m benchmarks.bridge [--quick] [--repeat N] [--concurrency 32] [--workers 1]
 
 One inference worker process serves the digits-sized MLP (64-128-10, FP32) and one bridge process
 serves HTTP (auth on, rate limit on, audit on: the production path). The same JSON OIP request
@@ -10,9 +10,11 @@ serves HTTP (auth on, rate limit on, audit on: the production path). The same JS
   request bytes prepared once, like ``wrk``), so the client's own cost stays small beside the bridge;
 - ``direct``: ``InferenceClient.infer`` in this process with the same concurrency.
 
-The two alternate (direct, http, direct, http, ...) in one run on this machine (broker included)
-and each reports the mean over its rounds. Last stdout line: ``http_per_s``, ``p50_ms``, ``p99_ms``
-(HTTP at the given concurrency), ``direct_client_per_s``, ``ratio_http_vs_direct``, and more:
+The two alternate (direct, http, direct, http, ...) in one run on this machine (broker included);
+each of the ``--repeat`` repeats is 2 such pairs of rounds (3 without ``--quick``). Last stdout line:
+``http_per_s``, ``p50_ms``, ``p99_ms`` (HTTP at the given concurrency), ``direct_client_per_s``,
+``ratio_http_vs_direct``, each the median over the repeats with ``_min`` and ``_max`` beside it (the
+ratio: the median of the per-repeat ratios), and more:
 ``bridge_cpu_us_per_request`` (the bridge process's CPU time per request, from /proc: its own cost,
 which other processes' load on the machine changes much less than rates), the load generator's and
 the direct client's CPU per request (this process), per-round rates, p95.
@@ -39,7 +41,7 @@ from aiaas.registry.store import Registry
 from aiaas.streams.admin import wait_for_broker
 from aiaas.streams.runtime import run
 from aiaas.streams.settings import Settings
-from benchmarks.common import emit, fresh_prefix, machine, percentile
+from benchmarks.common import add_repeat, emit, fresh_prefix, machine, percentile, spread
 from tests import examples
 from tests.spawn import BridgeProcess, spawn_workers, until_processes_balanced
 
@@ -138,17 +140,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     x = np.asarray(json.loads(body)["inputs"][0]["data"], dtype=np.float32).reshape(1, 64)
     # many short alternating rounds: both sides sample the same background load on a shared machine
     n = 750 if args.quick else 2500
-    rounds = 6 if args.quick else 10
+    per_repeat = 2 if args.quick else 3
     env = {"AIAAS_TOPIC_PREFIX": settings.topic_prefix, "AIAAS_LOG_LEVEL": "WARNING"}
     results: dict[str, list[Any]] = {"http": [], "direct": [], "lat": [], "cpu": [], "client_cpu": [],
                                      "loadgen_cpu": []}
+    repeats: list[dict[str, float]] = []
     async with spawn_workers(settings, MODEL, args.workers, "--threads", "1") as workers, \
             BridgeProcess(env) as bridge, InferenceClient(settings) as client:
         await until_processes_balanced(workers, PARTITIONS)
         payload = request_bytes(bridge.port, key, body)
         await http_load(bridge.port, payload, 300, args.concurrency)  # warm both paths
         await direct_load(client, x, 300, args.concurrency)
-        for _ in range(rounds):
+        for i in range(args.repeat * per_repeat):
             own0 = time.process_time()
             rate, _ = await direct_load(client, x, n, args.concurrency)
             results["client_cpu"].append((time.process_time() - own0) / n * 1e6)
@@ -159,21 +162,23 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             results["cpu"].append((cpu_seconds(bridge.proc.pid) - cpu0) / n * 1e6)
             results["loadgen_cpu"].append((time.process_time() - own0) / n * 1e6)
             results["http"].append(rate)
-            results["lat"] += lat
-    http_rate, direct_rate = statistics.mean(results["http"]), statistics.mean(results["direct"])
+            results["lat"].append(lat)
+            if (i + 1) % per_repeat == 0:
+                repeats.append(_one_repeat(results, per_repeat))
     return {
-        "http_per_s": round(http_rate, 1),
-        "p50_ms": round(percentile(results["lat"], 50), 2),
-        "p99_ms": round(percentile(results["lat"], 99), 2),
-        "p95_ms": round(percentile(results["lat"], 95), 2),
-        "direct_client_per_s": round(direct_rate, 1),
-        "ratio_http_vs_direct": round(http_rate / direct_rate, 3),
+        **spread("http_per_s", [r["http_per_s"] for r in repeats], 1),
+        **spread("p50_ms", [r["p50_ms"] for r in repeats]),
+        **spread("p99_ms", [r["p99_ms"] for r in repeats]),
+        "p95_ms": round(percentile([x for lat in results["lat"] for x in lat], 95), 2),
+        **spread("direct_client_per_s", [r["direct_client_per_s"] for r in repeats], 1),
+        **spread("ratio_http_vs_direct", [r["ratio"] for r in repeats], 3),
+        "repeat": args.repeat,
         "bridge_cpu_us_per_request": round(statistics.mean(results["cpu"]), 1),
         "http_loadgen_cpu_us_per_request": round(statistics.mean(results["loadgen_cpu"]), 1),
         "direct_client_cpu_us_per_request": round(statistics.mean(results["client_cpu"]), 1),
         "concurrency": args.concurrency,
         "requests_per_round": n,
-        "rounds": rounds,
+        "rounds": args.repeat * per_repeat,
         "http_rounds_per_s": [round(r, 1) for r in results["http"]],
         "direct_rounds_per_s": [round(r, 1) for r in results["direct"]],
         "workers": args.workers,
@@ -182,9 +187,18 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _one_repeat(results: dict[str, list[Any]], rounds: int) -> dict[str, float]:
+    """A repeat's figures: its last ``rounds`` rounds of each side."""
+    http, direct = statistics.mean(results["http"][-rounds:]), statistics.mean(results["direct"][-rounds:])
+    lat = [x for one in results["lat"][-rounds:] for x in one]
+    return {"http_per_s": http, "direct_client_per_s": direct, "ratio": http / direct,
+            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99)}
+
+
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    add_repeat(parser)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()

@@ -16,6 +16,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmarks import readme_table, report_training
+
 SERVERS = {"mlserver": "MLServer 1.7.1", "aiaas": "aiaas serve"}
 
 
@@ -101,10 +103,22 @@ def machine_line(result: dict[str, Any]) -> str:
             f"Python {m.get('python', '?')}{load}.")
 
 
+def scalars(result: dict[str, Any], prefix: str = "", depth: int = 2) -> list[tuple[str, Any]]:
+    """(dotted name, value) of the scalar figures, nested ones (``models.digits.kafka_per_s``) too."""
+    out: list[tuple[str, Any]] = []
+    for k, v in result.items():
+        if isinstance(v, int | float | str | bool):
+            out.append((prefix + k, v))
+        elif isinstance(v, dict) and depth > 0 and k != "machine":
+            out += scalars(v, f"{prefix}{k}.", depth - 1)
+    return out
+
+
 def other_section(name: str, result: dict[str, Any]) -> list[str]:
-    """A result we have no table for: its top-level scalar figures."""
-    lines = [f"## {name}", "", "| figure | value |", "|---|---:|"]
-    lines += [f"| {k} | {v} |" for k, v in result.items() if isinstance(v, int | float | str | bool)]
+    """A result we have no table for: its scalar figures."""
+    lines = [f"## {name}", "", *([machine_line(result), ""] if "machine" in result else []),
+             "| figure | value |", "|---|---:|"]
+    lines += [f"| {k} | {v} |" for k, v in scalars(result)]
     return [*lines, ""]
 
 
@@ -118,6 +132,10 @@ def write_report(results: dict[str, dict[str, Any]], out: Path, date: str, note:
             lines += [f"## {name}: aiaas serve vs MLServer 1.7.1 (same model, same load)", "",
                       machine_line(result), "", *peers_table(result), ""]
             lines += [f"![{p.stem}]({p.name})" for p in pngs] + [""]
+        elif report_training.is_training(result):
+            png = report_training.plot_training(result, out, date)
+            lines += [f"## {name}: time to accuracy, our sync modes vs torch DDP", "", machine_line(result),
+                      "", *report_training.training_table(result), f"![{png.stem}]({png.name})", ""]
         else:
             lines += other_section(name, result)
     path = out / f"{date}.md"
@@ -132,6 +150,7 @@ def cli() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--date", default=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"))
     parser.add_argument("--note", default="", help="a paragraph under the title: the command, the conditions")
+    parser.add_argument("--readme", type=Path, help="refresh this README's headline table from the results")
     args = parser.parse_args()
     results = {}
     for path in args.outputs:
@@ -139,7 +158,13 @@ def cli() -> None:
         if result is None:
             raise SystemExit(f"{path}: no JSON result line")
         results[path.stem] = result
-    print(write_report(results, args.out, args.date, args.note))
+    written = write_report(results, args.out, args.date, args.note)
+    print(written)
+    if args.readme is not None:
+        source = f"[{written.name}](benchmarks/results/{written.name})"
+        machine = machine_line(next(iter(results.values())))
+        note = f"From {source} ({args.date}; {args.note or 'make bench'}; {machine})"
+        args.readme.write_text(readme_table.refresh(args.readme.read_text(), results, note))
 
 
 if __name__ == "__main__":

@@ -3,10 +3,13 @@
 Contenders train the same workload (``benchmarks.training_baselines.workload_spec``) in one run:
 ``single_process`` (one torch process: the compute limit), ``ddp_gloo`` (DistributedDataParallel,
 gloo, 2 processes: the peer) and our modes ``sync``, ``async``, ``ring``, ``hybrid`` over Kafka, one
-call each to ``benchmarks.training_modes.run_mode(mode, quick)``. A mode that is missing or fails
-is reported with null figures and its reason, never with made-up numbers.
+call each to ``benchmarks.training_modes.run_mode(mode, quick, n)``. A mode that is missing or fails
+is reported with null figures and its reason, never with made-up numbers. Every contender runs
+``--repeat`` times: its ``seconds_to_target`` is the median (with _min and _max), its ``curve`` the
+median run's [seconds, test accuracy] per evaluation (``make bench`` plots them), and
+``time_ratio_sync_vs_ddp`` the median of the per-repeat ratios (run i of sync over run i of DDP).
 
-    python -m benchmarks.training [--quick] [--only sync,ddp_gloo,...]
+    python -m benchmarks.training [--quick] [--repeat N] [--only sync,ddp_gloo,...]
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.common import emit, machine
+from benchmarks.common import add_repeat, emit, machine, spread
 from benchmarks.training_baselines import FIELDS, TARGET, WORKLOAD, ddp_gloo, empty_result, single_process
 
 MODES = ("sync", "async", "ring", "hybrid")
@@ -43,7 +46,7 @@ def _guarded(name: str, fn: Callable[..., dict[str, Any]], *args: Any) -> dict[s
     return result
 
 
-def run_modes(quick: bool, wanted: set[str]) -> dict[str, dict[str, Any]]:
+def run_modes(quick: bool, wanted: set[str], n: int) -> dict[str, dict[str, Any]]:
     """Our four modes over Kafka (T2's ``run_mode``), or 'missing' entries until it exists."""
     try:
         from benchmarks.training_modes import run_mode, warm_up
@@ -52,13 +55,18 @@ def run_modes(quick: bool, wanted: set[str]) -> dict[str, dict[str, Any]]:
         return {m: {**empty_result("missing", reason), "wall_seconds": 0.0} for m in MODES}
     if wanted & set(MODES):
         log.info("warm-up job (untimed): %s", warm_up(quick))
-    return {m: _guarded(m, run_mode, m, quick) if m in wanted else empty_result("skipped", "not in --only")
+    return {m: _guarded(m, run_mode, m, quick, n) if m in wanted else empty_result("skipped", "not in --only")
             for m in MODES}
 
 
-def ratio(ours: dict[str, Any], ddp: dict[str, Any]) -> float | None:
-    a, b = ours.get("seconds_to_target"), ddp.get("seconds_to_target")
-    return a / b if a is not None and b else None
+def ratio(ours: dict[str, Any], ddp: dict[str, Any], name: str) -> dict[str, Any]:
+    """``name``: the median of run i's ratio over the repeats both reached the target in (with
+    _min, _max and the per-repeat list); null when either missed it in a repeat."""
+    a, b = ours.get("seconds_to_target_runs") or [], ddp.get("seconds_to_target_runs") or []
+    per = [x / y for x, y in zip(a, b, strict=False) if x is not None and y]
+    if not per or len(per) != len(a) or ours.get("seconds_to_target") is None:
+        return {name: None}
+    return {**spread(name, per, 3), f"{name}_runs": [round(r, 3) for r in per]}
 
 
 def best_mode(modes: dict[str, dict[str, Any]]) -> str | None:
@@ -68,25 +76,28 @@ def best_mode(modes: dict[str, dict[str, Any]]) -> str | None:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="one repeat, fewer epochs (under 5 minutes)")
+    ap.add_argument("--quick", action="store_true", help="fewer epochs (under 5 minutes with --repeat 1)")
     ap.add_argument("--only", default="", help="comma list of contenders to run (default: all)")
+    add_repeat(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     wanted = set(filter(None, args.only.split(","))) or {*MODES, *BASELINES}
     started = time.perf_counter()
-    baselines = {name: _guarded(name, fn, args.quick) if name in wanted
+    baselines = {name: _guarded(name, fn, args.quick, args.repeat) if name in wanted
                  else empty_result("skipped", "not in --only") for name, fn in BASELINES.items()}
-    modes = run_modes(args.quick, wanted)
+    modes = run_modes(args.quick, wanted, args.repeat)
     best = best_mode(modes)
     result = {
         "workload": WORKLOAD,
         "target_accuracy": TARGET,
         "modes": modes,
         **baselines,
-        "time_ratio_sync_vs_ddp": ratio(modes["sync"], baselines["ddp_gloo"]),
-        "time_ratio_best_vs_ddp": ratio(modes[best], baselines["ddp_gloo"]) if best else None,
+        **ratio(modes["sync"], baselines["ddp_gloo"], "time_ratio_sync_vs_ddp"),
+        **(ratio(modes[best], baselines["ddp_gloo"], "time_ratio_best_vs_ddp") if best
+           else {"time_ratio_best_vs_ddp": None}),
         "best_mode": best,
         "quick": args.quick,
+        "repeat": args.repeat,
         "seconds": round(time.perf_counter() - started, 3),
         "machine": machine(),
     }

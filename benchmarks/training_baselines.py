@@ -62,10 +62,6 @@ def max_epochs(quick: bool) -> int:
     return 15 if quick else 30
 
 
-def repeats(quick: bool) -> int:
-    return 1 if quick else 3
-
-
 def workload_spec(quick: bool = False, **overrides: Any) -> JobSpec:
     """The benchmark's JobSpec; Kafka modes override ``sync``/``compression``/``job_id`` only."""
     base: dict[str, Any] = {
@@ -109,13 +105,30 @@ def run_epochs(step: Step, x: np.ndarray, y: np.ndarray, spec: JobSpec, steps_pe
     return steps
 
 
+def reached_spread(reached: list[float], runs: int) -> dict[str, Any]:
+    """seconds_to_target (the median over repeats) with _min and _max; None when a repeat missed."""
+    if len(reached) != runs or not reached:
+        return {"seconds_to_target": None}
+    return {"seconds_to_target": statistics.median(reached), "seconds_to_target_min": min(reached),
+            "seconds_to_target_max": max(reached)}
+
+
+def median_curve(curves: list[list[list[float]]], reached: list[float | None]) -> list[list[float]]:
+    """The time-to-accuracy curve ([seconds, accuracy] per evaluation) of the median repeat."""
+    if not curves:
+        return []
+    order = sorted(range(len(curves)), key=lambda i: (reached[i] is None, reached[i] or 0.0))
+    return curves[order[len(order) // 2]]
+
+
 def _summary(runs: list[dict[str, Any]], grad_bytes: float, sync_ms: float) -> dict[str, Any]:
     """Median over repeats of seconds_to_target (None when any repeat missed the target)."""
     reached = [r["seconds_to_target"] for r in runs if r["seconds_to_target"] is not None]
     last = runs[-1]
     return {
         "test_accuracy": last["accuracy"],
-        "seconds_to_target": statistics.median(reached) if len(reached) == len(runs) else None,
+        **reached_spread(reached, len(runs)),
+        "curve": median_curve([r["curve"] for r in runs], [r["seconds_to_target"] for r in runs]),
         "samples_per_s": statistics.median(r["samples"] / r["seconds"] for r in runs),
         "grad_bytes_per_step": grad_bytes,
         "ms_per_sync_round": sync_ms,
@@ -131,7 +144,7 @@ def _one_run(spec: JobSpec, ds: Dataset, x: np.ndarray, y: np.ndarray, seed: int
     model = build_model(spec)
     opt, loss = build_optimizer(spec, model.parameters()), loss_fn(spec)
     sched = build_scheduler(spec, opt)
-    state: dict[str, Any] = {"accuracy": None, "seconds_to_target": None}
+    state: dict[str, Any] = {"accuracy": None, "seconds_to_target": None, "curve": []}
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
         opt.zero_grad(set_to_none=True)
@@ -141,6 +154,7 @@ def _one_run(spec: JobSpec, ds: Dataset, x: np.ndarray, y: np.ndarray, seed: int
 
     def check() -> bool:
         state["accuracy"] = evaluate(model, ds.x_test, ds.y_test, spec)["test_accuracy"]
+        state["curve"].append([time.perf_counter() - t0, state["accuracy"]])
         if state["accuracy"] >= TARGET:
             state["seconds_to_target"] = time.perf_counter() - t0
             return True
@@ -151,24 +165,25 @@ def _one_run(spec: JobSpec, ds: Dataset, x: np.ndarray, y: np.ndarray, seed: int
     return {**state, "steps": steps, "samples": steps * BATCH, "seconds": time.perf_counter() - t0}
 
 
-def single_process(quick: bool) -> dict[str, Any]:
-    """One torch process (1 thread) over the whole train split, batch 64."""
+def single_process(quick: bool, n: int = 3) -> dict[str, Any]:
+    """One torch process (1 thread) over the whole train split, batch 64; ``n`` repeats."""
     set_threads(1)
     spec = workload_spec(quick)
     ds = load_dataset(spec.data)
-    runs = [_one_run(spec, ds, ds.x_train, ds.y_train, seed) for seed in range(repeats(quick))]
+    runs = [_one_run(spec, ds, ds.x_train, ds.y_train, seed) for seed in range(n)]
     return {**_summary(runs, 0.0, 0.0), "note": "no exchange: grad bytes and sync round are 0"}
 
 
-def ddp_gloo(quick: bool, timeout_s: float = 600.0) -> dict[str, Any]:
-    """Launch 2 DDP worker processes (gloo, loopback); rank 0's JSON result is the answer."""
+def ddp_gloo(quick: bool, n: int = 3, timeout_s: float = 600.0) -> dict[str, Any]:
+    """Launch 2 DDP worker processes (gloo, loopback) for ``n`` repeats; rank 0's JSON result is the
+    answer."""
     port = free_port()
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "MASTER_ADDR": "127.0.0.1",
                         "MASTER_PORT": str(port)}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "rank0.json"
         cmd = [sys.executable, "-m", "benchmarks.training_baselines", "ddp-worker", "--world", str(WORKERS),
-               "--out", str(out)] + (["--quick"] if quick else [])
+               "--out", str(out), "--repeat", str(n)] + (["--quick"] if quick else [])
         procs = [subprocess.Popen([*cmd, "--rank", str(r)], env=env, cwd=ROOT) for r in range(WORKERS)]
         try:
             codes = [p.wait(timeout=timeout_s) for p in procs]
@@ -211,7 +226,7 @@ def _ddp_run(spec: JobSpec, ds: Dataset, rank: int, world: int, seed: int) -> di
     model = DDP(build_model(spec))
     opt, loss = build_optimizer(spec, model.parameters()), loss_fn(spec)
     sched = build_scheduler(spec, opt)
-    state: dict[str, Any] = {"accuracy": None, "seconds_to_target": None}
+    state: dict[str, Any] = {"accuracy": None, "seconds_to_target": None, "curve": []}
     flag = torch.zeros(1)
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
@@ -223,6 +238,7 @@ def _ddp_run(spec: JobSpec, ds: Dataset, rank: int, world: int, seed: int) -> di
     def check() -> bool:
         if rank == 0:
             state["accuracy"] = evaluate(model.module, ds.x_test, ds.y_test, spec)["test_accuracy"]
+            state["curve"].append([time.perf_counter() - t0, state["accuracy"]])
             flag.fill_(1.0 if state["accuracy"] >= TARGET else 0.0)
             if flag.item():
                 state["seconds_to_target"] = time.perf_counter() - t0
@@ -237,7 +253,7 @@ def _ddp_run(spec: JobSpec, ds: Dataset, rank: int, world: int, seed: int) -> di
     return {**state, "steps": steps, "samples": steps * BATCH * world, "seconds": seconds}
 
 
-def ddp_worker(rank: int, world: int, out: Path, quick: bool) -> None:
+def ddp_worker(rank: int, world: int, out: Path, quick: bool, n: int = 3) -> None:
     """One DDP process: rendezvous over loopback, train its half, rank 0 writes the result."""
     import torch.distributed as dist
 
@@ -246,7 +262,7 @@ def ddp_worker(rank: int, world: int, out: Path, quick: bool) -> None:
     ds = load_dataset(spec.data)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        runs = [_ddp_run(spec, ds, rank, world, seed) for seed in range(repeats(quick))]
+        runs = [_ddp_run(spec, ds, rank, world, seed) for seed in range(n)]
         n_params = sum(p.numel() for p in build_model(spec).parameters())
         sync_ms = _allreduce_ms(n_params)
         if rank == 0:
@@ -267,10 +283,11 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--world", type=int, default=WORKERS)
     w.add_argument("--out", type=Path, required=True)
     w.add_argument("--quick", action="store_true")
+    w.add_argument("--repeat", type=int, default=3)
     sub.add_parser("single").add_argument("--quick", action="store_true")
     args = ap.parse_args(argv)
     if args.cmd == "ddp-worker":
-        ddp_worker(args.rank, args.world, args.out, args.quick)
+        ddp_worker(args.rank, args.world, args.out, args.quick, args.repeat)
     else:
         print(json.dumps(single_process(args.quick)))
 

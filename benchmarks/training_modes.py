@@ -2,8 +2,9 @@
 
 ``run_mode(mode, quick)`` runs ``benchmarks.training_baselines.workload_spec`` (digits, MLP
 64-256-256-10, batch 64 per trainer, Adam 1e-3, target 0.95, evaluation every 640 samples) with
-the aggregator and 2 trainers as local processes (``aiaas.agents.launcher``), ``repeats(quick)`` times, and
-reports the median ``seconds_to_target`` (clock: trainers get version 0 after the rendezvous -> the
+the aggregator and 2 trainers as local processes (``aiaas.agents.launcher``), ``n`` times, and
+reports the median ``seconds_to_target`` (with _min, _max and the median run's time-to-accuracy ``curve``
+from the job's metrics topic) (clock: trainers get version 0 after the rendezvous -> the
 first evaluation at or over the target), plus ``samples_per_s``, ``grad_bytes_per_step`` (tensor
 bytes per message a trainer sends), ``ms_per_sync_round`` (a trainer's gradient -> parameters
 round trip) and ``round_breakdown_ms`` (where a round's time goes, medians: compute, serialize,
@@ -34,10 +35,11 @@ from typing import Any
 from aiaas.agents.launcher import LocalJob
 from aiaas.schemas.jobs import JobSpec
 from aiaas.schemas.records import JobStatus
+from aiaas.streams.jobs import read_metrics
 from aiaas.streams.runtime import run
 from aiaas.streams.settings import Settings
-from benchmarks.common import emit, fresh_prefix
-from benchmarks.training_baselines import FIELDS, empty_result, repeats, workload_spec
+from benchmarks.common import add_repeat, emit, fresh_prefix
+from benchmarks.training_baselines import FIELDS, empty_result, median_curve, reached_spread, workload_spec
 
 log = logging.getLogger("benchmarks.training_modes")
 HYBRID_LOCAL_STEPS = 32
@@ -57,7 +59,7 @@ def warm_up(quick: bool) -> dict[str, Any]:
     """One short untimed sync job before the contenders: a freshly started broker serves its first
     thousands of large records slowly (JIT; measured: a 170 KB round trip takes 8.8 ms cold, 5.2 ms
     warm), which would otherwise count against whichever mode happens to run first."""
-    status = run(_one("sync", quick, epochs=None, steps=WARM_UP_STEPS, target=None))
+    status, _ = run(_one("sync", quick, epochs=None, steps=WARM_UP_STEPS, target=None))
     return {"state": status.state, "versions": status.version}
 
 
@@ -66,21 +68,29 @@ def mode_spec(mode: str, quick: bool, **extra: Any) -> JobSpec:
     return workload_spec(quick, job_id=job, **KNOBS[mode], **extra)
 
 
-async def _one(mode: str, quick: bool, **extra: Any) -> JobStatus:
+Run = tuple[JobStatus, list[list[float]]]  # the job's final status, its [seconds, accuracy] curve
+
+
+async def _one(mode: str, quick: bool, **extra: Any) -> Run:
     settings = Settings(topic_prefix=fresh_prefix(f"train-{mode}"))
     spec = mode_spec(mode, quick, **extra)
     async with LocalJob(settings, spec) as job:
-        return await job.wait(TIMEOUT_S)
+        status = await job.wait(TIMEOUT_S)
+        evals = await read_metrics(settings, spec.job_id)
+    return status, [[m.seconds, m.test_accuracy] for m in evals
+                    if m.seconds is not None and m.test_accuracy is not None]
 
 
-def _summary(runs: list[JobStatus]) -> dict[str, Any]:
+def _summary(done: list[Run]) -> dict[str, Any]:
+    runs = [status for status, _ in done]
     metrics = [r.metrics for r in runs]
     reached = [m["seconds_to_target"] for m in metrics if "seconds_to_target" in m]
     last = metrics[-1]
     phases = sorted({k for m in metrics for k in m if k.startswith("round_ms.")})
     return {
         "test_accuracy": last.get("test_accuracy"),
-        "seconds_to_target": statistics.median(reached) if len(reached) == len(runs) else None,
+        **reached_spread(reached, len(runs)),
+        "curve": median_curve([c for _, c in done], [m.get("seconds_to_target") for m in metrics]),
         "samples_per_s": statistics.median(m.get("samples_per_s", 0.0) for m in metrics),
         "grad_bytes_per_step": last.get("grad_bytes_per_step"),
         "ms_per_sync_round": statistics.median(m.get("ms_per_sync_round", 0.0) for m in metrics),
@@ -97,19 +107,20 @@ def _summary(runs: list[JobStatus]) -> dict[str, Any]:
     }
 
 
-def run_mode(mode: str, quick: bool, **extra: Any) -> dict[str, Any]:
-    """Run ``mode`` on the workload ``repeats(quick)`` times; the benchmark's figures for it."""
+def run_mode(mode: str, quick: bool, n: int = 3, **extra: Any) -> dict[str, Any]:
+    """Run ``mode`` on the workload ``n`` times; the benchmark's figures for it."""
     if mode not in KNOBS:
         return empty_result("failed", f"unknown mode {mode!r}")
 
-    async def all_runs() -> list[JobStatus]:
-        return [await _one(mode, quick, **extra) for _ in range(repeats(quick))]
+    async def all_runs() -> list[Run]:
+        return [await _one(mode, quick, **extra) for _ in range(n)]
 
-    runs = run(all_runs())
-    failed = [r for r in runs if r.state != "succeeded"]
+    done = run(all_runs())
+    failed = [status for status, _ in done if status.state != "succeeded"]
     if failed:
-        return {**empty_result("failed", failed[0].error or "job failed"), "runs": [r.metrics for r in runs]}
-    result = _summary(runs)
+        return {**empty_result("failed", failed[0].error or "job failed"),
+                "runs": [status.metrics for status, _ in done]}
+    result = _summary(done)
     result["knobs"] = KNOBS[mode]["sync"]
     for field in FIELDS:
         result.setdefault(field, None)
@@ -120,9 +131,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--mode", default="sync,async,ring,hybrid")
+    add_repeat(ap)
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    result = {m: run_mode(m, args.quick) for m in args.mode.split(",")}
+    result = {m: run_mode(m, args.quick, args.repeat) for m in args.mode.split(",")}
     emit(result)
     return result
 

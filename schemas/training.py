@@ -84,6 +84,9 @@ class MetricsMessage(Envelope):
     dropped_stale: int = 0
     rejected: int = 0
     ts: float = 0.0
+    seconds: float | None = Field(default=None, description="since the job's clock started (version 0 "
+                                  "out, after the rendezvous) when this evaluation was made: the "
+                                  "time-to-accuracy curve")
     timings: dict[str, float] = Field(default_factory=dict, description="ms per phase of a sync round")
 
 

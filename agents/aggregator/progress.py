@@ -53,6 +53,7 @@ class Progress:
         self.phases = Medians()
         self.best: dict[str, float] = {}
         self.last_eval: dict[str, float] = {}
+        self.last_eval_s: float | None = None  # when it was made, on the job's clock
 
     def received(self, c: Contribution) -> None:
         self.messages += 1
@@ -100,6 +101,7 @@ class Progress:
     def evaluated(self, metrics: dict[str, float]) -> bool:
         """Record test metrics; True when they meet the target (the first time is timed)."""
         self.last_eval = metrics
+        self.last_eval_s = self.elapsed() if self.started is not None else None
         t = self.spec.target
         if t is None or t.metric not in metrics:
             return False
@@ -119,6 +121,7 @@ class Progress:
             samples_per_s=self.samples / elapsed if elapsed > 0 else None,
             grad_bytes=int(self.grad_bytes / self.messages) if self.messages else None,
             live_workers=live, dropped_stale=dropped, rejected=rejected, ts=time.time(),
+            seconds=self.last_eval_s,
             timings=self.phases.all(),
         )
 

@@ -147,3 +147,78 @@ def test_a_peer_that_cannot_be_installed_is_an_error_not_a_figure(
     monkeypatch.setenv("PATH", str(tmp_path))  # no uv on it
     with pytest.raises(Unavailable, match="uv is not installed"):
         ensure_mlserver(tmp_path / "mlserver")
+
+
+def _training_result() -> dict[str, object]:
+    """What ``python -m benchmarks.training --repeat 2 --only sync,ddp_gloo`` prints, in small."""
+    curve = [[0.1, 0.8], [0.2, 0.9], [0.3, 0.96]]
+    skipped = {"status": "skipped", "seconds_to_target": None}
+    return {
+        "target_accuracy": 0.95,
+        "single_process": skipped,
+        "ddp_gloo": {"status": "ok", "seconds_to_target": 0.2, "seconds_to_target_min": 0.19,
+                     "seconds_to_target_max": 0.25, "seconds_to_target_runs": [0.25, 0.19], "repeats": 2,
+                     "curve": curve},
+        "modes": {"sync": {"status": "ok", "seconds_to_target": 0.5, "seconds_to_target_min": 0.45,
+                           "seconds_to_target_max": 0.55, "seconds_to_target_runs": [0.55, 0.45],
+                           "repeats": 2, "curve": curve},
+                  "ring": {"status": "target_not_reached", "seconds_to_target": None, "repeats": 2},
+                  "async": skipped, "hybrid": skipped},
+        "machine": {"cpus": 2, "cpu_model": "test cpu", "python": "3.11"},
+    }
+
+
+def test_training_ratio_is_the_median_of_per_repeat_ratios_and_null_when_a_repeat_missed() -> None:
+    from benchmarks.training import ratio
+
+    ddp = {"seconds_to_target": 0.2, "seconds_to_target_runs": [0.2, 0.25, 0.1]}
+    sync = {"seconds_to_target": 0.4, "seconds_to_target_runs": [0.4, 0.25, 0.5]}
+    got = ratio(sync, ddp, "r")
+    assert (got["r"], got["r_min"], got["r_max"], got["r_runs"]) == (2.0, 1.0, 5.0, [2.0, 1.0, 5.0])
+    missed = {"seconds_to_target": None, "seconds_to_target_runs": [0.4, None, 0.5]}
+    assert ratio(missed, ddp, "r") == {"r": None}
+
+
+def test_median_curve_is_the_median_repeats_and_a_missed_target_counts_as_slowest() -> None:
+    from benchmarks.training_baselines import median_curve, reached_spread
+
+    curves = [[[1.0, 0.9]], [[2.0, 0.9]], [[3.0, 0.9]]]
+    assert median_curve(curves, [0.3, None, 0.1]) == [[1.0, 0.9]]  # order: 0.1, 0.3, missed
+    assert reached_spread([0.3, 0.1, 0.2], 3) == {
+        "seconds_to_target": 0.2, "seconds_to_target_min": 0.1, "seconds_to_target_max": 0.3}
+    assert reached_spread([0.3], 2) == {"seconds_to_target": None}
+
+
+def test_report_has_the_training_table_and_curves(tmp_path: Path) -> None:
+    md = report.write_report({"training": _training_result()}, tmp_path, "2026-01-03")
+    body = md.read_text()
+    assert "| torch DDP (gloo, 2 processes) | 0.200 (0.190-0.250) | 2 |" in body
+    assert "| aiaas sync | 0.500 (0.450-0.550) | 2 |" in body
+    assert "| aiaas ring | not reached (target_not_reached) | 2 |" in body
+    assert "one torch process" not in body and "aiaas async" not in body  # skipped: not shown
+    assert (tmp_path / "2026-01-03-training-curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_readme_table_is_refreshed_between_its_markers_only() -> None:
+    from benchmarks import readme_table
+
+    results = {"training": {"time_ratio_sync_vs_ddp": 2.5, "time_ratio_sync_vs_ddp_min": 2.1,
+                            "time_ratio_sync_vs_ddp_max": 2.9, "time_ratio_best_vs_ddp": 0.45},
+               "inference": {"models": {"mlp-large": {"ratio_kafka_vs_limit": 0.91}}}}
+    readme = f"# x\nbefore\n{readme_table.START}\nold table\n{readme_table.END}\nafter\n"
+    new = readme_table.refresh(readme, results, "From a test run.")
+    assert new.startswith("# x\nbefore\n") and new.endswith(f"{readme_table.END}\nafter\n")
+    assert "old table" not in new and "From a test run." in new
+    assert "| `training`: `time_ratio_sync_vs_ddp` | 2.5 (2.1-2.9) | <= 1.5 | no |" in new
+    assert "| `training`: `time_ratio_best_vs_ddp` | 0.45 | <= 0.5 | yes |" in new
+    assert "| `inference`: `ratio_kafka_vs_limit` | 0.91 | >= 0.9 | yes |" in new
+    assert "peers" not in new  # not run: no row, never a made-up figure
+    with pytest.raises(ValueError):
+        readme_table.refresh("# no markers\n", results, "")
+
+
+def test_the_readme_has_its_headline_block() -> None:
+    from benchmarks import readme_table
+
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert text.count(readme_table.START) == 1 and text.count(readme_table.END) == 1
