@@ -17,6 +17,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -25,11 +26,13 @@ T = TypeVar("T")
 
 class Offload:
     """``await offload(fn, *args)``: ``fn(*args)`` inline if the previous call took under
-    ``inline_below_ms`` (0 disables inlining), else in ``asyncio.to_thread``."""
+    ``inline_below_ms`` (0 disables inlining), else in ``executor`` (default: ``asyncio.to_thread``'s)."""
 
-    def __init__(self, inline_below_ms: float = 10.0, clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(self, inline_below_ms: float = 10.0, clock: Callable[[], float] = time.perf_counter,
+                 executor: Executor | None = None) -> None:
         self.limit_s = inline_below_ms / 1000
         self.clock = clock
+        self.executor = executor
         self.last_s = float("inf")  # nothing measured yet: the first call goes to a thread
         self.inline_calls = 0
         self.thread_calls = 0
@@ -44,7 +47,9 @@ class Offload:
             self.inline_calls += 1
             return self._timed(call)
         self.thread_calls += 1
-        return await asyncio.to_thread(self._timed, call)
+        if self.executor is None:
+            return await asyncio.to_thread(self._timed, call)
+        return await asyncio.get_running_loop().run_in_executor(self.executor, self._timed, call)
 
     def _timed(self, call: Callable[[], T]) -> T:
         t0 = self.clock()

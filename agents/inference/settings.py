@@ -21,6 +21,7 @@ class WorkerSettings(BaseSettings):
     max_batch: int = Field(default=128, ge=1)  # requests per onnxruntime call
     max_wait_ms: float = Field(default=0.0, ge=0)  # extra wait to fill a batch (0: take what is there)
     reply_linger_ms: int = Field(default=0, ge=0)  # 0: replies leave at once (linger 1 ms cost ~4 ms p50)
+    inline_below_ms: float = Field(default=1.0, ge=0)  # onnxruntime calls this short run on the loop
     intra_op_threads: int = Field(default=1, ge=0)  # 0: onnxruntime decides (all cores)
     inter_op_threads: int = Field(default=1, ge=0)
     spin: bool = False  # onnxruntime's pool threads spin-wait between runs (burns idle cores)

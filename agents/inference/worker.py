@@ -46,6 +46,7 @@ from aiaas.streams.assignors import WeightedAssignor, default_weight
 from aiaas.streams.consumer import Consumer
 from aiaas.streams.dlq import DeadLetters
 from aiaas.streams.lifecycle import Service, cancel, stop_consumer
+from aiaas.streams.offload import Offload
 from aiaas.streams.producer import Producer
 from aiaas.streams.record import Record
 from aiaas.streams.settings import Settings
@@ -98,6 +99,8 @@ class InferenceWorker(Service):
         self._batch_limit = min(1 << 20, settings.max_message_bytes // 4)
         self._consumer: Consumer | None = None
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-{cfg.model}")
+        # a short onnxruntime call runs on the loop: the thread hop cost more than a small batch
+        self._run = Offload(cfg.inline_below_ms, executor=self._pool)
         self._inflight: asyncio.Task[None] | None = None
         self._commits: Committer | None = None
         self._committer: asyncio.Task[None] | None = None
@@ -252,7 +255,6 @@ class InferenceWorker(Service):
             return []
 
     async def _compute(self, works: list[Work], records: list[Record], sent: Outbox) -> None:
-        loop = asyncio.get_running_loop()
         for batch in batcher.group(works, self.cfg.max_batch if self.cfg.batching else 1):
             live = []
             now_ms = time.time() * 1000
@@ -268,7 +270,7 @@ class InferenceWorker(Service):
             if live[0].record.timestamp_ms > 0:  # the oldest request's wait stands for the batch
                 self._m_queue.observe(max(0.0, time.time() - live[0].record.timestamp_ms / 1000))
             started = time.perf_counter()
-            results = await loop.run_in_executor(self._pool, batcher.run_group, live)
+            results = await self._run(batcher.run_group, live)
             if any(isinstance(r, AiaasError) and w.count > 1 for w, r in zip(live, results, strict=True)):
                 live, results = await self._retry_blocks(live, results)
             self._m_compute.observe(time.perf_counter() - started)
@@ -288,7 +290,6 @@ class InferenceWorker(Service):
         the request that fails gets the error."""
         out_w: list[Work] = []
         out_r: list[Result] = []
-        loop = asyncio.get_running_loop()
         for w, r in zip(works, results, strict=True):
             if w.count == 1 or not isinstance(r, AiaasError):
                 out_w.append(w)
@@ -296,7 +297,7 @@ class InferenceWorker(Service):
                 continue
             rows = blocks.explode(w)
             out_w += rows
-            out_r += await loop.run_in_executor(self._pool, batcher.run_group, rows)
+            out_r += await self._run(batcher.run_group, rows)
         return out_w, out_r
 
     # ------------------------------------------------------------------ replies

@@ -61,3 +61,16 @@ async def test_a_cpu_clock_does_not_count_waiting_as_work() -> None:
         await off(time.sleep, 0.05)  # the first call: in a thread, 50 ms of waiting
     assert await wall(where) != loop_thread
     assert await cpu(where) == loop_thread
+
+
+async def test_long_calls_run_in_the_executor_given() -> None:
+    """The inference worker's onnxruntime calls keep to its own one-thread pool when they are long."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="own") as pool:
+        off = Offload(inline_below_ms=5, executor=pool)
+        assert threading.current_thread().name != "own_0"
+        assert await off(lambda: threading.current_thread().name) == "own_0"  # first call: the pool's
+        assert await off(where) == threading.get_ident()  # short: inline
+        await off(time.sleep, 0.02)
+        assert await off(lambda: threading.current_thread().name) == "own_0"
