@@ -6,15 +6,13 @@ and Kafka's costs are per record, so the requests of a tick that share a topic a
 go as entries of one frame, up to ``pack_max`` requests or ``pack_bytes`` per frame, each frame to
 the next partition (round-robin by frame). Requests of numeric arrays of one layout are stacked as
 the rows of one entry: what the worker computes anyway, checked once. Each request keeps its own id
-and deadline, and gets its own reply or error. ``Slots`` is the counting semaphore of the client's
-flow control.
+and deadline, and gets its own reply or error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -168,35 +166,3 @@ class TickBatches:
         exc = None if sent.cancelled() else sent.exception()
         if exc is not None:
             self.failed(rids, exc)
-
-
-class Slots:
-    """A counting semaphore for flow control: asyncio.Semaphore scans its waiters on every acquire
-    (3% of the client's CPU at two acquires per request); here a free slot costs a compare."""
-
-    __slots__ = ("_free", "_waiters")
-
-    def __init__(self, count: int) -> None:
-        self._free = count
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # a slot was handed over as we were cancelled: pass it on
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)  # the slot goes straight to the longest waiter
-                return
-        self._free += 1
