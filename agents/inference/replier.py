@@ -11,7 +11,6 @@ Replies over the chunk size go in chunks (``aiaas.streams.chunking``).
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import Counter
 from collections.abc import Sequence
@@ -37,7 +36,6 @@ from aiaas.streams.settings import MIB
 
 log = logging.getLogger(__name__)
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
-Answer = frame.Entry | tuple[bytes, replies.ReplyHeaders]  # a reply frame's entry, or a single record
 
 
 def unanswerable(exc: BaseException) -> AiaasError:
@@ -62,20 +60,11 @@ class Replier:
         self._reply_topics: dict[str, int | None] = {}  # reply topic -> fixed partition (1-partition topics)
 
     async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
-        """The successful reply: an entry of the reply frame for framed requests (an entry of rows
-        for a block), else one OIP JSON record."""
-        if frame.is_frame(w.record.headers):
-            rows = w.count > 1
-            answer: Answer = replies.ok_entry(self.model, w.model.version, w.ids,
-                                              blocks.stacked(w, outputs) if rows else outputs,
-                                              w.record.headers, rows=rows, parameters=w.parameters)
-        else:  # a big JSON reply is written off the loop
-            make = functools.partial(replies.response, self.model, w.model.version, w.request_id,
-                                     w.response_id, outputs, request_headers=w.record.headers,
-                                     parameters=w.parameters)
-            big = sum(a.size for a in outputs.values()) > replies.LARGE_JSON
-            answer = await asyncio.to_thread(make) if big else make()
-        await self.send(w.record, w.request_id, w.reply_to, answer, sent, ids=w.ids)
+        """The successful reply (an entry of rows for a block)."""
+        rows = w.count > 1
+        entry = replies.ok_entry(self.model, w.model.version, w.ids, blocks.stacked(w, outputs) if rows else
+                                 outputs, w.record.headers, rows=rows, parameters=w.parameters)
+        await self.send(w.record, w.reply_to, entry, sent, response_id=w.response_id)
 
     async def reply_group(self, works: Sequence[Work], results: Sequence[Result], sent: Outbox) -> int:
         """The replies (or error replies) of one onnxruntime call; returns how many succeeded. A block
@@ -107,12 +96,10 @@ class Replier:
         if lettered:
             await self.dead_letters.send(whole(rec), exc)
         reply_to = rec.headers.get(h.REPLY_TO)
-        framed = frame.is_frame(rec.headers)
         for rid in ids:
-            answer: Answer = replies.error_entry(self.model, rid, exc, rec.headers) if framed else \
-                replies.error(self.model, rid, exc, request_headers=rec.headers)
             try:
-                await self.send(rec, rid, reply_to, answer, sent, lettered=lettered)
+                answer = replies.error_entry(self.model, rid, exc, rec.headers)
+                await self.send(rec, reply_to, answer, sent, lettered=lettered)
             except Exception as err:  # the dead letter holds the request
                 self.stats["error_reply_failed"] += 1
                 log.warning("error reply for %s to %s not sent: %r", rid, reply_to, err)
@@ -135,29 +122,34 @@ class Replier:
             self.stats["error_reply_failed"] += 1
             log.warning("error replies not delivered either: %r", again)
 
-    async def send(self, rec: Record, rid: str, reply_to: str | None, answer: Answer, sent: Outbox, *,
-                   lettered: bool = False, ids: Sequence[str] | None = None) -> None:
-        """Deliver one answer (``ids``: the requests a rows entry answers). ``lettered``: ``rec`` is
-        dead-lettered already (an error reply), not again for a missing reply topic."""
-        size = answer.nbytes if isinstance(answer, frame.Entry) else len(answer[0])
+    async def send(self, rec: Record, reply_to: str | None, answer: frame.Entry, sent: Outbox, *,
+                   lettered: bool = False, response_id: str | None = None) -> None:
+        """Deliver one answer: to a framed request as an entry of the poll's reply frame, else as the
+        single OIP JSON record it stands for (a big one written off the loop). ``lettered``: ``rec``
+        is dead-lettered already (an error reply), not again for a missing reply topic."""
+        single = None
+        if not frame.is_frame(rec.headers):
+            big = sum(a.size for a in answer.tensors.values()) > replies.LARGE_JSON
+            single = await asyncio.to_thread(replies.single, answer, response_id) if big else \
+                replies.single(answer, response_id)
+        size = answer.nbytes if single is None else len(single[0])
         if size > self.max_reply_bytes:
             raise TooLarge("reply over the worker's size limit (max_reply_bytes)", size=size,
                            limit=self.max_reply_bytes)
-        owner = (rec, ids or (rid,))
         topic, partition = self.results_topic, None  # a stream record: its result goes to the results topic
         if reply_to is not None:
             found = await self._partition(rec, reply_to, letter=not lettered)
             if found is False:
                 return
             topic, partition = reply_to, found
-        if isinstance(answer, frame.Entry):
-            await sent.add(topic, partition, answer, owner)
+        if single is None:
+            await sent.add(topic, partition, answer, (rec, answer.ids))
             return
-        key = rec.key if reply_to is None else rid.encode()
-        headers = h.encode(answer[1])
+        key = rec.key if reply_to is None else answer.id.encode()
+        headers = h.encode(single[1])
         if (data_key := rec.headers.get(h.DATA_KEY)) is not None:
             headers.append((h.DATA_KEY, data_key.encode()))
-        sent.track(await self.send_raw(topic, answer[0], key, headers, partition), (owner,))
+        sent.track(await self.send_raw(topic, single[0], key, headers, partition), ((rec, answer.ids),))
 
     async def _partition(self, rec: Record, reply_to: str,
                          letter: bool = True) -> int | Literal[False] | None:
