@@ -5,7 +5,7 @@ stream records, and the dead letters for errors.
 The worker commits a poll's offsets only after every reply's ack (``Outbox.sent``). A reply that
 cannot be made or delivered (NaN in JSON, over ``max_reply_bytes``, refused by the broker) is its
 requests' failure alone, never the worker's: an error reply and a dead letter with the reason.
-Replies over the chunk size go in chunks (``aiaas.streams.chunking``).
+Sending the records (reply topics, sealing, chunks) is ``Delivery``'s.
 """
 
 from __future__ import annotations
@@ -14,25 +14,23 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from aiaas.agents.inference import blocks, replies
 from aiaas.agents.inference.batcher import Result, Work
 from aiaas.agents.inference.breather import Breather
+from aiaas.agents.inference.delivery import Delivery
 from aiaas.agents.inference.intake import whole
-from aiaas.agents.inference.outbox import Outbox, Owners, Sent
-from aiaas.agents.inference.sealing import WorkerSealing
-from aiaas.schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, NotFound, TooLarge
+from aiaas.agents.inference.outbox import Outbox, Owners
+from aiaas.schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, TooLarge
 from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams import metrics as m
 from aiaas.streams.dlq import DeadLetters
-from aiaas.streams.metadata import partition_count
 from aiaas.streams.producer import Producer
 from aiaas.streams.record import Record
-from aiaas.streams.settings import MIB
 
 log = logging.getLogger(__name__)
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
@@ -48,16 +46,12 @@ def unanswerable(exc: BaseException) -> AiaasError:
                       detail=f"{type(exc).__name__}: {exc}"[:300])
 
 
-class Replier:
+class Replier(Delivery):
     def __init__(self, model: str, producer: Producer, results_topic: str, dead_letters: DeadLetters,
-                 stats: Counter[str], *, chunk_bytes: int = 4 * MIB, max_reply_bytes: int = 64 * MIB,
-                 breathe: Breather | None = None, sealing: WorkerSealing | None = None) -> None:
-        self.model, self.producer, self.results_topic = model, producer, results_topic
-        self.dead_letters, self.stats = dead_letters, stats
-        self.chunk_bytes, self.max_reply_bytes = chunk_bytes, max_reply_bytes
+                 stats: Counter[str], *, breathe: Breather | None = None, **delivery: Any) -> None:
+        super().__init__(producer, dead_letters, stats, **delivery)
+        self.model, self.results_topic = model, results_topic
         self.breathe = breathe or Breather()  # a poll's replies may take seconds of JSON
-        self.sealing = sealing  # replies to sealed requests are sealed under the request's key
-        self._reply_topics: dict[str, int | None] = {}  # reply topic -> fixed partition (1-partition topics)
 
     async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
         """The successful reply (an entry of rows for a block)."""
@@ -150,34 +144,3 @@ class Replier:
         if (data_key := rec.headers.get(h.DATA_KEY)) is not None:
             headers.append((h.DATA_KEY, data_key.encode()))
         sent.track(await self.send_raw(topic, single[0], key, headers, partition), ((rec, answer.ids),))
-
-    async def _partition(self, rec: Record, reply_to: str,
-                         letter: bool = True) -> int | Literal[False] | None:
-        """The partition replies to ``reply_to`` go to (None: by key); False when the topic does not
-        exist (then ``rec`` is dead-lettered, when ``letter``)."""
-        if reply_to not in self._reply_topics:
-            parts = await partition_count(self.producer.raw.client, reply_to)
-            if parts == 0:
-                self.stats["no_reply_topic"] += 1
-                if letter:
-                    await self.dead_letters.send(rec, NotFound("reply-to topic does not exist",
-                                                               reply_to=reply_to))
-                return False
-            self._reply_topics[reply_to] = 0 if parts == 1 else None  # one partition: skip hashing the key
-        return self._reply_topics[reply_to]
-
-    async def send_raw(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]],
-                       partition: int | None = None) -> Sent:
-        """Send one record (sealed when its headers name a data key); over ``chunk_bytes`` in chunks,
-        over ``max_reply_bytes`` not at all (413)."""
-        if self.sealing is not None:
-            value = self.sealing.seal_out(value, headers)
-        if len(value) <= self.chunk_bytes:
-            fut: Sent = await self.producer.raw.send(topic, value, key=key, headers=headers,
-                                                     partition=partition)
-            return fut
-        if len(value) > self.max_reply_bytes:
-            raise TooLarge("reply over the worker's size limit (max_reply_bytes)", size=len(value),
-                           limit=self.max_reply_bytes)
-        self.stats["chunked_replies"] += 1
-        return await self.producer.send(topic, value, key=key, headers=headers, partition=partition)
