@@ -71,7 +71,7 @@ class Replier(Delivery):
                 continue
             try:
                 if w.count > 1 and sum(o.nbytes for o in res.values()) > self.max_reply_bytes // 2:
-                    ok += await self.reply_group(blocks.explode(w), blocks.row_results(w, res), sent)
+                    ok += await self.reply_group(blocks.explode(w), blocks.rows_of(w, res), sent)
                     continue
                 await self.reply(w, res, sent)
             except Exception as exc:  # one reply's failure is its requests' alone
