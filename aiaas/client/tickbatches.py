@@ -27,6 +27,8 @@ Seal = Callable[[bytes, list[tuple[str, bytes]], list[str]], tuple[bytes, list[t
 Shared = tuple[tuple[str, bytes], ...]  # the record headers a frame's entries have in common
 Layout = tuple[tuple[str, Any, tuple[int, ...]], ...]
 RowsKey = tuple[Layout, float, str | None]  # the rows' layout, timeout and explicit deadline
+# an entry to be: its ids, their tensors (one mapping per id: rows to stack), its headers and fields
+_Rows = tuple[list[str], list[Mapping[str, np.ndarray]], dict[str, str], dict[str, Any]]
 
 
 class Stream:
@@ -55,11 +57,10 @@ def layout_of(arrays: Mapping[str, Any], rows: bool = True) -> Layout | None:
 
 
 class _Pack:
-    __slots__ = ("bytes", "entries", "rids", "rows")
+    __slots__ = ("bytes", "entries", "rids")
 
     def __init__(self) -> None:
-        self.entries: list[frame.Entry] = []
-        self.rows: dict[RowsKey, tuple[list[str], list[Mapping[str, np.ndarray]], str]] = {}
+        self.entries: dict[RowsKey | int, _Rows] = {}
         self.rids: list[str] = []
         self.bytes = 0
 
@@ -94,16 +95,15 @@ class TickBatches:
         size = 0
         for a in tensors.values():
             size += a.nbytes
-        if layout is None or size > self.pack_bytes // 2:
-            hd = {h.DEADLINE: deadline or str(h.deadline_ms(timeout_s)), **(own or {})}
-            pack.entries.append(frame.Entry([rid], tensors, hd, fields or {}))
-        else:
+        key: RowsKey | int = len(pack.rids)  # an entry of its own
+        if layout is not None and size <= self.pack_bytes // 2:
             key = (layout, timeout_s, deadline)
-            rows = pack.rows.get(key)
-            if rows is None:
-                rows = pack.rows[key] = ([], [], deadline or str(h.deadline_ms(timeout_s)))
-            rows[0].append(rid)
-            rows[1].append(tensors)
+        rows = pack.entries.get(key)
+        if rows is None:
+            hd = {h.DEADLINE: deadline or str(h.deadline_ms(timeout_s)), **(own or {})}
+            rows = pack.entries[key] = ([], [], hd, fields or {})
+        rows[0].append(rid)
+        rows[1].append(tensors)
         pack.rids.append(rid)
         pack.bytes += size + 64
         if len(pack.rids) >= self.pack_max or pack.bytes >= self.pack_bytes:
@@ -112,13 +112,13 @@ class TickBatches:
     def _seal(self, stream: Stream) -> None:
         """One frame for a pack, alone in a record batch for the next partition."""
         pack = self._packs.pop(stream)
-        entries = pack.entries
-        for rids, rows, deadline in pack.rows.values():
+        entries = []
+        for rids, rows, hd, fields in pack.entries.values():
             if len(rids) == 1:
-                entries.append(frame.Entry(rids, dict(rows[0]), {h.DEADLINE: deadline}))
+                entries.append(frame.Entry(rids, dict(rows[0]), hd, fields))
             else:
                 stacked = {n: np.stack([r[n] for r in rows]) for n in rows[0]}
-                entries.append(frame.Entry(rids, stacked, {h.DEADLINE: deadline}, rows=True))
+                entries.append(frame.Entry(rids, stacked, hd, rows=True))
         try:
             value, kind = frame.encode(entries)
             headers = [*stream.shared, *kind]
