@@ -28,7 +28,7 @@ Shared = tuple[tuple[str, bytes], ...]  # the record headers a frame's entries h
 Layout = tuple[tuple[str, Any, tuple[int, ...]], ...]
 RowsKey = tuple[Layout, float, str | None]  # the rows' layout, timeout and explicit deadline
 # an entry to be: its ids, their tensors (one mapping per id: rows to stack), its headers and fields
-_Rows = tuple[list[str], list[Mapping[str, np.ndarray]], dict[str, str], dict[str, Any]]
+_Rows = tuple[list[str], list[dict[str, np.ndarray]], dict[str, str], dict[str, Any]]
 
 
 class Stream:
@@ -115,7 +115,7 @@ class TickBatches:
         entries = []
         for rids, rows, hd, fields in pack.entries.values():
             if len(rids) == 1:
-                entries.append(frame.Entry(rids, dict(rows[0]), hd, fields))
+                entries.append(frame.Entry(rids, rows[0], hd, fields))
             else:
                 stacked = {n: np.stack([r[n] for r in rows]) for n in rows[0]}
                 entries.append(frame.Entry(rids, stacked, hd, rows=True))
