@@ -12,7 +12,7 @@ entry (an OIP request gets the JSON record its entry stands for) and the client 
 their own and rows in one path. Two things that are not framing left the counted files: the
 client's flow-control semaphore (aiaas/client/slots.py; the baseline's tickbatches.py did not have
 it) and the sending of reply records, whatever they hold: reply-topic partitions, sealing, chunks,
-the size cap (agents/inference/delivery.py, 51 lines; the baseline's replier.py counted them).
+the size cap (agents/inference/delivery.py, 60 lines; the baseline's replier.py counted them).
 The issue's target (half: 934) is not reached; ``BUDGET`` keeps the figure from growing back.
 """
 
