@@ -29,22 +29,19 @@ def block_work(rec: Record, ids: list[str], arrays: dict[str, np.ndarray], model
 
 def explode(w: Work) -> list[Work]:
     """The single requests of a block's ``Work`` (views of its rows)."""
-    per, rec = w.rows_each, w.record
-    out: list[Work] = []
-    for k, rid in enumerate(w.ids):
-        inputs = {n: a[k * per:(k + 1) * per] for n, a in w.inputs.items()} if per else \
-            {n: a[k] for n, a in w.inputs.items()}
+    rec, out = w.record, []
+    for rid, inputs in zip(w.ids, rows_of(w, w.inputs), strict=True):
         record = Record(rec.topic, rec.partition, rec.offset, rid.encode(), None,
                         {**rec.headers, h.CORRELATION_ID: rid}, rec.timestamp_ms, rec.first_offset,
                         frame.Entry([rid], inputs))
-        out.append(Work(record, rid, w.reply_to, inputs, w.model, per or None, None, None, w.sig))
+        out.append(Work(record, rid, w.reply_to, inputs, w.model, w.rows_each or None, None, None, w.sig))
     return out
 
 
-def row_results(w: Work, outputs: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """A block's outputs, per request."""
+def rows_of(w: Work, arrays: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """A block's inputs or outputs, per request (views)."""
     per = w.rows_each
-    return [{name: o[k * per:(k + 1) * per] for name, o in outputs.items()} for k in range(w.count)]
+    return [{n: a[k * per:(k + 1) * per] if per else a[k] for n, a in arrays.items()} for k in range(w.count)]
 
 
 def stacked(w: Work, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

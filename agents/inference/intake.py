@@ -95,11 +95,6 @@ def _layout(model: Loaded, arrays: dict[str, np.ndarray]) -> tuple[int | None, A
     return batcher.check_layout(model.mv.inputs, arrays, model.checked)
 
 
-def _texts(w: Work) -> Work:
-    w.rows, w.sig = text.checked(w.inputs), text.SIG
-    return w
-
-
 def _limits(cfg: WorkerSettings, hd: Mapping[str, str], size: int, arrays: Mapping[str, np.ndarray]) -> None:
     """The request's size, element count and deadline (in that order)."""
     if size > cfg.max_request_bytes:
@@ -173,7 +168,9 @@ class Intake:
                 batcher.check_layout(model.mv.inputs, first, model.checked)
             if rows is None or not self.cfg.batching:
                 parts = blocks.explode(blocks.block_work(rec, part.ids, part.tensors, model, None, sig))
-                out += [_texts(w) for w in parts] if texts else parts
+                for w in parts if texts else []:  # a text request is rows of its texts, batching or not
+                    w.rows = text.checked(w.inputs)
+                out += parts
                 continue
             step = self.cfg.max_batch
             for i in range(0, len(part.ids), step):

@@ -51,22 +51,19 @@ class Outbox:
             await self._write(where, (partition, [entry], [owner]))
             return
         if self._bytes.get(where, 0) + size > self.limit_bytes:
-            await self._flush(where)
+            await self.flush(where)
         gathered = self._gathered.setdefault(where, (partition, [], []))
         gathered[1].append(entry)
         gathered[2].append(owner)
         self._bytes[where] = self._bytes.get(where, 0) + size
 
-    async def flush(self) -> None:
-        """Write every gathered frame (the end of a poll)."""
-        for where in list(self._gathered):
-            await self._flush(where)
-
-    async def _flush(self, where: _Where) -> None:
-        gathered = self._gathered.pop(where, None)
-        self._bytes.pop(where, None)
-        if gathered and gathered[1]:
-            await self._write(where, gathered)
+    async def flush(self, where: _Where | None = None) -> None:
+        """Write the frame gathered for ``where``, or every gathered frame (the end of a poll)."""
+        for w in list(self._gathered) if where is None else [where]:
+            gathered = self._gathered.pop(w, None)
+            self._bytes.pop(w, None)
+            if gathered is not None:
+                await self._write(w, gathered)
 
     async def _write(self, where: _Where, gathered: _Gathered) -> None:
         (topic, data_key), (partition, entries, owners) = where, gathered

@@ -5,39 +5,35 @@ stream records, and the dead letters for errors.
 The worker commits a poll's offsets only after every reply's ack (``Outbox.sent``). A reply that
 cannot be made or delivered (NaN in JSON, over ``max_reply_bytes``, refused by the broker) is its
 requests' failure alone, never the worker's: an error reply and a dead letter with the reason.
-Replies over the chunk size go in chunks (``aiaas.streams.chunking``).
+Sending the records (reply topics, sealing, chunks) is ``Delivery``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from aiaas.agents.inference import blocks, replies
 from aiaas.agents.inference.batcher import Result, Work
 from aiaas.agents.inference.breather import Breather
+from aiaas.agents.inference.delivery import Delivery
 from aiaas.agents.inference.intake import whole
-from aiaas.agents.inference.outbox import Outbox, Owners, Sent
-from aiaas.agents.inference.sealing import WorkerSealing
-from aiaas.schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, NotFound, TooLarge
+from aiaas.agents.inference.outbox import Outbox, Owners
+from aiaas.schemas.errors import AiaasError, DeadlineExceeded, ErrorCode, TooLarge
 from aiaas.streams import frame
 from aiaas.streams import headers as h
 from aiaas.streams import metrics as m
 from aiaas.streams.dlq import DeadLetters
-from aiaas.streams.metadata import partition_count
 from aiaas.streams.producer import Producer
 from aiaas.streams.record import Record
-from aiaas.streams.settings import MIB
 
 log = logging.getLogger(__name__)
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError)
-Answer = frame.Entry | tuple[bytes, replies.ReplyHeaders]  # a reply frame's entry, or a single record
 
 
 def unanswerable(exc: BaseException) -> AiaasError:
@@ -50,32 +46,19 @@ def unanswerable(exc: BaseException) -> AiaasError:
                       detail=f"{type(exc).__name__}: {exc}"[:300])
 
 
-class Replier:
+class Replier(Delivery):
     def __init__(self, model: str, producer: Producer, results_topic: str, dead_letters: DeadLetters,
-                 stats: Counter[str], *, chunk_bytes: int = 4 * MIB, max_reply_bytes: int = 64 * MIB,
-                 breathe: Breather | None = None, sealing: WorkerSealing | None = None) -> None:
-        self.model, self.producer, self.results_topic = model, producer, results_topic
-        self.dead_letters, self.stats = dead_letters, stats
-        self.chunk_bytes, self.max_reply_bytes = chunk_bytes, max_reply_bytes
+                 stats: Counter[str], *, breathe: Breather | None = None, **delivery: Any) -> None:
+        super().__init__(producer, dead_letters, stats, **delivery)
+        self.model, self.results_topic = model, results_topic
         self.breathe = breathe or Breather()  # a poll's replies may take seconds of JSON
-        self.sealing = sealing  # replies to sealed requests are sealed under the request's key
-        self._reply_topics: dict[str, int | None] = {}  # reply topic -> fixed partition (1-partition topics)
 
     async def reply(self, w: Work, outputs: dict[str, Any], sent: Outbox) -> None:
-        """The successful reply: an entry of the reply frame for framed requests (an entry of rows
-        for a block), else one OIP JSON record."""
-        if frame.is_frame(w.record.headers):
-            rows = w.count > 1
-            answer: Answer = replies.ok_entry(self.model, w.model.version, w.ids,
-                                              blocks.stacked(w, outputs) if rows else outputs,
-                                              w.record.headers, rows=rows, parameters=w.parameters)
-        else:  # a big JSON reply is written off the loop
-            make = functools.partial(replies.response, self.model, w.model.version, w.request_id,
-                                     w.response_id, outputs, request_headers=w.record.headers,
-                                     parameters=w.parameters)
-            big = sum(a.size for a in outputs.values()) > replies.LARGE_JSON
-            answer = await asyncio.to_thread(make) if big else make()
-        await self.send(w.record, w.request_id, w.reply_to, answer, sent, ids=w.ids)
+        """The successful reply (an entry of rows for a block)."""
+        rows = w.count > 1
+        entry = replies.ok_entry(self.model, w.model.version, w.ids, blocks.stacked(w, outputs) if rows else
+                                 outputs, w.record.headers, rows=rows, parameters=w.parameters)
+        await self.send(w.record, w.reply_to, entry, sent, response_id=w.response_id)
 
     async def reply_group(self, works: Sequence[Work], results: Sequence[Result], sent: Outbox) -> int:
         """The replies (or error replies) of one onnxruntime call; returns how many succeeded. A block
@@ -88,7 +71,7 @@ class Replier:
                 continue
             try:
                 if w.count > 1 and sum(o.nbytes for o in res.values()) > self.max_reply_bytes // 2:
-                    ok += await self.reply_group(blocks.explode(w), blocks.row_results(w, res), sent)
+                    ok += await self.reply_group(blocks.explode(w), blocks.rows_of(w, res), sent)
                     continue
                 await self.reply(w, res, sent)
             except Exception as exc:  # one reply's failure is its requests' alone
@@ -107,12 +90,10 @@ class Replier:
         if lettered:
             await self.dead_letters.send(whole(rec), exc)
         reply_to = rec.headers.get(h.REPLY_TO)
-        framed = frame.is_frame(rec.headers)
         for rid in ids:
-            answer: Answer = replies.error_entry(self.model, rid, exc, rec.headers) if framed else \
-                replies.error(self.model, rid, exc, request_headers=rec.headers)
             try:
-                await self.send(rec, rid, reply_to, answer, sent, lettered=lettered)
+                answer = replies.error_entry(self.model, rid, exc, rec.headers)
+                await self.send(rec, reply_to, answer, sent, lettered=lettered)
             except Exception as err:  # the dead letter holds the request
                 self.stats["error_reply_failed"] += 1
                 log.warning("error reply for %s to %s not sent: %r", rid, reply_to, err)
@@ -135,57 +116,31 @@ class Replier:
             self.stats["error_reply_failed"] += 1
             log.warning("error replies not delivered either: %r", again)
 
-    async def send(self, rec: Record, rid: str, reply_to: str | None, answer: Answer, sent: Outbox, *,
-                   lettered: bool = False, ids: Sequence[str] | None = None) -> None:
-        """Deliver one answer (``ids``: the requests a rows entry answers). ``lettered``: ``rec`` is
-        dead-lettered already (an error reply), not again for a missing reply topic."""
-        size = answer.nbytes if isinstance(answer, frame.Entry) else len(answer[0])
+    async def send(self, rec: Record, reply_to: str | None, answer: frame.Entry, sent: Outbox, *,
+                   lettered: bool = False, response_id: str | None = None) -> None:
+        """Deliver one answer: to a framed request as an entry of the poll's reply frame, else as the
+        single OIP JSON record it stands for (a big one written off the loop). ``lettered``: ``rec``
+        is dead-lettered already (an error reply), not again for a missing reply topic."""
+        single = None
+        if not frame.is_frame(rec.headers):
+            big = sum(a.size for a in answer.tensors.values()) > replies.LARGE_JSON
+            single = await asyncio.to_thread(replies.single, answer, response_id) if big else \
+                replies.single(answer, response_id)
+        size = answer.nbytes if single is None else len(single[0])
         if size > self.max_reply_bytes:
             raise TooLarge("reply over the worker's size limit (max_reply_bytes)", size=size,
                            limit=self.max_reply_bytes)
-        owner = (rec, ids or (rid,))
         topic, partition = self.results_topic, None  # a stream record: its result goes to the results topic
         if reply_to is not None:
             found = await self._partition(rec, reply_to, letter=not lettered)
             if found is False:
                 return
             topic, partition = reply_to, found
-        if isinstance(answer, frame.Entry):
-            await sent.add(topic, partition, answer, owner)
+        if single is None:
+            await sent.add(topic, partition, answer, (rec, answer.ids))
             return
-        key = rec.key if reply_to is None else rid.encode()
-        headers = h.encode(answer[1])
+        key = rec.key if reply_to is None else answer.id.encode()
+        headers = h.encode(single[1])
         if (data_key := rec.headers.get(h.DATA_KEY)) is not None:
             headers.append((h.DATA_KEY, data_key.encode()))
-        sent.track(await self.send_raw(topic, answer[0], key, headers, partition), (owner,))
-
-    async def _partition(self, rec: Record, reply_to: str,
-                         letter: bool = True) -> int | Literal[False] | None:
-        """The partition replies to ``reply_to`` go to (None: by key); False when the topic does not
-        exist (then ``rec`` is dead-lettered, when ``letter``)."""
-        if reply_to not in self._reply_topics:
-            parts = await partition_count(self.producer.raw.client, reply_to)
-            if parts == 0:
-                self.stats["no_reply_topic"] += 1
-                if letter:
-                    await self.dead_letters.send(rec, NotFound("reply-to topic does not exist",
-                                                               reply_to=reply_to))
-                return False
-            self._reply_topics[reply_to] = 0 if parts == 1 else None  # one partition: skip hashing the key
-        return self._reply_topics[reply_to]
-
-    async def send_raw(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]],
-                       partition: int | None = None) -> Sent:
-        """Send one record (sealed when its headers name a data key); over ``chunk_bytes`` in chunks,
-        over ``max_reply_bytes`` not at all (413)."""
-        if self.sealing is not None:
-            value = self.sealing.seal_out(value, headers)
-        if len(value) <= self.chunk_bytes:
-            fut: Sent = await self.producer.raw.send(topic, value, key=key, headers=headers,
-                                                     partition=partition)
-            return fut
-        if len(value) > self.max_reply_bytes:
-            raise TooLarge("reply over the worker's size limit (max_reply_bytes)", size=len(value),
-                           limit=self.max_reply_bytes)
-        self.stats["chunked_replies"] += 1
-        return await self.producer.send(topic, value, key=key, headers=headers, partition=partition)
+        sent.track(await self.send_raw(topic, single[0], key, headers, partition), ((rec, answer.ids),))

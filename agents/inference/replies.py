@@ -1,5 +1,5 @@
-"""Replies (docs/wire-protocol.md): an entry of a reply frame for a framed request, or a single OIP
-JSON record for an OIP request; an answer or an error.
+"""Replies (docs/wire-protocol.md): every answer or error is made as an entry of a reply frame; a
+framed request gets that entry, an OIP request the single OIP JSON record it stands for (``single``).
 """
 
 from __future__ import annotations
@@ -35,50 +35,35 @@ def passed_on(request_headers: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _headers(request_id: str, request_headers: Mapping[str, str], extra: Mapping[str, str]) -> ReplyHeaders:
-    return {h.CORRELATION_ID: request_id, h.WIRE_VERSION: _VERSION, **extra, **passed_on(request_headers)}
-
-
-def response(
-    model: str, version: int, request_id: str, response_id: str | None, outputs: Mapping[str, np.ndarray],
-    *, request_headers: Mapping[str, str], parameters: Mapping[str, Any] | None = None,
-) -> tuple[bytes, ReplyHeaders]:
-    """Value and headers of a successful single reply (OIP JSON)."""
-    body: dict[str, Any] = {"model_name": model, "model_version": str(version),
-                            "id": response_id or request_id}
-    if parameters:
-        body["parameters"] = dict(parameters)
-    enc = tc.encode_body(InferenceResponse.KIND, body, "outputs", outputs, binary=False)
-    extra = {**enc.headers, STATUS: "200", h.MODEL_VERSION: str(version)}
-    return enc.value, _headers(request_id, request_headers, extra)
-
-
 def ok_entry(model: str, version: int, ids: list[str], outputs: dict[str, np.ndarray],
              request_headers: Mapping[str, str], *, rows: bool = False,
              parameters: Mapping[str, Any] | None = None) -> Entry:
-    """The reply frame's entry answering a framed request (or, ``rows``, the requests of a block)."""
+    """The answer to a request (or, ``rows``, to the requests of a block)."""
     fields: dict[str, Any] = {"status": 200, "model_name": model, "model_version": str(version)}
     if parameters:
         fields["parameters"] = dict(parameters)
     return Entry(ids, outputs, passed_on(request_headers), fields, rows)
 
 
-def _error_body(model: str, exc: AiaasError) -> dict[str, Any]:
-    details = {k: v for k, v in exc.details.items() if isinstance(v, str | int | float | bool | list | dict)}
-    return {"model_name": model, "error": exc.reason, "code": exc.code.value, "retriable": exc.retriable,
-            "details": details or None}
-
-
 def error_entry(model: str, request_id: str, exc: AiaasError, request_headers: Mapping[str, str]) -> Entry:
-    """The reply frame's entry for a framed request that failed: its error, as an error reply says it."""
-    err = {k: v for k, v in _error_body(model, exc).items() if v is not None}
+    """The answer to a request that failed: its error, as an error reply says it."""
+    err: dict[str, Any] = {"model_name": model, "error": exc.reason, "code": exc.code.value,
+                           "retriable": exc.retriable}
+    details = {k: v for k, v in exc.details.items() if isinstance(v, str | int | float | bool | list | dict)}
+    if details:
+        err["details"] = details
     return Entry([request_id], {}, passed_on(request_headers), {"status": exc.status_code, "error": err})
 
 
-def error(
-    model: str, request_id: str, exc: AiaasError, *, request_headers: Mapping[str, str],
-) -> tuple[bytes, ReplyHeaders]:
-    """Value and headers of an error reply (always JSON)."""
-    msg = ErrorReply(id=request_id, status_code=exc.status_code, **_error_body(model, exc))
-    extra = {h.CONTENT_TYPE: tc.JSON, STATUS: str(exc.status_code)}
-    return msg.to_record(), _headers(request_id, request_headers, extra)
+def single(e: Entry, response_id: str | None = None) -> tuple[bytes, ReplyHeaders]:
+    """Value and headers of the single OIP JSON record an answer of one request stands for: what an
+    OIP request gets (``response_id``: the id its body named)."""
+    f = e.fields
+    hd = {h.CORRELATION_ID: e.id, h.WIRE_VERSION: _VERSION, h.CONTENT_TYPE: tc.JSON, STATUS: str(f["status"])}
+    if f["status"] != 200:
+        return ErrorReply(id=e.id, status_code=f["status"], **f["error"]).to_record(), {**hd, **e.headers}
+    body = {"model_name": f["model_name"], "model_version": f["model_version"], "id": response_id or e.id}
+    if "parameters" in f:
+        body["parameters"] = f["parameters"]
+    enc = tc.encode_body(InferenceResponse.KIND, body, "outputs", e.tensors, binary=False)
+    return enc.value, {**hd, h.MODEL_VERSION: f["model_version"], **e.headers}

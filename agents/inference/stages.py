@@ -162,7 +162,7 @@ class Forwarder(Replier):
         elif w.count == 1:
             await self._exit_or_forward(w, outputs, ex, sent)
         else:  # a block: each of its requests exits or goes on by itself
-            for part, outs in zip(blocks.explode(w), blocks.row_results(w, outputs), strict=True):
+            for part, outs in zip(blocks.explode(w), blocks.rows_of(w, outputs), strict=True):
                 await self._exit_or_forward(part, outs, ex, sent)
 
     async def _exit_or_forward(self, w: Work, outputs: dict[str, Any], ex: Exit, sent: Outbox) -> None:

@@ -18,7 +18,8 @@ from typing import Protocol
 
 import numpy as np
 
-from aiaas.client.tickbatches import Layout, Slots, Stream, layout_of
+from aiaas.client.slots import Slots
+from aiaas.client.tickbatches import Layout, Stream, layout_of
 from aiaas.client.waiting import Sink
 from aiaas.schemas.errors import AiaasError, ErrorCode, InferenceError
 from aiaas.streams import headers as h

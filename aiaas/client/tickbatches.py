@@ -6,15 +6,13 @@ and Kafka's costs are per record, so the requests of a tick that share a topic a
 go as entries of one frame, up to ``pack_max`` requests or ``pack_bytes`` per frame, each frame to
 the next partition (round-robin by frame). Requests of numeric arrays of one layout are stacked as
 the rows of one entry: what the worker computes anyway, checked once. Each request keeps its own id
-and deadline, and gets its own reply or error. ``Slots`` is the counting semaphore of the client's
-flow control.
+and deadline, and gets its own reply or error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -29,6 +27,8 @@ Seal = Callable[[bytes, list[tuple[str, bytes]], list[str]], tuple[bytes, list[t
 Shared = tuple[tuple[str, bytes], ...]  # the record headers a frame's entries have in common
 Layout = tuple[tuple[str, Any, tuple[int, ...]], ...]
 RowsKey = tuple[Layout, float, str | None]  # the rows' layout, timeout and explicit deadline
+# an entry to be: its ids, their tensors (one mapping per id: rows to stack), its headers and fields
+_Rows = tuple[list[str], list[dict[str, np.ndarray]], dict[str, str], dict[str, Any]]
 
 
 class Stream:
@@ -57,11 +57,10 @@ def layout_of(arrays: Mapping[str, Any], rows: bool = True) -> Layout | None:
 
 
 class _Pack:
-    __slots__ = ("bytes", "entries", "rids", "rows")
+    __slots__ = ("bytes", "entries", "rids")
 
     def __init__(self) -> None:
-        self.entries: list[frame.Entry] = []
-        self.rows: dict[RowsKey, tuple[list[str], list[Mapping[str, np.ndarray]], str]] = {}
+        self.entries: dict[RowsKey | int, _Rows] = {}
         self.rids: list[str] = []
         self.bytes = 0
 
@@ -96,16 +95,15 @@ class TickBatches:
         size = 0
         for a in tensors.values():
             size += a.nbytes
-        if layout is None or size > self.pack_bytes // 2:
-            hd = {h.DEADLINE: deadline or str(h.deadline_ms(timeout_s)), **(own or {})}
-            pack.entries.append(frame.Entry([rid], tensors, hd, fields or {}))
-        else:
+        key: RowsKey | int = len(pack.rids)  # an entry of its own
+        if layout is not None and size <= self.pack_bytes // 2:
             key = (layout, timeout_s, deadline)
-            rows = pack.rows.get(key)
-            if rows is None:
-                rows = pack.rows[key] = ([], [], deadline or str(h.deadline_ms(timeout_s)))
-            rows[0].append(rid)
-            rows[1].append(tensors)
+        rows = pack.entries.get(key)
+        if rows is None:
+            hd = {h.DEADLINE: deadline or str(h.deadline_ms(timeout_s)), **(own or {})}
+            rows = pack.entries[key] = ([], [], hd, fields or {})
+        rows[0].append(rid)
+        rows[1].append(tensors)
         pack.rids.append(rid)
         pack.bytes += size + 64
         if len(pack.rids) >= self.pack_max or pack.bytes >= self.pack_bytes:
@@ -114,13 +112,13 @@ class TickBatches:
     def _seal(self, stream: Stream) -> None:
         """One frame for a pack, alone in a record batch for the next partition."""
         pack = self._packs.pop(stream)
-        entries = pack.entries
-        for rids, rows, deadline in pack.rows.values():
+        entries = []
+        for rids, rows, hd, fields in pack.entries.values():
             if len(rids) == 1:
-                entries.append(frame.Entry(rids, dict(rows[0]), {h.DEADLINE: deadline}))
+                entries.append(frame.Entry(rids, rows[0], hd, fields))
             else:
                 stacked = {n: np.stack([r[n] for r in rows]) for n in rows[0]}
-                entries.append(frame.Entry(rids, stacked, {h.DEADLINE: deadline}, rows=True))
+                entries.append(frame.Entry(rids, stacked, hd, rows=True))
         try:
             value, kind = frame.encode(entries)
             headers = [*stream.shared, *kind]
@@ -168,35 +166,3 @@ class TickBatches:
         exc = None if sent.cancelled() else sent.exception()
         if exc is not None:
             self.failed(rids, exc)
-
-
-class Slots:
-    """A counting semaphore for flow control: asyncio.Semaphore scans its waiters on every acquire
-    (3% of the client's CPU at two acquires per request); here a free slot costs a compare."""
-
-    __slots__ = ("_free", "_waiters")
-
-    def __init__(self, count: int) -> None:
-        self._free = count
-        self._waiters: deque[asyncio.Future[None]] = deque()
-
-    async def acquire(self) -> None:
-        if self._free > 0 and not self._waiters:
-            self._free -= 1
-            return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
-        try:
-            await fut
-        except asyncio.CancelledError:
-            if fut.done() and not fut.cancelled():
-                self.release()  # a slot was handed over as we were cancelled: pass it on
-            raise
-
-    def release(self) -> None:
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)  # the slot goes straight to the longest waiter
-                return
-        self._free += 1

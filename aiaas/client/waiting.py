@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaConsumer
 
-from aiaas.client.tickbatches import Slots
+from aiaas.client.slots import Slots
 from aiaas.schemas.errors import AiaasError, ChunkError, EnvelopeError, ErrorCode, InferenceError
 from aiaas.streams import headers as h
 from aiaas.streams.chunking import Reassembler

@@ -103,7 +103,7 @@ def test_frame_replies_say_what_single_replies_say() -> None:
     hdrs = {"traceparent": f"00-{trace}-00f067aa0ba902b7-01", "tenant": "acme"}
     for rid in ("r1", "naïve \"id\""):
         entry = replies.ok_entry("m", 3, [rid], outs, hdrs)
-        value, headers = replies.response("m", 3, rid, None, outs, request_headers=hdrs)
+        value, headers = replies.single(replies.ok_entry("m", 3, [rid], outs, hdrs))
         got, want = dict(entry.headers), dict(headers)
         # each reply is its own span in the caller's trace: same trace id, fresh span id
         for tp in (got.pop("traceparent"), want.pop("traceparent")):

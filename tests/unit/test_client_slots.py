@@ -1,11 +1,11 @@
-"""The client's flow-control semaphore (aiaas.client.tickbatches.Slots): order, and slots are never lost
+"""The client's flow-control semaphore (aiaas.client.slots.Slots): order, and slots are never lost
 when a waiter is cancelled."""
 
 from __future__ import annotations
 
 import asyncio
 
-from aiaas.client.tickbatches import Slots
+from aiaas.client.slots import Slots
 
 
 async def test_waiters_get_slots_in_order_and_cancelled_waiters_pass_them_on() -> None:

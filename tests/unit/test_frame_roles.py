@@ -103,7 +103,7 @@ def test_a_blocks_reply_entry_round_trips_to_replies(tenant: str | None) -> None
     value, headers = frame.encode(entries)
     got = replies_of(value, _hd(headers))
     assert [r.request_id for r in got] == ["a0", "a1", "b0", "b1", "b2"]
-    per_request = [row for w, r in zip(works, results, strict=True) for row in blocks.row_results(w, r)]
+    per_request = [row for w, r in zip(works, results, strict=True) for row in blocks.rows_of(w, r)]
     for reply, want in zip(got, per_request, strict=True):
         res = reply.result()
         assert reply.ok and reply.value == b"" and (res.id, res.model_name, res.model_version) == (
@@ -168,10 +168,10 @@ def test_explode_gives_the_single_requests(per: int | None) -> None:
             np.testing.assert_array_equal(p.inputs[name], want[name])
 
 
-def test_row_results_split_outputs_per_request() -> None:
+def test_rows_of_split_outputs_per_request() -> None:
     w = _block_work(["r0", "r1", "r2"], 2)
     out = _outputs(w, 5)
-    parts = blocks.row_results(w, out)
+    parts = blocks.rows_of(w, out)
     assert len(parts) == 3
     for k, part in enumerate(parts):
         np.testing.assert_array_equal(part["y"], out["y"][2 * k:2 * k + 2])

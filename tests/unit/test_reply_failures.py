@@ -225,7 +225,7 @@ def test_a_large_json_reply_encoded_by_slices_is_the_same_reply() -> None:
     rng = np.random.default_rng(5)
     outputs = {"y": rng.normal(size=(3, 40_000)).astype(np.float32), "ids": np.arange(70_000).reshape(7, -1),
                "mask": rng.random((2, 3)) > 0.5}
-    value, hd = replies.response("m", 2, "r1", "body-id", outputs, request_headers={h.TENANT: "acme"})
+    value, hd = replies.single(replies.ok_entry("m", 2, ["r1"], outputs, {h.TENANT: "acme"}), "body-id")
     body = json.loads(value)
     assert body["id"] == "body-id" and body["model_version"] == "2" and hd[h.TENANT] == "acme"
     for t in body["outputs"]:
@@ -233,5 +233,5 @@ def test_a_large_json_reply_encoded_by_slices_is_the_same_reply() -> None:
     outputs["y"][1, 7] = np.nan
     outputs["y"][2, 9] = -np.inf
     with pytest.raises(InvalidMessage) as bad:
-        replies.response("m", 2, "r1", None, outputs, request_headers={})
+        replies.single(replies.ok_entry("m", 2, ["r1"], outputs, {}))
     assert bad.value.details == {"tensor": "y", "non_finite": 2}
