@@ -265,3 +265,15 @@ def test_progress_budget_target_and_steps() -> None:
     assert e.out_of_budget(2) == "epochs"
     assert not e.evaluated({"test_accuracy": 0.8}) and e.evaluated({"test_accuracy": 0.95})
     assert e.summary()["seconds_to_target"] >= 0
+
+
+def test_a_metrics_record_says_when_its_evaluation_was_made_on_the_jobs_clock() -> None:
+    """The time-to-accuracy curves (benchmarks.training, make bench) read ``seconds`` off the metrics
+    records: the same clock as seconds_to_target, none before the clock starts."""
+    p = Progress(job(steps=None, epochs=2, target={"metric": "test_accuracy", "value": 0.9}), train_rows=100)
+    p.evaluated({"test_accuracy": 0.5})
+    assert p.message(0, {"test_accuracy": 0.5}, live=1, dropped=0, rejected=0).seconds is None
+    p.start()
+    p.evaluated({"test_accuracy": 0.95})
+    msg = p.message(3, {"test_accuracy": 0.95}, live=1, dropped=0, rejected=0)
+    assert msg.seconds is not None and 0 <= msg.seconds <= p.summary()["seconds_to_target"] + 1e-6
