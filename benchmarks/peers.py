@@ -13,7 +13,7 @@ give the same argmax as onnxruntime in this process on a few rows.
 
 Last stdout line, one JSON object: ``peers.<mlserver|aiaas>.c<N>`` with ``req_per_s``, ``p50_ms``,
 ``p99_ms`` (medians over the repeats, ``_min``/``_max`` beside each), ``ratio_vs_mlserver_c32`` and
-``ratio_vs_mlserver_c1`` (medians of the per-repeat aiaas/MLServer throughput ratios) and
+``ratio_vs_mlserver_c1`` (medians of the per-repeat aiaas/MLServer throughput ratios, _min/_max beside) and
 ``machine``. Each round's line on stderr also gives the server's own CPU time per request (all its
 processes; aiaas's Kafka broker not counted), steadier than rates on a shared machine. A server
 that cannot be installed or started is reported on stderr, exit 2, and no figure is printed.
@@ -116,7 +116,7 @@ def summarize(rounds: dict[str, dict[int, list[Round]]]) -> dict[str, Any]:
     for c in (32, 1):
         ratios = [a.req_per_s / m.req_per_s
                   for a, m in zip(rounds["aiaas"][c], rounds["mlserver"][c], strict=True)]
-        result[f"ratio_vs_mlserver_c{c}"] = spread("r", ratios, 3)["r"]
+        result |= spread(f"ratio_vs_mlserver_c{c}", ratios, 3)
     result["machine"] = machine()
     return result
 

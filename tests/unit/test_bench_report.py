@@ -46,11 +46,13 @@ def test_summarize_gives_medians_and_the_median_of_per_repeat_ratios() -> None:
     rounds = {"mlserver": {1: _rounds([100, 110, 90], 5.0), 32: _rounds([1000, 900, 800], 30.0)},
               "aiaas": {1: _rounds([200, 330, 180], 2.0), 32: _rounds([1500, 1800, 1600], 20.0)}}
     result = summarize(rounds)
-    assert set(result) == {"peers", "ratio_vs_mlserver_c32", "ratio_vs_mlserver_c1", "machine"}
+    assert set(result) == {"peers", "machine", *(f"ratio_vs_mlserver_c{c}{s}" for c in (32, 1)
+                                                  for s in ("", "_min", "_max"))}
     c32 = result["peers"]["aiaas"]["c32"]
     assert (c32["req_per_s"], c32["req_per_s_min"], c32["req_per_s_max"]) == (1600, 1500, 1800)
     assert c32["p50_ms"] == 20.0 and c32["p99_ms"] == 60.0
     assert result["ratio_vs_mlserver_c32"] == 2.0  # per repeat: 1.5, 2.0, 2.0
+    assert (result["ratio_vs_mlserver_c32_min"], result["ratio_vs_mlserver_c32_max"]) == (1.5, 2.0)
     assert result["ratio_vs_mlserver_c1"] == 2.0  # per repeat: 2.0, 3.0, 2.0
 
 
