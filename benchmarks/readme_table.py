@@ -4,7 +4,6 @@ with min-max, beside its target, between two markers in README.md that nothing e
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +17,9 @@ class Headline:
     target: str  # e.g. ">= 0.9"
     meaning: str
 
-    @property
-    def meets(self) -> Callable[[float], bool]:
+    def meets(self, figure: float) -> bool:
         op, value = self.target.split()
-        return (lambda x: x >= float(value)) if op == ">=" else (lambda x: x <= float(value))
+        return figure >= float(value) if op == ">=" else figure <= float(value)
 
 
 HEADLINES = [

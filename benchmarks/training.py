@@ -64,7 +64,7 @@ def ratio(ours: dict[str, Any], ddp: dict[str, Any], name: str) -> dict[str, Any
     _min, _max and the per-repeat list); null when either missed it in a repeat."""
     a, b = ours.get("seconds_to_target_runs") or [], ddp.get("seconds_to_target_runs") or []
     per = [x / y for x, y in zip(a, b, strict=False) if x is not None and y]
-    if not per or len(per) != len(a) or ours.get("seconds_to_target") is None:
+    if not per or len(per) != len(a):  # a repeat that missed the target (either side) has no ratio
         return {name: None}
     return {**spread(name, per, 3), f"{name}_runs": [round(r, 3) for r in per]}
 
